@@ -1,0 +1,146 @@
+//! flowrun's user-facing errors and the one place they map to exit codes.
+//!
+//! Exit codes (documented in the README):
+//! - 0: every job passed;
+//! - 1: some job did not pass;
+//! - 2: invalid input: the flow, a backend or observer config, a plugin;
+//! - 130 / 143: interrupted by SIGINT / SIGTERM.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::flow::Diagnostic;
+
+/// Every job passed.
+pub const EXIT_PASSED: i32 = 0;
+/// Some job did not pass.
+pub const EXIT_JOBS_FAILED: i32 = 1;
+/// Invalid input.
+pub const EXIT_INVALID_INPUT: i32 = 2;
+/// Interrupted by SIGINT.
+pub const EXIT_SIGINT: i32 = 130;
+/// Interrupted by SIGTERM.
+pub const EXIT_SIGTERM: i32 = 143;
+
+/// Why a plugin could not be loaded. Each renders as one line.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PluginLoadError {
+    /// The file cannot be opened as a shared library.
+    #[error("{path}: not a loadable shared library: {detail}")]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        detail: String,
+    },
+    /// The library is not a flowrun plugin.
+    #[error("{path}: not a flowrun plugin (no flowrun root module): build it with flowrun_plugin_api::export_plugin!")]
+    NoRootModule {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The plugin was built against an incompatible plugin API.
+    #[error("plugin '{name}' {version} was built against plugin API {plugin_api}, but this flowrun provides {host_api}: rebuild it against flowrun-plugin-api {wanted}")]
+    ApiMismatch {
+        /// The plugin's name (its file name when unknown).
+        name: String,
+        /// The plugin's version ("?" when unknown).
+        version: String,
+        /// The API version the plugin was built against.
+        plugin_api: String,
+        /// The host's API version.
+        host_api: String,
+        /// What to rebuild against (`0.1` or `1`).
+        wanted: String,
+    },
+    /// The layout check failed.
+    #[error("{path}: plugin ABI layout does not match this flowrun ({summary}): rebuild it against flowrun-plugin-api {host_api}")]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// The first mismatch, summarised.
+        summary: String,
+        /// The host's API version.
+        host_api: String,
+    },
+    /// The file's hash differs from the registry's record.
+    #[error("{path}: file changed since it was installed (sha256 {actual}, registry says {expected}): reinstall it with `flowrun plugins install`")]
+    HashMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Recorded hash.
+        expected: String,
+        /// Actual hash.
+        actual: String,
+    },
+    /// Unsafe permissions.
+    #[error("{path}: refused: {why}; fix it with `chmod go-w` / `chown`, or reinstall the plugin")]
+    Permissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// I/O.
+    #[error("{path}: {detail}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The plugin's init failed or panicked.
+    #[error("plugin '{name}': {detail}")]
+    Init {
+        /// The plugin.
+        name: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// An error that ends a flowrun command.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The flow is invalid (one or more diagnostics).
+    #[error("{}", render_diagnostics(.0))]
+    Flow(Vec<Diagnostic>),
+    /// A plugin failed to load.
+    #[error("{0}")]
+    PluginLoad(#[from] PluginLoadError),
+    /// A backend or observer instance could not be created (bad config, unknown kind).
+    #[error("{0}")]
+    Instance(String),
+    /// A registry operation failed (install, remove, a corrupt registry.toml).
+    #[error("{0}")]
+    Registry(String),
+    /// Some plugins failed verification.
+    #[error("{0} plugin(s) failed verification")]
+    VerifyFailed(usize),
+    /// Writing the run's output failed.
+    #[error("{0}")]
+    Output(String),
+}
+
+fn render_diagnostics(d: &[Diagnostic]) -> String {
+    let mut s = d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+    if d.len() > 1 {
+        s.push_str(&format!("\n{} errors", d.len()));
+    }
+    s
+}
+
+impl Error {
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::VerifyFailed(_) | Error::Output(_) => EXIT_JOBS_FAILED,
+            Error::Flow(_) | Error::PluginLoad(_) | Error::Instance(_) | Error::Registry(_) => {
+                EXIT_INVALID_INPUT
+            }
+        }
+    }
+}

@@ -1,0 +1,820 @@
+//! From raw files to a [`Flow`]: include merging, backend/resource resolution, matrix
+//! expansion, dependency resolution and graph checks.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use globset::GlobBuilder;
+
+use super::{
+    diag::{did_you_mean, did_you_mean_help, fmt_location, nearest, Diagnostic},
+    graph,
+    model::{BackendInstance, Command, Flow, Job, Location, ObserverInstance},
+    parse::{parse_file, RawCmd, RawFile, RawInstance},
+    KindCatalog, LoadOptions,
+};
+
+/// At most this many diagnostics of one repetitive kind (duplicates, unresolved needs, ...).
+const MAX_REPEATED: usize = 20;
+
+/// A parsed file and the prefix of its jobs' names (`"<flow name>."`, none for the root).
+struct Source {
+    file: RawFile,
+    prefix: String,
+}
+
+struct Reader<'d> {
+    chain: Vec<(PathBuf, PathBuf)>,
+    seen: HashSet<PathBuf>,
+    sources: Vec<Source>,
+    /// Some file or job could not be read: dependencies cannot be fully checked.
+    incomplete: bool,
+    diags: &'d mut Vec<Diagnostic>,
+}
+
+impl Reader<'_> {
+    fn read(&mut self, path: &Path, included_at: Option<&Location>) {
+        let fail = |message: String| match included_at {
+            Some(l) => Diagnostic::at(l.clone(), message)
+                .with_help("include paths are relative to the including flow file's directory"),
+            None => Diagnostic::global(message),
+        };
+        let canonical = match std::fs::canonicalize(path) {
+            Ok(c) => c,
+            Err(e) => {
+                let what = if included_at.is_some() {
+                    "included flow file"
+                } else {
+                    "flow file"
+                };
+                self.diags
+                    .push(fail(format!("cannot read {what} {}: {e}", path.display())));
+                self.incomplete = true;
+                return;
+            }
+        };
+        if let Some(pos) = self.chain.iter().position(|(c, _)| *c == canonical) {
+            let mut names: Vec<String> = self.chain[pos..]
+                .iter()
+                .map(|(_, p)| p.display().to_string())
+                .collect();
+            names.push(path.display().to_string());
+            let d = fail(format!("include loop: {}", names.join(" -> ")))
+                .with_help("remove one of these includes");
+            self.diags.push(d);
+            return;
+        }
+        if !self.seen.insert(canonical.clone()) {
+            return; // Included twice (a diamond): merged once.
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.diags.push(fail(format!(
+                    "cannot read flow file {}: {e}",
+                    path.display()
+                )));
+                self.incomplete = true;
+                return;
+            }
+        };
+        let Some(file) = parse_file(Arc::from(path), &text, self.diags) else {
+            self.incomplete = true;
+            return;
+        };
+        self.incomplete |= file.dropped_jobs;
+        let prefix = if included_at.is_some() {
+            format!("{}.", file.name)
+        } else {
+            String::new()
+        };
+        let includes = file.includes.clone();
+        self.sources.push(Source { file, prefix });
+        self.chain.push((canonical, path.to_path_buf()));
+        for (include, _, location) in &includes {
+            self.read(include, Some(location));
+        }
+        self.chain.pop();
+    }
+}
+
+/// Merges same-named instances from several files; differing declarations are an error.
+fn merge_instances<'a>(
+    sources: &'a [Source],
+    section: &str,
+    pick: impl Fn(&'a RawFile) -> &'a [RawInstance],
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<&'a RawInstance> {
+    let mut out: Vec<&RawInstance> = Vec::new();
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for source in sources {
+        for instance in pick(&source.file) {
+            match by_name.get(instance.name.as_str()) {
+                Some(&i) => {
+                    if !out[i].same_as(instance) {
+                        diags.push(
+                            Diagnostic::at(instance.location.clone(), format!("[{section}.{}] is declared twice with different settings", instance.name))
+                                .with_help(format!("first declared at {}; make both declarations identical, or rename one", fmt_location(&out[i].location))),
+                        );
+                    }
+                }
+                None => {
+                    by_name.insert(&instance.name, out.len());
+                    out.push(instance);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_kinds(
+    instances: &[&RawInstance],
+    section: &str,
+    kinds: &[String],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for instance in instances {
+        let kind = instance.kind();
+        if !kinds.iter().any(|k| k == kind) {
+            let location = instance
+                .kind
+                .as_ref()
+                .map_or(&instance.location, |(_, l)| l);
+            let what = if section == "backends" {
+                "backend"
+            } else {
+                "observer"
+            };
+            let mut help = format!("available {what} kinds: {}", list_or_none(kinds));
+            if let Some(s) = did_you_mean(kind, kinds.iter().map(String::as_str)) {
+                help = format!("did you mean `{s}`? {help}");
+            }
+            if instance.kind.is_none() {
+                help.push_str(&format!("; set `kind = \"...\"` in [{section}.{}] if the instance is named differently from its kind", instance.name));
+            }
+            diags.push(
+                Diagnostic::at(
+                    location.clone(),
+                    format!(
+                        "[{section}.{}]: unknown {what} kind `{kind}`",
+                        instance.name
+                    ),
+                )
+                .with_help(help),
+            );
+        }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+struct Backends<'c> {
+    list: Vec<BackendInstance>,
+    by_name: HashMap<String, usize>,
+    declared: Vec<String>,
+    kinds: &'c [String],
+}
+
+impl Backends<'_> {
+    /// The index of the instance `name`, creating an implicit instance for a bare kind.
+    fn resolve(&mut self, name: &str, location: &Location) -> Result<usize, (String, String)> {
+        if let Some(&i) = self.by_name.get(name) {
+            return Ok(i);
+        }
+        if self.kinds.iter().any(|k| k == name) {
+            let i = self.list.len();
+            self.list.push(BackendInstance {
+                name: name.to_string(),
+                kind: name.to_string(),
+                max_parallel: None,
+                config_toml: String::new(),
+                location: location.clone(),
+            });
+            self.by_name.insert(name.to_string(), i);
+            return Ok(i);
+        }
+        let mut help = format!(
+            "declared instances: {}; available kinds: {}",
+            list_or_none(&self.declared),
+            list_or_none(self.kinds)
+        );
+        let candidates = self
+            .declared
+            .iter()
+            .chain(self.kinds.iter())
+            .map(String::as_str);
+        if let Some(s) = did_you_mean(name, candidates) {
+            help = format!("did you mean `{s}`? {help}");
+        }
+        Err((format!("unknown backend `{name}`: it is neither a [backends.{name}] instance nor an installed backend kind"), help))
+    }
+}
+
+pub(super) fn load(
+    path: &Path,
+    catalog: &KindCatalog,
+    opts: &LoadOptions,
+) -> Result<Flow, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let root = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut reader = Reader {
+        chain: Vec::new(),
+        seen: HashSet::new(),
+        sources: Vec::new(),
+        incomplete: false,
+        diags: &mut diags,
+    };
+    reader.read(&root, None);
+    let Reader {
+        sources,
+        incomplete,
+        ..
+    } = reader;
+    if sources.is_empty() {
+        return Err(diags);
+    }
+    let root_file = &sources[0].file;
+    let root_location = Location {
+        file: root_file.path.clone(),
+        line: 1,
+        column: 1,
+    };
+
+    // Included flows' names must differ (they prefix the job names).
+    let mut prefixes: HashMap<&str, &Location> = HashMap::new();
+    for source in &sources[1..] {
+        if let Some(first) = prefixes.insert(&source.prefix, &source.file.name_location) {
+            diags.push(
+                Diagnostic::at(source.file.name_location.clone(), format!("two included flows are both named `{}`", source.file.name))
+                    .with_help(format!(
+                        "the other is {}; an included flow's jobs are named `<flow name>.<job>`, so set a distinct `[flow] name` in one of them",
+                        fmt_location(first)
+                    )),
+            );
+        }
+    }
+
+    // Instances and resources, merged over all files.
+    let backends = merge_instances(&sources, "backends", |f| &f.backends, &mut diags);
+    let observers = merge_instances(&sources, "observers", |f| &f.observers, &mut diags);
+    check_kinds(&backends, "backends", &catalog.backends, &mut diags);
+    check_kinds(&observers, "observers", &catalog.observers, &mut diags);
+    let mut resources: Vec<(String, u64)> = Vec::new();
+    let mut resource_index: HashMap<String, (u32, Location)> = HashMap::new();
+    for source in &sources {
+        for (name, capacity, location) in &source.file.resources {
+            match resource_index.get(name) {
+                Some((i, first)) => {
+                    if resources[*i as usize].1 != *capacity {
+                        diags.push(
+                            Diagnostic::at(location.clone(), format!("resource `{name}` is declared twice with different amounts ({} and {capacity})", resources[*i as usize].1))
+                                .with_help(format!("first declared at {}", fmt_location(first))),
+                        );
+                    }
+                }
+                None => {
+                    resource_index.insert(name.clone(), (resources.len() as u32, location.clone()));
+                    resources.push((name.clone(), *capacity));
+                }
+            }
+        }
+    }
+    let mut backend_table = Backends {
+        list: backends
+            .iter()
+            .map(|b| BackendInstance {
+                name: b.name.clone(),
+                kind: b.kind().to_string(),
+                max_parallel: b.max_parallel,
+                config_toml: b.config_toml.clone(),
+                location: b.location.clone(),
+            })
+            .collect(),
+        by_name: backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.clone(), i))
+            .collect(),
+        declared: backends.iter().map(|b| b.name.clone()).collect(),
+        kinds: &catalog.backends,
+    };
+    let observers: Vec<ObserverInstance> = observers
+        .iter()
+        .map(|o| ObserverInstance {
+            name: o.name.clone(),
+            kind: o.kind().to_string(),
+            config_toml: o.config_toml.clone(),
+            location: o.location.clone(),
+        })
+        .collect();
+    let override_backend = match &opts.backend_override {
+        Some(name) => match backend_table.resolve(name, &root_location) {
+            Ok(i) => Some(i),
+            Err((message, help)) => {
+                diags.push(Diagnostic::global(format!("--backend: {message}")).with_help(help));
+                None
+            }
+        },
+        None => None,
+    };
+
+    // Per `[[job]]`: backend and named resources (the same for every job of a matrix).
+    struct Prepared {
+        source: usize,
+        job: usize,
+        backend: usize,
+        resources: Vec<(u32, u64)>,
+    }
+    let mut prepared = Vec::new();
+    let mut unknown_backends: HashSet<String> = HashSet::new();
+    let declared_resources: Vec<String> = resources.iter().map(|(n, _)| n.clone()).collect();
+    for (s, source) in sources.iter().enumerate() {
+        for (j, raw) in source.file.jobs.iter().enumerate() {
+            let backend = match override_backend {
+                Some(i) => i,
+                None => {
+                    let (name, location) = match (&raw.backend, &source.file.default_backend) {
+                        (Some((n, l)), _) | (None, Some((n, l))) => (n.as_str(), l),
+                        (None, None) => ("local", &raw.location),
+                    };
+                    match backend_table.resolve(name, location) {
+                        Ok(i) => i,
+                        Err((message, help)) => {
+                            // One report per name and place is enough (a default is shared).
+                            if unknown_backends.insert(format!("{name}@{}", fmt_location(location)))
+                            {
+                                let message = if raw.backend.is_none()
+                                    && source.file.default_backend.is_none()
+                                {
+                                    format!("{message} (jobs default to `local`)")
+                                } else {
+                                    message
+                                };
+                                diags.push(
+                                    Diagnostic::at(location.clone(), message).with_help(help),
+                                );
+                            }
+                            usize::MAX
+                        }
+                    }
+                }
+            };
+            let mut named = Vec::with_capacity(raw.resources.len());
+            for (name, amount, location) in &raw.resources {
+                match resource_index.get(name) {
+                    Some((i, _)) => {
+                        let capacity = resources[*i as usize].1;
+                        if *amount > capacity {
+                            diags.push(
+                                Diagnostic::at(location.clone(), format!("the job needs {amount} of resource `{name}`, but only {capacity} exist"))
+                                    .with_help(format!("ask for at most {capacity}, or raise `{name}` in [resources]")),
+                            );
+                        }
+                        named.push((*i, *amount));
+                    }
+                    None => {
+                        let mut help = format!(
+                            "declare it in [resources] (e.g. `{name} = 4`); declared resources: {}",
+                            list_or_none(&declared_resources)
+                        );
+                        if let Some(s) =
+                            did_you_mean(name, declared_resources.iter().map(String::as_str))
+                        {
+                            help = format!("did you mean `{s}`? {help}");
+                        }
+                        diags.push(
+                            Diagnostic::at(location.clone(), format!("unknown resource `{name}`"))
+                                .with_help(help),
+                        );
+                    }
+                }
+            }
+            prepared.push(Prepared {
+                source: s,
+                job: j,
+                backend,
+                resources: named,
+            });
+        }
+    }
+
+    // Expansion.
+    let total: u64 = prepared
+        .iter()
+        .map(|p| sources[p.source].file.jobs[p.job].matrix.len())
+        .sum();
+    if total > u32::MAX as u64 {
+        diags.push(Diagnostic::global(format!(
+            "the flow expands to {total} jobs, more than flowrun supports"
+        )));
+        return Err(diags);
+    }
+    let mut jobs: Vec<Job> = Vec::with_capacity(total as usize);
+    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(prepared.len());
+    for p in &prepared {
+        let source = &sources[p.source];
+        let raw = &source.file.jobs[p.job];
+        let start = jobs.len();
+        let mut bad_name: Option<String> = None;
+        raw.matrix.for_each(|_, values| {
+            let mut name = String::new();
+            if !source.prefix.is_empty() {
+                name.reserve(source.prefix.len() + 16);
+                name.push_str(&source.prefix);
+            }
+            raw.name.expand_into(values, &mut name);
+            if bad_name.is_none()
+                && name.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '?' | '[' | ']'))
+            {
+                bad_name = Some(name.clone());
+            }
+            let cmd = match &raw.cmd {
+                RawCmd::Shell(t) => Command::Shell(t.expand(values)),
+                RawCmd::Argv(ts) => Command::Argv(ts.iter().map(|t| t.expand(values)).collect()),
+            };
+            jobs.push(Job {
+                name,
+                cmd,
+                cwd: raw
+                    .cwd
+                    .as_ref()
+                    .map(|t| source.file.dir.join(t.expand(values))),
+                env: raw
+                    .env
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.expand(values)))
+                    .collect(),
+                timeout: raw.timeout.clone(),
+                priority: raw.priority,
+                backend: p.backend,
+                needs: Vec::new(),
+                when: raw.when,
+                cpus: raw.cpus,
+                memory_mb: raw.memory_mb,
+                resources: p.resources.clone(),
+                patterns: raw.patterns.clone(),
+                interactive: raw.interactive,
+                attrs: raw.attrs.clone(),
+                location: raw.location.clone(),
+            });
+        });
+        if let Some(name) = bad_name {
+            diags.push(
+                Diagnostic::at(
+                    raw.name_location.clone(),
+                    format!("invalid job name {name:?}"),
+                )
+                .with_help("job names cannot contain spaces or the glob characters * ? [ ]"),
+            );
+        }
+        ranges.push((start, jobs.len()));
+    }
+
+    // Names must be unique.
+    let mut names: NameMap<'_> = HashMap::with_capacity_and_hasher(jobs.len(), Default::default());
+    let mut duplicates = 0usize;
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(&first) = names.get(job.name.as_str()) {
+            duplicates += 1;
+            if duplicates <= MAX_REPEATED {
+                let first = &jobs[first as usize];
+                let help = if first.location == job.location {
+                    "the matrix produces this name more than once: check for repeated values"
+                        .to_string()
+                } else {
+                    format!(
+                        "the first job with this name is at {}; rename one of them",
+                        fmt_location(&first.location)
+                    )
+                };
+                diags.push(
+                    Diagnostic::at(
+                        job.location.clone(),
+                        format!("duplicate job name `{}`", job.name),
+                    )
+                    .with_help(help),
+                );
+            }
+        } else {
+            names.insert(&job.name, i as u32);
+        }
+    }
+    if duplicates > MAX_REPEATED {
+        diags.push(Diagnostic::global(format!(
+            "... and {} more duplicate job names",
+            duplicates - MAX_REPEATED
+        )));
+    }
+
+    // Dependencies.
+    let mut resolver = Resolver {
+        names: &names,
+        jobs: &jobs,
+        sorted: None,
+        globs: HashMap::new(),
+    };
+    let mut all_needs: Vec<Vec<u32>> = Vec::with_capacity(jobs.len());
+    let mut unresolved_reported = 0usize;
+    for (p, &(start, end)) in prepared.iter().zip(&ranges) {
+        let source = &sources[p.source];
+        let raw = &source.file.jobs[p.job];
+        // Per `needs` entry: (first failing expansion, count of failing expansions, self-dependency seen).
+        let mut failures: Vec<(Option<String>, usize, bool)> =
+            vec![(None, 0, false); raw.needs.len()];
+        let literal: Option<Vec<&str>> = raw.needs.iter().map(|(t, _)| t.as_literal()).collect();
+        let mut scratch = Vec::new();
+        let mut resolve_one = |resolver: &mut Resolver<'_>,
+                               k: usize,
+                               text: &str,
+                               job_index: usize,
+                               out: &mut Vec<u32>| {
+            let before = out.len();
+            match resolver.resolve(text, &source.prefix, out) {
+                Ok(true) => {
+                    if let Some(pos) = out[before..].iter().position(|&d| d as usize == job_index) {
+                        out.remove(before + pos);
+                        failures[k].2 = true;
+                    }
+                }
+                Ok(false) => {
+                    failures[k].1 += 1;
+                    if failures[k].0.is_none() {
+                        failures[k].0 = Some(text.to_string());
+                    }
+                }
+                Err(e) => {
+                    if failures[k].0.is_none() {
+                        diags.push(Diagnostic::at(
+                            raw.needs[k].1.clone(),
+                            format!("invalid glob `{text}` in `needs`: {e}"),
+                        ));
+                    }
+                    failures[k].0 = Some(String::new());
+                }
+            }
+        };
+        match literal {
+            Some(texts) => {
+                // The same list for every job of the matrix: resolve once.
+                let mut shared = Vec::new();
+                for (k, text) in texts.iter().enumerate() {
+                    resolve_one(&mut resolver, k, text, usize::MAX, &mut shared);
+                }
+                shared.sort_unstable();
+                shared.dedup();
+                for j in start..end {
+                    let mut needs = shared.clone();
+                    if let Ok(pos) = needs.binary_search(&(j as u32)) {
+                        needs.remove(pos);
+                        // Which entry matched the job itself: find it for the message.
+                        for (k, text) in texts.iter().enumerate() {
+                            scratch.clear();
+                            let _ = resolver.resolve(text, &source.prefix, &mut scratch);
+                            if scratch.contains(&(j as u32)) {
+                                failures[k].2 = true;
+                            }
+                        }
+                    }
+                    all_needs.push(needs);
+                }
+            }
+            None => {
+                let mut j = start;
+                let mut text = String::new();
+                raw.matrix.for_each(|_, values| {
+                    let mut needs = Vec::new();
+                    for (k, (t, _)) in raw.needs.iter().enumerate() {
+                        text.clear();
+                        t.expand_into(values, &mut text);
+                        resolve_one(&mut resolver, k, &text, j, &mut needs);
+                    }
+                    needs.sort_unstable();
+                    needs.dedup();
+                    all_needs.push(needs);
+                    j += 1;
+                });
+            }
+        }
+        let job_name = |j: usize| jobs.get(j).map_or("", |job| job.name.as_str());
+        for (k, (first, count, itself)) in failures.into_iter().enumerate() {
+            let location = &raw.needs[k].1;
+            let written = raw.needs[k].0.as_literal().map(str::to_string);
+            if itself {
+                let example = job_name(start);
+                let message = if end - start > 1 {
+                    "`needs` makes jobs depend on themselves".to_string()
+                } else {
+                    format!("job `{example}` depends on itself")
+                };
+                diags.push(Diagnostic::at(location.clone(), message).with_help(
+                    "a job cannot need itself; remove the entry or make the pattern more specific",
+                ));
+            }
+            if let Some(text) = first {
+                if text.is_empty() || incomplete {
+                    continue; // Glob error (reported) or a job we could not read may be the target.
+                }
+                unresolved_reported += 1;
+                if unresolved_reported > MAX_REPEATED {
+                    continue;
+                }
+                let mut message = format!("`needs` entry `{text}` matches no job");
+                if written.is_none() && count > 1 {
+                    message.push_str(&format!(
+                        " (nor do {} other expansions of this entry)",
+                        count - 1
+                    ));
+                }
+                let help = if text.contains(['*', '?', '[']) {
+                    None
+                } else {
+                    let qualified = format!("{}{text}", source.prefix);
+                    let found = nearest(&qualified, names.keys().copied(), 3);
+                    did_you_mean_help(&found)
+                };
+                let help = help.or_else(|| (!source.prefix.is_empty()).then(|| format!("in an included flow, `needs` names its own jobs (`{}NAME`) or a fully qualified job of another flow", source.prefix)));
+                diags.push(Diagnostic::at(location.clone(), message).with_opt_help(help));
+            }
+        }
+    }
+    if unresolved_reported > MAX_REPEATED {
+        diags.push(Diagnostic::global(format!(
+            "... and {} more `needs` entries that match no job",
+            unresolved_reported - MAX_REPEATED
+        )));
+    }
+    drop(resolver);
+    drop(names);
+    for (job, needs) in jobs.iter_mut().zip(all_needs) {
+        job.needs = needs;
+    }
+
+    if diags.is_empty() {
+        diags.extend(graph::cycle_diagnostics(&jobs));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let root_file = &sources[0].file;
+    Ok(Flow {
+        name: root_file.name.clone(),
+        file: root_file.path.to_path_buf(),
+        max_parallel: root_file.max_parallel,
+        backends: backend_table.list,
+        observers,
+        resources,
+        jobs,
+    })
+}
+
+/// Resolves `needs` entries to job indices: exact names through the name map, globs (cached)
+/// by prefix range over the sorted names.
+struct Resolver<'a> {
+    names: &'a NameMap<'a>,
+    jobs: &'a [Job],
+    /// Job indices sorted by name (built once many distinct globs have been seen).
+    sorted: Option<Vec<u32>>,
+    globs: HashMap<String, Result<Arc<[u32]>, String>>,
+}
+
+impl Resolver<'_> {
+    /// Appends the matches of `text` (tried first as `prefix + text`, then as is) to `out`.
+    fn resolve(&mut self, text: &str, prefix: &str, out: &mut Vec<u32>) -> Result<bool, String> {
+        if text.contains(['*', '?', '[']) {
+            if !prefix.is_empty() {
+                let found = self.glob(&format!("{prefix}{text}"))?;
+                if !found.is_empty() {
+                    out.extend_from_slice(&found);
+                    return Ok(true);
+                }
+            }
+            let found = self.glob(text)?;
+            out.extend_from_slice(&found);
+            Ok(!found.is_empty())
+        } else {
+            if !prefix.is_empty() {
+                let mut qualified = String::with_capacity(prefix.len() + text.len());
+                qualified.push_str(prefix);
+                qualified.push_str(text);
+                if let Some(&i) = self.names.get(qualified.as_str()) {
+                    out.push(i);
+                    return Ok(true);
+                }
+            }
+            match self.names.get(text) {
+                Some(&i) => {
+                    out.push(i);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+    }
+
+    fn glob(&mut self, pattern: &str) -> Result<Arc<[u32]>, String> {
+        if let Some(cached) = self.globs.get(pattern) {
+            return cached.clone();
+        }
+        let result = self.match_glob(pattern);
+        self.globs.insert(pattern.to_string(), result.clone());
+        result
+    }
+
+    fn match_glob(&mut self, pattern: &str) -> Result<Arc<[u32]>, String> {
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| e.kind().to_string())?;
+        let jobs = self.jobs;
+        // Only names starting with the pattern's literal prefix can match; `prefix*` needs no
+        // further matching.
+        let literal_end = pattern
+            .find(['*', '?', '[', '{', '\\'])
+            .unwrap_or(pattern.len());
+        let literal = &pattern[..literal_end];
+        let prefix_only = &pattern[literal_end..] == "*";
+        let matcher = (!prefix_only).then(|| glob.compile_matcher());
+        let matches = |i: u32| {
+            let name = jobs[i as usize].name.as_str();
+            name.starts_with(literal) && matcher.as_ref().is_none_or(|m| m.is_match(name))
+        };
+        // A few globs: scan all names. Many distinct globs: narrow by prefix over sorted names.
+        if self.sorted.is_none() && self.globs.len() < SCANS_BEFORE_SORTING {
+            let found: Vec<u32> = (0..jobs.len() as u32).filter(|&i| matches(i)).collect();
+            return Ok(Arc::from(found));
+        }
+        let sorted = self.sorted.get_or_insert_with(|| {
+            let mut v: Vec<u32> = (0..jobs.len() as u32).collect();
+            v.sort_unstable_by(|&a, &b| jobs[a as usize].name.cmp(&jobs[b as usize].name));
+            v
+        });
+        let from = sorted.partition_point(|&i| jobs[i as usize].name.as_str() < literal);
+        let mut found: Vec<u32> = sorted[from..]
+            .iter()
+            .take_while(|&&i| jobs[i as usize].name.starts_with(literal))
+            .copied()
+            .filter(|&i| matches(i))
+            .collect();
+        found.sort_unstable();
+        Ok(Arc::from(found))
+    }
+}
+
+/// Distinct globs matched by scanning every name before sorting the names pays off.
+const SCANS_BEFORE_SORTING: usize = 16;
+
+/// Job name to index, with a fast (non-DoS-resistant: flow files are trusted) hash.
+type NameMap<'a> = HashMap<&'a str, u32, BuildHasherDefault<FxHasher>>;
+
+/// The multiply-rotate hash of rustc (FxHash), with a final avalanche step.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, byte: u8) {
+        self.add(byte as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Mix the high bits down: hash tables index by the low bits.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h
+    }
+}

@@ -1,0 +1,1078 @@
+//! One flow file: TOML (with spans) to a raw, per-file description. Templates are parsed and
+//! checked against the job's matrix here; names are not yet expanded or resolved.
+
+use std::{
+    borrow::Cow,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use regex::{Regex, RegexSet};
+use toml::{
+    de::{DeTable, DeValue},
+    Spanned,
+};
+
+use super::{
+    diag::{did_you_mean, Diagnostic, SourceMap},
+    expand::{is_var_name, Axis, Matrix, Template, TemplateError},
+    model::{Location, Patterns, When},
+    parse_duration,
+};
+
+type Val<'i> = Spanned<DeValue<'i>>;
+type Key<'i> = Spanned<Cow<'i, str>>;
+
+/// The most jobs one `[[job]]` matrix may expand to.
+pub(super) const MAX_MATRIX_JOBS: u64 = 50_000_000;
+
+/// A `[backends.X]` or `[observers.X]` table.
+#[derive(Debug, Clone)]
+pub(super) struct RawInstance {
+    pub name: String,
+    /// `kind`, with its location; `None` = the table's name.
+    pub kind: Option<(String, Location)>,
+    pub max_parallel: Option<u32>,
+    pub config_toml: String,
+    pub location: Location,
+}
+
+impl RawInstance {
+    pub(super) fn kind(&self) -> &str {
+        self.kind.as_ref().map_or(&self.name, |(k, _)| k)
+    }
+
+    /// Same declaration (for merging includes).
+    pub(super) fn same_as(&self, other: &RawInstance) -> bool {
+        self.kind() == other.kind()
+            && self.max_parallel == other.max_parallel
+            && self.config_toml == other.config_toml
+    }
+}
+
+/// `cmd`.
+#[derive(Debug, Clone)]
+pub(super) enum RawCmd {
+    Shell(Template),
+    Argv(Vec<Template>),
+}
+
+/// One `[[job]]` table, not yet expanded.
+#[derive(Debug)]
+pub(super) struct RawJob {
+    pub location: Location,
+    pub name: Template,
+    pub name_location: Location,
+    pub matrix: Matrix,
+    pub cmd: RawCmd,
+    pub cwd: Option<Template>,
+    pub env: Vec<(String, Template)>,
+    pub timeout: Option<(Duration, String)>,
+    pub priority: i64,
+    pub backend: Option<(String, Location)>,
+    pub needs: Vec<(Template, Location)>,
+    pub when: When,
+    pub cpus: u32,
+    pub memory_mb: Option<u64>,
+    /// Named resources as written: name, amount, location of the key.
+    pub resources: Vec<(String, u64, Location)>,
+    pub patterns: Option<Arc<Patterns>>,
+    pub interactive: bool,
+    pub attrs: Vec<(String, String)>,
+}
+
+/// One flow file.
+#[derive(Debug)]
+pub(super) struct RawFile {
+    pub path: Arc<Path>,
+    pub dir: PathBuf,
+    pub name: String,
+    /// Where the name comes from (`[flow] name` or the file's start).
+    pub name_location: Location,
+    pub default_backend: Option<(String, Location)>,
+    pub max_parallel: Option<u32>,
+    /// Include paths (resolved against the file's directory), as written, and where.
+    pub includes: Vec<(PathBuf, String, Location)>,
+    pub backends: Vec<RawInstance>,
+    pub observers: Vec<RawInstance>,
+    pub resources: Vec<(String, u64, Location)>,
+    pub jobs: Vec<RawJob>,
+    /// Some `[[job]]` could not be read at all (its name or matrix is broken): dependencies on
+    /// it cannot be checked.
+    pub dropped_jobs: bool,
+}
+
+const TOP_KEYS: &[&str] = &["flow", "backends", "resources", "observers", "job"];
+const FLOW_KEYS: &[&str] = &["name", "default_backend", "max_parallel", "include"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "cmd",
+    "cwd",
+    "env",
+    "timeout",
+    "priority",
+    "backend",
+    "needs",
+    "when",
+    "resources",
+    "pass_patterns",
+    "fail_patterns",
+    "interactive",
+    "attrs",
+    "matrix",
+];
+
+struct Ctx<'s> {
+    map: SourceMap<'s>,
+    diags: &'s mut Vec<Diagnostic>,
+}
+
+/// The entries of a table in the order they are written.
+fn entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Val<'i>)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+}
+
+fn article(type_name: &str) -> &'static str {
+    match type_name {
+        "integer" | "array" | "inline table" => "an",
+        _ => "a",
+    }
+}
+
+fn de_type(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "string",
+        DeValue::Integer(_) => "integer",
+        DeValue::Float(_) => "float",
+        DeValue::Boolean(_) => "boolean",
+        DeValue::Datetime(_) => "datetime",
+        DeValue::Array(_) => "array",
+        DeValue::Table(_) => "table",
+    }
+}
+
+fn int_value(v: &DeValue<'_>) -> Option<Result<i64, ()>> {
+    match v {
+        DeValue::Integer(i) => {
+            let digits: Cow<str> = if i.as_str().contains('_') {
+                Cow::Owned(i.as_str().replace('_', ""))
+            } else {
+                Cow::Borrowed(i.as_str())
+            };
+            Some(i64::from_str_radix(&digits, i.radix()).map_err(|_| ()))
+        }
+        _ => None,
+    }
+}
+
+impl Ctx<'_> {
+    fn loc(&self, span: Range<usize>) -> Location {
+        self.map.location(span.start)
+    }
+
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: Option<String>) {
+        let d = Diagnostic::at(self.loc(span), message).with_opt_help(help);
+        self.diags.push(d);
+    }
+
+    fn wrong_type(&mut self, what: &str, v: &Val<'_>, expected: &str, help: Option<String>) {
+        let found = de_type(v.get_ref());
+        self.error(
+            v.span(),
+            format!(
+                "{what} must be {expected}, found {} {found}",
+                article(found)
+            ),
+            help,
+        );
+    }
+
+    fn unknown_key(&mut self, key: &Key<'_>, context: &str, allowed: &[&str]) {
+        let help = match did_you_mean(key.get_ref(), allowed.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? (allowed keys: {})", allowed.join(", ")),
+            None => format!("allowed keys: {}", allowed.join(", ")),
+        };
+        self.error(
+            key.span(),
+            format!("unknown key `{}` in {context}", key.get_ref()),
+            Some(help),
+        );
+    }
+
+    fn string(&mut self, what: &str, v: &Val<'_>) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => {
+                self.wrong_type(what, v, "a string", None);
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, what: &str, v: &Val<'_>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(what, v, "a boolean (true or false)", None);
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, what: &str, v: &Val<'_>) -> Option<i64> {
+        match int_value(v.get_ref()) {
+            Some(Ok(i)) => Some(i),
+            Some(Err(())) => {
+                self.error(v.span(), format!("{what} is out of range"), None);
+                None
+            }
+            None => {
+                self.wrong_type(what, v, "an integer", None);
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`.
+    fn int_in(&mut self, what: &str, v: &Val<'_>, min: i64, max: i64) -> Option<i64> {
+        let i = self.int(what, v)?;
+        if i < min || i > max {
+            let message = if min == 0 && i < 0 {
+                format!("{what} must not be negative (got {i})")
+            } else if i < min {
+                format!("{what} must be at least {min} (got {i})")
+            } else {
+                format!("{what} must be at most {max} (got {i})")
+            };
+            self.error(v.span(), message, None);
+            return None;
+        }
+        Some(i)
+    }
+
+    fn table<'t, 'i>(&mut self, what: &str, v: &'t Val<'i>) -> Option<&'t DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong_type(what, v, "a table", None);
+                None
+            }
+        }
+    }
+
+    /// A string or an array of strings, each with its span.
+    fn string_list(&mut self, what: &str, v: &Val<'_>) -> Option<Vec<(String, Range<usize>)>> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(vec![(s.to_string(), v.span())]),
+            DeValue::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.to_string(), item.span())),
+                        _ => {
+                            self.wrong_type(
+                                &format!("each element of {what}"),
+                                item,
+                                "a string",
+                                None,
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(out)
+            }
+            _ => {
+                self.wrong_type(what, v, "an array of strings", None);
+                None
+            }
+        }
+    }
+
+    /// A table of strings, in the order written.
+    fn string_table(
+        &mut self,
+        what: &str,
+        v: &Val<'_>,
+    ) -> Option<Vec<(String, String, Range<usize>)>> {
+        let table = self.table(what, v)?;
+        let mut out = Vec::with_capacity(table.len());
+        let mut ok = true;
+        for (k, item) in entries(table) {
+            match item.get_ref() {
+                DeValue::String(s) => {
+                    out.push((k.get_ref().to_string(), s.to_string(), item.span()))
+                }
+                _ => {
+                    let help = matches!(
+                        item.get_ref(),
+                        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_)
+                    )
+                    .then(|| "quote the value to make it a string".to_string());
+                    self.wrong_type(&format!("{what}.{}", k.get_ref()), item, "a string", help);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn template(
+        &mut self,
+        what: &str,
+        text: &str,
+        span: Range<usize>,
+        matrix: &Matrix,
+    ) -> Option<Template> {
+        match Template::parse(text, &matrix.vars) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let braces = "write `{{` and `}}` for literal braces".to_string();
+                let (message, help) = match e {
+                    TemplateError::UnknownVar(var) => {
+                        let help = if matrix.vars.is_empty() {
+                            format!("this job has no matrix; {braces}")
+                        } else {
+                            let known: Vec<String> =
+                                matrix.vars.iter().map(|v| format!("{{{v}}}")).collect();
+                            match did_you_mean(&var, matrix.vars.iter().map(String::as_str)) {
+                                Some(s) => format!(
+                                    "did you mean `{{{s}}}`? the matrix defines {}",
+                                    known.join(", ")
+                                ),
+                                None => {
+                                    format!("the matrix defines {}; {braces}", known.join(", "))
+                                }
+                            }
+                        };
+                        (format!("unknown variable `{{{var}}}` in {what}"), help)
+                    }
+                    TemplateError::Unclosed => (format!("unclosed `{{` in {what}"), braces),
+                    TemplateError::UnmatchedClose => (format!("unmatched `}}` in {what}"), braces),
+                    TemplateError::BadVarName(name) => (
+                        format!("invalid variable name `{{{name}}}` in {what}"),
+                        format!("variable names are letters, digits, `_` and `-`; {braces}"),
+                    ),
+                };
+                self.error(span, message, Some(help));
+                None
+            }
+        }
+    }
+}
+
+/// Parses one flow file. `None` if it is not valid TOML (then nothing else is checked).
+pub(super) fn parse_file(
+    path: Arc<Path>,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RawFile> {
+    let (root, errors) = DeTable::parse_recoverable(text);
+    let mut ctx = Ctx {
+        map: SourceMap::new(path.clone(), text),
+        diags,
+    };
+    if !errors.is_empty() {
+        for e in errors {
+            let span = e.span().unwrap_or(0..0);
+            let message = format!("invalid TOML: {}", e.message().trim_end());
+            ctx.error(span, message, None);
+        }
+        return None;
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flow".into());
+    let mut file = RawFile {
+        name_location: ctx.loc(0..0),
+        path,
+        dir,
+        name: stem,
+        default_backend: None,
+        max_parallel: None,
+        includes: Vec::new(),
+        backends: Vec::new(),
+        observers: Vec::new(),
+        resources: Vec::new(),
+        jobs: Vec::new(),
+        dropped_jobs: false,
+    };
+    for (key, value) in entries(root.get_ref()) {
+        match key.get_ref().as_ref() {
+            "flow" => parse_flow_table(&mut ctx, value, &mut file),
+            "backends" => {
+                if let Some(table) = ctx.table("`backends`", value) {
+                    file.backends = parse_instances(&mut ctx, "backends", table, true);
+                }
+            }
+            "observers" => {
+                if let Some(table) = ctx.table("`observers`", value) {
+                    file.observers = parse_instances(&mut ctx, "observers", table, false);
+                }
+            }
+            "resources" => {
+                if let Some(table) = ctx.table("`resources`", value) {
+                    for (k, v) in entries(table) {
+                        let what = format!("resource `{}`", k.get_ref());
+                        if let Some(n) = ctx.int_in(&what, v, 0, i64::MAX) {
+                            file.resources.push((
+                                k.get_ref().to_string(),
+                                n as u64,
+                                ctx.loc(k.span()),
+                            ));
+                        }
+                        if matches!(k.get_ref().as_ref(), "cpus" | "memory") {
+                            ctx.error(
+                                k.span(),
+                                format!("`{}` is built in and cannot be declared in [resources]", k.get_ref()),
+                                Some("jobs ask for it with `resources = { cpus = N, memory = \"4G\" }`".into()),
+                            );
+                        }
+                    }
+                }
+            }
+            "job" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::Table(t) => match parse_job(&mut ctx, t, item.span()) {
+                                Some(job) => file.jobs.push(job),
+                                None => file.dropped_jobs = true,
+                            },
+                            _ => ctx.wrong_type(
+                                "each `job`",
+                                item,
+                                "a table",
+                                Some("write jobs as [[job]] tables".into()),
+                            ),
+                        }
+                    }
+                }
+                _ => ctx.wrong_type(
+                    "`job`",
+                    value,
+                    "an array of tables",
+                    Some("write jobs as [[job]] tables".into()),
+                ),
+            },
+            _ => ctx.unknown_key(key, "the flow file", TOP_KEYS),
+        }
+    }
+    Some(file)
+}
+
+fn parse_flow_table(ctx: &mut Ctx<'_>, value: &Val<'_>, file: &mut RawFile) {
+    let Some(table) = ctx.table("`flow`", value) else {
+        return;
+    };
+    for (key, v) in entries(table) {
+        match key.get_ref().as_ref() {
+            "name" => {
+                if let Some(name) = ctx.string("`flow.name`", v) {
+                    if name.is_empty()
+                        || name.contains(char::is_whitespace)
+                        || name.contains(['*', '?', '[', ']', '{', '}'])
+                    {
+                        ctx.error(
+                            v.span(),
+                            format!("invalid flow name {name:?}"),
+                            Some("use a non-empty name without spaces, braces or glob characters (* ? [ ])".into()),
+                        );
+                    } else {
+                        file.name = name;
+                        file.name_location = ctx.loc(v.span());
+                    }
+                }
+            }
+            "default_backend" => {
+                if let Some(b) = ctx.string("`flow.default_backend`", v) {
+                    file.default_backend = Some((b, ctx.loc(v.span())));
+                }
+            }
+            "max_parallel" => {
+                file.max_parallel = ctx
+                    .int_in("`flow.max_parallel`", v, 1, u32::MAX as i64)
+                    .map(|n| n as u32);
+            }
+            "include" => {
+                if let Some(list) = ctx.string_list("`flow.include`", v) {
+                    for (text, span) in list {
+                        let resolved = file.dir.join(&text);
+                        file.includes.push((resolved, text, ctx.loc(span)));
+                    }
+                }
+            }
+            _ => ctx.unknown_key(key, "[flow]", FLOW_KEYS),
+        }
+    }
+}
+
+fn parse_instances(
+    ctx: &mut Ctx<'_>,
+    section: &str,
+    table: &DeTable<'_>,
+    backends: bool,
+) -> Vec<RawInstance> {
+    let mut out = Vec::new();
+    for (name, value) in entries(table) {
+        let what = format!("`{section}.{}`", name.get_ref());
+        let Some(t) = ctx.table(&what, value) else {
+            continue;
+        };
+        let mut instance = RawInstance {
+            name: name.get_ref().to_string(),
+            kind: None,
+            max_parallel: None,
+            config_toml: String::new(),
+            location: ctx.loc(name.span()),
+        };
+        let mut config = toml::Table::new();
+        let mut ok = true;
+        for (key, v) in entries(t) {
+            match key.get_ref().as_ref() {
+                "kind" => match ctx.string(&format!("{what}.kind"), v) {
+                    Some(kind) => instance.kind = Some((kind, ctx.loc(v.span()))),
+                    None => ok = false,
+                },
+                "max_parallel" if backends => {
+                    match ctx.int_in(&format!("{what}.max_parallel"), v, 1, u32::MAX as i64) {
+                        Some(n) => instance.max_parallel = Some(n as u32),
+                        None => ok = false,
+                    }
+                }
+                other => match to_toml_value(v.get_ref()) {
+                    Some(tv) => {
+                        config.insert(other.to_string(), tv);
+                    }
+                    None => {
+                        ctx.error(
+                            v.span(),
+                            format!("{what}.{other}: integer out of range"),
+                            None,
+                        );
+                        ok = false;
+                    }
+                },
+            }
+        }
+        instance.config_toml = toml::to_string(&config).unwrap_or_default();
+        if ok {
+            out.push(instance);
+        }
+    }
+    out
+}
+
+/// A spanned TOML value as a plain `toml::Value` (to re-serialise plugin configuration).
+fn to_toml_value(v: &DeValue<'_>) -> Option<toml::Value> {
+    Some(match v {
+        DeValue::String(s) => toml::Value::String(s.to_string()),
+        DeValue::Integer(_) => toml::Value::Integer(int_value(v)?.ok()?),
+        DeValue::Float(f) => toml::Value::Float(f.as_str().replace('_', "").parse().ok()?),
+        DeValue::Boolean(b) => toml::Value::Boolean(*b),
+        DeValue::Datetime(d) => toml::Value::Datetime(*d),
+        DeValue::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .map(|i| to_toml_value(i.get_ref()))
+                .collect::<Option<_>>()?,
+        ),
+        DeValue::Table(t) => {
+            let mut table = toml::Table::new();
+            for (k, i) in t.iter() {
+                table.insert(k.get_ref().to_string(), to_toml_value(i.get_ref())?);
+            }
+            toml::Value::Table(table)
+        }
+    })
+}
+
+fn parse_matrix(ctx: &mut Ctx<'_>, v: &Val<'_>) -> (Matrix, bool) {
+    let mut matrix = Matrix::default();
+    let Some(table) = ctx.table("`matrix`", v) else {
+        return (matrix, false);
+    };
+    let mut ok = true;
+    if table.is_empty() {
+        ctx.error(v.span(), "`matrix` is empty", Some("give each variable a list of values, e.g. `matrix = { seed = { range = [1, 10] } }`".into()));
+        ok = false;
+    }
+    for (key, value) in entries(table) {
+        let var = key.get_ref().to_string();
+        if !is_var_name(&var) {
+            ctx.error(
+                key.span(),
+                format!("invalid matrix variable name `{var}`"),
+                Some("use letters, digits, `_` and `-`".into()),
+            );
+            ok = false;
+            continue;
+        }
+        let what = format!("`matrix.{var}`");
+        let axis = match value.get_ref() {
+            DeValue::Array(items) => {
+                if items.is_empty() {
+                    ctx.error(
+                        value.span(),
+                        format!("{what} is an empty list"),
+                        Some("give at least one value (or remove the variable)".into()),
+                    );
+                    None
+                } else {
+                    let mut values = Vec::with_capacity(items.len());
+                    let mut good = true;
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::String(s) => values.push(s.to_string()),
+                            DeValue::Integer(_) => {
+                                match ctx.int(&format!("a value of {what}"), item) {
+                                    Some(i) => values.push(i.to_string()),
+                                    None => good = false,
+                                }
+                            }
+                            _ => {
+                                ctx.wrong_type(
+                                    &format!("each value of {what}"),
+                                    item,
+                                    "a string or an integer",
+                                    None,
+                                );
+                                good = false;
+                            }
+                        }
+                    }
+                    good.then_some(Axis::List(values))
+                }
+            }
+            DeValue::Table(t) => parse_range(ctx, &what, value, t),
+            _ => {
+                ctx.wrong_type(
+                    &what,
+                    value,
+                    "a list of strings or integers, or `{ range = [first, last] }`",
+                    None,
+                );
+                None
+            }
+        };
+        match axis {
+            Some(axis) => {
+                matrix.vars.push(var);
+                matrix.axes.push(axis);
+            }
+            None => {
+                // Keep the variable so that templates using it are not reported as unknown.
+                matrix.vars.push(var);
+                matrix.axes.push(Axis::List(vec![String::new()]));
+                ok = false;
+            }
+        }
+    }
+    if ok && matrix.len() > MAX_MATRIX_JOBS {
+        ctx.error(
+            v.span(),
+            format!(
+                "the matrix expands to {} jobs, more than the limit of {MAX_MATRIX_JOBS}",
+                matrix.len()
+            ),
+            Some("split the job or shrink the matrix".into()),
+        );
+        ok = false;
+    }
+    (matrix, ok)
+}
+
+fn parse_range(ctx: &mut Ctx<'_>, what: &str, value: &Val<'_>, t: &DeTable<'_>) -> Option<Axis> {
+    let mut range = None;
+    let mut ok = true;
+    for (key, v) in entries(t) {
+        if key.get_ref() == "range" {
+            range = Some(v);
+        } else {
+            ctx.unknown_key(key, what, &["range"]);
+            ok = false;
+        }
+    }
+    let help =
+        Some("write `{ range = [first, last] }` (inclusive, integers, first <= last)".to_string());
+    let Some(r) = range else {
+        if ok {
+            ctx.error(
+                value.span(),
+                format!("{what} is a table without `range`"),
+                help,
+            );
+        }
+        return None;
+    };
+    let bounds = match r.get_ref() {
+        DeValue::Array(items) if items.len() == 2 => {
+            let a = ctx.int(&format!("{what}.range[0]"), &items[0]);
+            let b = ctx.int(&format!("{what}.range[1]"), &items[1]);
+            a.zip(b)
+        }
+        _ => {
+            ctx.error(
+                r.span(),
+                format!("{what}.range must be an array of two integers"),
+                help,
+            );
+            return None;
+        }
+    };
+    let (a, b) = bounds?;
+    if a > b {
+        ctx.error(r.span(), format!("{what}.range is empty: {a} > {b}"), help);
+        return None;
+    }
+    ok.then_some(Axis::Range(a, b))
+}
+
+/// A `resources.memory` value in MiB: an integer (MiB) or a string like "4G", "512M", "1.5GiB".
+pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid memory size {text:?}"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches("ib").trim_end_matches('b');
+    let factor = match unit {
+        "k" => 1.0 / 1024.0,
+        "" | "m" => 1.0,
+        "g" => 1024.0,
+        "t" => 1024.0 * 1024.0,
+        _ => return Err(format!("invalid memory size {text:?}: unknown unit")),
+    };
+    let mib = (number * factor).ceil();
+    if !(0.0..=u64::MAX as f64).contains(&mib) {
+        return Err(format!("invalid memory size {text:?}"));
+    }
+    Ok(mib as u64)
+}
+
+/// Compiles pass/fail patterns; reports each invalid one at its location.
+fn compile_patterns(
+    ctx: &mut Ctx<'_>,
+    pass: &[(String, Range<usize>)],
+    fail: &[(String, Range<usize>)],
+) -> Option<Option<Arc<Patterns>>> {
+    let mut ok = true;
+    let mut pass_regexes = Vec::with_capacity(pass.len());
+    for (key, list) in [("pass_patterns", pass), ("fail_patterns", fail)] {
+        for (source, span) in list {
+            match Regex::new(source) {
+                Ok(r) => {
+                    if key == "pass_patterns" {
+                        pass_regexes.push(r);
+                    }
+                }
+                Err(e) => {
+                    ctx.error(span.clone(), format!("invalid regex in `{key}`: {}", describe_regex_error(source, &e)), Some("patterns use the syntax of the Rust `regex` crate and match one line at a time".into()));
+                    ok = false;
+                }
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    if pass.is_empty() && fail.is_empty() {
+        return Some(None);
+    }
+    let sources: Vec<String> = fail.iter().map(|(s, _)| s.clone()).collect();
+    match RegexSet::new(&sources) {
+        Ok(set) => Some(Some(Arc::new(Patterns {
+            pass: pass_regexes,
+            fail: set,
+            fail_sources: sources,
+        }))),
+        Err(e) => {
+            ctx.error(
+                fail[0].1.clone(),
+                format!("the fail patterns cannot be compiled together: {e}"),
+                None,
+            );
+            None
+        }
+    }
+}
+
+/// "`PATTERN`: unclosed group (at character 5)" from a regex error.
+pub(super) fn describe_regex_error(source: &str, e: &regex::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let reason = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .map(str::to_string);
+    // Single-line patterns are shown as "    PATTERN" then "    ^^^" under the offending part.
+    let position = lines.iter().find_map(|l| {
+        let rest = l.strip_prefix("    ")?;
+        if !rest.is_empty()
+            && rest.trim_start().starts_with('^')
+            && rest.trim().chars().all(|c| c == '^' || c == '-')
+        {
+            Some(rest.len() - rest.trim_start().len() + 1)
+        } else {
+            None
+        }
+    });
+    match (reason, position) {
+        (Some(r), Some(p)) => format!("`{source}`: {r} (at character {p})"),
+        (Some(r), None) => format!("`{source}`: {r}"),
+        _ => format!("`{source}`: {}", text.trim()),
+    }
+}
+
+fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Option<RawJob> {
+    let location = ctx.loc(span);
+    let ents = entries(table);
+    let mut fatal = false;
+    let (matrix, matrix_ok) = match ents.iter().find(|(k, _)| k.get_ref() == "matrix") {
+        Some((_, v)) => parse_matrix(ctx, v),
+        None => (Matrix::default(), true),
+    };
+    fatal |= !matrix_ok;
+    let mut name = None;
+    let mut cmd = None;
+    let mut job = RawJob {
+        name_location: location.clone(),
+        location,
+        name: Template::parse("", &[]).ok()?,
+        matrix: Matrix::default(),
+        cmd: RawCmd::Argv(Vec::new()),
+        cwd: None,
+        env: Vec::new(),
+        timeout: None,
+        priority: 0,
+        backend: None,
+        needs: Vec::new(),
+        when: When::AllPassed,
+        cpus: 1,
+        memory_mb: None,
+        resources: Vec::new(),
+        patterns: None,
+        interactive: false,
+        attrs: Vec::new(),
+    };
+    let mut pass = Vec::new();
+    let mut fail = Vec::new();
+    for (key, v) in &ents {
+        let k = key.get_ref().as_ref();
+        let what = format!("`{k}`");
+        match k {
+            "matrix" => {}
+            "name" => {
+                if let Some(text) = ctx.string(&what, v) {
+                    if text.is_empty() {
+                        ctx.error(v.span(), "the job name is empty", None);
+                    } else if let Some(t) = ctx.template("the job name", &text, v.span(), &matrix) {
+                        name = Some(t);
+                        job.name_location = ctx.loc(v.span());
+                    }
+                }
+            }
+            "cmd" => {
+                match v.get_ref() {
+                    DeValue::String(s) => {
+                        cmd = ctx
+                            .template("`cmd`", s, v.span(), &matrix)
+                            .map(RawCmd::Shell);
+                        if cmd.is_none() {
+                            cmd = Some(RawCmd::Argv(Vec::new()));
+                        }
+                    }
+                    DeValue::Array(items) if !items.is_empty() => {
+                        let mut argv = Vec::with_capacity(items.len());
+                        for item in items.iter() {
+                            match item.get_ref() {
+                                DeValue::String(s) => {
+                                    if let Some(t) = ctx.template("`cmd`", s, item.span(), &matrix)
+                                    {
+                                        argv.push(t);
+                                    }
+                                }
+                                _ => {
+                                    ctx.wrong_type("each element of `cmd`", item, "a string", None)
+                                }
+                            }
+                        }
+                        cmd = Some(RawCmd::Argv(argv));
+                    }
+                    DeValue::Array(_) => {
+                        ctx.error(v.span(), "`cmd` is an empty array", Some("give the program and its arguments, e.g. `cmd = [\"make\", \"-j4\"]`".into()));
+                        cmd = Some(RawCmd::Argv(Vec::new()));
+                    }
+                    _ => {
+                        ctx.wrong_type(
+                            &what,
+                            v,
+                            "a string (run by /bin/sh -c) or an array of strings (argv)",
+                            None,
+                        );
+                        cmd = Some(RawCmd::Argv(Vec::new()));
+                    }
+                }
+            }
+            "cwd" => {
+                if let Some(s) = ctx.string(&what, v) {
+                    job.cwd = ctx.template("`cwd`", &s, v.span(), &matrix);
+                }
+            }
+            "env" => {
+                if let Some(pairs) = ctx.string_table(&what, v) {
+                    for (name, value, span) in pairs {
+                        if let Some(t) =
+                            ctx.template(&format!("`env.{name}`"), &value, span, &matrix)
+                        {
+                            job.env.push((name, t));
+                        }
+                    }
+                }
+            }
+            "timeout" => {
+                if let Some(s) = ctx.string(&what, v) {
+                    match parse_duration(&s) {
+                        Ok(d) if d.is_zero() => ctx.error(v.span(), "`timeout` must be longer than zero", Some("leave `timeout` out for no time limit".into())),
+                        Ok(d) => job.timeout = Some((d, s)),
+                        Err(e) => ctx.error(v.span(), e, Some("write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\"".into())),
+                    }
+                }
+            }
+            "priority" => job.priority = ctx.int(&what, v).unwrap_or(0),
+            "backend" => {
+                if let Some(s) = ctx.string(&what, v) {
+                    job.backend = Some((s, ctx.loc(v.span())));
+                }
+            }
+            "needs" => {
+                if let Some(list) = ctx.string_list(&what, v) {
+                    for (text, span) in list {
+                        if let Some(t) = ctx.template("`needs`", &text, span.clone(), &matrix) {
+                            job.needs.push((t, ctx.loc(span)));
+                        }
+                    }
+                }
+            }
+            "when" => {
+                if let Some(s) = ctx.string(&what, v) {
+                    match s.as_str() {
+                        "all-passed" => job.when = When::AllPassed,
+                        "any-passed" => job.when = When::AnyPassed,
+                        "always" => job.when = When::Always,
+                        _ => {
+                            let options = ["all-passed", "any-passed", "always"];
+                            let help = match did_you_mean(&s, options) {
+                                Some(m) => format!("did you mean `{m}`? `when` is one of all-passed, any-passed, always"),
+                                None => "`when` is one of all-passed (the default), any-passed, always".into(),
+                            };
+                            ctx.error(v.span(), format!("invalid `when` value {s:?}"), Some(help));
+                        }
+                    }
+                }
+            }
+            "resources" => {
+                if let Some(t) = ctx.table(&what, v) {
+                    for (rk, rv) in entries(t) {
+                        let rname = rk.get_ref().as_ref();
+                        match rname {
+                            "cpus" => {
+                                if let Some(n) =
+                                    ctx.int_in("`resources.cpus`", rv, 1, u32::MAX as i64)
+                                {
+                                    job.cpus = n as u32;
+                                }
+                            }
+                            "memory" => {
+                                let parsed = match rv.get_ref() {
+                                    DeValue::String(s) => Some(parse_memory(s)),
+                                    DeValue::Integer(_) => ctx
+                                        .int_in("`resources.memory`", rv, 0, i64::MAX)
+                                        .map(|n| Ok(n as u64)),
+                                    _ => {
+                                        ctx.wrong_type("`resources.memory`", rv, "a size such as \"4G\" or \"512M\", or an integer number of MiB", None);
+                                        None
+                                    }
+                                };
+                                match parsed {
+                                    Some(Ok(mb)) => job.memory_mb = Some(mb),
+                                    Some(Err(e)) => ctx.error(rv.span(), e, Some("write e.g. \"4G\", \"512M\" or an integer number of MiB".into())),
+                                    None => {}
+                                }
+                            }
+                            _ => {
+                                if let Some(n) =
+                                    ctx.int_in(&format!("`resources.{rname}`"), rv, 0, i64::MAX)
+                                {
+                                    job.resources.push((
+                                        rname.to_string(),
+                                        n as u64,
+                                        ctx.loc(rk.span()),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "pass_patterns" => pass = ctx.string_list(&what, v).unwrap_or_default(),
+            "fail_patterns" => fail = ctx.string_list(&what, v).unwrap_or_default(),
+            "interactive" => job.interactive = ctx.bool(&what, v).unwrap_or(false),
+            "attrs" => {
+                if let Some(pairs) = ctx.string_table(&what, v) {
+                    job.attrs = pairs.into_iter().map(|(k, v, _)| (k, v)).collect();
+                }
+            }
+            _ => ctx.unknown_key(key, "[[job]]", JOB_KEYS),
+        }
+    }
+    job.patterns = compile_patterns(ctx, &pass, &fail).unwrap_or(None);
+    match cmd {
+        Some(c) => job.cmd = c,
+        None => ctx.diags.push(
+            Diagnostic::at(job.location.clone(), "the job has no `cmd`")
+                .with_help("add e.g. `cmd = \"make test\"`"),
+        ),
+    }
+    match name {
+        Some(n) => {
+            if matrix_ok {
+                let missing: Vec<String> = (0..matrix.vars.len())
+                    .filter(|&i| !n.uses(i))
+                    .map(|i| format!("{{{}}}", matrix.vars[i]))
+                    .collect();
+                if !missing.is_empty() {
+                    ctx.diags.push(
+                        Diagnostic::at(job.name_location.clone(), format!("the name of a matrix job must use every matrix variable; it lacks {}", missing.join(", ")))
+                            .with_help("otherwise several jobs would get the same name; add the variables to `name`, e.g. \"sim-{test}-{seed}\""),
+                    );
+                    fatal = true;
+                }
+            }
+            job.name = n;
+        }
+        None => {
+            if !ents.iter().any(|(k, _)| k.get_ref() == "name") {
+                ctx.diags.push(
+                    Diagnostic::at(job.location.clone(), "the job has no `name`")
+                        .with_help("add e.g. `name = \"build\"`"),
+                );
+            }
+            fatal = true;
+        }
+    }
+    job.matrix = matrix;
+    (!fatal).then_some(job)
+}

@@ -1,0 +1,24 @@
+//! flowrun's core library: the flow format, the scheduler, the run loop, the plugin registry.
+//! The `flowrun` binary (`main.rs`) is a thin CLI over [`cli::main`].
+//!
+//! Map of the crate (docs/design/architecture.md has the why):
+//! - [`flow`]: loading, expanding and validating flow files into a [`flow::Flow`];
+//! - [`sched`]: the pure scheduler core, a state machine fed inputs, returning actions;
+//! - [`run`]: the thin async loop that drives the core against real backends;
+//! - [`backend`] and [`observe`]: the core's plain traits for backends and observers, and the
+//!   run events (the observer contract);
+//! - [`plugins`]: discovery, the registry, and the abi_stable edge (`plugins::ffi`);
+//! - [`outcome`]: judging a job by its log (pass and fail patterns);
+//! - [`errors`]: user-facing errors and their exit codes.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod cli;
+pub mod errors;
+pub mod flow;
+pub mod observe;
+#[path = "outcome_stub.rs"]
+pub mod outcome;
+pub mod plugins;
+pub mod run;
+pub mod sched;

@@ -1,0 +1,234 @@
+//! Run events — the contract between the run loop and every observer (the built-in status
+//! display, plugin observers such as JUnit) — and the hub that delivers them.
+//!
+//! Each observer runs on its own thread behind a bounded queue of event batches. The run loop
+//! never blocks on an observer: when an observer's queue is full, events accumulate in the batch
+//! the hub still holds for it and go out, merged, as soon as the queue has room. Nothing is
+//! dropped; a slow observer only delays itself.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc,
+    },
+    thread::JoinHandle,
+};
+
+use crate::sched::Status;
+
+/// A job status change, as observers see it.
+#[derive(Debug, Clone)]
+pub struct JobStatusEvent {
+    /// When, in microseconds since the Unix epoch.
+    pub time_us: i64,
+    /// The job's name.
+    pub job: String,
+    /// The backend instance.
+    pub backend: String,
+    /// Before.
+    pub old: Status,
+    /// After.
+    pub new: Status,
+    /// Why (every terminal status but passed).
+    pub reason: String,
+    /// The exit code, when the job exited.
+    pub exit_code: Option<i32>,
+    /// Seconds it ran.
+    pub duration_s: Option<f64>,
+    /// Its log.
+    pub log: Option<PathBuf>,
+    /// For a fail-pattern match: the line number.
+    pub fail_line: Option<u64>,
+    /// For a fail-pattern match: the line.
+    pub fail_text: Option<String>,
+}
+
+/// The run's totals.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Passed jobs.
+    pub passed: u64,
+    /// Failed jobs.
+    pub failed: u64,
+    /// Killed jobs.
+    pub killed: u64,
+    /// Skipped jobs.
+    pub skipped: u64,
+    /// Interrupted by a signal.
+    pub interrupted: bool,
+    /// Wall-clock seconds.
+    pub duration_s: f64,
+    /// results.json.
+    pub results_path: PathBuf,
+}
+
+/// One event of a run.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    /// The run started.
+    RunStarted {
+        /// When.
+        time_us: i64,
+        /// The flow's name.
+        flow: String,
+        /// The output directory.
+        run_dir: PathBuf,
+        /// Every job: (name, backend instance).
+        jobs: Vec<(String, String)>,
+    },
+    /// A job changed status.
+    JobStatus(JobStatusEvent),
+    /// flowrun received SIGINT or SIGTERM.
+    KillSignal {
+        /// When.
+        time_us: i64,
+        /// `"SIGINT"` or `"SIGTERM"`.
+        signal: &'static str,
+    },
+    /// The run finished.
+    RunFinished {
+        /// When.
+        time_us: i64,
+        /// The totals.
+        summary: Summary,
+    },
+}
+
+/// An observer. Called from one thread of its own.
+pub trait Observer: Send + Sync {
+    /// A batch of events, in order.
+    fn on_events(&self, events: &[RunEvent]);
+    /// The run is over.
+    fn finish(&self) -> Result<(), String>;
+}
+
+/// How many batches may wait in one observer's queue.
+const QUEUE_BATCHES: usize = 64;
+
+struct Lane {
+    name: String,
+    tx: Option<SyncSender<Arc<Vec<RunEvent>>>>,
+    /// Events the queue had no room for yet.
+    held: Vec<RunEvent>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+/// Delivers run events to every observer, each on its own thread.
+#[derive(Default)]
+pub struct ObserverHub {
+    lanes: Vec<Lane>,
+}
+
+impl ObserverHub {
+    /// Adds an observer under a display name.
+    pub fn add(&mut self, name: String, observer: Box<dyn Observer>) {
+        let (tx, rx): (SyncSender<Arc<Vec<RunEvent>>>, Receiver<Arc<Vec<RunEvent>>>) = sync_channel(QUEUE_BATCHES);
+        let thread = std::thread::Builder::new()
+            .name(format!("observer-{name}"))
+            .spawn(move || {
+                for batch in rx {
+                    observer.on_events(&batch);
+                }
+                observer.finish()
+            })
+            .expect("spawn an observer thread");
+        self.lanes.push(Lane { name, tx: Some(tx), held: Vec::new(), thread: Some(thread) });
+    }
+
+    /// Whether any observer is attached (so the run loop can skip building events).
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    /// Sends a batch to every observer without blocking.
+    pub fn publish(&mut self, events: Vec<RunEvent>) {
+        if self.lanes.is_empty() || events.is_empty() {
+            return;
+        }
+        let shared = Arc::new(events);
+        for lane in &mut self.lanes {
+            let batch = if lane.held.is_empty() {
+                shared.clone()
+            } else {
+                let mut merged = std::mem::take(&mut lane.held);
+                merged.extend(shared.iter().cloned());
+                Arc::new(merged)
+            };
+            if let Some(tx) = &lane.tx {
+                match tx.try_send(batch) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(batch)) => {
+                        lane.held = Arc::try_unwrap(batch).unwrap_or_else(|a| (*a).clone())
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers what is held, closes the queues and waits for every observer to finish.
+    /// Returns the errors, one line each, named by observer.
+    pub fn finish(mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for lane in &mut self.lanes {
+            if let Some(tx) = lane.tx.take() {
+                if !lane.held.is_empty() {
+                    let _ = tx.send(Arc::new(std::mem::take(&mut lane.held)));
+                }
+            }
+        }
+        for lane in &mut self.lanes {
+            if let Some(t) = lane.thread.take() {
+                match t.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errors.push(format!("observer {}: {e}", lane.name)),
+                    Err(_) => errors.push(format!("observer {}: panicked", lane.name)),
+                }
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{mpsc, Mutex};
+
+    /// Blocks on its first batch until released.
+    struct Stuck {
+        release: Mutex<mpsc::Receiver<()>>,
+        seen: Arc<Mutex<Vec<i64>>>,
+    }
+    impl Observer for Stuck {
+        fn on_events(&self, events: &[RunEvent]) {
+            let _ = self.release.lock().unwrap().recv();
+            for e in events {
+                if let RunEvent::KillSignal { time_us, .. } = e {
+                    self.seen.lock().unwrap().push(*time_us);
+                }
+            }
+        }
+        fn finish(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_observer_never_blocks_the_publisher_and_loses_nothing() {
+        let (release, rx) = mpsc::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut hub = ObserverHub::default();
+        hub.add("stuck".into(), Box::new(Stuck { release: Mutex::new(rx), seen: seen.clone() }));
+        // Far more batches than the queue holds: if publish blocked, this would never return.
+        for i in 0..(QUEUE_BATCHES as i64 * 20) {
+            hub.publish(vec![RunEvent::KillSignal { time_us: i, signal: "SIGINT" }]);
+        }
+        drop(release); // unblocks every later recv()
+        assert!(hub.finish().is_empty());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), QUEUE_BATCHES * 20);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "events stay in order");
+    }
+}

@@ -1,0 +1,496 @@
+//! The abi_stable edge: loading a plugin library, checking its API version and layout, and
+//! adapting its ABI objects to the core's plain traits ([`crate::backend::Backend`],
+//! [`crate::observe::Observer`]). No other module of the host touches abi_stable.
+
+use std::{
+    ffi::CStr,
+    os::raw::c_char,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use abi_stable::{
+    abi_stability::abi_checking::check_layout_compatibility,
+    library::{lib_header_from_path, LibraryError},
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, ROption, RSlice, RStr, RString, RVec, Tuple2},
+    StableAbi,
+};
+use flowrun_plugin_api as api;
+
+use crate::{
+    backend::{Backend, BackendCaps, BackendEvent, EventSender, JobCommand, JobEnd, JobRequest, SubmitReply},
+    errors::PluginLoadError,
+    observe::{Observer, RunEvent},
+    sched::Status,
+};
+
+/// A loaded plugin library.
+pub struct LoadedPlugin {
+    /// The plugin's name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The plugin API version it was built against.
+    pub api_version: String,
+    /// The backend kinds it offers, with descriptions.
+    pub backends: Vec<(String, String)>,
+    /// The observer kinds it offers, with descriptions.
+    pub observers: Vec<(String, String)>,
+    root: api::PluginRoot_Ref,
+}
+
+/// Whether a plugin built against `plugin_api` may load into a host providing `host_api`:
+/// the same major and a minor not newer; before 1.0, the same 0.minor and a patch not newer.
+/// Returns what to rebuild against when not.
+pub fn api_compatible(plugin_api: &semver::Version, host_api: &semver::Version) -> Result<(), String> {
+    let wanted = if host_api.major == 0 {
+        format!("0.{}", host_api.minor)
+    } else {
+        host_api.major.to_string()
+    };
+    let ok = if host_api.major == 0 {
+        plugin_api.major == 0 && plugin_api.minor == host_api.minor && plugin_api.patch <= host_api.patch
+    } else {
+        plugin_api.major == host_api.major && plugin_api.minor <= host_api.minor
+    };
+    if ok && plugin_api.pre.is_empty() {
+        Ok(())
+    } else {
+        Err(wanted)
+    }
+}
+
+/// The host's plugin API version.
+pub fn host_api_version() -> semver::Version {
+    semver::Version::parse(api::PLUGIN_API_VERSION).expect("plugin-api's own version parses")
+}
+
+fn file_label(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// What the plain C symbols say: the API version, and the plugin's name and version.
+struct PlainIdentity {
+    api_version: String,
+    name: Option<String>,
+    version: Option<String>,
+}
+
+/// Reads the plain symbols first, so that an incompatible plugin gets one friendly line instead
+/// of abi_stable's multi-thousand-line layout report.
+fn read_plain_identity(path: &Path) -> Result<PlainIdentity, PluginLoadError> {
+    // SAFETY: opening a library runs its initialisers; plugins are trusted code once they passed
+    // the registry's ownership, permission and hash checks. The handle is leaked on purpose:
+    // libraries are never unloaded (abi_stable keeps pointers into them).
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| PluginLoadError::NotALibrary { path: path.to_path_buf(), detail: one_line(&e.to_string()) })?;
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    let read = |symbol: &[u8]| -> Option<String> {
+        // SAFETY: by the SDK's contract these symbols are `extern "C" fn() -> *const c_char`
+        // returning static NUL-terminated strings.
+        let f = unsafe { lib.get::<extern "C" fn() -> *const c_char>(symbol) }.ok()?;
+        let p = f();
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    let api_version = read(api::API_VERSION_SYMBOL).ok_or_else(|| PluginLoadError::NoRootModule { path: path.to_path_buf() })?;
+    let identity = read(api::IDENTITY_SYMBOL);
+    let (name, version) = match identity.as_deref().and_then(|s| s.split_once(' ')) {
+        Some((n, v)) => (Some(n.to_string()), Some(v.to_string())),
+        None => (None, None),
+    };
+    Ok(PlainIdentity { api_version, name, version })
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Pulls the first `Error:` / `Expected:` / `Found:` lines out of abi_stable's layout report.
+fn summarise_layout_error(report: &str) -> String {
+    let mut parts = Vec::new();
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(rest) = l.strip_prefix("Error:") {
+            let mut s = rest.trim().to_string();
+            for next in lines.iter().skip(i + 1).take(6) {
+                if next.starts_with("Expected:") || next.starts_with("Found:") {
+                    s.push_str(&format!(", {}", next));
+                }
+            }
+            parts.push(s);
+            break;
+        }
+    }
+    if parts.is_empty() {
+        one_line(report).chars().take(200).collect()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Loads the plugin library at `path`: version gate, swapped layout check, root module, init.
+pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
+    let host_api = host_api_version();
+    let plain = read_plain_identity(path)?;
+    let mismatch = |plugin_api: String, wanted: String| PluginLoadError::ApiMismatch {
+        name: plain.name.clone().unwrap_or_else(|| file_label(path)),
+        version: plain.version.clone().unwrap_or_else(|| "?".into()),
+        plugin_api,
+        host_api: host_api.to_string(),
+        wanted,
+    };
+    let plugin_api = semver::Version::parse(&plain.api_version)
+        .map_err(|_| mismatch(plain.api_version.clone(), format!("0.{}", host_api.minor)))?;
+    api_compatible(&plugin_api, &host_api).map_err(|wanted| mismatch(plugin_api.to_string(), wanted))?;
+
+    let header = lib_header_from_path(path).map_err(|e| match e {
+        LibraryError::GetSymbolError { .. } => PluginLoadError::NoRootModule { path: path.to_path_buf() },
+        other => PluginLoadError::NotALibrary { path: path.to_path_buf(), detail: one_line(&other.to_string()) },
+    })?;
+    let layout = header.layout().ok_or_else(|| PluginLoadError::Layout {
+        path: path.to_path_buf(),
+        summary: "the plugin carries no layout information".into(),
+        host_api: host_api.to_string(),
+    })?;
+    // abi_stable's stock check treats the host as the interface and rejects an OLDER plugin as
+    // soon as the host appends a field or method (upstream issue #118). Running it with the
+    // plugin's layout as the interface accepts exactly "plugin <= host": fewer trailing prefix
+    // fields and methods, everything else identical. docs/design/plugin-abi.md has the details.
+    check_layout_compatibility(layout, <api::PluginRoot_Ref as StableAbi>::LAYOUT).map_err(|e| {
+        PluginLoadError::Layout {
+            path: path.to_path_buf(),
+            summary: summarise_layout_error(&e.to_string()),
+            host_api: host_api.to_string(),
+        }
+    })?;
+    // SAFETY: the layout was checked just above, in the direction that suits a plugin host.
+    let root = unsafe { header.init_root_module_with_unchecked_layout::<api::PluginRoot_Ref>() }.map_err(|e| {
+        PluginLoadError::Init { name: file_label(path), detail: one_line(&e.to_string()) }
+    })?;
+
+    let name = root.plugin_name().to_string();
+    let version = root.plugin_version().to_string();
+    let manifest = (root.manifest())();
+    let kinds = |v: &RVec<api::KindInfo>| v.iter().map(|k| (k.name.to_string(), k.description.to_string())).collect();
+    let plugin = LoadedPlugin {
+        backends: kinds(&manifest.backends),
+        observers: kinds(&manifest.observers),
+        api_version: root.api_version().to_string(),
+        name,
+        version,
+        root,
+    };
+    let host: api::HostServicesBox = api::HostServices_TO::from_value(HostLogger { plugin: plugin.name.clone() }, TD_Opaque);
+    if let Err(e) = (plugin.root.init())(host).into_result() {
+        return Err(PluginLoadError::Init { name: plugin.name, detail: e.message.to_string() });
+    }
+    Ok(plugin)
+}
+
+impl LoadedPlugin {
+    /// Creates a backend instance. `sender` receives its events; job ids are job indices.
+    pub fn new_backend(
+        &self,
+        kind: &str,
+        config_toml: &str,
+        sender: Arc<dyn EventSender>,
+    ) -> Result<Box<dyn Backend>, String> {
+        let sink: api::EventSinkBox = api::EventSink_TO::from_ptr(RArc::new(SinkAdapter { sender }), TD_Opaque);
+        match (self.root.new_backend())(RStr::from_str(kind), RStr::from_str(config_toml), sink).into_result() {
+            Ok(b) => Ok(Box::new(BackendAdapter { inner: b })),
+            Err(e) => Err(e.message.to_string()),
+        }
+    }
+
+    /// Creates an observer instance.
+    pub fn new_observer(&self, kind: &str, config_toml: &str) -> Result<Box<dyn Observer>, String> {
+        match (self.root.new_observer())(RStr::from_str(kind), RStr::from_str(config_toml)).into_result() {
+            Ok(o) => Ok(Box::new(ObserverAdapter { inner: o })),
+            Err(e) => Err(e.message.to_string()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host services
+// ---------------------------------------------------------------------------------------------
+
+struct HostLogger {
+    plugin: String,
+}
+
+impl api::HostServices for HostLogger {
+    fn max_log_level(&self) -> u8 {
+        match tracing::level_filters::LevelFilter::current().into_level() {
+            None => 0,
+            Some(tracing::Level::ERROR) => 1,
+            Some(tracing::Level::WARN) => 2,
+            Some(tracing::Level::INFO) => 3,
+            Some(tracing::Level::DEBUG) => 4,
+            Some(tracing::Level::TRACE) => 5,
+        }
+    }
+
+    fn log(&self, level: u8, target: RStr<'_>, message: RStr<'_>) {
+        let level = match level {
+            0 | 1 => log::Level::Error,
+            2 => log::Level::Warn,
+            3 => log::Level::Info,
+            4 => log::Level::Debug,
+            _ => log::Level::Trace,
+        };
+        // The `log` crate takes a dynamic target; tracing-log turns the record into a tracing
+        // event of the host's subscriber, showing the plugin's own target.
+        let target = if target.is_empty() { self.plugin.as_str() } else { target.as_str() };
+        log::logger().log(
+            &log::Record::builder()
+                .level(level)
+                .target(target)
+                .args(format_args!("{}", message.as_str()))
+                .build(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+struct SinkAdapter {
+    sender: Arc<dyn EventSender>,
+}
+
+impl api::EventSink for SinkAdapter {
+    fn emit(&self, e: api::JobEvent) {
+        let job = e.id.0 as u32;
+        let event = match e.kind {
+            api::JobEventKind::STARTED => BackendEvent::Started {
+                job,
+                interactive: e.attrs.iter().any(|a| a.0.as_str() == "interactive" && a.1.as_str() == "1"),
+            },
+            api::JobEventKind::FINISHED => {
+                let end = match e.end {
+                    api::EndKind::EXITED => JobEnd::Exited(e.exit_code.into_option().unwrap_or(-1)),
+                    api::EndKind::SIGNALED => JobEnd::Signaled(e.signal.into_option().unwrap_or(0)),
+                    api::EndKind::KILLED => JobEnd::Killed,
+                    _ => JobEnd::Failed(
+                        if e.reason.is_empty() { "failed (no reason given by the backend)".into() } else { e.reason.to_string() },
+                        e.exit_code.into_option(),
+                    ),
+                };
+                let logs = e
+                    .attrs
+                    .iter()
+                    .filter(|a| a.0.as_str() == "log")
+                    .map(|a| PathBuf::from(a.1.as_str()))
+                    .collect();
+                BackendEvent::Finished { job, end, detail: e.reason.to_string(), logs }
+            }
+            api::JobEventKind::LOST => BackendEvent::Lost { job, why: e.reason.to_string() },
+            other => BackendEvent::Lost { job, why: format!("unknown event kind {} from the backend", other.0) },
+        };
+        self.sender.send(event);
+    }
+}
+
+struct BackendAdapter {
+    inner: api::BackendBox,
+}
+
+fn rstring(s: &str) -> RString {
+    RString::from(s)
+}
+
+fn rpath(p: &Path) -> RString {
+    RString::from(p.to_string_lossy().as_ref())
+}
+
+fn to_spec(r: JobRequest) -> api::JobSpec {
+    let command = match r.command {
+        JobCommand::Shell(s) => api::CommandSpec { shell: true, args: RVec::from(vec![RString::from(s)]) },
+        JobCommand::Argv(v) => api::CommandSpec { shell: false, args: v.into_iter().map(RString::from).collect() },
+    };
+    let pairs = |v: Vec<(String, String)>| v.into_iter().map(|(k, v)| Tuple2(RString::from(k), RString::from(v))).collect();
+    api::JobSpec {
+        id: api::JobId(r.job as u64),
+        name: RString::from(r.name),
+        command,
+        cwd: rpath(&r.cwd),
+        env: pairs(r.env),
+        job_dir: rpath(&r.job_dir),
+        log_path: rpath(&r.log_path),
+        run_dir: rpath(&r.run_dir),
+        run_tag: rstring(&r.run_tag),
+        timeout_ms: r.timeout_ms.into(),
+        resources: api::Resources {
+            cpus: r.cpus,
+            memory_mb: r.memory_mb.into(),
+            named: r.resources.into_iter().map(|(k, v)| Tuple2(RString::from(k), v)).collect(),
+        },
+        interactive: r.interactive,
+        attempt: r.attempt,
+        attrs: pairs(r.attrs),
+    }
+}
+
+impl Backend for BackendAdapter {
+    fn capabilities(&self) -> BackendCaps {
+        let c = self.inner.capabilities();
+        BackendCaps {
+            interactive: c.flags.contains(api::CapabilityFlags::INTERACTIVE),
+            enforces_timeout: c.flags.contains(api::CapabilityFlags::ENFORCES_TIMEOUT),
+            default_max_parallel: (c.default_max_parallel > 0).then_some(c.default_max_parallel),
+            max_batch: (c.max_batch > 0).then_some(c.max_batch as usize),
+            needs_job_dir: !c.flags.contains(api::CapabilityFlags::NO_JOB_DIR),
+        }
+    }
+
+    fn submit(&self, jobs: Vec<JobRequest>) -> Vec<SubmitReply> {
+        let ids: Vec<u64> = jobs.iter().map(|j| j.job as u64).collect();
+        let answers = self.inner.submit(jobs.into_iter().map(to_spec).collect());
+        // The SDK guarantees one answer per job in order; a hand-written plugin might not.
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| match answers.get(i) {
+                Some(a) if a.id.0 == *id => match a.kind {
+                    api::SubmitAnswerKind::ACCEPTED => SubmitReply::Accepted,
+                    api::SubmitAnswerKind::BUSY => SubmitReply::Busy,
+                    _ => SubmitReply::Rejected(a.message.to_string()),
+                },
+                _ => SubmitReply::Rejected("plugin bug: no answer for this job".into()),
+            })
+            .collect()
+    }
+
+    fn kill(&self, jobs: &[u32]) {
+        let ids: Vec<api::JobId> = jobs.iter().map(|j| api::JobId(*j as u64)).collect();
+        self.inner.kill(RSlice::from_slice(&ids));
+    }
+
+    fn shutdown(&self) {
+        self.inner.shutdown()
+    }
+
+    fn stats(&self) -> String {
+        // `stats` was appended in plugin API 0.1.1; an older plugin's vtable lacks it and the
+        // generated accessor then runs the trait's default body (an empty string).
+        self.inner.stats().to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observers
+// ---------------------------------------------------------------------------------------------
+
+struct ObserverAdapter {
+    inner: api::ObserverBox,
+}
+
+fn status_code(s: Status) -> api::JobStatus {
+    match s {
+        Status::Scheduled => api::JobStatus::SCHEDULED,
+        Status::Queued => api::JobStatus::QUEUED,
+        Status::Running => api::JobStatus::RUNNING,
+        Status::Passed => api::JobStatus::PASSED,
+        Status::Failed => api::JobStatus::FAILED,
+        Status::Killed => api::JobStatus::KILLED,
+        Status::Skipped => api::JobStatus::SKIPPED,
+    }
+}
+
+fn to_abi_event(e: &RunEvent) -> api::RunEvent {
+    match e {
+        RunEvent::RunStarted { time_us, flow, run_dir, jobs } => {
+            let mut r = api::RunEvent::empty(api::RunEventKind::RUN_STARTED, *time_us);
+            r.flow = rstring(flow);
+            r.run_dir = rpath(run_dir);
+            r.jobs = jobs
+                .iter()
+                .map(|(name, backend)| api::JobInfo { name: rstring(name), backend: rstring(backend) })
+                .collect();
+            r
+        }
+        RunEvent::JobStatus(s) => {
+            let mut r = api::RunEvent::empty(api::RunEventKind::JOB_STATUS, s.time_us);
+            r.job = rstring(&s.job);
+            r.backend = rstring(&s.backend);
+            r.old_status = status_code(s.old);
+            r.new_status = status_code(s.new);
+            r.reason = rstring(&s.reason);
+            r.exit_code = s.exit_code.into();
+            r.duration_s = s.duration_s.into();
+            r.log = s.log.as_deref().map(rpath).unwrap_or_default();
+            if let Some(line) = s.fail_line {
+                r.attrs.push(Tuple2(rstring("fail_line"), RString::from(line.to_string())));
+            }
+            if let Some(text) = &s.fail_text {
+                r.attrs.push(Tuple2(rstring("fail_text"), rstring(text)));
+            }
+            r
+        }
+        RunEvent::KillSignal { time_us, signal } => {
+            let mut r = api::RunEvent::empty(api::RunEventKind::KILL_SIGNAL, *time_us);
+            r.signal = rstring(signal);
+            r
+        }
+        RunEvent::RunFinished { time_us, summary } => {
+            let mut r = api::RunEvent::empty(api::RunEventKind::RUN_FINISHED, *time_us);
+            r.summary = ROption::RSome(api::RunSummary {
+                passed: summary.passed,
+                failed: summary.failed,
+                killed: summary.killed,
+                skipped: summary.skipped,
+                interrupted: summary.interrupted,
+                duration_s: summary.duration_s,
+                results_path: rpath(&summary.results_path),
+            });
+            r
+        }
+    }
+}
+
+impl Observer for ObserverAdapter {
+    fn on_events(&self, events: &[RunEvent]) {
+        let abi: Vec<api::RunEvent> = events.iter().map(to_abi_event).collect();
+        self.inner.on_events(RSlice::from_slice(&abi));
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        self.inner.finish().into_result().map_err(|e| e.message.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> semver::Version {
+        semver::Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn api_versions_before_1_0_need_the_same_minor_and_no_newer_patch() {
+        assert!(api_compatible(&v("0.1.0"), &v("0.1.1")).is_ok());
+        assert!(api_compatible(&v("0.1.1"), &v("0.1.1")).is_ok());
+        assert_eq!(api_compatible(&v("0.1.2"), &v("0.1.1")), Err("0.1".into()));
+        assert_eq!(api_compatible(&v("0.2.0"), &v("0.1.1")), Err("0.1".into()));
+        assert_eq!(api_compatible(&v("0.0.9"), &v("0.1.1")), Err("0.1".into()));
+    }
+
+    #[test]
+    fn api_versions_after_1_0_need_the_same_major_and_no_newer_minor() {
+        assert!(api_compatible(&v("1.2.9"), &v("1.3.0")).is_ok());
+        assert!(api_compatible(&v("1.3.0"), &v("1.3.0")).is_ok());
+        assert_eq!(api_compatible(&v("1.4.0"), &v("1.3.0")), Err("1".into()));
+        assert_eq!(api_compatible(&v("2.0.0"), &v("1.3.0")), Err("1".into()));
+    }
+
+    #[test]
+    fn layout_reports_are_summarised_to_one_line() {
+        let report = "lots of\nnoise\n  Error:mismatched type\n  Expected:\n u64\n Found:\n u32\nmore";
+        let s = summarise_layout_error(report);
+        assert!(s.starts_with("mismatched type"), "{s}");
+        assert!(!s.contains('\n'));
+    }
+}

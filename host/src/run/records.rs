@@ -1,0 +1,185 @@
+//! What the run remembers of each job for results.json, and the writer of results.json.
+//! The schema is documented in docs/results.md.
+
+use std::{
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use crate::{flow::Flow, sched::Status};
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-22T21:54:41.123456Z`.
+pub fn rfc3339_us(us: i64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000) else {
+        return String::new();
+    };
+    let (y, mo, d) = (t.year(), t.month() as u8, t.day());
+    let (h, mi, s, micro) = (t.hour(), t.minute(), t.second(), t.microsecond());
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micro:06}Z")
+}
+
+/// A fail-pattern match.
+#[derive(Debug, Clone)]
+pub struct FailMatch {
+    /// 1-based line number.
+    pub line: u64,
+    /// The line.
+    pub text: String,
+    /// Up to 4 lines after it.
+    pub context: Vec<String>,
+}
+
+/// Per-job facts gathered during the run (0 means "never happened" for times).
+#[derive(Debug, Default, Clone)]
+pub struct JobRecord {
+    /// Became queued.
+    pub queued_at: i64,
+    /// Started (the backend's STARTED event, else its submission).
+    pub started_at: i64,
+    /// Ended.
+    pub finished_at: i64,
+    /// The exit code, when the job exited.
+    pub exit_code: Option<i32>,
+    /// A fail-pattern match.
+    pub fail: Option<Box<FailMatch>>,
+    /// Log files the backend wrote instead of the default one.
+    pub logs: Option<Box<Vec<PathBuf>>>,
+    /// Whether the job's directory (and so its log) exists.
+    pub has_dir: bool,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    killed: u64,
+    skipped: u64,
+}
+
+#[derive(Serialize)]
+struct JobOut<'a> {
+    name: &'a str,
+    status: &'static str,
+    reason: &'a str,
+    backend: &'a str,
+    exit_code: Option<i32>,
+    queued_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    duration_s: Option<f64>,
+    log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_context: Option<&'a [String]>,
+}
+
+/// The name of a status in results.json.
+pub fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Scheduled => "scheduled",
+        Status::Queued => "queued",
+        Status::Running => "running",
+        Status::Passed => "passed",
+        Status::Failed => "failed",
+        Status::Killed => "killed",
+        Status::Skipped => "skipped",
+    }
+}
+
+/// Everything results.json is written from.
+pub struct ResultsInput<'a> {
+    /// The flow.
+    pub flow: &'a Flow,
+    /// Start and end, µs since the epoch.
+    pub started_us: i64,
+    /// End.
+    pub finished_us: i64,
+    /// Interrupted by a signal.
+    pub interrupted: bool,
+    /// Final status and reason per job.
+    pub outcome: &'a dyn Fn(usize) -> (Status, &'a str),
+    /// Per-job facts.
+    pub records: &'a [JobRecord],
+    /// The default log path of a job.
+    pub log_of: &'a dyn Fn(usize) -> PathBuf,
+}
+
+/// Writes `<dir>/results.json` (atomically: a temporary file, then a rename).
+pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<PathBuf> {
+    let path = dir.join("results.json");
+    let tmp = dir.join(".results.json.tmp");
+    let mut counts = Counts { passed: 0, failed: 0, killed: 0, skipped: 0 };
+    for i in 0..input.flow.jobs.len() {
+        match (input.outcome)(i).0 {
+            Status::Passed => counts.passed += 1,
+            Status::Failed => counts.failed += 1,
+            Status::Killed => counts.killed += 1,
+            Status::Skipped => counts.skipped += 1,
+            _ => {}
+        }
+    }
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    let ts = |us: i64| (us > 0).then(|| rfc3339_us(us));
+    write!(
+        w,
+        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"counts\": {},\n  \"jobs\": [",
+        serde_json::to_string(&input.flow.name)?,
+        serde_json::to_string(&ts(input.started_us))?,
+        serde_json::to_string(&ts(input.finished_us))?,
+        input.interrupted,
+        serde_json::to_string(&counts)?,
+    )?;
+    for (i, job) in input.flow.jobs.iter().enumerate() {
+        let (status, reason) = (input.outcome)(i);
+        let r = &input.records[i];
+        let log = match &r.logs {
+            Some(logs) if !logs.is_empty() => Some(logs[0].to_string_lossy().into_owned()),
+            _ if r.has_dir => Some((input.log_of)(i).to_string_lossy().into_owned()),
+            _ => None,
+        };
+        let out = JobOut {
+            name: &job.name,
+            status: status_name(status),
+            reason,
+            backend: &input.flow.backends[job.backend].name,
+            exit_code: r.exit_code,
+            queued_at: ts(r.queued_at),
+            started_at: ts(r.started_at),
+            finished_at: ts(r.finished_at),
+            duration_s: (r.started_at > 0 && r.finished_at >= r.started_at)
+                .then(|| (r.finished_at - r.started_at) as f64 / 1e6),
+            log,
+            fail_line: r.fail.as_ref().map(|f| f.line),
+            fail_text: r.fail.as_ref().map(|f| f.text.as_str()),
+            fail_context: r.fail.as_ref().map(|f| f.context.as_slice()),
+        };
+        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(&mut w, &out)?;
+    }
+    w.write_all(b"\n  ]\n}\n")?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339_us(1_795_391_681_123_456), "2026-11-22T21:54:41.123456Z");
+    }
+}

@@ -1,0 +1,87 @@
+//! `<job_dir>/cmd.sh`: a script that reproduces a job by hand.
+
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+
+use flowrun_plugin_api::JobSpec;
+
+use crate::spawn::REMOVED_VARS;
+
+/// Quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            q.push_str("'\\''");
+        } else {
+            q.push(c);
+        }
+    }
+    q.push('\'');
+    q
+}
+
+fn is_shell_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The text of cmd.sh for `spec`, whose extra variables (FLOWRUN_*) are `flowrun_vars`.
+pub fn render(spec: &JobSpec, flowrun_vars: &[(&str, &str)]) -> String {
+    let mut s = String::with_capacity(512);
+    s.push_str("#!/bin/sh\n");
+    s.push_str(&format!(
+        "# Reproduces flowrun job {} (attempt {}) as the local backend ran it.\n\
+         # The host's environment is inherited; output goes to the terminal here.\n",
+        spec.name, spec.attempt
+    ));
+    s.push_str(&format!("cd {} || exit 1\n", shell_quote(&spec.cwd)));
+    s.push_str(&format!("unset {}\n", REMOVED_VARS.join(" ")));
+    // Names a shell cannot export go through env(1) on the exec line.
+    let mut env_prefix = String::new();
+    let vars = flowrun_vars
+        .iter()
+        .copied()
+        .chain(spec.env.iter().map(|a| (a.0.as_str(), a.1.as_str())));
+    for (k, v) in vars {
+        if is_shell_name(k) {
+            s.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        } else {
+            env_prefix.push_str(&format!("{} ", shell_quote(&format!("{k}={v}"))));
+        }
+    }
+    s.push_str("exec ");
+    if !env_prefix.is_empty() {
+        s.push_str("env ");
+        s.push_str(&env_prefix);
+    }
+    if spec.command.shell {
+        s.push_str("/bin/sh -c ");
+        s.push_str(&shell_quote(
+            spec.command.args.first().map(|a| a.as_str()).unwrap_or(""),
+        ));
+    } else {
+        let argv: Vec<String> = spec.command.args.iter().map(|a| shell_quote(a)).collect();
+        s.push_str(&argv.join(" "));
+    }
+    s.push('\n');
+    s
+}
+
+/// Writes `text` to `<job_dir>/cmd.sh`, executable.
+pub fn write(job_dir: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(job_dir.join("cmd.sh"))?;
+    f.write_all(text.as_bytes())
+}

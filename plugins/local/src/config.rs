@@ -1,0 +1,82 @@
+//! The `[backends.NAME]` keys of a `kind = "local"` backend (see the crate README).
+
+use std::time::Duration;
+
+use flowrun_plugin_api::{sdk, PluginError};
+use serde::Deserialize;
+
+/// Whether job process trees are contained in cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Use a cgroup v2 hierarchy when one is mounted and writable, else fall back to process
+    /// groups plus the environment tag.
+    Auto,
+    /// Never use cgroups.
+    Off,
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time between SIGTERM and SIGKILL when a job is killed.
+    pub kill_grace: Duration,
+    /// stdout and stderr into `<job_dir>/stdout.log` and `stderr.log` instead of `log_path`.
+    pub split_output: bool,
+    /// cgroup containment.
+    pub cgroups: CgroupMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kill_grace: Duration::from_secs(5),
+            split_output: false,
+            cgroups: CgroupMode::Auto,
+        }
+    }
+}
+
+/// The raw table. Values are read as `toml::Value` so that a wrong type is reported with the
+/// key's name (serde's own type errors do not name the key).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    kill_grace: Option<toml::Value>,
+    split_output: Option<toml::Value>,
+    cgroups: Option<toml::Value>,
+}
+
+impl Config {
+    /// Parses the backend table (without `kind` and `max_parallel`, which the host strips).
+    pub fn parse(text: &str) -> Result<Config, PluginError> {
+        let raw: RawConfig = sdk::parse_config(text)?;
+        let mut config = Config::default();
+        if let Some(v) = raw.kill_grace {
+            let Some(s) = v.as_str() else {
+                return Err(PluginError::config(
+                    "kill_grace",
+                    format!("expected a duration string such as \"5s\", got {v}"),
+                ));
+            };
+            config.kill_grace = sdk::parse_duration("kill_grace", s)?;
+        }
+        if let Some(v) = raw.split_output {
+            config.split_output = v.as_bool().ok_or_else(|| {
+                PluginError::config("split_output", format!("expected true or false, got {v}"))
+            })?;
+        }
+        if let Some(v) = raw.cgroups {
+            config.cgroups = match v.as_str() {
+                Some("auto") => CgroupMode::Auto,
+                Some("off") => CgroupMode::Off,
+                _ => {
+                    return Err(PluginError::config(
+                        "cgroups",
+                        format!("expected \"auto\" or \"off\", got {v}"),
+                    ))
+                }
+            };
+        }
+        Ok(config)
+    }
+}

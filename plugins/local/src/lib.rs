@@ -1,0 +1,1020 @@
+//! flowrun's `local` backend: runs each job as a process tree on this machine.
+//!
+//! How it works (details in README.md):
+//! - `submit` spawns each job right away on the calling thread with `posix_spawn` (new session,
+//!   cwd, stdout/stderr straight into the log file), after writing `cmd.sh`, and places it in a
+//!   per-job cgroup v2 when available. The job is then watched through a pidfd.
+//! - One reaper thread per backend waits in `epoll_wait` on every job's pidfd plus an eventfd
+//!   (wake-ups) with a timeout equal to the next kill deadline: completion is reported the
+//!   moment a process exits, and nothing polls. It reaps with `waitpid(pid)`, never
+//!   `waitpid(-1)`, because other plugins of the same process have children too.
+//! - A job is reported FINISHED only when its whole tree is gone: processes left behind by a
+//!   job that ended on its own get SIGKILL; a job the host kills gets SIGTERM, then SIGKILL
+//!   after `kill_grace`.
+
+mod cmdsh;
+mod config;
+mod spawn;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    ffi::CString,
+    fs::OpenOptions,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::OpenOptionsExt,
+    },
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use flowrun_plugin_api::{
+    sdk::{BackendImpl, Sink},
+    Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
+};
+
+use crate::{
+    config::{CgroupMode, Config},
+    spawn::{BaseEnv, Grouping, JobEnv, Launch, SpawnError, SpawnStep, Stdio},
+    tree::{CgroupRoot, ScanTarget},
+};
+
+flowrun_plugin_api::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_api::register_backend!(
+    kind = "local",
+    description = "runs jobs as process trees on this machine (sessions, cgroups, pidfds)",
+    create = create
+);
+
+/// How long after SIGKILL we keep waiting for a tree to disappear before reporting the job
+/// anyway (a process stuck in uninterruptible sleep cannot die).
+const GIVE_UP_AFTER_SIGKILL: Duration = Duration::from_secs(5);
+/// First and longest delay between checks of a tree whose leader has exited but whose other
+/// processes have not yet (only after a kill; the normal path is event-driven).
+const FIRST_RECHECK: Duration = Duration::from_millis(2);
+const LONGEST_RECHECK: Duration = Duration::from_millis(100);
+/// The child's stack between clone and exec: it only makes a few libc calls, but execve of a
+/// long argv and glibc's wrappers need some room; posix_spawn uses about 32 KiB plus argv.
+const SPAWN_STACK_BYTES: usize = 256 * 1024;
+/// The epoll key of the wake-up eventfd; job pidfds are keyed by pid, never 0.
+const WAKE_KEY: u64 = 0;
+
+/// Creates a local backend from its TOML config.
+pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginError> {
+    let config = Config::parse(config)?;
+    Ok(Box::new(LocalBackend::new(config, sink)?))
+}
+
+/// How a job's leader process ended.
+#[derive(Debug, Clone, Copy)]
+enum LeaderEnd {
+    Exited(i32),
+    Signaled(i32),
+    /// Someone else reaped it (a `waitpid(-1)` elsewhere in the process).
+    Unknown,
+}
+
+/// A running job.
+struct Job {
+    id: JobId,
+    /// The leader's pid, also its process group and session id.
+    pid: libc::pid_t,
+    /// Open while the leader runs; closing it removes it from the epoll set.
+    pidfd: Option<OwnedFd>,
+    /// The `FLOWRUN_JOB_TAG` value.
+    tag: String,
+    /// The job's cgroup, while it exists.
+    cgroup: Option<PathBuf>,
+    leader_end: Option<LeaderEnd>,
+    /// The host asked for the kill: the job ends KILLED.
+    kill_requested: bool,
+    /// When SIGKILL follows the SIGTERM of a kill.
+    sigkill_at: Option<Instant>,
+    /// When SIGKILL was sent.
+    sigkill_sent: Option<Instant>,
+    recheck_delay: Duration,
+    /// Logs to report on FINISHED (split output).
+    logs: Vec<String>,
+    interactive: bool,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<JobId, Job>,
+    /// Leader pid -> job, for epoll events.
+    by_pid: HashMap<libc::pid_t, JobId>,
+    /// Kill deadlines and re-checks; stale entries are harmless.
+    timers: BinaryHeap<Reverse<(Instant, JobId)>>,
+    shutting_down: bool,
+    stop_reaper: bool,
+    interactive_job: Option<JobId>,
+}
+
+#[derive(Default)]
+struct Counters {
+    started: AtomicU64,
+    failed_to_start: AtomicU64,
+    finished: AtomicU64,
+    leftover_trees_killed: AtomicU64,
+    proc_scans: AtomicU64,
+}
+
+struct Shared {
+    config: Config,
+    sink: Sink,
+    base_env: BaseEnv,
+    cgroups: Option<CgroupRoot>,
+    /// Cleared when placing a process in a cgroup fails: later jobs skip cgroups.
+    cgroups_working: AtomicBool,
+    /// stdin of non-interactive jobs.
+    devnull: OwnedFd,
+    /// Whether the host's stdin is a terminal (interactive jobs get it as foreground).
+    stdin_is_tty: bool,
+    epoll: OwnedFd,
+    wake: OwnedFd,
+    state: Mutex<State>,
+    /// Signalled when `jobs` becomes empty (shutdown waits on it).
+    all_done: Condvar,
+    counters: Counters,
+    /// The stack of spawned children between clone and exec (see `spawn::spawn`), reused.
+    spawn_stack: Mutex<Vec<u8>>,
+}
+
+/// The backend object.
+pub struct LocalBackend {
+    shared: Arc<Shared>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn os_error(what: &str) -> PluginError {
+    PluginError::new(
+        flowrun_plugin_api::ErrorKind::IO,
+        format!("{what}: {}", std::io::Error::last_os_error()),
+    )
+}
+
+impl LocalBackend {
+    fn new(config: Config, sink: Sink) -> Result<Self, PluginError> {
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let cgroups = match config.cgroups {
+            CgroupMode::Off => None,
+            CgroupMode::Auto => {
+                match CgroupRoot::create(INSTANCE.fetch_add(1, Ordering::Relaxed)) {
+                    Ok(root) => {
+                        tracing::debug!(
+                            "local backend: one cgroup per job under {}",
+                            root.dir().display()
+                        );
+                        Some(root)
+                    }
+                    Err(e) => {
+                        tracing::info!(
+                        "local backend: cgroups unavailable ({e}); containing jobs by session and environment tag"
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        // SAFETY: plain syscalls; each returned fd is checked and then owned.
+        let (epoll, wake, devnull) = unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if ep < 0 {
+                return Err(os_error("cannot create an epoll instance"));
+            }
+            let epoll = OwnedFd::from_raw_fd(ep);
+            let ev = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            if ev < 0 {
+                return Err(os_error("cannot create an eventfd"));
+            }
+            let wake = OwnedFd::from_raw_fd(ev);
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: WAKE_KEY,
+            };
+            if libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, wake.as_raw_fd(), &mut event) < 0 {
+                return Err(os_error("cannot watch the eventfd"));
+            }
+            let dn = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if dn < 0 {
+                return Err(os_error("cannot open /dev/null"));
+            }
+            (epoll, wake, OwnedFd::from_raw_fd(dn))
+        };
+        raise_fd_limit();
+        // SAFETY: isatty has no memory arguments.
+        let stdin_is_tty = unsafe { libc::isatty(0) == 1 };
+        let shared = Arc::new(Shared {
+            config,
+            sink,
+            base_env: BaseEnv::capture(),
+            cgroups_working: AtomicBool::new(cgroups.is_some()),
+            cgroups,
+            devnull,
+            stdin_is_tty,
+            epoll,
+            wake,
+            state: Mutex::new(State::default()),
+            all_done: Condvar::new(),
+            counters: Counters::default(),
+            spawn_stack: Mutex::new(vec![0u8; SPAWN_STACK_BYTES]),
+        });
+        let reaper_shared = shared.clone();
+        let reaper = std::thread::Builder::new()
+            .name("flowrun-local-reaper".into())
+            .spawn(move || reaper_shared.reaper_loop())
+            .map_err(|e| {
+                PluginError::new(
+                    flowrun_plugin_api::ErrorKind::IO,
+                    format!("cannot start the reaper thread: {e}"),
+                )
+            })?;
+        Ok(LocalBackend {
+            shared,
+            reaper: Mutex::new(Some(reaper)),
+        })
+    }
+}
+
+impl BackendImpl for LocalBackend {
+    fn capabilities(&self) -> Capabilities {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Capabilities {
+            flags: CapabilityFlags::INTERACTIVE
+                | CapabilityFlags::BATCH_SUBMIT
+                | CapabilityFlags::BATCH_KILL,
+            default_max_parallel: cpus as u32,
+            max_batch: 0,
+        }
+    }
+
+    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
+        jobs.iter()
+            .map(|spec| self.shared.submit_one(spec))
+            .collect()
+    }
+
+    fn kill(&self, ids: &[JobId]) {
+        self.shared.kill(ids);
+    }
+
+    fn shutdown(&self) {
+        let ids: Vec<JobId> = {
+            let mut state = self.shared.lock();
+            state.shutting_down = true;
+            state.jobs.keys().copied().collect()
+        };
+        self.shared.kill(&ids);
+        {
+            let mut state = self.shared.lock();
+            while !state.jobs.is_empty() {
+                state = self
+                    .shared
+                    .all_done
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            state.stop_reaper = true;
+        }
+        self.shared.wake_reaper();
+        if let Some(handle) = self.reaper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+            if let Some(root) = &self.shared.cgroups {
+                root.remove();
+            }
+        }
+    }
+
+    fn stats(&self) -> String {
+        let c = &self.shared.counters;
+        format!(
+            "jobs_started = {}\njobs_failed_to_start = {}\njobs_finished = {}\nleftover_trees_killed = {}\nproc_scans = {}\ncgroups = {}\n",
+            c.started.load(Ordering::Relaxed),
+            c.failed_to_start.load(Ordering::Relaxed),
+            c.finished.load(Ordering::Relaxed),
+            c.leftover_trees_killed.load(Ordering::Relaxed),
+            c.proc_scans.load(Ordering::Relaxed),
+            self.shared.cgroups_working.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for LocalBackend {
+    fn drop(&mut self) {
+        // The host calls shutdown; this only guards against a host that forgets, so that no
+        // job outlives the backend.
+        self.shutdown();
+    }
+}
+
+/// Why a job could not start: its FINISHED(FAILED) reason.
+type StartError = String;
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_reaper(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            );
+        }
+    }
+
+    fn submit_one(&self, spec: &JobSpec) -> SubmitAnswer {
+        {
+            let mut state = self.lock();
+            if state.shutting_down {
+                return SubmitAnswer::rejected(spec.id, "the local backend is shutting down");
+            }
+            if spec.interactive {
+                // One job holds the terminal at a time; the host offers the next one later.
+                if state.interactive_job.is_some() {
+                    return SubmitAnswer::busy(spec.id);
+                }
+                state.interactive_job = Some(spec.id);
+            }
+        }
+        if let Err(reason) = self.start_job(spec) {
+            self.counters
+                .failed_to_start
+                .fetch_add(1, Ordering::Relaxed);
+            if spec.interactive {
+                self.lock().interactive_job = None;
+            }
+            self.sink.emit(JobEvent::failed(spec.id, reason));
+        }
+        SubmitAnswer::accepted(spec.id)
+    }
+
+    /// Spawns the job and registers it with the reaper. An error is the job's failure reason.
+    fn start_job(&self, spec: &JobSpec) -> Result<(), StartError> {
+        let tag = format!("{}-{}", spec.run_tag, spec.id.0);
+        let attempt = spec.attempt.to_string();
+        let flowrun_vars = [
+            ("FLOWRUN_JOB_NAME", spec.name.as_str()),
+            ("FLOWRUN_JOB_DIR", spec.job_dir.as_str()),
+            ("FLOWRUN_RUN_DIR", spec.run_dir.as_str()),
+            ("FLOWRUN_ATTEMPT", attempt.as_str()),
+        ];
+        let mut env = JobEnv::new(&self.base_env);
+        for (k, v) in flowrun_vars {
+            env.set(k, v)?;
+        }
+        for a in spec.env.iter() {
+            env.set(&a.0, &a.1)?;
+        }
+        env.set(tree::TAG_VAR, &tag)?;
+
+        let job_dir = Path::new(spec.job_dir.as_str());
+        cmdsh::write(job_dir, &cmdsh::render(spec, &flowrun_vars))
+            .map_err(|e| format!("cannot write {}: {e}", job_dir.join("cmd.sh").display()))?;
+
+        let args: Vec<&str> = if spec.command.shell {
+            let script = spec.command.args.first().map(|s| s.as_str()).unwrap_or("");
+            vec!["/bin/sh", "-c", script]
+        } else {
+            spec.command.args.iter().map(|s| s.as_str()).collect()
+        };
+        let Some(&program_name) = args.first() else {
+            return Err("the command is empty".into());
+        };
+        let argv_c: Vec<CString> = args
+            .iter()
+            .map(|a| {
+                CString::new(*a).map_err(|_| format!("command argument {a:?} contains a NUL byte"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let program = spawn::resolve_program(program_name, env.get(b"PATH"))
+            .ok_or_else(|| format!("command not found: {program_name}"))?;
+
+        let cwd = CString::new(spec.cwd.as_str())
+            .map_err(|_| "the working directory contains a NUL byte".to_string())?;
+        match std::fs::metadata(spec.cwd.as_str()) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "working directory is not a directory: {}",
+                    spec.cwd
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("working directory does not exist: {}", spec.cwd))
+            }
+            Err(e) => return Err(format!("cannot use working directory {}: {e}", spec.cwd)),
+        }
+
+        // Log files: opened here with O_APPEND and handed to the child as fds 1 and 2; the
+        // child writes them directly and nobody copies.
+        let open_log = |path: &str| {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| format!("cannot open log {path}: {e}"))
+        };
+        let mut logs = Vec::new();
+        let (_out_file, _err_file, stdio) = if spec.interactive {
+            (None, None, Stdio::Inherit)
+        } else if self.config.split_output {
+            let out = job_dir.join("stdout.log").to_string_lossy().into_owned();
+            let err = job_dir.join("stderr.log").to_string_lossy().into_owned();
+            let (o, e) = (open_log(&out)?, open_log(&err)?);
+            logs = vec![out, err];
+            let stdio = Stdio::Files {
+                stdin: self.devnull.as_raw_fd(),
+                stdout: o.as_raw_fd(),
+                stderr: e.as_raw_fd(),
+            };
+            (Some(o), Some(e), stdio)
+        } else {
+            let f = open_log(&spec.log_path)?;
+            let stdio = Stdio::Files {
+                stdin: self.devnull.as_raw_fd(),
+                stdout: f.as_raw_fd(),
+                stderr: f.as_raw_fd(),
+            };
+            (Some(f), None, stdio)
+        };
+        let grouping = if spec.interactive {
+            Grouping::NewProcessGroup
+        } else {
+            Grouping::NewSession
+        };
+
+        let mut cgroup = None;
+        let mut cgroup_procs = None;
+        if let (Some(root), true) = (&self.cgroups, self.cgroups_working.load(Ordering::Relaxed)) {
+            match root
+                .acquire()
+                .and_then(|dir| tree::open_procs(&dir).map(|f| (dir, f)))
+            {
+                Ok((dir, procs)) => {
+                    cgroup = Some(dir);
+                    cgroup_procs = Some(procs);
+                }
+                Err(e) => tracing::warn!(
+                    "local backend: cannot create a cgroup for job {}: {e}",
+                    spec.name
+                ),
+            }
+        }
+
+        let envp = env.envp();
+        let launch = Launch {
+            program: &program,
+            argv: &argv,
+            envp: &envp,
+            cwd: &cwd,
+            stdio: &stdio,
+            grouping,
+            cgroup_procs: None,
+        };
+        let spawned = {
+            let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
+            let procs_fd = cgroup_procs.as_ref().map(|f| f.as_raw_fd());
+            spawn::spawn(
+                &program, &argv, &envp, &cwd, &stdio, grouping, procs_fd, &mut stack,
+            )
+        };
+        drop(cgroup_procs);
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(SpawnError {
+                step: SpawnStep::Cgroup,
+                error,
+            }) if cgroup.is_some() => {
+                // Placement refused (for example a cgroup with controllers that forbid it):
+                // stop using cgroups and run this job without one.
+                tracing::warn!("local backend: cannot place jobs in cgroups ({error}); using sessions and tags only");
+                self.cgroups_working.store(false, Ordering::Relaxed);
+                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
+                    root.release(cg);
+                }
+                let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
+                spawn::spawn(
+                    &program, &argv, &envp, &cwd, &stdio, grouping, None, &mut stack,
+                )
+                .map_err(|e| spawn_failure(e, program_name, spec))?
+            }
+            Err(e) => {
+                // The child failed before exec: nothing of it is left in the cgroup.
+                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
+                    root.release(cg);
+                }
+                return Err(spawn_failure(e, program_name, spec));
+            }
+        };
+        let pidfd = match spawn::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without a pidfd we cannot watch it: do not leave it running unwatched.
+                tree::signal_group(pid, libc::SIGKILL);
+                let mut status = 0;
+                // SAFETY: waits for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
+                    root.kill_job(&cg); // anything it forked meanwhile; the cgroup is not reused
+                }
+                return Err(format!("cannot watch the job process: {e}"));
+            }
+        };
+        if spec.interactive && self.stdin_is_tty {
+            give_terminal(pid);
+            // The job may have tried to read the terminal before it was in the foreground,
+            // and stopped on SIGTTIN: continue it.
+            tree::signal_group(pid, libc::SIGCONT);
+        }
+
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        let mut started = JobEvent::started(spec.id);
+        if spec.interactive {
+            started = started.with_attr("interactive", "1");
+        }
+        // STARTED goes out before the pidfd is watched, so FINISHED cannot overtake it.
+        self.sink.emit(started);
+        let mut state = self.lock();
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: pid as u64,
+        };
+        // SAFETY: registers a valid fd with our epoll instance.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                pidfd.as_raw_fd(),
+                &mut event,
+            )
+        };
+        let watched = rc == 0;
+        if !watched {
+            tracing::error!(
+                "local backend: cannot watch job {}: {}",
+                spec.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        state.by_pid.insert(pid, spec.id);
+        state.jobs.insert(
+            spec.id,
+            Job {
+                id: spec.id,
+                pid,
+                pidfd: Some(pidfd),
+                tag,
+                cgroup,
+                leader_end: None,
+                kill_requested: false,
+                sigkill_at: None,
+                sigkill_sent: None,
+                recheck_delay: FIRST_RECHECK,
+                logs,
+                interactive: spec.interactive,
+            },
+        );
+        if !watched {
+            // Unwatchable (should not happen): wait for it on the reaper thread's timer path.
+            self.leader_exited_blocking(&mut state, spec.id);
+        }
+        Ok(())
+    }
+
+    /// Kills jobs: SIGTERM to each whole tree now, SIGKILL after `kill_grace`.
+    fn kill(&self, ids: &[JobId]) {
+        let now = Instant::now();
+        let grace = self.config.kill_grace;
+        let mut state = self.lock();
+        let mut targets = Vec::new();
+        for id in ids {
+            let Some(job) = state.jobs.get_mut(id) else {
+                continue;
+            };
+            // A job whose leader already ended is reported as it really ended.
+            if job.kill_requested || job.leader_end.is_some() {
+                continue;
+            }
+            job.kill_requested = true;
+            targets.push(*id);
+        }
+        if targets.is_empty() {
+            return;
+        }
+        if grace.is_zero() {
+            self.signal_trees(&mut state, &targets, libc::SIGKILL);
+            for id in &targets {
+                if let Some(job) = state.jobs.get_mut(id) {
+                    job.sigkill_sent = Some(now);
+                }
+            }
+        } else {
+            self.signal_trees(&mut state, &targets, libc::SIGTERM);
+            let at = now + grace;
+            for id in &targets {
+                if let Some(job) = state.jobs.get_mut(id) {
+                    job.sigkill_at = Some(at);
+                }
+                state.timers.push(Reverse((at, *id)));
+            }
+        }
+        drop(state);
+        self.wake_reaper();
+    }
+
+    /// Sends `signal` to every process of each job's tree: the cgroup's processes, the
+    /// process group, and (without a cgroup) every process in the session or carrying the tag.
+    fn signal_trees(&self, state: &mut State, ids: &[JobId], signal: libc::c_int) {
+        let mut scan = Vec::new();
+        for id in ids {
+            let Some(job) = state.jobs.get(id) else {
+                continue;
+            };
+            match (&job.cgroup, &self.cgroups) {
+                (Some(cg), Some(root)) if signal == libc::SIGKILL => root.kill_job(cg),
+                (Some(cg), _) => tree::signal_job_cgroup(cg, signal),
+                (None, _) => scan.push(ScanTarget {
+                    key: *id,
+                    session: job.pid,
+                    tag: job.tag.clone(),
+                }),
+            }
+            tree::signal_group(job.pid, signal);
+            if signal != libc::SIGKILL {
+                // A stopped process only sees SIGTERM once continued.
+                tree::signal_group(job.pid, libc::SIGCONT);
+            }
+        }
+        if !scan.is_empty() {
+            self.counters.proc_scans.fetch_add(1, Ordering::Relaxed);
+            for pids in tree::scan_proc(&scan).values() {
+                for &pid in pids {
+                    tree::send(pid, signal);
+                    if signal != libc::SIGKILL {
+                        tree::send(pid, libc::SIGCONT);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether nothing of the job's tree is left. Returns an empty job cgroup to the pool.
+    fn tree_gone(&self, job: &mut Job) -> bool {
+        if job.leader_end.is_none() {
+            return false;
+        }
+        if let Some(cg) = &job.cgroup {
+            match tree::cgroup_is_empty(cg) {
+                Ok(true) => {
+                    if let (Some(cg), Some(root)) = (job.cgroup.take(), &self.cgroups) {
+                        root.release(cg);
+                    }
+                    return true;
+                }
+                Ok(false) => return false,
+                Err(e) => {
+                    // Fall back to the process group and tag for this job.
+                    tracing::warn!(
+                        "local backend: cannot read {}/cgroup.events: {e}",
+                        cg.display()
+                    );
+                    job.cgroup = None;
+                }
+            }
+        }
+        // No cgroup: the process group answers cheaply; a killed job is also looked for by
+        // session and tag in /proc.
+        if tree::signal_group(job.pid, 0) {
+            return false;
+        }
+        if job.kill_requested {
+            self.counters.proc_scans.fetch_add(1, Ordering::Relaxed);
+            let target = [ScanTarget {
+                key: job.id,
+                session: job.pid,
+                tag: job.tag.clone(),
+            }];
+            return tree::scan_proc(&target).is_empty();
+        }
+        true
+    }
+
+    /// The leader of `id` has exited (its pidfd is readable): reap it and settle the job.
+    fn leader_exited(&self, state: &mut State, id: JobId) {
+        let Some(job) = state.jobs.get_mut(&id) else {
+            return;
+        };
+        let mut status = 0;
+        // SAFETY: reaps our own child by pid; WNOHANG because the pidfd said it exited.
+        let rc = unsafe { libc::waitpid(job.pid, &mut status, libc::WNOHANG) };
+        if rc == 0 {
+            return; // not yet (spurious wake-up)
+        }
+        job.leader_end = Some(if rc < 0 {
+            LeaderEnd::Unknown
+        } else if libc::WIFEXITED(status) {
+            LeaderEnd::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            LeaderEnd::Signaled(libc::WTERMSIG(status))
+        } else {
+            return; // stopped or continued: not an exit
+        });
+        job.pidfd = None; // closing it removes it from the epoll set
+        let pid = job.pid;
+        state.by_pid.remove(&pid);
+        self.settle(state, id, Instant::now());
+    }
+
+    /// Blocking variant for a leader that could not be watched.
+    fn leader_exited_blocking(&self, state: &mut State, id: JobId) {
+        if let Some(job) = state.jobs.get(&id) {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(job.pid, &mut status, 0) };
+            let end = if libc::WIFEXITED(status) {
+                LeaderEnd::Exited(libc::WEXITSTATUS(status))
+            } else {
+                LeaderEnd::Signaled(libc::WTERMSIG(status))
+            };
+            let job = state.jobs.get_mut(&id).expect("present");
+            job.leader_end = Some(end);
+            job.pidfd = None;
+        }
+        self.settle(state, id, Instant::now());
+    }
+
+    /// Decides what happens next to a job: report it if its tree is gone, else kill what is
+    /// left and check again later.
+    fn settle(&self, state: &mut State, id: JobId, now: Instant) {
+        let Some(job) = state.jobs.get_mut(&id) else {
+            return;
+        };
+        if let Some(at) = job.sigkill_at {
+            if at <= now && job.sigkill_sent.is_none() {
+                job.sigkill_sent = Some(now);
+                self.signal_trees(state, &[id], libc::SIGKILL);
+            }
+        }
+        let Some(job) = state.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.leader_end.is_none() {
+            return; // the pidfd will tell
+        }
+        if self.tree_gone(job) {
+            self.finish(state, id);
+            return;
+        }
+        if !job.kill_requested && job.sigkill_sent.is_none() {
+            // The job ended on its own but left processes behind: they die with it.
+            job.sigkill_sent = Some(now);
+            self.counters
+                .leftover_trees_killed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                "local backend: killing processes left behind by job {}",
+                id.0
+            );
+            self.signal_trees(state, &[id], libc::SIGKILL);
+        }
+        let Some(job) = state.jobs.get_mut(&id) else {
+            return;
+        };
+        if job
+            .sigkill_sent
+            .is_some_and(|t| now.duration_since(t) > GIVE_UP_AFTER_SIGKILL)
+        {
+            tracing::warn!(
+                "local backend: processes of job {} survived SIGKILL for {:?}; reporting the job anyway",
+                id.0,
+                GIVE_UP_AFTER_SIGKILL
+            );
+            self.finish(state, id);
+            return;
+        }
+        let mut next = now + job.recheck_delay;
+        if let Some(at) = job.sigkill_at.filter(|_| job.sigkill_sent.is_none()) {
+            next = next.min(at);
+        }
+        job.recheck_delay = (job.recheck_delay * 2).min(LONGEST_RECHECK);
+        state.timers.push(Reverse((next, id)));
+    }
+
+    /// Reports the end of a job whose tree is gone, and forgets it.
+    fn finish(&self, state: &mut State, id: JobId) {
+        let Some(mut job) = state.jobs.remove(&id) else {
+            return;
+        };
+        state.by_pid.remove(&job.pid);
+        // A cgroup still set here was not seen empty (a process survived SIGKILL): it is not
+        // reused, and shutdown removes it if it empties by then.
+        job.cgroup = None;
+        if job.interactive {
+            if self.stdin_is_tty {
+                // SAFETY: getpgrp has no arguments.
+                give_terminal(unsafe { libc::getpgrp() });
+            }
+            state.interactive_job = None;
+        }
+        let mut event = match (job.kill_requested, job.leader_end) {
+            (true, end) => {
+                let mut e = JobEvent::killed(id);
+                match end {
+                    Some(LeaderEnd::Exited(c)) => e.exit_code = Some(c).into(),
+                    Some(LeaderEnd::Signaled(s)) => e.signal = Some(s).into(),
+                    _ => {}
+                }
+                e
+            }
+            (false, Some(LeaderEnd::Exited(c))) => JobEvent::exited(id, c),
+            (false, Some(LeaderEnd::Signaled(s))) => JobEvent::signaled(id, s),
+            (false, _) => JobEvent::failed(
+                id,
+                "the job's exit status was lost (reaped elsewhere in the process)",
+            ),
+        };
+        for log in job.logs.drain(..) {
+            event = event.with_attr("log", log);
+        }
+        self.counters.finished.fetch_add(1, Ordering::Relaxed);
+        self.sink.emit(event);
+        if state.jobs.is_empty() {
+            self.all_done.notify_all();
+        }
+    }
+
+    /// The reaper thread: waits for leader exits and timers, never polls.
+    fn reaper_loop(&self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        loop {
+            let timeout_ms = {
+                let state = self.lock();
+                if state.stop_reaper {
+                    return;
+                }
+                match state.timers.peek() {
+                    None => -1,
+                    Some(Reverse((at, _))) => {
+                        let left = at.saturating_duration_since(Instant::now());
+                        // Round up so that we never wake just before the deadline.
+                        left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                    }
+                }
+            };
+            // SAFETY: `events` is a valid buffer of the given length.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout_ms,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::error!("local backend: epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let ready: Vec<u64> = events[..n as usize].iter().map(|e| e.u64).collect();
+            // A panic here must not stop the reaper: every running job would be lost.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.reaper_round(&ready)
+            }));
+            if let Err(p) = outcome {
+                tracing::error!(
+                    "local backend: reaper panicked: {}",
+                    flowrun_plugin_api::sdk::panic_message(&*p)
+                );
+            }
+        }
+    }
+
+    fn reaper_round(&self, ready: &[u64]) {
+        let mut state = self.lock();
+        for &key in ready {
+            if key == WAKE_KEY {
+                let mut buf = 0u64;
+                // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+                unsafe {
+                    libc::read(
+                        self.wake.as_raw_fd(),
+                        &mut buf as *mut u64 as *mut libc::c_void,
+                        8,
+                    )
+                };
+                continue;
+            }
+            if let Some(&id) = state.by_pid.get(&(key as libc::pid_t)) {
+                self.leader_exited(&mut state, id);
+            }
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = state.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            state.timers.pop();
+            if !due.contains(&id) {
+                due.push(id);
+            }
+        }
+        // Jobs whose grace ran out together get SIGKILL together (one /proc scan at most).
+        let sigkill_now: Vec<JobId> = due
+            .iter()
+            .copied()
+            .filter(|id| {
+                state.jobs.get(id).is_some_and(|j| {
+                    j.sigkill_sent.is_none() && j.sigkill_at.is_some_and(|t| t <= now)
+                })
+            })
+            .collect();
+        if !sigkill_now.is_empty() {
+            self.signal_trees(&mut state, &sigkill_now, libc::SIGKILL);
+            for id in &sigkill_now {
+                if let Some(job) = state.jobs.get_mut(id) {
+                    job.sigkill_sent = Some(now);
+                }
+            }
+        }
+        for id in due {
+            self.settle(&mut state, id, now);
+        }
+        if state.jobs.is_empty() {
+            self.all_done.notify_all();
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every running job holds a pidfd
+/// (1,000 jobs at once need 1,000 descriptors; the usual soft limit is 1,024).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a valid local struct.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// The FAILED reason of a job that could not be spawned.
+fn spawn_failure(e: SpawnError, program_name: &str, spec: &JobSpec) -> String {
+    match (e.step, e.error.raw_os_error()) {
+        (SpawnStep::Chdir, Some(libc::ENOENT)) => {
+            format!("working directory does not exist: {}", spec.cwd)
+        }
+        (SpawnStep::Chdir, _) => format!("cannot use working directory {}: {}", spec.cwd, e.error),
+        (SpawnStep::Exec, Some(libc::ENOENT)) => format!("command not found: {program_name}"),
+        (SpawnStep::Exec, _) => format!("cannot run {program_name}: {}", e.error),
+        (SpawnStep::Cgroup, _) => format!("cannot place the job in its cgroup: {}", e.error),
+        (SpawnStep::Clone | SpawnStep::Setup, _) => {
+            format!("cannot start {program_name}: {}", e.error)
+        }
+    }
+}
+
+/// Makes `pgid` the foreground process group of the terminal on fd 0. SIGTTOU is blocked
+/// around the call: a background process changing the foreground group would get it.
+fn give_terminal(pgid: libc::pid_t) {
+    // SAFETY: signal-mask and terminal calls on valid local sigset_t values.
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        if libc::tcsetpgrp(0, pgid) != 0 {
+            tracing::debug!(
+                "local backend: tcsetpgrp({pgid}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,591 @@
+//! Unit tests on real processes, through the plugin-api test kit (the same ABI objects the
+//! host uses).
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use flowrun_plugin_api::{
+    abi_stable::std_types::{ROption, RSlice, RString, RVec, Tuple2},
+    testkit::{check_backend_contract, FakeHost},
+    BackendBox, CapabilityFlags, CommandSpec, EndKind, JobEvent, JobEventKind, JobSpec,
+    SubmitAnswerKind,
+};
+
+use crate::{cmdsh::shell_quote, create};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn host() -> (tempfile::TempDir, FakeHost) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = FakeHost::new(&dir.path().join("run"));
+    (dir, host)
+}
+
+fn backend(host: &FakeHost, config: &str) -> BackendBox {
+    host.backend(create, config)
+        .expect("create the local backend")
+}
+
+/// Submits `spec` and returns its end event.
+fn run(host: &mut FakeHost, b: &BackendBox, spec: JobSpec) -> JobEvent {
+    let id = spec.id;
+    let answers = host.submit_all(b, vec![spec], WAIT);
+    assert_eq!(answers[0].kind, SubmitAnswerKind::ACCEPTED, "{answers:?}");
+    host.wait_end(id, WAIT).expect("the job ends")
+}
+
+fn argv_job(host: &mut FakeHost, name: &str, argv: &[&str]) -> JobSpec {
+    let mut spec = host.shell_job(name, "");
+    spec.command = CommandSpec {
+        shell: false,
+        args: argv.iter().map(|a| RString::from(*a)).collect(),
+    };
+    spec
+}
+
+fn log_of(spec_dir: &Path) -> String {
+    std::fs::read_to_string(spec_dir.join("output.log")).unwrap_or_default()
+}
+
+/// A string unique to one test, to find its processes in /proc: used as a `sleep` duration
+/// (e.g. `sleep 3000.0004217`), so it appears in the command line of every sleeper.
+fn unique_sleep() -> String {
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "3000.{:04}{:03}",
+        std::process::id() % 10_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Pids whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        // Zombies have an empty cmdline and do not count.
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+fn wait_for_processes(marker: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while processes_with(marker).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the job's {n} sleepers never all started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn keeps_the_backend_contract() {
+    check_backend_contract(create, "").unwrap();
+}
+
+#[test]
+fn keeps_the_backend_contract_without_cgroups() {
+    check_backend_contract(create, "cgroups = \"off\"").unwrap();
+}
+
+#[test]
+fn declares_interactive_and_cpu_count() {
+    let (_d, host) = host();
+    let b = backend(&host, "");
+    let caps = b.capabilities();
+    assert!(caps.flags.contains(CapabilityFlags::INTERACTIVE));
+    assert_eq!(
+        caps.default_max_parallel as usize,
+        std::thread::available_parallelism().unwrap().get()
+    );
+    b.shutdown();
+}
+
+#[test]
+fn reports_exit_codes_and_signals() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let spec = host.shell_job("exit7", "echo hello; exit 7");
+    let dir = spec.job_dir.to_string();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.kind, end.end, end.exit_code),
+        (JobEventKind::FINISHED, EndKind::EXITED, ROption::RSome(7))
+    );
+    assert_eq!(log_of(Path::new(&dir)), "hello\n");
+
+    let spec = host.shell_job("segv", "kill -SEGV $$");
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.signal),
+        (EndKind::SIGNALED, ROption::RSome(libc::SIGSEGV))
+    );
+
+    let spec = argv_job(&mut host, "sigkill", &["/bin/sh", "-c", "kill -KILL $$"]);
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.signal),
+        (EndKind::SIGNALED, ROption::RSome(libc::SIGKILL))
+    );
+    b.shutdown();
+}
+
+#[test]
+fn stdout_and_stderr_append_to_the_log_in_order() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let spec = host.shell_job("both", "echo out; echo err >&2; echo out2");
+    let dir = spec.job_dir.to_string();
+    std::fs::write(Path::new(&dir).join("output.log"), "earlier\n").unwrap();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(log_of(Path::new(&dir)), "earlier\nout\nerr\nout2\n");
+    b.shutdown();
+}
+
+#[test]
+fn split_output_writes_two_logs_and_reports_them() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "split_output = true");
+    let spec = host.shell_job("split", "echo out; echo err >&2");
+    let dir = Path::new(spec.job_dir.as_str()).to_path_buf();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stdout.log")).unwrap(),
+        "out\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stderr.log")).unwrap(),
+        "err\n"
+    );
+    assert!(!dir.join("output.log").exists());
+    let logs: Vec<&str> = end
+        .attrs
+        .iter()
+        .filter(|a| a.0 == "log")
+        .map(|a| a.1.as_str())
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            dir.join("stdout.log").to_str().unwrap(),
+            dir.join("stderr.log").to_str().unwrap()
+        ]
+    );
+    b.shutdown();
+}
+
+#[test]
+fn environment_has_job_vars_and_no_make_vars() {
+    // SAFETY (edition 2021: safe): set before the backend captures the environment.
+    std::env::set_var("MAKEFLAGS", "-j8 --jobserver-auth=3,4");
+    std::env::set_var("MAKELEVEL", "1");
+    std::env::set_var("FLOWRUN_LOCAL_TEST_HOST_VAR", "from-host");
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let mut spec = host.shell_job(
+        "envjob",
+        "echo \"name=$FLOWRUN_JOB_NAME dir=$FLOWRUN_JOB_DIR run=$FLOWRUN_RUN_DIR attempt=$FLOWRUN_ATTEMPT\"; \
+         echo \"mine=$MINE host=$FLOWRUN_LOCAL_TEST_HOST_VAR\"; \
+         echo \"make=${MAKEFLAGS-unset} ${MFLAGS-unset} ${MAKELEVEL-unset}\"; pwd",
+    );
+    spec.env
+        .push(Tuple2("MINE".into(), "it's \"quoted\" $x".into()));
+    spec.attempt = 2;
+    let dir = spec.job_dir.to_string();
+    let run_dir = spec.run_dir.to_string();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0));
+    let log = log_of(Path::new(&dir));
+    assert_eq!(
+        log,
+        format!(
+            "name=envjob dir={dir} run={run_dir} attempt=2\nmine=it's \"quoted\" $x host=from-host\nmake=unset unset unset\n{dir}\n"
+        )
+    );
+    b.shutdown();
+}
+
+#[test]
+fn cmd_sh_reproduces_the_job() {
+    let (d, mut host) = host();
+    let b = backend(&host, "");
+    let work = d.path().join("elsewhere");
+    std::fs::create_dir_all(&work).unwrap();
+    // An argv job with awkward arguments, a job env var and a custom cwd.
+    let mut spec = argv_job(
+        &mut host,
+        "byhand",
+        &[
+            "/bin/sh",
+            "-c",
+            "printf '%s|' \"$0\" \"$1\" \"$V\" \"$FLOWRUN_JOB_NAME\"; pwd",
+            "a b'c",
+            "$HOME;x",
+        ],
+    );
+    spec.env.push(Tuple2("V".into(), "v a l'ue".into()));
+    spec.cwd = work.to_string_lossy().into_owned().into();
+    let dir = Path::new(spec.job_dir.as_str()).to_path_buf();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0));
+    let by_flowrun = log_of(&dir);
+    assert_eq!(
+        by_flowrun,
+        format!("a b'c|$HOME;x|v a l'ue|byhand|{}\n", work.display())
+    );
+
+    let script = dir.join("cmd.sh");
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        std::fs::metadata(&script).unwrap().permissions().mode() & 0o111 != 0,
+        "cmd.sh is executable"
+    );
+    let by_hand = std::process::Command::new(&script)
+        .env("MAKEFLAGS", "-j9")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    assert_eq!(String::from_utf8_lossy(&by_hand.stdout), by_flowrun);
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("unset MAKEFLAGS MFLAGS MAKELEVEL"), "{text}");
+
+    // A shell-string job too.
+    let spec = host.shell_job(
+        "byhand-shell",
+        "echo \"$FLOWRUN_JOB_NAME\" 'single '\\'' quote' | tr a-z A-Z",
+    );
+    let dir = Path::new(spec.job_dir.as_str()).to_path_buf();
+    run(&mut host, &b, spec);
+    let by_hand = std::process::Command::new(dir.join("cmd.sh"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&by_hand.stdout), log_of(&dir));
+    assert_eq!(log_of(&dir), "BYHAND-SHELL SINGLE ' QUOTE\n");
+    b.shutdown();
+}
+
+#[test]
+fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let spec = argv_job(&mut host, "nosimv", &["simv", "+UVM_TESTNAME=x"]);
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.kind, end.end),
+        (JobEventKind::FINISHED, EndKind::FAILED)
+    );
+    assert_eq!(end.reason.as_str(), "command not found: simv");
+
+    let spec = argv_job(&mut host, "noslash", &["./not-here.sh"]);
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.reason.as_str()),
+        (EndKind::FAILED, "command not found: ./not-here.sh")
+    );
+
+    let mut spec = host.shell_job("nocwd", "true");
+    spec.cwd = "/nonexistent/flowrun/dir".into();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.reason.as_str()),
+        (
+            EndKind::FAILED,
+            "working directory does not exist: /nonexistent/flowrun/dir"
+        )
+    );
+
+    // Not executable: the OS error.
+    let spec = host.shell_job("plain", "true");
+    let file = Path::new(spec.job_dir.as_str()).join("not-exec.sh");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    let spec = argv_job(&mut host, "noexec", &[file.to_str().unwrap()]);
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.end, EndKind::FAILED);
+    assert!(end.reason.contains("Permission denied"), "{end:?}");
+    b.shutdown();
+}
+
+#[test]
+fn an_argv_job_uses_the_path_of_its_own_environment() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let spec = host.shell_job("tooldir", "true");
+    let tools = Path::new(spec.job_dir.as_str()).join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    let tool = tools.join("mytool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool ran\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = argv_job(&mut host, "usetool", &["mytool"]);
+    spec.env.push(Tuple2(
+        "PATH".into(),
+        format!("{}:/usr/bin:/bin", tools.display()).into(),
+    ));
+    let dir = spec.job_dir.to_string();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    assert_eq!(log_of(Path::new(&dir)), "tool ran\n");
+    b.shutdown();
+}
+
+/// A job whose tree has children, grandchildren and a `setsid` escapee; the host kills it.
+fn kill_whole_tree(config: &str) {
+    let (_d, mut host) = host();
+    let b = backend(&host, config);
+    let marker = unique_sleep();
+    let script = format!(
+        "trap '' TERM; sleep {m} & sh -c 'sleep {m} & sleep {m}; wait' & setsid sh -c 'sleep {m} & wait' & \
+         wait",
+        m = marker
+    );
+    let spec = host.shell_job("tree", &script);
+    let id = spec.id;
+    host.submit_all(&b, vec![spec], WAIT);
+    wait_for_processes(&marker, 4);
+    let asked = Instant::now();
+    b.kill(RSlice::from_slice(&[id]));
+    let end = host.wait_end(id, WAIT).expect("the killed job ends");
+    assert_eq!(
+        (end.kind, end.end),
+        (JobEventKind::FINISHED, EndKind::KILLED),
+        "{end:?}"
+    );
+    // The leader ignores SIGTERM: it only died of the SIGKILL after the grace period.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "SIGKILL came before kill_grace"
+    );
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "processes survived the kill"
+    );
+    b.shutdown();
+}
+
+#[test]
+fn kill_takes_the_whole_tree_with_cgroups() {
+    kill_whole_tree("kill_grace = \"300ms\"");
+}
+
+#[test]
+fn kill_takes_the_whole_tree_without_cgroups() {
+    kill_whole_tree("kill_grace = \"300ms\"\ncgroups = \"off\"");
+}
+
+#[test]
+fn a_job_that_exits_on_sigterm_ends_before_the_grace_period() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "kill_grace = \"30s\"");
+    let spec = host.shell_job("polite", "sleep 100");
+    let id = spec.id;
+    host.submit_all(&b, vec![spec], WAIT);
+    let started = host.next_event(WAIT).unwrap();
+    assert_eq!(started.kind, JobEventKind::STARTED);
+    let asked = Instant::now();
+    b.kill(RSlice::from_slice(&[id]));
+    let end = host.wait_end(id, WAIT).unwrap();
+    assert_eq!(end.end, EndKind::KILLED);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    b.shutdown();
+}
+
+fn leftovers_die_with_the_job(config: &str) {
+    let (_d, mut host) = host();
+    let b = backend(&host, config);
+    let marker = unique_sleep();
+    // The leader exits at once, leaving a background sleeper behind.
+    let spec = host.shell_job("leaves", &format!("sleep {marker} & echo left; exit 4"));
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.exit_code),
+        (EndKind::EXITED, ROption::RSome(4))
+    );
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "a leftover survived its job"
+    );
+    b.shutdown();
+}
+
+#[test]
+fn leftovers_die_with_the_job_with_cgroups() {
+    leftovers_die_with_the_job("");
+}
+
+#[test]
+fn leftovers_die_with_the_job_without_cgroups() {
+    leftovers_die_with_the_job("cgroups = \"off\"");
+}
+
+#[test]
+fn a_setsid_escapee_dies_with_its_job_in_a_cgroup() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let marker = unique_sleep();
+    let spec = host.shell_job("escapes", &format!("setsid sleep {marker} & sleep 0.2"));
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "the setsid child survived"
+    );
+    b.shutdown();
+}
+
+#[test]
+fn shutdown_kills_everything_and_waits() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "kill_grace = \"200ms\"");
+    let marker = unique_sleep();
+    let specs: Vec<JobSpec> = (0..5)
+        .map(|i| {
+            host.shell_job(
+                &format!("long{i}"),
+                &format!("trap '' TERM; sleep {marker} & wait"),
+            )
+        })
+        .collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+    host.submit_all(&b, specs, WAIT);
+    wait_for_processes(&marker, 5);
+    b.shutdown();
+    assert_eq!(processes_with(&marker), Vec::<u32>::new());
+    for id in ids {
+        let end = host
+            .wait_end(id, Duration::from_secs(1))
+            .expect("each job was reported");
+        assert_eq!(end.end, EndKind::KILLED);
+    }
+    // After shutdown, submissions are refused.
+    let late = host.shell_job("late", "true");
+    let answers = b.submit(RVec::from(vec![late]));
+    assert_eq!(answers[0].kind, SubmitAnswerKind::REJECTED);
+}
+
+#[test]
+fn many_short_jobs_all_end_exactly_once() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let specs: Vec<JobSpec> = (0..200)
+        .map(|i| argv_job(&mut host, &format!("t{i}"), &["true"]))
+        .collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+    host.submit_all(&b, specs, WAIT);
+    let mut ended = std::collections::HashSet::new();
+    while ended.len() < ids.len() {
+        let e = host.next_event(WAIT).expect("every job ends");
+        if e.kind == JobEventKind::FINISHED {
+            assert_eq!(e.exit_code, ROption::RSome(0));
+            assert!(ended.insert(e.id), "{:?} ended twice", e.id);
+        }
+    }
+    assert!(host
+        .next_event(Duration::from_millis(100))
+        .is_none_or(|e| e.kind == JobEventKind::STARTED));
+    let stats = b.stats();
+    assert!(stats.contains("jobs_finished = 200"), "{stats}");
+    b.shutdown();
+}
+
+#[test]
+fn interactive_jobs_take_turns_and_say_so() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "");
+    let mut first = host.shell_job("inter1", "sleep 0.3");
+    first.interactive = true;
+    let mut second = host.shell_job("inter2", "true");
+    second.interactive = true;
+    let background = host.shell_job("bg", "echo background ran");
+    let bg_dir = background.job_dir.to_string();
+    let (first_id, bg_id) = (first.id, background.id);
+    let answers = b.submit(RVec::from(vec![first, second, background]));
+    let kinds: Vec<_> = answers.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            SubmitAnswerKind::ACCEPTED,
+            SubmitAnswerKind::BUSY,
+            SubmitAnswerKind::ACCEPTED
+        ]
+    );
+    let started = host.next_event(WAIT).unwrap();
+    assert_eq!(
+        (started.id, started.kind),
+        (first_id, JobEventKind::STARTED)
+    );
+    assert!(
+        started
+            .attrs
+            .iter()
+            .any(|a| a.0 == "interactive" && a.1 == "1"),
+        "{started:?}"
+    );
+    // Other jobs keep running meanwhile.
+    let bg_end = host.wait_end(bg_id, WAIT).unwrap();
+    assert_eq!(bg_end.exit_code, ROption::RSome(0));
+    assert_eq!(log_of(Path::new(&bg_dir)), "background ran\n");
+    let end = host.wait_end(first_id, WAIT).unwrap();
+    assert_eq!(end.exit_code, ROption::RSome(0));
+    let mut again = host.shell_job("inter2b", "true");
+    again.interactive = true;
+    assert_eq!(
+        b.submit(RVec::from(vec![again]))[0].kind,
+        SubmitAnswerKind::ACCEPTED
+    );
+    b.shutdown();
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let (_d, host) = host();
+    let err = |config: &str| {
+        host.backend(create, config)
+            .err()
+            .expect("config is rejected")
+            .message
+            .to_string()
+    };
+    assert!(err("kill_grace = \"soon\"").contains("kill_grace"));
+    assert!(err("kill_grace = 5").contains("kill_grace"));
+    assert!(err("split_output = \"yes\"").contains("split_output"));
+    assert!(err("cgroups = \"always\"").contains("cgroups"));
+    assert!(err("kill_gracee = \"1s\"").contains("kill_gracee"));
+}
+
+#[test]
+fn quoting_survives_the_shell() {
+    for s in [
+        "", "plain", "a b", "it's", "$HOME", "`x`", "a\nb", "'", "\\",
+    ] {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", shell_quote(s)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+    }
+}

@@ -1,0 +1,507 @@
+//! The `local` backend end to end: real flows through `flowrun run`, real processes,
+//! results.json. Needs `cargo build --workspace` first (the plugin .so beside the binary).
+
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use flowrun_tests::{collect, flowrun, run_flow};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A number unique to one test, used as a `sleep` duration (`sleep 3100.0421007`), so that
+/// every sleeper a test starts can be found by its command line.
+fn unique_sleep() -> String {
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "3100.{:04}{:03}",
+        std::process::id() % 10_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Pids of live processes whose command line contains `marker` (like `pgrep -f`).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn local_exit_codes_and_signals() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "codes"
+[[job]]
+name = "ok"
+cmd = "echo fine"
+[[job]]
+name = "three"
+cmd = "exit 3"
+[[job]]
+name = "segv"
+cmd = "kill -SEGV $$"
+[[job]]
+name = "sigkill"
+cmd = ["/bin/sh", "-c", "kill -KILL $$"]
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("ok"), "passed");
+    assert_eq!(run.job("ok")["exit_code"], 0);
+    assert_eq!(
+        (run.status("three"), run.reason("three")),
+        ("failed", "exit code 3")
+    );
+    assert_eq!(run.job("three")["exit_code"], 3);
+    assert_eq!(
+        (run.status("segv"), run.reason("segv")),
+        ("failed", "killed by signal 11 (SIGSEGV)")
+    );
+    assert_eq!(run.reason("sigkill"), "killed by signal 9 (SIGKILL)");
+    let log = std::fs::read_to_string(run.job("ok")["log"].as_str().unwrap()).unwrap();
+    assert_eq!(log, "fine\n");
+}
+
+#[test]
+fn local_timeout_kills_children_grandchildren_and_setsid_escapees() {
+    for cgroups in ["auto", "off"] {
+        let dir = tempdir();
+        let m = unique_sleep();
+        let flow = format!(
+            r#"
+[flow]
+name = "timeout"
+[backends.local]
+kind = "local"
+kill_grace = "500ms"
+cgroups = "{cgroups}"
+[[job]]
+name = "stubborn"
+timeout = "1s"
+cmd = "trap '' TERM; sleep {m} & sh -c 'sleep {m} & sh -c \"sleep {m}\" & wait' & setsid sh -c 'sleep {m} & wait' & wait"
+"#
+        );
+        let started = Instant::now();
+        let run = run_flow(dir.path(), &flow, &[]);
+        assert_eq!(run.code, 1, "{run:#?}");
+        assert_eq!(run.status("stubborn"), "killed", "{run:#?}");
+        assert_eq!(run.reason("stubborn"), "timed out after 1s");
+        assert!(started.elapsed() < Duration::from_secs(15));
+        assert_eq!(
+            processes_with(&m),
+            Vec::<u32>::new(),
+            "cgroups = {cgroups}: processes survived the timeout"
+        );
+    }
+}
+
+#[test]
+fn local_missing_executable_and_cwd_fail_with_reasons() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "missing"
+[[job]]
+name = "nosimv"
+cmd = ["simv", "+UVM_TESTNAME=smoke"]
+[[job]]
+name = "nocwd"
+cmd = "true"
+cwd = "/nonexistent/flowrun-local-test"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        (run.status("nosimv"), run.reason("nosimv")),
+        ("failed", "command not found: simv")
+    );
+    assert_eq!(
+        run.reason("nocwd"),
+        "working directory does not exist: /nonexistent/flowrun-local-test"
+    );
+}
+
+#[test]
+fn local_environment_and_cmd_sh_reproduce_the_job() {
+    let dir = tempdir();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let flow = format!(
+        r#"
+[flow]
+name = "envflow"
+[[job]]
+name = "show"
+cwd = "{work}"
+env = {{ GREETING = "hello 'there'", EMPTY = "" }}
+cmd = "echo \"$FLOWRUN_JOB_NAME $FLOWRUN_ATTEMPT [$GREETING] [$EMPTY] ${{{{MAKEFLAGS-nomake}}}}\"; echo \"$FLOWRUN_JOB_DIR\" \"$FLOWRUN_RUN_DIR\"; pwd"
+"#,
+        work = work.display()
+    );
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let out = dir.path().join("out");
+    let output = flowrun(dir.path())
+        .env("MAKEFLAGS", "-j4 --jobserver-auth=3,4")
+        .env("MAKELEVEL", "2")
+        .args(["run", "flow.toml", "--out"])
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let run = collect(output, &out);
+    assert_eq!(run.status("show"), "passed", "{run:#?}");
+    let log_path = run.job("show")["log"].as_str().unwrap().to_string();
+    let job_dir = Path::new(&log_path).parent().unwrap();
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let out_dir = std::fs::canonicalize(&out).unwrap_or(out.clone());
+    let first = logged.lines().next().unwrap();
+    assert_eq!(first, "show 1 [hello 'there'] [] nomake");
+    let second = logged.lines().nth(1).unwrap();
+    assert!(
+        second.starts_with(&job_dir.display().to_string()),
+        "{second}"
+    );
+    assert!(
+        second.ends_with(&out_dir.display().to_string())
+            || second.ends_with(&out.display().to_string()),
+        "{second}"
+    );
+    assert_eq!(logged.lines().nth(2).unwrap(), work.display().to_string());
+
+    // cmd.sh by hand, from elsewhere and with a make jobserver around: the same output.
+    let by_hand = Command::new(job_dir.join("cmd.sh"))
+        .current_dir("/")
+        .env("MAKEFLAGS", "-j9")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    assert_eq!(String::from_utf8_lossy(&by_hand.stdout), logged);
+}
+
+#[test]
+fn local_split_output_logs_are_both_scanned() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "split"
+[backends.local]
+kind = "local"
+split_output = true
+[[job]]
+name = "errs"
+cmd = "echo starting; echo line2 >&2; echo 'UVM_ERROR in stderr' >&2"
+fail_patterns = ["^UVM_ERROR"]
+[[job]]
+name = "clean"
+cmd = "echo TEST PASSED; echo noise >&2"
+pass_patterns = ["^TEST PASSED$"]
+"#,
+        &[],
+    );
+    assert_eq!(run.status("clean"), "passed", "{run:#?}");
+    let clean_dir = run.out.join("jobs").join("clean");
+    assert_eq!(
+        std::fs::read_to_string(clean_dir.join("stdout.log")).unwrap(),
+        "TEST PASSED\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(clean_dir.join("stderr.log")).unwrap(),
+        "noise\n"
+    );
+    assert_eq!(run.status("errs"), "failed");
+    assert_eq!(
+        run.reason("errs"),
+        "fail pattern matched at line 2: UVM_ERROR in stderr"
+    );
+    assert_eq!(run.job("errs")["fail_line"], 2);
+}
+
+#[test]
+fn local_pass_and_fail_patterns_report_line_and_text() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "patterns"
+[[job]]
+name = "uvm"
+cmd = "i=1; while [ $i -lt 120 ]; do echo \"UVM_INFO step $i\"; i=$((i+1)); done; echo 'UVM_ERROR @ 10ns: scoreboard mismatch'; echo after; echo TEST PASSED"
+pass_patterns = ["^TEST PASSED$"]
+fail_patterns = ["^UVM_(ERROR|FATAL)"]
+[[job]]
+name = "nopass"
+cmd = "echo TEST FAILED"
+pass_patterns = ["^TEST PASSED$"]
+[[job]]
+name = "good"
+cmd = "echo UVM_INFO fine; echo TEST PASSED"
+pass_patterns = ["^TEST PASSED$"]
+fail_patterns = ["^UVM_(ERROR|FATAL)"]
+"#,
+        &[],
+    );
+    assert_eq!(run.status("uvm"), "failed", "{run:#?}");
+    assert_eq!(
+        run.reason("uvm"),
+        "fail pattern matched at line 120: UVM_ERROR @ 10ns: scoreboard mismatch"
+    );
+    assert_eq!(run.job("uvm")["fail_line"], 120);
+    assert_eq!(
+        run.job("uvm")["fail_text"],
+        "UVM_ERROR @ 10ns: scoreboard mismatch"
+    );
+    assert_eq!(
+        run.reason("nopass"),
+        "pass pattern never matched: ^TEST PASSED$"
+    );
+    assert_eq!(run.status("good"), "passed");
+}
+
+/// Peak RSS (VmHWM, kB) of a running process, read while it runs.
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[test]
+fn local_two_gigabyte_log_is_scanned_in_bounded_memory() {
+    let dir = tempdir();
+    // 2 GiB of 4 KiB lines written by `yes | head -c` (fast), then the failing line.
+    let flow = r#"
+[flow]
+name = "biglog"
+[[job]]
+name = "big"
+cmd = "yes \"$(head -c 4095 /dev/zero | tr '\\0' x)\" | head -c 2147483648; echo 'UVM_FATAL out of memory at the very end'"
+fail_patterns = ["^UVM_(ERROR|FATAL)"]
+"#;
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let out = dir.path().join("out");
+    let mut child = flowrun(dir.path())
+        .args(["run", "flow.toml", "--out"])
+        .arg(&out)
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak_kb = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the 2 GiB run took more than 5 minutes"
+        );
+        if let Some(kb) = vm_hwm_kb(pid) {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let run = collect(output, &out);
+    assert_eq!(run.status("big"), "failed", "{run:#?}");
+    assert_eq!(run.job("big")["fail_line"], 524_289);
+    assert_eq!(
+        run.reason("big"),
+        "fail pattern matched at line 524289: UVM_FATAL out of memory at the very end"
+    );
+    assert!(
+        peak_kb > 0 && peak_kb < 100 * 1024,
+        "flowrun's peak RSS was {peak_kb} kB"
+    );
+    let log = run.job("big")["log"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 2_147_483_648 + 39);
+    let _ = std::fs::remove_file(log);
+}
+
+#[test]
+fn local_sigterm_to_flowrun_leaves_nothing_running() {
+    let dir = tempdir();
+    let m = unique_sleep();
+    let flow = format!(
+        r#"
+[flow]
+name = "interrupted"
+[backends.local]
+kind = "local"
+kill_grace = "300ms"
+[[job]]
+name = "long"
+cmd = "trap '' TERM; sleep {m} & setsid sh -c 'sleep {m}' & wait"
+"#
+    );
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let out = dir.path().join("out");
+    let child = flowrun(dir.path())
+        .args(["run", "flow.toml", "--out"])
+        .arg(&out)
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while processes_with(&m).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the job never started its sleepers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sigterm(child.id());
+    let output = child.wait_with_output().unwrap();
+    let run = collect(output, &out);
+    assert_eq!(run.code, 143, "{run:#?}");
+    assert_eq!(run.status("long"), "killed");
+    assert_eq!(
+        processes_with(&m),
+        Vec::<u32>::new(),
+        "processes outlived flowrun"
+    );
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn local_interactive_job_reads_the_terminal_while_others_run() {
+    let dir = tempdir();
+    let answer = dir.path().join("answer.txt");
+    let bg_done = dir.path().join("bg.txt");
+    let flow = format!(
+        r#"
+[flow]
+name = "inter"
+[[job]]
+name = "ask"
+interactive = true
+cmd = "printf 'name? '; read line; echo \"got:$line\" > {answer}; echo \"tty:$(tty)\" >> {answer}"
+[[job]]
+name = "background"
+cmd = "sleep 0.2; echo bg > {bg}"
+"#,
+        answer = answer.display(),
+        bg = bg_done.display()
+    );
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let out = dir.path().join("out");
+    let command_line = format!(
+        "{} run flow.toml --out {}",
+        flowrun_tests::flowrun_path().display(),
+        out.display()
+    );
+    // script(1) runs flowrun on a new pseudo-terminal and copies our stdin to it.
+    let mut script = Command::new("script")
+        .args(["-qfec", &command_line, "/dev/null"])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg-data"))
+        .env("FLOWRUN_SITE_PLUGIN_DIR", dir.path().join("site-plugins"))
+        .env_remove("FLOWRUN_PLUGIN_PATH")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Answer once the prompt is up: the job holds the terminal by then.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let prompt_seen = || {
+        std::fs::read_to_string(out.join("jobs/ask/cmd.sh")).is_ok()
+            && processes_with("read line").iter().any(|_| true)
+    };
+    while !prompt_seen() {
+        assert!(
+            Instant::now() < deadline,
+            "the interactive job never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    script
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"flowrun-user\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while script.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "flowrun did not finish after the answer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = script.wait_with_output().unwrap();
+    let run = collect(output, &out);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.status("ask"), "passed");
+    assert_eq!(run.status("background"), "passed");
+    assert_eq!(std::fs::read_to_string(&bg_done).unwrap(), "bg\n");
+    let got = std::fs::read_to_string(&answer).unwrap();
+    assert!(got.starts_with("got:flowrun-user\ntty:/dev/pts/"), "{got}");
+    assert!(
+        run.stdout.contains("name? "),
+        "the prompt went to the terminal: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn local_interactive_job_without_a_terminal_inherits_the_streams() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "noterm"
+[[job]]
+name = "talk"
+interactive = true
+cmd = "echo to-the-user; read x || echo no-input"
+"#,
+        &[],
+    );
+    assert_eq!(run.status("talk"), "passed", "{run:#?}");
+    assert!(
+        run.stdout.contains("to-the-user\nno-input"),
+        "{}",
+        run.stdout
+    );
+}

@@ -1,0 +1,11 @@
+//! flowrun's end-to-end tests: one integration-test binary, one module per area. They run the
+//! real `flowrun` binary and real plugin libraries, so the workspace must be built first
+//! (`cargo build --workspace`; the README's test command does it).
+
+mod abi_compat;
+mod plugins;
+mod slurm;
+mod local;
+mod example;
+mod fake;
+mod junit;
