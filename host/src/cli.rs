@@ -136,7 +136,7 @@ pub fn main() -> i32 {
 
 fn render_error(e: &Error) -> String {
     match e {
-        Error::Flow(_) => e.to_string(),
+        Error::Flow(_) | Error::Instance { .. } => e.to_string(),
         _ => format!("error: {e}"),
     }
 }

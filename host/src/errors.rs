@@ -112,8 +112,13 @@ pub enum Error {
     #[error("{0}")]
     PluginLoad(#[from] PluginLoadError),
     /// A backend or observer instance could not be created (bad config, unknown kind).
-    #[error("{0}")]
-    Instance(String),
+    #[error("{}", render_located(.location.as_ref(), .message))]
+    Instance {
+        /// Where the instance is declared, if it is.
+        location: Option<crate::flow::Location>,
+        /// What is wrong.
+        message: String,
+    },
     /// A registry operation failed (install, remove, a corrupt registry.toml).
     #[error("{0}")]
     Registry(String),
@@ -123,6 +128,13 @@ pub enum Error {
     /// Writing the run's output failed.
     #[error("{0}")]
     Output(String),
+}
+
+fn render_located(location: Option<&crate::flow::Location>, message: &str) -> String {
+    match location {
+        Some(l) => format!("{}:{}:{}: error: {message}", l.file.display(), l.line, l.column),
+        None => format!("error: {message}"),
+    }
 }
 
 fn render_diagnostics(d: &[Diagnostic]) -> String {
@@ -138,7 +150,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::VerifyFailed(_) | Error::Output(_) => EXIT_JOBS_FAILED,
-            Error::Flow(_) | Error::PluginLoad(_) | Error::Instance(_) | Error::Registry(_) => {
+            Error::Flow(_) | Error::PluginLoad(_) | Error::Instance { .. } | Error::Registry(_) => {
                 EXIT_INVALID_INPUT
             }
         }

@@ -17,7 +17,6 @@ pub mod cli;
 pub mod errors;
 pub mod flow;
 pub mod observe;
-#[path = "outcome_stub.rs"]
 pub mod outcome;
 pub mod plugins;
 pub mod run;

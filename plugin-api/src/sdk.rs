@@ -107,8 +107,16 @@ impl Sink {
 /// Parses a backend or observer config, mapping serde errors to a config error that names
 /// the key. Use `#[serde(deny_unknown_fields)]` on `T` so typos are caught.
 pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, PluginError> {
-    toml::from_str(config).map_err(|e| {
-        PluginError::new(ErrorKind::CONFIG, e.message().trim().replace('\n', " "))
+    let one_line = |e: &toml::de::Error| e.message().trim().replace('\n', " ");
+    let de = toml::Deserializer::parse(config).map_err(|e| PluginError::new(ErrorKind::CONFIG, one_line(&e)))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = one_line(e.inner());
+        if path.is_empty() || path == "." || message.contains(&format!("`{path}`")) {
+            PluginError::new(ErrorKind::CONFIG, message)
+        } else {
+            PluginError::config(&path, message)
+        }
     })
 }
 

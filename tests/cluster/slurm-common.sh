@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 # Shared definitions for the flowrun test-cluster scripts (slurm-up, slurm-down, slurm-ctl).
 # Sourced, not run. Everything lives under one private prefix; the only file outside it is
 # /etc/slurm/slurm.conf (+ slurmdbd.conf), because Slurm's client commands read that path

@@ -127,7 +127,8 @@ fn bad_backend_config_names_the_key_and_exits_2() {
     );
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("panik_on"), "the error names the key: {}", run.stderr);
-    assert!(run.stderr.contains("flow.toml:2:1"), "the error points at the backend table: {}", run.stderr);
+    assert!(run.stderr.contains("flow.toml:1:"), "the error points at the backend table: {}", run.stderr);
+    assert_eq!(run.stderr.matches("error:").count(), 1, "{}", run.stderr);
     assert!(!run.stderr.contains("panicked at"), "{}", run.stderr);
 }
 
@@ -184,8 +185,10 @@ fn with_api_version(home: &Path, version: &str) -> std::path::PathBuf {
     let mut bytes = std::fs::read(misbehaving_lib()).unwrap();
     let needle = format!("{host_api}\0").into_bytes();
     let hits: Vec<usize> = bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
-    assert_eq!(hits.len(), 1, "the NUL-terminated API version string appears exactly once");
-    bytes[hits[0]..hits[0] + version.len()].copy_from_slice(version.as_bytes());
+    assert!(!hits.is_empty(), "the NUL-terminated API version string is in the library");
+    for at in hits {
+        bytes[at..at + version.len()].copy_from_slice(version.as_bytes());
+    }
     let out = home.join(format!("libpatched-{version}.so"));
     std::fs::write(&out, bytes).unwrap();
     out

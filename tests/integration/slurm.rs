@@ -40,10 +40,24 @@ fn cluster(mode: Mode) -> ClusterLock {
     let guard = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     let file = File::create(CLUSTER_LOCK_FILE).expect("create the cluster lock file");
     file.lock().expect("lock the cluster lock file");
-    let arg = if mode == Mode::Dbd { "--dbd" } else { "--no-dbd" };
-    let out = Command::new(cluster_script("slurm-up")).arg(arg).output().expect("run tests/cluster/slurm-up");
-    assert!(out.status.success(), "slurm-up {arg} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    ClusterLock { _file: file, _guard: guard }
+    let arg = if mode == Mode::Dbd {
+        "--dbd"
+    } else {
+        "--no-dbd"
+    };
+    let out = Command::new(cluster_script("slurm-up"))
+        .arg(arg)
+        .output()
+        .expect("run tests/cluster/slurm-up");
+    assert!(
+        out.status.success(),
+        "slurm-up {arg} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ClusterLock {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 fn cluster_script(name: &str) -> PathBuf {
@@ -52,7 +66,11 @@ fn cluster_script(name: &str) -> PathBuf {
 
 /// Runs a shell command line and returns its standard output.
 fn sh(line: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(line).output().expect("run bash");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(line)
+        .output()
+        .expect("run bash");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -71,7 +89,11 @@ fn slurm_jobs(tag: &str) -> Vec<SlurmJob> {
         .lines()
         .filter_map(|l| {
             let mut p = l.splitn(3, '|');
-            Some(SlurmJob { id: p.next()?.into(), state: p.next()?.into(), command: p.next()?.into() })
+            Some(SlurmJob {
+                id: p.next()?.into(),
+                state: p.next()?.into(),
+                command: p.next()?.into(),
+            })
         })
         .collect()
 }
@@ -79,14 +101,19 @@ fn slurm_jobs(tag: &str) -> Vec<SlurmJob> {
 /// The Slurm job of flowrun job `name`, if squeue shows it.
 fn slurm_job(tag: &str, name: &str) -> Option<SlurmJob> {
     let suffix = format!("/jobs/{name}/slurm-job.sh");
-    slurm_jobs(tag).into_iter().find(|j| j.command.ends_with(&suffix))
+    slurm_jobs(tag)
+        .into_iter()
+        .find(|j| j.command.ends_with(&suffix))
 }
 
 /// Waits until `what` holds, checking every 200 ms; panics with `desc` after `limit`.
 fn wait_until(limit: Duration, desc: &str, mut what: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !what() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {desc}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {desc}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -102,14 +129,29 @@ struct Background {
 fn spawn_flow(dir: &Path, flow_name: &str, flow: &str, path_prefix: Option<&Path>) -> Background {
     std::fs::write(dir.join("flow.toml"), flow).unwrap();
     let mut cmd = flowrun(dir);
-    cmd.arg("run").arg(dir.join("flow.toml")).arg("--out").arg(dir.join("out"));
-    cmd.stdout(File::create(dir.join("stdout")).unwrap()).stderr(File::create(dir.join("stderr")).unwrap());
+    cmd.arg("run")
+        .arg(dir.join("flow.toml"))
+        .arg("--out")
+        .arg(dir.join("out"));
+    cmd.stdout(File::create(dir.join("stdout")).unwrap())
+        .stderr(File::create(dir.join("stderr")).unwrap());
     if let Some(p) = path_prefix {
-        cmd.env("PATH", format!("{}:{}", p.display(), std::env::var("PATH").unwrap_or_default()));
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                p.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
     }
     let child = cmd.spawn().expect("start flowrun");
     let tag = format!("flowrun-{flow_name}-{}", child.id());
-    Background { child, dir: dir.to_path_buf(), tag }
+    Background {
+        child,
+        dir: dir.to_path_buf(),
+        tag,
+    }
 }
 
 impl Background {
@@ -122,7 +164,10 @@ impl Background {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("flowrun did not finish within {limit:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "flowrun did not finish within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         };
@@ -173,7 +218,9 @@ fn calls(dir: &Path, name: &str) -> Vec<f64> {
 /// Seconds since the epoch of an RFC 3339 UTC time such as `2026-11-22T22:14:14.530906Z`.
 fn epoch_secs(text: &str) -> f64 {
     let out = sh(&format!("date -u -d '{text}' +%s.%N"));
-    out.trim().parse().unwrap_or_else(|_| panic!("cannot read the time {text:?}"))
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("cannot read the time {text:?}"))
 }
 
 fn backend_table(name: &str, extra: &str) -> String {
@@ -182,7 +229,10 @@ fn backend_table(name: &str, extra: &str) -> String {
 
 fn temp_dir() -> tempfile::TempDir {
     // Slurm jobs write their logs into the run directory: keep it somewhere slurmd can write.
-    tempfile::Builder::new().prefix("flowrun-slurm-test-").tempdir_in("/var/tmp").unwrap()
+    tempfile::Builder::new()
+        .prefix("flowrun-slurm-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
 }
 
 #[test]
@@ -190,13 +240,22 @@ fn a_50_job_dag_passes_in_dependency_order() {
     let _cluster = cluster(Mode::Dbd);
     let dir = temp_dir();
     // Five layers of ten jobs; every job of layer L > 0 needs two jobs of layer L - 1.
-    let mut flow = format!("[flow]\nname = \"dag50\"\ndefault_backend = \"slurm\"\n{}", backend_table("slurm", ""));
+    let mut flow = format!(
+        "[flow]\nname = \"dag50\"\ndefault_backend = \"slurm\"\n{}",
+        backend_table("slurm", "")
+    );
     let mut needs = Vec::new();
     for layer in 0..5 {
         for i in 0..10 {
             let name = format!("l{layer}_{i}");
-            let deps: Vec<String> =
-                if layer == 0 { vec![] } else { vec![format!("l{}_{i}", layer - 1), format!("l{}_{}", layer - 1, (i + 1) % 10)] };
+            let deps: Vec<String> = if layer == 0 {
+                vec![]
+            } else {
+                vec![
+                    format!("l{}_{i}", layer - 1),
+                    format!("l{}_{}", layer - 1, (i + 1) % 10),
+                ]
+            };
             flow.push_str(&format!(
                 "[[job]]\nname = \"{name}\"\ncmd = \"echo I am $FLOWRUN_JOB_NAME\"\nneeds = {deps:?}\n"
             ));
@@ -215,7 +274,10 @@ fn a_50_job_dag_passes_in_dependency_order() {
         let started = epoch_secs(job["started_at"].as_str().expect("started_at"));
         for dep in deps {
             let finished = epoch_secs(run.job(dep)["finished_at"].as_str().expect("finished_at"));
-            assert!(started >= finished, "{name} started at {started} before {dep} finished at {finished}");
+            assert!(
+                started >= finished,
+                "{name} started at {started} before {dep} finished at {finished}"
+            );
         }
     }
 }
@@ -245,7 +307,11 @@ fn failures_carry_their_slurm_reasons() {
     let outside = slurm_job(&tag, "outside").unwrap();
     sh(&format!("scancel {}", outside.id));
 
-    wait_until(Duration::from_secs(60), "job `lostlog` to be queued (held)", || slurm_job(&tag, "lostlog").is_some());
+    wait_until(
+        Duration::from_secs(60),
+        "job `lostlog` to be queued (held)",
+        || slurm_job(&tag, "lostlog").is_some(),
+    );
     let held = slurm_job(&tag, "lostlog").unwrap();
     assert_eq!(held.state, "PENDING");
     std::fs::remove_dir_all(dir.path().join("out/jobs/lostlog")).unwrap();
@@ -255,33 +321,54 @@ fn failures_carry_their_slurm_reasons() {
     let run = bg.finish(Duration::from_secs(240));
     eprintln!("failure reasons took {:?}", began.elapsed());
     assert_eq!(run.code, 1, "{run:#?}");
-    assert_eq!((run.status("exit3"), run.reason("exit3")), ("failed", "exit code 3"));
+    assert_eq!(
+        (run.status("exit3"), run.reason("exit3")),
+        ("failed", "exit code 3")
+    );
     assert_eq!(run.job("exit3")["exit_code"], 3);
-    assert_eq!((run.status("timelimit"), run.reason("timelimit")), ("failed", "Slurm time limit"));
-    assert_eq!((run.status("outside"), run.reason("outside")), ("failed", "cancelled outside flowrun"));
+    assert_eq!(
+        (run.status("timelimit"), run.reason("timelimit")),
+        ("failed", "Slurm time limit")
+    );
+    assert_eq!(
+        (run.status("outside"), run.reason("outside")),
+        ("failed", "cancelled outside flowrun")
+    );
     assert_eq!(run.status("lostlog"), "failed");
     assert!(
-        run.reason("lostlog").contains("could not open the job's output file"),
+        run.reason("lostlog")
+            .contains("could not open the job's output file"),
         "reason: {}",
         run.reason("lostlog")
     );
-    assert!(slurm_jobs(&tag).iter().all(|j| !["PENDING", "RUNNING"].contains(&j.state.as_str())));
+    assert!(slurm_jobs(&tag)
+        .iter()
+        .all(|j| !["PENDING", "RUNNING"].contains(&j.state.as_str())));
 }
 
 #[test]
 fn ctrl_c_cancels_every_slurm_job_of_the_run() {
     let _cluster = cluster(Mode::Dbd);
     let dir = temp_dir();
-    let mut flow = format!("[flow]\nname = \"ctrlc\"\ndefault_backend = \"slurm\"\n{}", backend_table("slurm", ""));
+    let mut flow = format!(
+        "[flow]\nname = \"ctrlc\"\ndefault_backend = \"slurm\"\n{}",
+        backend_table("slurm", "")
+    );
     for i in 0..4 {
-        flow.push_str(&format!("[[job]]\nname = \"sleep{i}\"\ncmd = \"sleep 600\"\n"));
+        flow.push_str(&format!(
+            "[[job]]\nname = \"sleep{i}\"\ncmd = \"sleep 600\"\n"
+        ));
     }
     // Waits for the sleepers, so it is still queued in flowrun when Ctrl-C comes.
     flow.push_str("[[job]]\nname = \"after\"\ncmd = \"true\"\nneeds = [\"sleep0\"]\n");
     let bg = spawn_flow(dir.path(), "ctrlc", &flow, None);
     let tag = bg.tag.clone();
     wait_until(Duration::from_secs(60), "4 sleepers to run", || {
-        slurm_jobs(&tag).iter().filter(|j| j.state == "RUNNING").count() == 4
+        slurm_jobs(&tag)
+            .iter()
+            .filter(|j| j.state == "RUNNING")
+            .count()
+            == 4
     });
     let pid = bg.child.id();
     sh(&format!("kill -INT {pid}"));
@@ -292,37 +379,61 @@ fn ctrl_c_cancels_every_slurm_job_of_the_run() {
         assert_eq!(run.status(&format!("sleep{i}")), "killed", "{run:#?}");
     }
     // Nothing of the run is left queued or running (plain squeue shows only live jobs).
-    assert_eq!(sh(&format!("squeue -h --name={tag} -o %i")).trim(), "", "jobs left behind");
-    assert!(slurm_jobs(&tag).iter().all(|j| j.state == "CANCELLED"), "{:?}", slurm_jobs(&tag));
+    assert_eq!(
+        sh(&format!("squeue -h --name={tag} -o %i")).trim(),
+        "",
+        "jobs left behind"
+    );
+    assert!(
+        slurm_jobs(&tag).iter().all(|j| j.state == "CANCELLED"),
+        "{:?}",
+        slurm_jobs(&tag)
+    );
 }
 
 #[test]
 fn a_20_second_controller_outage_is_survived() {
     let _cluster = cluster(Mode::Dbd);
     let dir = temp_dir();
-    let mut flow = format!("[flow]\nname = \"outage\"\ndefault_backend = \"slurm\"\n{}", backend_table("slurm", ""));
+    let mut flow = format!(
+        "[flow]\nname = \"outage\"\ndefault_backend = \"slurm\"\n{}",
+        backend_table("slurm", "")
+    );
     for i in 0..5 {
         // They end while the controller is down; their children are submitted during the outage.
         flow.push_str(&format!("[[job]]\nname = \"root{i}\"\ncmd = \"sleep 6\"\n"));
-        flow.push_str(&format!("[[job]]\nname = \"child{i}\"\ncmd = \"echo child\"\nneeds = [\"root{i}\"]\n"));
+        flow.push_str(&format!(
+            "[[job]]\nname = \"child{i}\"\ncmd = \"echo child\"\nneeds = [\"root{i}\"]\n"
+        ));
     }
     flow.push_str("[[job]]\nname = \"fails\"\ncmd = \"sleep 6; exit 3\"\n");
     let began = Instant::now();
     let bg = spawn_flow(dir.path(), "outage", &flow, None);
     let tag = bg.tag.clone();
     wait_until(Duration::from_secs(60), "the 6 roots to run", || {
-        slurm_jobs(&tag).iter().filter(|j| j.state == "RUNNING").count() == 6
+        slurm_jobs(&tag)
+            .iter()
+            .filter(|j| j.state == "RUNNING")
+            .count()
+            == 6
     });
     let ctl = cluster_script("slurm-ctl");
     assert!(Command::new(&ctl).arg("stop").status().unwrap().success());
     std::thread::sleep(Duration::from_secs(20));
-    let started = Command::new(&ctl).arg("start").stdout(Stdio::null()).status().unwrap();
+    let started = Command::new(&ctl)
+        .arg("start")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(started.success(), "slurmctld did not come back");
     let run = bg.finish(Duration::from_secs(240));
     eprintln!("controller outage run took {:?}", began.elapsed());
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.results["counts"]["passed"], 10, "{run:#?}");
-    assert_eq!((run.status("fails"), run.reason("fails")), ("failed", "exit code 3"));
+    assert_eq!(
+        (run.status("fails"), run.reason("fails")),
+        ("failed", "exit code 3")
+    );
 }
 
 #[test]
@@ -339,25 +450,41 @@ fn status_queries_are_batched_for_a_300_job_flow() {
         flow.push_str(&format!("[[job]]\nname = \"j{i}\"\ncmd = \"{cmd}\"\n"));
     }
     let began = Instant::now();
-    let run = spawn_flow(dir.path(), "many", &flow, Some(&wrappers)).finish(Duration::from_secs(400));
+    let run =
+        spawn_flow(dir.path(), "many", &flow, Some(&wrappers)).finish(Duration::from_secs(400));
     eprintln!("300 jobs took {:?}", began.elapsed());
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.results["counts"]["passed"], 299);
     assert_eq!(run.reason("j7"), "exit code 3");
-    assert_eq!(calls(dir.path(), "sbatch").len(), 300, "one sbatch per job without arrays");
+    assert_eq!(
+        calls(dir.path(), "sbatch").len(),
+        300,
+        "one sbatch per job without arrays"
+    );
     // One squeue and at most one sacct per poll interval (1 s), never one call per job.
     for name in ["squeue", "sacct"] {
         let times = calls(dir.path(), name);
         let span = times.last().unwrap_or(&0.0) - times.first().unwrap_or(&0.0);
         eprintln!("{name}: {} calls over {span:.1}s", times.len());
-        assert!(times.len() as f64 <= span / 1.0 + 1.0, "{name}: {} calls in {span:.1}s", times.len());
+        assert!(
+            times.len() as f64 <= span / 1.0 + 1.0,
+            "{name}: {} calls in {span:.1}s",
+            times.len()
+        );
         for pair in times.windows(2) {
             // 50 ms of slack for the wrapper's own start-up.
-            assert!(pair[1] - pair[0] >= 0.95, "{name} called twice within {:.3}s", pair[1] - pair[0]);
+            assert!(
+                pair[1] - pair[0] >= 0.95,
+                "{name} called twice within {:.3}s",
+                pair[1] - pair[0]
+            );
         }
     }
     assert!(!calls(dir.path(), "squeue").is_empty());
-    assert!(calls(dir.path(), "sacct").len() < 100, "sacct is called only while a job needs it");
+    assert!(
+        calls(dir.path(), "sacct").len() < 100,
+        "sacct is called only while a job needs it"
+    );
 }
 
 #[test]
@@ -379,18 +506,27 @@ fn without_accounting_arrays_and_exit_codes_still_work() {
     }
     flow.push_str("[[job]]\nname = \"last\"\ncmd = \"true\"\nneeds = [\"m0\"]\n");
     let began = Instant::now();
-    let run = spawn_flow(dir.path(), "noacct", &flow, Some(&wrappers)).finish(Duration::from_secs(180));
+    let run =
+        spawn_flow(dir.path(), "noacct", &flow, Some(&wrappers)).finish(Duration::from_secs(180));
     eprintln!("no-accounting run took {:?}", began.elapsed());
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.results["counts"]["passed"], 19, "{run:#?}");
     assert_eq!(run.reason("m3"), "exit code 3");
-    assert_eq!(run.reason("m5"), "killed by signal 9");
+    assert!(
+        run.reason("m5").starts_with("killed by signal 9"),
+        "{}",
+        run.reason("m5")
+    );
     let log = std::fs::read_to_string(run.job("m0")["log"].as_str().unwrap()).unwrap();
     assert_eq!(log, "member m0\n");
     // The 20 ready jobs of one shape went out as an array, not 20 sbatch calls; `last` alone.
     let sbatch = calls(dir.path(), "sbatch").len();
     assert!(sbatch <= 3, "{sbatch} sbatch calls");
     // sacct said "accounting storage is disabled" once; exit codes then came from scontrol.
-    assert!(calls(dir.path(), "sacct").len() <= 1, "sacct called {} times", calls(dir.path(), "sacct").len());
+    assert!(
+        calls(dir.path(), "sacct").len() <= 1,
+        "sacct called {} times",
+        calls(dir.path(), "sacct").len()
+    );
     assert!(!calls(dir.path(), "scontrol").is_empty());
 }

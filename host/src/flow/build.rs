@@ -62,7 +62,7 @@ impl Reader<'_> {
                 .iter()
                 .map(|(_, p)| p.display().to_string())
                 .collect();
-            names.push(path.display().to_string());
+            names.push(self.chain[pos].1.display().to_string());
             let d = fail(format!("include loop: {}", names.join(" -> ")))
                 .with_help("remove one of these includes");
             self.diags.push(d);
@@ -188,7 +188,8 @@ struct Backends<'c> {
 
 impl Backends<'_> {
     /// The index of the instance `name`, creating an implicit instance for a bare kind.
-    fn resolve(&mut self, name: &str, location: &Location) -> Result<usize, (String, String)> {
+    /// `first_user` is where an implicit instance points (the first job that names it).
+    fn resolve(&mut self, name: &str, first_user: &Location) -> Result<usize, (String, String)> {
         if let Some(&i) = self.by_name.get(name) {
             return Ok(i);
         }
@@ -199,7 +200,7 @@ impl Backends<'_> {
                 kind: name.to_string(),
                 max_parallel: None,
                 config_toml: String::new(),
-                location: location.clone(),
+                location: first_user.clone(),
             });
             self.by_name.insert(name.to_string(), i);
             return Ok(i);
@@ -348,7 +349,7 @@ pub(super) fn load(
                         (Some((n, l)), _) | (None, Some((n, l))) => (n.as_str(), l),
                         (None, None) => ("local", &raw.location),
                     };
-                    match backend_table.resolve(name, location) {
+                    match backend_table.resolve(name, &raw.location) {
                         Ok(i) => i,
                         Err((message, help)) => {
                             // One report per name and place is enough (a default is shared).
@@ -388,9 +389,8 @@ pub(super) fn load(
                             "declare it in [resources] (e.g. `{name} = 4`); declared resources: {}",
                             list_or_none(&declared_resources)
                         );
-                        if let Some(s) =
-                            did_you_mean(name, declared_resources.iter().map(String::as_str))
-                        {
+                        let candidates = declared_resources.iter().map(String::as_str);
+                        if let Some(s) = did_you_mean(name, candidates.chain(["cpus", "memory"])) {
                             help = format!("did you mean `{s}`? {help}");
                         }
                         diags.push(
@@ -660,9 +660,7 @@ pub(super) fn load(
         job.needs = needs;
     }
 
-    if diags.is_empty() {
-        diags.extend(graph::cycle_diagnostics(&jobs));
-    }
+    diags.extend(graph::cycle_diagnostics(&jobs));
     if !diags.is_empty() {
         return Err(diags);
     }

@@ -13,14 +13,15 @@ const MAX_CYCLES: usize = 5;
 /// Longer cycle paths are shortened in messages.
 const MAX_PATH_SHOWN: usize = 24;
 
-/// Finds dependency cycles (up to [`MAX_CYCLES`]); each is a path `a -> b -> ... -> a` where
-/// each job needs the next.
+/// Finds dependency cycles (up to [`MAX_CYCLES`], not two through the same back-edge target);
+/// each is a path `a -> b -> ... -> a` where each job needs the next.
 pub(super) fn find_cycles(jobs: &[Job]) -> Vec<Vec<u32>> {
     const WHITE: u8 = 0;
     const GREY: u8 = 1;
     const BLACK: u8 = 2;
     let mut color = vec![WHITE; jobs.len()];
-    // Position of each grey job on the stack (to cut out the cycle).
+    // Jobs on an already reported cycle.
+    let mut reported = vec![false; jobs.len()];
     let mut cycles = Vec::new();
     let mut stack: Vec<(u32, u32)> = Vec::new(); // (job, next edge)
     for root in 0..jobs.len() {
@@ -38,9 +39,13 @@ pub(super) fn find_cycles(jobs: &[Job]) -> Vec<Vec<u32>> {
                         color[next as usize] = GREY;
                         stack.push((next, 0));
                     }
-                    GREY if cycles.len() < MAX_CYCLES => {
+                    // One report per group of jobs: skip cycles through an already reported job.
+                    GREY if cycles.len() < MAX_CYCLES && !reported[next as usize] => {
                         let start = stack.iter().rposition(|&(n, _)| n == next).unwrap_or(0);
                         let mut cycle: Vec<u32> = stack[start..].iter().map(|&(n, _)| n).collect();
+                        for &n in &cycle {
+                            reported[n as usize] = true;
+                        }
                         cycle.push(next);
                         cycles.push(cycle);
                     }

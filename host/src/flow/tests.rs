@@ -360,8 +360,9 @@ backend = "big"
         flow.jobs.iter().map(|j| j.backend).collect::<Vec<_>>(),
         [1, 2, 0]
     );
-    // The implicit instance points at the first place that names it.
-    assert_eq!(flow.backends[2].location.line, 12);
+    // An implicit instance points at the first job that names it.
+    assert_eq!(flow.backends[1].location.line, 6);
+    assert_eq!(flow.backends[2].location.line, 9);
 }
 
 #[test]
@@ -647,6 +648,9 @@ resources = { vcs_license = 5, vcs_licence = 1, cpus = 0, memory = "lots" }
         .starts_with("did you mean `vcs_license`?"));
     find(&diags, "`resources.cpus` must be at least 1");
     find(&diags, "invalid memory size");
+    let diags = errors("[[job]]\nname = \"a\"\ncmd = \"x\"\nresources = { cpu = 2 }\n");
+    let d = find(&diags, "unknown resource `cpu`");
+    assert!(d.help.as_ref().unwrap().starts_with("did you mean `cpus`?"));
     let diags = errors("[resources]\ncpus = 4\n");
     find(&diags, "`cpus` is built in");
 }
@@ -1018,4 +1022,35 @@ needs = ["sim-{test}-*"]
     let merge = job(&flow, "merge-irq");
     assert_eq!(merge.needs.len(), 25_000);
     assert_eq!(merge.needs[0], 50_001);
+}
+
+#[test]
+fn invalid_globs_and_attrs() {
+    let diags = errors("[[job]]\nname = \"a\"\ncmd = \"x\"\nattrs = { queue = 3 }\n[[job]]\nname = \"b\"\ncmd = \"x\"\nneeds = [\"a[\"]\n");
+    find(&diags, "`attrs`.queue must be a string, found an integer");
+    let d = find(&diags, "invalid glob `a[` in `needs`");
+    assert_eq!(at(d), (8, 10));
+}
+
+#[test]
+fn errors_of_several_kinds_are_reported_together_with_cycles() {
+    let diags = errors(
+        "[[job]]\nname = \"a\"\ncmd = \"x\"\nneeds = [\"b\"]\ntimeout = \"x\"\n[[job]]\nname = \"b\"\ncmd = \"x\"\nneeds = [\"a\"]\n",
+    );
+    find(&diags, "invalid duration");
+    find(&diags, "dependency cycle: a -> b -> a");
+}
+
+#[test]
+fn observers_merge_into_the_flow() {
+    let flow = ok("[observers.junit]\npath = \"a.xml\"\n[observers.second]\nkind = \"junit\"\npath = \"b.xml\"\nmax_parallel = 3\n");
+    let observers: Vec<(&str, &str)> = flow
+        .observers
+        .iter()
+        .map(|o| (o.name.as_str(), o.kind.as_str()))
+        .collect();
+    assert_eq!(observers, [("junit", "junit"), ("second", "junit")]);
+    // For observers, every key but `kind` is configuration.
+    assert!(flow.observers[1].config_toml.contains("max_parallel = 3"));
+    assert!(flow.jobs.is_empty());
 }

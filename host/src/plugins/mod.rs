@@ -172,11 +172,14 @@ impl PluginSet {
         }
         let cat = self.catalog(true);
         let available = if observer { cat.observers } else { cat.backends };
-        Err(Error::Instance(format!(
-            "no plugin offers {} kind `{kind}`; available: {}; install one with `flowrun plugins install FILE`",
-            if observer { "observer" } else { "backend" },
-            if available.is_empty() { "none".to_string() } else { available.join(", ") }
-        )))
+        Err(Error::Instance {
+            location: None,
+            message: format!(
+                "no plugin offers {} kind `{kind}`; available: {}; install one with `flowrun plugins install FILE`",
+                if observer { "observer" } else { "backend" },
+                if available.is_empty() { "none".to_string() } else { available.join(", ") }
+            ),
+        })
     }
 }
 

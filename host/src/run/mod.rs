@@ -142,16 +142,9 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
             continue;
         }
         let made = plugins.plugin_for(&inst.kind, false).and_then(|plugin| {
-            plugin.new_backend(&inst.kind, &inst.config_toml, sender.clone()).map_err(|e| {
-                Error::Instance(format!(
-                    "{}:{}:{}: error: backend `{}` (kind `{}`, plugin {}): {e}",
-                    inst.location.file.display(),
-                    inst.location.line,
-                    inst.location.column,
-                    inst.name,
-                    inst.kind,
-                    plugin.name
-                ))
+            plugin.new_backend(&inst.kind, &inst.config_toml, sender.clone()).map_err(|e| Error::Instance {
+                location: Some(inst.location.clone()),
+                message: format!("backend `{}` (kind `{}`, plugin {}): {e}", inst.name, inst.kind, plugin.name),
             })
         });
         match made {
@@ -169,18 +162,22 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
 
     // Observers: from the flow, then `--observer KIND`.
     let mut hub = ObserverHub::default();
-    let mut observer_specs: Vec<(String, String, String)> =
-        flow.observers.iter().map(|o| (o.name.clone(), o.kind.clone(), o.config_toml.clone())).collect();
+    let mut observer_specs: Vec<(String, String, String, Option<crate::flow::Location>)> = flow
+        .observers
+        .iter()
+        .map(|o| (o.name.clone(), o.kind.clone(), o.config_toml.clone(), Some(o.location.clone())))
+        .collect();
     for kind in &opts.observers {
         if !observer_specs.iter().any(|o| &o.1 == kind) {
-            observer_specs.push((kind.clone(), kind.clone(), String::new()));
+            observer_specs.push((kind.clone(), kind.clone(), String::new(), None));
         }
     }
-    for (name, kind, config) in observer_specs {
+    for (name, kind, config, location) in observer_specs {
         let made = plugins.plugin_for(&kind, true).and_then(|plugin| {
-            plugin
-                .new_observer(&kind, &config)
-                .map_err(|e| Error::Instance(format!("observer `{name}` (kind `{kind}`, plugin {}): {e}", plugin.name)))
+            plugin.new_observer(&kind, &config).map_err(|e| Error::Instance {
+                location: location.clone(),
+                message: format!("observer `{name}` (kind `{kind}`, plugin {}): {e}", plugin.name),
+            })
         });
         match made {
             Ok(o) => hub.add(name, o),

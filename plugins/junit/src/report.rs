@@ -154,7 +154,10 @@ impl Report {
                     .with_attribute(("timestamp", timestamp.as_str()))
                     .write_inner_content(|w| {
                         let interrupted = self.summary.as_ref().is_some_and(|s| s.interrupted);
-                        let signal = self.signal.clone().or_else(|| interrupted.then(|| "signal".to_string()));
+                        let signal = self
+                            .signal
+                            .clone()
+                            .or_else(|| interrupted.then(|| "signal".to_string()));
                         if let Some(signal) = &signal {
                             w.create_element("properties").write_inner_content(|w| {
                                 w.create_element("property")

@@ -495,7 +495,11 @@ impl Shared {
             let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
             let procs_fd = cgroup_procs.as_ref().map(|f| f.as_raw_fd());
             spawn::spawn(
-                &program, &argv, &envp, &cwd, &stdio, grouping, procs_fd, &mut stack,
+                &Launch {
+                    cgroup_procs: procs_fd,
+                    ..launch
+                },
+                &mut stack,
             )
         };
         drop(cgroup_procs);
@@ -513,10 +517,8 @@ impl Shared {
                     root.release(cg);
                 }
                 let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
-                spawn::spawn(
-                    &program, &argv, &envp, &cwd, &stdio, grouping, None, &mut stack,
-                )
-                .map_err(|e| spawn_failure(e, program_name, spec))?
+                spawn::spawn(&launch, &mut stack)
+                    .map_err(|e| spawn_failure(e, program_name, spec))?
             }
             Err(e) => {
                 // The child failed before exec: nothing of it is left in the cgroup.

@@ -122,7 +122,7 @@ pub struct SlurmBackend {
 
 /// What a submit worker sends to sbatch in one call.
 enum Unit {
-    Single(JobSpec),
+    Single(Box<JobSpec>),
     Array(Vec<JobSpec>),
 }
 
@@ -140,8 +140,12 @@ impl Shape {
         Shape {
             tag: tracked.tag.clone(),
             cpus: tracked.spec.resources.cpus.max(1),
-            memory_mb: tracked.spec.resources.memory_mb.clone().into_option(),
-            time_minutes: tracked.spec.timeout_ms.clone().into_option().map(slurm::time_limit_minutes),
+            memory_mb: tracked.spec.resources.memory_mb.into_option(),
+            time_minutes: tracked
+                .spec
+                .timeout_ms
+                .into_option()
+                .map(slurm::time_limit_minutes),
         }
     }
 }
@@ -149,8 +153,16 @@ impl Shape {
 /// The Slurm job name for a run tag: Slurm does not escape names in its output, so keep to
 /// characters that cannot break the `|`-separated formats.
 fn sanitize_tag(tag: &str) -> String {
-    let s: String =
-        tag.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let s: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.is_empty() {
         "flowrun".into()
     } else {
@@ -184,12 +196,17 @@ impl SlurmBackend {
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(f)
-                .map_err(|e| PluginError::new(ErrorKind::IO, format!("cannot start thread {name}: {e}")))
+                .map_err(|e| {
+                    PluginError::new(ErrorKind::IO, format!("cannot start thread {name}: {e}"))
+                })
         };
         let mut workers = Vec::new();
         for i in 0..shared.config.submit_threads {
             let s = shared.clone();
-            workers.push(spawn(format!("slurm-submit-{i}"), Box::new(move || s.submit_worker()))?);
+            workers.push(spawn(
+                format!("slurm-submit-{i}"),
+                Box::new(move || s.submit_worker()),
+            )?);
         }
         let s = shared.clone();
         let monitor = spawn("slurm-monitor".into(), Box::new(move || s.monitor()))?;
@@ -213,7 +230,9 @@ impl Shared {
     /// Removes a job from the books and returns its final event (plus a STARTED event first
     /// when the job evidently ran but was never seen running between two snapshots).
     fn finish(state: &mut State, id: JobId, outcome: slurm::Outcome, ran: bool) -> Vec<JobEvent> {
-        let Some(job) = state.jobs.remove(&id) else { return Vec::new() };
+        let Some(job) = state.jobs.remove(&id) else {
+            return Vec::new();
+        };
         let native = match &job.phase {
             Phase::Submitted { native_id, .. } => {
                 state.by_native.remove(native_id);
@@ -247,7 +266,9 @@ impl Shared {
     }
 
     fn lost(state: &mut State, id: JobId, why: String) -> Vec<JobEvent> {
-        let Some(job) = state.jobs.remove(&id) else { return Vec::new() };
+        let Some(job) = state.jobs.remove(&id) else {
+            return Vec::new();
+        };
         if let Phase::Submitted { native_id, .. } = &job.phase {
             state.by_native.remove(native_id);
         }
@@ -269,11 +290,14 @@ impl Shared {
                     if state.closing {
                         return;
                     }
-                    state = self.submit_wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state = self
+                        .submit_wake
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
                 }
             };
             match unit {
-                Unit::Single(spec) => self.submit_single(spec),
+                Unit::Single(spec) => self.submit_single(*spec),
                 Unit::Array(specs) => self.submit_array(specs),
             }
         }
@@ -284,7 +308,11 @@ impl Shared {
     fn take_unit(&self, state: &mut State) -> Option<Unit> {
         let first = loop {
             let id = state.submit_queue.pop_front()?;
-            if state.jobs.get(&id).is_some_and(|j| j.phase == Phase::Waiting) {
+            if state
+                .jobs
+                .get(&id)
+                .is_some_and(|j| j.phase == Phase::Waiting)
+            {
                 break id;
             }
         };
@@ -295,7 +323,12 @@ impl Shared {
                 .submit_queue
                 .iter()
                 .copied()
-                .filter(|id| state.jobs.get(id).is_some_and(|j| j.phase == Phase::Waiting && Shape::of(j) == shape))
+                .filter(|id| {
+                    state
+                        .jobs
+                        .get(id)
+                        .is_some_and(|j| j.phase == Phase::Waiting && Shape::of(j) == shape)
+                })
                 .take(self.config.array_max_size - 1)
                 .collect();
             if same.len() + 1 >= self.config.array_min_size {
@@ -312,7 +345,11 @@ impl Shared {
                 job.spec.clone()
             })
             .collect();
-        Some(if specs.len() == 1 { Unit::Single(specs.into_iter().next().unwrap()) } else { Unit::Array(specs) })
+        Some(if specs.len() == 1 {
+            Unit::Single(Box::new(specs.into_iter().next().unwrap()))
+        } else {
+            Unit::Array(specs)
+        })
     }
 
     /// Checks the job's directories and writes its script; an error is the job's failure reason.
@@ -339,7 +376,14 @@ impl Shared {
     fn shape_args(&self, spec: &JobSpec, tag: &str) -> Vec<String> {
         let c = &self.config;
         let mut args = vec!["--parsable".to_string(), format!("--job-name={tag}")];
-        args.push(if c.requeue { "--requeue" } else { "--no-requeue" }.into());
+        args.push(
+            if c.requeue {
+                "--requeue"
+            } else {
+                "--no-requeue"
+            }
+            .into(),
+        );
         if let ROption::RSome(ms) = spec.timeout_ms {
             args.push(format!("--time={}", slurm::time_limit_minutes(ms)));
         }
@@ -347,7 +391,11 @@ impl Shared {
         if let ROption::RSome(mb) = spec.resources.memory_mb {
             args.push(format!("--mem={mb}M"));
         }
-        for (key, value) in [("--partition", &c.partition), ("--account", &c.account), ("--qos", &c.qos)] {
+        for (key, value) in [
+            ("--partition", &c.partition),
+            ("--account", &c.account),
+            ("--qos", &c.qos),
+        ] {
             if let Some(v) = value {
                 args.push(format!("{key}={v}"));
             }
@@ -363,7 +411,10 @@ impl Shared {
         };
         let tag = sanitize_tag(&spec.run_tag);
         let mut args = self.shape_args(&spec, &tag);
-        args.push(format!("--output={}", slurm::output_pattern(&spec.log_path)));
+        args.push(format!(
+            "--output={}",
+            slurm::output_pattern(&spec.log_path)
+        ));
         args.push(format!("--chdir={}", spec.cwd));
         args.push(script.to_string_lossy().into_owned());
         match self.sbatch(&args) {
@@ -390,20 +441,34 @@ impl Shared {
         // DUE TO TIME LIMIT") live beside the run, since a member writes its log itself.
         let dir = Path::new(first.run_dir.as_str()).join("slurm-arrays");
         let path = dir.join(format!("array-{}-{}.sh", first.id.0, members.len()));
-        let written = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, script::array_script(&scripts)));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, script::array_script(&scripts)));
         if let Err(e) = written {
-            return self.submission_failed(&ids, format!("cannot write the array script {}: {e}", path.display()));
+            return self.submission_failed(
+                &ids,
+                format!("cannot write the array script {}: {e}", path.display()),
+            );
         }
         let tag = sanitize_tag(&first.run_tag);
         let mut args = self.shape_args(first, &tag);
         args.push(format!("--array=0-{}", members.len() - 1));
-        args.push(format!("--output={}/%A_%a.out", slurm::output_pattern(&dir.to_string_lossy())));
+        args.push(format!(
+            "--output={}/%A_%a.out",
+            slurm::output_pattern(&dir.to_string_lossy())
+        ));
         args.push(format!("--chdir={}", first.run_dir));
         args.push(path.to_string_lossy().into_owned());
         match self.sbatch(&args) {
             Ok(base) => {
-                self.counters.arrays_submitted.fetch_add(1, Ordering::Relaxed);
-                self.submitted(ids.into_iter().enumerate().map(|(i, id)| (id, format!("{base}_{i}"))).collect())
+                self.counters
+                    .arrays_submitted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.submitted(
+                    ids.into_iter()
+                        .enumerate()
+                        .map(|(i, id)| (id, format!("{base}_{i}")))
+                        .collect(),
+                )
             }
             Err(why) => self.submission_failed(&ids, format!("sbatch failed: {why}")),
         }
@@ -412,7 +477,10 @@ impl Shared {
     /// Waits for the next sbatch slot of the `submit_rate` limiter.
     fn wait_submit_slot(&self) {
         let wait = {
-            let mut next = self.next_submit_slot.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = self
+                .next_submit_slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let slot = (*next).max(now);
             *next = slot + self.config.submit_spacing;
@@ -433,16 +501,26 @@ impl Shared {
             self.counters.sbatch_calls.fetch_add(1, Ordering::Relaxed);
             let out = slurm::run("sbatch", args, COMMAND_LIMIT);
             if out.ok() {
-                return slurm::parse_sbatch_id(&out.stdout)
-                    .ok_or_else(|| format!("cannot read a job id in sbatch's output {:?}", out.stdout.trim()));
+                return slurm::parse_sbatch_id(&out.stdout).ok_or_else(|| {
+                    format!(
+                        "cannot read a job id in sbatch's output {:?}",
+                        out.stdout.trim()
+                    )
+                });
             }
-            self.counters.sbatch_failures.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .sbatch_failures
+                .fetch_add(1, Ordering::Relaxed);
             let retry = slurm::is_transient(&out) && began.elapsed() < self.config.submit_retry_for;
             if !retry || lock(&self.state).closing {
                 return Err(out.failure());
             }
             let wait = backoff(failures, Duration::from_secs(1));
-            tracing::warn!("sbatch failed ({}); retrying in {}s", out.failure(), wait.as_secs());
+            tracing::warn!(
+                "sbatch failed ({}); retrying in {}s",
+                out.failure(),
+                wait.as_secs()
+            );
             failures += 1;
             // Sleep, but give up at once when shutdown starts.
             let state = lock(&self.state);
@@ -451,7 +529,10 @@ impl Shared {
                 .wait_timeout_while(state, wait, |s| !s.closing)
                 .unwrap_or_else(|p| p.into_inner());
             if state.closing {
-                return Err(format!("{} (not retried: flowrun is shutting down)", out.failure()));
+                return Err(format!(
+                    "{} (not retried: flowrun is shutting down)",
+                    out.failure()
+                ));
             }
         }
     }
@@ -468,7 +549,10 @@ impl Shared {
                 cancel = true;
                 continue;
             };
-            job.phase = Phase::Submitted { native_id: native_id.clone(), at: Instant::now() };
+            job.phase = Phase::Submitted {
+                native_id: native_id.clone(),
+                at: Instant::now(),
+            };
             if job.kill_requested {
                 state.scancel_queue.push_back(native_id.clone());
                 cancel = true;
@@ -486,7 +570,11 @@ impl Shared {
         let mut events = Vec::new();
         for id in ids {
             let killed = state.jobs.get(id).is_some_and(|j| j.kill_requested);
-            let outcome = if killed { slurm::Outcome::Killed } else { slurm::Outcome::Failed(why.clone(), None) };
+            let outcome = if killed {
+                slurm::Outcome::Killed
+            } else {
+                slurm::Outcome::Failed(why.clone(), None)
+            };
             events.extend(Self::finish(&mut state, *id, outcome, false));
         }
         drop(state);
@@ -529,7 +617,10 @@ impl Shared {
                 Err(why) => {
                     self.counters.query_failures.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff(failures, interval).max(interval);
-                    tracing::warn!("Slurm status query failed ({why}); retrying in {}s", wait.as_secs_f32());
+                    tracing::warn!(
+                        "Slurm status query failed ({why}); retrying in {}s",
+                        wait.as_secs_f32()
+                    );
                     failures += 1;
                     next_poll = Instant::now() + wait;
                 }
@@ -543,7 +634,11 @@ impl Shared {
     fn poll_once(&self, began: Instant) -> Result<(), String> {
         let tags: Vec<String> = {
             let state = lock(&self.state);
-            if !state.jobs.values().any(|j| matches!(j.phase, Phase::Submitted { .. })) {
+            if !state
+                .jobs
+                .values()
+                .any(|j| matches!(j.phase, Phase::Submitted { .. }))
+            {
                 return Ok(());
             }
             state.tags.iter().cloned().collect()
@@ -552,14 +647,25 @@ impl Shared {
         self.counters.squeue_calls.fetch_add(1, Ordering::Relaxed);
         let out = slurm::run(
             "squeue",
-            &["-h", "-r", "-t", "all", "-o", slurm::SQUEUE_FORMAT, &format!("--name={names}")].map(String::from),
+            &[
+                "-h",
+                "-r",
+                "-t",
+                "all",
+                "-o",
+                slurm::SQUEUE_FORMAT,
+                &format!("--name={names}"),
+            ]
+            .map(String::from),
             COMMAND_LIMIT,
         );
         if !out.ok() {
             return Err(format!("squeue: {}", out.failure()));
         }
-        let rows: HashMap<String, slurm::QueueRow> =
-            slurm::parse_squeue(&out.stdout).into_iter().map(|r| (r.id.clone(), r)).collect();
+        let rows: HashMap<String, slurm::QueueRow> = slurm::parse_squeue(&out.stdout)
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
 
         let now = Instant::now();
         let mut events = Vec::new();
@@ -570,7 +676,9 @@ impl Shared {
             let ids: Vec<JobId> = state.jobs.keys().copied().collect();
             for id in ids {
                 let job = state.jobs.get_mut(&id).expect("listed above");
-                let Phase::Submitted { native_id, at } = job.phase.clone() else { continue };
+                let Phase::Submitted { native_id, at } = job.phase.clone() else {
+                    continue;
+                };
                 if at > began {
                     continue; // submitted after the query started: not expected in it
                 }
@@ -582,25 +690,33 @@ impl Shared {
                             slurm::StateClass::Running => {
                                 if !job.started_reported {
                                     job.started_reported = true;
-                                    events.push(JobEvent::started(id).with_attr("native_id", native_id.clone()));
+                                    events.push(
+                                        JobEvent::started(id)
+                                            .with_attr("native_id", native_id.clone()),
+                                    );
                                 }
                             }
                             slurm::StateClass::Final if slurm::needs_exit_code(&row.state) => {
-                                let since = job.awaiting_exit_code.as_ref().map(|a| a.2).unwrap_or(now);
+                                let since =
+                                    job.awaiting_exit_code.as_ref().map(|a| a.2).unwrap_or(now);
                                 if now.duration_since(since) > self.config.lost_after {
                                     // The exit code never came (accounting down?): report what we know.
                                     let outcome = slurm::Outcome::Failed(
-                                        format!("Slurm reported {} ({}), exit code unknown", row.state, row.reason),
+                                        format!(
+                                            "Slurm reported {} ({}), exit code unknown",
+                                            row.state, row.reason
+                                        ),
                                         None,
                                     );
                                     events.extend(Self::finish(&mut state, id, outcome, true));
                                 } else {
-                                    job.awaiting_exit_code = Some((row.state.clone(), row.reason.clone(), since));
+                                    job.awaiting_exit_code =
+                                        Some((row.state.clone(), row.reason.clone(), since));
                                     need_detail.push(native_id);
                                 }
                             }
                             slurm::StateClass::Final => {
-                                let ran = !(row.state == "CANCELLED" && !job.started_reported);
+                                let ran = row.state != "CANCELLED" || job.started_reported;
                                 let missing = !Path::new(job.spec.log_path.as_str()).exists();
                                 let outcome = slurm::outcome(
                                     &row.state,
@@ -670,12 +786,19 @@ impl Shared {
             if out.ok() {
                 lock(&self.state).accounting = Some(Accounting::Works);
                 rows = Some(slurm::parse_sacct(&out.stdout));
-            } else if format!("{} {}", out.stderr, out.stdout).contains("accounting storage is disabled") {
-                tracing::info!("Slurm accounting is disabled: exit codes come from scontrol from now on");
+            } else if format!("{} {}", out.stderr, out.stdout)
+                .contains("accounting storage is disabled")
+            {
+                tracing::info!(
+                    "Slurm accounting is disabled: exit codes come from scontrol from now on"
+                );
                 lock(&self.state).accounting = Some(Accounting::Disabled);
             } else {
                 self.counters.query_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("sacct failed ({}); retrying at the next poll", out.failure());
+                tracing::warn!(
+                    "sacct failed ({}); retrying at the next poll",
+                    out.failure()
+                );
                 return;
             }
         }
@@ -684,7 +807,10 @@ impl Shared {
             None => {
                 // Without accounting only the controller knows, and only for MinJobAge after the
                 // end: one scontrol call, for one job (array) id or for all jobs.
-                let bases: BTreeSet<&str> = native_ids.iter().map(|n| n.split('_').next().unwrap_or(n)).collect();
+                let bases: BTreeSet<&str> = native_ids
+                    .iter()
+                    .map(|n| n.split('_').next().unwrap_or(n))
+                    .collect();
                 let mut args = vec!["show".to_string(), "job".into(), "-o".into()];
                 if bases.len() == 1 {
                     args.push(bases.first().unwrap().to_string());
@@ -693,7 +819,10 @@ impl Shared {
                 let out = slurm::run("scontrol", &args, COMMAND_LIMIT);
                 if !out.ok() {
                     self.counters.query_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("scontrol failed ({}); retrying at the next poll", out.failure());
+                    tracing::warn!(
+                        "scontrol failed ({}); retrying at the next poll",
+                        out.failure()
+                    );
                     return;
                 }
                 slurm::parse_scontrol(&out.stdout, tags)
@@ -703,10 +832,13 @@ impl Shared {
         let mut events = Vec::new();
         let mut state = lock(&self.state);
         for row in rows {
-            if !wanted.contains(&row.id) || slurm::classify(&row.state) != slurm::StateClass::Final {
+            if !wanted.contains(&row.id) || slurm::classify(&row.state) != slurm::StateClass::Final
+            {
                 continue; // not ours, or not over yet (sacct lags, and after a controller restart)
             }
-            let Some(&id) = state.by_native.get(&row.id) else { continue };
+            let Some(&id) = state.by_native.get(&row.id) else {
+                continue;
+            };
             let job = &state.jobs[&id];
             let missing_log = !Path::new(job.spec.log_path.as_str()).exists();
             let outcome = slurm::outcome(
@@ -716,7 +848,7 @@ impl Shared {
                 &job.spec.log_path,
                 missing_log,
             );
-            let ran = !(row.state == "CANCELLED" && !job.started_reported);
+            let ran = row.state != "CANCELLED" || job.started_reported;
             events.extend(Self::finish(&mut state, id, outcome, ran));
         }
         drop(state);
@@ -733,7 +865,10 @@ impl Shared {
             let batch: Vec<String> = {
                 let mut state = lock(&self.state);
                 while state.scancel_queue.is_empty() && !state.stopped {
-                    state = self.cancel_wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state = self
+                        .cancel_wake
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
                 }
                 if state.scancel_queue.is_empty() {
                     return;
@@ -753,7 +888,11 @@ impl Shared {
             // scancel is quiet and exits 0 for unknown or finished ids, so a failure means the
             // controller did not get the request: retry, but only for jobs still tracked.
             let wait = backoff(failures, Duration::from_secs(1));
-            tracing::warn!("scancel failed ({}); retrying in {}s", out.failure(), wait.as_secs());
+            tracing::warn!(
+                "scancel failed ({}); retrying in {}s",
+                out.failure(),
+                wait.as_secs()
+            );
             failures += 1;
             let mut state = lock(&self.state);
             for native in batch.into_iter().rev() {
@@ -764,7 +903,9 @@ impl Shared {
             if state.stopped {
                 return;
             }
-            let _ = self.cancel_wake.wait_timeout_while(state, wait, |s| !s.stopped);
+            let _ = self
+                .cancel_wake
+                .wait_timeout_while(state, wait, |s| !s.stopped);
         }
     }
 
@@ -773,7 +914,9 @@ impl Shared {
         let mut events = Vec::new();
         let mut cancel = false;
         for id in ids {
-            let Some(job) = state.jobs.get_mut(id) else { continue };
+            let Some(job) = state.jobs.get_mut(id) else {
+                continue;
+            };
             if job.kill_requested {
                 continue;
             }
@@ -801,12 +944,18 @@ impl Shared {
 
 impl BackendImpl for SlurmBackend {
     fn capabilities(&self) -> Capabilities {
-        let mut flags = CapabilityFlags::BATCH_SUBMIT | CapabilityFlags::BATCH_KILL | CapabilityFlags::ENFORCES_TIMEOUT;
+        let mut flags = CapabilityFlags::BATCH_SUBMIT
+            | CapabilityFlags::BATCH_KILL
+            | CapabilityFlags::ENFORCES_TIMEOUT;
         if self.shared.config.arrays {
             flags = flags | CapabilityFlags::ARRAYS;
         }
         // No cap by default: Slurm queues what it cannot run yet. Sites set max_parallel.
-        Capabilities { flags, default_max_parallel: 0, max_batch: 0 }
+        Capabilities {
+            flags,
+            default_max_parallel: 0,
+            max_batch: 0,
+        }
     }
 
     fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
@@ -826,12 +975,18 @@ impl BackendImpl for SlurmBackend {
                     );
                 }
                 if state.jobs.contains_key(&id) {
-                    return SubmitAnswer::rejected(id, format!("job id {} was already submitted", id.0));
+                    return SubmitAnswer::rejected(
+                        id,
+                        format!("job id {} was already submitted", id.0),
+                    );
                 }
                 if let Some(bad) = spec.env.iter().find(|kv| !script::valid_env_name(&kv.0)) {
                     return SubmitAnswer::rejected(
                         id,
-                        format!("environment variable name {:?} cannot be exported by a batch script", bad.0),
+                        format!(
+                            "environment variable name {:?} cannot be exported by a batch script",
+                            bad.0
+                        ),
                     );
                 }
                 let tag = sanitize_tag(&spec.run_tag);
@@ -875,30 +1030,54 @@ impl BackendImpl for SlurmBackend {
                 let job = state.jobs.get_mut(id).expect("listed above");
                 job.kill_requested = true;
                 match job.phase.clone() {
-                    Phase::Waiting => events.extend(Shared::finish(&mut state, *id, slurm::Outcome::Killed, false)),
+                    Phase::Waiting => events.extend(Shared::finish(
+                        &mut state,
+                        *id,
+                        slurm::Outcome::Killed,
+                        false,
+                    )),
                     Phase::Submitting => {}
                     Phase::Submitted { native_id, .. } => state.scancel_queue.push_back(native_id),
                 }
             }
             state.submit_queue.clear();
-            let live_tags: Vec<String> =
-                if state.jobs.is_empty() { Vec::new() } else { state.tags.iter().cloned().collect() };
+            let live_tags: Vec<String> = if state.jobs.is_empty() {
+                Vec::new()
+            } else {
+                state.tags.iter().cloned().collect()
+            };
             (events, live_tags)
         };
         shared.emit_all(events);
         shared.submit_wake.notify_all();
         shared.cancel_wake.notify_all();
         // In-flight sbatch calls finish (without retries); their jobs are cancelled by id.
-        for w in self.workers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for w in self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = w.join();
         }
         if !live_tags.is_empty() {
             // Safety net: anything of the run that Slurm has but we have no id for (an sbatch
             // that timed out after the controller took the job) goes too.
-            shared.counters.scancel_calls.fetch_add(1, Ordering::Relaxed);
-            let out = slurm::run("scancel", &[format!("--name={}", live_tags.join(","))], COMMAND_LIMIT);
+            shared
+                .counters
+                .scancel_calls
+                .fetch_add(1, Ordering::Relaxed);
+            let out = slurm::run(
+                "scancel",
+                &[format!("--name={}", live_tags.join(","))],
+                COMMAND_LIMIT,
+            );
             if !out.ok() {
-                tracing::warn!("scancel --name={} failed: {}", live_tags.join(","), out.failure());
+                tracing::warn!(
+                    "scancel --name={} failed: {}",
+                    live_tags.join(","),
+                    out.failure()
+                );
             }
         }
         // Wait (bounded) until the monitor has seen every job end.
@@ -909,7 +1088,11 @@ impl BackendImpl for SlurmBackend {
             if left.is_zero() {
                 break;
             }
-            state = shared.monitor_wake.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+            state = shared
+                .monitor_wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         let mut events = Vec::new();
         let ids: Vec<JobId> = state.jobs.keys().copied().collect();
@@ -932,7 +1115,12 @@ impl BackendImpl for SlurmBackend {
         shared.emit_all(events);
         shared.monitor_wake.notify_all();
         shared.cancel_wake.notify_all();
-        for t in self.background.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = t.join();
         }
     }

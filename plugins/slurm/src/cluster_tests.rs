@@ -27,9 +27,18 @@ fn cluster() -> ClusterLock {
     let file = File::create("/var/tmp/flowrun-slurm.lock").expect("create the cluster lock file");
     file.lock().expect("lock the cluster lock file");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/cluster/slurm-up");
-    let out = std::process::Command::new(script).output().expect("run tests/cluster/slurm-up");
-    assert!(out.status.success(), "slurm-up failed: {}", String::from_utf8_lossy(&out.stderr));
-    ClusterLock { _file: file, _guard: guard }
+    let out = std::process::Command::new(script)
+        .output()
+        .expect("run tests/cluster/slurm-up");
+    assert!(
+        out.status.success(),
+        "slurm-up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ClusterLock {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 #[test]
@@ -39,7 +48,10 @@ fn keeps_the_backend_contract() {
 }
 
 fn attr<'a>(e: &'a JobEvent, key: &str) -> Option<&'a str> {
-    e.attrs.iter().find(|a| a.0.as_str() == key).map(|a| a.1.as_str())
+    e.attrs
+        .iter()
+        .find(|a| a.0.as_str() == key)
+        .map(|a| a.1.as_str())
 }
 
 fn squeue_state(native_id: &str) -> String {
@@ -53,7 +65,14 @@ fn squeue_state(native_id: &str) -> String {
 fn stat(stats: &str, key: &str) -> u64 {
     stats
         .lines()
-        .find_map(|l| l.strip_prefix(key)?.trim().strip_prefix('=')?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_prefix('=')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no {key} in stats:\n{stats}"))
 }
 
@@ -65,21 +84,33 @@ fn a_job_killed_while_its_sbatch_is_in_flight_is_cancelled_once_its_id_is_known(
     // Two submit threads and one sbatch per second: the second job's sbatch waits for its slot
     // (in flight, no id yet) when the kill comes.
     let backend = host
-        .backend(create, "poll_interval = \"500ms\"\nsubmit_rate = \"1/s\"\nsubmit_threads = 2")
+        .backend(
+            create,
+            "poll_interval = \"500ms\"\nsubmit_rate = \"1/s\"\nsubmit_threads = 2",
+        )
         .unwrap();
     let first = host.shell_job("first", "sleep 300");
     let second = host.shell_job("second", "sleep 300");
     let ids = [first.id, second.id];
     let answers = backend.submit(vec![first, second].into());
-    assert!(answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED), "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED),
+        "{answers:?}"
+    );
     std::thread::sleep(Duration::from_millis(200));
     backend.kill(ids[1..].into());
-    let end = host.wait_end(ids[1], Duration::from_secs(60)).expect("the killed job ends");
+    let end = host
+        .wait_end(ids[1], Duration::from_secs(60))
+        .expect("the killed job ends");
     assert_eq!(end.end, EndKind::KILLED, "{end:?}");
-    let native = attr(&end, "native_id").expect("it was submitted, then cancelled").to_string();
+    let native = attr(&end, "native_id")
+        .expect("it was submitted, then cancelled")
+        .to_string();
     assert_eq!(squeue_state(&native), "CANCELLED");
     backend.kill(ids[..1].into());
-    let end = host.wait_end(ids[0], Duration::from_secs(60)).expect("the first job ends");
+    let end = host
+        .wait_end(ids[0], Duration::from_secs(60))
+        .expect("the first job ends");
     assert_eq!(end.end, EndKind::KILLED, "{end:?}");
     backend.shutdown();
 }
@@ -89,7 +120,9 @@ fn same_shape_jobs_go_out_as_one_array() {
     let _c = cluster();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let mut host = FakeHost::new(dir.path());
-    let backend = host.backend(create, "poll_interval = \"500ms\"\narrays = true").unwrap();
+    let backend = host
+        .backend(create, "poll_interval = \"500ms\"\narrays = true")
+        .unwrap();
     let mut jobs = Vec::new();
     for i in 0..6 {
         let cmd = match i {
@@ -104,19 +137,29 @@ fn same_shape_jobs_go_out_as_one_array() {
     let answers = backend.submit(jobs.into());
     assert!(answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED));
     for (i, id) in ids.iter().enumerate().take(5) {
-        let end = host.wait_end(*id, Duration::from_secs(60)).expect("member ends");
+        let end = host
+            .wait_end(*id, Duration::from_secs(60))
+            .expect("member ends");
         let native = attr(&end, "native_id").unwrap_or("");
-        assert!(native.contains('_'), "array member ids look like 123_4: {native}");
+        assert!(
+            native.contains('_'),
+            "array member ids look like 123_4: {native}"
+        );
         if i == 2 {
             assert_eq!(end.exit_code, ROption::RSome(4), "{end:?}");
         } else {
             assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
-            assert_eq!(std::fs::read_to_string(&logs[i]).unwrap(), format!("member {i}\n"));
+            assert_eq!(
+                std::fs::read_to_string(&logs[i]).unwrap(),
+                format!("member {i}\n")
+            );
         }
     }
     // One member can be cancelled alone.
     backend.kill(ids[5..].into());
-    let end = host.wait_end(ids[5], Duration::from_secs(60)).expect("the killed member ends");
+    let end = host
+        .wait_end(ids[5], Duration::from_secs(60))
+        .expect("the killed member ends");
     assert_eq!(end.end, EndKind::KILLED, "{end:?}");
     let stats = backend.stats().to_string();
     assert_eq!(stat(&stats, "sbatch_calls"), 1, "{stats}");
@@ -134,11 +177,15 @@ fn shutdown_cancels_what_still_runs() {
     let id = job.id;
     backend.submit(vec![job].into());
     // Wait until Slurm runs it.
-    let started = host.next_event(Duration::from_secs(60)).expect("the job starts");
+    let started = host
+        .next_event(Duration::from_secs(60))
+        .expect("the job starts");
     assert_eq!((started.id, started.kind), (id, JobEventKind::STARTED));
     let native = attr(&started, "native_id").unwrap().to_string();
     backend.shutdown();
-    let end = host.wait_end(id, Duration::from_secs(1)).expect("shutdown ends the job");
+    let end = host
+        .wait_end(id, Duration::from_secs(1))
+        .expect("shutdown ends the job");
     assert_eq!(end.end, EndKind::KILLED, "{end:?}");
     assert_eq!(squeue_state(&native), "CANCELLED");
     let answers = backend.submit(vec![host.shell_job("late", "true")].into());

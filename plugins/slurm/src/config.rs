@@ -63,34 +63,50 @@ pub struct Config {
 }
 
 /// sbatch options the backend sets itself: allowing them in `sbatch_args` would break tracking.
-const RESERVED_SBATCH_OPTIONS: &[&str] =
-    &["-J", "--job-name", "-o", "--output", "-a", "--array", "--wrap", "--parsable", "-D", "--chdir"];
+const RESERVED_SBATCH_OPTIONS: &[&str] = &[
+    "-J",
+    "--job-name",
+    "-o",
+    "--output",
+    "-a",
+    "--array",
+    "--wrap",
+    "--parsable",
+    "-D",
+    "--chdir",
+];
 
 impl Config {
     /// Parses and validates the TOML text of the backend table.
     pub fn parse(text: &str) -> Result<Config, PluginError> {
         let raw: RawConfig = sdk::parse_config(text)?;
-        let duration = |key: &str, value: &Option<String>, default: &str| -> Result<Duration, PluginError> {
-            let d = sdk::parse_duration(key, value.as_deref().unwrap_or(default))?;
-            if d.is_zero() {
-                return Err(PluginError::config(key, "must be greater than zero"));
-            }
-            Ok(d)
-        };
+        let duration =
+            |key: &str, value: &Option<String>, default: &str| -> Result<Duration, PluginError> {
+                let d = sdk::parse_duration(key, value.as_deref().unwrap_or(default))?;
+                if d.is_zero() {
+                    return Err(PluginError::config(key, "must be greater than zero"));
+                }
+                Ok(d)
+            };
         let poll_interval = duration("poll_interval", &raw.poll_interval, "1s")?;
         if poll_interval < Duration::from_millis(100) {
-            return Err(PluginError::config("poll_interval", "must be at least 100ms"));
+            return Err(PluginError::config(
+                "poll_interval",
+                "must be at least 100ms",
+            ));
         }
         let submit_spacing = parse_rate(raw.submit_rate.as_deref().unwrap_or("20/s"))?;
         for arg in &raw.sbatch_args {
             let option = arg.split('=').next().unwrap_or("");
-            let short_glued = RESERVED_SBATCH_OPTIONS
-                .iter()
-                .any(|o| o.len() == 2 && arg.starts_with(o) && arg.len() > 2 && !arg.starts_with("--"));
+            let short_glued = RESERVED_SBATCH_OPTIONS.iter().any(|o| {
+                o.len() == 2 && arg.starts_with(o) && arg.len() > 2 && !arg.starts_with("--")
+            });
             if RESERVED_SBATCH_OPTIONS.contains(&option) || short_glued {
                 return Err(PluginError::config(
                     "sbatch_args",
-                    format!("{arg:?} is set by the backend itself (job name, output, array, chdir)"),
+                    format!(
+                        "{arg:?} is set by the backend itself (job name, output, array, chdir)"
+                    ),
                 ));
             }
         }
@@ -101,11 +117,16 @@ impl Config {
         let array_min_size = raw.array_min_size.unwrap_or(4).max(2) as usize;
         let submit_threads = raw.submit_threads.unwrap_or(4) as usize;
         if !(1..=64).contains(&submit_threads) {
-            return Err(PluginError::config("submit_threads", "must be between 1 and 64"));
+            return Err(PluginError::config(
+                "submit_threads",
+                "must be between 1 and 64",
+            ));
         }
         let non_empty = |key: &str, v: Option<String>| -> Result<Option<String>, PluginError> {
             match v {
-                Some(s) if s.trim().is_empty() => Err(PluginError::config(key, "must not be empty")),
+                Some(s) if s.trim().is_empty() => {
+                    Err(PluginError::config(key, "must not be empty"))
+                }
                 other => Ok(other),
             }
         };
@@ -130,11 +151,19 @@ impl Config {
 
 /// Parses `"20/s"`, `"600/min"`, `"5/m"`, `"1000/h"` into the spacing between two calls.
 fn parse_rate(text: &str) -> Result<Duration, PluginError> {
-    let bad = || PluginError::config("submit_rate", format!("invalid rate {text:?} (write e.g. \"20/s\" or \"600/min\")"));
+    let bad = || {
+        PluginError::config(
+            "submit_rate",
+            format!("invalid rate {text:?} (write e.g. \"20/s\" or \"600/min\")"),
+        )
+    };
     let (count, unit) = text.split_once('/').ok_or_else(bad)?;
     let count: f64 = count.trim().parse().map_err(|_| bad())?;
     if !(count > 0.0 && count.is_finite()) {
-        return Err(PluginError::config("submit_rate", "must be more than 0 calls per unit"));
+        return Err(PluginError::config(
+            "submit_rate",
+            "must be more than 0 calls per unit",
+        ));
     }
     let unit_secs = match unit.trim() {
         "s" | "sec" | "second" => 1.0,
@@ -184,7 +213,10 @@ shutdown_wait = "10s""#,
         assert_eq!(c.poll_interval, Duration::from_secs(30));
         assert_eq!(c.submit_spacing, Duration::from_millis(100));
         assert!(c.arrays && c.requeue);
-        assert_eq!((c.array_min_size, c.array_max_size, c.submit_threads), (10, 500, 2));
+        assert_eq!(
+            (c.array_min_size, c.array_max_size, c.submit_threads),
+            (10, 500, 2)
+        );
         assert_eq!(c.lost_after, Duration::from_secs(300));
     }
 

@@ -49,7 +49,15 @@ pub fn job_script(spec: &JobSpec, redirect_to_log: bool) -> String {
     ));
     // exec: the command replaces the batch shell, so Slurm records its own exit status or signal.
     let command: Vec<String> = if spec.command.shell {
-        vec!["/bin/sh".into(), "-c".into(), spec.command.args.first().map(|a| a.to_string()).unwrap_or_default()]
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            spec.command
+                .args
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        ]
     } else {
         spec.command.args.iter().map(|a| a.to_string()).collect()
     };
@@ -82,15 +90,24 @@ mod tests {
         JobSpec {
             id: JobId(1),
             name: "a's job".into(),
-            command: CommandSpec { shell, args: args.iter().map(|a| RString::from(*a)).collect() },
+            command: CommandSpec {
+                shell,
+                args: args.iter().map(|a| RString::from(*a)).collect(),
+            },
             cwd: "/tmp/with space".into(),
-            env: RVec::from(vec![Tuple2(RString::from("GREETING"), RString::from("it's, \"x\" $HOME"))]),
+            env: RVec::from(vec![Tuple2(
+                RString::from("GREETING"),
+                RString::from("it's, \"x\" $HOME"),
+            )]),
             job_dir: "/tmp/jd".into(),
             log_path: "/tmp/jd/output.log".into(),
             run_dir: "/tmp".into(),
             run_tag: "flowrun-x".into(),
             timeout_ms: ROption::RNone,
-            resources: Resources { cpus: 1, ..Default::default() },
+            resources: Resources {
+                cpus: 1,
+                ..Default::default()
+            },
             interactive: false,
             attempt: 2,
             attrs: RVec::new(),
@@ -103,13 +120,22 @@ mod tests {
         let path = dir.path().join("s.sh");
         std::fs::write(&path, text).unwrap();
         std::fs::create_dir_all("/tmp/with space").unwrap();
-        let out = std::process::Command::new("bash").arg(&path).output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = std::process::Command::new("bash")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     #[test]
     fn shell_commands_see_env_cwd_and_exit_status() {
-        let s = spec(true, &["echo \"$GREETING|$FLOWRUN_JOB_NAME|$FLOWRUN_ATTEMPT|$(pwd)\"; exit 3"]);
+        let s = spec(
+            true,
+            &["echo \"$GREETING|$FLOWRUN_JOB_NAME|$FLOWRUN_ATTEMPT|$(pwd)\"; exit 3"],
+        );
         let (code, out) = run_script(&job_script(&s, false));
         assert_eq!(code, 3);
         assert_eq!(out, "it's, \"x\" $HOME|a's job|2|/tmp/with space\n");

@@ -26,8 +26,16 @@ impl CommandOutput {
     }
     /// A one-line description of a failure, for messages.
     pub fn failure(&self) -> String {
-        let text = if self.stderr.is_empty() { self.stdout.trim() } else { self.stderr.as_str() };
-        let text = text.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" / ");
+        let text = if self.stderr.is_empty() {
+            self.stdout.trim()
+        } else {
+            self.stderr.as_str()
+        };
+        let text = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ");
         if text.is_empty() {
             format!("exit code {}", self.code)
         } else {
@@ -48,7 +56,11 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> CommandOutput {
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            return CommandOutput { code: -1, stdout: String::new(), stderr: format!("cannot run {program}: {e}") };
+            return CommandOutput {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("cannot run {program}: {e}"),
+            };
         }
     };
     // Read both pipes on helper threads so a chatty command cannot block on a full pipe.
@@ -81,9 +93,16 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> CommandOutput {
     let stdout = out_reader.join().unwrap_or_default();
     let mut stderr = err_reader.join().unwrap_or_default().trim().to_string();
     if timed_out {
-        stderr = format!("{program} did not answer within {}s (killed) {stderr}", limit.as_secs());
+        stderr = format!(
+            "{program} did not answer within {}s (killed) {stderr}",
+            limit.as_secs()
+        );
     }
-    CommandOutput { code: status.and_then(|s| s.code()).unwrap_or(-1), stdout, stderr }
+    CommandOutput {
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout,
+        stderr,
+    }
 }
 
 /// Whether a failed Slurm command is worth retrying: the controller or the database is
@@ -154,7 +173,11 @@ pub fn parse_squeue(stdout: &str) -> Vec<QueueRow> {
             let id = parts.next()?.trim();
             let state = parts.next()?.trim();
             let reason = parts.next().unwrap_or("").trim();
-            is_trackable_id(id).then(|| QueueRow { id: id.into(), state: state.into(), reason: reason.into() })
+            is_trackable_id(id).then(|| QueueRow {
+                id: id.into(),
+                state: state.into(),
+                reason: reason.into(),
+            })
         })
         .collect()
 }
@@ -189,7 +212,13 @@ pub fn parse_sacct(stdout: &str) -> Vec<FinalRow> {
             let id = parts.next()?.trim();
             let state = parts.next()?.split_whitespace().next()?.to_string();
             let (exit_code, signal) = parse_exit_code(parts.next()?)?;
-            is_trackable_id(id).then(|| FinalRow { id: id.into(), state, exit_code, signal, reason: String::new() })
+            is_trackable_id(id).then(|| FinalRow {
+                id: id.into(),
+                state,
+                exit_code,
+                signal,
+                reason: String::new(),
+            })
         })
         .collect()
 }
@@ -202,7 +231,8 @@ pub fn parse_scontrol(stdout: &str, job_names: &[String]) -> Vec<FinalRow> {
         .lines()
         .filter_map(|line| {
             let field = |key: &str| {
-                line.split(' ').find_map(|word| word.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                line.split(' ')
+                    .find_map(|word| word.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
             };
             let name = field("JobName")?;
             if !job_names.iter().any(|n| n == name) {
@@ -240,11 +270,10 @@ pub enum StateClass {
 /// state we cannot read.
 pub fn classify(state: &str) -> StateClass {
     match state {
-        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => {
-            StateClass::Queued
-        }
-        "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL"
-        | "PREEMPTED" | "DEADLINE" | "REVOKED" | "SPECIAL_EXIT" => StateClass::Final,
+        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+        | "RESV_DEL_HOLD" => StateClass::Queued,
+        "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL"
+        | "BOOT_FAIL" | "PREEMPTED" | "DEADLINE" | "REVOKED" | "SPECIAL_EXIT" => StateClass::Final,
         _ => StateClass::Running,
     }
 }
@@ -270,7 +299,13 @@ pub enum Outcome {
 /// Maps a final state (plus exit code when known) to an outcome.
 /// `killed_by_us`: flowrun asked Slurm to cancel this job. `log_missing`: the job's output file
 /// does not exist, which with `0:53` means Slurm could not open it.
-pub fn outcome(state: &str, exit: Option<(i32, i32)>, killed_by_us: bool, log_path: &str, log_missing: bool) -> Outcome {
+pub fn outcome(
+    state: &str,
+    exit: Option<(i32, i32)>,
+    killed_by_us: bool,
+    log_path: &str,
+    log_missing: bool,
+) -> Outcome {
     match state {
         "COMPLETED" => Outcome::Exited(0),
         "FAILED" => match exit {
@@ -320,7 +355,10 @@ mod tests {
     fn squeue_rows_keep_members_and_skip_ranges() {
         let text = "5|CANCELLED|None\n7_0|COMPLETED|None\n7_[3-9]|PENDING|Resources\n4|FAILED|JobLaunchFailure\n";
         let rows = parse_squeue(text);
-        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["5", "7_0", "4"]);
+        assert_eq!(
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["5", "7_0", "4"]
+        );
         assert_eq!(rows[2].reason, "JobLaunchFailure");
     }
 
@@ -329,7 +367,16 @@ mod tests {
         let text = "2|FAILED|3:0\n3|FAILED|0:9\n4|FAILED|0:53\n5|CANCELLED by 0|0:0\n7_1|FAILED|1:0\n8_[1-1000]|PENDING|0:0\n";
         let rows = parse_sacct(text);
         assert_eq!(rows.len(), 5);
-        assert_eq!(rows[0], FinalRow { id: "2".into(), state: "FAILED".into(), exit_code: 3, signal: 0, reason: "".into() });
+        assert_eq!(
+            rows[0],
+            FinalRow {
+                id: "2".into(),
+                state: "FAILED".into(),
+                exit_code: 3,
+                signal: 0,
+                reason: "".into()
+            }
+        );
         assert_eq!((rows[2].exit_code, rows[2].signal), (0, 53));
         assert_eq!(rows[3].state, "CANCELLED");
         assert_eq!(rows[4].id, "7_1");
@@ -344,7 +391,10 @@ mod tests {
         let rows = parse_scontrol(text, &["tag".to_string()]);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].id.as_str(), rows[0].exit_code), ("7_1", 1));
-        assert_eq!((rows[1].id.as_str(), rows[1].signal, rows[1].reason.as_str()), ("2", 53, "JobLaunchFailure"));
+        assert_eq!(
+            (rows[1].id.as_str(), rows[1].signal, rows[1].reason.as_str()),
+            ("2", 53, "JobLaunchFailure")
+        );
     }
 
     #[test]
@@ -354,34 +404,75 @@ mod tests {
         assert_eq!(o("FAILED", Some((3, 0)), false), Outcome::Exited(3));
         assert_eq!(o("FAILED", Some((0, 9)), false), Outcome::Signaled(9));
         assert_eq!(o("CANCELLED", None, true), Outcome::Killed);
-        assert_eq!(o("CANCELLED", None, false), Outcome::Failed("cancelled outside flowrun".into(), None));
-        assert_eq!(o("TIMEOUT", Some((0, 0)), false), Outcome::Failed("Slurm time limit".into(), None));
-        assert_eq!(o("OUT_OF_MEMORY", Some((0, 125)), false), Outcome::Failed("Slurm OUT_OF_MEMORY".into(), Some(0)));
-        assert_eq!(o("NODE_FAIL", None, true), Outcome::Failed("Slurm NODE_FAIL".into(), None));
+        assert_eq!(
+            o("CANCELLED", None, false),
+            Outcome::Failed("cancelled outside flowrun".into(), None)
+        );
+        assert_eq!(
+            o("TIMEOUT", Some((0, 0)), false),
+            Outcome::Failed("Slurm time limit".into(), None)
+        );
+        assert_eq!(
+            o("OUT_OF_MEMORY", Some((0, 125)), false),
+            Outcome::Failed("Slurm OUT_OF_MEMORY".into(), Some(0))
+        );
+        assert_eq!(
+            o("NODE_FAIL", None, true),
+            Outcome::Failed("Slurm NODE_FAIL".into(), None)
+        );
         match outcome("FAILED", Some((0, 53)), false, "/x/output.log", true) {
-            Outcome::Failed(why, _) => assert!(why.contains("/x/output.log") && why.contains("0:53"), "{why}"),
+            Outcome::Failed(why, _) => assert!(
+                why.contains("/x/output.log") && why.contains("0:53"),
+                "{why}"
+            ),
             other => panic!("{other:?}"),
         }
         // 0:53 with the log present is an ordinary signal death.
-        assert_eq!(outcome("FAILED", Some((0, 53)), false, "/x", false), Outcome::Signaled(53));
+        assert_eq!(
+            outcome("FAILED", Some((0, 53)), false, "/x", false),
+            Outcome::Signaled(53)
+        );
         for s in ["PENDING", "CONFIGURING", "REQUEUED"] {
             assert_eq!(classify(s), StateClass::Queued);
         }
         for s in ["RUNNING", "COMPLETING", "SUSPENDED", "SOMETHING_NEW"] {
             assert_eq!(classify(s), StateClass::Running);
         }
-        for s in ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "DEADLINE"] {
+        for s in [
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "OUT_OF_MEMORY",
+            "NODE_FAIL",
+            "BOOT_FAIL",
+            "PREEMPTED",
+            "DEADLINE",
+        ] {
             assert_eq!(classify(s), StateClass::Final);
         }
     }
 
     #[test]
     fn transient_failures() {
-        let fail = |code, err: &str| CommandOutput { code, stdout: String::new(), stderr: err.into() };
+        let fail = |code, err: &str| CommandOutput {
+            code,
+            stdout: String::new(),
+            stderr: err.into(),
+        };
         assert!(is_transient(&fail(1, "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")));
-        assert!(is_transient(&fail(1, "slurm_load_jobs error: Socket timed out on send/recv operation")));
-        assert!(!is_transient(&fail(1, "sbatch: error: Batch job submission failed: Invalid partition name specified")));
-        assert!(!is_transient(&fail(255, "sbatch: unrecognized option '--bogus'")));
+        assert!(is_transient(&fail(
+            1,
+            "slurm_load_jobs error: Socket timed out on send/recv operation"
+        )));
+        assert!(!is_transient(&fail(
+            1,
+            "sbatch: error: Batch job submission failed: Invalid partition name specified"
+        )));
+        assert!(!is_transient(&fail(
+            255,
+            "sbatch: unrecognized option '--bogus'"
+        )));
     }
 
     #[test]
@@ -399,8 +490,15 @@ mod tests {
 
     #[test]
     fn run_reports_code_and_output() {
-        let out = run("sh", &["-c".into(), "echo hi; echo oops >&2; exit 4".into()], Duration::from_secs(10));
-        assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (4, "hi\n", "oops"));
+        let out = run(
+            "sh",
+            &["-c".into(), "echo hi; echo oops >&2; exit 4".into()],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr.as_str()),
+            (4, "hi\n", "oops")
+        );
         let out = run("sleep", &["5".into()], Duration::from_millis(100));
         assert_eq!(out.code, -1);
         assert!(is_transient(&out));

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Benchmarks the local backend through `flowrun run`, with xargs as the yardstick measured in
+# the same run. Prints:
+#   1. throughput of N `true` jobs at max_parallel 2 and 8, against `seq N | xargs -P2 -I{} true`;
+#   2. flowrun's own CPU per job (its utime+stime from /proc/<pid>/stat, sampled until it
+#      exits: the jobs' CPU is not counted);
+#   3. flowrun's CPU while 1,000 `sleep` jobs run at once (percent of one core);
+#   4. exit-to-dependent-start latency over a chain of jobs (from results.json: started_at of
+#      job k+1 minus finished_at of job k), median and 90th percentile.
+#
+# Usage: benches/local.sh            (builds nothing; uses target/release/flowrun)
+#   FLOWRUN_BIN=path/to/flowrun  the binary (the local plugin .so must sit beside it)
+#   N=10000 SLEEPERS=1000 CHAIN=300 REPEAT=3
+# Build first: cargo build --release -p flowrun -p flowrun-plugin-local
+# Run it on an otherwise idle machine: the figures are only as quiet as the machine.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${FLOWRUN_BIN:-$ROOT/target/release/flowrun}
+N=${N:-10000}
+SLEEPERS=${SLEEPERS:-1000}
+CHAIN=${CHAIN:-300}
+REPEAT=${REPEAT:-3}
+[ -x "$BIN" ] || { echo "no flowrun binary at $BIN (cargo build --release -p flowrun -p flowrun-plugin-local)" >&2; exit 2; }
+WORK=$(mktemp -d /tmp/flowrun-local-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+TICKS=$(getconf CLK_TCK)
+
+# gen_flow FILE NAME COUNT MAX_PARALLEL CMD [chain]
+gen_flow() {
+    python3 - "$@" <<'EOF'
+import sys
+path, name, count, maxp, cmd = sys.argv[1:6]
+chain = len(sys.argv) > 6
+with open(path, "w") as f:
+    f.write(f'[flow]\nname = "{name}"\n[backends.local]\nkind = "local"\nmax_parallel = {maxp}\n')
+    for i in range(int(count)):
+        f.write(f'[[job]]\nname = "j{i}"\ncmd = {cmd}\n')
+        if chain and i > 0:
+            f.write(f'needs = ["j{i-1}"]\n')
+EOF
+}
+
+# run_flowrun FLOW OUT: runs flowrun, sets WALL (s) and SELF_CPU (s, flowrun's own CPU).
+run_flowrun() {
+    local flow=$1 out=$2 start end pid stat ticks=0
+    start=$(date +%s.%N)
+    XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
+        "$BIN" run "$flow" --out "$out" </dev/null >"$out.stdout" 2>"$out.stderr" &
+    pid=$!
+    # utime+stime of flowrun itself (fields 14 and 15), sampled until it exits; the last
+    # sample misses at most the final 20 ms.
+    while stat=$(cat "/proc/$pid/stat" 2>/dev/null); do
+        set -- ${stat##*) }
+        ticks=$(( ${12} + ${13} ))
+        sleep 0.02
+    done
+    wait "$pid" || true
+    end=$(date +%s.%N)
+    WALL=$(echo "$end - $start" | bc -l)
+    SELF_CPU=$(echo "$ticks / $TICKS" | bc -l)
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "# flowrun local backend benchmark: $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# binary: $BIN"
+
+# 1 + 2: throughput and host CPU per job.
+for P in 2 8; do
+    gen_flow "$WORK/true$P.toml" "true$P" "$N" "$P" '"true"'
+done
+for rep in $(seq "$REPEAT"); do
+    for P in 2 8; do
+        rm -rf "$WORK/out$P"
+        run_flowrun "$WORK/true$P.toml" "$WORK/out$P"
+        passed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['counts']['passed'])" "$WORK/out$P/results.json")
+        printf 'flowrun P=%s: %s jobs (%s passed) in %.2f s = %.0f jobs/s; host CPU %.3f s = %.3f ms/job\n' \
+            "$P" "$N" "$passed" "$WALL" "$(echo "$N / $WALL" | bc -l)" "$SELF_CPU" "$(echo "$SELF_CPU * 1000 / $N" | bc -l)"
+        echo "$P $(echo "$N / $WALL" | bc -l) $(echo "$SELF_CPU * 1000 / $N" | bc -l)" >>"$WORK/flowrun.txt"
+    done
+    for P in 2 8; do
+        start=$(date +%s.%N)
+        seq "$N" | xargs -P"$P" -I{} true
+        end=$(date +%s.%N)
+        rate=$(echo "$N / ($end - $start)" | bc -l)
+        printf 'xargs   P=%s: %s jobs in %.2f s = %.0f jobs/s\n' "$P" "$N" "$(echo "$end - $start" | bc -l)" "$rate"
+        echo "$P $rate" >>"$WORK/xargs.txt"
+    done
+done
+for P in 2 8; do
+    f=$(awk -v p="$P" '$1==p {print $2}' "$WORK/flowrun.txt" | median)
+    c=$(awk -v p="$P" '$1==p {print $3}' "$WORK/flowrun.txt" | median)
+    x=$(awk -v p="$P" '$1==p {print $2}' "$WORK/xargs.txt" | median)
+    printf 'SUMMARY P=%s (median of %s): flowrun %.0f jobs/s, xargs -P%s %.0f jobs/s, ratio %.2f; host CPU %.3f ms/job\n' \
+        "$P" "$REPEAT" "$f" "$P" "$x" "$(echo "$f / $x" | bc -l)" "$c"
+done
+x2=$(awk '$1==2 {print $2}' "$WORK/xargs.txt" | median)
+f8=$(awk '$1==8 {print $2}' "$WORK/flowrun.txt" | median)
+printf 'SUMMARY flowrun P=8 vs xargs -P2: ratio %.2f\n' "$(echo "$f8 / $x2" | bc -l)"
+
+# 3: idle CPU while SLEEPERS jobs sleep at once.
+DUR=6
+MARK="$DUR.000$$"
+gen_flow "$WORK/sleep.toml" sleep "$SLEEPERS" 0 "\"sleep $MARK\""
+XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
+    "$BIN" run "$WORK/sleep.toml" --out "$WORK/outsleep" </dev/null >/dev/null 2>&1 &
+pid=$!
+deadline=$((SECONDS + 30))
+while [ "$(pgrep -c -f "sleep $MARK" || true)" -lt "$SLEEPERS" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "the $SLEEPERS sleepers never all ran" >&2; break; }
+    sleep 0.05
+done
+sleep 0.5
+read_ticks() { local s; s=$(cat "/proc/$pid/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }
+t0=$(read_ticks); s0=$(date +%s.%N)
+sleep 3
+t1=$(read_ticks); s1=$(date +%s.%N)
+printf 'SUMMARY %s sleeping jobs: flowrun used %.2f%% of a core (%s ticks in %.2f s)\n' \
+    "$SLEEPERS" "$(echo "($t1 - $t0) / $TICKS * 100 / ($s1 - $s0)" | bc -l)" "$((t1 - t0))" "$(echo "$s1 - $s0" | bc -l)"
+wait "$pid" || true
+
+# 4: exit-to-dependent-start latency.
+gen_flow "$WORK/chain.toml" chain "$CHAIN" 1 '"true"' chain
+run_flowrun "$WORK/chain.toml" "$WORK/outchain"
+python3 - "$WORK/outchain/results.json" <<'EOF'
+import json, sys
+from datetime import datetime
+jobs = {j["name"]: j for j in json.load(open(sys.argv[1]))["jobs"]}
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+gaps = sorted(
+    (t(jobs[f"j{k+1}"]["started_at"]) - t(jobs[f"j{k}"]["finished_at"])) * 1e3
+    for k in range(len(jobs) - 1)
+)
+print(f"SUMMARY exit-to-dependent-start over {len(gaps)} links: median {gaps[len(gaps)//2]:.3f} ms, "
+      f"p90 {gaps[int(len(gaps)*0.9)]:.3f} ms, max {gaps[-1]:.3f} ms")
+EOF
