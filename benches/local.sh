@@ -2,8 +2,8 @@
 # Benchmarks the local backend through `flowrun run`, with xargs as the yardstick measured in
 # the same run. Prints:
 #   1. throughput of N `true` jobs at max_parallel 2 and 8, against `seq N | xargs -P2 -I{} true`;
-#   2. flowrun's own CPU per job (its utime+stime from /proc/<pid>/stat, sampled until it
-#      exits: the jobs' CPU is not counted);
+#   2. flowrun's own CPU per job (the on-CPU time of its threads from
+#      /proc/<pid>/task/*/schedstat, sampled until it exits: the jobs' CPU is not counted);
 #   3. flowrun's CPU while 1,000 `sleep` jobs run at once (percent of one core);
 #   4. exit-to-dependent-start latency over a chain of jobs (from results.json: started_at of
 #      job k+1 minus finished_at of job k), median and 90th percentile.
@@ -22,9 +22,10 @@ SLEEPERS=${SLEEPERS:-1000}
 CHAIN=${CHAIN:-300}
 REPEAT=${REPEAT:-3}
 [ -x "$BIN" ] || { echo "no flowrun binary at $BIN (cargo build --release -p flowrun -p flowrun-plugin-local)" >&2; exit 2; }
-WORK=$(mktemp -d /tmp/flowrun-local-bench.XXXXXX)
+# Output on the filesystem under test (BENCH_DIR, default /tmp). Every run writes a fresh
+# directory: creating files where many were just deleted is much slower on ext4.
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/flowrun-local-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-TICKS=$(getconf CLK_TCK)
 
 # gen_flow FILE NAME COUNT MAX_PARALLEL CMD [chain]
 gen_flow() {
@@ -41,24 +42,36 @@ with open(path, "w") as f:
 EOF
 }
 
-# run_flowrun FLOW OUT: runs flowrun, sets WALL (s) and SELF_CPU (s, flowrun's own CPU).
+# cpu_ns PID: sets NS to the on-CPU nanoseconds of every thread of PID (exact, from
+# schedstat); returns 1 once PID is gone. No subshell: the sampler must stay cheap.
+cpu_ns() {
+    local total=0 t v
+    [ -d "/proc/$1" ] || return 1
+    for t in /proc/$1/task/*/schedstat; do
+        { read -r v _ <"$t"; } 2>/dev/null || continue
+        total=$((total + v))
+    done
+    NS=$total
+}
+
+# run_flowrun FLOW OUT: runs flowrun, sets WALL (s) and SELF_CPU (s, flowrun's own CPU: the
+# jobs' CPU is not included). Sampled every 50 ms until it exits, so the last ~50 ms of
+# flowrun's life (writing results.json) are missed: an underestimate by at most that.
 run_flowrun() {
-    local flow=$1 out=$2 start end pid stat ticks=0
+    local flow=$1 out=$2 start end pid last=0
     start=$(date +%s.%N)
     XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
         "$BIN" run "$flow" --out "$out" </dev/null >"$out.stdout" 2>"$out.stderr" &
     pid=$!
-    # utime+stime of flowrun itself (fields 14 and 15), sampled until it exits; the last
-    # sample misses at most the final 20 ms.
-    while stat=$(cat "/proc/$pid/stat" 2>/dev/null); do
-        set -- ${stat##*) }
-        ticks=$(( ${12} + ${13} ))
-        sleep 0.02
+    while cpu_ns "$pid"; do
+        # The maximum: threads that exit during shutdown drop out of the sum.
+        [ "$NS" -gt "$last" ] && last=$NS
+        sleep 0.05
     done
     wait "$pid" || true
     end=$(date +%s.%N)
     WALL=$(echo "$end - $start" | bc -l)
-    SELF_CPU=$(echo "$ticks / $TICKS" | bc -l)
+    SELF_CPU=$(echo "$last / 1000000000" | bc -l)
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -68,13 +81,13 @@ echo "# binary: $BIN"
 
 # 1 + 2: throughput and host CPU per job.
 for P in 2 8; do
-    gen_flow "$WORK/true$P.toml" "true$P" "$N" "$P" '"true"'
+    # argv form, like xargs: `true` is exec'd directly (a string would add a /bin/sh exec).
+    gen_flow "$WORK/true$P.toml" "true$P" "$N" "$P" '["true"]'
 done
 for rep in $(seq "$REPEAT"); do
     for P in 2 8; do
-        rm -rf "$WORK/out$P"
-        run_flowrun "$WORK/true$P.toml" "$WORK/out$P"
-        passed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['counts']['passed'])" "$WORK/out$P/results.json")
+        run_flowrun "$WORK/true$P.toml" "$WORK/out$P-$rep"
+        passed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['counts']['passed'])" "$WORK/out$P-$rep/results.json")
         printf 'flowrun P=%s: %s jobs (%s passed) in %.2f s = %.0f jobs/s; host CPU %.3f s = %.3f ms/job\n' \
             "$P" "$N" "$passed" "$WALL" "$(echo "$N / $WALL" | bc -l)" "$SELF_CPU" "$(echo "$SELF_CPU * 1000 / $N" | bc -l)"
         echo "$P $(echo "$N / $WALL" | bc -l) $(echo "$SELF_CPU * 1000 / $N" | bc -l)" >>"$WORK/flowrun.txt"
@@ -100,9 +113,9 @@ f8=$(awk '$1==8 {print $2}' "$WORK/flowrun.txt" | median)
 printf 'SUMMARY flowrun P=8 vs xargs -P2: ratio %.2f\n' "$(echo "$f8 / $x2" | bc -l)"
 
 # 3: idle CPU while SLEEPERS jobs sleep at once.
-DUR=6
+DUR=8
 MARK="$DUR.000$$"
-gen_flow "$WORK/sleep.toml" sleep "$SLEEPERS" 0 "\"sleep $MARK\""
+gen_flow "$WORK/sleep.toml" sleep "$SLEEPERS" "$SLEEPERS" "\"sleep $MARK\""
 XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
     "$BIN" run "$WORK/sleep.toml" --out "$WORK/outsleep" </dev/null >/dev/null 2>&1 &
 pid=$!
@@ -111,17 +124,16 @@ while [ "$(pgrep -c -f "sleep $MARK" || true)" -lt "$SLEEPERS" ]; do
     [ $SECONDS -lt $deadline ] || { echo "the $SLEEPERS sleepers never all ran" >&2; break; }
     sleep 0.05
 done
-sleep 0.5
-read_ticks() { local s; s=$(cat "/proc/$pid/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }
-t0=$(read_ticks); s0=$(date +%s.%N)
+sleep 1.5 # let the host finish processing the STARTED events
+cpu_ns "$pid"; t0=$NS; s0=$(date +%s.%N)
 sleep 3
-t1=$(read_ticks); s1=$(date +%s.%N)
-printf 'SUMMARY %s sleeping jobs: flowrun used %.2f%% of a core (%s ticks in %.2f s)\n' \
-    "$SLEEPERS" "$(echo "($t1 - $t0) / $TICKS * 100 / ($s1 - $s0)" | bc -l)" "$((t1 - t0))" "$(echo "$s1 - $s0" | bc -l)"
+cpu_ns "$pid"; t1=$NS; s1=$(date +%s.%N)
+printf 'SUMMARY %s sleeping jobs: flowrun used %.3f%% of a core (%.2f ms of CPU in %.2f s)\n' \
+    "$SLEEPERS" "$(echo "($t1 - $t0) / 10000000 / ($s1 - $s0)" | bc -l)" "$(echo "($t1 - $t0) / 1000000" | bc -l)" "$(echo "$s1 - $s0" | bc -l)"
 wait "$pid" || true
 
 # 4: exit-to-dependent-start latency.
-gen_flow "$WORK/chain.toml" chain "$CHAIN" 1 '"true"' chain
+gen_flow "$WORK/chain.toml" chain "$CHAIN" 1 '["true"]' chain
 run_flowrun "$WORK/chain.toml" "$WORK/outchain"
 python3 - "$WORK/outchain/results.json" <<'EOF'
 import json, sys

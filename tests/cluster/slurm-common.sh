@@ -17,6 +17,19 @@ LOG="$PREFIX/log"
 DB_DATA="$PREFIX/mysql"
 DB_RUN="$PREFIX/mysql-run"   # owned by the mysql user: socket, pid file, error log
 
+# Closes every file descriptor above 2 that the caller passed down. The daemons started here
+# outlive this script, and would otherwise keep them open: a caller's lock file (for example
+# `flock LOCK tests/cluster/slurm-up`) would stay locked until the cluster stops.
+close_inherited_fds() {
+    local fd
+    for fd in "/proc/$$/fd"/*; do
+        fd=${fd##*/}
+        if [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2)); then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
+}
+
 log() { echo "[$(date +%H:%M:%S)] $(basename "$0"): $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 

@@ -4,6 +4,7 @@
 
 mod abi_compat;
 mod plugins;
+mod scheduling;
 mod slurm;
 mod local;
 mod example;

@@ -2,7 +2,7 @@
 //! expansion, dependency resolution and graph checks.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{hash_map::Entry, HashMap, HashSet},
     hash::{BuildHasherDefault, Hasher},
     path::{Path, PathBuf},
     sync::Arc,
@@ -485,29 +485,33 @@ pub(super) fn load(
     let mut names: NameMap<'_> = HashMap::with_capacity_and_hasher(jobs.len(), Default::default());
     let mut duplicates = 0usize;
     for (i, job) in jobs.iter().enumerate() {
-        if let Some(&first) = names.get(job.name.as_str()) {
-            duplicates += 1;
-            if duplicates <= MAX_REPEATED {
-                let first = &jobs[first as usize];
-                let help = if first.location == job.location {
-                    "the matrix produces this name more than once: check for repeated values"
-                        .to_string()
-                } else {
-                    format!(
-                        "the first job with this name is at {}; rename one of them",
-                        fmt_location(&first.location)
-                    )
-                };
-                diags.push(
-                    Diagnostic::at(
-                        job.location.clone(),
-                        format!("duplicate job name `{}`", job.name),
-                    )
-                    .with_help(help),
-                );
+        // One hash and probe per name.
+        let first = match names.entry(job.name.as_str()) {
+            Entry::Occupied(first) => *first.get(),
+            Entry::Vacant(slot) => {
+                slot.insert(i as u32);
+                continue;
             }
-        } else {
-            names.insert(&job.name, i as u32);
+        };
+        duplicates += 1;
+        if duplicates <= MAX_REPEATED {
+            let first = &jobs[first as usize];
+            let help = if first.location == job.location {
+                "the matrix produces this name more than once: check for repeated values"
+                    .to_string()
+            } else {
+                format!(
+                    "the first job with this name is at {}; rename one of them",
+                    fmt_location(&first.location)
+                )
+            };
+            diags.push(
+                Diagnostic::at(
+                    job.location.clone(),
+                    format!("duplicate job name `{}`", job.name),
+                )
+                .with_help(help),
+            );
         }
     }
     if duplicates > MAX_REPEATED {

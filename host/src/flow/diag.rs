@@ -92,6 +92,11 @@ impl<'s> SourceMap<'s> {
         }
     }
 
+    /// The file's text.
+    pub(super) fn text(&self) -> &'s str {
+        self.text
+    }
+
     /// The location of byte `offset` (clamped to the text); columns count characters.
     pub(super) fn location(&self, offset: usize) -> Location {
         let mut offset = offset.min(self.text.len());

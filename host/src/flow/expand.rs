@@ -34,11 +34,22 @@ pub(super) enum TemplateError {
 
 impl Template {
     /// Parses `text` against the matrix variables `vars`.
+    #[cfg(test)]
     pub(super) fn parse(text: &str, vars: &[String]) -> Result<Template, TemplateError> {
+        Self::parse_at(text, vars).map_err(|(e, _)| e)
+    }
+
+    /// Parses `text` against the matrix variables `vars`; an error comes with the byte offset
+    /// of the offending brace in `text`.
+    pub(super) fn parse_at(
+        text: &str,
+        vars: &[String],
+    ) -> Result<Template, (TemplateError, usize)> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut rest = text;
         while let Some(i) = rest.find(['{', '}']) {
+            let at = text.len() - rest.len() + i;
             lit.push_str(&rest[..i]);
             let brace = rest.as_bytes()[i];
             let after = &rest[i + 1..];
@@ -48,20 +59,20 @@ impl Template {
                 continue;
             }
             if brace == b'}' {
-                return Err(TemplateError::UnmatchedClose);
+                return Err((TemplateError::UnmatchedClose, at));
             }
             let Some(end) = after.find(['}', '{']) else {
-                return Err(TemplateError::Unclosed);
+                return Err((TemplateError::Unclosed, at));
             };
             if after.as_bytes()[end] == b'{' {
-                return Err(TemplateError::Unclosed);
+                return Err((TemplateError::Unclosed, at));
             }
             let name = &after[..end];
             if !is_var_name(name) {
-                return Err(TemplateError::BadVarName(name.to_string()));
+                return Err((TemplateError::BadVarName(name.to_string()), at));
             }
             let Some(index) = vars.iter().position(|v| v == name) else {
-                return Err(TemplateError::UnknownVar(name.to_string()));
+                return Err((TemplateError::UnknownVar(name.to_string()), at));
             };
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));

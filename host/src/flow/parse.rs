@@ -329,9 +329,9 @@ impl Ctx<'_> {
         span: Range<usize>,
         matrix: &Matrix,
     ) -> Option<Template> {
-        match Template::parse(text, &matrix.vars) {
+        match Template::parse_at(text, &matrix.vars) {
             Ok(t) => Some(t),
-            Err(e) => {
+            Err((e, offset)) => {
                 let braces = "write `{{` and `}}` for literal braces".to_string();
                 let (message, help) = match e {
                     TemplateError::UnknownVar(var) => {
@@ -359,9 +359,30 @@ impl Ctx<'_> {
                         format!("variable names are letters, digits, `_` and `-`; {braces}"),
                     ),
                 };
+                let span = self.inner_span(span, text, offset);
                 self.error(span, message, Some(help));
                 None
             }
+        }
+    }
+
+    /// The span of byte `offset` of the string `value` written at `span`, when the string is
+    /// written without escapes (else the string's own span).
+    fn inner_span(&self, span: Range<usize>, value: &str, offset: usize) -> Range<usize> {
+        let raw = self.map.text().get(span.clone()).unwrap_or("");
+        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        if raw.len() >= 2 * quote
+            && raw.starts_with(['"', '\''])
+            && &raw[quote..raw.len() - quote] == value
+        {
+            let start = span.start + quote + offset;
+            start..start + 1
+        } else {
+            span
         }
     }
 }
@@ -778,7 +799,19 @@ fn compile_patterns(
                     }
                 }
                 Err(e) => {
-                    ctx.error(span.clone(), format!("invalid regex in `{key}`: {}", describe_regex_error(source, &e)), Some("patterns use the syntax of the Rust `regex` crate and match one line at a time".into()));
+                    let (message, position) = describe_regex_error(source, &e);
+                    // Point at the offending character when the string has no escapes.
+                    let at = position.and_then(|p| source.char_indices().nth(p - 1));
+                    let span = match at {
+                        Some((offset, _)) => ctx.inner_span(span.clone(), source, offset),
+                        None => span.clone(),
+                    };
+                    let help = "patterns use the syntax of the Rust `regex` crate and match one line at a time";
+                    ctx.error(
+                        span,
+                        format!("invalid regex in `{key}`: {message}"),
+                        Some(help.into()),
+                    );
                     ok = false;
                 }
             }
@@ -809,7 +842,8 @@ fn compile_patterns(
 }
 
 /// "`PATTERN`: unclosed group (at character 5)" from a regex error.
-pub(super) fn describe_regex_error(source: &str, e: &regex::Error) -> String {
+/// Also returns the 1-based character position of the error in the pattern, when known.
+pub(super) fn describe_regex_error(source: &str, e: &regex::Error) -> (String, Option<usize>) {
     let text = e.to_string();
     let lines: Vec<&str> = text.lines().collect();
     let reason = lines
@@ -829,11 +863,12 @@ pub(super) fn describe_regex_error(source: &str, e: &regex::Error) -> String {
             None
         }
     });
-    match (reason, position) {
+    let message = match (reason, position) {
         (Some(r), Some(p)) => format!("`{source}`: {r} (at character {p})"),
         (Some(r), None) => format!("`{source}`: {r}"),
         _ => format!("`{source}`: {}", text.trim()),
-    }
+    };
+    (message, position)
 }
 
 fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Option<RawJob> {
@@ -850,7 +885,7 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
     let mut job = RawJob {
         name_location: location.clone(),
         location,
-        name: Template::parse("", &[]).ok()?,
+        name: Template::parse_at("", &[]).ok()?,
         matrix: Matrix::default(),
         cmd: RawCmd::Argv(Vec::new()),
         cwd: None,

@@ -618,7 +618,8 @@ backend = "bgi"
 fn invalid_regex_names_pattern_and_position() {
     let diags = errors("[[job]]\nname = \"a\"\ncmd = \"x\"\npass_patterns = [\"ok\"]\nfail_patterns = [\"^UVM_(ERROR\"]\n");
     let d = find(&diags, "invalid regex in `fail_patterns`");
-    assert_eq!(at(d), (5, 18));
+    // Points at the `(` inside the string.
+    assert_eq!(at(d), (5, 24));
     assert!(d.message.contains("`^UVM_(ERROR`"), "{d}");
     assert!(d.message.contains("unclosed group (at character 6)"), "{d}");
 }
@@ -694,7 +695,8 @@ fn matrix_misuse() {
     find(&d, "`matrix` is empty");
     let diags = errors("[[job]]\nname = \"s{test}\"\nmatrix = { test = [1] }\ncmd = \"run {tset}\"\nenv = { X = \"{nope}\" }\n");
     let d = find(&diags, "unknown variable `{tset}` in `cmd`");
-    assert_eq!(at(d), (4, 7));
+    // Points at the `{` inside the string.
+    assert_eq!(at(d), (4, 12));
     assert!(
         d.help
             .as_ref()
@@ -1053,4 +1055,14 @@ fn observers_merge_into_the_flow() {
     // For observers, every key but `kind` is configuration.
     assert!(flow.observers[1].config_toml.contains("max_parallel = 3"));
     assert!(flow.jobs.is_empty());
+}
+
+#[test]
+fn positions_inside_strings_fall_back_to_the_string_with_escapes() {
+    let diags = errors("[[job]]\nname = \"a\"\ncmd = \"a\\tb {x}\"\n");
+    assert_eq!(at(find(&diags, "unknown variable `{x}`")), (3, 7));
+    let diags = errors("[[job]]\nname = \"a\"\ncmd = 'ab {x}'\n");
+    assert_eq!(at(find(&diags, "unknown variable `{x}`")), (3, 11));
+    let diags = errors("[[job]]\nname = \"a\"\ncmd = \"\"\"ab }\"\"\"\n");
+    assert_eq!(at(find(&diags, "unmatched `}`")), (3, 13));
 }

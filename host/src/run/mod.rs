@@ -2,10 +2,10 @@
 //! rule; it carries the core's actions to the backends, the backends' events (and signals,
 //! timers, log verdicts) back to the core, and keeps what results.json and the observers need.
 //!
-//! Threads: the loop itself runs on a current-thread tokio runtime. Each backend instance gets
-//! a driver thread that makes the (blocking-allowed, normally prompt) plugin calls, so that a
-//! slow plugin never stalls scheduling. Log scans run on tokio's blocking pool. Each plugin
-//! observer has its own thread (see `crate::observe`).
+//! Threads: the loop itself runs on a current-thread tokio runtime and calls backends' submit
+//! and kill inline (they return promptly by contract; see `driver`). Backends report from
+//! their own threads through a channel into the loop. Log scans run on tokio's blocking pool.
+//! Each plugin observer has its own thread (see `crate::observe`). Shutdowns run on threads.
 
 mod display;
 mod driver;
@@ -32,7 +32,7 @@ use crate::{
     sched::{self, Action, Input, Interrupt, JobIx, Outcome, SchedSpec, Scheduler, SchedulerApi, Status},
 };
 use display::{Counts, Display};
-use driver::{BackendDriver, DriverMsg};
+use driver::BackendDriver;
 use records::{now_us, FailMatch, JobRecord};
 
 /// Options of `flowrun run`.
@@ -60,7 +60,6 @@ pub struct RunReport {
 /// Messages into the loop.
 pub(crate) enum LoopMsg {
     Event(BackendEvent),
-    Answers(Vec<(JobIx, SubmitReply)>),
     Judged(JobIx, Outcome, Option<Box<FailMatch>>),
 }
 
@@ -149,7 +148,7 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
         });
         match made {
             Ok(backend) => {
-                let d = BackendDriver::start(inst.name.clone(), Arc::from(backend), tx.clone());
+                let d = BackendDriver::new(inst.name.clone(), Arc::from(backend));
                 created.push(d.clone());
                 drivers.push(Some(d));
             }
@@ -190,16 +189,32 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
     }
 
     let mut state = RunState::new(flow, out, drivers, hub, opts);
-    let report = runtime.block_on(state.drive(rx, signals));
-    shutdown_all(&created);
-    state.finish(report)
+    let end = runtime.block_on(state.drive(rx, signals));
+    match end {
+        DriveEnd::Done => shutdown_all(&created),
+        // A second signal: give the backends a moment to kill what still runs (their
+        // shutdown kills without grace), then go, whatever they say.
+        DriveEnd::Abandoned => shutdown_bounded(&created, ABANDON_WAIT),
+    }
+    state.finish(end)
 }
+
+/// How long a second signal waits for backends to kill what still runs.
+const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn shutdown_all(drivers: &[BackendDriver]) {
     // Every backend shuts down at once, each on its own thread: shutdown may block.
     let handles: Vec<_> = drivers.iter().map(|d| d.shutdown()).collect();
     for h in handles {
         let _ = h.join();
+    }
+}
+
+fn shutdown_bounded(drivers: &[BackendDriver], wait: std::time::Duration) {
+    let handles: Vec<_> = drivers.iter().map(|d| d.shutdown()).collect();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -241,6 +256,10 @@ struct RunState {
     started_us: i64,
     tx: Option<UnboundedSender<LoopMsg>>,
     pending_events: Vec<RunEvent>,
+    /// Jobs the core asked to submit that have not been handed over yet: submissions go out in
+    /// bounded slices, with the backends' events drained in between, so memory stays bounded
+    /// however many jobs become ready at once.
+    pending_submits: std::collections::VecDeque<(usize, Vec<JobIx>)>,
 }
 
 impl RunState {
@@ -297,6 +316,7 @@ impl RunState {
             started_us: now_us(),
             tx: None,
             pending_events: Vec::new(),
+            pending_submits: std::collections::VecDeque::new(),
             flow,
         }
     }
@@ -347,6 +367,8 @@ impl RunState {
                     self.sched.handle(Input::Tick, Instant::now());
                 }
                 _ = tick.tick() => self.display.refresh(&self.counts),
+                // Queued submissions go out once the events above are drained.
+                _ = std::future::ready(()), if !self.pending_submits.is_empty() => {}
             }
             self.apply_actions();
         }
@@ -375,7 +397,15 @@ impl RunState {
     fn on_message(&mut self, msg: LoopMsg) {
         let now = Instant::now();
         match msg {
-            LoopMsg::Answers(answers) => {
+            LoopMsg::Event(event) => self.on_backend_event(event, now),
+            LoopMsg::Judged(job, outcome, fail) => {
+                self.records[job as usize].fail = fail;
+                self.sched.handle(Input::Finished(job, outcome), now);
+            }
+        }
+    }
+
+    fn on_answers(&mut self, answers: impl IntoIterator<Item = (JobIx, SubmitReply)>, now: Instant) {
                 for (job, reply) in answers {
                     let j = job as usize;
                     if self.answered[j] {
@@ -396,13 +426,6 @@ impl RunState {
                     };
                     self.sched.handle(input, now);
                 }
-            }
-            LoopMsg::Event(event) => self.on_backend_event(event, now),
-            LoopMsg::Judged(job, outcome, fail) => {
-                self.records[job as usize].fail = fail;
-                self.sched.handle(Input::Finished(job, outcome), now);
-            }
-        }
     }
 
     /// Feeds the acceptance a backend event implies when the event overtook the answer.
@@ -494,27 +517,47 @@ impl RunState {
         }
     }
 
+    /// Carries out the core's actions and hands over one slice of the queued submissions; the
+    /// loop comes back for the next slice once the backends' events are drained.
     fn apply_actions(&mut self) {
-        for action in self.sched.drain_actions() {
-            match action {
-                Action::Submit(b, jobs) => {
-                    let requests: Vec<JobRequest> = jobs.iter().map(|&j| self.request(j, b as usize)).collect();
-                    if let Some(d) = &self.drivers[b as usize] {
-                        d.send(DriverMsg::Submit(requests));
-                    }
-                }
-                Action::Kill(b, jobs) => {
-                    if let Some(d) = &self.drivers[b as usize] {
-                        d.send(DriverMsg::Kill(jobs));
-                    }
-                }
-                Action::Status { job, old, new, reason } => self.on_status(job, old, new, reason),
-            }
+        self.carry_out(); // may queue submissions
+        if self.submit_slice() {
+            self.carry_out(); // what the answers changed (rejections free slots, ...)
         }
         if !self.pending_events.is_empty() {
             let events = std::mem::take(&mut self.pending_events);
             self.hub.publish(events);
         }
+    }
+
+    fn carry_out(&mut self) {
+        for action in self.sched.drain_actions() {
+            match action {
+                Action::Submit(b, jobs) => self.pending_submits.push_back((b as usize, jobs)),
+                Action::Kill(b, jobs) => {
+                    if let Some(d) = &self.drivers[b as usize] {
+                        d.kill(&jobs);
+                    }
+                }
+                Action::Status { job, old, new, reason } => self.on_status(job, old, new, reason),
+            }
+        }
+    }
+
+    /// Hands one slice of the oldest queued submission to its backend. Returns whether it did.
+    fn submit_slice(&mut self) -> bool {
+        let Some((b, mut jobs)) = self.pending_submits.pop_front() else { return false };
+        let Some(driver) = self.drivers[b].clone() else { return false };
+        let limit = driver.batch_limit();
+        if jobs.len() > limit {
+            let rest = jobs.split_off(limit);
+            self.pending_submits.push_front((b, rest));
+        }
+        let requests: Vec<JobRequest> = jobs.iter().map(|&j| self.request(j, b)).collect();
+        let replies = driver.submit(requests);
+        let now = Instant::now();
+        self.on_answers(jobs.into_iter().zip(replies), now);
+        true
     }
 
     fn on_status(&mut self, job: JobIx, old: Status, new: Status, reason: String) {
@@ -665,6 +708,9 @@ impl RunState {
             None if failures.is_empty() => EXIT_PASSED,
             None => EXIT_JOBS_FAILED,
         };
+        // A million-job run holds hundreds of megabytes of small allocations; freeing them one
+        // by one just before the process exits takes longer than the scheduling did.
+        std::mem::forget(self);
         Ok(RunReport { exit_code, results })
     }
 }

@@ -18,12 +18,70 @@ pub fn now_us() -> i64 {
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-22T21:54:41.123456Z`.
 pub fn rfc3339_us(us: i64) -> String {
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000) else {
-        return String::new();
-    };
-    let (y, mo, d) = (t.year(), t.month() as u8, t.day());
-    let (h, mi, s, micro) = (t.hour(), t.minute(), t.second(), t.microsecond());
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micro:06}Z")
+    let mut buf = [0u8; TS_LEN];
+    Timestamps::default().format(us, &mut buf).to_string()
+}
+
+const TS_LEN: usize = "2026-11-22T21:54:41.123456Z".len();
+
+/// Formats many timestamps fast: a results.json of a million jobs holds three million of them,
+/// and they fall into few distinct seconds, so the calendar part (done by the `time` crate) is
+/// computed once per second and only the microseconds are formatted per call.
+#[derive(Default)]
+pub struct Timestamps {
+    /// A few recent seconds: a job's queued, started and finished times alternate between
+    /// the run's start and the moment it ran.
+    cached: [std::cell::Cell<Option<(i64, [u8; 20])>>; 4],
+}
+
+impl Timestamps {
+    /// Formats `us` (µs since the epoch) into `buf`.
+    pub fn format<'b>(&self, us: i64, buf: &'b mut [u8; TS_LEN]) -> &'b str {
+        let (secs, micros) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+        let slot = &self.cached[secs.rem_euclid(4) as usize];
+        let prefix = match slot.get() {
+            Some((s, p)) if s == secs => p,
+            _ => {
+                let mut p = [b'0'; 20];
+                if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) {
+                    let text = format!(
+                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                        t.year(),
+                        t.month() as u8,
+                        t.day(),
+                        t.hour(),
+                        t.minute(),
+                        t.second()
+                    );
+                    p.copy_from_slice(&text.as_bytes()[..20]);
+                }
+                slot.set(Some((secs, p)));
+                p
+            }
+        };
+        buf[..20].copy_from_slice(&prefix);
+        let mut m = micros;
+        for i in (20..26).rev() {
+            buf[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        buf[26] = b'Z';
+        std::str::from_utf8(buf).expect("ASCII")
+    }
+}
+
+/// A timestamp field of results.json: null when it never happened.
+struct Ts<'a>(i64, &'a Timestamps);
+
+impl Serialize for Ts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 > 0 {
+            let mut buf = [0u8; TS_LEN];
+            s.serialize_str(self.1.format(self.0, &mut buf))
+        } else {
+            s.serialize_none()
+        }
+    }
 }
 
 /// A fail-pattern match.
@@ -71,9 +129,9 @@ struct JobOut<'a> {
     reason: &'a str,
     backend: &'a str,
     exit_code: Option<i32>,
-    queued_at: Option<String>,
-    started_at: Option<String>,
-    finished_at: Option<String>,
+    queued_at: Ts<'a>,
+    started_at: Ts<'a>,
+    finished_at: Ts<'a>,
     duration_s: Option<f64>,
     log: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,7 +188,8 @@ pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<Pa
         }
     }
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-    let ts = |us: i64| (us > 0).then(|| rfc3339_us(us));
+    let stamps = Timestamps::default();
+    let ts = |us: i64| Ts(us, &stamps);
     write!(
         w,
         "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"counts\": {},\n  \"jobs\": [",

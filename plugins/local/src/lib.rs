@@ -1,9 +1,10 @@
 //! flowrun's `local` backend: runs each job as a process tree on this machine.
 //!
 //! How it works (details in README.md):
-//! - `submit` spawns each job right away on the calling thread with `posix_spawn` (new session,
-//!   cwd, stdout/stderr straight into the log file), after writing `cmd.sh`, and places it in a
-//!   per-job cgroup v2 when available. The job is then watched through a pidfd.
+//! - `submit` spawns each job right away on the calling thread (`spawn::spawn`: a vfork-style
+//!   clone that sets up a new session, the cwd, stdout/stderr straight into the log file and,
+//!   when available, the job's cgroup v2, then execs), after writing `cmd.sh`. The job is then
+//!   watched through a pidfd.
 //! - One reaper thread per backend waits in `epoll_wait` on every job's pidfd plus an eventfd
 //!   (wake-ups) with a timeout equal to the next kill deadline: completion is reported the
 //!   moment a process exits, and nothing polls. It reaps with `waitpid(pid)`, never
@@ -60,7 +61,7 @@ flowrun_plugin_api::register_backend!(
 /// anyway (a process stuck in uninterruptible sleep cannot die).
 const GIVE_UP_AFTER_SIGKILL: Duration = Duration::from_secs(5);
 /// First and longest delay between checks of a tree whose leader has exited but whose other
-/// processes have not yet (only after a kill; the normal path is event-driven).
+/// processes are still dying after a signal (the normal path is event-driven).
 const FIRST_RECHECK: Duration = Duration::from_millis(2);
 const LONGEST_RECHECK: Duration = Duration::from_millis(100);
 /// The child's stack between clone and exec: it only makes a few libc calls, but execve of a
@@ -89,11 +90,11 @@ struct Job {
     id: JobId,
     /// The leader's pid, also its process group and session id.
     pid: libc::pid_t,
-    /// Open while the leader runs; closing it removes it from the epoll set.
+    /// Open and in the epoll set while the leader runs.
     pidfd: Option<OwnedFd>,
     /// The `FLOWRUN_JOB_TAG` value.
     tag: String,
-    /// The job's cgroup, while it exists.
+    /// The job's cgroup, until it is seen empty (and returned to the pool).
     cgroup: Option<PathBuf>,
     leader_end: Option<LeaderEnd>,
     /// The host asked for the kill: the job ends KILLED.
@@ -106,6 +107,9 @@ struct Job {
     /// Logs to report on FINISHED (split output).
     logs: Vec<String>,
     interactive: bool,
+    /// For a shell-string job: the file its stderr goes to, read when it exits with 127 to
+    /// tell "command not found" (the shell's own message) from other failures.
+    shell_stderr: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -127,9 +131,13 @@ struct Counters {
     finished: AtomicU64,
     leftover_trees_killed: AtomicU64,
     proc_scans: AtomicU64,
+    /// epoll_wait returns of the reaper: about one per job; more means it spins.
+    reaper_wakeups: AtomicU64,
 }
 
 struct Shared {
+    /// `<flowrun pid>.<backend instance>`, part of every job's tag.
+    instance_tag: String,
     config: Config,
     sink: Sink,
     base_env: BaseEnv,
@@ -166,25 +174,24 @@ fn os_error(what: &str) -> PluginError {
 impl LocalBackend {
     fn new(config: Config, sink: Sink) -> Result<Self, PluginError> {
         static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let cgroups = match config.cgroups {
             CgroupMode::Off => None,
-            CgroupMode::Auto => {
-                match CgroupRoot::create(INSTANCE.fetch_add(1, Ordering::Relaxed)) {
-                    Ok(root) => {
-                        tracing::debug!(
-                            "local backend: one cgroup per job under {}",
-                            root.dir().display()
-                        );
-                        Some(root)
-                    }
-                    Err(e) => {
-                        tracing::info!(
+            CgroupMode::Auto => match CgroupRoot::create(instance) {
+                Ok(root) => {
+                    tracing::debug!(
+                        "local backend: one cgroup per job under {}",
+                        root.dir().display()
+                    );
+                    Some(root)
+                }
+                Err(e) => {
+                    tracing::info!(
                         "local backend: cgroups unavailable ({e}); containing jobs by session and environment tag"
                     );
-                        None
-                    }
+                    None
                 }
-            }
+            },
         };
         // SAFETY: plain syscalls; each returned fd is checked and then owned.
         let (epoll, wake, devnull) = unsafe {
@@ -215,6 +222,7 @@ impl LocalBackend {
         // SAFETY: isatty has no memory arguments.
         let stdin_is_tty = unsafe { libc::isatty(0) == 1 };
         let shared = Arc::new(Shared {
+            instance_tag: format!("{}.{instance}", std::process::id()),
             config,
             sink,
             base_env: BaseEnv::capture(),
@@ -300,12 +308,13 @@ impl BackendImpl for LocalBackend {
     fn stats(&self) -> String {
         let c = &self.shared.counters;
         format!(
-            "jobs_started = {}\njobs_failed_to_start = {}\njobs_finished = {}\nleftover_trees_killed = {}\nproc_scans = {}\ncgroups = {}\n",
+            "jobs_started = {}\njobs_failed_to_start = {}\njobs_finished = {}\nleftover_trees_killed = {}\nproc_scans = {}\nreaper_wakeups = {}\ncgroups = {}\n",
             c.started.load(Ordering::Relaxed),
             c.failed_to_start.load(Ordering::Relaxed),
             c.finished.load(Ordering::Relaxed),
             c.leftover_trees_killed.load(Ordering::Relaxed),
             c.proc_scans.load(Ordering::Relaxed),
+            c.reaper_wakeups.load(Ordering::Relaxed),
             self.shared.cgroups_working.load(Ordering::Relaxed),
         )
     }
@@ -367,7 +376,9 @@ impl Shared {
 
     /// Spawns the job and registers it with the reaper. An error is the job's failure reason.
     fn start_job(&self, spec: &JobSpec) -> Result<(), StartError> {
-        let tag = format!("{}-{}", spec.run_tag, spec.id.0);
+        // Unique even if two runs (or two test hosts) share a run tag: the /proc scan kills
+        // whatever carries it.
+        let tag = format!("{}-{}-{}", spec.run_tag, self.instance_tag, spec.id.0);
         let attempt = spec.attempt.to_string();
         let flowrun_vars = [
             ("FLOWRUN_JOB_NAME", spec.name.as_str()),
@@ -435,6 +446,15 @@ impl Shared {
                 .map_err(|e| format!("cannot open log {path}: {e}"))
         };
         let mut logs = Vec::new();
+        let shell_stderr = match (
+            spec.command.shell,
+            spec.interactive,
+            self.config.split_output,
+        ) {
+            (false, _, _) | (_, true, _) => None,
+            (true, false, false) => Some(PathBuf::from(spec.log_path.as_str())),
+            (true, false, true) => Some(job_dir.join("stderr.log")),
+        };
         let (_out_file, _err_file, stdio) = if spec.interactive {
             (None, None, Stdio::Inherit)
         } else if self.config.split_output {
@@ -549,13 +569,8 @@ impl Shared {
             tree::signal_group(pid, libc::SIGCONT);
         }
 
-        self.counters.started.fetch_add(1, Ordering::Relaxed);
-        let mut started = JobEvent::started(spec.id);
-        if spec.interactive {
-            started = started.with_attr("interactive", "1");
-        }
-        // STARTED goes out before the pidfd is watched, so FINISHED cannot overtake it.
-        self.sink.emit(started);
+        // Watched, registered and announced under the lock: the reaper cannot report the
+        // end before STARTED is out.
         let mut state = self.lock();
         let mut event = libc::epoll_event {
             events: libc::EPOLLIN as u32,
@@ -570,13 +585,18 @@ impl Shared {
                 &mut event,
             )
         };
-        let watched = rc == 0;
-        if !watched {
-            tracing::error!(
-                "local backend: cannot watch job {}: {}",
-                spec.name,
-                std::io::Error::last_os_error()
-            );
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            drop(state);
+            // Unwatchable: do not leave it running unwatched.
+            if let (Some(cg), Some(root)) = (&cgroup, &self.cgroups) {
+                root.kill_job(cg);
+            }
+            tree::signal_group(pid, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: reaps our own child, which was just killed.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return Err(format!("cannot watch the job process: {e}"));
         }
         state.by_pid.insert(pid, spec.id);
         state.jobs.insert(
@@ -594,12 +614,15 @@ impl Shared {
                 recheck_delay: FIRST_RECHECK,
                 logs,
                 interactive: spec.interactive,
+                shell_stderr,
             },
         );
-        if !watched {
-            // Unwatchable (should not happen): wait for it on the reaper thread's timer path.
-            self.leader_exited_blocking(&mut state, spec.id);
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        let mut started = JobEvent::started(spec.id);
+        if spec.interactive {
+            started = started.with_attr("interactive", "1");
         }
+        self.sink.emit(started);
         Ok(())
     }
 
@@ -629,6 +652,9 @@ impl Shared {
                 if let Some(job) = state.jobs.get_mut(id) {
                     job.sigkill_sent = Some(now);
                 }
+                state
+                    .timers
+                    .push(Reverse((now + GIVE_UP_AFTER_SIGKILL, *id)));
             }
         } else {
             self.signal_trees(&mut state, &targets, libc::SIGTERM);
@@ -704,21 +730,23 @@ impl Shared {
                 }
             }
         }
-        // No cgroup: the process group answers cheaply; a killed job is also looked for by
-        // session and tag in /proc.
-        if tree::signal_group(job.pid, 0) {
+        // No cgroup: the process group answers cheaply. It also counts zombies, which only
+        // their parent (or init) can remove; so once signals were sent, and for a killed job
+        // always (session and tag too), /proc is scanned for live processes instead.
+        let group_alive = tree::signal_group(job.pid, 0);
+        if !group_alive && !job.kill_requested {
+            return true;
+        }
+        if group_alive && job.sigkill_sent.is_none() && !job.kill_requested {
             return false;
         }
-        if job.kill_requested {
-            self.counters.proc_scans.fetch_add(1, Ordering::Relaxed);
-            let target = [ScanTarget {
-                key: job.id,
-                session: job.pid,
-                tag: job.tag.clone(),
-            }];
-            return tree::scan_proc(&target).is_empty();
-        }
-        true
+        self.counters.proc_scans.fetch_add(1, Ordering::Relaxed);
+        let target = [ScanTarget {
+            key: job.id,
+            session: job.pid,
+            tag: job.tag.clone(),
+        }];
+        tree::scan_proc(&target).is_empty()
     }
 
     /// The leader of `id` has exited (its pidfd is readable): reap it and settle the job.
@@ -741,28 +769,27 @@ impl Shared {
         } else {
             return; // stopped or continued: not an exit
         });
-        job.pidfd = None; // closing it removes it from the epoll set
+        self.unwatch(job);
         let pid = job.pid;
         state.by_pid.remove(&pid);
         self.settle(state, id, Instant::now());
     }
 
-    /// Blocking variant for a leader that could not be watched.
-    fn leader_exited_blocking(&self, state: &mut State, id: JobId) {
-        if let Some(job) = state.jobs.get(&id) {
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            unsafe { libc::waitpid(job.pid, &mut status, 0) };
-            let end = if libc::WIFEXITED(status) {
-                LeaderEnd::Exited(libc::WEXITSTATUS(status))
-            } else {
-                LeaderEnd::Signaled(libc::WTERMSIG(status))
-            };
-            let job = state.jobs.get_mut(&id).expect("present");
-            job.leader_end = Some(end);
-            job.pidfd = None;
+    /// Removes the job's pidfd from the epoll set and closes it. Removed explicitly: closing
+    /// is not enough while a child being spawned holds a copy of our fd table (until its exec
+    /// closes it), and epoll would keep reporting the dead pidfd meanwhile.
+    fn unwatch(&self, job: &mut Job) {
+        if let Some(fd) = job.pidfd.take() {
+            // SAFETY: removes a valid fd from our epoll instance.
+            unsafe {
+                libc::epoll_ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                );
+            }
         }
-        self.settle(state, id, Instant::now());
     }
 
     /// Decides what happens next to a job: report it if its tree is gone, else kill what is
@@ -775,12 +802,25 @@ impl Shared {
             if at <= now && job.sigkill_sent.is_none() {
                 job.sigkill_sent = Some(now);
                 self.signal_trees(state, &[id], libc::SIGKILL);
+                state
+                    .timers
+                    .push(Reverse((now + GIVE_UP_AFTER_SIGKILL, id)));
             }
         }
         let Some(job) = state.jobs.get_mut(&id) else {
             return;
         };
         if job.leader_end.is_none() {
+            if job
+                .sigkill_sent
+                .is_some_and(|t| now.duration_since(t) >= GIVE_UP_AFTER_SIGKILL)
+            {
+                // The leader survives SIGKILL (uninterruptible sleep): report the job rather
+                // than hang; it is never reaped (a zombie until flowrun exits).
+                tracing::warn!("local backend: job {} survived SIGKILL for {GIVE_UP_AFTER_SIGKILL:?}; reporting it anyway", id.0);
+                self.unwatch(job);
+                self.finish(state, id);
+            }
             return; // the pidfd will tell
         }
         if self.tree_gone(job) {
@@ -848,6 +888,20 @@ impl Shared {
                 }
                 e
             }
+            (false, Some(LeaderEnd::Exited(127))) => {
+                match job
+                    .shell_stderr
+                    .as_deref()
+                    .and_then(shell_command_not_found)
+                {
+                    Some(name) => {
+                        let mut e = JobEvent::failed(id, format!("command not found: {name}"));
+                        e.exit_code = Some(127).into();
+                        e
+                    }
+                    None => JobEvent::exited(id, 127),
+                }
+            }
             (false, Some(LeaderEnd::Exited(c))) => JobEvent::exited(id, c),
             (false, Some(LeaderEnd::Signaled(s))) => JobEvent::signaled(id, s),
             (false, _) => JobEvent::failed(
@@ -860,7 +914,8 @@ impl Shared {
         }
         self.counters.finished.fetch_add(1, Ordering::Relaxed);
         self.sink.emit(event);
-        if state.jobs.is_empty() {
+        // Only shutdown waits for this (a futex wake per job otherwise).
+        if state.shutting_down && state.jobs.is_empty() {
             self.all_done.notify_all();
         }
     }
@@ -900,6 +955,7 @@ impl Shared {
                 }
                 continue;
             }
+            self.counters.reaper_wakeups.fetch_add(1, Ordering::Relaxed);
             let ready: Vec<u64> = events[..n as usize].iter().map(|e| e.u64).collect();
             // A panic here must not stop the reaper: every running job would be lost.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -960,15 +1016,36 @@ impl Shared {
                 if let Some(job) = state.jobs.get_mut(id) {
                     job.sigkill_sent = Some(now);
                 }
+                state
+                    .timers
+                    .push(Reverse((now + GIVE_UP_AFTER_SIGKILL, *id)));
             }
         }
         for id in due {
             self.settle(&mut state, id, now);
         }
-        if state.jobs.is_empty() {
+        if state.shutting_down && state.jobs.is_empty() {
             self.all_done.notify_all();
         }
     }
+}
+
+/// The command a shell reported missing in the last line of `log` ("sh: 1: simv: not found",
+/// "bash: line 1: simv: command not found"), for a shell job that exited with 127.
+fn shell_command_not_found(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::with_capacity(4096);
+    file.read_to_end(&mut tail).ok()?;
+    let tail = String::from_utf8_lossy(&tail);
+    let last = tail.lines().rev().find(|l| !l.trim().is_empty())?;
+    let head = last
+        .strip_suffix(": not found")
+        .or_else(|| last.strip_suffix(": command not found"))?;
+    let name = head.rsplit(": ").next()?;
+    (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.to_string())
 }
 
 /// Raises the soft limit on open files to the hard limit: every running job holds a pidfd

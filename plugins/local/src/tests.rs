@@ -293,6 +293,22 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
     );
     assert_eq!(end.reason.as_str(), "command not found: simv");
 
+    // A shell string whose command is missing: the shell's exit 127 and message.
+    let spec = host.shell_job("shellsimv", "echo compiling; simv +UVM_TESTNAME=x");
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.reason.as_str()),
+        (EndKind::FAILED, "command not found: simv")
+    );
+    assert_eq!(end.exit_code, ROption::RSome(127));
+    // A script that exits 127 on its own is just that exit code.
+    let spec = host.shell_job("own127", "echo done; exit 127");
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.exit_code),
+        (EndKind::EXITED, ROption::RSome(127))
+    );
+
     let spec = argv_job(&mut host, "noslash", &["./not-here.sh"]);
     let end = run(&mut host, &b, spec);
     assert_eq!(
@@ -370,7 +386,8 @@ fn kill_whole_tree(config: &str) {
     // The leader ignores SIGTERM: it only died of the SIGKILL after the grace period.
     assert!(
         asked.elapsed() >= Duration::from_millis(300),
-        "SIGKILL came before kill_grace"
+        "SIGKILL came before kill_grace: {end:?} after {:?}",
+        asked.elapsed()
     );
     assert_eq!(
         processes_with(&marker),
@@ -508,6 +525,17 @@ fn many_short_jobs_all_end_exactly_once() {
         .is_none_or(|e| e.kind == JobEventKind::STARTED));
     let stats = b.stats();
     assert!(stats.contains("jobs_finished = 200"), "{stats}");
+    // The reaper wakes about once per exit; a pidfd left in the epoll set after its job
+    // was reaped would make it spin (thousands of wake-ups).
+    let wakeups: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("reaper_wakeups = "))
+        .and_then(|v| v.parse().ok())
+        .expect("stats report reaper_wakeups");
+    assert!(
+        wakeups <= 2 * 200 + 20,
+        "the reaper woke {wakeups} times for 200 jobs"
+    );
     b.shutdown();
 }
 
@@ -574,6 +602,26 @@ fn config_errors_name_the_key() {
     assert!(err("split_output = \"yes\"").contains("split_output"));
     assert!(err("cgroups = \"always\"").contains("cgroups"));
     assert!(err("kill_gracee = \"1s\"").contains("kill_gracee"));
+}
+
+#[test]
+fn shell_not_found_messages_are_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    for (text, expected) in [
+        ("building\n/bin/sh: 1: simv: not found\n", Some("simv")),
+        ("bash: line 1: vcs: command not found\n\n", Some("vcs")),
+        ("sh: 1: cannot open x: No such file\n", None),
+        ("all good\n", None),
+        ("", None),
+    ] {
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(
+            crate::shell_command_not_found(&log).as_deref(),
+            expected,
+            "{text:?}"
+        );
+    }
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //!   first process enters it before exec, nothing can leave it, and `cgroup.kill` kills it
 //!   atomically, forks included;
 //! - always: the job's session/process group (the job leader is a session leader, pid = pgid =
-//!   sid) and the job's environment tag `FLOWRUN_JOB_TAG=<run tag>-<id>`, found by scanning
-//!   /proc. Without cgroups this is all there is; a process that both left the session
-//!   (`setsid`) and cleared or replaced its environment cannot be found (see the README).
+//!   sid) and the job's environment tag `FLOWRUN_JOB_TAG=<run tag>-<pid>.<instance>-<id>`,
+//!   found by scanning /proc. Without cgroups this is all there is; a process that both left
+//!   the session (`setsid`) and cleared or replaced its environment cannot be found (see the
+//!   README).
 
 use std::{
     collections::HashMap,

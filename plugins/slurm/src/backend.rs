@@ -80,6 +80,27 @@ struct Tracked {
     awaiting_exit_code: Option<(String, String, Instant)>,
     /// The job is in an explicit unknown state: missing from squeue since then.
     missing_since: Option<Instant>,
+    /// Pending for a reason that means Slurm will never start it (PartitionConfig, ...), since then.
+    never_runs_since: Option<Instant>,
+    /// We cancelled the job because it could never run: its CANCELLED end is this failure.
+    doomed: Option<String>,
+}
+
+impl Tracked {
+    /// The outcome of a final Slurm state for this job.
+    fn judge(&self, state: &str, exit: Option<(i32, i32)>) -> slurm::Outcome {
+        if let (Some(why), "CANCELLED") = (&self.doomed, state) {
+            return slurm::Outcome::Failed(why.clone(), None);
+        }
+        let log_missing = !Path::new(self.spec.log_path.as_str()).exists();
+        slurm::outcome(
+            state,
+            exit,
+            self.kill_requested,
+            &self.spec.log_path,
+            log_missing,
+        )
+    }
 }
 
 #[derive(Default)]
@@ -670,6 +691,7 @@ impl Shared {
         let now = Instant::now();
         let mut events = Vec::new();
         let mut need_detail: Vec<String> = Vec::new();
+        let mut to_cancel: Vec<String> = Vec::new();
         let accounting = {
             let mut state = lock(&self.state);
             let accounting = state.accounting.unwrap_or(Accounting::Unknown);
@@ -686,7 +708,24 @@ impl Shared {
                     Some(row) => {
                         job.missing_since = None;
                         match slurm::classify(&row.state) {
-                            slurm::StateClass::Queued => {}
+                            slurm::StateClass::Queued if slurm::never_runs(&row.reason) => {
+                                // Slurm accepted a request it can never satisfy (for example
+                                // more CPUs than any node has): it would pend forever.
+                                let since = *job.never_runs_since.get_or_insert(now);
+                                if now.duration_since(since) > self.config.lost_after
+                                    && job.doomed.is_none()
+                                    && !job.kill_requested
+                                {
+                                    job.doomed = Some(format!(
+                                        "Slurm will never start this job: it is PENDING with reason {} \
+                                         (the request exceeds what the partition offers: check cpus, memory, \
+                                         time limit and partition)",
+                                        row.reason
+                                    ));
+                                    to_cancel.push(native_id);
+                                }
+                            }
+                            slurm::StateClass::Queued => job.never_runs_since = None,
                             slurm::StateClass::Running => {
                                 if !job.started_reported {
                                     job.started_reported = true;
@@ -717,14 +756,7 @@ impl Shared {
                             }
                             slurm::StateClass::Final => {
                                 let ran = row.state != "CANCELLED" || job.started_reported;
-                                let missing = !Path::new(job.spec.log_path.as_str()).exists();
-                                let outcome = slurm::outcome(
-                                    &row.state,
-                                    None,
-                                    job.kill_requested,
-                                    &job.spec.log_path,
-                                    missing,
-                                );
+                                let outcome = job.judge(&row.state, None);
                                 events.extend(Self::finish(&mut state, id, outcome, ran));
                             }
                         }
@@ -752,8 +784,12 @@ impl Shared {
                     }
                 }
             }
+            state.scancel_queue.extend(to_cancel.iter().cloned());
             accounting
         };
+        if !to_cancel.is_empty() {
+            self.cancel_wake.notify_one();
+        }
         self.emit_all(events);
         if !need_detail.is_empty() {
             self.resolve_finals(&tags, &need_detail, accounting);
@@ -840,14 +876,7 @@ impl Shared {
                 continue;
             };
             let job = &state.jobs[&id];
-            let missing_log = !Path::new(job.spec.log_path.as_str()).exists();
-            let outcome = slurm::outcome(
-                &row.state,
-                Some((row.exit_code, row.signal)),
-                job.kill_requested,
-                &job.spec.log_path,
-                missing_log,
-            );
+            let outcome = job.judge(&row.state, Some((row.exit_code, row.signal)));
             let ran = row.state != "CANCELLED" || job.started_reported;
             events.extend(Self::finish(&mut state, id, outcome, ran));
         }
@@ -1001,6 +1030,8 @@ impl BackendImpl for SlurmBackend {
                         started_reported: false,
                         awaiting_exit_code: None,
                         missing_since: None,
+                        never_runs_since: None,
+                        doomed: None,
                     },
                 );
                 state.submit_queue.push_back(id);

@@ -191,3 +191,68 @@ fn shutdown_cancels_what_still_runs() {
     let answers = backend.submit(vec![host.shell_job("late", "true")].into());
     assert_eq!(answers[0].kind, SubmitAnswerKind::REJECTED);
 }
+
+#[test]
+fn jobs_that_cannot_be_submitted_fail_with_clear_reasons() {
+    let _c = cluster();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut host = FakeHost::new(dir.path());
+    let backend = host.backend(create, "partition = \"nosuch\"").unwrap();
+    let bad_partition = host.shell_job("bad-partition", "true");
+    let mut bad_cwd = host.shell_job("bad-cwd", "true");
+    bad_cwd.cwd = "/nonexistent/flowrun-cwd".into();
+    let mut interactive = host.shell_job("interactive", "true");
+    interactive.interactive = true;
+    let ids = [bad_partition.id, bad_cwd.id];
+    let answers = backend.submit(vec![bad_partition, bad_cwd, interactive].into());
+    assert_eq!(answers[0].kind, SubmitAnswerKind::ACCEPTED);
+    assert_eq!(answers[1].kind, SubmitAnswerKind::ACCEPTED);
+    assert_eq!(answers[2].kind, SubmitAnswerKind::REJECTED);
+    assert!(
+        answers[2].message.contains("interactive"),
+        "{:?}",
+        answers[2]
+    );
+
+    let end = host.wait_end(ids[0], Duration::from_secs(60)).unwrap();
+    assert_eq!(end.end, EndKind::FAILED);
+    assert!(
+        end.reason.starts_with("sbatch failed: ") && end.reason.contains("nosuch"),
+        "{}",
+        end.reason
+    );
+    let end = host.wait_end(ids[1], Duration::from_secs(60)).unwrap();
+    assert_eq!(end.end, EndKind::FAILED);
+    assert_eq!(
+        end.reason.as_str(),
+        "working directory does not exist: /nonexistent/flowrun-cwd"
+    );
+    backend.shutdown();
+}
+
+#[test]
+fn a_job_slurm_can_never_start_fails_instead_of_pending_forever() {
+    let _c = cluster();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut host = FakeHost::new(dir.path());
+    let backend = host
+        .backend(create, "poll_interval = \"500ms\"\nlost_after = \"2s\"")
+        .unwrap();
+    // The test cluster's only node has 16 CPUs: Slurm accepts this and pends it with reason
+    // PartitionConfig, forever.
+    let mut huge = host.shell_job("huge", "true");
+    huge.resources.cpus = 64;
+    let id = huge.id;
+    backend.submit(vec![huge].into());
+    let end = host
+        .wait_end(id, Duration::from_secs(60))
+        .expect("the job ends");
+    assert_eq!(end.end, EndKind::FAILED, "{end:?}");
+    assert!(
+        end.reason.contains("will never start") && end.reason.contains("PartitionConfig"),
+        "{}",
+        end.reason
+    );
+    assert_eq!(squeue_state(attr(&end, "native_id").unwrap()), "CANCELLED");
+    backend.shutdown();
+}

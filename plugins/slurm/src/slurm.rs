@@ -278,6 +278,19 @@ pub fn classify(state: &str) -> StateClass {
     }
 }
 
+/// Whether a pending reason means Slurm will never start the job without an admin changing
+/// the configuration: the request exceeds the partition's limits, or a dependency failed.
+pub fn never_runs(reason: &str) -> bool {
+    matches!(
+        reason,
+        "PartitionConfig"
+            | "PartitionNodeLimit"
+            | "PartitionTimeLimit"
+            | "DependencyNeverSatisfied"
+            | "BadConstraints"
+    )
+}
+
 /// Whether a final state needs the exit code (`N:M`) to be reported: only FAILED does.
 pub fn needs_exit_code(state: &str) -> bool {
     state == "FAILED"
