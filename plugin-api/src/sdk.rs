@@ -2,7 +2,7 @@
 //! plumbing every plugin needs (panic guard, logging bridge, an owned tokio runtime).
 //!
 //! A minimal backend plugin:
-//! ```ignore
+//! ```text
 //! use flowrun_plugin_api::{sdk::*, *};
 //!
 //! struct Mine { sink: Sink }

@@ -1,7 +1,7 @@
 //! A fake host for plugin authors: drives a backend through the same ABI objects the real host
 //! uses, and checks the backend contract, without flowrun's source.
 //!
-//! ```ignore
+//! ```text
 //! #[test]
 //! fn my_backend_keeps_the_contract() {
 //!     flowrun_plugin_api::testkit::check_backend_contract(my_plugin::create, "").unwrap();

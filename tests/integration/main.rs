@@ -5,6 +5,7 @@
 mod abi_compat;
 mod plugins;
 mod scheduling;
+mod validation;
 mod slurm;
 mod local;
 mod example;

@@ -178,7 +178,7 @@ pub enum Action {
 
 /// The scheduler's interface, as the run loop and the tests use it.
 ///
-/// ```ignore
+/// ```text
 /// let mut s = Scheduler::new(spec);
 /// s.start(now);                        // jobs without dependencies become Queued; Submits
 /// while !s.is_done() {

@@ -279,12 +279,15 @@ impl BackendImpl for LocalBackend {
     }
 
     fn shutdown(&self) {
+        // The host calls shutdown when the run is over: after a normal end nothing runs any
+        // more, and after a second Ctrl-C whatever still runs must die now, not after the
+        // grace period. So: SIGKILL to every remaining tree, then wait for them.
         let ids: Vec<JobId> = {
             let mut state = self.shared.lock();
             state.shutting_down = true;
             state.jobs.keys().copied().collect()
         };
-        self.shared.kill(&ids);
+        self.shared.kill_now(&ids);
         {
             let mut state = self.shared.lock();
             while !state.jobs.is_empty() {
@@ -624,6 +627,30 @@ impl Shared {
         }
         self.sink.emit(started);
         Ok(())
+    }
+
+    /// SIGKILL to each whole tree at once, whether or not a kill was already under way.
+    fn kill_now(&self, ids: &[JobId]) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let targets: Vec<JobId> = ids
+            .iter()
+            .copied()
+            .filter(|id| state.jobs.get(id).is_some_and(|j| j.sigkill_sent.is_none()))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        self.signal_trees(&mut state, &targets, libc::SIGKILL);
+        for id in &targets {
+            if let Some(job) = state.jobs.get_mut(id) {
+                job.kill_requested = true;
+                job.sigkill_sent = Some(now);
+            }
+            state.timers.push(Reverse((now + GIVE_UP_AFTER_SIGKILL, *id)));
+        }
+        drop(state);
+        self.wake_reaper();
     }
 
     /// Kills jobs: SIGTERM to each whole tree now, SIGKILL after `kill_grace`.
