@@ -13,7 +13,10 @@ use serde_json::Value;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The directory holding the built `flowrun` binary and the bundled plugins.
@@ -28,14 +31,22 @@ pub fn bin_dir() -> PathBuf {
 /// The path of the built `flowrun` binary; panics with the command to run if it is missing.
 pub fn flowrun_path() -> PathBuf {
     let p = bin_dir().join("flowrun");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` before the tests", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
     p
 }
 
 /// A built plugin library of the workspace, such as `fake` -> `libflowrun_plugin_fake.so`.
 pub fn plugin_path(name: &str) -> PathBuf {
     let p = bin_dir().join(format!("libflowrun_plugin_{name}.so"));
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` before the tests", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
     p
 }
 

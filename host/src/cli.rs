@@ -14,8 +14,12 @@ use crate::{
 
 fn version() -> &'static str {
     Box::leak(
-        format!("{} (plugin API {})", env!("CARGO_PKG_VERSION"), flowrun_plugin_api::PLUGIN_API_VERSION)
-            .into_boxed_str(),
+        format!(
+            "{} (plugin API {})",
+            env!("CARGO_PKG_VERSION"),
+            flowrun_plugin_api::PLUGIN_API_VERSION
+        )
+        .into_boxed_str(),
     )
 }
 
@@ -121,7 +125,11 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_INVALID_INPUT } else { EXIT_PASSED };
+            return if e.use_stderr() {
+                EXIT_INVALID_INPUT
+            } else {
+                EXIT_PASSED
+            };
         }
     };
     init_logging(cli.verbose);
@@ -177,7 +185,9 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
     match cmd {
         Cmd::Run(args) => {
             let mut plugins = PluginSet::discover();
-            let opts = LoadOptions { backend_override: args.backend.clone() };
+            let opts = LoadOptions {
+                backend_override: args.backend.clone(),
+            };
             let mut flow = load_flow(&args.flow, &mut plugins, &opts)?;
             if !args.only.is_empty() {
                 flow = flow::select(flow, &args.only).map_err(Error::Flow)?;
@@ -189,14 +199,24 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             let report = run::run(
                 flow,
                 &mut plugins,
-                &RunOptions { out: args.out, max_parallel: args.jobs, observers: args.observer, quiet: args.quiet },
+                &RunOptions {
+                    out: args.out,
+                    max_parallel: args.jobs,
+                    observers: args.observer,
+                    quiet: args.quiet,
+                },
             )?;
             Ok(report.exit_code)
         }
         Cmd::Check { flow } => {
             let mut plugins = PluginSet::discover();
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
-            println!("{}: ok: flow {} with {} jobs", flow.display(), f.name, f.jobs.len());
+            println!(
+                "{}: ok: flow {} with {} jobs",
+                flow.display(),
+                f.name,
+                f.jobs.len()
+            );
             Ok(EXIT_PASSED)
         }
         Cmd::Graph { flow } => {
@@ -215,7 +235,10 @@ fn plugins_cmd(cmd: PluginsCmd) -> Result<i32, Error> {
             let mut set = PluginSet::discover();
             let rows = plugins::list(&mut set);
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialise"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("rows serialise")
+                );
             } else {
                 for r in &rows {
                     let kinds: Vec<String> = r
@@ -226,7 +249,9 @@ fn plugins_cmd(cmd: PluginsCmd) -> Result<i32, Error> {
                         .collect();
                     let state = match (&r.error, r.shadowed) {
                         (Some(e), _) => format!("  BROKEN: {e}"),
-                        (None, true) => "  (shadowed by an earlier plugin of the same name)".to_string(),
+                        (None, true) => {
+                            "  (shadowed by an earlier plugin of the same name)".to_string()
+                        }
                         _ => String::new(),
                     };
                     println!(
@@ -256,7 +281,11 @@ fn plugins_cmd(cmd: PluginsCmd) -> Result<i32, Error> {
                 println!("version:     {}", r.version);
                 println!("plugin API:  {}", r.api_version);
                 println!("file:        {}", r.path.display());
-                println!("source:      {:?}{}", r.source, if r.shadowed { " (shadowed)" } else { "" });
+                println!(
+                    "source:      {:?}{}",
+                    r.source,
+                    if r.shadowed { " (shadowed)" } else { "" }
+                );
                 if let Some(s) = &r.sha256 {
                     println!("sha256:      {s}");
                 }
@@ -281,7 +310,11 @@ fn plugins_cmd(cmd: PluginsCmd) -> Result<i32, Error> {
             }
             Ok(EXIT_PASSED)
         }
-        PluginsCmd::Install { file, user: _, site } => {
+        PluginsCmd::Install {
+            file,
+            user: _,
+            site,
+        } => {
             let scope = if site { Scope::Site } else { Scope::User };
             let e = plugins::install(&file, scope)?;
             println!(
@@ -289,7 +322,12 @@ fn plugins_cmd(cmd: PluginsCmd) -> Result<i32, Error> {
                 e.name,
                 e.version,
                 e.api_version,
-                e.backends.iter().chain(e.observers.iter()).cloned().collect::<Vec<_>>().join(", "),
+                e.backends
+                    .iter()
+                    .chain(e.observers.iter())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 match scope {
                     Scope::User => plugins::registry::user_dir(),
                     Scope::Site => plugins::registry::site_dir(),

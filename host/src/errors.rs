@@ -132,13 +132,22 @@ pub enum Error {
 
 fn render_located(location: Option<&crate::flow::Location>, message: &str) -> String {
     match location {
-        Some(l) => format!("{}:{}:{}: error: {message}", l.file.display(), l.line, l.column),
+        Some(l) => format!(
+            "{}:{}:{}: error: {message}",
+            l.file.display(),
+            l.line,
+            l.column
+        ),
         None => format!("error: {message}"),
     }
 }
 
 fn render_diagnostics(d: &[Diagnostic]) -> String {
-    let mut s = d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+    let mut s = d
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     if d.len() > 1 {
         s.push_str(&format!("\n{} errors", d.len()));
     }

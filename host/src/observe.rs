@@ -103,12 +103,15 @@ pub trait Observer: Send + Sync {
     fn finish(&self) -> Result<(), String>;
 }
 
+/// A batch of events, shared by every observer's queue.
+type Batch = Arc<Vec<RunEvent>>;
+
 /// How many batches may wait in one observer's queue.
 const QUEUE_BATCHES: usize = 64;
 
 struct Lane {
     name: String,
-    tx: Option<SyncSender<Arc<Vec<RunEvent>>>>,
+    tx: Option<SyncSender<Batch>>,
     /// Events the queue had no room for yet.
     held: Vec<RunEvent>,
     thread: Option<JoinHandle<Result<(), String>>>,
@@ -123,7 +126,7 @@ pub struct ObserverHub {
 impl ObserverHub {
     /// Adds an observer under a display name.
     pub fn add(&mut self, name: String, observer: Box<dyn Observer>) {
-        let (tx, rx): (SyncSender<Arc<Vec<RunEvent>>>, Receiver<Arc<Vec<RunEvent>>>) = sync_channel(QUEUE_BATCHES);
+        let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(QUEUE_BATCHES);
         let thread = std::thread::Builder::new()
             .name(format!("observer-{name}"))
             .spawn(move || {
@@ -133,7 +136,12 @@ impl ObserverHub {
                 observer.finish()
             })
             .expect("spawn an observer thread");
-        self.lanes.push(Lane { name, tx: Some(tx), held: Vec::new(), thread: Some(thread) });
+        self.lanes.push(Lane {
+            name,
+            tx: Some(tx),
+            held: Vec::new(),
+            thread: Some(thread),
+        });
     }
 
     /// Whether any observer is attached (so the run loop can skip building events).
@@ -220,10 +228,19 @@ mod tests {
         let (release, rx) = mpsc::channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut hub = ObserverHub::default();
-        hub.add("stuck".into(), Box::new(Stuck { release: Mutex::new(rx), seen: seen.clone() }));
+        hub.add(
+            "stuck".into(),
+            Box::new(Stuck {
+                release: Mutex::new(rx),
+                seen: seen.clone(),
+            }),
+        );
         // Far more batches than the queue holds: if publish blocked, this would never return.
         for i in 0..(QUEUE_BATCHES as i64 * 20) {
-            hub.publish(vec![RunEvent::KillSignal { time_us: i, signal: "SIGINT" }]);
+            hub.publish(vec![RunEvent::KillSignal {
+                time_us: i,
+                signal: "SIGINT",
+            }]);
         }
         drop(release); // unblocks every later recv()
         assert!(hub.finish().is_empty());

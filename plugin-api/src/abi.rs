@@ -63,7 +63,10 @@ pub struct PluginError {
 impl PluginError {
     /// An error of the given kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        PluginError { kind, message: RString::from(message.into()) }
+        PluginError {
+            kind,
+            message: RString::from(message.into()),
+        }
     }
     /// An invalid-config error; `key` is the offending config key.
     pub fn config(key: &str, what: impl std::fmt::Display) -> Self {
@@ -202,15 +205,27 @@ pub struct SubmitAnswer {
 impl SubmitAnswer {
     /// The job was accepted.
     pub fn accepted(id: JobId) -> Self {
-        SubmitAnswer { id, kind: SubmitAnswerKind::ACCEPTED, message: RString::new() }
+        SubmitAnswer {
+            id,
+            kind: SubmitAnswerKind::ACCEPTED,
+            message: RString::new(),
+        }
     }
     /// The backend is busy; offer the job again later.
     pub fn busy(id: JobId) -> Self {
-        SubmitAnswer { id, kind: SubmitAnswerKind::BUSY, message: RString::new() }
+        SubmitAnswer {
+            id,
+            kind: SubmitAnswerKind::BUSY,
+            message: RString::new(),
+        }
     }
     /// The job is refused.
     pub fn rejected(id: JobId, why: impl Into<String>) -> Self {
-        SubmitAnswer { id, kind: SubmitAnswerKind::REJECTED, message: RString::from(why.into()) }
+        SubmitAnswer {
+            id,
+            kind: SubmitAnswerKind::REJECTED,
+            message: RString::from(why.into()),
+        }
     }
 }
 
@@ -313,7 +328,8 @@ impl JobEvent {
     }
     /// Adds an attribute.
     pub fn with_attr(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.attrs.push(Tuple2(RString::from(key), RString::from(value.into())));
+        self.attrs
+            .push(Tuple2(RString::from(key), RString::from(value.into())));
         self
     }
 }
@@ -518,7 +534,10 @@ impl RunEvent {
     }
     /// The value of attribute `key`, if present.
     pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attrs.iter().find(|a| a.0.as_str() == key).map(|a| a.1.as_str())
+        self.attrs
+            .iter()
+            .find(|a| a.0.as_str() == key)
+            .map(|a| a.1.as_str())
     }
 }
 

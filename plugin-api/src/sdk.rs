@@ -108,7 +108,8 @@ impl Sink {
 /// the key. Use `#[serde(deny_unknown_fields)]` on `T` so typos are caught.
 pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, PluginError> {
     let one_line = |e: &toml::de::Error| e.message().trim().replace('\n', " ");
-    let de = toml::Deserializer::parse(config).map_err(|e| PluginError::new(ErrorKind::CONFIG, one_line(&e)))?;
+    let de = toml::Deserializer::parse(config)
+        .map_err(|e| PluginError::new(ErrorKind::CONFIG, one_line(&e)))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let message = one_line(e.inner());
@@ -123,7 +124,10 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, P
 /// Parses a duration such as `"30m"`, `"2s"` or `"1h 30m"`, for config keys.
 pub fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, PluginError> {
     humantime::parse_duration(text).map_err(|e| {
-        PluginError::config(key, format!("invalid duration {text:?}: {e} (write e.g. \"2s\", \"30m\")"))
+        PluginError::config(
+            key,
+            format!("invalid duration {text:?}: {e} (write e.g. \"2s\", \"30m\")"),
+        )
     })
 }
 
@@ -165,7 +169,11 @@ impl Backend for GuardedBackend {
     fn submit(&self, jobs: RVec<JobSpec>) -> RVec<SubmitAnswer> {
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         // Kept for the one-by-one retry after a panic; cheap next to a real submission.
-        let jobs_again = if jobs.len() > 1 { jobs.to_vec() } else { Vec::new() };
+        let jobs_again = if jobs.len() > 1 {
+            jobs.to_vec()
+        } else {
+            Vec::new()
+        };
         match guard(|| self.inner.submit(jobs.into_vec())) {
             Ok(answers) if answers.len() == ids.len() => answers.into(),
             Ok(answers) => {
@@ -174,9 +182,13 @@ impl Backend for GuardedBackend {
                     answers.len(),
                     ids.len()
                 );
-                ids.into_iter().map(|id| SubmitAnswer::rejected(id, why.clone())).collect()
+                ids.into_iter()
+                    .map(|id| SubmitAnswer::rejected(id, why.clone()))
+                    .collect()
             }
-            Err(e) if ids.len() == 1 => vec![SubmitAnswer::rejected(ids[0], e.message.to_string())].into(),
+            Err(e) if ids.len() == 1 => {
+                vec![SubmitAnswer::rejected(ids[0], e.message.to_string())].into()
+            }
             Err(_) => {
                 // One job of the batch made the plugin panic: offer the jobs one at a time so
                 // that only the job(s) that panic fail. A job the plugin had already taken
@@ -187,7 +199,9 @@ impl Backend for GuardedBackend {
                         let id = job.id;
                         match guard(|| self.inner.submit(vec![job])) {
                             Ok(mut a) if a.len() == 1 => a.remove(0),
-                            Ok(_) => SubmitAnswer::rejected(id, "plugin bug: submit answered wrongly"),
+                            Ok(_) => {
+                                SubmitAnswer::rejected(id, "plugin bug: submit answered wrongly")
+                            }
                             Err(e) => SubmitAnswer::rejected(id, e.message.to_string()),
                         }
                     })
@@ -200,7 +214,8 @@ impl Backend for GuardedBackend {
         if let Err(e) = guard(|| self.inner.kill(ids.as_slice())) {
             // The jobs' fate is unknown now: report them lost rather than leave the host waiting.
             for id in ids.iter() {
-                self.sink.emit(JobEvent::lost(*id, format!("kill failed: {e}")));
+                self.sink
+                    .emit(JobEvent::lost(*id, format!("kill failed: {e}")));
             }
         }
     }
@@ -255,11 +270,17 @@ pub fn __manifest() -> Manifest {
     guard(|| Manifest {
         backends: inventory::iter::<BackendKind>
             .into_iter()
-            .map(|k| KindInfo { name: k.name.into(), description: k.description.into() })
+            .map(|k| KindInfo {
+                name: k.name.into(),
+                description: k.description.into(),
+            })
             .collect(),
         observers: inventory::iter::<ObserverKind>
             .into_iter()
-            .map(|k| KindInfo { name: k.name.into(), description: k.description.into() })
+            .map(|k| KindInfo {
+                name: k.name.into(),
+                description: k.description.into(),
+            })
             .collect(),
     })
     .unwrap_or_default()
@@ -271,10 +292,17 @@ pub fn __init(host: HostServicesBox) -> RResult<(), PluginError> {
 }
 
 #[doc(hidden)]
-pub fn __new_backend(kind: RStr<'_>, config: RStr<'_>, sink: EventSinkBox) -> RResult<BackendBox, PluginError> {
+pub fn __new_backend(
+    kind: RStr<'_>,
+    config: RStr<'_>,
+    sink: EventSinkBox,
+) -> RResult<BackendBox, PluginError> {
     let sink = Sink::new(sink);
     guard(|| {
-        let Some(k) = inventory::iter::<BackendKind>.into_iter().find(|k| k.name == kind.as_str()) else {
+        let Some(k) = inventory::iter::<BackendKind>
+            .into_iter()
+            .find(|k| k.name == kind.as_str())
+        else {
             return Err(PluginError::new(
                 ErrorKind::UNKNOWN_KIND,
                 format!("this plugin offers no backend kind `{kind}`"),
@@ -290,7 +318,10 @@ pub fn __new_backend(kind: RStr<'_>, config: RStr<'_>, sink: EventSinkBox) -> RR
 #[doc(hidden)]
 pub fn __new_observer(kind: RStr<'_>, config: RStr<'_>) -> RResult<ObserverBox, PluginError> {
     guard(|| {
-        let Some(k) = inventory::iter::<ObserverKind>.into_iter().find(|k| k.name == kind.as_str()) else {
+        let Some(k) = inventory::iter::<ObserverKind>
+            .into_iter()
+            .find(|k| k.name == kind.as_str())
+        else {
             return Err(PluginError::new(
                 ErrorKind::UNKNOWN_KIND,
                 format!("this plugin offers no observer kind `{kind}`"),
@@ -441,7 +472,11 @@ fn level_number(level: &tracing::Level) -> u8 {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ForwardLayer {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let Some(host) = HOST.get() else { return };
         let mut visitor = MessageVisitor(String::new());
         event.record(&mut visitor);
@@ -450,7 +485,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ForwardLayer {
         let target = tracing_log::NormalizeEvent::normalized_metadata(event)
             .map(|m| m.target().to_string())
             .unwrap_or_else(|| meta.target().to_string());
-        host.log(level_number(meta.level()), RStr::from_str(&target), RStr::from_str(&visitor.0));
+        host.log(
+            level_number(meta.level()),
+            RStr::from_str(&target),
+            RStr::from_str(&visitor.0),
+        );
     }
 }
 
@@ -474,7 +513,9 @@ fn install_host_logger(host: HostServicesBox) {
         4 => tracing_subscriber::filter::LevelFilter::DEBUG,
         _ => tracing_subscriber::filter::LevelFilter::TRACE,
     };
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(ForwardLayer.with_filter(filter)));
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(ForwardLayer.with_filter(filter)),
+    );
     let _ = tracing_log::LogTracer::init();
 }
 
@@ -496,7 +537,12 @@ impl PluginRuntime {
             .thread_name(format!("{name}-rt"))
             .enable_all()
             .build()
-            .map_err(|e| PluginError::new(ErrorKind::IO, format!("cannot start the {name} runtime: {e}")))?;
+            .map_err(|e| {
+                PluginError::new(
+                    ErrorKind::IO,
+                    format!("cannot start the {name} runtime: {e}"),
+                )
+            })?;
         Ok(PluginRuntime { runtime })
     }
 

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
-        mpsc::{channel, Receiver, RecvTimeoutError, Sender},
+        mpsc::{channel, Receiver, Sender},
         Mutex,
     },
     time::{Duration, Instant},
@@ -48,12 +48,21 @@ impl FakeHost {
     pub fn new(run_dir: &Path) -> Self {
         std::fs::create_dir_all(run_dir).expect("create the run directory");
         let (tx, events) = channel();
-        FakeHost { events, tx, run_dir: run_dir.to_path_buf(), next_id: 1, pending: Vec::new() }
+        FakeHost {
+            events,
+            tx,
+            run_dir: run_dir.to_path_buf(),
+            next_id: 1,
+            pending: Vec::new(),
+        }
     }
 
     /// An event sink feeding this host, as the real host passes to `new_backend`.
     pub fn sink(&self) -> EventSinkBox {
-        EventSink_TO::from_ptr(RArc::new(ChannelSink(Mutex::new(self.tx.clone()))), TD_Opaque)
+        EventSink_TO::from_ptr(
+            RArc::new(ChannelSink(Mutex::new(self.tx.clone()))),
+            TD_Opaque,
+        )
     }
 
     /// Creates a backend through the SDK's guarded ABI adapter.
@@ -73,7 +82,10 @@ impl FakeHost {
         JobSpec {
             id,
             name: name.into(),
-            command: CommandSpec { shell: true, args: RVec::from(vec![RString::from(script)]) },
+            command: CommandSpec {
+                shell: true,
+                args: RVec::from(vec![RString::from(script)]),
+            },
             cwd: s(&job_dir),
             env: RVec::new(),
             job_dir: s(&job_dir),
@@ -81,7 +93,10 @@ impl FakeHost {
             run_dir: s(&self.run_dir),
             run_tag: "flowrun-testkit".into(),
             timeout_ms: ROption::RNone,
-            resources: Resources { cpus: 1, ..Default::default() },
+            resources: Resources {
+                cpus: 1,
+                ..Default::default()
+            },
             interactive: false,
             attempt: 1,
             attrs: RVec::new(),
@@ -93,15 +108,16 @@ impl FakeHost {
         if !self.pending.is_empty() {
             return Some(self.pending.remove(0));
         }
-        match self.events.recv_timeout(timeout) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.events.recv_timeout(timeout).ok()
     }
 
     /// Waits for the FINISHED or LOST event of `id`, keeping other events for later.
     pub fn wait_end(&mut self, id: JobId, timeout: Duration) -> Option<JobEvent> {
-        if let Some(i) = self.pending.iter().position(|e| e.id == id && e.kind != JobEventKind::STARTED) {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|e| e.id == id && e.kind != JobEventKind::STARTED)
+        {
             return Some(self.pending.remove(i));
         }
         let deadline = Instant::now() + timeout;
@@ -117,7 +133,12 @@ impl FakeHost {
 
     /// Submits `jobs`, offering busy ones again with backoff until all are answered, and
     /// returns the final answer of each job.
-    pub fn submit_all(&mut self, backend: &BackendBox, jobs: Vec<JobSpec>, timeout: Duration) -> Vec<SubmitAnswer> {
+    pub fn submit_all(
+        &mut self,
+        backend: &BackendBox,
+        jobs: Vec<JobSpec>,
+        timeout: Duration,
+    ) -> Vec<SubmitAnswer> {
         let deadline = Instant::now() + timeout;
         let mut answers: HashMap<JobId, SubmitAnswer> = HashMap::new();
         let order: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
@@ -125,10 +146,17 @@ impl FakeHost {
         let mut backoff = Duration::from_millis(5);
         while !todo.is_empty() && Instant::now() < deadline {
             let got = backend.submit(RVec::from(todo.clone()));
-            assert_eq!(got.len(), todo.len(), "submit must answer once per job, in order");
+            assert_eq!(
+                got.len(),
+                todo.len(),
+                "submit must answer once per job, in order"
+            );
             let mut busy = Vec::new();
             for (job, answer) in todo.into_iter().zip(got) {
-                assert_eq!(job.id, answer.id, "submit answers must come in the order of the batch");
+                assert_eq!(
+                    job.id, answer.id,
+                    "submit answers must come in the order of the batch"
+                );
                 if answer.kind == SubmitAnswerKind::BUSY {
                     busy.push(job);
                 } else {
@@ -141,7 +169,10 @@ impl FakeHost {
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
-        order.into_iter().filter_map(|id| answers.remove(&id)).collect()
+        order
+            .into_iter()
+            .filter_map(|id| answers.remove(&id))
+            .collect()
     }
 }
 
@@ -152,9 +183,15 @@ impl FakeHost {
 /// `exit 0` and `exit 3` end with their exit codes; a killed `sleep` ends promptly with a
 /// KILLED (or signal) event; killing an unknown id is harmless; `shutdown` returns.
 pub fn check_backend_contract(create: BackendFactory, config: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("flowrun-testkit-{}-{}", std::process::id(), unique()));
+    let dir = std::env::temp_dir().join(format!(
+        "flowrun-testkit-{}-{}",
+        std::process::id(),
+        unique()
+    ));
     let mut host = FakeHost::new(&dir);
-    let backend = host.backend(create, config).map_err(|e| format!("backend creation failed: {e}"))?;
+    let backend = host
+        .backend(create, config)
+        .map_err(|e| format!("backend creation failed: {e}"))?;
     let caps = backend.capabilities();
     let wait = Duration::from_secs(60);
 
@@ -167,21 +204,35 @@ pub fn check_backend_contract(create: BackendFactory, config: &str) -> Result<()
         return Err(format!("expected all 3 jobs accepted, got {answers:?}"));
     }
 
-    let end = host.wait_end(ids[0], wait).ok_or("`exit 0` never finished")?;
+    let end = host
+        .wait_end(ids[0], wait)
+        .ok_or("`exit 0` never finished")?;
     if end.kind != JobEventKind::FINISHED || end.exit_code != ROption::RSome(0) {
-        return Err(format!("`exit 0` should finish with exit code 0, got {end:?}"));
+        return Err(format!(
+            "`exit 0` should finish with exit code 0, got {end:?}"
+        ));
     }
-    let end = host.wait_end(ids[1], wait).ok_or("`exit 3` never finished")?;
+    let end = host
+        .wait_end(ids[1], wait)
+        .ok_or("`exit 3` never finished")?;
     if end.kind != JobEventKind::FINISHED || end.exit_code != ROption::RSome(3) {
-        return Err(format!("`exit 3` should finish with exit code 3, got {end:?}"));
+        return Err(format!(
+            "`exit 3` should finish with exit code 3, got {end:?}"
+        ));
     }
 
     backend.kill(RSlice::from_slice(&[ids[2], JobId(u64::MAX)]));
-    let end = host.wait_end(ids[2], wait).ok_or("a killed job never finished")?;
+    let end = host
+        .wait_end(ids[2], wait)
+        .ok_or("a killed job never finished")?;
     let killed = end.kind == JobEventKind::FINISHED
-        && (end.end == EndKind::KILLED || end.end == EndKind::SIGNALED || end.end == EndKind::FAILED);
+        && (end.end == EndKind::KILLED
+            || end.end == EndKind::SIGNALED
+            || end.end == EndKind::FAILED);
     if !killed {
-        return Err(format!("a killed `sleep 300` should end killed, got {end:?}"));
+        return Err(format!(
+            "a killed `sleep 300` should end killed, got {end:?}"
+        ));
     }
 
     // No job may end twice.

@@ -72,8 +72,16 @@ register_backend!(kind = "compat", description = "built against an older plugin 
 fn a_plugin_built_against_an_older_minor_of_the_plugin_api_loads_and_works() {
     let root = workspace_root();
     let host_api = semver::Version::parse(&read_api_version(&root)).unwrap();
-    assert!(host_api.patch > 0, "this test needs a host API with a patch > 0 to build an older one");
-    let older = format!("{}.{}.{}", host_api.major, host_api.minor, host_api.patch - 1);
+    assert!(
+        host_api.patch > 0,
+        "this test needs a host API with a patch > 0 to build an older one"
+    );
+    let older = format!(
+        "{}.{}.{}",
+        host_api.major,
+        host_api.minor,
+        host_api.patch - 1
+    );
 
     // A scratch workspace under target/, so that repeated runs build incrementally.
     let ws = root.join("target/abi-compat-fixture");
@@ -85,10 +93,17 @@ fn a_plugin_built_against_an_older_minor_of_the_plugin_api_loads_and_works() {
         std::fs::write(&p, stripped).unwrap();
     }
     let abi = std::fs::read_to_string(ws.join("plugin-api/src/abi.rs")).unwrap();
-    assert!(!abi.contains("fn stats"), "the older API copy must lack the trailing `stats` method");
+    assert!(
+        !abi.contains("fn stats"),
+        "the older API copy must lack the trailing `stats` method"
+    );
     let manifest = ws.join("plugin-api/Cargo.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let text = text.replacen(&format!("version = \"{}\"", read_api_version(&root)), &format!("version = \"{older}\""), 1);
+    let text = text.replacen(
+        &format!("version = \"{}\"", read_api_version(&root)),
+        &format!("version = \"{older}\""),
+        1,
+    );
     std::fs::write(&manifest, text).unwrap();
 
     // The workspace's shared settings and dependency versions, so the copy builds as it does here.
@@ -100,7 +115,9 @@ fn a_plugin_built_against_an_older_minor_of_the_plugin_api_loads_and_works() {
     );
     std::fs::write(
         ws.join("Cargo.toml"),
-        format!("[workspace]\nresolver = \"2\"\nmembers = [\"plugin-api\", \"old-plugin\"]\n\n{shared}"),
+        format!(
+            "[workspace]\nresolver = \"2\"\nmembers = [\"plugin-api\", \"old-plugin\"]\n\n{shared}"
+        ),
     )
     .unwrap();
     std::fs::create_dir_all(ws.join("old-plugin/src")).unwrap();
@@ -120,13 +137,26 @@ fn a_plugin_built_against_an_older_minor_of_the_plugin_api_loads_and_works() {
         .env_remove("RUSTFLAGS")
         .output()
         .unwrap();
-    assert!(out.status.success(), "building the older plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building the older plugin failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lib = ws.join("target/debug/libflowrun_plugin_compat.so");
 
     // Loads: install validates it (version gate and swapped layout check).
     let home = tempfile::tempdir().unwrap();
-    let o = flowrun(home.path()).args(["plugins", "install"]).arg(&lib).output().unwrap();
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = flowrun(home.path())
+        .args(["plugins", "install"])
+        .arg(&lib)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("plugin API {older}")));
 
     // Works: jobs run through it, and the host's call of the newer `stats` method (made at
@@ -142,6 +172,9 @@ fn a_plugin_built_against_an_older_minor_of_the_plugin_api_loads_and_works() {
 fn read_api_version(root: &Path) -> String {
     let text = std::fs::read_to_string(root.join("plugin-api/Cargo.toml")).unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("version = \"").map(|v| v.trim_end_matches('"').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("version = \"")
+                .map(|v| v.trim_end_matches('"').to_string())
+        })
         .unwrap()
 }

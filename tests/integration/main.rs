@@ -3,11 +3,11 @@
 //! (`cargo build --workspace`; the README's test command does it).
 
 mod abi_compat;
-mod plugins;
-mod scheduling;
-mod validation;
-mod slurm;
-mod local;
 mod example;
 mod fake;
 mod junit;
+mod local;
+mod plugins;
+mod scheduling;
+mod slurm;
+mod validation;

@@ -7,7 +7,11 @@ use flowrun_tests::{bin_dir, flowrun, run_flow};
 
 fn misbehaving_lib() -> std::path::PathBuf {
     let p = bin_dir().join("libflowrun_test_misbehaving.so");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -16,17 +20,30 @@ fn installed(home: &Path) -> std::path::PathBuf {
 }
 
 fn install(home: &Path, file: &Path, scope: &str) -> Output {
-    flowrun(home).args(["plugins", "install"]).arg(file).arg(scope).output().unwrap()
+    flowrun(home)
+        .args(["plugins", "install"])
+        .arg(file)
+        .arg(scope)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The stderr of a failed command, checked to be exactly one line (plus nothing else).
 fn one_line_error(o: &Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "expected a one-line error, got:\n{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "expected a one-line error, got:\n{err}"
+    );
     err
 }
 
@@ -56,12 +73,22 @@ needs = ["bad"]
 #[test]
 fn a_plugin_that_panics_in_submit_fails_that_job_and_the_run_completes() {
     let home = tempfile::tempdir().unwrap();
-    assert!(install(home.path(), &misbehaving_lib(), "--user").status.success());
+    assert!(install(home.path(), &misbehaving_lib(), "--user")
+        .status
+        .success());
     let run = run_flow(home.path(), PANIC_FLOW, &[]);
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.status("bad"), "failed");
-    assert!(run.reason("bad").contains("plugin panicked: deliberate panic in submit for bad"), "{run:#?}");
-    assert_eq!(run.status("good"), "passed", "only the panicking job fails: {run:#?}");
+    assert!(
+        run.reason("bad")
+            .contains("plugin panicked: deliberate panic in submit for bad"),
+        "{run:#?}"
+    );
+    assert_eq!(
+        run.status("good"),
+        "passed",
+        "only the panicking job fails: {run:#?}"
+    );
     assert_eq!(run.status("after-good"), "passed");
     assert_eq!(run.status("after-bad"), "skipped");
     assert_eq!(run.reason("after-bad"), "dependency failed: bad");
@@ -70,7 +97,9 @@ fn a_plugin_that_panics_in_submit_fails_that_job_and_the_run_completes() {
 #[test]
 fn a_plugin_that_panics_in_kill_or_on_its_own_thread_loses_the_job_instead_of_hanging() {
     let home = tempfile::tempdir().unwrap();
-    assert!(install(home.path(), &misbehaving_lib(), "--user").status.success());
+    assert!(install(home.path(), &misbehaving_lib(), "--user")
+        .status
+        .success());
     // "kill": the job never ends by itself; its timeout makes the host kill it; kill panics.
     let flow = r#"
 [backends.mb]
@@ -100,34 +129,54 @@ backend = "mb"
     let run = run_flow(home.path(), flow, &[]);
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.status("lost"), "failed");
-    assert!(run.reason("lost").contains("plugin panicked: deliberate panic on a plugin thread"), "{run:#?}");
+    assert!(
+        run.reason("lost")
+            .contains("plugin panicked: deliberate panic on a plugin thread"),
+        "{run:#?}"
+    );
 }
 
 #[test]
 fn a_plugin_that_panics_while_creating_its_backend_is_an_input_error() {
     let home = tempfile::tempdir().unwrap();
-    assert!(install(home.path(), &misbehaving_lib(), "--user").status.success());
+    assert!(install(home.path(), &misbehaving_lib(), "--user")
+        .status
+        .success());
     let run = run_flow(
         home.path(),
         "[backends.mb]\nkind = \"misbehaving\"\npanic_in = \"new_backend\"\n[[job]]\nname = \"a\"\ncmd = \"true\"\nbackend = \"mb\"\n",
         &[],
     );
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.stderr.contains("plugin panicked: deliberate panic in new_backend"), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("plugin panicked: deliberate panic in new_backend"),
+        "{run:#?}"
+    );
 }
 
 #[test]
 fn bad_backend_config_names_the_key_and_exits_2() {
     let home = tempfile::tempdir().unwrap();
-    assert!(install(home.path(), &misbehaving_lib(), "--user").status.success());
+    assert!(install(home.path(), &misbehaving_lib(), "--user")
+        .status
+        .success());
     let run = run_flow(
         home.path(),
         "[backends.mb]\nkind = \"misbehaving\"\npanic_in = \"submit\"\npanik_on = \"x\"\n[[job]]\nname = \"a\"\ncmd = \"true\"\nbackend = \"mb\"\n",
         &[],
     );
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.stderr.contains("panik_on"), "the error names the key: {}", run.stderr);
-    assert!(run.stderr.contains("flow.toml:1:"), "the error points at the backend table: {}", run.stderr);
+    assert!(
+        run.stderr.contains("panik_on"),
+        "the error names the key: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("flow.toml:1:"),
+        "the error points at the backend table: {}",
+        run.stderr
+    );
     assert_eq!(run.stderr.matches("error:").count(), 1, "{}", run.stderr);
     assert!(!run.stderr.contains("panicked at"), "{}", run.stderr);
 }
@@ -135,10 +184,18 @@ fn bad_backend_config_names_the_key_and_exits_2() {
 #[test]
 fn an_unknown_backend_kind_lists_the_available_ones_and_exits_2() {
     let home = tempfile::tempdir().unwrap();
-    let run = run_flow(home.path(), "[[job]]\nname = \"a\"\ncmd = \"true\"\nbackend = \"nosuch\"\n", &[]);
+    let run = run_flow(
+        home.path(),
+        "[[job]]\nname = \"a\"\ncmd = \"true\"\nbackend = \"nosuch\"\n",
+        &[],
+    );
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("nosuch"), "{}", run.stderr);
-    assert!(run.stderr.contains("fake"), "the error lists the available kinds: {}", run.stderr);
+    assert!(
+        run.stderr.contains("fake"),
+        "the error lists the available kinds: {}",
+        run.stderr
+    );
     assert!(run.results.is_null(), "nothing ran");
 }
 
@@ -153,7 +210,11 @@ fn a_file_that_is_not_a_shared_library_is_refused_in_one_line() {
     assert!(err.contains("not a loadable shared library"), "{err}");
 
     // The same file found on FLOWRUN_PLUGIN_PATH and needed by a flow.
-    std::fs::write(home.path().join("flow.toml"), "[[job]]\nname = \"a\"\ncmd = \"true\"\nbackend = \"bogus\"\n").unwrap();
+    std::fs::write(
+        home.path().join("flow.toml"),
+        "[[job]]\nname = \"a\"\ncmd = \"true\"\nbackend = \"bogus\"\n",
+    )
+    .unwrap();
     let o = flowrun(home.path())
         .env("FLOWRUN_PLUGIN_PATH", home.path())
         .args(["run", "flow.toml", "--out", "out"])
@@ -171,7 +232,12 @@ fn a_shared_library_without_a_root_module_is_refused_in_one_line() {
     std::fs::write(&src, "int not_a_plugin(void) { return 1; }\n").unwrap();
     let lib = home.path().join("libnotaplugin.so");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = std::process::Command::new(cc).args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src).status().unwrap();
+    let st = std::process::Command::new(cc)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .unwrap();
     assert!(st.success(), "building the C fixture failed");
     let o = install(home.path(), &lib, "--user");
     assert_eq!(o.status.code(), Some(2));
@@ -184,8 +250,16 @@ fn with_api_version(home: &Path, version: &str) -> std::path::PathBuf {
     assert_eq!(host_api.len(), version.len(), "the patch keeps the length");
     let mut bytes = std::fs::read(misbehaving_lib()).unwrap();
     let needle = format!("{host_api}\0").into_bytes();
-    let hits: Vec<usize> = bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
-    assert!(!hits.is_empty(), "the NUL-terminated API version string is in the library");
+    let hits: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !hits.is_empty(),
+        "the NUL-terminated API version string is in the library"
+    );
     for at in hits {
         bytes[at..at + version.len()].copy_from_slice(version.as_bytes());
     }
@@ -195,16 +269,30 @@ fn with_api_version(home: &Path, version: &str) -> std::path::PathBuf {
 }
 
 fn flowrun_plugin_api_version() -> String {
-    let o = flowrun(Path::new("/tmp")).arg("--version").output().unwrap();
+    let o = flowrun(Path::new("/tmp"))
+        .arg("--version")
+        .output()
+        .unwrap();
     let v = String::from_utf8_lossy(&o.stdout);
-    v.split("plugin API ").nth(1).unwrap().trim().trim_end_matches(')').to_string()
+    v.split("plugin API ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(')')
+        .to_string()
 }
 
 #[test]
 fn the_version_names_the_plugin_api() {
-    let o = flowrun(Path::new("/tmp")).arg("--version").output().unwrap();
+    let o = flowrun(Path::new("/tmp"))
+        .arg("--version")
+        .output()
+        .unwrap();
     let v = String::from_utf8_lossy(&o.stdout);
-    assert!(v.starts_with("flowrun ") && v.contains("(plugin API 0."), "{v}");
+    assert!(
+        v.starts_with("flowrun ") && v.contains("(plugin API 0."),
+        "{v}"
+    );
 }
 
 #[test]
@@ -234,8 +322,13 @@ fn semver_parts(v: &str) -> (u64, u64, u64) {
 #[test]
 fn a_plugin_changed_after_install_is_refused_and_fails_verify() {
     let home = tempfile::tempdir().unwrap();
-    assert!(install(home.path(), &misbehaving_lib(), "--user").status.success());
-    let o = flowrun(home.path()).args(["plugins", "verify"]).output().unwrap();
+    assert!(install(home.path(), &misbehaving_lib(), "--user")
+        .status
+        .success());
+    let o = flowrun(home.path())
+        .args(["plugins", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     let file = installed(home.path());
@@ -250,7 +343,10 @@ fn a_plugin_changed_after_install_is_refused_and_fails_verify() {
     assert!(err.contains("file changed since it was installed"), "{err}");
     assert!(err.contains("reinstall"), "{err}");
 
-    let o = flowrun(home.path()).args(["plugins", "verify"]).output().unwrap();
+    let o = flowrun(home.path())
+        .args(["plugins", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("FAILED  misbehaving"), "{}", text(&o));
 }
@@ -258,7 +354,9 @@ fn a_plugin_changed_after_install_is_refused_and_fails_verify() {
 #[test]
 fn a_group_or_world_writable_plugin_is_refused() {
     let home = tempfile::tempdir().unwrap();
-    assert!(install(home.path(), &misbehaving_lib(), "--user").status.success());
+    assert!(install(home.path(), &misbehaving_lib(), "--user")
+        .status
+        .success());
     let file = installed(home.path());
     for mode in [0o775, 0o757] {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -270,10 +368,19 @@ fn a_group_or_world_writable_plugin_is_refused() {
     }
     // A writable directory is refused too.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(file.parent().unwrap(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        file.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
     let run = run_flow(home.path(), PANIC_FLOW, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.stderr.contains("plugin directory is writable by group or others"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("plugin directory is writable by group or others"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -284,31 +391,69 @@ fn install_list_info_remove_and_shadowing() {
     let o = install(home.path(), &misbehaving_lib(), "--site");
     assert!(o.status.success(), "{}", text(&o));
 
-    let reg = std::fs::read_to_string(home.path().join("xdg-data/flowrun/plugins/registry.toml")).unwrap();
-    for key in ["name = \"misbehaving\"", "version = \"0.1.0\"", "api_version", "sha256", "backends = [\"misbehaving\"]", "installed_at"] {
+    let reg = std::fs::read_to_string(home.path().join("xdg-data/flowrun/plugins/registry.toml"))
+        .unwrap();
+    for key in [
+        "name = \"misbehaving\"",
+        "version = \"0.1.0\"",
+        "api_version",
+        "sha256",
+        "backends = [\"misbehaving\"]",
+        "installed_at",
+    ] {
         assert!(reg.contains(key), "registry.toml lacks {key}:\n{reg}");
     }
 
-    let o = flowrun(home.path()).args(["plugins", "list", "--json"]).output().unwrap();
+    let o = flowrun(home.path())
+        .args(["plugins", "list", "--json"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mine: Vec<&serde_json::Value> = rows.as_array().unwrap().iter().filter(|r| r["name"] == "misbehaving").collect();
+    let mine: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "misbehaving")
+        .collect();
     assert_eq!(mine.len(), 2, "{rows:#}");
     assert_eq!(mine[0]["source"], "user");
     assert_eq!(mine[0]["shadowed"], false);
     assert_eq!(mine[1]["source"], "site");
-    assert_eq!(mine[1]["shadowed"], true, "the site copy is shadowed by the user's");
+    assert_eq!(
+        mine[1]["shadowed"], true,
+        "the site copy is shadowed by the user's"
+    );
     // The bundled plugins are listed too.
-    assert!(rows.as_array().unwrap().iter().any(|r| r["name"] == "fake" && r["source"] == "bundled"), "{rows:#}");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "fake" && r["source"] == "bundled"),
+        "{rows:#}"
+    );
 
-    let o = flowrun(home.path()).args(["plugins", "info", "misbehaving"]).output().unwrap();
+    let o = flowrun(home.path())
+        .args(["plugins", "info", "misbehaving"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    assert!(text(&o).contains("backend:     misbehaving"), "{}", text(&o));
+    assert!(
+        text(&o).contains("backend:     misbehaving"),
+        "{}",
+        text(&o)
+    );
 
-    let o = flowrun(home.path()).args(["plugins", "remove", "misbehaving", "--user"]).output().unwrap();
+    let o = flowrun(home.path())
+        .args(["plugins", "remove", "misbehaving", "--user"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(!installed(home.path()).exists());
-    let o = flowrun(home.path()).args(["plugins", "remove", "misbehaving", "--user"]).output().unwrap();
+    let o = flowrun(home.path())
+        .args(["plugins", "remove", "misbehaving", "--user"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     one_line_error(&o);
 }

@@ -30,7 +30,13 @@ fn intervals(run: &Run) -> Vec<(String, i64, i64)> {
         .unwrap()
         .iter()
         .filter(|j| !j["started_at"].is_null())
-        .map(|j| (j["name"].as_str().unwrap().to_string(), micros(&j["started_at"]), micros(&j["finished_at"])))
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().to_string(),
+                micros(&j["started_at"]),
+                micros(&j["finished_at"]),
+            )
+        })
         .collect()
 }
 
@@ -54,7 +60,9 @@ fn max_overlap(run: &Run, filter: impl Fn(&str) -> bool) -> usize {
 }
 
 fn jobs(prefix: &str, n: usize, extra: &str) -> String {
-    (1..=n).map(|i| format!("[[job]]\nname = \"{prefix}{i}\"\ncmd = \"true\"\n{extra}\n")).collect()
+    (1..=n)
+        .map(|i| format!("[[job]]\nname = \"{prefix}{i}\"\ncmd = \"true\"\n{extra}\n"))
+        .collect()
 }
 
 #[test]
@@ -105,7 +113,11 @@ license = 1
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(max_overlap(&run, |n| n.starts_with('a')), 2);
     assert!(max_overlap(&run, |n| n.starts_with('b') || n.starts_with("lic")) <= 3);
-    assert_eq!(max_overlap(&run, |n| n.starts_with("lic")), 1, "one license: one at a time");
+    assert_eq!(
+        max_overlap(&run, |n| n.starts_with("lic")),
+        1,
+        "one license: one at a time"
+    );
 }
 
 #[test]
@@ -197,9 +209,15 @@ backend = "fake"
     let get = |n: &str| iv.iter().find(|i| i.0 == n).unwrap().clone();
     let hog = get("hog");
     for free in ["free-1", "free-2"] {
-        assert!(get(free).2 <= hog.2, "{free} ran while the license was held: {iv:?}");
+        assert!(
+            get(free).2 <= hog.2,
+            "{free} ran while the license was held: {iv:?}"
+        );
     }
-    assert!(get("wants-license").1 >= hog.2, "the license is never shared: {iv:?}");
+    assert!(
+        get("wants-license").1 >= hog.2,
+        "the license is never shared: {iv:?}"
+    );
 }
 
 #[test]
@@ -251,23 +269,35 @@ needs = ["needs-both"]
     assert_eq!(run.reason("grandchild"), "dependency skipped: needs-both");
     assert_eq!(run.status("any"), "passed");
     assert_eq!(run.status("any-none"), "skipped");
-    assert_eq!(run.reason("any-none"), "no dependency passed: bad, needs-both");
+    assert_eq!(
+        run.reason("any-none"),
+        "no dependency passed: bad, needs-both"
+    );
     assert_eq!(run.status("always"), "passed");
     let iv = intervals(&run);
     let get = |n: &str| iv.iter().find(|i| i.0 == n).unwrap().clone();
     assert!(get("any").1 >= get("good").2 && get("any").1 >= get("bad").2);
     // Skipped jobs never ran: no times, no log.
     let skipped = run.job("needs-both");
-    assert!(skipped["started_at"].is_null() && skipped["finished_at"].is_null() && skipped["log"].is_null());
+    assert!(
+        skipped["started_at"].is_null()
+            && skipped["finished_at"].is_null()
+            && skipped["log"].is_null()
+    );
 }
 
 #[test]
 fn a_failure_reaches_every_dependent_of_a_long_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let mut flow = String::from("[flow]\ndefault_backend = \"fake\"\n[backends.fake]\noutcomes = { \"c-0\" = \"fail\" }\n");
+    let mut flow = String::from(
+        "[flow]\ndefault_backend = \"fake\"\n[backends.fake]\noutcomes = { \"c-0\" = \"fail\" }\n",
+    );
     flow.push_str("[[job]]\nname = \"c-0\"\ncmd = \"true\"\n");
     for i in 1..3000 {
-        flow.push_str(&format!("[[job]]\nname = \"c-{i}\"\ncmd = \"true\"\nneeds = [\"c-{}\"]\n", i - 1));
+        flow.push_str(&format!(
+            "[[job]]\nname = \"c-{i}\"\ncmd = \"true\"\nneeds = [\"c-{}\"]\n",
+            i - 1
+        ));
     }
     let run = run_flow(dir.path(), &flow, &[]);
     assert_eq!(run.code, 1);
@@ -294,7 +324,12 @@ fn only_runs_the_matching_jobs_and_what_they_need() {
     let flow = "[flow]\ndefault_backend = \"fake\"\n[[job]]\nname = \"build\"\ncmd = \"true\"\n[[job]]\nname = \"sim-{t}\"\ncmd = \"true\"\nneeds = [\"build\"]\nmatrix = { t = [\"a\", \"b\"] }\n[[job]]\nname = \"lint\"\ncmd = \"true\"\n";
     let run = run_flow(dir.path(), flow, &["--only", "sim-a"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let names: Vec<&str> = run.results["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = run.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["build", "sim-a"]);
 }
 
@@ -308,7 +343,11 @@ fn dry_run_prints_the_plan_and_starts_nothing() {
     );
     let run = run_flow(dir.path(), &flow, &["--dry-run"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert!(run.stdout.contains("touch-1") && run.stdout.contains("touch-3"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("touch-1") && run.stdout.contains("touch-3"),
+        "{}",
+        run.stdout
+    );
     assert!(!marker.exists(), "a dry run must start nothing");
     assert!(run.results.is_null());
 }
@@ -317,34 +356,73 @@ fn dry_run_prints_the_plan_and_starts_nothing() {
 fn check_and_graph() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f.toml"), "[[job]]\nname = \"a\"\ncmd = \"true\"\n[[job]]\nname = \"b\"\ncmd = \"true\"\nneeds = [\"a\"]\n").unwrap();
-    let o = flowrun(dir.path()).arg("check").arg(dir.path().join("f.toml")).output().unwrap();
+    let o = flowrun(dir.path())
+        .arg("check")
+        .arg(dir.path().join("f.toml"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
-    let o = flowrun(dir.path()).arg("graph").arg(dir.path().join("f.toml")).output().unwrap();
+    let o = flowrun(dir.path())
+        .arg("graph")
+        .arg(dir.path().join("f.toml"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     let dot = String::from_utf8_lossy(&o.stdout);
-    assert!(dot.starts_with("digraph") && dot.contains("\"a\" -> \"b\""), "{dot}");
+    assert!(
+        dot.starts_with("digraph") && dot.contains("\"a\" -> \"b\""),
+        "{dot}"
+    );
 }
 
 #[test]
 fn results_json_has_every_documented_field() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_flow(dir.path(), "[[job]]\nname = \"a\"\ncmd = \"echo hi\"\n[[job]]\nname = \"b\"\ncmd = \"exit 3\"\n", &[]);
+    let run = run_flow(
+        dir.path(),
+        "[[job]]\nname = \"a\"\ncmd = \"echo hi\"\n[[job]]\nname = \"b\"\ncmd = \"exit 3\"\n",
+        &[],
+    );
     assert_eq!(run.code, 1, "{run:#?}");
-    for key in ["flow", "started_at", "finished_at", "interrupted", "counts", "jobs"] {
+    for key in [
+        "flow",
+        "started_at",
+        "finished_at",
+        "interrupted",
+        "counts",
+        "jobs",
+    ] {
         assert!(!run.results[key].is_null(), "missing {key}");
     }
     assert_eq!(run.results["interrupted"], false);
     assert_eq!(run.results["counts"]["passed"], 1);
     assert_eq!(run.results["counts"]["failed"], 1);
     let a = run.job("a");
-    for key in ["name", "status", "reason", "backend", "exit_code", "queued_at", "started_at", "finished_at", "duration_s", "log"] {
+    for key in [
+        "name",
+        "status",
+        "reason",
+        "backend",
+        "exit_code",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "log",
+    ] {
         assert!(a.get(key).is_some(), "job lacks {key}: {a}");
     }
     assert_eq!(a["backend"], "local");
     assert_eq!(a["exit_code"], 0);
     let ts = a["started_at"].as_str().unwrap();
-    assert!(ts.ends_with('Z') && ts.len() == "2026-11-22T21:54:41.123456Z".len(), "{ts}");
-    assert_eq!(std::fs::read_to_string(a["log"].as_str().unwrap()).unwrap(), "hi\n");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2026-11-22T21:54:41.123456Z".len(),
+        "{ts}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a["log"].as_str().unwrap()).unwrap(),
+        "hi\n"
+    );
     assert_eq!(run.reason("b"), "exit code 3");
     assert_eq!(run.job("b")["exit_code"], 3);
 }
@@ -382,7 +460,11 @@ fn wait_running(dir: &Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let count = std::fs::read_dir(dir.join("out/jobs"))
-            .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().join("output.log").exists()).count())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("output.log").exists())
+                    .count()
+            })
             .unwrap_or(0);
         if count >= n {
             return;
@@ -404,7 +486,11 @@ fn no_sleep_survives(dir: &Path) {
     for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
         if let Ok(env) = std::fs::read(e.path().join("environ")) {
             let env = String::from_utf8_lossy(&env);
-            assert!(!env.contains(&*marker), "a job process survived: pid {:?}", e.file_name());
+            assert!(
+                !env.contains(&*marker),
+                "a job process survived: pid {:?}",
+                e.file_name()
+            );
         }
     }
 }
@@ -455,7 +541,10 @@ fn a_second_sigint_exits_at_once_after_a_best_effort_kill() {
     signal(&child, 2);
     let run = collect(child.wait_with_output().unwrap(), &dir.path().join("out"));
     assert_eq!(run.code, 130, "{run:#?}");
-    assert!(second.elapsed() < Duration::from_secs(20), "the second SIGINT must not wait for the grace period");
+    assert!(
+        second.elapsed() < Duration::from_secs(20),
+        "the second SIGINT must not wait for the grace period"
+    );
     assert_eq!(run.status("stubborn-1"), "killed");
     assert_eq!(run.reason("stubborn-1"), "killed by SIGINT while running");
     no_sleep_survives(dir.path());

@@ -39,10 +39,21 @@ fn every_flow_error_names_file_line_and_exits_2() {
         let dir = tempfile::tempdir().unwrap();
         let flow = dir.path().join("flow.toml");
         std::fs::write(&flow, text).unwrap();
-        let o = flowrun(dir.path()).arg("check").arg(&flow).output().unwrap();
+        let o = flowrun(dir.path())
+            .arg("check")
+            .arg(&flow)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{what}: exit code; stderr:\n{err}");
-        assert!(err.contains(at), "{what}: expected a location {at}... in:\n{err}");
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{what}: exit code; stderr:\n{err}"
+        );
+        assert!(
+            err.contains(at),
+            "{what}: expected a location {at}... in:\n{err}"
+        );
         for n in *needles {
             assert!(err.contains(n), "{what}: expected {n:?} in:\n{err}");
         }
@@ -59,11 +70,22 @@ fn several_errors_are_reported_in_one_go() {
     let dir = tempfile::tempdir().unwrap();
     let text = "[[job]]\nname = \"a\"\ncmd = \"true\"\ntimeout = \"soon\"\n[[job]]\nname = \"b\"\ncmd = \"true\"\nneeds = [\"zzz\"]\nfail_patterns = [\"(\"]\n";
     std::fs::write(dir.path().join("flow.toml"), text).unwrap();
-    let o = flowrun(dir.path()).arg("check").arg(dir.path().join("flow.toml")).output().unwrap();
+    let o = flowrun(dir.path())
+        .arg("check")
+        .arg(dir.path().join("flow.toml"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
-    for (line, what) in [("flow.toml:4:", "soon"), ("flow.toml:8:", "zzz"), ("flow.toml:9:", "(")] {
-        assert!(err.contains(line) && err.contains(what), "expected {line} {what} in:\n{err}");
+    for (line, what) in [
+        ("flow.toml:4:", "soon"),
+        ("flow.toml:8:", "zzz"),
+        ("flow.toml:9:", "("),
+    ] {
+        assert!(
+            err.contains(line) && err.contains(what),
+            "expected {line} {what} in:\n{err}"
+        );
     }
 }
 

@@ -19,7 +19,10 @@ use abi_stable::{
 use flowrun_plugin_api as api;
 
 use crate::{
-    backend::{Backend, BackendCaps, BackendEvent, EventSender, JobCommand, JobEnd, JobRequest, SubmitReply},
+    backend::{
+        Backend, BackendCaps, BackendEvent, EventSender, JobCommand, JobEnd, JobRequest,
+        SubmitReply,
+    },
     errors::PluginLoadError,
     observe::{Observer, RunEvent},
     sched::Status,
@@ -43,14 +46,19 @@ pub struct LoadedPlugin {
 /// Whether a plugin built against `plugin_api` may load into a host providing `host_api`:
 /// the same major and a minor not newer; before 1.0, the same 0.minor and a patch not newer.
 /// Returns what to rebuild against when not.
-pub fn api_compatible(plugin_api: &semver::Version, host_api: &semver::Version) -> Result<(), String> {
+pub fn api_compatible(
+    plugin_api: &semver::Version,
+    host_api: &semver::Version,
+) -> Result<(), String> {
     let wanted = if host_api.major == 0 {
         format!("0.{}", host_api.minor)
     } else {
         host_api.major.to_string()
     };
     let ok = if host_api.major == 0 {
-        plugin_api.major == 0 && plugin_api.minor == host_api.minor && plugin_api.patch <= host_api.patch
+        plugin_api.major == 0
+            && plugin_api.minor == host_api.minor
+            && plugin_api.patch <= host_api.patch
     } else {
         plugin_api.major == host_api.major && plugin_api.minor <= host_api.minor
     };
@@ -67,7 +75,9 @@ pub fn host_api_version() -> semver::Version {
 }
 
 fn file_label(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// What the plain C symbols say: the API version, and the plugin's name and version.
@@ -83,8 +93,11 @@ fn read_plain_identity(path: &Path) -> Result<PlainIdentity, PluginLoadError> {
     // SAFETY: opening a library runs its initialisers; plugins are trusted code once they passed
     // the registry's ownership, permission and hash checks. The handle is leaked on purpose:
     // libraries are never unloaded (abi_stable keeps pointers into them).
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| PluginLoadError::NotALibrary { path: path.to_path_buf(), detail: one_line(&e.to_string()) })?;
+    let lib =
+        unsafe { libloading::Library::new(path) }.map_err(|e| PluginLoadError::NotALibrary {
+            path: path.to_path_buf(),
+            detail: one_line(&e.to_string()),
+        })?;
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     let read = |symbol: &[u8]| -> Option<String> {
         // SAFETY: by the SDK's contract these symbols are `extern "C" fn() -> *const c_char`
@@ -93,17 +106,28 @@ fn read_plain_identity(path: &Path) -> Result<PlainIdentity, PluginLoadError> {
         let p = f();
         (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     };
-    let api_version = read(api::API_VERSION_SYMBOL).ok_or_else(|| PluginLoadError::NoRootModule { path: path.to_path_buf() })?;
+    let api_version =
+        read(api::API_VERSION_SYMBOL).ok_or_else(|| PluginLoadError::NoRootModule {
+            path: path.to_path_buf(),
+        })?;
     let identity = read(api::IDENTITY_SYMBOL);
     let (name, version) = match identity.as_deref().and_then(|s| s.split_once(' ')) {
         Some((n, v)) => (Some(n.to_string()), Some(v.to_string())),
         None => (None, None),
     };
-    Ok(PlainIdentity { api_version, name, version })
+    Ok(PlainIdentity {
+        api_version,
+        name,
+        version,
+    })
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Pulls the first `Error:` / `Expected:` / `Found:` lines out of abi_stable's layout report.
@@ -142,11 +166,17 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     };
     let plugin_api = semver::Version::parse(&plain.api_version)
         .map_err(|_| mismatch(plain.api_version.clone(), format!("0.{}", host_api.minor)))?;
-    api_compatible(&plugin_api, &host_api).map_err(|wanted| mismatch(plugin_api.to_string(), wanted))?;
+    api_compatible(&plugin_api, &host_api)
+        .map_err(|wanted| mismatch(plugin_api.to_string(), wanted))?;
 
     let header = lib_header_from_path(path).map_err(|e| match e {
-        LibraryError::GetSymbolError { .. } => PluginLoadError::NoRootModule { path: path.to_path_buf() },
-        other => PluginLoadError::NotALibrary { path: path.to_path_buf(), detail: one_line(&other.to_string()) },
+        LibraryError::GetSymbolError { .. } => PluginLoadError::NoRootModule {
+            path: path.to_path_buf(),
+        },
+        other => PluginLoadError::NotALibrary {
+            path: path.to_path_buf(),
+            detail: one_line(&other.to_string()),
+        },
     })?;
     let layout = header.layout().ok_or_else(|| PluginLoadError::Layout {
         path: path.to_path_buf(),
@@ -157,22 +187,28 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     // soon as the host appends a field or method (upstream issue #118). Running it with the
     // plugin's layout as the interface accepts exactly "plugin <= host": fewer trailing prefix
     // fields and methods, everything else identical. docs/design/plugin-abi.md has the details.
-    check_layout_compatibility(layout, <api::PluginRoot_Ref as StableAbi>::LAYOUT).map_err(|e| {
-        PluginLoadError::Layout {
+    check_layout_compatibility(layout, <api::PluginRoot_Ref as StableAbi>::LAYOUT).map_err(
+        |e| PluginLoadError::Layout {
             path: path.to_path_buf(),
             summary: summarise_layout_error(&e.to_string()),
             host_api: host_api.to_string(),
-        }
-    })?;
+        },
+    )?;
     // SAFETY: the layout was checked just above, in the direction that suits a plugin host.
-    let root = unsafe { header.init_root_module_with_unchecked_layout::<api::PluginRoot_Ref>() }.map_err(|e| {
-        PluginLoadError::Init { name: file_label(path), detail: one_line(&e.to_string()) }
-    })?;
+    let root = unsafe { header.init_root_module_with_unchecked_layout::<api::PluginRoot_Ref>() }
+        .map_err(|e| PluginLoadError::Init {
+            name: file_label(path),
+            detail: one_line(&e.to_string()),
+        })?;
 
     let name = root.plugin_name().to_string();
     let version = root.plugin_version().to_string();
     let manifest = (root.manifest())();
-    let kinds = |v: &RVec<api::KindInfo>| v.iter().map(|k| (k.name.to_string(), k.description.to_string())).collect();
+    let kinds = |v: &RVec<api::KindInfo>| {
+        v.iter()
+            .map(|k| (k.name.to_string(), k.description.to_string()))
+            .collect()
+    };
     let plugin = LoadedPlugin {
         backends: kinds(&manifest.backends),
         observers: kinds(&manifest.observers),
@@ -181,9 +217,17 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
         version,
         root,
     };
-    let host: api::HostServicesBox = api::HostServices_TO::from_value(HostLogger { plugin: plugin.name.clone() }, TD_Opaque);
+    let host: api::HostServicesBox = api::HostServices_TO::from_value(
+        HostLogger {
+            plugin: plugin.name.clone(),
+        },
+        TD_Opaque,
+    );
     if let Err(e) = (plugin.root.init())(host).into_result() {
-        return Err(PluginLoadError::Init { name: plugin.name, detail: e.message.to_string() });
+        return Err(PluginLoadError::Init {
+            name: plugin.name,
+            detail: e.message.to_string(),
+        });
     }
     Ok(plugin)
 }
@@ -196,8 +240,11 @@ impl LoadedPlugin {
         config_toml: &str,
         sender: Arc<dyn EventSender>,
     ) -> Result<Box<dyn Backend>, String> {
-        let sink: api::EventSinkBox = api::EventSink_TO::from_ptr(RArc::new(SinkAdapter { sender }), TD_Opaque);
-        match (self.root.new_backend())(RStr::from_str(kind), RStr::from_str(config_toml), sink).into_result() {
+        let sink: api::EventSinkBox =
+            api::EventSink_TO::from_ptr(RArc::new(SinkAdapter { sender }), TD_Opaque);
+        match (self.root.new_backend())(RStr::from_str(kind), RStr::from_str(config_toml), sink)
+            .into_result()
+        {
             Ok(b) => Ok(Box::new(BackendAdapter { inner: b })),
             Err(e) => Err(e.message.to_string()),
         }
@@ -205,7 +252,9 @@ impl LoadedPlugin {
 
     /// Creates an observer instance.
     pub fn new_observer(&self, kind: &str, config_toml: &str) -> Result<Box<dyn Observer>, String> {
-        match (self.root.new_observer())(RStr::from_str(kind), RStr::from_str(config_toml)).into_result() {
+        match (self.root.new_observer())(RStr::from_str(kind), RStr::from_str(config_toml))
+            .into_result()
+        {
             Ok(o) => Ok(Box::new(ObserverAdapter { inner: o })),
             Err(e) => Err(e.message.to_string()),
         }
@@ -242,7 +291,11 @@ impl api::HostServices for HostLogger {
         };
         // The `log` crate takes a dynamic target; tracing-log turns the record into a tracing
         // event of the host's subscriber, showing the plugin's own target.
-        let target = if target.is_empty() { self.plugin.as_str() } else { target.as_str() };
+        let target = if target.is_empty() {
+            self.plugin.as_str()
+        } else {
+            target.as_str()
+        };
         log::logger().log(
             &log::Record::builder()
                 .level(level)
@@ -267,7 +320,10 @@ impl api::EventSink for SinkAdapter {
         let event = match e.kind {
             api::JobEventKind::STARTED => BackendEvent::Started {
                 job,
-                interactive: e.attrs.iter().any(|a| a.0.as_str() == "interactive" && a.1.as_str() == "1"),
+                interactive: e
+                    .attrs
+                    .iter()
+                    .any(|a| a.0.as_str() == "interactive" && a.1.as_str() == "1"),
             },
             api::JobEventKind::FINISHED => {
                 let end = match e.end {
@@ -275,7 +331,11 @@ impl api::EventSink for SinkAdapter {
                     api::EndKind::SIGNALED => JobEnd::Signaled(e.signal.into_option().unwrap_or(0)),
                     api::EndKind::KILLED => JobEnd::Killed,
                     _ => JobEnd::Failed(
-                        if e.reason.is_empty() { "failed (no reason given by the backend)".into() } else { e.reason.to_string() },
+                        if e.reason.is_empty() {
+                            "failed (no reason given by the backend)".into()
+                        } else {
+                            e.reason.to_string()
+                        },
                         e.exit_code.into_option(),
                     ),
                 };
@@ -285,10 +345,21 @@ impl api::EventSink for SinkAdapter {
                     .filter(|a| a.0.as_str() == "log")
                     .map(|a| PathBuf::from(a.1.as_str()))
                     .collect();
-                BackendEvent::Finished { job, end, detail: e.reason.to_string(), logs }
+                BackendEvent::Finished {
+                    job,
+                    end,
+                    detail: e.reason.to_string(),
+                    logs,
+                }
             }
-            api::JobEventKind::LOST => BackendEvent::Lost { job, why: e.reason.to_string() },
-            other => BackendEvent::Lost { job, why: format!("unknown event kind {} from the backend", other.0) },
+            api::JobEventKind::LOST => BackendEvent::Lost {
+                job,
+                why: e.reason.to_string(),
+            },
+            other => BackendEvent::Lost {
+                job,
+                why: format!("unknown event kind {} from the backend", other.0),
+            },
         };
         self.sender.send(event);
     }
@@ -308,10 +379,20 @@ fn rpath(p: &Path) -> RString {
 
 fn to_spec(r: JobRequest) -> api::JobSpec {
     let command = match r.command {
-        JobCommand::Shell(s) => api::CommandSpec { shell: true, args: RVec::from(vec![RString::from(s)]) },
-        JobCommand::Argv(v) => api::CommandSpec { shell: false, args: v.into_iter().map(RString::from).collect() },
+        JobCommand::Shell(s) => api::CommandSpec {
+            shell: true,
+            args: RVec::from(vec![RString::from(s)]),
+        },
+        JobCommand::Argv(v) => api::CommandSpec {
+            shell: false,
+            args: v.into_iter().map(RString::from).collect(),
+        },
     };
-    let pairs = |v: Vec<(String, String)>| v.into_iter().map(|(k, v)| Tuple2(RString::from(k), RString::from(v))).collect();
+    let pairs = |v: Vec<(String, String)>| {
+        v.into_iter()
+            .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
+            .collect()
+    };
     api::JobSpec {
         id: api::JobId(r.job as u64),
         name: RString::from(r.name),
@@ -326,7 +407,11 @@ fn to_spec(r: JobRequest) -> api::JobSpec {
         resources: api::Resources {
             cpus: r.cpus,
             memory_mb: r.memory_mb.into(),
-            named: r.resources.into_iter().map(|(k, v)| Tuple2(RString::from(k), v)).collect(),
+            named: r
+                .resources
+                .into_iter()
+                .map(|(k, v)| Tuple2(RString::from(k), v))
+                .collect(),
         },
         interactive: r.interactive,
         attempt: r.attempt,
@@ -401,13 +486,21 @@ fn status_code(s: Status) -> api::JobStatus {
 
 fn to_abi_event(e: &RunEvent) -> api::RunEvent {
     match e {
-        RunEvent::RunStarted { time_us, flow, run_dir, jobs } => {
+        RunEvent::RunStarted {
+            time_us,
+            flow,
+            run_dir,
+            jobs,
+        } => {
             let mut r = api::RunEvent::empty(api::RunEventKind::RUN_STARTED, *time_us);
             r.flow = rstring(flow);
             r.run_dir = rpath(run_dir);
             r.jobs = jobs
                 .iter()
-                .map(|(name, backend)| api::JobInfo { name: rstring(name), backend: rstring(backend) })
+                .map(|(name, backend)| api::JobInfo {
+                    name: rstring(name),
+                    backend: rstring(backend),
+                })
                 .collect();
             r
         }
@@ -422,7 +515,10 @@ fn to_abi_event(e: &RunEvent) -> api::RunEvent {
             r.duration_s = s.duration_s.into();
             r.log = s.log.as_deref().map(rpath).unwrap_or_default();
             if let Some(line) = s.fail_line {
-                r.attrs.push(Tuple2(rstring("fail_line"), RString::from(line.to_string())));
+                r.attrs.push(Tuple2(
+                    rstring("fail_line"),
+                    RString::from(line.to_string()),
+                ));
             }
             if let Some(text) = &s.fail_text {
                 r.attrs.push(Tuple2(rstring("fail_text"), rstring(text)));
@@ -457,7 +553,10 @@ impl Observer for ObserverAdapter {
     }
 
     fn finish(&self) -> Result<(), String> {
-        self.inner.finish().into_result().map_err(|e| e.message.to_string())
+        self.inner
+            .finish()
+            .into_result()
+            .map_err(|e| e.message.to_string())
     }
 }
 
@@ -488,7 +587,8 @@ mod tests {
 
     #[test]
     fn layout_reports_are_summarised_to_one_line() {
-        let report = "lots of\nnoise\n  Error:mismatched type\n  Expected:\n u64\n Found:\n u32\nmore";
+        let report =
+            "lots of\nnoise\n  Error:mismatched type\n  Expected:\n u64\n Found:\n u32\nmore";
         let s = summarise_layout_error(report);
         assert!(s.starts_with("mismatched type"), "{s}");
         assert!(!s.contains('\n'));

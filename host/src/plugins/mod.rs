@@ -66,7 +66,11 @@ impl PluginSet {
                 match RegistryFile::read(&dir.path) {
                     Ok(reg) => {
                         for entry in reg.plugins {
-                            found.push((dir.path.join(&entry.file), entry.name.clone(), Some(entry)));
+                            found.push((
+                                dir.path.join(&entry.file),
+                                entry.name.clone(),
+                                Some(entry),
+                            ));
                         }
                     }
                     Err(e) => warnings.push(e.to_string()),
@@ -80,10 +84,20 @@ impl PluginSet {
             }
             for (path, name, entry) in found {
                 let shadowed = !seen_names.insert(name.clone());
-                candidates.push(Candidate { path, dir_kind: dir.kind, name, entry, shadowed });
+                candidates.push(Candidate {
+                    path,
+                    dir_kind: dir.kind,
+                    name,
+                    entry,
+                    shadowed,
+                });
             }
         }
-        PluginSet { candidates, loaded: HashMap::new(), warnings }
+        PluginSet {
+            candidates,
+            loaded: HashMap::new(),
+            warnings,
+        }
     }
 
     /// Every plugin found, shadowed ones included, in search order.
@@ -107,7 +121,10 @@ impl PluginSet {
     /// a bundled plugin offers a kind of its own name), unless `load_scanned` asks to load them
     /// and read their manifests.
     pub fn catalog(&mut self, load_scanned: bool) -> KindCatalog {
-        let mut cat = KindCatalog { backends: Vec::new(), observers: Vec::new() };
+        let mut cat = KindCatalog {
+            backends: Vec::new(),
+            observers: Vec::new(),
+        };
         for i in 0..self.candidates.len() {
             let c = &self.candidates[i];
             if c.shadowed {
@@ -119,7 +136,8 @@ impl PluginSet {
             } else if load_scanned {
                 if let Ok(p) = self.load(i) {
                     cat.backends.extend(p.backends.iter().map(|k| k.0.clone()));
-                    cat.observers.extend(p.observers.iter().map(|k| k.0.clone()));
+                    cat.observers
+                        .extend(p.observers.iter().map(|k| k.0.clone()));
                 }
             } else {
                 // Unknown until loaded: offer the name both ways; the real check happens when
@@ -149,7 +167,9 @@ impl PluginSet {
                 continue;
             }
             let likely = match &c.entry {
-                Some(e) => (if observer { &e.observers } else { &e.backends }).iter().any(|k| k == kind),
+                Some(e) => (if observer { &e.observers } else { &e.backends })
+                    .iter()
+                    .any(|k| k == kind),
                 None => c.name == kind,
             };
             if likely {
@@ -171,7 +191,11 @@ impl PluginSet {
             }
         }
         let cat = self.catalog(true);
-        let available = if observer { cat.observers } else { cat.backends };
+        let available = if observer {
+            cat.observers
+        } else {
+            cat.backends
+        };
         Err(Error::Instance {
             location: None,
             message: format!(
@@ -185,11 +209,16 @@ impl PluginSet {
 
 /// Loads a library after the safety checks: ownership and permissions always; the recorded
 /// sha256 for an installed plugin.
-pub fn load_checked(path: &Path, entry: Option<&RegistryEntry>) -> Result<LoadedPlugin, PluginLoadError> {
+pub fn load_checked(
+    path: &Path,
+    entry: Option<&RegistryEntry>,
+) -> Result<LoadedPlugin, PluginLoadError> {
     registry::check_ownership(path)?;
     if let Some(entry) = entry {
-        let actual = registry::sha256_file(path)
-            .map_err(|e| PluginLoadError::Io { path: path.to_path_buf(), detail: e.to_string() })?;
+        let actual = registry::sha256_file(path).map_err(|e| PluginLoadError::Io {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         if actual != entry.sha256 {
             return Err(PluginLoadError::HashMismatch {
                 path: path.to_path_buf(),
@@ -241,11 +270,18 @@ pub fn install(file: &Path, scope: Scope) -> Result<RegistryEntry, Error> {
     let dest = dir.join(&file_name);
     // Copy to a temporary name then rename, so a running flowrun never sees half a library.
     let tmp = dir.join(format!(".{file_name}.tmp"));
-    std::fs::copy(file, &tmp)
-        .map_err(|e| Error::Registry(format!("{}: cannot copy to {}: {e}", file.display(), dir.display())))?;
+    std::fs::copy(file, &tmp).map_err(|e| {
+        Error::Registry(format!(
+            "{}: cannot copy to {}: {e}",
+            file.display(),
+            dir.display()
+        ))
+    })?;
     set_mode(&tmp, 0o755)?;
-    std::fs::rename(&tmp, &dest).map_err(|e| Error::Registry(format!("{}: {e}", dest.display())))?;
-    let sha256 = registry::sha256_file(&dest).map_err(|e| Error::Registry(format!("{}: {e}", dest.display())))?;
+    std::fs::rename(&tmp, &dest)
+        .map_err(|e| Error::Registry(format!("{}: {e}", dest.display())))?;
+    let sha256 = registry::sha256_file(&dest)
+        .map_err(|e| Error::Registry(format!("{}: {e}", dest.display())))?;
     let entry = RegistryEntry {
         name: plugin.name.clone(),
         version: plugin.version.clone(),
@@ -325,9 +361,19 @@ pub fn list(set: &mut PluginSet) -> Vec<ListRow> {
             let c = set.candidates[i].clone();
             let loaded = set.load(i);
             let (version, api_version, backends, observers, error) = match &loaded {
-                Ok(p) => (p.version.clone(), p.api_version.clone(), p.backends.clone(), p.observers.clone(), None),
+                Ok(p) => (
+                    p.version.clone(),
+                    p.api_version.clone(),
+                    p.backends.clone(),
+                    p.observers.clone(),
+                    None,
+                ),
                 Err(e) => {
-                    let (v, a) = c.entry.as_ref().map(|e| (e.version.clone(), e.api_version.clone())).unwrap_or_default();
+                    let (v, a) = c
+                        .entry
+                        .as_ref()
+                        .map(|e| (e.version.clone(), e.api_version.clone()))
+                        .unwrap_or_default();
                     (v, a, Vec::new(), Vec::new(), Some(e.to_string()))
                 }
             };

@@ -62,17 +62,35 @@ pub fn search_path() -> Vec<SearchDir> {
     let mut dirs = Vec::new();
     if let Some(p) = std::env::var_os("FLOWRUN_PLUGIN_PATH") {
         for d in std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()) {
-            dirs.push(SearchDir { path: d, kind: DirKind::Path });
+            dirs.push(SearchDir {
+                path: d,
+                kind: DirKind::Path,
+            });
         }
     }
-    dirs.push(SearchDir { path: user_dir(), kind: DirKind::User });
-    dirs.push(SearchDir { path: site_dir(), kind: DirKind::Site });
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        dirs.push(SearchDir { path: exe_dir.clone(), kind: DirKind::Bundled });
+    dirs.push(SearchDir {
+        path: user_dir(),
+        kind: DirKind::User,
+    });
+    dirs.push(SearchDir {
+        path: site_dir(),
+        kind: DirKind::Site,
+    });
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(SearchDir {
+            path: exe_dir.clone(),
+            kind: DirKind::Bundled,
+        });
         if let Some(prefix) = exe_dir.parent() {
             let installed = prefix.join("lib/flowrun/plugins");
             if exe_dir.ends_with("bin") {
-                dirs.push(SearchDir { path: installed, kind: DirKind::Bundled });
+                dirs.push(SearchDir {
+                    path: installed,
+                    kind: DirKind::Bundled,
+                });
             }
         }
     }
@@ -85,7 +103,9 @@ pub fn user_dir() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"));
             home.join(".local/share")
         });
     data.join("flowrun/plugins")
@@ -155,7 +175,9 @@ impl RegistryFile {
         let tmp = dir.join(format!(".{REGISTRY_FILE}.tmp"));
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, dir.join(REGISTRY_FILE)))
-            .map_err(|e| Error::Registry(format!("{}: cannot write the registry: {e}", dir.display())))
+            .map_err(|e| {
+                Error::Registry(format!("{}: cannot write the registry: {e}", dir.display()))
+            })
     }
 }
 
@@ -180,18 +202,26 @@ pub fn check_ownership(file: &Path) -> Result<(), PluginLoadError> {
     let me = nix::unistd::geteuid().as_raw();
     let dir = file.parent().unwrap_or(Path::new("/"));
     for (path, what) in [(file, "file"), (dir, "directory")] {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| PluginLoadError::Io { path: path.to_path_buf(), detail: e.to_string() })?;
+        let meta = std::fs::metadata(path).map_err(|e| PluginLoadError::Io {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         if meta.mode() & 0o022 != 0 {
             return Err(PluginLoadError::Permissions {
                 path: path.to_path_buf(),
-                why: format!("the plugin {what} is writable by group or others (mode {:o})", meta.mode() & 0o7777),
+                why: format!(
+                    "the plugin {what} is writable by group or others (mode {:o})",
+                    meta.mode() & 0o7777
+                ),
             });
         }
         if meta.uid() != 0 && meta.uid() != me {
             return Err(PluginLoadError::Permissions {
                 path: path.to_path_buf(),
-                why: format!("the plugin {what} is owned by another user (uid {})", meta.uid()),
+                why: format!(
+                    "the plugin {what} is owned by another user (uid {})",
+                    meta.uid()
+                ),
             });
         }
     }
@@ -200,7 +230,9 @@ pub fn check_ownership(file: &Path) -> Result<(), PluginLoadError> {
 
 /// The plugin libraries of a scanned directory (`lib*.so`), sorted.
 pub fn scan_dir(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -216,7 +248,11 @@ pub fn scan_dir(dir: &Path) -> Vec<PathBuf> {
 /// The plugin name a scanned file is expected to hold: `libflowrun_plugin_NAME.so` -> NAME.
 pub fn name_from_file(path: &Path) -> Option<String> {
     let n = path.file_name()?.to_str()?;
-    Some(n.strip_prefix("libflowrun_plugin_")?.strip_suffix(".so")?.to_string())
+    Some(
+        n.strip_prefix("libflowrun_plugin_")?
+            .strip_suffix(".so")?
+            .to_string(),
+    )
 }
 
 /// The current time, RFC 3339 UTC.

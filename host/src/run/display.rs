@@ -59,7 +59,14 @@ impl Display {
     /// A display on stderr; `quiet` prints only the summary.
     pub fn new(quiet: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
-        Display { tty, quiet, paused: 0, last_plain: Instant::now(), started: Instant::now(), line_shown: false }
+        Display {
+            tty,
+            quiet,
+            paused: 0,
+            last_plain: Instant::now(),
+            started: Instant::now(),
+            line_shown: false,
+        }
     }
 
     /// How often [`Display::refresh`] should be called.
@@ -126,7 +133,13 @@ impl Display {
     }
 
     /// Clears the line and prints the summary: totals, then failures grouped by reason.
-    pub fn summary(&mut self, c: &Counts, flow: &str, failures: &[(String, String, &'static str)], results: &str) {
+    pub fn summary(
+        &mut self,
+        c: &Counts,
+        flow: &str,
+        failures: &[(String, String, &'static str)],
+        results: &str,
+    ) {
         let mut err = std::io::stderr().lock();
         if self.tty && self.line_shown {
             let _ = write!(err, "\r\x1b[2K");
@@ -145,15 +158,27 @@ impl Display {
             // Group by reason with the most common first; show a few job names per reason.
             let mut groups: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
             for (job, reason, status) in failures {
-                groups.entry((status, reason.as_str())).or_default().push(job.as_str());
+                groups
+                    .entry((status, reason.as_str()))
+                    .or_default()
+                    .push(job.as_str());
             }
             let mut groups: Vec<_> = groups.into_iter().collect();
             groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
             let _ = writeln!(err, "{:<8} {:>6}  reason (jobs)", "status", "count");
             for ((status, reason), jobs) in groups.iter().take(30) {
                 let shown: Vec<&str> = jobs.iter().take(3).copied().collect();
-                let more = if jobs.len() > 3 { format!(", ... {} more", jobs.len() - 3) } else { String::new() };
-                let _ = writeln!(err, "{status:<8} {:>6}  {reason} ({}{more})", jobs.len(), shown.join(", "));
+                let more = if jobs.len() > 3 {
+                    format!(", ... {} more", jobs.len() - 3)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    err,
+                    "{status:<8} {:>6}  {reason} ({}{more})",
+                    jobs.len(),
+                    shown.join(", ")
+                );
             }
             if groups.len() > 30 {
                 let _ = writeln!(err, "... {} more reasons in {results}", groups.len() - 30);

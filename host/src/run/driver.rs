@@ -29,12 +29,19 @@ pub struct BackendDriver {
 impl BackendDriver {
     /// Wraps a created backend.
     pub fn new(name: String, backend: Arc<dyn Backend>) -> Self {
-        BackendDriver { caps: backend.capabilities(), backend, name }
+        BackendDriver {
+            caps: backend.capabilities(),
+            backend,
+            name,
+        }
     }
 
     /// How many jobs one call may carry.
     pub fn batch_limit(&self) -> usize {
-        self.caps.max_batch.unwrap_or(MAX_CALL_BATCH).clamp(1, MAX_CALL_BATCH)
+        self.caps
+            .max_batch
+            .unwrap_or(MAX_CALL_BATCH)
+            .clamp(1, MAX_CALL_BATCH)
     }
 
     /// Offers jobs (at most [`BackendDriver::batch_limit`]); one reply per job, in order.

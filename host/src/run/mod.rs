@@ -11,11 +11,7 @@ mod display;
 mod driver;
 pub mod records;
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::Instant,
-};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -29,7 +25,9 @@ use crate::{
     observe::{JobStatusEvent, ObserverHub, RunEvent, Summary},
     outcome::{scan_logs, LogVerdict},
     plugins::PluginSet,
-    sched::{self, Action, Input, Interrupt, JobIx, Outcome, SchedSpec, Scheduler, SchedulerApi, Status},
+    sched::{
+        self, Action, Input, Interrupt, JobIx, Outcome, SchedSpec, Scheduler, SchedulerApi, Status,
+    },
 };
 use display::{Counts, Display};
 use driver::BackendDriver;
@@ -97,8 +95,12 @@ fn prepare_out_dir(flow: &Flow, opts: &RunOptions) -> Result<PathBuf, Error> {
             dir
         }
     };
-    std::fs::create_dir_all(out.join("jobs"))
-        .map_err(|e| Error::Output(format!("{}: cannot create the output directory: {e}", out.display())))?;
+    std::fs::create_dir_all(out.join("jobs")).map_err(|e| {
+        Error::Output(format!(
+            "{}: cannot create the output directory: {e}",
+            out.display()
+        ))
+    })?;
     if opts.out.is_none() {
         // `latest` points at the newest run; a failure here is cosmetic.
         if let (Some(parent), Some(name)) = (out.parent(), out.file_name()) {
@@ -107,7 +109,8 @@ fn prepare_out_dir(flow: &Flow, opts: &RunOptions) -> Result<PathBuf, Error> {
             let _ = std::os::unix::fs::symlink(name, &link);
         }
     }
-    out.canonicalize().map_err(|e| Error::Output(format!("{}: {e}", out.display())))
+    out.canonicalize()
+        .map_err(|e| Error::Output(format!("{}: {e}", out.display())))
 }
 
 /// A job directory name: the job's name with `/` replaced, so every job gets one directory.
@@ -123,7 +126,8 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
         .map_err(|e| Error::Output(format!("cannot start the runtime: {e}")))?;
     let _guard = runtime.enter();
     // Signals are hooked before any job starts, so that none is lost.
-    let signals = Signals::new().map_err(|e| Error::Output(format!("cannot install signal handlers: {e}")))?;
+    let signals = Signals::new()
+        .map_err(|e| Error::Output(format!("cannot install signal handlers: {e}")))?;
     let out = prepare_out_dir(&flow, opts)?;
     let (tx, rx) = unbounded_channel();
     let sender: Arc<dyn EventSender> = Arc::new(LoopSender(tx.clone()));
@@ -141,10 +145,15 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
             continue;
         }
         let made = plugins.plugin_for(&inst.kind, false).and_then(|plugin| {
-            plugin.new_backend(&inst.kind, &inst.config_toml, sender.clone()).map_err(|e| Error::Instance {
-                location: Some(inst.location.clone()),
-                message: format!("backend `{}` (kind `{}`, plugin {}): {e}", inst.name, inst.kind, plugin.name),
-            })
+            plugin
+                .new_backend(&inst.kind, &inst.config_toml, sender.clone())
+                .map_err(|e| Error::Instance {
+                    location: Some(inst.location.clone()),
+                    message: format!(
+                        "backend `{}` (kind `{}`, plugin {}): {e}",
+                        inst.name, inst.kind, plugin.name
+                    ),
+                })
         });
         match made {
             Ok(backend) => {
@@ -164,7 +173,14 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
     let mut observer_specs: Vec<(String, String, String, Option<crate::flow::Location>)> = flow
         .observers
         .iter()
-        .map(|o| (o.name.clone(), o.kind.clone(), o.config_toml.clone(), Some(o.location.clone())))
+        .map(|o| {
+            (
+                o.name.clone(),
+                o.kind.clone(),
+                o.config_toml.clone(),
+                Some(o.location.clone()),
+            )
+        })
         .collect();
     for kind in &opts.observers {
         if !observer_specs.iter().any(|o| &o.1 == kind) {
@@ -173,10 +189,15 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
     }
     for (name, kind, config, location) in observer_specs {
         let made = plugins.plugin_for(&kind, true).and_then(|plugin| {
-            plugin.new_observer(&kind, &config).map_err(|e| Error::Instance {
-                location: location.clone(),
-                message: format!("observer `{name}` (kind `{kind}`, plugin {}): {e}", plugin.name),
-            })
+            plugin
+                .new_observer(&kind, &config)
+                .map_err(|e| Error::Instance {
+                    location: location.clone(),
+                    message: format!(
+                        "observer `{name}` (kind `{kind}`, plugin {}): {e}",
+                        plugin.name
+                    ),
+                })
         });
         match made {
             Ok(o) => hub.add(name, o),
@@ -225,7 +246,10 @@ struct Signals {
 
 impl Signals {
     fn new() -> std::io::Result<Self> {
-        Ok(Signals { sigint: signal(SignalKind::interrupt())?, sigterm: signal(SignalKind::terminate())? })
+        Ok(Signals {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+        })
     }
 }
 
@@ -263,7 +287,13 @@ struct RunState {
 }
 
 impl RunState {
-    fn new(flow: Flow, out: PathBuf, drivers: Vec<Option<BackendDriver>>, hub: ObserverHub, opts: &RunOptions) -> Self {
+    fn new(
+        flow: Flow,
+        out: PathBuf,
+        drivers: Vec<Option<BackendDriver>>,
+        hub: ObserverHub,
+        opts: &RunOptions,
+    ) -> Self {
         let mut spec = SchedSpec {
             jobs: Vec::with_capacity(flow.jobs.len()),
             backends: Vec::with_capacity(flow.backends.len()),
@@ -280,7 +310,9 @@ impl RunState {
             needs_job_dir.push(caps.needs_job_dir);
         }
         for j in &flow.jobs {
-            let enforces = drivers[j.backend].as_ref().is_some_and(|d| d.caps.enforces_timeout);
+            let enforces = drivers[j.backend]
+                .as_ref()
+                .is_some_and(|d| d.caps.enforces_timeout);
             spec.jobs.push(sched::JobSpec {
                 name: j.name.clone(),
                 priority: j.priority,
@@ -299,7 +331,11 @@ impl RunState {
         let n = flow.jobs.len();
         let mut counts = Counts::default();
         counts.by_status[0] = n as u64;
-        let run_tag = format!("flowrun-{}-{}", flow.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), std::process::id());
+        let run_tag = format!(
+            "flowrun-{}-{}",
+            flow.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            std::process::id()
+        );
         RunState {
             sched: Scheduler::new(spec),
             run_tag,
@@ -322,10 +358,17 @@ impl RunState {
     }
 
     fn log_path(&self, job: usize) -> PathBuf {
-        self.out.join("jobs").join(job_dir_name(&self.flow.jobs[job].name)).join("output.log")
+        self.out
+            .join("jobs")
+            .join(job_dir_name(&self.flow.jobs[job].name))
+            .join("output.log")
     }
 
-    async fn drive(&mut self, mut rx: UnboundedReceiver<LoopMsg>, mut signals: Signals) -> DriveEnd {
+    async fn drive(
+        &mut self,
+        mut rx: UnboundedReceiver<LoopMsg>,
+        mut signals: Signals,
+    ) -> DriveEnd {
         // The loop keeps a sender for log-scan results; backends hold the others.
         let (scan_tx, mut scan_rx) = unbounded_channel();
         self.tx = Some(scan_tx);
@@ -379,9 +422,15 @@ impl RunState {
     fn on_signal(&mut self, sig: Interrupt) -> bool {
         let second = self.interrupted.is_some();
         self.interrupted = Some(sig);
-        self.pending_events.push(RunEvent::KillSignal { time_us: now_us(), signal: sig.name() });
+        self.pending_events.push(RunEvent::KillSignal {
+            time_us: now_us(),
+            signal: sig.name(),
+        });
         if second {
-            self.display.message(&format!("flowrun: {} again: exiting now after a best-effort kill", sig.name()));
+            self.display.message(&format!(
+                "flowrun: {} again: exiting now after a best-effort kill",
+                sig.name()
+            ));
         } else {
             self.display.message(&format!(
                 "flowrun: {}: starting nothing more, killing {} running job(s); {} again to exit at once",
@@ -405,27 +454,31 @@ impl RunState {
         }
     }
 
-    fn on_answers(&mut self, answers: impl IntoIterator<Item = (JobIx, SubmitReply)>, now: Instant) {
-                for (job, reply) in answers {
-                    let j = job as usize;
-                    if self.answered[j] {
-                        continue; // an event already implied acceptance
-                    }
-                    self.answered[j] = true;
-                    let input = match reply {
-                        SubmitReply::Accepted => Input::Accepted(job),
-                        SubmitReply::Busy => {
-                            self.answered[j] = false; // it will be submitted again
-                            Input::Busy(job)
-                        }
-                        SubmitReply::Rejected(e) => {
-                            self.records[j].started_at = 0; // it never started
-                            self.records[j].finished_at = now_us();
-                            Input::Rejected(job, e)
-                        }
-                    };
-                    self.sched.handle(input, now);
+    fn on_answers(
+        &mut self,
+        answers: impl IntoIterator<Item = (JobIx, SubmitReply)>,
+        now: Instant,
+    ) {
+        for (job, reply) in answers {
+            let j = job as usize;
+            if self.answered[j] {
+                continue; // an event already implied acceptance
+            }
+            self.answered[j] = true;
+            let input = match reply {
+                SubmitReply::Accepted => Input::Accepted(job),
+                SubmitReply::Busy => {
+                    self.answered[j] = false; // it will be submitted again
+                    Input::Busy(job)
                 }
+                SubmitReply::Rejected(e) => {
+                    self.records[j].started_at = 0; // it never started
+                    self.records[j].finished_at = now_us();
+                    Input::Rejected(job, e)
+                }
+            };
+            self.sched.handle(input, now);
+        }
     }
 
     /// Feeds the acceptance a backend event implies when the event overtook the answer.
@@ -461,7 +514,12 @@ impl RunState {
                 self.records[job as usize].finished_at = now_us();
                 self.sched.handle(Input::Lost(job, why), now);
             }
-            BackendEvent::Finished { job, end, detail, logs } => {
+            BackendEvent::Finished {
+                job,
+                end,
+                detail,
+                logs,
+            } => {
                 let j = job as usize;
                 if !self.implied_accept(job, now) || self.ended[j] {
                     return;
@@ -479,10 +537,12 @@ impl RunState {
                     rec.logs = Some(Box::new(logs));
                 }
                 let judged = match end {
-                    JobEnd::Killed => Some(Outcome::Killed { reason: "killed by the backend".into() }),
-                    JobEnd::Signaled(sig) => {
-                        Some(Outcome::Failed { reason: format!("killed by signal {sig}{}", signal_name(sig)) })
-                    }
+                    JobEnd::Killed => Some(Outcome::Killed {
+                        reason: "killed by the backend".into(),
+                    }),
+                    JobEnd::Signaled(sig) => Some(Outcome::Failed {
+                        reason: format!("killed by signal {sig}{}", signal_name(sig)),
+                    }),
                     JobEnd::Failed(reason, code) => {
                         rec.exit_code = code;
                         Some(Outcome::Failed { reason })
@@ -498,9 +558,13 @@ impl RunState {
                                     None => vec![self.log_path(j)],
                                 };
                                 let patterns = p.clone();
-                                let tx = self.tx.clone().expect("the loop's sender exists while driving");
+                                let tx = self
+                                    .tx
+                                    .clone()
+                                    .expect("the loop's sender exists while driving");
                                 tokio::task::spawn_blocking(move || {
-                                    let (outcome, fail) = judge_log(code, &scan_logs(&paths, &patterns));
+                                    let (outcome, fail) =
+                                        judge_log(code, &scan_logs(&paths, &patterns));
                                     let _ = tx.send(LoopMsg::Judged(job, outcome, fail));
                                 });
                                 None
@@ -539,15 +603,24 @@ impl RunState {
                         d.kill(&jobs);
                     }
                 }
-                Action::Status { job, old, new, reason } => self.on_status(job, old, new, reason),
+                Action::Status {
+                    job,
+                    old,
+                    new,
+                    reason,
+                } => self.on_status(job, old, new, reason),
             }
         }
     }
 
     /// Hands one slice of the oldest queued submission to its backend. Returns whether it did.
     fn submit_slice(&mut self) -> bool {
-        let Some((b, mut jobs)) = self.pending_submits.pop_front() else { return false };
-        let Some(driver) = self.drivers[b].clone() else { return false };
+        let Some((b, mut jobs)) = self.pending_submits.pop_front() else {
+            return false;
+        };
+        let Some(driver) = self.drivers[b].clone() else {
+            return false;
+        };
         let limit = driver.batch_limit();
         if jobs.len() > limit {
             let rest = jobs.split_off(limit);
@@ -568,7 +641,9 @@ impl RunState {
         match new {
             Status::Queued if rec.queued_at == 0 => rec.queued_at = now,
             Status::Running => {}
-            s if s.is_terminal() && rec.finished_at == 0 && rec.started_at > 0 => rec.finished_at = now,
+            s if s.is_terminal() && rec.finished_at == 0 && rec.started_at > 0 => {
+                rec.finished_at = now
+            }
             _ => {}
         }
         if self.hub.is_empty() {
@@ -577,20 +652,21 @@ impl RunState {
         let rec = &self.records[j];
         let terminal = new.is_terminal();
         let job_def = &self.flow.jobs[j];
-        self.pending_events.push(RunEvent::JobStatus(JobStatusEvent {
-            time_us: now,
-            job: job_def.name.clone(),
-            backend: self.flow.backends[job_def.backend].name.clone(),
-            old,
-            new,
-            reason,
-            exit_code: if terminal { rec.exit_code } else { None },
-            duration_s: (terminal && rec.started_at > 0 && rec.finished_at >= rec.started_at)
-                .then(|| (rec.finished_at - rec.started_at) as f64 / 1e6),
-            log: (terminal && rec.has_dir).then(|| self.log_path(j)),
-            fail_line: rec.fail.as_ref().map(|f| f.line),
-            fail_text: rec.fail.as_ref().map(|f| f.text.clone()),
-        }));
+        self.pending_events
+            .push(RunEvent::JobStatus(JobStatusEvent {
+                time_us: now,
+                job: job_def.name.clone(),
+                backend: self.flow.backends[job_def.backend].name.clone(),
+                old,
+                new,
+                reason,
+                exit_code: if terminal { rec.exit_code } else { None },
+                duration_s: (terminal && rec.started_at > 0 && rec.finished_at >= rec.started_at)
+                    .then(|| (rec.finished_at - rec.started_at) as f64 / 1e6),
+                log: (terminal && rec.has_dir).then(|| self.log_path(j)),
+                fail_line: rec.fail.as_ref().map(|f| f.line),
+                fail_text: rec.fail.as_ref().map(|f| f.text.clone()),
+            }));
     }
 
     fn request(&mut self, job: JobIx, backend: usize) -> JobRequest {
@@ -621,7 +697,11 @@ impl RunState {
             timeout_ms: def.timeout.as_ref().map(|t| t.0.as_millis() as u64),
             cpus: def.cpus,
             memory_mb: def.memory_mb,
-            resources: def.resources.iter().map(|(r, n)| (self.flow.resources[*r as usize].0.clone(), *n)).collect(),
+            resources: def
+                .resources
+                .iter()
+                .map(|(r, n)| (self.flow.resources[*r as usize].0.clone(), *n))
+                .collect(),
             interactive: def.interactive,
             attempt: 1,
             attrs: def.attrs.clone(),
@@ -662,7 +742,11 @@ impl RunState {
         let flow_ref = &self.flow;
         let records = &self.records;
         let outcome_fn = |i: usize| (finals[i].0, finals[i].1.as_str());
-        let log_of = |i: usize| out.join("jobs").join(job_dir_name(&flow_ref.jobs[i].name)).join("output.log");
+        let log_of = |i: usize| {
+            out.join("jobs")
+                .join(job_dir_name(&flow_ref.jobs[i].name))
+                .join("output.log")
+        };
         let results = records::write_results(
             &out,
             &records::ResultsInput {
@@ -686,7 +770,10 @@ impl RunState {
             duration_s: (finished_us - self.started_us) as f64 / 1e6,
             results_path: results.clone(),
         };
-        self.pending_events.push(RunEvent::RunFinished { time_us: finished_us, summary });
+        self.pending_events.push(RunEvent::RunFinished {
+            time_us: finished_us,
+            summary,
+        });
         let events = std::mem::take(&mut self.pending_events);
         self.hub.publish(events);
         let hub = std::mem::take(&mut self.hub);
@@ -698,9 +785,20 @@ impl RunState {
             .iter()
             .enumerate()
             .filter(|(_, (s, _))| *s != Status::Passed)
-            .map(|(i, (s, r))| (self.flow.jobs[i].name.clone(), r.clone(), records::status_name(*s)))
+            .map(|(i, (s, r))| {
+                (
+                    self.flow.jobs[i].name.clone(),
+                    r.clone(),
+                    records::status_name(*s),
+                )
+            })
             .collect();
-        self.display.summary(&self.counts, &self.flow.name, &failures, &results.display().to_string());
+        self.display.summary(
+            &self.counts,
+            &self.flow.name,
+            &failures,
+            &results.display().to_string(),
+        );
 
         let exit_code = match self.interrupted {
             Some(Interrupt::Sigint) => EXIT_SIGINT,
@@ -726,7 +824,9 @@ fn exit_outcome(code: i32) -> Outcome {
     if code == 0 {
         Outcome::Passed
     } else {
-        Outcome::Failed { reason: format!("exit code {code}") }
+        Outcome::Failed {
+            reason: format!("exit code {code}"),
+        }
     }
 }
 
@@ -735,19 +835,40 @@ fn exit_outcome(code: i32) -> Outcome {
 fn judge_log(code: i32, verdict: &LogVerdict) -> (Outcome, Option<Box<FailMatch>>) {
     match verdict {
         LogVerdict::Clean => (exit_outcome(code), None),
-        LogVerdict::FailMatched { line, text, context, .. } => (
-            Outcome::Failed { reason: format!("fail pattern matched at line {line}: {text}") },
-            Some(Box::new(FailMatch { line: *line, text: text.clone(), context: context.clone() })),
+        LogVerdict::FailMatched {
+            line,
+            text,
+            context,
+            ..
+        } => (
+            Outcome::Failed {
+                reason: format!("fail pattern matched at line {line}: {text}"),
+            },
+            Some(Box::new(FailMatch {
+                line: *line,
+                text: text.clone(),
+                context: context.clone(),
+            })),
         ),
-        LogVerdict::PassMissing { pattern } => {
-            (Outcome::Failed { reason: format!("pass pattern never matched: {pattern}") }, None)
-        }
-        LogVerdict::Unreadable(why) => (Outcome::Failed { reason: why.clone() }, None),
+        LogVerdict::PassMissing { pattern } => (
+            Outcome::Failed {
+                reason: format!("pass pattern never matched: {pattern}"),
+            },
+            None,
+        ),
+        LogVerdict::Unreadable(why) => (
+            Outcome::Failed {
+                reason: why.clone(),
+            },
+            None,
+        ),
     }
 }
 
 fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig).map(|s| format!(" ({})", s.as_str())).unwrap_or_default()
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| format!(" ({})", s.as_str()))
+        .unwrap_or_default()
 }
 
 /// The expanded plan, for `--dry-run`.
@@ -758,13 +879,21 @@ pub fn plan(flow: &Flow) -> String {
             Command::Shell(c) => c.clone(),
             Command::Argv(v) => format!("{v:?}"),
         };
-        let needs: Vec<&str> = j.needs.iter().map(|&d| flow.jobs[d as usize].name.as_str()).collect();
+        let needs: Vec<&str> = j
+            .needs
+            .iter()
+            .map(|&d| flow.jobs[d as usize].name.as_str())
+            .collect();
         s.push_str(&format!(
             "{}  [backend {}, priority {}{}]  {}\n",
             j.name,
             flow.backends[j.backend].name,
             j.priority,
-            if needs.is_empty() { String::new() } else { format!(", needs {}", needs.join(" ")) },
+            if needs.is_empty() {
+                String::new()
+            } else {
+                format!(", needs {}", needs.join(" "))
+            },
             cmd
         ));
     }
@@ -781,7 +910,11 @@ pub fn graph(flow: &Flow) -> String {
     }
     for j in &flow.jobs {
         for &d in &j.needs {
-            s.push_str(&format!("  {} -> {};\n", q(&flow.jobs[d as usize].name), q(&j.name)));
+            s.push_str(&format!(
+                "  {} -> {};\n",
+                q(&flow.jobs[d as usize].name),
+                q(&j.name)
+            ));
         }
     }
     s.push_str("}\n");

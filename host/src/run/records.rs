@@ -13,7 +13,10 @@ use crate::{flow::Flow, sched::Status};
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-22T21:54:41.123456Z`.
@@ -21,6 +24,9 @@ pub fn rfc3339_us(us: i64) -> String {
     let mut buf = [0u8; TS_LEN];
     Timestamps::default().format(us, &mut buf).to_string()
 }
+
+/// A second since the epoch and its `YYYY-MM-DDTHH:MM:SS.` text.
+type CachedSecond = (i64, [u8; 20]);
 
 const TS_LEN: usize = "2026-11-22T21:54:41.123456Z".len();
 
@@ -31,7 +37,7 @@ const TS_LEN: usize = "2026-11-22T21:54:41.123456Z".len();
 pub struct Timestamps {
     /// A few recent seconds: a job's queued, started and finished times alternate between
     /// the run's start and the moment it ran.
-    cached: [std::cell::Cell<Option<(i64, [u8; 20])>>; 4],
+    cached: [std::cell::Cell<Option<CachedSecond>>; 4],
 }
 
 impl Timestamps {
@@ -177,7 +183,12 @@ pub struct ResultsInput<'a> {
 pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<PathBuf> {
     let path = dir.join("results.json");
     let tmp = dir.join(".results.json.tmp");
-    let mut counts = Counts { passed: 0, failed: 0, killed: 0, skipped: 0 };
+    let mut counts = Counts {
+        passed: 0,
+        failed: 0,
+        killed: 0,
+        skipped: 0,
+    };
     for i in 0..input.flow.jobs.len() {
         match (input.outcome)(i).0 {
             Status::Passed => counts.passed += 1,
@@ -239,7 +250,13 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339_us(1_795_391_681_123_456), "2026-11-22T23:54:41.123456Z");
-        assert_eq!(rfc3339_us(1_795_391_681_000_007), "2026-11-22T23:54:41.000007Z");
+        assert_eq!(
+            rfc3339_us(1_795_391_681_123_456),
+            "2026-11-22T23:54:41.123456Z"
+        );
+        assert_eq!(
+            rfc3339_us(1_795_391_681_000_007),
+            "2026-11-22T23:54:41.000007Z"
+        );
     }
 }

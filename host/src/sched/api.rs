@@ -45,7 +45,10 @@ pub enum Status {
 impl Status {
     /// Passed, failed, killed or skipped.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Passed | Status::Failed | Status::Killed | Status::Skipped)
+        matches!(
+            self,
+            Status::Passed | Status::Failed | Status::Killed | Status::Skipped
+        )
     }
 }
 

@@ -647,7 +647,9 @@ impl Shared {
                 job.kill_requested = true;
                 job.sigkill_sent = Some(now);
             }
-            state.timers.push(Reverse((now + GIVE_UP_AFTER_SIGKILL, *id)));
+            state
+                .timers
+                .push(Reverse((now + GIVE_UP_AFTER_SIGKILL, *id)));
         }
         drop(state);
         self.wake_reaper();
