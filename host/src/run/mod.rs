@@ -451,6 +451,13 @@ impl RunState {
         }
         self.clock = (Instant::now(), now_us());
         self.sched.handle(Input::Interrupt(sig), self.clock.0);
+        // Submissions not yet handed to a backend never will be: to the core they come back
+        // as busy, which after an interrupt makes them "killed while queued".
+        for (_, jobs) in std::mem::take(&mut self.pending_submits) {
+            for job in jobs {
+                self.sched.handle(Input::Busy(job), self.clock.0);
+            }
+        }
         second
     }
 
@@ -523,6 +530,9 @@ impl RunState {
                 }
                 self.ended[job as usize] = true;
                 self.records[job as usize].finished_at = self.clock.1;
+                if self.flow.jobs[job as usize].interactive {
+                    self.display.resume();
+                }
                 self.sched.handle(Input::Lost(job, why), now);
             }
             BackendEvent::Finished {
