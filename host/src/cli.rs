@@ -188,7 +188,13 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             let opts = LoadOptions {
                 backend_override: args.backend.clone(),
             };
+            let t = std::time::Instant::now();
             let mut flow = load_flow(&args.flow, &mut plugins, &opts)?;
+            tracing::info!(
+                "flow loaded: {} jobs in {:.3} s",
+                flow.jobs.len(),
+                t.elapsed().as_secs_f64()
+            );
             if !args.only.is_empty() {
                 flow = flow::select(flow, &args.only).map_err(Error::Flow)?;
             }

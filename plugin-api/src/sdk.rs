@@ -41,8 +41,10 @@ use crate::abi::*;
 pub trait BackendImpl: Send + Sync + 'static {
     /// What the backend can do.
     fn capabilities(&self) -> Capabilities;
-    /// Answers each job of the batch, in order: accepted, busy or rejected.
-    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer>;
+    /// Answers each job of the batch, in order: accepted, busy or rejected. The specs are
+    /// borrowed (clone what you keep), so that the SDK can offer them again one by one if the
+    /// batch panics, without copying every batch up front.
+    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer>;
     /// Kills accepted jobs; each still ends with one FINISHED event.
     fn kill(&self, ids: &[JobId]);
     /// Kills what still runs, waits for it, releases everything. May block.
@@ -168,13 +170,7 @@ impl Backend for GuardedBackend {
 
     fn submit(&self, jobs: RVec<JobSpec>) -> RVec<SubmitAnswer> {
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-        // Kept for the one-by-one retry after a panic; cheap next to a real submission.
-        let jobs_again = if jobs.len() > 1 {
-            jobs.to_vec()
-        } else {
-            Vec::new()
-        };
-        match guard(|| self.inner.submit(jobs.into_vec())) {
+        match guard(|| self.inner.submit(jobs.as_slice())) {
             Ok(answers) if answers.len() == ids.len() => answers.into(),
             Ok(answers) => {
                 let why = format!(
@@ -193,18 +189,17 @@ impl Backend for GuardedBackend {
                 // One job of the batch made the plugin panic: offer the jobs one at a time so
                 // that only the job(s) that panic fail. A job the plugin had already taken
                 // before the panic may be offered twice; the host ignores duplicate events.
-                jobs_again
-                    .into_iter()
-                    .map(|job| {
-                        let id = job.id;
-                        match guard(|| self.inner.submit(vec![job])) {
+                jobs.iter()
+                    .map(
+                        |job| match guard(|| self.inner.submit(std::slice::from_ref(job))) {
                             Ok(mut a) if a.len() == 1 => a.remove(0),
-                            Ok(_) => {
-                                SubmitAnswer::rejected(id, "plugin bug: submit answered wrongly")
-                            }
-                            Err(e) => SubmitAnswer::rejected(id, e.message.to_string()),
-                        }
-                    })
+                            Ok(_) => SubmitAnswer::rejected(
+                                job.id,
+                                "plugin bug: submit answered wrongly",
+                            ),
+                            Err(e) => SubmitAnswer::rejected(job.id, e.message.to_string()),
+                        },
+                    )
                     .collect()
             }
         }

@@ -46,7 +46,7 @@ impl BackendImpl for Old {
     fn capabilities(&self) -> Capabilities {
         Capabilities { flags: CapabilityFlags::NO_JOB_DIR, default_max_parallel: 0, max_batch: 0 }
     }
-    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
         jobs.iter()
             .map(|j| {
                 self.sink.emit(JobEvent::started(j.id));

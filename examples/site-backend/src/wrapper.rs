@@ -284,7 +284,7 @@ impl BackendImpl for SiteWrapper {
         }
     }
 
-    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
             if job.interactive {

@@ -210,7 +210,9 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
     }
 
     let mut state = RunState::new(flow, out, drivers, hub, opts);
+    let t = Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
+    tracing::info!("run loop: {:.3} s", t.elapsed().as_secs_f64());
     match end {
         DriveEnd::Done => shutdown_all(&created),
         // A second signal: give the backends a moment to kill what still runs (their
@@ -769,6 +771,7 @@ impl RunState {
                 .join(job_dir_name(&flow_ref.jobs[i].name))
                 .join("output.log")
         };
+        let t = Instant::now();
         let results = records::write_results(
             &out,
             &records::ResultsInput {
@@ -782,6 +785,7 @@ impl RunState {
             },
         )
         .map_err(|e| Error::Output(format!("{}: cannot write results.json: {e}", out.display())))?;
+        tracing::info!("results.json written: {:.3} s", t.elapsed().as_secs_f64());
 
         let summary = Summary {
             passed: self.counts.get(Status::Passed),

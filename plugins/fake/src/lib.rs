@@ -183,7 +183,7 @@ impl BackendImpl for FakeBackend {
         }
     }
 
-    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
         let closed = self.closed.load(Ordering::Acquire);
         let counters = &self.core.counters;
         let mut answers = Vec::with_capacity(jobs.len());
@@ -214,8 +214,8 @@ impl BackendImpl for FakeBackend {
                     duration,
                     DelayedJob {
                         id: job.id,
-                        name: job.name.into(),
-                        log_path: job.log_path.into(),
+                        name: job.name.to_string(),
+                        log_path: job.log_path.to_string(),
                         outcome,
                     },
                 ),

@@ -268,7 +268,7 @@ impl BackendImpl for LocalBackend {
         }
     }
 
-    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
         jobs.iter()
             .map(|spec| self.shared.submit_one(spec))
             .collect()

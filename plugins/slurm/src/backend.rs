@@ -987,7 +987,7 @@ impl BackendImpl for SlurmBackend {
         }
     }
 
-    fn submit(&self, jobs: Vec<JobSpec>) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
         let mut state = lock(&self.shared.state);
         let answers = jobs
             .into_iter()
@@ -1023,7 +1023,7 @@ impl BackendImpl for SlurmBackend {
                 state.jobs.insert(
                     id,
                     Tracked {
-                        spec,
+                        spec: spec.clone(),
                         tag,
                         phase: Phase::Waiting,
                         kill_requested: false,
