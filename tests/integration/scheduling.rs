@@ -549,3 +549,55 @@ fn a_second_sigint_exits_at_once_after_a_best_effort_kill() {
     assert_eq!(run.reason("stubborn-1"), "killed by SIGINT while running");
     no_sleep_survives(dir.path());
 }
+
+#[test]
+fn backend_override_sends_every_job_to_one_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    // With the override the local command never runs: the fake backend completes the jobs.
+    let flow = format!(
+        "[[job]]\nname = \"a\"\ncmd = \"touch {}\"\n",
+        marker.display()
+    );
+    let run = run_flow(dir.path(), &flow, &["--backend", "fake"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.job("a")["backend"], "fake");
+    assert!(!marker.exists());
+}
+
+#[test]
+fn the_default_output_directory_is_timestamped_with_a_latest_link() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nightly.toml"),
+        "[[job]]\nname = \"a\"\ncmd = \"true\"\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let o = flowrun(dir.path())
+            .args(["run", "nightly.toml", "-q"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let base = dir.path().join("flowrun-out/nightly");
+    let runs: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "latest")
+        .collect();
+    assert_eq!(runs.len(), 2, "two runs, two directories");
+    let latest = std::fs::read_link(base.join("latest")).unwrap();
+    let newest = runs.iter().map(|e| e.file_name()).max().unwrap();
+    assert_eq!(latest.as_os_str(), newest.as_os_str());
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("latest/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["flow"], "nightly");
+}
