@@ -601,3 +601,36 @@ fn the_default_output_directory_is_timestamped_with_a_latest_link() {
             .unwrap();
     assert_eq!(results["flow"], "nightly");
 }
+
+#[test]
+fn the_status_display_updates_one_line_on_a_terminal_and_groups_failures_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("f.toml"),
+        "[[job]]\nname = \"s-{n}\"\ncmd = \"sleep 0.3\"\nmatrix = { n = { range = [1, 4] } }\n[[job]]\nname = \"bad-{n}\"\ncmd = \"exit 3\"\nmatrix = { n = [1, 2] }\n",
+    )
+    .unwrap();
+    // `script` gives flowrun a pseudo-terminal as its stderr.
+    let cmd = format!(
+        "{} run f.toml --out o",
+        flowrun_tests::flowrun_path().display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{screen}");
+    assert!(
+        screen.contains("\r\x1b[2K["),
+        "the line is redrawn in place: {screen:?}"
+    );
+    assert!(screen.contains("| running "), "{screen:?}");
+    assert!(screen.contains("4 passed, 2 failed"), "{screen:?}");
+    assert!(
+        screen.contains("exit code 3 (bad-1, bad-2)"),
+        "failures grouped by reason: {screen:?}"
+    );
+}
