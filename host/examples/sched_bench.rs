@@ -9,85 +9,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use flowrun::sched::*;
-
-fn job(name: &str) -> JobSpec {
-    JobSpec {
-        name: name.to_string(),
-        priority: 0,
-        backend: 0,
-        needs: Vec::new(),
-        when: When::AllPassed,
-        slots: 1,
-        resources: Vec::new(),
-        timeout: None,
-    }
-}
-
-fn backend(name: &str, cap: Option<u32>) -> BackendSpec {
-    BackendSpec {
-        name: name.to_string(),
-        max_parallel: cap,
-    }
-}
-
-fn spec(jobs: Vec<JobSpec>) -> SchedSpec {
-    SchedSpec {
-        jobs,
-        backends: vec![backend("local", None)],
-        resources: Vec::new(),
-        max_parallel: None,
-    }
-}
+use flowrun::sched::{fixtures::*, *};
 
 fn failed(r: &str) -> Outcome {
     Outcome::Failed { reason: r.into() }
-}
-
-fn independent(n: usize) -> SchedSpec {
-    spec((0..n).map(|i| job(&format!("job{i:07}"))).collect())
-}
-
-fn chain(n: usize) -> SchedSpec {
-    spec(
-        (0..n)
-            .map(|i| {
-                let mut j = job(&format!("job{i:07}"));
-                if i > 0 {
-                    j.needs = vec![i as u32 - 1];
-                }
-                j
-            })
-            .collect(),
-    )
-}
-
-fn fan(n: usize) -> SchedSpec {
-    let mut jobs = vec![job("head")];
-    for i in 0..n {
-        let mut j = job(&format!("mid{i:07}"));
-        j.needs = vec![0];
-        jobs.push(j);
-    }
-    let mut tail = job("tail");
-    tail.needs = (1..=n as u32).collect();
-    jobs.push(tail);
-    spec(jobs)
-}
-
-fn capped(n: usize) -> SchedSpec {
-    let mut s = independent(n);
-    s.backends[0].max_parallel = Some(8);
-    s
-}
-
-fn resource_capped(n: usize) -> SchedSpec {
-    let mut s = independent(n);
-    for j in &mut s.jobs {
-        j.resources = vec![(0, 1)];
-    }
-    s.resources = vec![8];
-    s
 }
 
 fn main() {

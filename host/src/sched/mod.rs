@@ -6,6 +6,7 @@
 
 pub mod api;
 mod core;
+pub mod fixtures;
 
 pub use self::api::*;
 pub use self::core::Scheduler;

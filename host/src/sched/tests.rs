@@ -4,36 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::fixtures::*;
 use super::*;
-
-pub(super) fn job(name: &str) -> JobSpec {
-    JobSpec {
-        name: name.to_string(),
-        priority: 0,
-        backend: 0,
-        needs: Vec::new(),
-        when: When::AllPassed,
-        slots: 1,
-        resources: Vec::new(),
-        timeout: None,
-    }
-}
-
-fn backend(name: &str, cap: Option<u32>) -> BackendSpec {
-    BackendSpec {
-        name: name.to_string(),
-        max_parallel: cap,
-    }
-}
-
-fn spec(jobs: Vec<JobSpec>) -> SchedSpec {
-    SchedSpec {
-        jobs,
-        backends: vec![backend("local", None)],
-        resources: Vec::new(),
-        max_parallel: None,
-    }
-}
 
 /// A scheduler, a clock and the actions seen.
 struct H {
@@ -758,52 +730,6 @@ fn drive(s: &mut Scheduler, outcome: impl Fn(JobIx) -> Outcome, batch: usize) ->
         }
     }
     order
-}
-
-pub(super) fn independent(n: usize) -> SchedSpec {
-    spec((0..n).map(|i| job(&format!("job{i:07}"))).collect())
-}
-
-pub(super) fn chain(n: usize) -> SchedSpec {
-    spec(
-        (0..n)
-            .map(|i| {
-                let mut j = job(&format!("job{i:07}"));
-                if i > 0 {
-                    j.needs = vec![i as u32 - 1];
-                }
-                j
-            })
-            .collect(),
-    )
-}
-
-pub(super) fn fan(n: usize) -> SchedSpec {
-    let mut jobs = vec![job("head")];
-    for i in 0..n {
-        let mut j = job(&format!("mid{i:07}"));
-        j.needs = vec![0];
-        jobs.push(j);
-    }
-    let mut tail = job("tail");
-    tail.needs = (1..=n as u32).collect();
-    jobs.push(tail);
-    spec(jobs)
-}
-
-pub(super) fn capped(n: usize) -> SchedSpec {
-    let mut s = independent(n);
-    s.backends[0].max_parallel = Some(8);
-    s
-}
-
-pub(super) fn resource_capped(n: usize) -> SchedSpec {
-    let mut s = independent(n);
-    for j in &mut s.jobs {
-        j.resources = vec![(0, 1)];
-    }
-    s.resources = vec![8];
-    s
 }
 
 #[test]

@@ -990,7 +990,7 @@ impl BackendImpl for SlurmBackend {
     fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
         let mut state = lock(&self.shared.state);
         let answers = jobs
-            .into_iter()
+            .iter()
             .map(|spec| {
                 let id = spec.id;
                 if state.closing {
