@@ -304,7 +304,7 @@ impl BackendImpl for SiteWrapper {
                 ));
                 continue;
             }
-            match self.start(&job) {
+            match self.start(job) {
                 Ok(child) => {
                     let pgid = child.id() as libc::pid_t;
                     state.running.insert(
