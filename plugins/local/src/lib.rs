@@ -46,8 +46,8 @@ use flowrun_plugin_api::{
 
 use crate::{
     config::{CgroupMode, Config},
-    spawn::{BaseEnv, Grouping, JobEnv, Launch, SpawnError, SpawnStep, Stdio},
-    tree::{CgroupRoot, ScanTarget},
+    spawn::{BaseEnv, Grouping, JobEnv, Launch, ProgramCache, SpawnError, SpawnStep, Stdio},
+    tree::{CgroupRoot, JobCgroup, ScanTarget},
 };
 
 flowrun_plugin_api::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
@@ -95,7 +95,7 @@ struct Job {
     /// The `FLOWRUN_JOB_TAG` value.
     tag: String,
     /// The job's cgroup, until it is seen empty (and returned to the pool).
-    cgroup: Option<PathBuf>,
+    cgroup: Option<JobCgroup>,
     leader_end: Option<LeaderEnd>,
     /// The host asked for the kill: the job ends KILLED.
     kill_requested: bool,
@@ -156,6 +156,8 @@ struct Shared {
     counters: Counters,
     /// The stack of spawned children between clone and exec (see `spawn::spawn`), reused.
     spawn_stack: Mutex<Vec<u8>>,
+    /// Where each program was found on `PATH`.
+    programs: ProgramCache,
 }
 
 /// The backend object.
@@ -236,6 +238,7 @@ impl LocalBackend {
             all_done: Condvar::new(),
             counters: Counters::default(),
             spawn_stack: Mutex::new(vec![0u8; SPAWN_STACK_BYTES]),
+            programs: ProgramCache::default(),
         });
         let reaper_shared = shared.clone();
         let reaper = std::thread::Builder::new()
@@ -419,24 +422,15 @@ impl Shared {
             .collect::<Result<_, _>>()?;
         let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
-        let program = spawn::resolve_program(program_name, env.get(b"PATH"))
+        let program = self
+            .programs
+            .resolve(program_name, env.get(b"PATH"))
             .ok_or_else(|| format!("command not found: {program_name}"))?;
 
         let cwd = CString::new(spec.cwd.as_str())
             .map_err(|_| "the working directory contains a NUL byte".to_string())?;
-        match std::fs::metadata(spec.cwd.as_str()) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "working directory is not a directory: {}",
-                    spec.cwd
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!("working directory does not exist: {}", spec.cwd))
-            }
-            Err(e) => return Err(format!("cannot use working directory {}: {e}", spec.cwd)),
-        }
+        // The cwd is not checked here: the child's chdir fails with the reason (one syscall
+        // fewer per job), mapped to a message by `spawn_failure`.
 
         // Log files: opened here with O_APPEND and handed to the child as fds 1 and 2; the
         // child writes them directly and nobody copies.
@@ -487,16 +481,9 @@ impl Shared {
         };
 
         let mut cgroup = None;
-        let mut cgroup_procs = None;
         if let (Some(root), true) = (&self.cgroups, self.cgroups_working.load(Ordering::Relaxed)) {
-            match root
-                .acquire()
-                .and_then(|dir| tree::open_procs(&dir).map(|f| (dir, f)))
-            {
-                Ok((dir, procs)) => {
-                    cgroup = Some(dir);
-                    cgroup_procs = Some(procs);
-                }
+            match root.acquire() {
+                Ok(cg) => cgroup = Some(cg),
                 Err(e) => tracing::warn!(
                     "local backend: cannot create a cgroup for job {}: {e}",
                     spec.name
@@ -516,7 +503,7 @@ impl Shared {
         };
         let spawned = {
             let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
-            let procs_fd = cgroup_procs.as_ref().map(|f| f.as_raw_fd());
+            let procs_fd = cgroup.as_ref().map(|cg| cg.procs_fd());
             spawn::spawn(
                 &Launch {
                     cgroup_procs: procs_fd,
@@ -525,7 +512,6 @@ impl Shared {
                 &mut stack,
             )
         };
-        drop(cgroup_procs);
         let pid = match spawned {
             Ok(pid) => pid,
             Err(SpawnError {
@@ -560,7 +546,7 @@ impl Shared {
                 // SAFETY: waits for our own child.
                 unsafe { libc::waitpid(pid, &mut status, 0) };
                 if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
-                    root.kill_job(&cg); // anything it forked meanwhile; the cgroup is not reused
+                    root.kill_job(&cg.dir); // anything it forked meanwhile; the cgroup is not reused
                 }
                 return Err(format!("cannot watch the job process: {e}"));
             }
@@ -593,7 +579,7 @@ impl Shared {
             drop(state);
             // Unwatchable: do not leave it running unwatched.
             if let (Some(cg), Some(root)) = (&cgroup, &self.cgroups) {
-                root.kill_job(cg);
+                root.kill_job(&cg.dir);
             }
             tree::signal_group(pid, libc::SIGKILL);
             let mut status = 0;
@@ -708,8 +694,8 @@ impl Shared {
                 continue;
             };
             match (&job.cgroup, &self.cgroups) {
-                (Some(cg), Some(root)) if signal == libc::SIGKILL => root.kill_job(cg),
-                (Some(cg), _) => tree::signal_job_cgroup(cg, signal),
+                (Some(cg), Some(root)) if signal == libc::SIGKILL => root.kill_job(&cg.dir),
+                (Some(cg), _) => tree::signal_job_cgroup(&cg.dir, signal),
                 (None, _) => scan.push(ScanTarget {
                     key: *id,
                     session: job.pid,
@@ -741,7 +727,7 @@ impl Shared {
             return false;
         }
         if let Some(cg) = &job.cgroup {
-            match tree::cgroup_is_empty(cg) {
+            match cg.is_empty() {
                 Ok(true) => {
                     if let (Some(cg), Some(root)) = (job.cgroup.take(), &self.cgroups) {
                         root.release(cg);
@@ -753,7 +739,7 @@ impl Shared {
                     // Fall back to the process group and tag for this job.
                     tracing::warn!(
                         "local backend: cannot read {}/cgroup.events: {e}",
-                        cg.display()
+                        cg.dir.display()
                     );
                     job.cgroup = None;
                 }
@@ -1096,6 +1082,9 @@ fn spawn_failure(e: SpawnError, program_name: &str, spec: &JobSpec) -> String {
     match (e.step, e.error.raw_os_error()) {
         (SpawnStep::Chdir, Some(libc::ENOENT)) => {
             format!("working directory does not exist: {}", spec.cwd)
+        }
+        (SpawnStep::Chdir, Some(libc::ENOTDIR)) => {
+            format!("working directory is not a directory: {}", spec.cwd)
         }
         (SpawnStep::Chdir, _) => format!("cannot use working directory {}: {}", spec.cwd, e.error),
         (SpawnStep::Exec, Some(libc::ENOENT)) => format!("command not found: {program_name}"),

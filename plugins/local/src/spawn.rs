@@ -6,6 +6,7 @@
 //! `clone(CLONE_VM|CLONE_VFORK)`: the spawn path never copies the host's memory.
 
 use std::{
+    collections::HashMap,
     ffi::{CStr, CString, OsStr},
     io,
     os::{fd::RawFd, unix::ffi::OsStrExt},
@@ -142,6 +143,59 @@ pub fn resolve_program(program: &str, path_var: Option<&[u8]>) -> Option<CString
         }
     }
     None
+}
+
+/// Remembers where each program was found on each `PATH`, like a shell's command hash: a
+/// flow runs the same few programs thousands of times, and searching `PATH` was ten stat
+/// calls per job. A remembered path is used while it is still an executable file (one stat);
+/// otherwise `PATH` is searched again. As in a shell, a program installed later into an
+/// *earlier* `PATH` directory than the remembered one is not seen; a program not found is
+/// never remembered.
+#[derive(Default)]
+pub struct ProgramCache {
+    by_path_var: std::sync::Mutex<HashMap<Vec<u8>, HashMap<String, CString>>>,
+}
+
+impl ProgramCache {
+    /// `resolve_program`, remembering what it finds.
+    pub fn resolve(&self, program: &str, path_var: Option<&[u8]>) -> Option<CString> {
+        if program.contains('/') {
+            return resolve_program(program, path_var);
+        }
+        // No PATH at all (the default search path) is keyed by a NUL, which no PATH holds.
+        let key = path_var.unwrap_or(b"\0");
+        let cached = self
+            .lock()
+            .get(key)
+            .and_then(|programs| programs.get(program))
+            .cloned();
+        if let Some(found) = cached {
+            if still_executable(&found) {
+                return Some(found);
+            }
+        }
+        let found = resolve_program(program, path_var)?;
+        self.lock()
+            .entry(key.to_vec())
+            .or_default()
+            .insert(program.to_string(), found.clone());
+        Some(found)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, HashMap<String, CString>>> {
+        self.by_path_var.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A regular file with an execute bit: the check of a remembered path, one syscall.
+fn still_executable(path: &CStr) -> bool {
+    // SAFETY: stat on a valid NUL-terminated path and a zeroed stat buffer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::stat(path.as_ptr(), &mut st) == 0
+            && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+            && st.st_mode & 0o111 != 0
+    }
 }
 
 fn is_executable_file(path: &CStr) -> bool {

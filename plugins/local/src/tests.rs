@@ -331,6 +331,17 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
     let spec = host.shell_job("plain", "true");
     let file = Path::new(spec.job_dir.as_str()).join("not-exec.sh");
     std::fs::write(&file, "#!/bin/sh\n").unwrap();
+
+    let mut spec = host.shell_job("filecwd", "true");
+    spec.cwd = file.to_str().unwrap().into();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(
+        (end.end, end.reason.as_str()),
+        (
+            EndKind::FAILED,
+            format!("working directory is not a directory: {}", file.display()).as_str()
+        )
+    );
     let spec = argv_job(&mut host, "noexec", &[file.to_str().unwrap()]);
     let end = run(&mut host, &b, spec);
     assert_eq!(end.end, EndKind::FAILED);
