@@ -146,9 +146,9 @@ pub fn resolve_program(program: &str, path_var: Option<&[u8]>) -> Option<CString
 }
 
 /// Remembers where each program was found on each `PATH`, like a shell's command hash: a
-/// flow runs the same few programs thousands of times, and searching `PATH` was ten stat
-/// calls per job. A remembered path is used while it is still an executable file (one stat);
-/// otherwise `PATH` is searched again. As in a shell, a program installed later into an
+/// flow runs the same few programs thousands of times, and searching `PATH` was ten calls
+/// per job. A remembered path is used while it is still an executable file (the search's own
+/// check, two calls); otherwise `PATH` is searched again. As in a shell, a program installed later into an
 /// *earlier* `PATH` directory than the remembered one is not seen; a program not found is
 /// never remembered.
 #[derive(Default)]
@@ -170,7 +170,7 @@ impl ProgramCache {
             .and_then(|programs| programs.get(program))
             .cloned();
         if let Some(found) = cached {
-            if still_executable(&found) {
+            if is_executable_file(&found) {
                 return Some(found);
             }
         }
@@ -184,17 +184,6 @@ impl ProgramCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, HashMap<String, CString>>> {
         self.by_path_var.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A regular file with an execute bit: the check of a remembered path, one syscall.
-fn still_executable(path: &CStr) -> bool {
-    // SAFETY: stat on a valid NUL-terminated path and a zeroed stat buffer.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::stat(path.as_ptr(), &mut st) == 0
-            && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
-            && st.st_mode & 0o111 != 0
     }
 }
 

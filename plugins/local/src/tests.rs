@@ -327,11 +327,11 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
         )
     );
 
-    // Not executable: the OS error.
     let spec = host.shell_job("plain", "true");
     let file = Path::new(spec.job_dir.as_str()).join("not-exec.sh");
     std::fs::write(&file, "#!/bin/sh\n").unwrap();
 
+    // A file as the working directory.
     let mut spec = host.shell_job("filecwd", "true");
     spec.cwd = file.to_str().unwrap().into();
     let end = run(&mut host, &b, spec);
@@ -342,6 +342,8 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
             format!("working directory is not a directory: {}", file.display()).as_str()
         )
     );
+
+    // Not executable: the OS error.
     let spec = argv_job(&mut host, "noexec", &[file.to_str().unwrap()]);
     let end = run(&mut host, &b, spec);
     assert_eq!(end.end, EndKind::FAILED);
