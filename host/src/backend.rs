@@ -16,9 +16,20 @@ pub struct BackendCaps {
     pub default_max_parallel: Option<u32>,
     /// The most jobs per submit or kill call; `None` for no limit.
     pub max_batch: Option<usize>,
-    /// The backend uses the job directory (for its log and scripts), so the host creates it
-    /// before submitting.
-    pub needs_job_dir: bool,
+    /// Who creates the job directory the backend writes the log and scripts into.
+    pub job_dir: JobDirOwner,
+}
+
+/// Who creates a job's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobDirOwner {
+    /// The host, before it submits the job.
+    Host,
+    /// The backend, as part of starting the job (the local backend's child process does).
+    Backend,
+    /// Nobody: the backend writes nothing there (dry runs, the fake backend).
+    #[default]
+    Nobody,
 }
 
 /// A job's command.

@@ -354,6 +354,10 @@ impl CapabilityFlags {
     /// The backend writes nothing into job directories (a dry-run or fake backend), so the
     /// host need not create them. A backend that writes the job's log must not set this.
     pub const NO_JOB_DIR: CapabilityFlags = CapabilityFlags(1 << 5);
+    /// The backend creates each job's directory itself, as part of starting the job (the
+    /// local backend's child does, so that the host's thread makes no filesystem call per
+    /// job); the host does not. Its parent, `<run dir>/jobs`, exists. Added in 0.1.2.
+    pub const CREATES_JOB_DIR: CapabilityFlags = CapabilityFlags(1 << 6);
 
     /// Whether every flag of `other` is set.
     pub fn contains(self, other: CapabilityFlags) -> bool {

@@ -20,8 +20,8 @@ use flowrun_plugin_api as api;
 
 use crate::{
     backend::{
-        Backend, BackendCaps, BackendEvent, EventSender, JobCommand, JobEnd, JobRequest,
-        SubmitReply,
+        Backend, BackendCaps, BackendEvent, EventSender, JobCommand, JobDirOwner, JobEnd,
+        JobRequest, SubmitReply,
     },
     errors::PluginLoadError,
     observe::{Observer, RunEvent},
@@ -427,7 +427,13 @@ impl Backend for BackendAdapter {
             enforces_timeout: c.flags.contains(api::CapabilityFlags::ENFORCES_TIMEOUT),
             default_max_parallel: (c.default_max_parallel > 0).then_some(c.default_max_parallel),
             max_batch: (c.max_batch > 0).then_some(c.max_batch as usize),
-            needs_job_dir: !c.flags.contains(api::CapabilityFlags::NO_JOB_DIR),
+            job_dir: if c.flags.contains(api::CapabilityFlags::NO_JOB_DIR) {
+                JobDirOwner::Nobody
+            } else if c.flags.contains(api::CapabilityFlags::CREATES_JOB_DIR) {
+                JobDirOwner::Backend
+            } else {
+                JobDirOwner::Host
+            },
         }
     }
 

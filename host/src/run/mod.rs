@@ -19,7 +19,9 @@ use tokio::{
 };
 
 use crate::{
-    backend::{BackendEvent, EventSender, JobCommand, JobEnd, JobRequest, SubmitReply},
+    backend::{
+        BackendEvent, EventSender, JobCommand, JobDirOwner, JobEnd, JobRequest, SubmitReply,
+    },
     errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED, EXIT_SIGINT, EXIT_SIGTERM},
     flow::{Command, Flow, When},
     observe::{JobStatusEvent, ObserverHub, RunEvent, Summary},
@@ -277,7 +279,7 @@ struct RunState {
     answered: Vec<bool>,
     /// Whether the backend's FINISHED was seen (the job may still be judged).
     ended: Vec<bool>,
-    needs_job_dir: Vec<bool>,
+    job_dir_owner: Vec<JobDirOwner>,
     interrupted: Option<Interrupt>,
     started_us: i64,
     tx: Option<UnboundedSender<LoopMsg>>,
@@ -305,14 +307,14 @@ impl RunState {
             resources: flow.resources.iter().map(|r| r.1).collect(),
             max_parallel: opts.max_parallel.or(flow.max_parallel),
         };
-        let mut needs_job_dir = Vec::with_capacity(flow.backends.len());
+        let mut job_dir_owner = Vec::with_capacity(flow.backends.len());
         for (i, inst) in flow.backends.iter().enumerate() {
             let caps = drivers[i].as_ref().map(|d| d.caps).unwrap_or_default();
             spec.backends.push(sched::BackendSpec {
                 name: inst.name.clone(),
                 max_parallel: inst.max_parallel.or(caps.default_max_parallel),
             });
-            needs_job_dir.push(caps.needs_job_dir);
+            job_dir_owner.push(caps.job_dir);
         }
         for j in &flow.jobs {
             let enforces = drivers[j.backend]
@@ -352,7 +354,7 @@ impl RunState {
             records: vec![JobRecord::default(); n],
             answered: vec![false; n],
             ended: vec![false; n],
-            needs_job_dir,
+            job_dir_owner,
             interrupted: None,
             started_us: now_us(),
             tx: None,
@@ -697,12 +699,18 @@ impl RunState {
         let j = job as usize;
         let def = &self.flow.jobs[j];
         let job_dir = self.out.join("jobs").join(job_dir_name(&def.name));
-        if self.needs_job_dir[backend] && !self.records[j].has_dir {
-            // A failure surfaces when the backend cannot write the log; it must not stop the run.
-            if let Err(e) = std::fs::create_dir_all(&job_dir) {
-                tracing::warn!("cannot create {}: {e}", job_dir.display());
+        match self.job_dir_owner[backend] {
+            _ if self.records[j].has_dir => {}
+            JobDirOwner::Host => {
+                // A failure surfaces when the backend cannot write the log; it must not stop
+                // the run.
+                if let Err(e) = std::fs::create_dir_all(&job_dir) {
+                    tracing::warn!("cannot create {}: {e}", job_dir.display());
+                }
+                self.records[j].has_dir = true;
             }
-            self.records[j].has_dir = true;
+            JobDirOwner::Backend => self.records[j].has_dir = true,
+            JobDirOwner::Nobody => {}
         }
         self.records[j].started_at = self.clock.1;
         JobRequest {

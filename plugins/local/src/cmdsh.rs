@@ -1,7 +1,5 @@
 //! `<job_dir>/cmd.sh`: a script that reproduces a job by hand.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path};
-
 use flowrun_plugin_api::JobSpec;
 
 use crate::spawn::REMOVED_VARS;
@@ -73,15 +71,4 @@ pub fn render(spec: &JobSpec, flowrun_vars: &[(&str, &str)]) -> String {
     }
     s.push('\n');
     s
-}
-
-/// Writes `text` to `<job_dir>/cmd.sh`, executable.
-pub fn write(job_dir: &Path, text: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o755)
-        .open(job_dir.join("cmd.sh"))?;
-    f.write_all(text.as_bytes())
 }

@@ -1,10 +1,11 @@
 //! flowrun's `local` backend: runs each job as a process tree on this machine.
 //!
 //! How it works (details in README.md):
-//! - `submit` spawns each job right away on the calling thread (`spawn::spawn`: a vfork-style
-//!   clone that sets up a new session, the cwd, stdout/stderr straight into the log file and,
-//!   when available, the job's cgroup v2, then execs), after writing `cmd.sh`. The job is then
-//!   watched through a pidfd.
+//! - `submit` starts each job right away on the calling thread (`spawn::Spawner`: a clone
+//!   sharing our memory that moves itself into the job's cgroup v2 when available, starts a
+//!   new session, creates the job directory, `cmd.sh` and the log, points stdout/stderr at
+//!   the log, changes to the cwd and execs). The host thread does not wait for it and makes
+//!   no filesystem call per job; the job is watched through the pidfd clone returns.
 //! - One reaper thread per backend waits in `epoll_wait` on every job's pidfd plus an eventfd
 //!   (wake-ups) with a timeout equal to the next kill deadline: completion is reported the
 //!   moment a process exits, and nothing polls. It reaps with `waitpid(pid)`, never
@@ -24,12 +25,7 @@ mod tests;
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    ffi::CString,
-    fs::OpenOptions,
-    os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::fs::OpenOptionsExt,
-    },
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -46,7 +42,7 @@ use flowrun_plugin_api::{
 
 use crate::{
     config::{CgroupMode, Config},
-    spawn::{BaseEnv, Grouping, JobEnv, Launch, ProgramCache, SpawnError, SpawnStep, Stdio},
+    spawn::{BaseEnv, ChildReport, Grouping, Output, Plan, SpawnError, SpawnStep, Spawner},
     tree::{CgroupRoot, JobCgroup, ScanTarget},
 };
 
@@ -64,9 +60,6 @@ const GIVE_UP_AFTER_SIGKILL: Duration = Duration::from_secs(5);
 /// processes are still dying after a signal (the normal path is event-driven).
 const FIRST_RECHECK: Duration = Duration::from_millis(2);
 const LONGEST_RECHECK: Duration = Duration::from_millis(100);
-/// The child's stack between clone and exec: it only makes a few libc calls, but execve of a
-/// long argv and glibc's wrappers need some room; posix_spawn uses about 32 KiB plus argv.
-const SPAWN_STACK_BYTES: usize = 256 * 1024;
 /// The epoll key of the wake-up eventfd; job pidfds are keyed by pid, never 0.
 const WAKE_KEY: u64 = 0;
 
@@ -110,6 +103,18 @@ struct Job {
     /// For a shell-string job: the file its stderr goes to, read when it exits with 127 to
     /// tell "command not found" (the shell's own message) from other failures.
     shell_stderr: Option<PathBuf>,
+    /// Where the child says why it failed before exec.
+    report: Box<ChildReport>,
+    /// What a failure before exec is about: (program, cwd, job dir).
+    start: Box<StartContext>,
+}
+
+/// What a start failure's reason names.
+struct StartContext {
+    program: String,
+    cwd: String,
+    job_dir: String,
+    logs: [String; 2],
 }
 
 #[derive(Default)]
@@ -140,10 +145,12 @@ struct Shared {
     instance_tag: String,
     config: Config,
     sink: Sink,
-    base_env: BaseEnv,
     cgroups: Option<CgroupRoot>,
     /// Cleared when placing a process in a cgroup fails: later jobs skip cgroups.
     cgroups_working: AtomicBool,
+    /// Set once a job was placed in its cgroup: until then a start that places the child
+    /// itself waits for it, so that a refused placement falls back to no cgroups at once.
+    cgroups_verified: AtomicBool,
     /// stdin of non-interactive jobs.
     devnull: OwnedFd,
     /// Whether the host's stdin is a terminal (interactive jobs get it as foreground).
@@ -154,10 +161,7 @@ struct Shared {
     /// Signalled when `jobs` becomes empty (shutdown waits on it).
     all_done: Condvar,
     counters: Counters,
-    /// The stack of spawned children between clone and exec (see `spawn::spawn`), reused.
-    spawn_stack: Mutex<Vec<u8>>,
-    /// Where each program was found on `PATH`.
-    programs: ProgramCache,
+    spawner: Spawner,
 }
 
 /// The backend object.
@@ -227,8 +231,8 @@ impl LocalBackend {
             instance_tag: format!("{}.{instance}", std::process::id()),
             config,
             sink,
-            base_env: BaseEnv::capture(),
             cgroups_working: AtomicBool::new(cgroups.is_some()),
+            cgroups_verified: AtomicBool::new(false),
             cgroups,
             devnull,
             stdin_is_tty,
@@ -237,8 +241,7 @@ impl LocalBackend {
             state: Mutex::new(State::default()),
             all_done: Condvar::new(),
             counters: Counters::default(),
-            spawn_stack: Mutex::new(vec![0u8; SPAWN_STACK_BYTES]),
-            programs: ProgramCache::default(),
+            spawner: Spawner::new(BaseEnv::capture()),
         });
         let reaper_shared = shared.clone();
         let reaper = std::thread::Builder::new()
@@ -265,7 +268,8 @@ impl BackendImpl for LocalBackend {
         Capabilities {
             flags: CapabilityFlags::INTERACTIVE
                 | CapabilityFlags::BATCH_SUBMIT
-                | CapabilityFlags::BATCH_KILL,
+                | CapabilityFlags::BATCH_KILL
+                | CapabilityFlags::CREATES_JOB_DIR,
             default_max_parallel: cpus as u32,
             max_batch: 0,
         }
@@ -392,57 +396,24 @@ impl Shared {
             ("FLOWRUN_RUN_DIR", spec.run_dir.as_str()),
             ("FLOWRUN_ATTEMPT", attempt.as_str()),
         ];
-        let mut env = JobEnv::new(&self.base_env);
-        for (k, v) in flowrun_vars {
-            env.set(k, v)?;
-        }
-        for a in spec.env.iter() {
-            env.set(&a.0, &a.1)?;
-        }
-        env.set(tree::TAG_VAR, &tag)?;
-
+        let env: Vec<(&str, &str)> = flowrun_vars
+            .iter()
+            .copied()
+            .chain(spec.env.iter().map(|a| (a.0.as_str(), a.1.as_str())))
+            .chain([(tree::TAG_VAR, tag.as_str())])
+            .collect();
         let job_dir = Path::new(spec.job_dir.as_str());
-        cmdsh::write(job_dir, &cmdsh::render(spec, &flowrun_vars))
-            .map_err(|e| format!("cannot write {}: {e}", job_dir.join("cmd.sh").display()))?;
+        let cmd_sh_path = job_dir.join("cmd.sh");
+        let cmd_sh_text = cmdsh::render(spec, &flowrun_vars);
 
-        let args: Vec<&str> = if spec.command.shell {
+        let argv: Vec<&str> = if spec.command.shell {
             let script = spec.command.args.first().map(|s| s.as_str()).unwrap_or("");
             vec!["/bin/sh", "-c", script]
         } else {
             spec.command.args.iter().map(|s| s.as_str()).collect()
         };
-        let Some(&program_name) = args.first() else {
-            return Err("the command is empty".into());
-        };
-        let argv_c: Vec<CString> = args
-            .iter()
-            .map(|a| {
-                CString::new(*a).map_err(|_| format!("command argument {a:?} contains a NUL byte"))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let program = self
-            .programs
-            .resolve(program_name, env.get(b"PATH"))
-            .ok_or_else(|| format!("command not found: {program_name}"))?;
+        let program_name = argv.first().copied().unwrap_or("");
 
-        let cwd = CString::new(spec.cwd.as_str())
-            .map_err(|_| "the working directory contains a NUL byte".to_string())?;
-        // The cwd is not checked here: the child's chdir fails with the reason (one syscall
-        // fewer per job), mapped to a message by `spawn_failure`.
-
-        // Log files: opened here with O_APPEND and handed to the child as fds 1 and 2; the
-        // child writes them directly and nobody copies.
-        let open_log = |path: &str| {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(path)
-                .map_err(|e| format!("cannot open log {path}: {e}"))
-        };
-        let mut logs = Vec::new();
         let shell_stderr = match (
             spec.command.shell,
             spec.interactive,
@@ -452,28 +423,37 @@ impl Shared {
             (true, false, false) => Some(PathBuf::from(spec.log_path.as_str())),
             (true, false, true) => Some(job_dir.join("stderr.log")),
         };
-        let (_out_file, _err_file, stdio) = if spec.interactive {
-            (None, None, Stdio::Inherit)
+        let (stdout_log, stderr_log) = (
+            job_dir.join("stdout.log").to_string_lossy().into_owned(),
+            job_dir.join("stderr.log").to_string_lossy().into_owned(),
+        );
+        let stdin = self.devnull.as_raw_fd();
+        let (output, logs) = if spec.interactive {
+            (Output::Inherit, Vec::new())
         } else if self.config.split_output {
-            let out = job_dir.join("stdout.log").to_string_lossy().into_owned();
-            let err = job_dir.join("stderr.log").to_string_lossy().into_owned();
-            let (o, e) = (open_log(&out)?, open_log(&err)?);
-            logs = vec![out, err];
-            let stdio = Stdio::Files {
-                stdin: self.devnull.as_raw_fd(),
-                stdout: o.as_raw_fd(),
-                stderr: e.as_raw_fd(),
+            let output = Output::Split {
+                stdout: &stdout_log,
+                stderr: &stderr_log,
+                stdin,
             };
-            (Some(o), Some(e), stdio)
+            (output, vec![stdout_log.clone(), stderr_log.clone()])
         } else {
-            let f = open_log(&spec.log_path)?;
-            let stdio = Stdio::Files {
-                stdin: self.devnull.as_raw_fd(),
-                stdout: f.as_raw_fd(),
-                stderr: f.as_raw_fd(),
+            let output = Output::Log {
+                path: spec.log_path.as_str(),
+                stdin,
             };
-            (Some(f), None, stdio)
+            (output, Vec::new())
         };
+        let start = Box::new(StartContext {
+            program: program_name.to_string(),
+            cwd: spec.cwd.to_string(),
+            job_dir: spec.job_dir.to_string(),
+            logs: if self.config.split_output {
+                [stdout_log.clone(), stderr_log.clone()]
+            } else {
+                [spec.log_path.to_string(), spec.log_path.to_string()]
+            },
+        });
         let grouping = if spec.interactive {
             Grouping::NewProcessGroup
         } else {
@@ -490,31 +470,29 @@ impl Shared {
                 ),
             }
         }
-
-        let envp = env.envp();
-        let launch = Launch {
-            program: &program,
+        let cmd_sh_path = cmd_sh_path.to_string_lossy();
+        let plan = Plan {
             argv: &argv,
-            envp: &envp,
-            cwd: &cwd,
-            stdio: &stdio,
+            env: &env,
+            cwd: spec.cwd.as_str(),
+            job_dir: spec.job_dir.as_str(),
+            cmd_sh_path: &cmd_sh_path,
+            cmd_sh_text: &cmd_sh_text,
+            output,
             grouping,
-            cgroup_procs: None,
+            cgroup: cgroup.as_ref().map(|cg| cg.fds()),
+            // An interactive job's process group must exist before it gets the terminal.
+            wait_for_exec: spec.interactive,
+            verify_cgroup: !self.cgroups_verified.load(Ordering::Relaxed),
         };
-        let spawned = {
-            let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
-            let procs_fd = cgroup.as_ref().map(|cg| cg.procs_fd());
-            spawn::spawn(
-                &Launch {
-                    cgroup_procs: procs_fd,
-                    ..launch
-                },
-                &mut stack,
-            )
-        };
-        let pid = match spawned {
-            Ok(pid) => pid,
-            Err(SpawnError {
+        let spawned = match self.spawner.spawn(&plan) {
+            Ok(spawned) => {
+                if cgroup.is_some() {
+                    self.cgroups_verified.store(true, Ordering::Relaxed);
+                }
+                spawned
+            }
+            Err(SpawnError::Step {
                 step: SpawnStep::Cgroup,
                 error,
             }) if cgroup.is_some() => {
@@ -525,32 +503,22 @@ impl Shared {
                 if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
                     root.release(cg);
                 }
-                let mut stack = self.spawn_stack.lock().unwrap_or_else(|p| p.into_inner());
-                spawn::spawn(&launch, &mut stack)
-                    .map_err(|e| spawn_failure(e, program_name, spec))?
+                self.spawner
+                    .spawn(&Plan {
+                        cgroup: None,
+                        ..plan
+                    })
+                    .map_err(|e| start_failure(e, &start))?
             }
             Err(e) => {
                 // The child failed before exec: nothing of it is left in the cgroup.
                 if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
                     root.release(cg);
                 }
-                return Err(spawn_failure(e, program_name, spec));
+                return Err(start_failure(e, &start));
             }
         };
-        let pidfd = match spawn::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                // Without a pidfd we cannot watch it: do not leave it running unwatched.
-                tree::signal_group(pid, libc::SIGKILL);
-                let mut status = 0;
-                // SAFETY: waits for our own child.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
-                    root.kill_job(&cg.dir); // anything it forked meanwhile; the cgroup is not reused
-                }
-                return Err(format!("cannot watch the job process: {e}"));
-            }
-        };
+        let (pid, pidfd, report) = (spawned.pid, spawned.pidfd, spawned.report);
         if spec.interactive && self.stdin_is_tty {
             give_terminal(pid);
             // The job may have tried to read the terminal before it was in the foreground,
@@ -604,6 +572,8 @@ impl Shared {
                 logs,
                 interactive: spec.interactive,
                 shell_stderr,
+                report,
+                start,
             },
         );
         self.counters.started.fetch_add(1, Ordering::Relaxed);
@@ -886,6 +856,10 @@ impl Shared {
         // A cgroup still set here was not seen empty (a process survived SIGKILL): it is not
         // reused, and shutdown removes it if it empties by then.
         job.cgroup = None;
+        if job.leader_end.is_none() {
+            // Never reaped: a child stuck before exec could still write its report.
+            std::mem::forget(std::mem::take(&mut job.report));
+        }
         if job.interactive {
             if self.stdin_is_tty {
                 // SAFETY: getpgrp has no arguments.
@@ -902,6 +876,13 @@ impl Shared {
                     _ => {}
                 }
                 e
+            }
+            (false, Some(LeaderEnd::Exited(127))) if job.report.failure().is_some() => {
+                self.counters
+                    .failed_to_start
+                    .fetch_add(1, Ordering::Relaxed);
+                let failure = job.report.failure().expect("checked");
+                JobEvent::failed(id, start_failure(failure, &job.start))
             }
             (false, Some(LeaderEnd::Exited(127))) => {
                 match job
@@ -1077,22 +1058,31 @@ fn raise_fd_limit() {
     }
 }
 
-/// The FAILED reason of a job that could not be spawned.
-fn spawn_failure(e: SpawnError, program_name: &str, spec: &JobSpec) -> String {
-    match (e.step, e.error.raw_os_error()) {
+/// The FAILED reason of a job that could not be started.
+fn start_failure(e: SpawnError, job: &StartContext) -> String {
+    let (step, error) = match e {
+        SpawnError::Invalid(reason) => return reason,
+        SpawnError::Step { step, error } => (step, error),
+    };
+    let program = &job.program;
+    match (step, error.raw_os_error()) {
         (SpawnStep::Chdir, Some(libc::ENOENT)) => {
-            format!("working directory does not exist: {}", spec.cwd)
+            format!("working directory does not exist: {}", job.cwd)
         }
         (SpawnStep::Chdir, Some(libc::ENOTDIR)) => {
-            format!("working directory is not a directory: {}", spec.cwd)
+            format!("working directory is not a directory: {}", job.cwd)
         }
-        (SpawnStep::Chdir, _) => format!("cannot use working directory {}: {}", spec.cwd, e.error),
-        (SpawnStep::Exec, Some(libc::ENOENT)) => format!("command not found: {program_name}"),
-        (SpawnStep::Exec, _) => format!("cannot run {program_name}: {}", e.error),
-        (SpawnStep::Cgroup, _) => format!("cannot place the job in its cgroup: {}", e.error),
-        (SpawnStep::Clone | SpawnStep::Setup, _) => {
-            format!("cannot start {program_name}: {}", e.error)
+        (SpawnStep::Chdir, _) => format!("cannot use working directory {}: {error}", job.cwd),
+        (SpawnStep::Exec, Some(libc::ENOENT)) => format!("command not found: {program}"),
+        (SpawnStep::Exec, _) => format!("cannot run {program}: {error}"),
+        (SpawnStep::Cgroup, _) => format!("cannot place the job in its cgroup: {error}"),
+        (SpawnStep::JobDir, _) => {
+            format!("cannot create the job directory {}: {error}", job.job_dir)
         }
+        (SpawnStep::CmdSh, _) => format!("cannot write {}/cmd.sh: {error}", job.job_dir),
+        (SpawnStep::StdoutLog, _) => format!("cannot open log {}: {error}", job.logs[0]),
+        (SpawnStep::StderrLog, _) => format!("cannot open log {}: {error}", job.logs[1]),
+        (SpawnStep::Clone | SpawnStep::Setup, _) => format!("cannot start {program}: {error}"),
     }
 }
 

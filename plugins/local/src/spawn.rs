@@ -1,26 +1,57 @@
-//! Starting one job process with `posix_spawn(3)`.
+//! Starting one job process: a `clone(CLONE_VM)` child that sets itself up and execs.
 //!
-//! Why not `std::process::Command`: a new *session* (setsid) needs `pre_exec`, which makes std
-//! fall back from posix_spawn to fork+exec, and fork copies the page tables of the whole host
-//! process (measured in the README). Like glibc's posix_spawn, [`spawn`] uses
-//! `clone(CLONE_VM|CLONE_VFORK)`: the spawn path never copies the host's memory.
+//! Why not `std::process::Command` or `posix_spawn`: a new *session* (setsid) needs `pre_exec`,
+//! which makes std fall back to fork+exec, and fork copies the page tables of the whole host
+//! process (measured in the README); posix_spawn cannot move the child into a cgroup before
+//! it runs (glibc 2.39's `pidfd_spawn` can, this system has 2.36).
+//!
+//! Why the child does the job's file work: everything one job needs on disk (its directory,
+//! `cmd.sh`, `output.log`) is created by the job's own process between clone and exec, as a
+//! shell does for `mkdir -p d && cd d && cmd > log`. The host's one spawning thread does no
+//! filesystem call per job, so its cost per job does not grow with a slow filesystem (ext4
+//! allocating inodes among recently deleted ones takes ~0.3 ms per file here, see
+//! docs/benchmarks.md), and the children do that work in parallel on every core.
+//!
+//! For that the host must not wait for the child (no `CLONE_VFORK`): the child runs on a
+//! stack and reads data of its own [`Slot`], which the kernel hands back by clearing
+//! `Slot::busy` when the child execs or exits (`CLONE_CHILD_CLEARTID`); a failure before exec
+//! is written to the job's [`ChildReport`] and read when the job's process is reaped. The
+//! child shares the host's memory while host threads keep running, so it makes raw system
+//! calls only (the `syscalls` crate): no libc wrapper, which would write the host thread's
+//! `errno`, no allocation, no lock.
 
 use std::{
-    collections::HashMap,
-    ffi::{CStr, CString, OsStr},
+    ffi::{CStr, OsStr},
     io,
-    os::{fd::RawFd, unix::ffi::OsStrExt},
+    os::{
+        fd::{FromRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
     ptr,
+    sync::{
+        atomic::{AtomicBool, AtomicI32, Ordering},
+        Mutex,
+    },
 };
+
+use syscalls::{syscall, Sysno};
 
 /// Variables removed from the host's environment: a parent make's jobserver confuses the
 /// nested makes of jobs.
 pub const REMOVED_VARS: [&str; 3] = ["MAKEFLAGS", "MFLAGS", "MAKELEVEL"];
 
+/// The search path of a job without `PATH` in its environment.
+const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
+/// The child's stack between clone and exec. It makes raw system calls only; the largest
+/// frame is the PATH search's path buffer.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+/// The longest path the PATH search builds (PATH_MAX).
+const CHILD_PATH_MAX: usize = 4096;
+
 /// The host environment every job starts from, captured once per backend.
 pub struct BaseEnv {
-    /// `(name, "NAME=value")`.
-    entries: Vec<(Vec<u8>, CString)>,
+    /// `(name, "NAME=value\0")`.
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl BaseEnv {
@@ -28,12 +59,13 @@ impl BaseEnv {
     pub fn capture() -> BaseEnv {
         let entries = std::env::vars_os()
             .filter(|(k, _)| !REMOVED_VARS.iter().any(|r| OsStr::new(r) == k))
-            .filter_map(|(k, v)| {
+            .filter(|(k, v)| !k.as_bytes().contains(&0) && !v.as_bytes().contains(&0))
+            .map(|(k, v)| {
                 let mut kv = k.as_bytes().to_vec();
                 kv.push(b'=');
                 kv.extend_from_slice(v.as_bytes());
-                // The OS environment cannot hold NUL bytes, but be safe.
-                CString::new(kv).ok().map(|c| (k.as_bytes().to_vec(), c))
+                kv.push(0);
+                (k.as_bytes().to_vec(), kv)
             })
             .collect();
         BaseEnv { entries }
@@ -44,68 +76,22 @@ impl BaseEnv {
         self.entries
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(k, kv)| &kv.as_bytes()[k.len() + 1..])
+            .map(|(k, kv)| &kv[k.len() + 1..kv.len() - 1])
     }
 }
 
-/// A job's full environment: the base entries not overridden, then the job's own.
-pub struct JobEnv<'a> {
-    base: &'a BaseEnv,
-    own: Vec<(Vec<u8>, CString)>,
-}
-
-impl<'a> JobEnv<'a> {
-    /// Starts from `base`.
-    pub fn new(base: &'a BaseEnv) -> Self {
-        JobEnv {
-            base,
-            own: Vec::with_capacity(8),
-        }
-    }
-
-    /// Sets `name` (a later set of the same name wins).
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(format!("invalid environment variable name {name:?}"));
-        }
-        let kv = CString::new(format!("{name}={value}"))
-            .map_err(|_| format!("environment variable {name} contains a NUL byte"))?;
-        self.own.retain(|(k, _)| k != name.as_bytes());
-        self.own.push((name.as_bytes().to_vec(), kv));
-        Ok(())
-    }
-
-    /// The value of `name`, the job's own first.
-    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        match self.own.iter().find(|(k, _)| k == name) {
-            Some((k, kv)) => Some(&kv.as_bytes()[k.len() + 1..]),
-            None => self.base.get(name),
-        }
-    }
-
-    /// The NULL-terminated `envp` array. Borrows from `self`.
-    pub fn envp(&self) -> Vec<*const libc::c_char> {
-        let mut envp = Vec::with_capacity(self.base.entries.len() + self.own.len() + 1);
-        for (k, kv) in &self.base.entries {
-            if !self.own.iter().any(|(o, _)| o == k) {
-                envp.push(kv.as_ptr());
-            }
-        }
-        envp.extend(self.own.iter().map(|(_, kv)| kv.as_ptr()));
-        envp.push(ptr::null());
-        envp
-    }
-}
-
-/// Where the child's standard streams come from.
-pub enum Stdio {
-    /// Use these descriptors as fds 0, 1 and 2.
-    Files {
+/// Where the child's standard streams go.
+#[derive(Clone, Copy)]
+pub enum Output<'a> {
+    /// stdout and stderr appended to one log file (created by the child), stdin from `stdin`.
+    Log { path: &'a str, stdin: RawFd },
+    /// stdout and stderr to two log files.
+    Split {
+        stdout: &'a str,
+        stderr: &'a str,
         stdin: RawFd,
-        stdout: RawFd,
-        stderr: RawFd,
     },
-    /// Keep the host's fds 0, 1 and 2 (interactive jobs).
+    /// The host's fds 0, 1 and 2 (interactive jobs).
     Inherit,
 }
 
@@ -119,178 +105,48 @@ pub enum Grouping {
     NewProcessGroup,
 }
 
-/// Finds `program` the way execvp does, but on the job's `PATH` rather than the host's.
-/// A name containing `/` is returned as is (relative to the job's cwd).
-pub fn resolve_program(program: &str, path_var: Option<&[u8]>) -> Option<CString> {
-    if program.contains('/') {
-        return CString::new(program).ok();
-    }
-    if program.is_empty() {
-        return None;
-    }
-    let path_var = path_var.unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
-    for dir in path_var.split(|&b| b == b':') {
-        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-        let mut candidate = Vec::with_capacity(dir.len() + program.len() + 2);
-        candidate.extend_from_slice(dir);
-        candidate.push(b'/');
-        candidate.extend_from_slice(program.as_bytes());
-        let Ok(c) = CString::new(candidate) else {
-            continue;
-        };
-        if is_executable_file(&c) {
-            return Some(c);
-        }
-    }
-    None
-}
-
-/// Remembers where each program was found on each `PATH`, like a shell's command hash: a
-/// flow runs the same few programs thousands of times, and searching `PATH` was ten calls
-/// per job. A remembered path is used while it is still an executable file (the search's own
-/// check, two calls); otherwise `PATH` is searched again. As in a shell, a program installed later into an
-/// *earlier* `PATH` directory than the remembered one is not seen; a program not found is
-/// never remembered.
-#[derive(Default)]
-pub struct ProgramCache {
-    by_path_var: std::sync::Mutex<HashMap<Vec<u8>, HashMap<String, CString>>>,
-}
-
-impl ProgramCache {
-    /// `resolve_program`, remembering what it finds.
-    pub fn resolve(&self, program: &str, path_var: Option<&[u8]>) -> Option<CString> {
-        if program.contains('/') {
-            return resolve_program(program, path_var);
-        }
-        // No PATH at all (the default search path) is keyed by a NUL, which no PATH holds.
-        let key = path_var.unwrap_or(b"\0");
-        let cached = self
-            .lock()
-            .get(key)
-            .and_then(|programs| programs.get(program))
-            .cloned();
-        if let Some(found) = cached {
-            if is_executable_file(&found) {
-                return Some(found);
-            }
-        }
-        let found = resolve_program(program, path_var)?;
-        self.lock()
-            .entry(key.to_vec())
-            .or_default()
-            .insert(program.to_string(), found.clone());
-        Some(found)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, HashMap<String, CString>>> {
-        self.by_path_var.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn is_executable_file(path: &CStr) -> bool {
-    // SAFETY: plain syscalls on a valid NUL-terminated path and a zeroed stat buffer.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::stat(path.as_ptr(), &mut st) == 0
-            && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
-            && libc::access(path.as_ptr(), libc::X_OK) == 0
-    }
-}
-
-/// What to start: `program` with `argv` and `envp` (both NULL-terminated) in `cwd`, optionally
-/// into the cgroup whose `cgroup.procs` is open as `cgroup_procs`.
+/// What to start and what the child creates first.
 #[derive(Clone, Copy)]
-pub struct Launch<'a> {
-    pub program: &'a CStr,
-    pub argv: &'a [*const libc::c_char],
-    pub envp: &'a [*const libc::c_char],
-    pub cwd: &'a CStr,
-    pub stdio: &'a Stdio,
+pub struct Plan<'a> {
+    /// `argv[0]` is the program: run as is when it contains `/` (relative to `cwd`), else
+    /// searched on the job's `PATH` like execvp does.
+    pub argv: &'a [&'a str],
+    /// The job's own variables on top of the base environment; a later one of the same name
+    /// wins.
+    pub env: &'a [(&'a str, &'a str)],
+    pub cwd: &'a str,
+    /// Created by the child (an existing directory is fine).
+    pub job_dir: &'a str,
+    /// Written by the child to `cmd_sh_path`, mode 0755.
+    pub cmd_sh_path: &'a str,
+    pub cmd_sh_text: &'a str,
+    pub output: Output<'a>,
     pub grouping: Grouping,
-    pub cgroup_procs: Option<RawFd>,
+    /// The job's cgroup: the child starts in it (`clone3(CLONE_INTO_CGROUP)`), or, where
+    /// clone3 cannot do that, moves itself there before any of the job's code runs.
+    pub cgroup: Option<CgroupFds>,
+    /// Wait until the child has exec'd or failed (`CLONE_VFORK`), and report a failure as
+    /// the error rather than in the report: for a job whose set-up the host must see done
+    /// (an interactive job's process group gets the terminal).
+    pub wait_for_exec: bool,
+    /// Wait as for `wait_for_exec` when the child places itself in `cgroup`, so that a
+    /// refused placement is the error (the host then falls back to no cgroups at once).
+    pub verify_cgroup: bool,
 }
 
-/// Starts `launch` and returns the pid.
-///
-/// This is what glibc's posix_spawn does (a `clone(CLONE_VM|CLONE_VFORK)` child on its own
-/// stack that sets itself up and execs; the parent resumes once it has), plus one step
-/// posix_spawn cannot do: the child moves *itself* into the job's cgroup before exec, so no
-/// process of the job ever runs outside it (placing the pid after posix_spawn returns lets a
-/// job that forks at once leave children behind; glibc 2.39's `pidfd_spawn` with
-/// `posix_spawnattr_setcgroup_np` would do the same, but this system has glibc 2.36).
-/// Failures of the child's steps (cgroup, chdir, exec) come back as the error, with the step.
-pub fn spawn(launch: &Launch<'_>, stack: &mut [u8]) -> Result<libc::pid_t, SpawnError> {
-    let Launch {
-        program,
-        argv,
-        envp,
-        cwd,
-        stdio,
-        grouping,
-        cgroup_procs,
-    } = *launch;
-    debug_assert!(argv.last() == Some(&ptr::null()) && envp.last() == Some(&ptr::null()));
-    let args = ChildArgs {
-        program: program.as_ptr(),
-        argv: argv.as_ptr(),
-        envp: envp.as_ptr(),
-        cwd: cwd.as_ptr(),
-        stdio: match *stdio {
-            Stdio::Files {
-                stdin,
-                stdout,
-                stderr,
-            } => [stdin, stdout, stderr],
-            Stdio::Inherit => [-1, -1, -1],
-        },
-        new_session: grouping == Grouping::NewSession,
-        cgroup_procs: cgroup_procs.unwrap_or(-1),
-        failed_step: 0,
-        errno: 0,
-    };
-    // The child shares our memory and runs on `stack` (it grows down: pass the aligned top).
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
-    // SAFETY: every signal is blocked around clone so that no handler of ours runs in the
-    // child before it resets them; `args` and `stack` outlive the child's use of them (the
-    // parent is suspended until the child execs or exits, CLONE_VFORK); the child function
-    // only makes async-signal-safe calls.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child_main,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
-        );
-        let clone_errno = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
-        if pid < 0 {
-            return Err(SpawnError {
-                step: SpawnStep::Clone,
-                error: clone_errno,
-            });
-        }
-        let failed_step = ptr::read_volatile(&args.failed_step);
-        if failed_step != 0 {
-            let errno = ptr::read_volatile(&args.errno);
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
-            let step = match failed_step {
-                STEP_CGROUP => SpawnStep::Cgroup,
-                STEP_CHDIR => SpawnStep::Chdir,
-                STEP_SETUP => SpawnStep::Setup,
-                _ => SpawnStep::Exec,
-            };
-            return Err(SpawnError {
-                step,
-                error: io::Error::from_raw_os_error(errno),
-            });
-        }
-        Ok(pid)
-    }
+/// A job cgroup's open directory and `cgroup.procs`.
+#[derive(Clone, Copy)]
+pub struct CgroupFds {
+    pub dir: RawFd,
+    pub procs: RawFd,
+}
+
+/// A started child.
+pub struct Spawned {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    /// Where the child writes why it failed before exec; read once it is reaped.
+    pub report: Box<ChildReport>,
 }
 
 /// Which step of starting a job failed.
@@ -299,183 +155,702 @@ pub enum SpawnStep {
     Clone,
     Setup,
     Cgroup,
+    JobDir,
+    CmdSh,
+    StdoutLog,
+    StderrLog,
     Chdir,
     Exec,
 }
 
-/// A failed spawn.
-#[derive(Debug)]
-pub struct SpawnError {
-    pub step: SpawnStep,
-    pub error: io::Error,
-}
+const STEPS: [SpawnStep; 9] = [
+    SpawnStep::Clone,
+    SpawnStep::Setup,
+    SpawnStep::Cgroup,
+    SpawnStep::JobDir,
+    SpawnStep::CmdSh,
+    SpawnStep::StdoutLog,
+    SpawnStep::StderrLog,
+    SpawnStep::Chdir,
+    SpawnStep::Exec,
+];
 
-const STEP_SETUP: i32 = 1;
-const STEP_CGROUP: i32 = 2;
-const STEP_CHDIR: i32 = 3;
-const STEP_EXEC: i32 = 4;
-
-/// What the child needs, all raw: it must not allocate or take locks.
-#[repr(C)]
-struct ChildArgs {
-    program: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    cwd: *const libc::c_char,
-    /// stdin, stdout, stderr; -1 to inherit.
-    stdio: [RawFd; 3],
-    new_session: bool,
-    cgroup_procs: RawFd,
-    /// Written by the child when a step fails (shared memory).
-    failed_step: i32,
-    errno: i32,
-}
-
-/// The child, between clone and exec. Only async-signal-safe libc calls; no allocation, no
-/// panics, no Rust std.
-extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the parent's ChildArgs, alive while the parent is suspended.
-    unsafe {
-        let args = arg as *mut ChildArgs;
-        let fail = |step: i32| -> libc::c_int {
-            ptr::write_volatile(&mut (*args).errno, *libc::__errno_location());
-            ptr::write_volatile(&mut (*args).failed_step, step);
-            libc::_exit(127)
-        };
-        // Every signal to its default action: the host's handlers must not run here, and
-        // ignored signals (Rust ignores SIGPIPE) would stay ignored across exec.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        // 1..=64 covers every Linux signal; invalid ones (glibc's internal) just fail.
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, ptr::null_mut());
-            }
-        }
-        let ok = if (*args).new_session {
-            libc::setsid() >= 0
-        } else {
-            libc::setpgid(0, 0) == 0
-        };
-        if !ok {
-            return fail(STEP_SETUP);
-        }
-        // "0" moves the writing process itself.
-        if (*args).cgroup_procs >= 0
-            && libc::write(
-                (*args).cgroup_procs,
-                b"0".as_ptr() as *const libc::c_void,
-                1,
-            ) != 1
-        {
-            return fail(STEP_CGROUP);
-        }
-        for (target, &fd) in (*args).stdio.iter().enumerate() {
-            if fd >= 0 && libc::dup2(fd, target as libc::c_int) < 0 {
-                return fail(STEP_SETUP);
-            }
-        }
-        if libc::chdir((*args).cwd) != 0 {
-            return fail(STEP_CHDIR);
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
-        libc::execve((*args).program, (*args).argv, (*args).envp);
-        fail(STEP_EXEC)
+impl SpawnStep {
+    /// The code the child writes (0 means no failure).
+    const fn code(self) -> i32 {
+        self as i32 + 1
     }
 }
 
-/// The classic posix_spawn path (new session, no cgroup placement), kept to measure against
-/// [`spawn`]; see the README's spawn-cost table.
-#[cfg(test)]
-#[allow(dead_code)]
-pub fn posix_spawn(
-    program: &CStr,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    cwd: &CStr,
-    stdio: &Stdio,
-) -> io::Result<libc::pid_t> {
-    // SAFETY: the attr and file-action objects are initialised before use and destroyed on
-    // every path; every pointer passed outlives the call.
-    unsafe {
-        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        check(libc::posix_spawn_file_actions_init(&mut actions))?;
-        check(libc::posix_spawnattr_init(&mut attr))?;
-        let flags = libc::POSIX_SPAWN_SETSIGMASK
-            | libc::POSIX_SPAWN_SETSIGDEF
-            | libc::POSIX_SPAWN_SETSID as libc::c_int;
-        check(libc::posix_spawnattr_setflags(
-            &mut attr,
-            flags as libc::c_short,
-        ))?;
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        check(libc::posix_spawnattr_setsigmask(&mut attr, &set))?;
-        libc::sigfillset(&mut set);
-        check(libc::posix_spawnattr_setsigdefault(&mut attr, &set))?;
-        if let Stdio::Files {
-            stdin,
-            stdout,
-            stderr,
-        } = *stdio
-        {
-            check(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                stdin,
-                0,
-            ))?;
-            check(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                stdout,
-                1,
-            ))?;
-            check(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                stderr,
-                2,
-            ))?;
+/// A failed spawn.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The job's own data cannot be handed to a process (a NUL byte, a bad variable name).
+    Invalid(String),
+    /// A step of the child (or the clone) failed.
+    Step { step: SpawnStep, error: io::Error },
+}
+
+/// Written by the child when a step fails, read by the host after reaping it (the reap
+/// orders the child's writes before the host's reads).
+#[derive(Default)]
+#[repr(C)]
+pub struct ChildReport {
+    step: AtomicI32,
+    errno: AtomicI32,
+}
+
+impl ChildReport {
+    /// The failed step, if the child failed before exec.
+    pub fn failure(&self) -> Option<SpawnError> {
+        let code = self.step.load(Ordering::Acquire);
+        let step = *STEPS.get(usize::try_from(code).ok()?.checked_sub(1)?)?;
+        Some(SpawnError::Step {
+            step,
+            error: io::Error::from_raw_os_error(self.errno.load(Ordering::Acquire)),
+        })
+    }
+}
+
+/// The stack and data of one child between clone and exec, reused once it is handed back.
+struct Slot {
+    /// 1 while a child runs on this slot; the kernel writes 0 when the child execs or exits.
+    busy: AtomicI32,
+    stack: Box<[u8]>,
+    /// Every string the child reads, NUL-terminated.
+    bytes: Vec<u8>,
+    /// argv then envp, each NULL-terminated.
+    ptrs: Vec<*const libc::c_char>,
+    args: ChildArgs,
+}
+
+/// Starts jobs' processes; owns the slots their children run on.
+pub struct Spawner {
+    base: BaseEnv,
+    /// Boxed: a slot must not move when the vector grows, since a child reads it and the
+    /// kernel writes its `busy` word.
+    #[allow(clippy::vec_box)]
+    slots: Mutex<Vec<Box<Slot>>>,
+    /// Whether clone3 may place children in cgroups here; cleared at the first sign that the
+    /// kernel or the architecture cannot (the child then places itself).
+    clone3_into_cgroup: AtomicBool,
+}
+
+// SAFETY: the raw pointers in the slots point into the slots themselves or into `base`, both
+// owned here; a slot is only touched under the mutex and while no child uses it.
+unsafe impl Send for Spawner {}
+// SAFETY: as above.
+unsafe impl Sync for Spawner {}
+
+impl Spawner {
+    pub fn new(base: BaseEnv) -> Spawner {
+        Spawner {
+            base,
+            slots: Mutex::new(Vec::new()),
+            clone3_into_cgroup: AtomicBool::new(cfg!(target_arch = "x86_64")),
         }
-        check(libc::posix_spawn_file_actions_addchdir_np(
-            &mut actions,
-            cwd.as_ptr(),
-        ))?;
-        let mut pid: libc::pid_t = 0;
-        let rc = libc::posix_spawn(
-            &mut pid,
-            program.as_ptr(),
-            &actions,
-            &attr,
-            argv.as_ptr() as *const *mut libc::c_char,
-            envp.as_ptr() as *const *mut libc::c_char,
-        );
-        libc::posix_spawnattr_destroy(&mut attr);
-        libc::posix_spawn_file_actions_destroy(&mut actions);
-        check(rc)?;
+    }
+
+    /// A spawner whose children place themselves in their cgroup, as on kernels without
+    /// `CLONE_INTO_CGROUP`.
+    #[cfg(test)]
+    pub fn without_clone3(self) -> Spawner {
+        self.clone3_into_cgroup.store(false, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether clone3 places children in their cgroups (still) here.
+    #[cfg(test)]
+    pub fn uses_clone3(&self) -> bool {
+        self.clone3_into_cgroup.load(Ordering::Relaxed)
+    }
+
+    /// Starts `plan`. Without `wait_for_exec` this returns as soon as the child exists; a
+    /// failure of one of its steps then shows in the report once it has exited (status 127).
+    pub fn spawn(&self, plan: &Plan<'_>) -> Result<Spawned, SpawnError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let i = match slots
+            .iter()
+            .position(|s| s.busy.load(Ordering::Acquire) == 0)
+        {
+            Some(i) => i,
+            None => {
+                slots.push(Box::new(Slot {
+                    busy: AtomicI32::new(0),
+                    stack: vec![0u8; CHILD_STACK_BYTES].into_boxed_slice(),
+                    bytes: Vec::with_capacity(4096),
+                    ptrs: Vec::with_capacity(64),
+                    args: ChildArgs::EMPTY,
+                }));
+                slots.len() - 1
+            }
+        };
+        let slot = &mut *slots[i];
+        let report = Box::<ChildReport>::default();
+        let into_cgroup = plan
+            .cgroup
+            .filter(|_| self.clone3_into_cgroup.load(Ordering::Relaxed));
+        // Where clone3 places the child, it need not write cgroup.procs itself.
+        let self_placed = plan.cgroup.filter(|_| into_cgroup.is_none());
+        fill(slot, &self.base, plan, self_placed, &report).map_err(SpawnError::Invalid)?;
+        let wait = plan.wait_for_exec || (self_placed.is_some() && plan.verify_cgroup);
+
+        let mut flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID;
+        if wait {
+            flags |= libc::CLONE_VFORK;
+        }
+        let mut pidfd: libc::c_int = -1;
+        slot.busy.store(1, Ordering::Release);
+        // SAFETY: every signal is blocked around clone so that no handler of ours runs in
+        // the child before it resets them. The child reads only its slot (not touched until
+        // the kernel clears `busy`), the base environment (immutable, owned by `self`, which
+        // outlives every child: the backend reaps all before it is dropped, and `Drop` leaks
+        // busy slots) and writes only its report (owned by the job until it is reaped) and its
+        // own stack; it makes raw system calls only.
+        let pid = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let result = match into_cgroup {
+                Some(cgroup) => clone3_into_cgroup(slot, flags, cgroup.dir, &mut pidfd),
+                None => clone_child(slot, flags, &mut pidfd),
+            };
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+            match result {
+                Ok(pid) => pid,
+                Err(error) if into_cgroup.is_some() && clone3_unsupported(&error) => {
+                    // An older kernel (clone3 is 5.3+, CLONE_INTO_CGROUP 5.7+) or another
+                    // architecture: the child places itself from now on. Nothing started.
+                    self.clone3_into_cgroup.store(false, Ordering::Relaxed);
+                    slot.busy.store(0, Ordering::Release);
+                    drop(slots);
+                    return self.spawn(plan);
+                }
+                Err(error) => {
+                    slot.busy.store(0, Ordering::Release);
+                    let step = if into_cgroup.is_some() {
+                        // What clone3 refuses beyond clone's reasons is the placement.
+                        SpawnStep::Cgroup
+                    } else {
+                        SpawnStep::Clone
+                    };
+                    return Err(SpawnError::Step { step, error });
+                }
+            }
+        };
+        drop(slots);
+        let pidfd = if pidfd >= 0 {
+            // SAFETY: a fresh fd from the kernel, ours alone.
+            unsafe { OwnedFd::from_raw_fd(pidfd) }
+        } else {
+            // A kernel older than 5.2 ignores CLONE_PIDFD.
+            match pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(error) => {
+                    reap_killed(pid);
+                    return Err(SpawnError::Step {
+                        step: SpawnStep::Clone,
+                        error,
+                    });
+                }
+            }
+        };
+        if wait {
+            if let Some(failure) = report.failure() {
+                let mut status = 0;
+                // SAFETY: reaps our own child, which has exited (it failed before exec).
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                return Err(failure);
+            }
+        }
+        Ok(Spawned { pid, pidfd, report })
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // A child still on its slot (stuck before exec, for example in a hung filesystem)
+        // would write into freed memory when it ends: leak such slots instead.
+        let slots = std::mem::take(self.slots.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for slot in slots {
+            if slot.busy.load(Ordering::Acquire) != 0 {
+                std::mem::forget(slot);
+            }
+        }
+    }
+}
+
+/// Whether a clone3 error means "not supported here" rather than "refused for this cgroup".
+fn clone3_unsupported(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+    )
+}
+
+/// `clone(2)` of a child running `child_main` on the slot's stack. Signals must be blocked.
+unsafe fn clone_child(
+    slot: &mut Slot,
+    flags: libc::c_int,
+    pidfd: &mut libc::c_int,
+) -> io::Result<libc::pid_t> {
+    // The child's stack grows down: pass its aligned top.
+    let top = (slot.stack.as_mut_ptr() as usize + slot.stack.len()) & !15;
+    let pid = libc::clone(
+        child_main,
+        top as *mut libc::c_void,
+        flags | libc::SIGCHLD,
+        &slot.args as *const ChildArgs as *mut libc::c_void,
+        pidfd as *mut libc::c_int,
+        ptr::null_mut::<libc::c_void>(),
+        slot.busy.as_ptr(),
+    );
+    if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
         Ok(pid)
     }
 }
 
-#[cfg(test)]
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
+/// The kernel's `struct clone_args` (up to `cgroup`, Linux 5.7).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3(2)` of a child running `child_main` on the slot's stack, born in the cgroup whose
+/// directory is open as `cgroup_dir`: no migration afterwards (the child's own write to
+/// `cgroup.procs` cost ~70 us per job). Signals must be blocked. glibc 2.36 does not export
+/// clone3, and a child on a new stack needs the few instructions below.
+unsafe fn clone3_into_cgroup(
+    slot: &mut Slot,
+    flags: libc::c_int,
+    cgroup_dir: RawFd,
+    pidfd: &mut libc::c_int,
+) -> io::Result<libc::pid_t> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
+        pidfd: pidfd as *mut libc::c_int as u64,
+        child_tid: slot.busy.as_ptr() as u64,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: slot.stack.as_mut_ptr() as u64,
+        stack_size: (slot.stack.len() & !15) as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_dir as u64,
+    };
+    let child_arg = &slot.args as *const ChildArgs as *mut libc::c_void;
+    let ret = raw_clone3(&args, child_arg);
+    if ret < 0 {
+        Err(io::Error::from_raw_os_error(-ret as i32))
     } else {
-        Err(io::Error::from_raw_os_error(rc))
+        Ok(ret as libc::pid_t)
     }
 }
 
+/// The clone3 system call; the child calls `child_main(child_arg)` on its new stack and
+/// exits with its result (it never returns: it execs or exits itself).
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_clone3(args: &CloneArgs, child_arg: *mut libc::c_void) -> isize {
+    let ret: isize;
+    std::arch::asm!(
+        "syscall",
+        "test rax, rax",
+        "jnz 2f",
+        // The child, on the new stack, with the parent's other registers: the ABI wants
+        // the stack 16-byte aligned at the call and no caller frame.
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "mov rdi, r12",
+        "call r13",
+        "mov edi, eax",
+        "mov eax, 231", // exit_group
+        "syscall",
+        "ud2",
+        "2:",
+        inlateout("rax") libc::SYS_clone3 as isize => ret,
+        in("rdi") args as *const CloneArgs,
+        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("r12") child_arg,
+        in("r13") child_main as *const () as usize,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack),
+    );
+    ret
+}
+
+/// Elsewhere the child places itself (see `Spawner::clone3_into_cgroup`).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn raw_clone3(_args: &CloneArgs, _child_arg: *mut libc::c_void) -> isize {
+    -(libc::ENOSYS as isize)
+}
+
+/// SIGKILL and reap a child we cannot watch.
+fn reap_killed(pid: libc::pid_t) {
+    // SAFETY: signals and reaps our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// Copies everything the child reads into `slot` and points its `ChildArgs` at it.
+fn fill(
+    slot: &mut Slot,
+    base: &BaseEnv,
+    plan: &Plan<'_>,
+    self_placed: Option<CgroupFds>,
+    report: &ChildReport,
+) -> Result<(), String> {
+    let bytes = &mut slot.bytes;
+    bytes.clear();
+    // Offsets first: `bytes` may grow while being filled.
+    let push = |bytes: &mut Vec<u8>, parts: &[&[u8]], what: &dyn Fn() -> String| {
+        let at = bytes.len();
+        for p in parts {
+            if p.contains(&0) {
+                return Err(format!("{} contains a NUL byte", what()));
+            }
+            bytes.extend_from_slice(p);
+        }
+        bytes.push(0);
+        Ok(at)
+    };
+    let Some(program) = plan.argv.first() else {
+        return Err("the command is empty".into());
+    };
+    if program.is_empty() {
+        return Err("the command is empty".into());
+    }
+    let mut argv_at = Vec::with_capacity(plan.argv.len());
+    for a in plan.argv {
+        argv_at.push(push(bytes, &[a.as_bytes()], &|| {
+            format!("command argument {a:?}")
+        })?);
+    }
+    let mut env_at: Vec<(&[u8], usize)> = Vec::with_capacity(plan.env.len());
+    for (k, v) in plan.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(format!("invalid environment variable name {k:?}"));
+        }
+        let at = push(bytes, &[k.as_bytes(), b"=", v.as_bytes()], &|| {
+            format!("environment variable {k}")
+        })?;
+        env_at.retain(|(name, _)| *name != k.as_bytes());
+        env_at.push((k.as_bytes(), at));
+    }
+    let path_var: &[u8] = plan
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "PATH")
+        .map(|(_, v)| v.as_bytes())
+        .or_else(|| base.get(b"PATH"))
+        .unwrap_or(DEFAULT_PATH);
+    let path_at = push(bytes, &[path_var], &|| "PATH".into())?;
+    let cwd_at = push(bytes, &[plan.cwd.as_bytes()], &|| {
+        "the working directory".into()
+    })?;
+    let job_dir_at = push(bytes, &[plan.job_dir.as_bytes()], &|| {
+        "the job directory".into()
+    })?;
+    let cmd_sh_at = push(bytes, &[plan.cmd_sh_path.as_bytes()], &|| {
+        "the cmd.sh path".into()
+    })?;
+    let text_at = bytes.len();
+    bytes.extend_from_slice(plan.cmd_sh_text.as_bytes());
+    let (stdout_at, stderr_at, stdin) = match plan.output {
+        Output::Log { path, stdin } => (
+            Some(push(bytes, &[path.as_bytes()], &|| "the log path".into())?),
+            None,
+            stdin,
+        ),
+        Output::Split {
+            stdout,
+            stderr,
+            stdin,
+        } => (
+            Some(push(bytes, &[stdout.as_bytes()], &|| {
+                "the log path".into()
+            })?),
+            Some(push(bytes, &[stderr.as_bytes()], &|| {
+                "the log path".into()
+            })?),
+            stdin,
+        ),
+        Output::Inherit => (None, None, -1),
+    };
+
+    let base_ptr = bytes.as_ptr();
+    let at = |offset: usize| -> *const libc::c_char {
+        // SAFETY: every offset was taken inside `bytes`, which no longer grows.
+        unsafe { base_ptr.add(offset) as *const libc::c_char }
+    };
+    let ptrs = &mut slot.ptrs;
+    ptrs.clear();
+    ptrs.extend(argv_at.iter().map(|&o| at(o)));
+    ptrs.push(ptr::null());
+    let envp_start = ptrs.len();
+    for (k, kv) in &base.entries {
+        if !env_at.iter().any(|(o, _)| *o == k.as_slice()) {
+            ptrs.push(kv.as_ptr() as *const libc::c_char);
+        }
+    }
+    ptrs.extend(env_at.iter().map(|&(_, o)| at(o)));
+    ptrs.push(ptr::null());
+
+    slot.args = ChildArgs {
+        argv: ptrs.as_ptr(),
+        // SAFETY: `envp_start` is inside `ptrs`.
+        envp: unsafe { ptrs.as_ptr().add(envp_start) },
+        program_has_slash: program.contains('/'),
+        path: at(path_at) as *const u8,
+        path_len: path_var.len(),
+        cwd: at(cwd_at),
+        job_dir: at(job_dir_at),
+        cmd_sh: at(cmd_sh_at),
+        cmd_sh_text: at(text_at) as *const u8,
+        cmd_sh_len: plan.cmd_sh_text.len(),
+        stdout_log: stdout_at.map_or(ptr::null(), at),
+        stderr_log: stderr_at.map_or(ptr::null(), at),
+        stdin,
+        new_session: plan.grouping == Grouping::NewSession,
+        cgroup_procs: self_placed.map_or(-1, |c| c.procs),
+        report,
+    };
+    Ok(())
+}
+
+/// What the child needs, all raw.
+#[repr(C)]
+struct ChildArgs {
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    program_has_slash: bool,
+    /// The directories to search for a program without `/` (the job's `PATH`).
+    path: *const u8,
+    path_len: usize,
+    cwd: *const libc::c_char,
+    job_dir: *const libc::c_char,
+    cmd_sh: *const libc::c_char,
+    cmd_sh_text: *const u8,
+    cmd_sh_len: usize,
+    /// NULL to inherit (interactive).
+    stdout_log: *const libc::c_char,
+    /// NULL: stderr goes where stdout goes.
+    stderr_log: *const libc::c_char,
+    /// -1 to inherit.
+    stdin: RawFd,
+    new_session: bool,
+    cgroup_procs: RawFd,
+    report: *const ChildReport,
+}
+
+impl ChildArgs {
+    const EMPTY: ChildArgs = ChildArgs {
+        argv: ptr::null(),
+        envp: ptr::null(),
+        program_has_slash: false,
+        path: ptr::null(),
+        path_len: 0,
+        cwd: ptr::null(),
+        job_dir: ptr::null(),
+        cmd_sh: ptr::null(),
+        cmd_sh_text: ptr::null(),
+        cmd_sh_len: 0,
+        stdout_log: ptr::null(),
+        stderr_log: ptr::null(),
+        stdin: -1,
+        new_session: false,
+        cgroup_procs: -1,
+        report: ptr::null(),
+    };
+}
+
+/// The child, between clone and exec: raw system calls only (see the module comment).
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the slot's ChildArgs, which stays untouched until we exec or exit;
+    // every pointer in it is valid for as long (see `Spawner::spawn`).
+    unsafe { child_steps(&*(arg as *const ChildArgs)) }
+}
+
+unsafe fn child_steps(a: &ChildArgs) -> ! {
+    let fail = |step: SpawnStep, errno: syscalls::Errno| -> ! {
+        let report = &*a.report;
+        report.errno.store(errno.into_raw(), Ordering::Relaxed);
+        report.step.store(step.code(), Ordering::Release);
+        let _ = syscall!(Sysno::exit_group, 127);
+        unreachable_exit()
+    };
+    // Every signal to its default action: the host's handlers must not run here (this
+    // process shares the host's memory), and ignored signals (Rust ignores SIGPIPE) would
+    // stay ignored across exec. The kernel's struct sigaction, all zero, is SIG_DFL.
+    let dfl = [0u64; 4];
+    for sig in 1..=64usize {
+        if sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
+            let _ = syscall!(Sysno::rt_sigaction, sig, dfl.as_ptr(), 0, 8);
+        }
+    }
+    let grouped = if a.new_session {
+        syscall!(Sysno::setsid)
+    } else {
+        syscall!(Sysno::setpgid, 0, 0)
+    };
+    if let Err(e) = grouped {
+        fail(SpawnStep::Setup, e);
+    }
+    // "0" moves the writing process itself.
+    if a.cgroup_procs >= 0 {
+        if let Err(e) = syscall!(Sysno::write, a.cgroup_procs, b"0".as_ptr(), 1) {
+            fail(SpawnStep::Cgroup, e);
+        }
+    }
+    match syscall!(Sysno::mkdirat, libc::AT_FDCWD, a.job_dir, 0o777) {
+        Ok(_) => {}
+        Err(e) if e.into_raw() == libc::EEXIST => {}
+        Err(e) => fail(SpawnStep::JobDir, e),
+    }
+    if let Err(e) = write_file(a.cmd_sh, a.cmd_sh_text, a.cmd_sh_len) {
+        fail(SpawnStep::CmdSh, e);
+    }
+    if !a.stdout_log.is_null() {
+        let log_flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+        let out = match syscall!(
+            Sysno::openat,
+            libc::AT_FDCWD,
+            a.stdout_log,
+            log_flags,
+            0o666
+        ) {
+            Ok(fd) => fd as RawFd,
+            Err(e) => fail(SpawnStep::StdoutLog, e),
+        };
+        let err = if a.stderr_log.is_null() {
+            out
+        } else {
+            match syscall!(
+                Sysno::openat,
+                libc::AT_FDCWD,
+                a.stderr_log,
+                log_flags,
+                0o666
+            ) {
+                Ok(fd) => fd as RawFd,
+                Err(e) => fail(SpawnStep::StderrLog, e),
+            }
+        };
+        // The opened fds are above 2 (the host's 0, 1 and 2 are open) and close at exec.
+        for (fd, target) in [(a.stdin, 0), (out, 1), (err, 2)] {
+            if let Err(e) = syscall!(Sysno::dup3, fd, target, 0) {
+                fail(SpawnStep::Setup, e);
+            }
+        }
+    }
+    if let Err(e) = syscall!(Sysno::chdir, a.cwd) {
+        fail(SpawnStep::Chdir, e);
+    }
+    let empty = 0u64;
+    let _ = syscall!(
+        Sysno::rt_sigprocmask,
+        libc::SIG_SETMASK,
+        &empty as *const u64,
+        0,
+        8
+    );
+    let Err(e) = exec_program(a);
+    fail(SpawnStep::Exec, e)
+}
+
+/// Never reached: exit_group does not return.
+fn unreachable_exit() -> ! {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Creates (or truncates) `path`, mode 0755, with `len` bytes from `text`.
+unsafe fn write_file(
+    path: *const libc::c_char,
+    text: *const u8,
+    len: usize,
+) -> Result<(), syscalls::Errno> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    let fd = syscall!(Sysno::openat, libc::AT_FDCWD, path, flags, 0o755)?;
+    let mut done = 0;
+    while done < len {
+        match syscall!(Sysno::write, fd, text.add(done), len - done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) => {
+                let _ = syscall!(Sysno::close, fd);
+                return Err(e);
+            }
+        }
+    }
+    syscall!(Sysno::close, fd).map(|_| ())
+}
+
+/// execve of argv[0], searched on the job's PATH like execvp when it has no `/`. Returns only
+/// on failure: ENOENT when no directory has it, EACCES when one had it but not executable.
+unsafe fn exec_program(a: &ChildArgs) -> Result<std::convert::Infallible, syscalls::Errno> {
+    let program = *a.argv;
+    if a.program_has_slash {
+        return Err(syscall!(Sysno::execve, program, a.argv, a.envp).unwrap_err());
+    }
+    let name = CStr::from_ptr(program).to_bytes();
+    let path = std::slice::from_raw_parts(a.path, a.path_len);
+    let mut buf = [0u8; CHILD_PATH_MAX];
+    let mut saw_eacces = false;
+    for dir in path.split(|&b| b == b':') {
+        // An empty entry is the working directory.
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let len = dir.len() + 1 + name.len();
+        if len >= buf.len() {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..len].copy_from_slice(name);
+        buf[len] = 0;
+        let e = syscall!(Sysno::execve, buf.as_ptr(), a.argv, a.envp).unwrap_err();
+        match e.into_raw() {
+            libc::EACCES => saw_eacces = true,
+            // What execvp passes over: not in this directory.
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            _ => return Err(e),
+        }
+    }
+    Err(syscalls::Errno::new(if saw_eacces {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
+}
+
 /// Opens a pidfd for `pid` (Linux 5.3+).
-pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open has no memory arguments; the returned fd is owned by us.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         Err(io::Error::last_os_error())
     } else {
         // SAFETY: a fresh fd from the kernel.
-        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 }

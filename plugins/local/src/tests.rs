@@ -650,3 +650,118 @@ fn quoting_survives_the_shell() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), s);
     }
 }
+
+/// The job's first process is already in the job's cgroup when the job's code runs, whether
+/// clone3 puts it there or (older kernels) the child moves itself; and the child creates the
+/// job directory, cmd.sh and the log.
+#[test]
+fn a_job_starts_inside_its_cgroup_with_and_without_clone3() {
+    use crate::{
+        spawn::{BaseEnv, Grouping, Output, Plan, Spawner},
+        tree::CgroupRoot,
+    };
+    let root = CgroupRoot::create(1_000_000 + u64::from(std::process::id()))
+        .expect("a writable cgroup2 hierarchy (the tests run as root, as in CI)");
+    let dir = tempfile::tempdir().unwrap();
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    for (name, spawner) in [
+        ("clone3", Spawner::new(BaseEnv::capture())),
+        (
+            "self-placed",
+            Spawner::new(BaseEnv::capture()).without_clone3(),
+        ),
+    ] {
+        let cgroup = root.acquire().unwrap();
+        let job_dir = dir.path().join(name).join("job");
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        let job_dir = job_dir.to_str().unwrap();
+        let log = format!("{job_dir}/output.log");
+        let cmd_sh = format!("{job_dir}/cmd.sh");
+        let spawned = spawner
+            .spawn(&Plan {
+                argv: &["cat", "/proc/self/cgroup"],
+                env: &[("PATH", "/usr/bin:/bin")],
+                cwd: job_dir,
+                job_dir,
+                cmd_sh_path: &cmd_sh,
+                cmd_sh_text: "#!/bin/sh\necho by hand\n",
+                output: Output::Log {
+                    path: &log,
+                    stdin: std::os::fd::AsRawFd::as_raw_fd(&devnull),
+                },
+                grouping: Grouping::NewSession,
+                cgroup: Some(cgroup.fds()),
+                wait_for_exec: false,
+                verify_cgroup: true,
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let mut status = 0;
+        // SAFETY: waits for the child just spawned.
+        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        assert!(spawned.report.failure().is_none(), "{name}");
+        // On x86_64 (this kernel has CLONE_INTO_CGROUP) clone3 did it, without falling back.
+        assert_eq!(
+            spawner.uses_clone3(),
+            name == "clone3" && cfg!(target_arch = "x86_64"),
+            "{name}"
+        );
+        assert_eq!(libc::WEXITSTATUS(status), 0, "{name}");
+        let own = std::fs::read_to_string(&log).unwrap();
+        // The cgroup2 line ("0::<path>") names the job cgroup, below the backend's.
+        let expected = format!(
+            "/{}/{}",
+            root.dir().file_name().unwrap().to_str().unwrap(),
+            cgroup.dir.file_name().unwrap().to_str().unwrap()
+        );
+        let v2 = own.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+        assert!(
+            v2.ends_with(&expected) && expected.contains("/slot-"),
+            "{name}: the job ran in {own:?}, not in {}",
+            cgroup.dir.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&cmd_sh).unwrap(),
+            "#!/bin/sh\necho by hand\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cmd_sh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0o111, "{name}: cmd.sh is executable");
+        assert!(cgroup.is_empty().unwrap());
+        root.release(cgroup);
+    }
+    root.remove();
+}
+
+/// A job whose directory cannot be created fails with the reason; nothing is left running.
+#[test]
+fn a_job_dir_that_cannot_be_created_fails_the_job() {
+    let (d, mut host) = host();
+    let b = backend(&host, "");
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let mut spec = argv_job(&mut host, "baddir", &["true"]);
+    let job_dir = file.join("job");
+    spec.job_dir = job_dir.to_str().unwrap().into();
+    spec.cwd = spec.job_dir.clone();
+    spec.log_path = job_dir.join("output.log").to_str().unwrap().into();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.end, EndKind::FAILED, "{end:?}");
+    assert_eq!(
+        end.reason.as_str(),
+        format!(
+            "cannot create the job directory {}: Not a directory (os error 20)",
+            job_dir.display()
+        )
+    );
+    // A fresh directory is created by the job itself.
+    let mut spec = argv_job(&mut host, "freshdir", &["pwd"]);
+    let fresh = d.path().join("fresh");
+    spec.job_dir = fresh.to_str().unwrap().into();
+    spec.cwd = spec.job_dir.clone();
+    spec.log_path = fresh.join("output.log").to_str().unwrap().into();
+    let end = run(&mut host, &b, spec);
+    assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    assert_eq!(log_of(&fresh), format!("{}\n", fresh.display()));
+    assert!(fresh.join("cmd.sh").is_file());
+    b.shutdown();
+}

@@ -42,8 +42,10 @@ pub struct CgroupRoot {
 /// per job was a tenth of the host's CPU per job.
 pub struct JobCgroup {
     pub dir: PathBuf,
-    /// `cgroup.procs`, for writing: the spawned child writes "0" to it to move itself in
-    /// before exec.
+    /// The directory, for `clone3(CLONE_INTO_CGROUP)`: the job's first process starts in it.
+    dir_fd: fs::File,
+    /// `cgroup.procs`, for writing, where clone3 cannot place the child: the child writes "0"
+    /// to it to move itself in before exec.
     procs: fs::File,
     /// `cgroup.events`, read (from offset 0) to learn whether the cgroup is empty.
     events: fs::File,
@@ -51,6 +53,10 @@ pub struct JobCgroup {
 
 impl JobCgroup {
     fn open(dir: PathBuf) -> io::Result<JobCgroup> {
+        let dir_fd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)?;
         let procs = fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
@@ -59,13 +65,21 @@ impl JobCgroup {
             .read(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(dir.join("cgroup.events"))?;
-        Ok(JobCgroup { dir, procs, events })
+        Ok(JobCgroup {
+            dir,
+            dir_fd,
+            procs,
+            events,
+        })
     }
 
-    /// The fd the child writes its pid to.
-    pub fn procs_fd(&self) -> std::os::fd::RawFd {
+    /// What the spawner needs to start a process in this cgroup.
+    pub fn fds(&self) -> crate::spawn::CgroupFds {
         use std::os::fd::AsRawFd;
-        self.procs.as_raw_fd()
+        crate::spawn::CgroupFds {
+            dir: self.dir_fd.as_raw_fd(),
+            procs: self.procs.as_raw_fd(),
+        }
     }
 
     /// Whether no process is left (`populated 0` in `cgroup.events`).
