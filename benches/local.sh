@@ -3,7 +3,9 @@
 # the same run. Prints:
 #   1. throughput of N `true` jobs at max_parallel 2 and 8, against `seq N | xargs -P2 -I{} true`;
 #   2. flowrun's own CPU per job (the on-CPU time of its threads from
-#      /proc/<pid>/task/*/schedstat, sampled until it exits: the jobs' CPU is not counted);
+#      /proc/<pid>/task/*/schedstat, sampled until it exits: the jobs' CPU is not counted),
+#      and the CPU of flowrun and its jobs together against that of xargs and its commands
+#      (the jobs create their directory, cmd.sh and log themselves: that cost shows there);
 #   3. flowrun's CPU while 1,000 `sleep` jobs run at once (percent of one core);
 #   4. exit-to-dependent-start latency over a chain of jobs (from results.json: started_at of
 #      job k+1 minus finished_at of job k), median and 90th percentile.
@@ -54,59 +56,47 @@ cpu_ns() {
     NS=$total
 }
 
-# run_flowrun FLOW OUT: runs flowrun, sets WALL (s) and SELF_CPU (s, flowrun's own CPU: the
-# jobs' CPU is not included). Sampled every 50 ms until it exits, so the last ~50 ms of
-# flowrun's life (writing results.json) are missed: an underestimate by at most that.
-run_flowrun() {
-    local flow=$1 out=$2 start end pid last=0
-    start=$(date +%s.%N)
-    XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
-        "$BIN" run "$flow" --out "$out" </dev/null >"$out.stdout" 2>"$out.stderr" &
-    pid=$!
-    while cpu_ns "$pid"; do
-        # The maximum: threads that exit during shutdown drop out of the sum.
-        [ "$NS" -gt "$last" ] && last=$NS
-        sleep 0.05
-    done
-    wait "$pid" || true
-    end=$(date +%s.%N)
-    WALL=$(echo "$end - $start" | bc -l)
-    SELF_CPU=$(echo "$last / 1000000000" | bc -l)
-}
-
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "# flowrun local backend benchmark: $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# binary: $BIN"
 
-# 1 + 2: throughput and host CPU per job.
+# 1 + 2: throughput and CPU per job. `measure.py` runs each command and records its wall
+# time, its own threads' CPU and the CPU of it plus everything it waited for (the jobs).
+MEASURE="python3 $ROOT/benches/measure.py"
 for P in 2 8; do
     # argv form, like xargs: `true` is exec'd directly (a string would add a /bin/sh exec).
     gen_flow "$WORK/true$P.toml" "true$P" "$N" "$P" '["true"]'
 done
+# field FILE KEY: one number from a measure.py record.
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 for rep in $(seq "$REPEAT"); do
     for P in 2 8; do
-        run_flowrun "$WORK/true$P.toml" "$WORK/out$P-$rep"
-        passed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['counts']['passed'])" "$WORK/out$P-$rep/results.json")
-        printf 'flowrun P=%s: %s jobs (%s passed) in %.2f s = %.0f jobs/s; host CPU %.3f s = %.3f ms/job\n' \
-            "$P" "$N" "$passed" "$WALL" "$(echo "$N / $WALL" | bc -l)" "$SELF_CPU" "$(echo "$SELF_CPU * 1000 / $N" | bc -l)"
-        echo "$P $(echo "$N / $WALL" | bc -l) $(echo "$SELF_CPU * 1000 / $N" | bc -l)" >>"$WORK/flowrun.txt"
+        out="$WORK/out$P-$rep"
+        XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
+            $MEASURE "$out.measure" "$BIN" run "$WORK/true$P.toml" --out "$out" </dev/null >"$out.stdout" 2>"$out.stderr" || true
+        passed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['counts']['passed'])" "$out/results.json")
+        wall=$(field "$out.measure" wall); own=$(field "$out.measure" own_cpu); total=$(field "$out.measure" total_cpu)
+        printf 'flowrun P=%s: %s jobs (%s passed) in %.2f s = %.0f jobs/s; host CPU %.3f ms/job; host + jobs CPU %.3f ms/job\n' \
+            "$P" "$N" "$passed" "$wall" "$(echo "$N / $wall" | bc -l)" "$(echo "$own * 1000 / $N" | bc -l)" "$(echo "$total * 1000 / $N" | bc -l)"
+        echo "$P $(echo "$N / $wall" | bc -l) $(echo "$own * 1000 / $N" | bc -l) $(echo "$total * 1000 / $N" | bc -l)" >>"$WORK/flowrun.txt"
     done
     for P in 2 8; do
-        start=$(date +%s.%N)
-        seq "$N" | xargs -P"$P" -I{} true
-        end=$(date +%s.%N)
-        rate=$(echo "$N / ($end - $start)" | bc -l)
-        printf 'xargs   P=%s: %s jobs in %.2f s = %.0f jobs/s\n' "$P" "$N" "$(echo "$end - $start" | bc -l)" "$rate"
-        echo "$P $rate" >>"$WORK/xargs.txt"
+        seq "$N" | $MEASURE "$WORK/xargs.measure" xargs -P"$P" -I{} true
+        wall=$(field "$WORK/xargs.measure" wall); total=$(field "$WORK/xargs.measure" total_cpu)
+        printf 'xargs   P=%s: %s jobs in %.2f s = %.0f jobs/s; xargs + jobs CPU %.3f ms/job\n' \
+            "$P" "$N" "$wall" "$(echo "$N / $wall" | bc -l)" "$(echo "$total * 1000 / $N" | bc -l)"
+        echo "$P $(echo "$N / $wall" | bc -l) $(echo "$total * 1000 / $N" | bc -l)" >>"$WORK/xargs.txt"
     done
 done
 for P in 2 8; do
     f=$(awk -v p="$P" '$1==p {print $2}' "$WORK/flowrun.txt" | median)
     c=$(awk -v p="$P" '$1==p {print $3}' "$WORK/flowrun.txt" | median)
+    ft=$(awk -v p="$P" '$1==p {print $4}' "$WORK/flowrun.txt" | median)
     x=$(awk -v p="$P" '$1==p {print $2}' "$WORK/xargs.txt" | median)
-    printf 'SUMMARY P=%s (median of %s): flowrun %.0f jobs/s, xargs -P%s %.0f jobs/s, ratio %.2f; host CPU %.3f ms/job\n' \
-        "$P" "$REPEAT" "$f" "$P" "$x" "$(echo "$f / $x" | bc -l)" "$c"
+    xt=$(awk -v p="$P" '$1==p {print $3}' "$WORK/xargs.txt" | median)
+    printf 'SUMMARY P=%s (median of %s): flowrun %.0f jobs/s, xargs -P%s %.0f jobs/s, ratio %.2f; host CPU %.3f ms/job; CPU with the jobs: flowrun %.3f, xargs %.3f ms/job\n' \
+        "$P" "$REPEAT" "$f" "$P" "$x" "$(echo "$f / $x" | bc -l)" "$c" "$ft" "$xt"
 done
 x2=$(awk '$1==2 {print $2}' "$WORK/xargs.txt" | median)
 f8=$(awk '$1==8 {print $2}' "$WORK/flowrun.txt" | median)
@@ -134,7 +124,8 @@ wait "$pid" || true
 
 # 4: exit-to-dependent-start latency.
 gen_flow "$WORK/chain.toml" chain "$CHAIN" 1 '["true"]' chain
-run_flowrun "$WORK/chain.toml" "$WORK/outchain"
+XDG_DATA_HOME=$WORK/xdg FLOWRUN_SITE_PLUGIN_DIR=$WORK/site NO_COLOR=1 \
+    "$BIN" run "$WORK/chain.toml" --out "$WORK/outchain" </dev/null >/dev/null 2>&1 || true
 python3 - "$WORK/outchain/results.json" <<'EOF'
 import json, sys
 from datetime import datetime

@@ -181,7 +181,8 @@ impl FakeHost {
 ///
 /// Checked: every job of a batch is answered in order; an accepted job ends exactly once;
 /// `exit 0` and `exit 3` end with their exit codes; a killed `sleep` ends promptly with a
-/// KILLED (or signal) event; killing an unknown id is harmless; `shutdown` returns.
+/// KILLED (or signal) event; killing an unknown id is harmless; `shutdown` returns; a backend
+/// that declares `CREATES_JOB_DIR` creates a job directory that does not exist yet.
 pub fn check_backend_contract(create: BackendFactory, config: &str) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!(
         "flowrun-testkit-{}-{}",
@@ -196,6 +197,10 @@ pub fn check_backend_contract(create: BackendFactory, config: &str) -> Result<()
     let wait = Duration::from_secs(60);
 
     let ok = host.shell_job("contract-pass", "exit 0");
+    let creates_job_dir = caps.flags.contains(CapabilityFlags::CREATES_JOB_DIR);
+    if creates_job_dir {
+        std::fs::remove_dir(ok.job_dir.as_str()).map_err(|e| e.to_string())?;
+    }
     let bad = host.shell_job("contract-fail", "exit 3");
     let long = host.shell_job("contract-kill", "sleep 300");
     let ids = [ok.id, bad.id, long.id];
@@ -211,6 +216,11 @@ pub fn check_backend_contract(create: BackendFactory, config: &str) -> Result<()
         return Err(format!(
             "`exit 0` should finish with exit code 0, got {end:?}"
         ));
+    }
+    if creates_job_dir && !dir.join("jobs").join("contract-pass").is_dir() {
+        return Err(
+            "the backend declares CREATES_JOB_DIR but did not create the job directory".into(),
+        );
     }
     let end = host
         .wait_end(ids[1], wait)
@@ -241,7 +251,6 @@ pub fn check_backend_contract(create: BackendFactory, config: &str) -> Result<()
             return Err(format!("job {:?} ended twice: {e:?}", e.id));
         }
     }
-    let _ = caps;
     backend.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
