@@ -329,8 +329,13 @@ impl Spawner {
                 }
                 Err(error) => {
                     slot.busy.store(0, Ordering::Release);
-                    let step = if into_cgroup.is_some() {
-                        // What clone3 refuses beyond clone's reasons is the placement.
+                    // What clone3 refuses beyond clone's own reasons (no memory, no pids
+                    // left) is the placement.
+                    let clone_reason = matches!(
+                        error.raw_os_error(),
+                        Some(libc::EAGAIN | libc::ENOMEM | libc::ENOSPC | libc::EINTR)
+                    );
+                    let step = if into_cgroup.is_some() && !clone_reason {
                         SpawnStep::Cgroup
                     } else {
                         SpawnStep::Clone

@@ -765,3 +765,64 @@ fn a_job_dir_that_cannot_be_created_fails_the_job() {
     assert!(fresh.join("cmd.sh").is_file());
     b.shutdown();
 }
+
+/// A cgroup the kernel refuses is reported as the cgroup step, synchronously, in both modes
+/// (the backend then turns cgroups off for the run and starts the job without one).
+#[test]
+fn a_refused_cgroup_placement_is_the_spawn_error() {
+    use std::os::fd::AsRawFd;
+
+    use crate::spawn::{
+        BaseEnv, CgroupFds, Grouping, Output, Plan, SpawnError, SpawnStep, Spawner,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Not a cgroup: a plain directory and a file opened read-only.
+    let not_cgroup = std::fs::File::open(dir.path()).unwrap();
+    let not_procs = std::fs::File::open("/dev/null").unwrap();
+    for (name, spawner) in [
+        ("clone3", Spawner::new(BaseEnv::capture())),
+        (
+            "self-placed",
+            Spawner::new(BaseEnv::capture()).without_clone3(),
+        ),
+    ] {
+        let job_dir = dir.path().join(name);
+        let job_dir = job_dir.to_str().unwrap();
+        let log = format!("{job_dir}/output.log");
+        let cmd_sh = format!("{job_dir}/cmd.sh");
+        let result = spawner.spawn(&Plan {
+            argv: &["true"],
+            env: &[],
+            cwd: job_dir,
+            job_dir,
+            cmd_sh_path: &cmd_sh,
+            cmd_sh_text: "",
+            output: Output::Log {
+                path: &log,
+                stdin: not_procs.as_raw_fd(),
+            },
+            grouping: Grouping::NewSession,
+            cgroup: Some(CgroupFds {
+                dir: not_cgroup.as_raw_fd(),
+                procs: not_procs.as_raw_fd(),
+            }),
+            wait_for_exec: false,
+            verify_cgroup: true,
+        });
+        match result {
+            Err(SpawnError::Step {
+                step: SpawnStep::Cgroup,
+                ..
+            }) => {}
+            Err(e) => panic!("{name}: expected the cgroup step to fail, got {e:?}"),
+            Ok(s) => panic!("{name}: a job started (pid {}) in a non-cgroup", s.pid),
+        }
+        // Nothing of the job was created: the placement comes before its files.
+        assert!(!Path::new(job_dir).exists(), "{name}");
+        // clone3 refused the cgroup itself, without taking it for a missing feature.
+        assert_eq!(
+            spawner.uses_clone3(),
+            name == "clone3" && cfg!(target_arch = "x86_64")
+        );
+    }
+}
