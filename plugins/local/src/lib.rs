@@ -673,6 +673,13 @@ impl Shared {
                 }),
             }
             tree::signal_group(job.pid, signal);
+            if job.leader_end.is_none() {
+                // The leader itself, by pid (ours until reaped): one that has not reached its
+                // setsid yet (the host does not wait for the exec) is in no group or session
+                // of its own, and carries no tag yet. Its signals are blocked until just
+                // before exec, so it dies there.
+                tree::send(job.pid, signal);
+            }
             if signal != libc::SIGKILL {
                 // A stopped process only sees SIGTERM once continued.
                 tree::signal_group(job.pid, libc::SIGCONT);

@@ -826,3 +826,32 @@ fn a_refused_cgroup_placement_is_the_spawn_error() {
         );
     }
 }
+
+/// Jobs killed the moment they were submitted die at once, even those whose process has not
+/// reached exec yet (the host does not wait for it): without cgroups such a child has no
+/// session and no tag yet, so the kill must reach it by its pid.
+#[test]
+fn jobs_killed_right_after_submit_die_at_once_without_cgroups() {
+    let (_d, mut host) = host();
+    let b = backend(&host, "kill_grace = \"60s\"\ncgroups = \"off\"");
+    for round in 0..3 {
+        let specs: Vec<JobSpec> = (0..100)
+            .map(|i| argv_job(&mut host, &format!("early-{round}-{i}"), &["sleep", "300"]))
+            .collect();
+        let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+        host.submit_all(&b, specs, WAIT);
+        let asked = Instant::now();
+        b.kill(RSlice::from_slice(&ids));
+        for id in ids {
+            let end = host.wait_end(id, WAIT).expect("a killed job ends");
+            assert_eq!(end.end, EndKind::KILLED, "{end:?}");
+        }
+        // SIGTERM did it: nothing waited for the 60 s grace period.
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "round {round}: the kill took {:?}",
+            asked.elapsed()
+        );
+    }
+    b.shutdown();
+}
