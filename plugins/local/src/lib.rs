@@ -148,9 +148,6 @@ struct Shared {
     cgroups: Option<CgroupRoot>,
     /// Cleared when placing a process in a cgroup fails: later jobs skip cgroups.
     cgroups_working: AtomicBool,
-    /// Set once a job was placed in its cgroup: until then a start that places the child
-    /// itself waits for it, so that a refused placement falls back to no cgroups at once.
-    cgroups_verified: AtomicBool,
     /// stdin of non-interactive jobs.
     devnull: OwnedFd,
     /// Whether the host's stdin is a terminal (interactive jobs get it as foreground).
@@ -232,7 +229,6 @@ impl LocalBackend {
             config,
             sink,
             cgroups_working: AtomicBool::new(cgroups.is_some()),
-            cgroups_verified: AtomicBool::new(false),
             cgroups,
             devnull,
             stdin_is_tty,
@@ -483,15 +479,9 @@ impl Shared {
             cgroup: cgroup.as_ref().map(|cg| cg.fds()),
             // An interactive job's process group must exist before it gets the terminal.
             wait_for_exec: spec.interactive,
-            verify_cgroup: !self.cgroups_verified.load(Ordering::Relaxed),
         };
         let spawned = match self.spawner.spawn(&plan) {
-            Ok(spawned) => {
-                if cgroup.is_some() {
-                    self.cgroups_verified.store(true, Ordering::Relaxed);
-                }
-                spawned
-            }
+            Ok(spawned) => spawned,
             Err(SpawnError::Step {
                 step: SpawnStep::Cgroup,
                 error,
@@ -549,6 +539,8 @@ impl Shared {
             if let (Some(cg), Some(root)) = (&cgroup, &self.cgroups) {
                 root.kill_job(&cg.dir);
             }
+            // The leader by pid too: it may not have reached its setsid yet.
+            tree::send(pid, libc::SIGKILL);
             tree::signal_group(pid, libc::SIGKILL);
             let mut status = 0;
             // SAFETY: reaps our own child, which was just killed.

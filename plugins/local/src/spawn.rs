@@ -123,15 +123,13 @@ pub struct Plan<'a> {
     pub output: Output<'a>,
     pub grouping: Grouping,
     /// The job's cgroup: the child starts in it (`clone3(CLONE_INTO_CGROUP)`), or, where
-    /// clone3 cannot do that, moves itself there before any of the job's code runs.
+    /// clone3 cannot do that, moves itself there before any of the job's code runs; then the
+    /// host waits for the exec, so that a refused placement is always the spawn error.
     pub cgroup: Option<CgroupFds>,
     /// Wait until the child has exec'd or failed (`CLONE_VFORK`), and report a failure as
     /// the error rather than in the report: for a job whose set-up the host must see done
     /// (an interactive job's process group gets the terminal).
     pub wait_for_exec: bool,
-    /// Wait as for `wait_for_exec` when the child places itself in `cgroup`, so that a
-    /// refused placement is the error (the host then falls back to no cgroups at once).
-    pub verify_cgroup: bool,
 }
 
 /// A job cgroup's open directory and `cgroup.procs`.
@@ -268,6 +266,35 @@ impl Spawner {
     /// Starts `plan`. Without `wait_for_exec` this returns as soon as the child exists; a
     /// failure of one of its steps then shows in the report once it has exited (status 127).
     pub fn spawn(&self, plan: &Plan<'_>) -> Result<Spawned, SpawnError> {
+        let use_clone3 = self.clone3_into_cgroup.load(Ordering::Relaxed);
+        match self.spawn_with(plan, use_clone3) {
+            Err(SpawnError::Step {
+                step: SpawnStep::Cgroup,
+                error,
+            }) if use_clone3 && plan.cgroup.is_some() => {
+                // clone3 refused. Either it cannot be used here (a kernel before 5.7, another
+                // architecture, a seccomp filter answering EPERM) or the cgroup is refused:
+                // the child placing itself, waited for, tells which.
+                let placed = self.spawn_with(plan, false);
+                // The child got past its placement (it may have failed a later step).
+                let placement_worked = match &placed {
+                    Ok(_) => true,
+                    Err(SpawnError::Step { step, .. }) => {
+                        !matches!(step, SpawnStep::Cgroup | SpawnStep::Clone)
+                    }
+                    Err(SpawnError::Invalid(_)) => false,
+                };
+                if placement_worked {
+                    tracing::debug!("local backend: clone3 into a cgroup fails here ({error}); children place themselves");
+                    self.clone3_into_cgroup.store(false, Ordering::Relaxed);
+                }
+                placed
+            }
+            other => other,
+        }
+    }
+
+    fn spawn_with(&self, plan: &Plan<'_>, use_clone3: bool) -> Result<Spawned, SpawnError> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let i = match slots
             .iter()
@@ -287,13 +314,11 @@ impl Spawner {
         };
         let slot = &mut *slots[i];
         let report = Box::<ChildReport>::default();
-        let into_cgroup = plan
-            .cgroup
-            .filter(|_| self.clone3_into_cgroup.load(Ordering::Relaxed));
+        let into_cgroup = plan.cgroup.filter(|_| use_clone3);
         // Where clone3 places the child, it need not write cgroup.procs itself.
         let self_placed = plan.cgroup.filter(|_| into_cgroup.is_none());
         fill(slot, &self.base, plan, self_placed, &report).map_err(SpawnError::Invalid)?;
-        let wait = plan.wait_for_exec || (self_placed.is_some() && plan.verify_cgroup);
+        let wait = plan.wait_for_exec || self_placed.is_some();
 
         let mut flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID;
         if wait {
@@ -319,18 +344,10 @@ impl Spawner {
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
             match result {
                 Ok(pid) => pid,
-                Err(error) if into_cgroup.is_some() && clone3_unsupported(&error) => {
-                    // An older kernel (clone3 is 5.3+, CLONE_INTO_CGROUP 5.7+) or another
-                    // architecture: the child places itself from now on. Nothing started.
-                    self.clone3_into_cgroup.store(false, Ordering::Relaxed);
-                    slot.busy.store(0, Ordering::Release);
-                    drop(slots);
-                    return self.spawn(plan);
-                }
                 Err(error) => {
                     slot.busy.store(0, Ordering::Release);
                     // What clone3 refuses beyond clone's own reasons (no memory, no pids
-                    // left) is the placement.
+                    // left) is the placement, or clone3 itself: `spawn` tells which.
                     let clone_reason = matches!(
                         error.raw_os_error(),
                         Some(libc::EAGAIN | libc::ENOMEM | libc::ENOSPC | libc::EINTR)
@@ -384,14 +401,6 @@ impl Drop for Spawner {
             }
         }
     }
-}
-
-/// Whether a clone3 error means "not supported here" rather than "refused for this cgroup".
-fn clone3_unsupported(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
-    )
 }
 
 /// `clone(2)` of a child running `child_main` on the slot's stack. Signals must be blocked.
@@ -760,9 +769,15 @@ unsafe fn child_steps(a: &ChildArgs) -> ! {
                 Err(e) => fail(SpawnStep::StderrLog, e),
             }
         };
-        // The opened fds are above 2 (the host's 0, 1 and 2 are open) and close at exec.
+        // The opened fds close at exec, unless one already is its target (the host started
+        // with that fd closed): then it stays open instead.
         for (fd, target) in [(a.stdin, 0), (out, 1), (err, 2)] {
-            if let Err(e) = syscall!(Sysno::dup3, fd, target, 0) {
+            let installed = if fd == target {
+                syscall!(Sysno::fcntl, fd, libc::F_SETFD, 0)
+            } else {
+                syscall!(Sysno::dup3, fd, target, 0)
+            };
+            if let Err(e) = installed {
                 fail(SpawnStep::Setup, e);
             }
         }

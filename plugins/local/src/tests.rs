@@ -651,19 +651,63 @@ fn quoting_survives_the_shell() {
     }
 }
 
+/// A job for the spawn-level tests: its directory (not created), log and cmd.sh paths.
+struct ProbeJob {
+    job_dir: String,
+    log: String,
+    cmd_sh: String,
+    devnull: std::fs::File,
+}
+
+impl ProbeJob {
+    const CMD_SH: &'static str = "#!/bin/sh\necho by hand\n";
+
+    fn new(job_dir: &Path) -> ProbeJob {
+        let job_dir = job_dir.to_str().unwrap().to_string();
+        ProbeJob {
+            log: format!("{job_dir}/output.log"),
+            cmd_sh: format!("{job_dir}/cmd.sh"),
+            job_dir,
+            devnull: std::fs::File::open("/dev/null").unwrap(),
+        }
+    }
+
+    /// Runs `argv` in this job, in `cgroup`, not waiting for the exec.
+    fn plan<'a>(
+        &'a self,
+        argv: &'a [&'a str],
+        cgroup: Option<crate::spawn::CgroupFds>,
+    ) -> crate::spawn::Plan<'a> {
+        crate::spawn::Plan {
+            argv,
+            env: &[("PATH", "/usr/bin:/bin")],
+            cwd: &self.job_dir,
+            job_dir: &self.job_dir,
+            cmd_sh_path: &self.cmd_sh,
+            cmd_sh_text: Self::CMD_SH,
+            output: crate::spawn::Output::Log {
+                path: &self.log,
+                stdin: std::os::fd::AsRawFd::as_raw_fd(&self.devnull),
+            },
+            grouping: crate::spawn::Grouping::NewSession,
+            cgroup,
+            wait_for_exec: false,
+        }
+    }
+}
+
 /// The job's first process is already in the job's cgroup when the job's code runs, whether
 /// clone3 puts it there or (older kernels) the child moves itself; and the child creates the
 /// job directory, cmd.sh and the log.
 #[test]
 fn a_job_starts_inside_its_cgroup_with_and_without_clone3() {
     use crate::{
-        spawn::{BaseEnv, Grouping, Output, Plan, Spawner},
+        spawn::{BaseEnv, Spawner},
         tree::CgroupRoot,
     };
     let root = CgroupRoot::create(1_000_000 + u64::from(std::process::id()))
         .expect("a writable cgroup2 hierarchy (the tests run as root, as in CI)");
     let dir = tempfile::tempdir().unwrap();
-    let devnull = std::fs::File::open("/dev/null").unwrap();
     for (name, spawner) in [
         ("clone3", Spawner::new(BaseEnv::capture())),
         (
@@ -672,28 +716,10 @@ fn a_job_starts_inside_its_cgroup_with_and_without_clone3() {
         ),
     ] {
         let cgroup = root.acquire().unwrap();
-        let job_dir = dir.path().join(name).join("job");
         std::fs::create_dir(dir.path().join(name)).unwrap();
-        let job_dir = job_dir.to_str().unwrap();
-        let log = format!("{job_dir}/output.log");
-        let cmd_sh = format!("{job_dir}/cmd.sh");
+        let job = ProbeJob::new(&dir.path().join(name).join("job"));
         let spawned = spawner
-            .spawn(&Plan {
-                argv: &["cat", "/proc/self/cgroup"],
-                env: &[("PATH", "/usr/bin:/bin")],
-                cwd: job_dir,
-                job_dir,
-                cmd_sh_path: &cmd_sh,
-                cmd_sh_text: "#!/bin/sh\necho by hand\n",
-                output: Output::Log {
-                    path: &log,
-                    stdin: std::os::fd::AsRawFd::as_raw_fd(&devnull),
-                },
-                grouping: Grouping::NewSession,
-                cgroup: Some(cgroup.fds()),
-                wait_for_exec: false,
-                verify_cgroup: true,
-            })
+            .spawn(&job.plan(&["cat", "/proc/self/cgroup"], Some(cgroup.fds())))
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let mut status = 0;
         // SAFETY: waits for the child just spawned.
@@ -706,7 +732,7 @@ fn a_job_starts_inside_its_cgroup_with_and_without_clone3() {
             "{name}"
         );
         assert_eq!(libc::WEXITSTATUS(status), 0, "{name}");
-        let own = std::fs::read_to_string(&log).unwrap();
+        let own = std::fs::read_to_string(&job.log).unwrap();
         // The cgroup2 line ("0::<path>") names the job cgroup, below the backend's.
         let expected = format!(
             "/{}/{}",
@@ -720,11 +746,11 @@ fn a_job_starts_inside_its_cgroup_with_and_without_clone3() {
             cgroup.dir.display()
         );
         assert_eq!(
-            std::fs::read_to_string(&cmd_sh).unwrap(),
-            "#!/bin/sh\necho by hand\n"
+            std::fs::read_to_string(&job.cmd_sh).unwrap(),
+            ProbeJob::CMD_SH
         );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&cmd_sh).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&job.cmd_sh).unwrap().permissions().mode();
         assert_eq!(mode & 0o111, 0o111, "{name}: cmd.sh is executable");
         assert!(cgroup.is_empty().unwrap());
         root.release(cgroup);
@@ -772,9 +798,7 @@ fn a_job_dir_that_cannot_be_created_fails_the_job() {
 fn a_refused_cgroup_placement_is_the_spawn_error() {
     use std::os::fd::AsRawFd;
 
-    use crate::spawn::{
-        BaseEnv, CgroupFds, Grouping, Output, Plan, SpawnError, SpawnStep, Spawner,
-    };
+    use crate::spawn::{BaseEnv, CgroupFds, SpawnError, SpawnStep, Spawner};
     let dir = tempfile::tempdir().unwrap();
     // Not a cgroup: a plain directory and a file opened read-only.
     let not_cgroup = std::fs::File::open(dir.path()).unwrap();
@@ -786,29 +810,15 @@ fn a_refused_cgroup_placement_is_the_spawn_error() {
             Spawner::new(BaseEnv::capture()).without_clone3(),
         ),
     ] {
-        let job_dir = dir.path().join(name);
-        let job_dir = job_dir.to_str().unwrap();
-        let log = format!("{job_dir}/output.log");
-        let cmd_sh = format!("{job_dir}/cmd.sh");
-        let result = spawner.spawn(&Plan {
-            argv: &["true"],
-            env: &[],
-            cwd: job_dir,
-            job_dir,
-            cmd_sh_path: &cmd_sh,
-            cmd_sh_text: "",
-            output: Output::Log {
-                path: &log,
-                stdin: not_procs.as_raw_fd(),
-            },
-            grouping: Grouping::NewSession,
-            cgroup: Some(CgroupFds {
+        let job = ProbeJob::new(&dir.path().join(name));
+        let job_dir = job.job_dir.as_str();
+        let result = spawner.spawn(&job.plan(
+            &["true"],
+            Some(CgroupFds {
                 dir: not_cgroup.as_raw_fd(),
                 procs: not_procs.as_raw_fd(),
             }),
-            wait_for_exec: false,
-            verify_cgroup: true,
-        });
+        ));
         match result {
             Err(SpawnError::Step {
                 step: SpawnStep::Cgroup,
@@ -854,4 +864,117 @@ fn jobs_killed_right_after_submit_die_at_once_without_cgroups() {
         );
     }
     b.shutdown();
+}
+
+/// Where a seccomp profile refuses clone3 with EPERM (as older container runtimes did), the
+/// job still starts in its cgroup: the child places itself, and later jobs skip clone3.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn clone3_refused_by_seccomp_falls_back_to_the_child_placing_itself() {
+    use crate::{
+        spawn::{BaseEnv, Spawner},
+        tree::CgroupRoot,
+    };
+    // A thread of its own: a seccomp filter binds the thread that installs it (and what it
+    // starts), not the rest of the test process.
+    std::thread::spawn(|| {
+        let root = CgroupRoot::create(2_000_000 + u64::from(std::process::id()))
+            .expect("a writable cgroup2 hierarchy (the tests run as root, as in CI)");
+        let cgroup = root.acquire().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // BPF: on x86_64, clone3 (435) fails with EPERM; everything else is allowed.
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+        let filter = [
+            op(0x20, 0, 0, 4),                 // A = arch
+            op(0x15, 0, 3, AUDIT_ARCH_X86_64), // arch == x86_64 ? next : allow
+            op(0x20, 0, 0, 0),                 // A = syscall number
+            op(0x15, 0, 1, 435),               // clone3 ? EPERM : allow
+            op(0x06, 0, 0, 0x0005_0000 | libc::EPERM as u32),
+            op(0x06, 0, 0, 0x7fff_0000),
+        ];
+        let program = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut _,
+        };
+        // SAFETY: prctl with a valid, live filter program.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog
+                ),
+                0
+            );
+        }
+        let spawner = Spawner::new(BaseEnv::capture());
+        let job = ProbeJob::new(&dir.path().join("job"));
+        let spawned = spawner
+            .spawn(&job.plan(&["cat", "/proc/self/cgroup"], Some(cgroup.fds())))
+            .expect("the job starts although clone3 is refused");
+        let mut status = 0;
+        // SAFETY: waits for the child just spawned.
+        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        let slot = cgroup
+            .dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let own = std::fs::read_to_string(&job.log).unwrap();
+        assert!(
+            own.lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(&format!("/{slot}"))),
+            "the job ran in {own:?}"
+        );
+        assert!(!spawner.uses_clone3(), "later jobs skip clone3");
+        root.release(cgroup);
+        root.remove();
+    })
+    .join()
+    .expect("the test thread");
+}
+
+/// A host whose stderr is closed (an embedding host, a daemon): the job's log file then comes
+/// out as fd 2 in the child, which must keep it instead of failing. Run in a child process
+/// of its own, since closing fd 2 in the shared test process would disturb other tests.
+#[test]
+fn a_host_with_stderr_closed_still_gives_jobs_their_log() {
+    const NAME: &str = "tests::a_host_with_stderr_closed_still_gives_jobs_their_log";
+    if std::env::var_os("FLOWRUN_TEST_STDERR_CLOSED").is_some() {
+        stderr_closed_body();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--test-threads=1"])
+        .env("FLOWRUN_TEST_STDERR_CLOSED", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}"
+    );
+}
+
+fn stderr_closed_body() {
+    use crate::spawn::{BaseEnv, Spawner};
+    let dir = tempfile::tempdir().unwrap();
+    let job = ProbeJob::new(&dir.path().join("job"));
+    let spawner = Spawner::new(BaseEnv::capture());
+    // SAFETY: this process runs this test alone; nothing else uses fd 2.
+    unsafe { libc::close(2) };
+    let spawned = spawner
+        .spawn(&job.plan(&["sh", "-c", "echo out; echo err >&2"], None))
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: waits for the child just spawned.
+    unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+    assert!(spawned.report.failure().is_none());
+    assert_eq!(libc::WEXITSTATUS(status), 0);
+    assert_eq!(std::fs::read_to_string(&job.log).unwrap(), "out\nerr\n");
 }
