@@ -152,11 +152,13 @@ pub struct JobSpec {
     /// The command.
     pub command: CommandSpec,
     /// The directory to run in (absolute). It exists unless the user's `cwd` names a
-    /// missing directory, which the backend reports as a failure.
+    /// missing directory, which the backend reports as a failure, or it is the job directory
+    /// of a backend that declares `CREATES_JOB_DIR`.
     pub cwd: RString,
     /// Variables to set on top of the backend's base environment.
     pub env: RVec<Attr>,
-    /// The job's private directory (absolute, created by the host).
+    /// The job's private directory (absolute): created by the host, or by the backend when
+    /// it declares `CapabilityFlags::CREATES_JOB_DIR`.
     pub job_dir: RString,
     /// Where the job's combined stdout and stderr must go (absolute).
     pub log_path: RString,
