@@ -105,7 +105,7 @@ struct Job {
     shell_stderr: Option<PathBuf>,
     /// Where the child says why it failed before exec.
     report: Box<ChildReport>,
-    /// What a failure before exec is about: (program, cwd, job dir).
+    /// What a failure before exec is about.
     start: Box<StartContext>,
 }
 
@@ -114,7 +114,8 @@ struct StartContext {
     program: String,
     cwd: String,
     job_dir: String,
-    logs: [String; 2],
+    /// The file stdout goes to (the one log, or `stdout.log` with split output).
+    stdout_log: String,
 }
 
 #[derive(Default)]
@@ -419,36 +420,33 @@ impl Shared {
             (true, false, false) => Some(PathBuf::from(spec.log_path.as_str())),
             (true, false, true) => Some(job_dir.join("stderr.log")),
         };
-        let (stdout_log, stderr_log) = (
-            job_dir.join("stdout.log").to_string_lossy().into_owned(),
-            job_dir.join("stderr.log").to_string_lossy().into_owned(),
-        );
-        let stdin = self.devnull.as_raw_fd();
-        let (output, logs) = if spec.interactive {
-            (Output::Inherit, Vec::new())
-        } else if self.config.split_output {
-            let output = Output::Split {
-                stdout: &stdout_log,
-                stderr: &stderr_log,
-                stdin,
-            };
-            (output, vec![stdout_log.clone(), stderr_log.clone()])
+        let logs: Vec<String> = if self.config.split_output && !spec.interactive {
+            ["stdout.log", "stderr.log"]
+                .map(|f| job_dir.join(f).to_string_lossy().into_owned())
+                .into()
         } else {
-            let output = Output::Log {
+            Vec::new()
+        };
+        let stdin = self.devnull.as_raw_fd();
+        let output = match (spec.interactive, logs.as_slice()) {
+            (true, _) => Output::Inherit,
+            (false, [stdout, stderr]) => Output::Split {
+                stdout,
+                stderr,
+                stdin,
+            },
+            (false, _) => Output::Log {
                 path: spec.log_path.as_str(),
                 stdin,
-            };
-            (output, Vec::new())
+            },
         };
         let start = Box::new(StartContext {
             program: program_name.to_string(),
             cwd: spec.cwd.to_string(),
             job_dir: spec.job_dir.to_string(),
-            logs: if self.config.split_output {
-                [stdout_log.clone(), stderr_log.clone()]
-            } else {
-                [spec.log_path.to_string(), spec.log_path.to_string()]
-            },
+            stdout_log: logs
+                .first()
+                .map_or_else(|| spec.log_path.to_string(), String::clone),
         });
         let grouping = if spec.interactive {
             Grouping::NewProcessGroup
@@ -539,12 +537,9 @@ impl Shared {
             if let (Some(cg), Some(root)) = (&cgroup, &self.cgroups) {
                 root.kill_job(&cg.dir);
             }
-            // The leader by pid too: it may not have reached its setsid yet.
-            tree::send(pid, libc::SIGKILL);
             tree::signal_group(pid, libc::SIGKILL);
-            let mut status = 0;
-            // SAFETY: reaps our own child, which was just killed.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            // The leader by pid too: it may not have reached its setsid yet.
+            spawn::reap_killed(pid);
             return Err(format!("cannot watch the job process: {e}"));
         }
         state.by_pid.insert(pid, spec.id);
@@ -876,25 +871,23 @@ impl Shared {
                 }
                 e
             }
-            (false, Some(LeaderEnd::Exited(127))) if job.report.failure().is_some() => {
-                self.counters
-                    .failed_to_start
-                    .fetch_add(1, Ordering::Relaxed);
-                let failure = job.report.failure().expect("checked");
-                JobEvent::failed(id, start_failure(failure, &job.start))
-            }
             (false, Some(LeaderEnd::Exited(127))) => {
-                match job
+                if let Some(failure) = job.report.failure() {
+                    // It failed before exec.
+                    self.counters
+                        .failed_to_start
+                        .fetch_add(1, Ordering::Relaxed);
+                    JobEvent::failed(id, start_failure(failure, &job.start))
+                } else if let Some(name) = job
                     .shell_stderr
                     .as_deref()
                     .and_then(shell_command_not_found)
                 {
-                    Some(name) => {
-                        let mut e = JobEvent::failed(id, format!("command not found: {name}"));
-                        e.exit_code = Some(127).into();
-                        e
-                    }
-                    None => JobEvent::exited(id, 127),
+                    let mut e = JobEvent::failed(id, format!("command not found: {name}"));
+                    e.exit_code = Some(127).into();
+                    e
+                } else {
+                    JobEvent::exited(id, 127)
                 }
             }
             (false, Some(LeaderEnd::Exited(c))) => JobEvent::exited(id, c),
@@ -1079,8 +1072,11 @@ fn start_failure(e: SpawnError, job: &StartContext) -> String {
             format!("cannot create the job directory {}: {error}", job.job_dir)
         }
         (SpawnStep::CmdSh, _) => format!("cannot write {}/cmd.sh: {error}", job.job_dir),
-        (SpawnStep::StdoutLog, _) => format!("cannot open log {}: {error}", job.logs[0]),
-        (SpawnStep::StderrLog, _) => format!("cannot open log {}: {error}", job.logs[1]),
+        (SpawnStep::StdoutLog, _) => format!("cannot open log {}: {error}", job.stdout_log),
+        (SpawnStep::StderrLog, _) => format!(
+            "cannot open log {}: {error}",
+            Path::new(&job.job_dir).join("stderr.log").display()
+        ),
         (SpawnStep::Clone | SpawnStep::Setup, _) => format!("cannot start {program}: {error}"),
     }
 }

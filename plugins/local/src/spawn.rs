@@ -515,7 +515,7 @@ unsafe fn raw_clone3(_args: &CloneArgs, _child_arg: *mut libc::c_void) -> isize 
 }
 
 /// SIGKILL and reap a child we cannot watch.
-fn reap_killed(pid: libc::pid_t) {
+pub fn reap_killed(pid: libc::pid_t) {
     // SAFETY: signals and reaps our own child.
     unsafe {
         libc::kill(pid, libc::SIGKILL);

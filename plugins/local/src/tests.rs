@@ -758,7 +758,8 @@ fn a_job_starts_inside_its_cgroup_with_and_without_clone3() {
     root.remove();
 }
 
-/// A job whose directory cannot be created fails with the reason; nothing is left running.
+/// A job whose directory cannot be created fails with the reason; a missing one is created by
+/// the job itself.
 #[test]
 fn a_job_dir_that_cannot_be_created_fails_the_job() {
     let (d, mut host) = host();
