@@ -132,10 +132,10 @@ def main(argv):
         shown = [v for v in views if v.key in wanted]
     else:
         shown = [v for v in views if state_selected(v, opts)]
-    if "-u" not in opts or opts["-u"] == client.user:
-        shown = [v for v in shown if v.row["user"] == client.user]
-    elif opts["-u"] != "all":
-        shown = [v for v in shown if v.row["user"] == opts["-u"]]
+    # Jobs named by id show whoever owns them; the others are the user's (or -u's).
+    user = opts.get("-u", None if specs else client.user)
+    if user not in (None, "all"):
+        shown = [v for v in shown if v.row["user"] == user]
     if "-q" in opts:
         shown = [v for v in shown if v.row["queue"] == opts["-q"]]
     if "-P" in opts:
