@@ -5,7 +5,8 @@
                                             of a job is still running after TIMEOUT (30 s)
     lsf-emu-ctl wait-idle [TIMEOUT]         wait until no job is left and the daemon is gone
     lsf-emu-ctl set KEY VALUE               change a knob (lsf-emu.conf); `get KEY` shows one
-    lsf-emu-ctl outage SECONDS [--hang]     mbatchd unreachable for SECONDS: clients retry and
+    lsf-emu-ctl outage SECONDS [--down|--hang]
+                                            mbatchd unreachable for SECONDS: clients retry and
                                             fail as LSF's do (--hang: they block, silent)
     lsf-emu-ctl outage off
     lsf-emu-ctl fail-next CMD [N] [--after-submit]
@@ -156,8 +157,11 @@ def outage(directory, store, args):
         if args[0] == "off":
             store.set_meta("outage_until", None)
         else:
+            flags = set(args[1:])
+            if not flags <= {"--hang", "--down"} or len(flags) > 1:
+                raise ValueError(args)
             store.set_meta("outage_until", time.time() + float(args[0]))
-            store.set_meta("outage_mode", "hang" if "--hang" in args[1:] else "down")
+            store.set_meta("outage_mode", "hang" if "--hang" in flags else "down")
 
 
 def fail_next(directory, store, args):
