@@ -126,3 +126,28 @@ pub fn run_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> Run {
         .expect("run flowrun");
     collect(output, &out)
 }
+
+/// Whether the privileged tests run: those needing root, a writable cgroup2, a cluster or
+/// Chromium. They run when `FLOWRUN_PRIVILEGED_TESTS=1` (`tests/run-all` sets it, so CI always
+/// runs them). Without the switch this prints `SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1):
+/// <needs>` to stderr and returns false, and the test returns; with it, the test goes on and
+/// must fail if what it needs is missing.
+pub fn privileged_tests_enabled(needs: &str) -> bool {
+    if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1): {needs}");
+    false
+}
+
+/// Waits until `done` holds, checking every 100 ms; panics naming `what` after `limit`.
+pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

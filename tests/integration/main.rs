@@ -3,11 +3,14 @@
 //! (`cargo build --workspace`; the README's test command does it).
 
 mod abi_compat;
+mod count_calls;
 mod example;
 mod fake;
 mod junit;
 mod local;
+mod lsf_emu;
 mod plugins;
 mod scheduling;
+mod sge_cluster;
 mod slurm;
 mod validation;
