@@ -126,3 +126,14 @@ pub fn run_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> Run {
         .expect("run flowrun");
     collect(output, &out)
 }
+
+/// Whether privileged tests run (brief contract 1): only with `FLOWRUN_PRIVILEGED_TESTS=1`,
+/// which the test command sets. Without it, prints the one SKIPPED line naming what the test
+/// `needs` and returns false; with it, the test must fail if what it needs is missing.
+pub fn privileged(needs: &str) -> bool {
+    if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1): {needs}");
+    false
+}
