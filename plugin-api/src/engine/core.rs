@@ -82,12 +82,6 @@ struct Retry {
     not_before: Instant,
 }
 
-#[derive(Debug, Clone)]
-struct AwaitedRecord {
-    since: Instant,
-    why: Lookup,
-}
-
 #[derive(Debug)]
 struct Tracked {
     job: Job,
@@ -105,8 +99,8 @@ struct Tracked {
     stuck_since: Option<Instant>,
     /// The engine cancelled it because it could never start: this is its failure.
     doomed: Option<String>,
-    /// Ended, and waiting for its final record.
-    awaiting: Option<AwaitedRecord>,
+    /// Ended, and waiting for its final record, since then.
+    awaiting_since: Option<Instant>,
 }
 
 impl Tracked {
@@ -266,8 +260,9 @@ impl Core {
             self.by_native.remove(n);
         }
         if let Some(reason) = job.doomed {
-            // We cancelled it because it could never start: that, not the cancel, is its end.
-            if !verdict.ran() {
+            // We cancelled it because it could never start: that, not the cancel, is its end
+            // (unless flowrun was asked to kill it meanwhile).
+            if !verdict.ran() && !job.kill_requested {
                 verdict = Verdict::Failed {
                     reason,
                     exit_code: None,
@@ -349,7 +344,7 @@ impl Core {
                         missing_since: None,
                         stuck_since: None,
                         doomed: None,
-                        awaiting: None,
+                        awaiting_since: None,
                     },
                 );
                 self.queue.push_back(key);
@@ -439,8 +434,13 @@ impl Core {
                 keys.extend(same);
             }
         }
-        let taken: HashSet<JobKey> = keys.iter().copied().collect();
-        self.queue.retain(|k| !taken.contains(k));
+        if keys.len() == 1 {
+            // The common case, usually at the front: no scan of the whole queue per job.
+            self.queue.remove(first_index);
+        } else {
+            let taken: HashSet<JobKey> = keys.iter().copied().collect();
+            self.queue.retain(|k| !taken.contains(k));
+        }
         let mut jobs = Vec::with_capacity(keys.len());
         for key in &keys {
             let job = self.jobs.get_mut(key).expect("queued jobs are tracked");
@@ -689,7 +689,7 @@ impl Core {
                 judgement,
                 Judgement::Final(_) | Judgement::FinalNeedsRecord { .. }
             ) {
-                job.awaiting = None;
+                job.awaiting_since = None;
             }
             match judgement {
                 Judgement::Queued => {}
@@ -720,13 +720,7 @@ impl Core {
                 Judgement::Final(verdict) => {
                     let wants_record =
                         !cfg.final_record_wait.is_zero() && dialect.looks_up(Lookup::Usage);
-                    let since = job
-                        .awaiting
-                        .get_or_insert(AwaitedRecord {
-                            since: now,
-                            why: Lookup::Usage,
-                        })
-                        .since;
+                    let since = *job.awaiting_since.get_or_insert(now);
                     if wants_record && now.duration_since(since) < cfg.final_record_wait {
                         lookups.push(native_id);
                     } else {
@@ -734,12 +728,7 @@ impl Core {
                     }
                 }
                 Judgement::FinalNeedsRecord { fallback } => {
-                    let awaiting = job.awaiting.get_or_insert(AwaitedRecord {
-                        since: now,
-                        why: Lookup::Verdict,
-                    });
-                    awaiting.why = Lookup::Verdict;
-                    let since = awaiting.since;
+                    let since = *job.awaiting_since.get_or_insert(now);
                     if now.duration_since(since) > cfg.lost_after
                         || !dialect.looks_up(Lookup::Verdict)
                     {

@@ -31,6 +31,9 @@
 //! }
 //! ```
 
+// The engine needs no unsafe code; the rest of the crate's (the export macro's) stays apart.
+#![forbid(unsafe_code)]
+
 mod abi;
 mod clock;
 mod command;

@@ -274,16 +274,15 @@ impl Dialect for Slurm {
         ids: &[String],
     ) -> Result<Vec<NativeStatus>, CommandOutput> {
         if self.accounting() != Accounting::Disabled {
-            // sacct defaults to "since midnight" with --name: cover the backend's whole life.
-            let since = scope.age.as_secs() + 3600;
+            // Only the jobs asked about (with -j, sacct looks back to the epoch): a query by
+            // the run's name would return, and make us parse, every job of the run each time.
             let args = [
                 "-n".to_string(),
                 "-P".into(),
                 "-o".into(),
                 slurm::SACCT_FORMAT.into(),
-                format!("--name={}", scope.names.join(",")),
-                "-S".into(),
-                format!("now-{since}"),
+                "-j".into(),
+                ids.join(","),
             ];
             let out = cmd.run("sacct", &args);
             if out.ok() {

@@ -289,7 +289,18 @@ fn usage_from_sacct_lands_on_the_finished_event() {
             }),
         })
     );
-    assert_eq!(b.slurm.calls("sacct").len(), 1);
+    // Only the job that needs its record is asked about.
+    assert_eq!(
+        b.slurm.calls("sacct"),
+        [[
+            "-n",
+            "-P",
+            "-o",
+            "JobID,State,ExitCode,TotalCPU,MaxRSS",
+            "-j",
+            "42"
+        ]]
+    );
     assert!(b.sim.stats().contains("accounting = \"works\""));
 }
 
