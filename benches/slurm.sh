@@ -6,7 +6,9 @@
 #   arrays        arrays = true: same-shape jobs go out as job arrays
 # For each: the time from the first sbatch call starting to the last one returning (every job
 # accepted by Slurm), the run's wall time, and the number of each Slurm command called
-# (counted by wrapper scripts on PATH), plus the backend's own stats() counters.
+# (counted by wrapper scripts on PATH), the host's CPU time per job (flowrun's own threads, the
+# plugin's included, sampled by benches/measure.py; the Slurm client commands it ran are reported
+# apart), plus the backend's own stats() counters.
 #
 #   benches/slurm.sh [N]        (needs `cargo build -p flowrun -p flowrun-plugin-slurm` first)
 #
@@ -61,6 +63,7 @@ run_variant() {
     local t0 t1 rc=0
     t0=$(date +%s.%N)
     FLOWRUN_BENCH_LOG=$dir/calls.log PATH="$WRAP:$PATH" \
+        python3 "$ROOT/benches/measure.py" "$dir/cpu.json" \
         "$FLOWRUN" -vv run "$dir/flow.toml" --out "$dir/out" -q >"$dir/stdout" 2>"$dir/stderr" || rc=$?
     t1=$(date +%s.%N)
     local passed stats
@@ -74,6 +77,13 @@ run_variant() {
             printf "%-12s exit %s, %s/%s passed, all accepted in %6.2f s, run %6.1f s; sbatch %d, squeue %d, sacct %d, scontrol %d, scancel %d\n",
                 name, rc, passed, n, last - first, wall, sb, sq + 0, sa + 0, sc + 0, ca + 0
         }' "$dir/calls.log"
+    python3 - "$dir/cpu.json" "$N" <<'PY'
+import json, sys
+m, n = json.load(open(sys.argv[1])), int(sys.argv[2])
+own, total = m["own_cpu"], m["total_cpu"]
+print("             host CPU %.2f s = %.2f ms/job (flowrun and the plugin); Slurm client commands %.1f s"
+      % (own, 1000 * own / n, total - own))
+PY
     echo "             stats(): $stats"
 }
 

@@ -127,12 +127,10 @@ pub fn run_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> Run {
     collect(output, &out)
 }
 
-/// Whether the privileged tests run: those needing root, a writable cgroup2, a cluster or
-/// Chromium. They run when `FLOWRUN_PRIVILEGED_TESTS=1` (`tests/run-all` sets it, so CI always
-/// runs them). Without the switch this prints `SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1):
-/// <needs>` to stderr and returns false, and the test returns; with it, the test goes on and
-/// must fail if what it needs is missing.
-pub fn privileged_tests_enabled(needs: &str) -> bool {
+/// Whether privileged tests run (brief contract 1): only with `FLOWRUN_PRIVILEGED_TESTS=1`,
+/// which the test command sets. Without it, prints the one SKIPPED line naming what the test
+/// `needs` and returns false; with it, the test must fail if what it needs is missing.
+pub fn privileged(needs: &str) -> bool {
     if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() == Ok("1") {
         return true;
     }

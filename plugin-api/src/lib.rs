@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod sdk;
 pub mod testkit;
 

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_tests::{privileged_tests_enabled, workspace_root};
+use flowrun_tests::{privileged, workspace_root};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 /// Taken by every user of the test Grid Engine (tests, benchmarks) through flock.
@@ -27,7 +27,7 @@ struct ClusterLock {
 /// Takes the cluster and brings it up; None when privileged tests are off.
 #[allow(clippy::incompatible_msrv)] // File::lock: Rust 1.89; the CI toolchain is newer
 fn cluster() -> Option<ClusterLock> {
-    if !privileged_tests_enabled("root and a Grid Engine (tests/cluster/sge-up installs Debian's)")
+    if !privileged("root and a Grid Engine (tests/cluster/sge-up installs Debian's)")
     {
         return None;
     }

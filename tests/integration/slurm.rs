@@ -7,11 +7,11 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use flowrun_tests::{collect, flowrun, workspace_root, Run};
+use parking_lot::{Mutex, MutexGuard};
 
 /// Serializes the tests of this binary; [`ClusterLock`] serializes them with other processes
 /// (another test binary, a benchmark) using the same cluster.
@@ -34,10 +34,14 @@ enum Mode {
     NoDbd,
 }
 
-/// Takes the cluster for this test and brings it up in `mode`.
+/// Takes the cluster for this test and brings it up in `mode`; `None` without the privileged
+/// switch (the tests need root and the cluster).
 #[allow(clippy::incompatible_msrv)] // File::lock: Rust 1.89; the CI toolchain is newer
-fn cluster(mode: Mode) -> ClusterLock {
-    let guard = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+fn cluster(mode: Mode) -> Option<ClusterLock> {
+    if !flowrun_tests::privileged("root and the single-node Slurm cluster of tests/cluster") {
+        return None;
+    }
+    let guard = CLUSTER.lock();
     let file = File::create(CLUSTER_LOCK_FILE).expect("create the cluster lock file");
     file.lock().expect("lock the cluster lock file");
     let arg = if mode == Mode::Dbd {
@@ -54,10 +58,10 @@ fn cluster(mode: Mode) -> ClusterLock {
         "slurm-up {arg} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ClusterLock {
+    Some(ClusterLock {
         _file: file,
         _guard: guard,
-    }
+    })
 }
 
 fn cluster_script(name: &str) -> PathBuf {
@@ -237,7 +241,9 @@ fn temp_dir() -> tempfile::TempDir {
 
 #[test]
 fn a_50_job_dag_passes_in_dependency_order() {
-    let _cluster = cluster(Mode::Dbd);
+    let Some(_cluster) = cluster(Mode::Dbd) else {
+        return;
+    };
     let dir = temp_dir();
     // Five layers of ten jobs; every job of layer L > 0 needs two jobs of layer L - 1.
     let mut flow = format!(
@@ -284,7 +290,9 @@ fn a_50_job_dag_passes_in_dependency_order() {
 
 #[test]
 fn failures_carry_their_slurm_reasons() {
-    let _cluster = cluster(Mode::Dbd);
+    let Some(_cluster) = cluster(Mode::Dbd) else {
+        return;
+    };
     let dir = temp_dir();
     // `held` submits with --hold, so the test can delete the job's directory (its log's
     // directory) before Slurm starts it: Slurm then fails the job with 0:53 and no log.
@@ -348,7 +356,9 @@ fn failures_carry_their_slurm_reasons() {
 
 #[test]
 fn ctrl_c_cancels_every_slurm_job_of_the_run() {
-    let _cluster = cluster(Mode::Dbd);
+    let Some(_cluster) = cluster(Mode::Dbd) else {
+        return;
+    };
     let dir = temp_dir();
     let mut flow = format!(
         "[flow]\nname = \"ctrlc\"\ndefault_backend = \"slurm\"\n{}",
@@ -393,7 +403,9 @@ fn ctrl_c_cancels_every_slurm_job_of_the_run() {
 
 #[test]
 fn a_20_second_controller_outage_is_survived() {
-    let _cluster = cluster(Mode::Dbd);
+    let Some(_cluster) = cluster(Mode::Dbd) else {
+        return;
+    };
     let dir = temp_dir();
     let mut flow = format!(
         "[flow]\nname = \"outage\"\ndefault_backend = \"slurm\"\n{}",
@@ -438,7 +450,9 @@ fn a_20_second_controller_outage_is_survived() {
 
 #[test]
 fn status_queries_are_batched_for_a_300_job_flow() {
-    let _cluster = cluster(Mode::Dbd);
+    let Some(_cluster) = cluster(Mode::Dbd) else {
+        return;
+    };
     let dir = temp_dir();
     let wrappers = command_wrappers(dir.path());
     let mut flow = format!(
@@ -491,7 +505,9 @@ fn status_queries_are_batched_for_a_300_job_flow() {
 
 #[test]
 fn without_accounting_arrays_and_exit_codes_still_work() {
-    let _cluster = cluster(Mode::NoDbd);
+    let Some(_cluster) = cluster(Mode::NoDbd) else {
+        return;
+    };
     let dir = temp_dir();
     let wrappers = command_wrappers(dir.path());
     let mut flow = format!(

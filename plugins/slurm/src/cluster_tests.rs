@@ -1,13 +1,13 @@
 //! Tests of the backend against the real single-node Slurm of tests/cluster (started here if
-//! it is not up), through the test kit's fake host.
+//! it is not up), through the test kit's fake host. They need root and the cluster, so they
+//! run only with `FLOWRUN_PRIVILEGED_TESTS=1` (the test command sets it); the policy is tested
+//! without a cluster in `policy_tests.rs`.
 
-use std::{
-    fs::File,
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{fs::File, time::Duration};
 
 use flowrun_plugin_api::{abi_stable::std_types::ROption, testkit::*, *};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::create;
 
@@ -21,9 +21,16 @@ struct ClusterLock {
     _guard: MutexGuard<'static, ()>,
 }
 
+/// The cluster for this test, or `None` (after saying so) without the privileged switch.
 #[allow(clippy::incompatible_msrv)] // File::lock: Rust 1.89; the CI toolchain is newer
-fn cluster() -> ClusterLock {
-    let guard = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+fn cluster() -> Option<ClusterLock> {
+    if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1): root and the single-node Slurm cluster of tests/cluster"
+        );
+        return None;
+    }
+    let guard = CLUSTER.lock();
     let file = File::create("/var/tmp/flowrun-slurm.lock").expect("create the cluster lock file");
     file.lock().expect("lock the cluster lock file");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/cluster/slurm-up");
@@ -35,15 +42,24 @@ fn cluster() -> ClusterLock {
         "slurm-up failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ClusterLock {
+    Some(ClusterLock {
         _file: file,
         _guard: guard,
-    }
+    })
+}
+
+/// A fake host with its run directory where slurmd can write, and a backend made from
+/// `config`.
+fn fake_host(config: &str) -> (tempfile::TempDir, FakeHost, BackendBox) {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let host = FakeHost::new(dir.path());
+    let backend = host.backend(create, config).unwrap();
+    (dir, host, backend)
 }
 
 #[test]
 fn keeps_the_backend_contract() {
-    let _c = cluster();
+    let Some(_c) = cluster() else { return };
     check_backend_contract(create, "poll_interval = \"500ms\"").unwrap();
 }
 
@@ -78,17 +94,11 @@ fn stat(stats: &str, key: &str) -> u64 {
 
 #[test]
 fn a_job_killed_while_its_sbatch_is_in_flight_is_cancelled_once_its_id_is_known() {
-    let _c = cluster();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut host = FakeHost::new(dir.path());
+    let Some(_c) = cluster() else { return };
     // Two submit threads and one sbatch per second: the second job's sbatch waits for its slot
     // (in flight, no id yet) when the kill comes.
-    let backend = host
-        .backend(
-            create,
-            "poll_interval = \"500ms\"\nsubmit_rate = \"1/s\"\nsubmit_threads = 2",
-        )
-        .unwrap();
+    let (_dir, mut host, backend) =
+        fake_host("poll_interval = \"500ms\"\nsubmit_rate = \"1/s\"\nsubmit_threads = 2");
     let first = host.shell_job("first", "sleep 300");
     let second = host.shell_job("second", "sleep 300");
     let ids = [first.id, second.id];
@@ -117,12 +127,8 @@ fn a_job_killed_while_its_sbatch_is_in_flight_is_cancelled_once_its_id_is_known(
 
 #[test]
 fn same_shape_jobs_go_out_as_one_array() {
-    let _c = cluster();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut host = FakeHost::new(dir.path());
-    let backend = host
-        .backend(create, "poll_interval = \"500ms\"\narrays = true")
-        .unwrap();
+    let Some(_c) = cluster() else { return };
+    let (_dir, mut host, backend) = fake_host("poll_interval = \"500ms\"\narrays = true");
     let mut jobs = Vec::new();
     for i in 0..6 {
         let cmd = match i {
@@ -169,10 +175,8 @@ fn same_shape_jobs_go_out_as_one_array() {
 
 #[test]
 fn shutdown_cancels_what_still_runs() {
-    let _c = cluster();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut host = FakeHost::new(dir.path());
-    let backend = host.backend(create, "poll_interval = \"500ms\"").unwrap();
+    let Some(_c) = cluster() else { return };
+    let (_dir, mut host, backend) = fake_host("poll_interval = \"500ms\"");
     let job = host.shell_job("long", "sleep 300");
     let id = job.id;
     backend.submit(vec![job].into());
@@ -194,10 +198,8 @@ fn shutdown_cancels_what_still_runs() {
 
 #[test]
 fn jobs_that_cannot_be_submitted_fail_with_clear_reasons() {
-    let _c = cluster();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut host = FakeHost::new(dir.path());
-    let backend = host.backend(create, "partition = \"nosuch\"").unwrap();
+    let Some(_c) = cluster() else { return };
+    let (_dir, mut host, backend) = fake_host("partition = \"nosuch\"");
     let bad_partition = host.shell_job("bad-partition", "true");
     let mut bad_cwd = host.shell_job("bad-cwd", "true");
     bad_cwd.cwd = "/nonexistent/flowrun-cwd".into();
@@ -232,12 +234,8 @@ fn jobs_that_cannot_be_submitted_fail_with_clear_reasons() {
 
 #[test]
 fn a_job_slurm_can_never_start_fails_instead_of_pending_forever() {
-    let _c = cluster();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut host = FakeHost::new(dir.path());
-    let backend = host
-        .backend(create, "poll_interval = \"500ms\"\nlost_after = \"2s\"")
-        .unwrap();
+    let Some(_c) = cluster() else { return };
+    let (_dir, mut host, backend) = fake_host("poll_interval = \"500ms\"\nlost_after = \"2s\"");
     // The test cluster's only node has 16 CPUs: Slurm accepts this and pends it with reason
     // PartitionConfig, forever.
     let mut huge = host.shell_job("huge", "true");
@@ -254,5 +252,77 @@ fn a_job_slurm_can_never_start_fails_instead_of_pending_forever() {
         end.reason
     );
     assert_eq!(squeue_state(attr(&end, "native_id").unwrap()), "CANCELLED");
+    backend.shutdown();
+}
+
+#[test]
+fn finished_jobs_report_their_cpu_time_and_peak_memory_from_sacct() {
+    let Some(_c) = cluster() else { return };
+    let (_dir, mut host, backend) = fake_host("poll_interval = \"500ms\"");
+    // A fixed amount of CPU work (at least 0.2 s on any machine, whatever its load) and
+    // 150 MiB touched, held for 1.5 s more: the cluster samples memory every second.
+    let job = host.shell_job(
+        "hungry",
+        "python3 -c 'import time\nb = bytearray(150 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\ns = 0\nfor i in range(10**7): s += i\ntime.sleep(1.5)'",
+    );
+    let id = job.id;
+    backend.submit(vec![job].into());
+    let end = host
+        .wait_end(id, Duration::from_secs(120))
+        .expect("the job ends");
+    assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    assert_eq!(attr(&end, "usage_source"), Some("sacct"), "{end:?}");
+    let cpu: f64 = attr(&end, "cpu_s").unwrap().parse().unwrap();
+    let rss: f64 = attr(&end, "max_rss_mb").unwrap().parse().unwrap();
+    assert!((0.2..120.0).contains(&cpu), "cpu_s = {cpu}");
+    assert!((140.0..1000.0).contains(&rss), "max_rss_mb = {rss}");
+    assert!(attr(&end, "native_id").is_some());
+    backend.shutdown();
+}
+
+#[test]
+fn an_array_keeps_to_its_slot_limit() {
+    let Some(_c) = cluster() else { return };
+    let (_dir, mut host, backend) =
+        fake_host("poll_interval = \"500ms\"\narrays = true\narray_slot_limit = 2");
+    let jobs: Vec<JobSpec> = (0..6)
+        .map(|i| host.shell_job(&format!("slot{i}"), "sleep 2"))
+        .collect();
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    backend.submit(jobs.into());
+    let mut most_running = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = std::process::Command::new("squeue")
+            .args([
+                "-h",
+                "-r",
+                "-t",
+                "RUNNING",
+                "-o",
+                "%i",
+                "--name=flowrun-testkit",
+            ])
+            .output()
+            .expect("run squeue");
+        let running = String::from_utf8_lossy(&out.stdout).lines().count();
+        most_running = most_running.max(running);
+        let pending = std::process::Command::new("squeue")
+            .args(["-h", "-o", "%i", "--name=flowrun-testkit"])
+            .output()
+            .expect("run squeue");
+        if pending.stdout.is_empty() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for id in ids {
+        let end = host.wait_end(id, Duration::from_secs(60)).expect("ends");
+        assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    }
+    assert!(
+        (1..=2).contains(&most_running),
+        "{most_running} members ran at once"
+    );
     backend.shutdown();
 }

@@ -1,118 +1,13 @@
-//! Talking to Slurm: running its client commands with a time limit, and parsing their output.
-//! Everything here is pure or a thin process wrapper, so the parsing is unit-tested on the
-//! exact text Slurm 22.05 prints (see /work/shared/reference/clusters.md section 3).
+//! Talking to Slurm: the text its client commands print, parsed; the states they report,
+//! classified. Everything here is pure, so it is unit-tested on the exact text Slurm 22.05
+//! prints (the project's research notes, clusters.md section 3).
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
-
-/// What one Slurm client command did.
-#[derive(Debug, Clone)]
-pub struct CommandOutput {
-    /// The exit code (-1 if it died of a signal or was timed out).
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error, trimmed.
-    pub stderr: String,
-}
-
-impl CommandOutput {
-    /// Whether the command exited 0.
-    pub fn ok(&self) -> bool {
-        self.code == 0
-    }
-    /// A one-line description of a failure, for messages.
-    pub fn failure(&self) -> String {
-        let text = if self.stderr.is_empty() {
-            self.stdout.trim()
-        } else {
-            self.stderr.as_str()
-        };
-        let text = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join(" / ");
-        if text.is_empty() {
-            format!("exit code {}", self.code)
-        } else {
-            text
-        }
-    }
-}
-
-/// Runs `program args`, killing it after `limit`. Slurm's clients have their own timeouts
-/// (about 9 s when the controller is down), so the limit only guards against a hung client.
-pub fn run(program: &str, args: &[String], limit: Duration) -> CommandOutput {
-    let spawned = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            return CommandOutput {
-                code: -1,
-                stdout: String::new(),
-                stderr: format!("cannot run {program}: {e}"),
-            };
-        }
-    };
-    // Read both pipes on helper threads so a chatty command cannot block on a full pipe.
-    let mut out_pipe = child.stdout.take().expect("stdout is piped");
-    let mut err_pipe = child.stderr.take().expect("stderr is piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out_pipe.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                timed_out = true;
-                break child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(_) => break None,
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let mut stderr = err_reader.join().unwrap_or_default().trim().to_string();
-    if timed_out {
-        stderr = format!(
-            "{program} did not answer within {}s (killed) {stderr}",
-            limit.as_secs()
-        );
-    }
-    CommandOutput {
-        code: status.and_then(|s| s.code()).unwrap_or(-1),
-        stdout,
-        stderr,
-    }
-}
+use flowrun_plugin_api::engine::{CommandOutput, Usage, Verdict};
 
 /// Whether a failed Slurm command is worth retrying: the controller or the database is
 /// unreachable or overloaded, rather than the request being wrong.
 pub fn is_transient(out: &CommandOutput) -> bool {
-    if out.code == -1 {
-        // Timed out or killed by a signal.
-        return true;
-    }
-    let text = format!("{} {}", out.stderr, out.stdout).to_ascii_lowercase();
+    let text = out.text().to_ascii_lowercase();
     [
         "unable to contact slurm controller",
         "socket timed out",
@@ -195,6 +90,8 @@ pub struct FinalRow {
     pub signal: i32,
     /// The reason (scontrol only).
     pub reason: String,
+    /// CPU time and peak memory (sacct only).
+    pub usage: Option<Usage>,
 }
 
 /// Parses `N:M`.
@@ -203,24 +100,94 @@ pub fn parse_exit_code(text: &str) -> Option<(i32, i32)> {
     Some((n.trim().parse().ok()?, m.trim().parse().ok()?))
 }
 
-/// Parses `sacct -X -n -P -o JobID,State,ExitCode`.
+/// The sacct fields the backend reads, in order: one line per job, then one per step
+/// (`123.batch`, `123.extern`), where only the steps carry MaxRSS.
+pub const SACCT_FORMAT: &str = "JobID,State,ExitCode,TotalCPU,MaxRSS";
+
+/// Parses `sacct -n -P -o JobID,State,ExitCode,TotalCPU,MaxRSS` (without `-X`): state and exit
+/// code from each job's own line, TotalCPU too (the sum over its steps), MaxRSS the largest
+/// of its steps'.
 pub fn parse_sacct(stdout: &str) -> Vec<FinalRow> {
-    stdout
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.trim().split('|');
-            let id = parts.next()?.trim();
-            let state = parts.next()?.split_whitespace().next()?.to_string();
-            let (exit_code, signal) = parse_exit_code(parts.next()?)?;
-            is_trackable_id(id).then(|| FinalRow {
-                id: id.into(),
-                state,
-                exit_code,
-                signal,
-                reason: String::new(),
-            })
-        })
-        .collect()
+    let mut rows: Vec<FinalRow> = Vec::new();
+    let mut peak_kib: std::collections::HashMap<String, f64> = Default::default();
+    for line in stdout.lines() {
+        let parts: Vec<&str> = line.trim().split('|').map(str::trim).collect();
+        let [id, state, exit, total_cpu, max_rss, ..] = parts[..] else {
+            continue;
+        };
+        if let Some((job, _step)) = id.split_once('.') {
+            if let Some(kib) = parse_memory_kib(max_rss) {
+                let peak = peak_kib.entry(job.to_string()).or_insert(0.0);
+                *peak = peak.max(kib);
+            }
+            continue;
+        }
+        let (Some(state), Some((exit_code, signal))) =
+            (state.split_whitespace().next(), parse_exit_code(exit))
+        else {
+            continue;
+        };
+        if !is_trackable_id(id) {
+            continue; // a pending range such as 8_[1-1000]
+        }
+        if let Some(kib) = parse_memory_kib(max_rss) {
+            peak_kib.insert(id.to_string(), kib);
+        }
+        rows.push(FinalRow {
+            id: id.into(),
+            state: state.to_string(),
+            exit_code,
+            signal,
+            reason: String::new(),
+            usage: Some(Usage {
+                cpu_s: parse_cpu_time(total_cpu),
+                max_rss_mb: None,
+                source: "sacct",
+            }),
+        });
+    }
+    for row in &mut rows {
+        if let (Some(usage), Some(kib)) = (&mut row.usage, peak_kib.get(&row.id)) {
+            usage.max_rss_mb = Some(kib / 1024.0);
+        }
+    }
+    rows
+}
+
+/// Parses sacct's CPU times: `[DD-][HH:]MM:SS[.mmm]`, such as `00:00.654`, `01:02:03` or
+/// `2-01:02:03`. Empty: unknown.
+pub fn parse_cpu_time(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let (days, clock) = match text.split_once('-') {
+        Some((d, rest)) => (d.parse::<f64>().ok()?, rest),
+        None => (0.0, text),
+    };
+    let parts: Vec<&str> = clock.split(':').collect();
+    let (h, m, s) = match parts[..] {
+        [m, s] => ("0", m, s),
+        [h, m, s] => (h, m, s),
+        _ => return None,
+    };
+    let (h, m, s): (f64, f64, f64) = (h.parse().ok()?, m.parse().ok()?, s.parse().ok()?);
+    Some(((days * 24.0 + h) * 60.0 + m) * 60.0 + s)
+}
+
+/// Parses sacct's memory figures, in KiB: `221120K`, `1.50M`, `2G`; a bare number is KiB
+/// (sacct's base unit for MaxRSS). Empty: unknown.
+pub fn parse_memory_kib(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = match text.chars().last()? {
+        'K' | 'k' => (&text[..text.len() - 1], 1.0),
+        'M' | 'm' => (&text[..text.len() - 1], 1024.0),
+        'G' | 'g' => (&text[..text.len() - 1], 1024.0 * 1024.0),
+        'T' | 't' => (&text[..text.len() - 1], 1024.0 * 1024.0 * 1024.0),
+        _ => (text, 1.0),
+    };
+    let n: f64 = number.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some(n * scale)
 }
 
 /// Parses `scontrol show job -o` (one job per line, `Key=Value` words), keeping the jobs
@@ -250,6 +217,7 @@ pub fn parse_scontrol(stdout: &str, job_names: &[String]) -> Vec<FinalRow> {
                 exit_code,
                 signal,
                 reason: field("Reason").unwrap_or("").to_string(),
+                usage: None,
             })
         })
         .collect()
@@ -296,20 +264,16 @@ pub fn needs_exit_code(state: &str) -> bool {
     state == "FAILED"
 }
 
-/// How a job ended, in the backend's terms (turned into a `JobEvent` by the caller).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Exited with this status.
-    Exited(i32),
-    /// Died of this signal.
-    Signaled(i32),
-    /// Failed for this reason (exit code attached when known).
-    Failed(String, Option<i32>),
-    /// Cancelled because flowrun asked.
-    Killed,
+/// A failure for a job that ran.
+fn failed(reason: String, exit_code: Option<i32>) -> Verdict {
+    Verdict::Failed {
+        reason,
+        exit_code,
+        ran: true,
+    }
 }
 
-/// Maps a final state (plus exit code when known) to an outcome.
+/// Maps a final state (plus exit code when known) to a verdict.
 /// `killed_by_us`: flowrun asked Slurm to cancel this job. `log_missing`: the job's output file
 /// does not exist, which with `0:53` means Slurm could not open it.
 pub fn outcome(
@@ -318,27 +282,32 @@ pub fn outcome(
     killed_by_us: bool,
     log_path: &str,
     log_missing: bool,
-) -> Outcome {
+) -> Verdict {
     match state {
-        "COMPLETED" => Outcome::Exited(0),
+        "COMPLETED" => Verdict::Exited(0),
         "FAILED" => match exit {
-            Some((0, 53)) if log_missing => Outcome::Failed(
+            Some((0, 53)) if log_missing => failed(
                 format!(
                     "Slurm could not open the job's output file {log_path} (exit 0:53, no log written): \
                      does its directory exist and is it writable on the compute node?"
                 ),
                 None,
             ),
-            Some((0, m)) if m != 0 => Outcome::Signaled(m),
-            Some((n, _)) if n != 0 => Outcome::Exited(n),
-            Some(_) => Outcome::Failed("Slurm reported FAILED with exit code 0:0".into(), Some(0)),
-            None => Outcome::Failed("Slurm reported FAILED (exit code unknown)".into(), None),
+            Some((0, m)) if m != 0 => Verdict::Signaled(m),
+            Some((n, _)) if n != 0 => Verdict::Exited(n),
+            Some(_) => failed("Slurm reported FAILED with exit code 0:0".into(), Some(0)),
+            None => failed("Slurm reported FAILED (exit code unknown)".into(), None),
         },
-        "CANCELLED" if killed_by_us => Outcome::Killed,
-        "CANCELLED" => Outcome::Failed("cancelled outside flowrun".into(), None),
-        "TIMEOUT" => Outcome::Failed("Slurm time limit".into(), None),
-        "DEADLINE" if killed_by_us => Outcome::Killed,
-        other => Outcome::Failed(format!("Slurm {other}"), exit.map(|e| e.0)),
+        "CANCELLED" if killed_by_us => Verdict::Killed,
+        // Cancelled while pending or running: whether it ran is not known from the state.
+        "CANCELLED" => Verdict::Failed {
+            reason: "cancelled outside flowrun".into(),
+            exit_code: None,
+            ran: false,
+        },
+        "TIMEOUT" => failed("Slurm time limit".into(), None),
+        "DEADLINE" if killed_by_us => Verdict::Killed,
+        other => failed(format!("Slurm {other}"), exit.map(|e| e.0)),
     }
 }
 
@@ -377,9 +346,13 @@ mod tests {
 
     #[test]
     fn sacct_rows_as_printed_by_22_05() {
-        let text = "2|FAILED|3:0\n3|FAILED|0:9\n4|FAILED|0:53\n5|CANCELLED by 0|0:0\n7_1|FAILED|1:0\n8_[1-1000]|PENDING|0:0\n";
+        // Lines as sacct -n -P -o JobID,State,ExitCode,TotalCPU,MaxRSS printed them on the
+        // test cluster (jobs 2-5 and 7_1 trimmed to their job lines).
+        let text = "2|FAILED|3:0|00:00.010|\n3|FAILED|0:9||\n4|FAILED|0:53||\n5|CANCELLED by 0|0:0||\n\
+                    7_1|FAILED|1:0|01:02.500|\n7_1.batch|FAILED|1:0|01:02.500|221120K\n7_1.extern|COMPLETED|0:0|00:00:00|1024K\n\
+                    8_[1-1000]|PENDING|0:0||\n9|COMPLETED|0:0|1-00:00:01|\n";
         let rows = parse_sacct(text);
-        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.len(), 6);
         assert_eq!(
             rows[0],
             FinalRow {
@@ -387,12 +360,42 @@ mod tests {
                 state: "FAILED".into(),
                 exit_code: 3,
                 signal: 0,
-                reason: "".into()
+                reason: "".into(),
+                usage: Some(Usage {
+                    cpu_s: Some(0.01),
+                    max_rss_mb: None,
+                    source: "sacct"
+                }),
             }
         );
         assert_eq!((rows[2].exit_code, rows[2].signal), (0, 53));
         assert_eq!(rows[3].state, "CANCELLED");
+        assert_eq!(rows[1].usage.unwrap().cpu_s, None);
         assert_eq!(rows[4].id, "7_1");
+        assert_eq!(
+            rows[4].usage,
+            Some(Usage {
+                cpu_s: Some(62.5),
+                max_rss_mb: Some(215.9375),
+                source: "sacct"
+            })
+        );
+        assert_eq!(rows[5].usage.unwrap().cpu_s, Some(86401.0));
+    }
+
+    #[test]
+    fn cpu_times_and_memory_sizes() {
+        assert_eq!(parse_cpu_time("00:00.654"), Some(0.654));
+        assert_eq!(parse_cpu_time("01:02:03"), Some(3723.0));
+        assert_eq!(parse_cpu_time("2-00:00:00"), Some(172800.0));
+        assert_eq!(parse_cpu_time(""), None);
+        assert_eq!(parse_cpu_time("soon"), None);
+        assert_eq!(parse_memory_kib("221120K"), Some(221120.0));
+        assert_eq!(parse_memory_kib("1.5M"), Some(1536.0));
+        assert_eq!(parse_memory_kib("2G"), Some(2097152.0));
+        assert_eq!(parse_memory_kib("0"), Some(0.0));
+        assert_eq!(parse_memory_kib(""), None);
+        assert_eq!(parse_memory_kib("lots"), None);
     }
 
     #[test]
@@ -413,37 +416,43 @@ mod tests {
     #[test]
     fn state_mapping_follows_the_issue() {
         let o = |state, exit, ours| outcome(state, exit, ours, "/x/output.log", false);
-        assert_eq!(o("COMPLETED", Some((0, 0)), false), Outcome::Exited(0));
-        assert_eq!(o("FAILED", Some((3, 0)), false), Outcome::Exited(3));
-        assert_eq!(o("FAILED", Some((0, 9)), false), Outcome::Signaled(9));
-        assert_eq!(o("CANCELLED", None, true), Outcome::Killed);
+        let f = |reason: &str, code| Verdict::Failed {
+            reason: reason.into(),
+            exit_code: code,
+            ran: true,
+        };
+        assert_eq!(o("COMPLETED", Some((0, 0)), false), Verdict::Exited(0));
+        assert_eq!(o("FAILED", Some((3, 0)), false), Verdict::Exited(3));
+        assert_eq!(o("FAILED", Some((0, 9)), false), Verdict::Signaled(9));
+        assert_eq!(o("CANCELLED", None, true), Verdict::Killed);
         assert_eq!(
             o("CANCELLED", None, false),
-            Outcome::Failed("cancelled outside flowrun".into(), None)
+            Verdict::Failed {
+                reason: "cancelled outside flowrun".into(),
+                exit_code: None,
+                ran: false
+            }
         );
         assert_eq!(
             o("TIMEOUT", Some((0, 0)), false),
-            Outcome::Failed("Slurm time limit".into(), None)
+            f("Slurm time limit", None)
         );
         assert_eq!(
             o("OUT_OF_MEMORY", Some((0, 125)), false),
-            Outcome::Failed("Slurm OUT_OF_MEMORY".into(), Some(0))
+            f("Slurm OUT_OF_MEMORY", Some(0))
         );
-        assert_eq!(
-            o("NODE_FAIL", None, true),
-            Outcome::Failed("Slurm NODE_FAIL".into(), None)
-        );
+        assert_eq!(o("NODE_FAIL", None, true), f("Slurm NODE_FAIL", None));
         match outcome("FAILED", Some((0, 53)), false, "/x/output.log", true) {
-            Outcome::Failed(why, _) => assert!(
-                why.contains("/x/output.log") && why.contains("0:53"),
-                "{why}"
+            Verdict::Failed { reason, .. } => assert!(
+                reason.contains("/x/output.log") && reason.contains("0:53"),
+                "{reason}"
             ),
             other => panic!("{other:?}"),
         }
         // 0:53 with the log present is an ordinary signal death.
         assert_eq!(
             outcome("FAILED", Some((0, 53)), false, "/x", false),
-            Outcome::Signaled(53)
+            Verdict::Signaled(53)
         );
         for s in ["PENDING", "CONFIGURING", "REQUEUED"] {
             assert_eq!(classify(s), StateClass::Queued);
@@ -468,11 +477,7 @@ mod tests {
 
     #[test]
     fn transient_failures() {
-        let fail = |code, err: &str| CommandOutput {
-            code,
-            stdout: String::new(),
-            stderr: err.into(),
-        };
+        let fail = |code, err: &str| CommandOutput::exited("sbatch", code, "", err);
         assert!(is_transient(&fail(1, "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")));
         assert!(is_transient(&fail(
             1,
@@ -499,23 +504,5 @@ mod tests {
     #[test]
     fn output_paths_escape_patterns() {
         assert_eq!(output_pattern("/r/100%/out.log"), "/r/100%%/out.log");
-    }
-
-    #[test]
-    fn run_reports_code_and_output() {
-        let out = run(
-            "sh",
-            &["-c".into(), "echo hi; echo oops >&2; exit 4".into()],
-            Duration::from_secs(10),
-        );
-        assert_eq!(
-            (out.code, out.stdout.as_str(), out.stderr.as_str()),
-            (4, "hi\n", "oops")
-        );
-        let out = run("sleep", &["5".into()], Duration::from_millis(100));
-        assert_eq!(out.code, -1);
-        assert!(is_transient(&out));
-        let out = run("/nonexistent/sbatch", &[], Duration::from_secs(1));
-        assert!(out.stderr.contains("cannot run"));
     }
 }
