@@ -1,7 +1,7 @@
 //! flowrun's `local` backend: runs each job as a process tree on this machine.
 //!
 //! How it works (details in README.md):
-//! - `submit` starts each job right away on the calling thread ([`spawn`]: by default a clone
+//! - `submit` starts each job right away on the calling thread (`spawn/`: by default a clone
 //!   sharing our memory that is born in the job's cgroup v2 when available, starts a new
 //!   session, creates the job directory, `cmd.sh` and the log, points stdout/stderr at the
 //!   log, changes to the cwd and execs). The host thread does not wait for it and makes no
@@ -16,7 +16,7 @@
 //! - A watchdog process kills the jobs if flowrun dies without shutting the backend down.
 //! - Running out of descriptors or processes answers BUSY: the host offers the job again.
 //!
-//! `unsafe` code lives in [`spawn`] only.
+//! `unsafe` code lives in `src/spawn/` only.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
