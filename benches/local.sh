@@ -63,7 +63,7 @@ cpu_ns() {
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "# flowrun local backend benchmark: $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# binary: $BIN, spawn = ${SPAWN:-(the backend's default)}"
+echo "# binary: $BIN, spawn = ${SPAWN:-default}"
 
 # 1 + 2: throughput and CPU per job. `measure.py` runs each command and records its wall
 # time, its own threads' CPU and the CPU of it plus everything it waited for (the jobs).

@@ -864,7 +864,7 @@ impl Shared {
         if job.leader_end.is_none() {
             return false;
         }
-        if let Some(cg) = &job.cgroup {
+        if let Some(cg) = &mut job.cgroup {
             match cg.is_empty() {
                 Ok(true) => {
                     job.cgroup_usage = Some(cg.usage());

@@ -80,6 +80,8 @@ pub struct JobCgroup {
     peak_is_fresh: bool,
     /// A kill was sent to it: it is removed once empty, never reused (F1).
     killed: bool,
+    /// `usage` read the CPU counter since the last job started (no second read needed).
+    usage_read: bool,
 }
 
 /// What a job cgroup says a job used.
@@ -114,6 +116,7 @@ impl JobCgroup {
             cpu_usec_base: 0,
             peak_is_fresh: true,
             killed: false,
+            usage_read: false,
         })
     }
 
@@ -149,8 +152,9 @@ impl JobCgroup {
         Ok(buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 0"))
     }
 
-    /// What the job that just ended used (call once it is empty).
-    pub fn usage(&self) -> CgroupUsage {
+    /// What the job that just ended used (call once it is empty). The CPU counter read here
+    /// is where the next job of this cgroup starts counting.
+    pub fn usage(&mut self) -> CgroupUsage {
         let mut buf = [0u8; 1024];
         let cpu_total = self
             .cpu_stat
@@ -165,22 +169,26 @@ impl JobCgroup {
         } else {
             None
         };
-        CgroupUsage {
-            cpu_us: cpu_total.map(|t| t.saturating_sub(self.cpu_usec_base)),
-            peak_bytes,
+        let cpu_us = cpu_total.map(|t| t.saturating_sub(self.cpu_usec_base));
+        if let Some(total) = cpu_total {
+            self.cpu_usec_base = total;
         }
+        self.usage_read = true;
+        CgroupUsage { cpu_us, peak_bytes }
     }
 
     /// Readies an empty cgroup for its next job: the counters start from here.
     fn reset_usage(&mut self) {
-        let mut buf = [0u8; 1024];
-        if let Some(total) = self
-            .cpu_stat
-            .as_ref()
-            .and_then(|f| f.read_at(&mut buf, 0).ok())
-            .and_then(|n| stat_value(&buf[..n], b"usage_usec"))
-        {
-            self.cpu_usec_base = total;
+        if !std::mem::take(&mut self.usage_read) {
+            let mut buf = [0u8; 1024];
+            if let Some(total) = self
+                .cpu_stat
+                .as_ref()
+                .and_then(|f| f.read_at(&mut buf, 0).ok())
+                .and_then(|n| stat_value(&buf[..n], b"usage_usec"))
+            {
+                self.cpu_usec_base = total;
+            }
         }
         // A write through this descriptor resets the peak it reads (Linux 6.12+); before
         // that the file is read-only and later jobs get no cgroup peak.
