@@ -352,8 +352,14 @@ fn cmd_sh_reproduces_the_job() {
 
 #[test]
 fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
+    for config in ["", "spawn = \"std\""] {
+        missing_executable_and_cwd_fail_the_job_with_a_reason_in(config);
+    }
+}
+
+fn missing_executable_and_cwd_fail_the_job_with_a_reason_in(config: &str) {
     let (_d, mut host) = host();
-    let b = backend(&host, "");
+    let b = backend(&host, config);
     let spec = argv_job(&mut host, "nosimv", &["simv", "+UVM_TESTNAME=x"]);
     let end = run(&mut host, &b, spec);
     assert_eq!(
@@ -422,8 +428,14 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
 
 #[test]
 fn an_argv_job_uses_the_path_of_its_own_environment() {
+    for config in ["", "spawn = \"std\""] {
+        an_argv_job_uses_the_path_of_its_own_environment_in(config);
+    }
+}
+
+fn an_argv_job_uses_the_path_of_its_own_environment_in(config: &str) {
     let (_d, mut host) = host();
-    let b = backend(&host, "");
+    let b = backend(&host, config);
     let spec = host.shell_job("tooldir", "true");
     let tools = Path::new(spec.job_dir.as_str()).join("tools");
     std::fs::create_dir_all(&tools).unwrap();

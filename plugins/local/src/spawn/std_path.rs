@@ -21,6 +21,7 @@ use std::{
 
 use super::{
     watchable, BaseEnv, ChildReport, Containment, Output, Plan, SpawnError, SpawnStep, Spawned,
+    DEFAULT_PATH,
 };
 
 /// Starts jobs with `std::process::Command`.
@@ -73,7 +74,19 @@ impl StdSpawner {
             Err(e) => return Err(step(SpawnStep::Chdir)(e)),
         }
 
-        let mut cmd = Command::new(program);
+        // The program is looked up here, on the job's PATH: given a program to look up on a
+        // PATH other than flowrun's own, std falls back from posix_spawn to fork+exec, which
+        // copies the host's page tables (measured: 2 ms of host CPU per job instead of 0.1).
+        let path_var = plan
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == "PATH")
+            .map(|(_, v)| v.as_bytes())
+            .or_else(|| self.base.get(b"PATH"))
+            .unwrap_or(DEFAULT_PATH);
+        let program = resolve(program, path_var, plan.cwd).map_err(step(SpawnStep::Exec))?;
+        let mut cmd = Command::new(&program);
         cmd.args(args.iter())
             .current_dir(plan.cwd)
             .env_clear()
@@ -127,6 +140,37 @@ impl StdSpawner {
             containment,
         })
     }
+}
+
+/// `program` as execvp would find it: as is when it contains `/`, else the first
+/// executable `DIR/program` of `path` (an empty entry is the working directory; relative
+/// entries are relative to `cwd`). ENOENT when none has it, EACCES when one had it but not
+/// executable.
+fn resolve(program: &str, path: &[u8], cwd: &str) -> io::Result<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let mut saw_eacces = false;
+    for dir in path.split(|&b| b == b':') {
+        let dir = Path::new(std::ffi::OsStr::from_bytes(if dir.is_empty() {
+            b"."
+        } else {
+            dir
+        }));
+        let candidate = Path::new(cwd).join(dir).join(program);
+        match nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if candidate.is_file() => return Ok(candidate),
+            Ok(()) => saw_eacces = true, // a directory of that name
+            Err(nix::errno::Errno::EACCES) => saw_eacces |= candidate.exists(),
+            Err(_) => {}
+        }
+    }
+    Err(io::Error::from_raw_os_error(if saw_eacces {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
 }
 
 /// Writes the pid to an open `cgroup.procs`.
