@@ -1,0 +1,217 @@
+use super::*;
+use flowrun_plugin_api::{
+    abi_stable::std_types::{ROption, RString, Tuple2},
+    JobInfo,
+};
+
+fn started(jobs: &[(&str, &str)]) -> RunEvent {
+    let mut e = RunEvent::empty(RunEventKind::RUN_STARTED, 1_000_000);
+    e.flow = "f".into();
+    e.run_dir = "/r".into();
+    e.jobs = jobs
+        .iter()
+        .map(|(n, b)| JobInfo {
+            name: (*n).into(),
+            backend: (*b).into(),
+        })
+        .collect();
+    e
+}
+
+fn status(t: i64, job: &str, backend: &str, old: JobStatus, new: JobStatus) -> RunEvent {
+    let mut e = RunEvent::empty(RunEventKind::JOB_STATUS, t);
+    e.job = job.into();
+    e.backend = backend.into();
+    e.old_status = old;
+    e.new_status = new;
+    e
+}
+
+fn with(mut e: RunEvent, key: &str, value: &str) -> RunEvent {
+    e.attrs
+        .push(Tuple2(RString::from(key), RString::from(value)));
+    e
+}
+
+fn run(t: i64, job: &str) -> RunEvent {
+    status(t, job, "local", JobStatus::QUEUED, JobStatus::RUNNING)
+}
+
+fn end(t: i64, job: &str, s: JobStatus) -> RunEvent {
+    status(t, job, "local", JobStatus::RUNNING, s)
+}
+
+#[test]
+fn lanes_are_reused_lowest_first_and_never_shared_at_once() {
+    let mut m = RunModel::default();
+    m.apply(&started(&[
+        ("a", "local"),
+        ("b", "local"),
+        ("c", "local"),
+        ("d", "fake"),
+    ]));
+    m.apply(&run(10, "a"));
+    m.apply(&run(11, "b"));
+    m.apply(&end(12, "a", JobStatus::PASSED));
+    m.apply(&run(13, "c")); // takes a's lane 0, not a new one
+    m.apply(&status(
+        14,
+        "d",
+        "fake",
+        JobStatus::QUEUED,
+        JobStatus::RUNNING,
+    ));
+    let lanes: Vec<(u32, u32)> = m.attempts.iter().map(|a| (a.job, a.lane)).collect();
+    assert_eq!(lanes, [(0, 0), (1, 1), (2, 0), (3, 0)]);
+    assert_eq!(m.lanes(0), 2);
+    assert_eq!(m.lanes(1), 1, "each backend has lanes of its own");
+    assert_eq!(m.attempts[0].end_us, Some(12));
+    assert_eq!(m.attempts[0].status, JobStatus::PASSED);
+    assert_eq!(m.attempts[2].end_us, None);
+    assert_eq!(m.count(JobStatus::RUNNING), 3);
+    assert_eq!(m.count(JobStatus::PASSED), 1);
+}
+
+#[test]
+fn terminal_attrs_are_read_and_absent_ones_stay_unknown() {
+    let mut m = RunModel::default();
+    m.apply(&started(&[("a", "local"), ("b", "local")]));
+    m.apply(&with(
+        with(run(10, "a"), "resources", "cpus=2,vcs=1"),
+        "attempt",
+        "1",
+    ));
+    let mut fin = end(2_000_010, "a", JobStatus::FAILED);
+    fin.reason = "exit code 3".into();
+    fin.exit_code = ROption::RSome(3);
+    fin.duration_s = ROption::RSome(2.0);
+    fin.log = "/r/jobs/a/output.log".into();
+    let fin = with(
+        with(with(fin, "cpu_s", "1.25"), "max_rss_mb", "212.5"),
+        "reason_kind",
+        "exit_code",
+    );
+    m.apply(&with(fin, "native_id", "4242"));
+    m.apply(&run(20, "b"));
+    m.apply(&with(
+        end(30, "b", JobStatus::PASSED),
+        "cpu_s",
+        "not a number",
+    ));
+
+    let a = &m.jobs[0];
+    assert_eq!((a.cpu_s, a.max_rss_mb), (Some(1.25), Some(212.5)));
+    assert_eq!(a.reason_kind.as_deref(), Some("exit_code"));
+    assert_eq!(a.native_id.as_deref(), Some("4242"));
+    assert_eq!(a.exit_code, Some(3));
+    assert_eq!(a.log.as_deref(), Some("/r/jobs/a/output.log"));
+    assert_eq!(m.attempts[0].resources.as_deref(), Some("cpus=2,vcs=1"));
+    let b = &m.jobs[1];
+    assert_eq!(
+        (b.cpu_s, b.max_rss_mb, b.reason_kind.as_deref()),
+        (None, None, None)
+    );
+    assert_eq!(m.attempts[1].resources, None);
+}
+
+#[test]
+fn an_abandoned_run_settles_unfinished_jobs_as_the_host_records_them() {
+    let mut m = RunModel::default();
+    m.apply(&started(&[
+        ("r", "local"),
+        ("q", "local"),
+        ("w", "local"),
+        ("p", "local"),
+    ]));
+    m.apply(&run(10, "p"));
+    m.apply(&end(11, "p", JobStatus::PASSED));
+    m.apply(&run(12, "r"));
+    m.apply(&status(
+        13,
+        "q",
+        "local",
+        JobStatus::SCHEDULED,
+        JobStatus::QUEUED,
+    ));
+    let mut sig = RunEvent::empty(RunEventKind::KILL_SIGNAL, 14);
+    sig.signal = "SIGTERM".into();
+    m.apply(&sig);
+    let mut fin = RunEvent::empty(RunEventKind::RUN_FINISHED, 20);
+    fin.summary = ROption::RSome(RunSummary {
+        interrupted: true,
+        ..RunSummary::default()
+    });
+    m.apply(&fin);
+    let got: Vec<(&str, &str)> = m
+        .jobs
+        .iter()
+        .map(|j| (j.status.name(), j.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("killed", "killed by SIGTERM while running"),
+            ("killed", "killed while queued"),
+            ("skipped", "run interrupted by SIGTERM"),
+            ("passed", ""),
+        ]
+    );
+    assert_eq!(
+        m.attempts[1].end_us,
+        Some(20),
+        "the running attempt closes at the end"
+    );
+    assert_eq!(m.count(JobStatus::RUNNING), 0);
+    assert_eq!(m.count(JobStatus::KILLED), 2);
+}
+
+#[test]
+fn phases_parse_and_malformed_entries_are_skipped() {
+    assert_eq!(
+        parse_phases("load=1:5;expand=5:9;bad;validate=9:x;back=9:3"),
+        [
+            Phase {
+                name: "load".into(),
+                start_us: 1,
+                end_us: 5
+            },
+            Phase {
+                name: "expand".into(),
+                start_us: 5,
+                end_us: 9
+            },
+        ]
+    );
+    let mut m = RunModel::default();
+    m.apply(&with(started(&[]), "phases", "load=1:2"));
+    let fin = RunEvent::empty(RunEventKind::RUN_FINISHED, 30);
+    m.apply(&with(fin, "phases", "schedule=2:20;write_results=20:29"));
+    let names: Vec<&str> = m.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["load", "schedule", "write_results"]);
+}
+
+#[test]
+fn a_retry_opens_a_second_attempt() {
+    let mut m = RunModel::default();
+    m.apply(&started(&[("a", "local")]));
+    m.apply(&run(10, "a"));
+    m.apply(&status(
+        20,
+        "a",
+        "local",
+        JobStatus::RUNNING,
+        JobStatus::QUEUED,
+    ));
+    m.apply(&with(run(30, "a"), "attempt", "2"));
+    m.apply(&end(40, "a", JobStatus::PASSED));
+    let got: Vec<(u32, i64, Option<i64>, &str)> = m
+        .attempts
+        .iter()
+        .map(|a| (a.number, a.start_us, a.end_us, a.status.name()))
+        .collect();
+    assert_eq!(
+        got,
+        [(1, 10, Some(20), "queued"), (2, 30, Some(40), "passed")]
+    );
+    assert_eq!(m.jobs[0].attempts, 2);
+}

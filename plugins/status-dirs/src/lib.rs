@@ -1,0 +1,318 @@
+//! The `status-dirs` observer: `<run dir>/by-status/{running,passed,failed,killed,skipped}/JOB`
+//! symbolic links to each job's directory, moved from one status directory to the next as the
+//! job's status changes (DVSim's LogManager). See README.md.
+//!
+//! Cost: one `symlinkat` or `renameat` per status a job settles in, on directory descriptors
+//! opened once (the kernel resolves one name per call), and a hash lookup per event. A job that
+//! runs and ends within one event batch gets its final link directly, never the `running` one.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use flowrun_observer_kit::{relative_path, resolve_in_run_dir, Contained};
+use flowrun_plugin_api::{
+    sdk::{parse_config, ObserverImpl},
+    ErrorKind, JobStatus, PluginError, RunEvent, RunEventKind,
+};
+use nix::{
+    errno::Errno,
+    fcntl::renameat,
+    unistd::{symlinkat, unlinkat, UnlinkatFlags},
+};
+
+flowrun_plugin_api::export_plugin!(name = "status-dirs", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_api::register_observer!(
+    kind = "status-dirs",
+    description = "keeps by-status/{running,passed,failed,killed,skipped}/JOB links to each job's directory (config: path, default \"by-status\" in the run directory)",
+    create = create
+);
+
+/// The status directories, in the order of [`Slot`].
+const DIRS: [&str; 5] = ["running", "passed", "failed", "killed", "skipped"];
+
+/// Where a job's link is: an index into [`DIRS`], or [`NO_LINK`].
+type Slot = u8;
+const NO_LINK: Slot = u8::MAX;
+
+fn slot_of(status: JobStatus) -> Slot {
+    match status {
+        JobStatus::RUNNING => 0,
+        JobStatus::PASSED => 1,
+        JobStatus::FAILED => 2,
+        JobStatus::KILLED => 3,
+        JobStatus::SKIPPED => 4,
+        _ => NO_LINK, // scheduled, queued (a retry waiting), or a status added later
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Where the status directories go; relative to the run directory.
+    #[serde(default = "default_path")]
+    path: PathBuf,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("by-status")
+}
+
+/// Creates the observer from its TOML config (`path`, optional).
+pub fn create(config: &str) -> Result<Box<dyn ObserverImpl>, PluginError> {
+    let config: Config = parse_config(config)?;
+    if config.path.as_os_str().is_empty() {
+        return Err(PluginError::config("path", "must not be empty"));
+    }
+    Ok(Box::new(StatusDirsObserver {
+        state: Contained::new("status-dirs", StatusDirs::new(config.path)),
+    }))
+}
+
+struct StatusDirsObserver {
+    state: Contained<StatusDirs>,
+}
+
+impl ObserverImpl for StatusDirsObserver {
+    fn on_events(&self, events: &[RunEvent]) {
+        self.state.on_events(|s| s.apply(events));
+    }
+
+    fn finish(&self) -> Result<(), PluginError> {
+        self.state.finish(|s| match s.error.take() {
+            Some(e) => Err(PluginError::new(ErrorKind::IO, e)),
+            None if s.dirs.is_none() => Err(PluginError::other(
+                "status-dirs: the run never started (no RUN_STARTED event), so no links were made",
+            )),
+            None => Ok(()),
+        })
+    }
+}
+
+/// One job: its status as the events tell, and where its link is.
+struct JobLinks {
+    /// The link's file name: the job's directory name.
+    dir_name: String,
+    /// The link's target, relative to a status directory.
+    target: String,
+    status: JobStatus,
+    linked: Slot,
+}
+
+/// The open status directories.
+struct Dirs {
+    /// Their parent, for messages.
+    root: PathBuf,
+    fds: Vec<File>,
+}
+
+/// The state behind the observer.
+pub struct StatusDirs {
+    configured: PathBuf,
+    dirs: Option<Dirs>,
+    /// The run's `jobs` directory as seen from a status directory (`../../jobs`).
+    jobs_from_status_dir: String,
+    jobs: Vec<JobLinks>,
+    by_name: HashMap<String, u32>,
+    /// Jobs whose link must move at the end of the current batch, in the order they changed;
+    /// `queued_flag` marks the ones already listed.
+    changed: Vec<u32>,
+    queued_flag: Vec<bool>,
+    signal: Option<String>,
+    /// The first error; once set, the observer does nothing more and `finish` reports it.
+    error: Option<String>,
+}
+
+/// The directory name the host gives a job: its name with `/` as `_` (host/src/run).
+fn job_dir_name(name: &str) -> String {
+    name.replace('/', "_")
+}
+
+impl StatusDirs {
+    fn new(configured: PathBuf) -> Self {
+        StatusDirs {
+            configured,
+            dirs: None,
+            jobs_from_status_dir: String::new(),
+            jobs: Vec::new(),
+            by_name: HashMap::new(),
+            changed: Vec::new(),
+            queued_flag: Vec::new(),
+            signal: None,
+            error: None,
+        }
+    }
+
+    /// Takes one batch into account; the links move once per job, at the end of the batch.
+    pub fn apply(&mut self, events: &[RunEvent]) {
+        if self.error.is_some() {
+            return;
+        }
+        for event in events {
+            match event.kind {
+                RunEventKind::RUN_STARTED => {
+                    if let Err(e) = self.start(event) {
+                        self.error = Some(e);
+                        return;
+                    }
+                }
+                RunEventKind::JOB_STATUS => {
+                    let i = self.job(event.job.as_str());
+                    let job = &mut self.jobs[i as usize];
+                    job.status = event.new_status;
+                    if !self.queued_flag[i as usize] {
+                        self.queued_flag[i as usize] = true;
+                        self.changed.push(i);
+                    }
+                }
+                RunEventKind::KILL_SIGNAL => self.signal = Some(event.signal.to_string()),
+                RunEventKind::RUN_FINISHED => {
+                    let interrupted = self.signal.is_some()
+                        || event
+                            .summary
+                            .as_ref()
+                            .into_option()
+                            .is_some_and(|s| s.interrupted);
+                    if interrupted {
+                        self.settle_interrupted();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = self.move_links() {
+            self.error = Some(e);
+        }
+    }
+
+    /// Creates (or empties) the status directories and opens them.
+    fn start(&mut self, event: &RunEvent) -> Result<(), String> {
+        let run_dir = PathBuf::from(event.run_dir.as_str());
+        let root = resolve_in_run_dir(&run_dir, &self.configured);
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            format!("status-dirs: cannot {what} {}: {e}", path.display())
+        };
+        let mut fds = Vec::with_capacity(DIRS.len());
+        for name in DIRS {
+            let dir = root.join(name);
+            // Links left by an earlier run into the same directory would lie about this one.
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("clear", &dir, e)),
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+            let fd = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY)
+                .open(&dir)
+                .map_err(|e| io("open", &dir, e))?;
+            fds.push(fd);
+        }
+        self.jobs_from_status_dir = relative_path(&root.join(DIRS[0]), &run_dir.join("jobs"))
+            .to_string_lossy()
+            .into_owned();
+        self.dirs = Some(Dirs { root, fds });
+        self.jobs.reserve(event.jobs.len());
+        for job in event.jobs.iter() {
+            self.job(job.name.as_str());
+        }
+        Ok(())
+    }
+
+    fn job(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
+        }
+        let i = self.jobs.len() as u32;
+        let dir_name = job_dir_name(name);
+        self.jobs.push(JobLinks {
+            target: format!("{}/{dir_name}", self.jobs_from_status_dir),
+            dir_name,
+            status: JobStatus::SCHEDULED,
+            linked: NO_LINK,
+        });
+        self.queued_flag.push(false);
+        self.by_name.insert(name.to_string(), i);
+        i
+    }
+
+    /// The host's rule for jobs left without a final status by an abandoned run.
+    fn settle_interrupted(&mut self) {
+        for i in 0..self.jobs.len() {
+            let job = &mut self.jobs[i];
+            job.status = match job.status {
+                s if s.is_terminal() => continue,
+                JobStatus::RUNNING | JobStatus::QUEUED => JobStatus::KILLED,
+                _ => JobStatus::SKIPPED,
+            };
+            if !self.queued_flag[i] {
+                self.queued_flag[i] = true;
+                self.changed.push(i as u32);
+            }
+        }
+    }
+
+    fn move_links(&mut self) -> Result<(), String> {
+        let changed = std::mem::take(&mut self.changed);
+        let Some(dirs) = &self.dirs else {
+            // Events before RUN_STARTED: nothing to link into yet.
+            for &i in &changed {
+                self.queued_flag[i as usize] = false;
+            }
+            return Ok(());
+        };
+        for &i in &changed {
+            self.queued_flag[i as usize] = false;
+            let job = &mut self.jobs[i as usize];
+            let wanted = slot_of(job.status);
+            if wanted == job.linked {
+                continue;
+            }
+            let name = job.dir_name.as_str();
+            let result = match (job.linked, wanted) {
+                (NO_LINK, to) => link(&job.target, &dirs.fds[usize::from(to)], name),
+                (from, NO_LINK) => unlinkat(
+                    &dirs.fds[usize::from(from)],
+                    name,
+                    UnlinkatFlags::NoRemoveDir,
+                ),
+                (from, to) => renameat(
+                    &dirs.fds[usize::from(from)],
+                    name,
+                    &dirs.fds[usize::from(to)],
+                    name,
+                ),
+            };
+            if let Err(e) = result {
+                let to = DIRS.get(usize::from(wanted)).copied().unwrap_or("(none)");
+                return Err(format!(
+                    "status-dirs: cannot link {name} into {}: {e}",
+                    dirs.root.join(to).display()
+                ));
+            }
+            job.linked = wanted;
+        }
+        self.changed = changed;
+        self.changed.clear();
+        Ok(())
+    }
+}
+
+/// Creates the link, replacing a stale one of the same name.
+fn link(target: &str, dir: &File, name: &str) -> nix::Result<()> {
+    match symlinkat(target, dir, name) {
+        Err(Errno::EEXIST) => {
+            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
+            symlinkat(target, dir, name)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests;

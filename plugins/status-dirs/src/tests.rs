@@ -1,0 +1,181 @@
+use std::path::Path;
+
+use flowrun_plugin_api::{
+    abi_stable::std_types::{ROption, RVec},
+    JobInfo, RunSummary,
+};
+
+use super::*;
+
+fn started(run_dir: &Path, jobs: &[&str]) -> RunEvent {
+    let mut e = RunEvent::empty(RunEventKind::RUN_STARTED, 1);
+    e.run_dir = run_dir.to_string_lossy().as_ref().into();
+    e.jobs = jobs
+        .iter()
+        .map(|n| JobInfo {
+            name: (*n).into(),
+            backend: "local".into(),
+        })
+        .collect::<RVec<_>>();
+    e
+}
+
+fn status(job: &str, new: JobStatus) -> RunEvent {
+    let mut e = RunEvent::empty(RunEventKind::JOB_STATUS, 2);
+    e.job = job.into();
+    e.new_status = new;
+    e
+}
+
+fn finished(interrupted: bool) -> RunEvent {
+    let mut e = RunEvent::empty(RunEventKind::RUN_FINISHED, 3);
+    e.summary = ROption::RSome(RunSummary {
+        interrupted,
+        ..RunSummary::default()
+    });
+    e
+}
+
+/// The names in `<run>/by-status/<status>`, sorted.
+fn listed(run: &Path, status: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run.join("by-status").join(status))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn links_move_with_the_status_and_are_relative() {
+    let run = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(run.path().join("jobs/a")).unwrap();
+    std::fs::write(run.path().join("jobs/a/output.log"), "log of a").unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[started(run.path(), &["a", "b", "grp/c"])]);
+    o.on_events(&[
+        status("a", JobStatus::QUEUED),
+        status("a", JobStatus::RUNNING),
+    ]);
+    assert_eq!(listed(run.path(), "running"), ["a"]);
+    let link = run.path().join("by-status/running/a");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../../jobs/a")
+    );
+    assert_eq!(
+        std::fs::read_to_string(link.join("output.log")).unwrap(),
+        "log of a"
+    );
+
+    o.on_events(&[
+        status("a", JobStatus::FAILED),
+        status("grp/c", JobStatus::RUNNING),
+    ]);
+    assert_eq!(listed(run.path(), "running"), ["grp_c"]);
+    assert_eq!(listed(run.path(), "failed"), ["a"]);
+    o.on_events(&[
+        status("grp/c", JobStatus::PASSED),
+        status("b", JobStatus::SKIPPED),
+    ]);
+    assert!(listed(run.path(), "running").is_empty());
+    assert_eq!(listed(run.path(), "passed"), ["grp_c"]);
+    assert_eq!(listed(run.path(), "skipped"), ["b"]);
+    o.on_events(&[finished(false)]);
+    assert!(o.finish().is_ok());
+
+    // Moving the run directory keeps every link working.
+    let moved = tempfile::tempdir().unwrap();
+    let to = moved.path().join("archived");
+    std::fs::rename(run.path(), &to).unwrap();
+    let log = to.join("by-status/failed/a/output.log");
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "log of a");
+}
+
+#[test]
+fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("path = \"links\"").unwrap();
+    o.on_events(&[
+        started(run.path(), &["a"]),
+        status("a", JobStatus::QUEUED),
+        status("a", JobStatus::RUNNING),
+        status("a", JobStatus::PASSED),
+    ]);
+    let passed = run.path().join("links/passed/a");
+    assert_eq!(
+        std::fs::read_link(passed).unwrap(),
+        Path::new("../../jobs/a")
+    );
+    assert_eq!(
+        std::fs::read_dir(run.path().join("links/running"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_retry_waiting_in_the_queue_has_no_link() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)]);
+    o.on_events(&[status("a", JobStatus::QUEUED)]);
+    assert!(listed(run.path(), "running").is_empty());
+    o.on_events(&[status("a", JobStatus::RUNNING)]);
+    assert_eq!(listed(run.path(), "running"), ["a"]);
+}
+
+#[test]
+fn an_abandoned_run_files_what_was_in_flight_as_the_host_does() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[
+        started(run.path(), &["r", "q", "w"]),
+        status("r", JobStatus::RUNNING),
+        status("q", JobStatus::QUEUED),
+    ]);
+    o.on_events(&[finished(true)]);
+    assert_eq!(listed(run.path(), "killed"), ["q", "r"]);
+    assert_eq!(listed(run.path(), "skipped"), ["w"]);
+    assert!(listed(run.path(), "running").is_empty());
+}
+
+#[test]
+fn links_of_an_earlier_run_in_the_same_directory_are_cleared() {
+    let run = tempfile::tempdir().unwrap();
+    let stale = run.path().join("by-status/failed");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::os::unix::fs::symlink("../../jobs/old", stale.join("old")).unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[started(run.path(), &["a"]), status("a", JobStatus::PASSED)]);
+    assert!(listed(run.path(), "failed").is_empty());
+    assert_eq!(listed(run.path(), "passed"), ["a"]);
+}
+
+#[test]
+fn an_unwritable_directory_is_one_error_at_finish() {
+    let run = tempfile::tempdir().unwrap();
+    // A regular file where a directory must go: even root cannot create it.
+    std::fs::write(run.path().join("blocker"), "").unwrap();
+    let o = create("path = \"blocker/by-status\"").unwrap();
+    o.on_events(&[started(run.path(), &["a"])]);
+    o.on_events(&[
+        status("a", JobStatus::RUNNING),
+        status("a", JobStatus::PASSED),
+    ]);
+    let err = o.finish().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::IO);
+    let message = err.message.to_string();
+    assert!(message.starts_with("status-dirs: cannot "), "{message}");
+    assert!(message.contains("blocker"), "{message}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let err = create("pth = \"x\"").err().unwrap();
+    assert_eq!(err.kind, ErrorKind::CONFIG);
+    assert!(err.message.contains("pth"), "{}", err.message);
+    let err = create("path = \"\"").err().unwrap();
+    assert!(err.message.contains("path"), "{}", err.message);
+}
