@@ -1,39 +1,27 @@
 use std::path::Path;
 
-use flowrun_plugin_api::{
-    abi_stable::std_types::{ROption, RVec},
-    JobInfo, RunSummary,
-};
+use flowrun_observer_kit::events::{job_status, run_finished, run_started};
+use flowrun_plugin_api::RunSummary;
 
 use super::*;
 
 fn started(run_dir: &Path, jobs: &[&str]) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::RUN_STARTED, 1);
-    e.run_dir = run_dir.to_string_lossy().as_ref().into();
-    e.jobs = jobs
-        .iter()
-        .map(|n| JobInfo {
-            name: (*n).into(),
-            backend: "local".into(),
-        })
-        .collect::<RVec<_>>();
-    e
+    let jobs: Vec<(&str, &str)> = jobs.iter().map(|n| (*n, "local")).collect();
+    run_started(1, "f", &run_dir.to_string_lossy(), &jobs)
 }
 
 fn status(job: &str, new: JobStatus) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::JOB_STATUS, 2);
-    e.job = job.into();
-    e.new_status = new;
-    e
+    job_status(2, job, "local", JobStatus::SCHEDULED, new)
 }
 
 fn finished(interrupted: bool) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::RUN_FINISHED, 3);
-    e.summary = ROption::RSome(RunSummary {
-        interrupted,
-        ..RunSummary::default()
-    });
-    e
+    run_finished(
+        3,
+        RunSummary {
+            interrupted,
+            ..RunSummary::default()
+        },
+    )
 }
 
 /// The names in `<run>/by-status/<status>`, sorted.

@@ -1,36 +1,11 @@
 use super::*;
-use flowrun_plugin_api::{
-    abi_stable::std_types::{ROption, RString, Tuple2},
-    JobInfo,
+use crate::events::{
+    job_status as status, kill_signal, run_finished, run_started, with_attr as with,
 };
+use flowrun_plugin_api::abi_stable::std_types::ROption;
 
 fn started(jobs: &[(&str, &str)]) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::RUN_STARTED, 1_000_000);
-    e.flow = "f".into();
-    e.run_dir = "/r".into();
-    e.jobs = jobs
-        .iter()
-        .map(|(n, b)| JobInfo {
-            name: (*n).into(),
-            backend: (*b).into(),
-        })
-        .collect();
-    e
-}
-
-fn status(t: i64, job: &str, backend: &str, old: JobStatus, new: JobStatus) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::JOB_STATUS, t);
-    e.job = job.into();
-    e.backend = backend.into();
-    e.old_status = old;
-    e.new_status = new;
-    e
-}
-
-fn with(mut e: RunEvent, key: &str, value: &str) -> RunEvent {
-    e.attrs
-        .push(Tuple2(RString::from(key), RString::from(value)));
-    e
+    run_started(1_000_000, "f", "/r", jobs)
 }
 
 fn run(t: i64, job: &str) -> RunEvent {
@@ -133,15 +108,14 @@ fn an_abandoned_run_settles_unfinished_jobs_as_the_host_records_them() {
         JobStatus::SCHEDULED,
         JobStatus::QUEUED,
     ));
-    let mut sig = RunEvent::empty(RunEventKind::KILL_SIGNAL, 14);
-    sig.signal = "SIGTERM".into();
-    m.apply(&sig);
-    let mut fin = RunEvent::empty(RunEventKind::RUN_FINISHED, 20);
-    fin.summary = ROption::RSome(RunSummary {
-        interrupted: true,
-        ..RunSummary::default()
-    });
-    m.apply(&fin);
+    m.apply(&kill_signal(14, "SIGTERM"));
+    m.apply(&run_finished(
+        20,
+        RunSummary {
+            interrupted: true,
+            ..RunSummary::default()
+        },
+    ));
     let got: Vec<(&str, &str)> = m
         .jobs
         .iter()
