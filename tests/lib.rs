@@ -126,3 +126,15 @@ pub fn run_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> Run {
         .expect("run flowrun");
     collect(output, &out)
 }
+
+/// Whether tests that need root, a cluster, cgroups or a browser may run: only with
+/// `FLOWRUN_PRIVILEGED_TESTS=1` (set by `tests/run-all`). Otherwise prints the one SKIPPED line
+/// of the brief's contract, naming `needs`, and returns false; the caller returns. With the
+/// switch, a missing requirement must fail the test, not skip it.
+pub fn privileged_tests(needs: &str) -> bool {
+    if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1): {needs}");
+    false
+}

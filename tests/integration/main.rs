@@ -7,6 +7,7 @@ mod example;
 mod fake;
 mod junit;
 mod local;
+mod observers;
 mod plugins;
 mod scheduling;
 mod slurm;

@@ -5,8 +5,12 @@
 //!   whole run; a signal that interrupted the run is a global instant event (`"ph":"i"`).
 //! - process 2 + b for backend b, named after the backend instance; thread 1 + n is its slot
 //!   n ("slot n"): one complete event per job attempt, named after the job, category = the
-//!   attempt's status, args = status, reason, reason_kind, exit_code, cpu_s, max_rss_mb,
-//!   attempt, native_id, resources, log. Unknown values are `null`.
+//!   attempt's status, args = status, reason, reason_kind, exit_code, duration_s, cpu_s,
+//!   max_rss_mb, attempt, native_id, resources, log. Unknown values are `null`.
+//!
+//! An attempt's span runs from the job's RUNNING event to its next status event; `duration_s`
+//! is the host's own figure, the one in results.json (measured from when the job was handed
+//! to its backend, which can be a few milliseconds before the RUNNING event).
 //!
 //! Timestamps are microseconds since the Unix epoch, as the host's events carry them.
 
@@ -105,22 +109,16 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
             s => s.name(),
         };
         // What the job ended with belongs to its last attempt; an earlier one was retried.
-        let (reason, kind, exit, cpu, rss) = if last {
-            (
-                Value::from(job.reason.as_str()),
-                json!(job.reason_kind),
-                json!(job.exit_code),
-                json!(job.cpu_s),
-                json!(job.max_rss_mb),
-            )
+        let args = if last {
+            json!({"status": status, "reason": job.reason, "reason_kind": job.reason_kind,
+                "exit_code": job.exit_code, "duration_s": job.duration_s, "cpu_s": job.cpu_s,
+                "max_rss_mb": job.max_rss_mb, "attempt": attempt.number,
+                "native_id": job.native_id, "resources": attempt.resources, "log": job.log})
         } else {
-            (
-                Value::from(""),
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null,
-            )
+            json!({"status": status, "reason": "", "reason_kind": null, "exit_code": null,
+                "duration_s": null, "cpu_s": null, "max_rss_mb": null,
+                "attempt": attempt.number, "native_id": job.native_id,
+                "resources": attempt.resources, "log": null})
         };
         let end = attempt.end_us.unwrap_or(end_us);
         put(
@@ -128,10 +126,7 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
             &json!({"ph": "X", "pid": backend_pid(job.backend), "tid": 1 + u64::from(attempt.lane),
                 "name": job.name, "cat": status, "ts": attempt.start_us,
                 "dur": (end - attempt.start_us).max(0),
-                "args": {"status": status, "reason": reason, "reason_kind": kind,
-                    "exit_code": exit, "cpu_s": cpu, "max_rss_mb": rss,
-                    "attempt": attempt.number, "native_id": job.native_id,
-                    "resources": attempt.resources, "log": job.log}}),
+                "args": args}),
         )?;
     }
     w.write_all(b"\n]}\n")
