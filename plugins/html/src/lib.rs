@@ -44,15 +44,10 @@ const CONTEXT_BUDGET: usize = 4 << 20;
 #[serde(deny_unknown_fields)]
 struct Config {
     /// Where the report goes; relative to the run directory.
-    #[serde(default = "default_path")]
-    path: PathBuf,
+    path: Option<PathBuf>,
     /// How often the report is rewritten while the run goes on.
     #[serde(default = "default_refresh")]
     refresh: String,
-}
-
-fn default_path() -> PathBuf {
-    PathBuf::from("report.html")
 }
 
 fn default_refresh() -> String {
@@ -62,9 +57,7 @@ fn default_refresh() -> String {
 /// Creates the observer from its TOML config (`path`, `refresh`; both optional).
 pub fn create(config: &str) -> Result<Box<dyn ObserverImpl>, PluginError> {
     let config: Config = parse_config(config)?;
-    if config.path.as_os_str().is_empty() {
-        return Err(PluginError::config("path", "must not be empty"));
-    }
+    let path = flowrun_observer_kit::config::checked_path(config.path, "report.html")?;
     let refresh = parse_duration("refresh", &config.refresh)?;
     if refresh < Duration::from_millis(100) {
         return Err(PluginError::config(
@@ -76,7 +69,7 @@ pub fn create(config: &str) -> Result<Box<dyn ObserverImpl>, PluginError> {
         ));
     }
     let shared = Arc::new(Shared {
-        report: Contained::new("html", Report::new(config.path, refresh)),
+        report: Contained::new("html", Report::new(path, refresh)),
         stop: Mutex::new(false),
         wake: Condvar::new(),
     });

@@ -7,6 +7,7 @@
 //! - [`contain`]: an observer's state behind a lock that turns a panic into one reported error
 //!   and a quiet observer from then on, never into a changed verdict or a flood of messages.
 //! - [`files`]: atomic file replacement and relative paths between run files.
+//! - [`config`]: the `path` key of file-writing observers.
 //! - [`events`]: synthetic events for observers' unit tests.
 //!
 //! The crate touches the plugin ABI's types only through `RunEvent` and its fields, so that the
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod contain;
 pub mod events;
 pub mod files;

@@ -221,10 +221,9 @@ impl RunModel {
                 }
             }
             RunEventKind::JOB_STATUS => self.on_status(event),
-            RunEventKind::KILL_SIGNAL => {
-                if self.signal.is_none() {
-                    self.signal = Some(event.signal.to_string());
-                }
+            // The first signal is the one that interrupted the run.
+            RunEventKind::KILL_SIGNAL if self.signal.is_none() => {
+                self.signal = Some(event.signal.to_string());
             }
             RunEventKind::RUN_FINISHED => {
                 self.finished_us = Some(event.time_us);

@@ -16,8 +16,7 @@ use std::{
 
 use flowrun_observer_kit::{relative_path, resolve_in_run_dir, Contained};
 use flowrun_plugin_api::{
-    sdk::{parse_config, ObserverImpl},
-    ErrorKind, JobStatus, PluginError, RunEvent, RunEventKind,
+    sdk::ObserverImpl, ErrorKind, JobStatus, PluginError, RunEvent, RunEventKind,
 };
 use nix::{
     errno::Errno,
@@ -50,26 +49,11 @@ fn slot_of(status: JobStatus) -> Slot {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    /// Where the status directories go; relative to the run directory.
-    #[serde(default = "default_path")]
-    path: PathBuf,
-}
-
-fn default_path() -> PathBuf {
-    PathBuf::from("by-status")
-}
-
 /// Creates the observer from its TOML config (`path`, optional).
 pub fn create(config: &str) -> Result<Box<dyn ObserverImpl>, PluginError> {
-    let config: Config = parse_config(config)?;
-    if config.path.as_os_str().is_empty() {
-        return Err(PluginError::config("path", "must not be empty"));
-    }
+    let path = flowrun_observer_kit::config::path_only(config, "by-status")?;
     Ok(Box::new(StatusDirsObserver {
-        state: Contained::new("status-dirs", StatusDirs::new(config.path)),
+        state: Contained::new("status-dirs", StatusDirs::new(path)),
     }))
 }
 

@@ -7,10 +7,7 @@ mod render;
 use std::path::PathBuf;
 
 use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel};
-use flowrun_plugin_api::{
-    sdk::{parse_config, ObserverImpl},
-    ErrorKind, PluginError, RunEvent,
-};
+use flowrun_plugin_api::{sdk::ObserverImpl, ErrorKind, PluginError, RunEvent};
 
 flowrun_plugin_api::export_plugin!(name = "trace", version = env!("CARGO_PKG_VERSION"));
 flowrun_plugin_api::register_observer!(
@@ -19,26 +16,11 @@ flowrun_plugin_api::register_observer!(
     create = create
 );
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    /// Where the trace goes; relative to the run directory.
-    #[serde(default = "default_path")]
-    path: PathBuf,
-}
-
-fn default_path() -> PathBuf {
-    PathBuf::from("trace.json")
-}
-
 /// Creates the observer from its TOML config (`path`, optional).
 pub fn create(config: &str) -> Result<Box<dyn ObserverImpl>, PluginError> {
-    let config: Config = parse_config(config)?;
-    if config.path.as_os_str().is_empty() {
-        return Err(PluginError::config("path", "must not be empty"));
-    }
+    let path = flowrun_observer_kit::config::path_only(config, "trace.json")?;
     Ok(Box::new(TraceObserver {
-        path: config.path,
+        path,
         model: Contained::new("trace", RunModel::default()),
     }))
 }
