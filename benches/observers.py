@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Observer benchmarks, through whole `flowrun run` invocations on the fake backend:
+
+1. the html report of a 100,000-job run: its size, and how long headless Chromium takes to
+   load and render it (wall time of `chromium --dump-dom`, against the same browser on an
+   empty page, and the page's own `data-ready-ms`: navigation start to the end of its first
+   render, as the page's script measures it);
+2. the trace of the same run: its size;
+3. the cost of the status-dirs observer: 100,000 jobs with it against the same run without
+   it, alternating, in this one harness run; once with instant jobs that have no job
+   directory (the worst case: the run itself does almost nothing) and once with
+   `write_logs = true` (each job has a directory and a log, as real jobs do).
+
+Usage:  cargo build --release --workspace && python3 benches/observers.py [--jobs 100000] [--repeat 3]
+Uses target/release/flowrun unless FLOWRUN_BIN is set, and `chromium` unless FLOWRUN_CHROMIUM
+is. Figures go to docs/benchmarks.md together with this command. The machine is shared: run it
+more than once before trusting a figure.
+"""
+import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("FLOWRUN_BIN", os.path.join(ROOT, "target/release/flowrun"))
+CHROMIUM = os.environ.get("FLOWRUN_CHROMIUM", "chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def report_flow(n, observers):
+    """n jobs on two fake backends (8 slots each), 10 % failing, one dependent per 100."""
+    half = n // 2
+    deps = max(1, n // 100)
+    return f'''[flow]
+name = "observers-bench"
+default_backend = "fake"
+[backends.fake]
+kind = "fake"
+max_parallel = 8
+fail_rate = 0.1
+seed = 7
+[backends.cluster]
+kind = "fake"
+max_parallel = 8
+fail_rate = 0.1
+seed = 8
+{observers}
+[[job]]
+name = "sim-{{test}}-{{seed}}"
+cmd = "true"
+matrix = {{ test = ["smoke", "dma"], seed = {{ range = [1, {half // 2}] }} }}
+[[job]]
+name = "regr-{{seed}}"
+cmd = "true"
+backend = "cluster"
+matrix = {{ seed = {{ range = [1, {n - half - deps}] }} }}
+[[job]]
+name = "cov-{{k}}"
+cmd = "true"
+needs = ["sim-smoke-{{k}}"]
+matrix = {{ k = {{ range = [1, {deps}] }} }}
+'''
+
+
+def links_flow(n, with_links, write_logs):
+    observers = '[observers.links]\nkind = "status-dirs"\n' if with_links else ""
+    logs = "write_logs = true\n" if write_logs else ""
+    return f'''[flow]
+name = "status-dirs-bench"
+default_backend = "fake"
+[backends.fake]
+kind = "fake"
+{logs}{observers}
+[[job]]
+name = "j-{{i}}"
+cmd = "true"
+matrix = {{ i = {{ range = [1, {n}] }} }}
+'''
+
+
+def run(flow_text, tmp, name):
+    d = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
+    path = os.path.join(d, "flow.toml")
+    with open(path, "w") as f:
+        f.write(flow_text)
+    out = os.path.join(d, "out")
+    t = time.perf_counter()
+    p = subprocess.run([BIN, "run", path, "--out", out, "-q"], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if p.returncode not in (0, 1):
+        sys.exit(f"{name}: flowrun exited {p.returncode}\n{p.stderr}")
+    if "observer" in p.stderr:
+        sys.exit(f"{name}: an observer failed\n{p.stderr}")
+    return wall, out
+
+
+def chromium_load(url, tmp):
+    """Wall seconds of a headless Chromium loading url and dumping its DOM, and the DOM."""
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
+    t = time.perf_counter()
+    p = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                       capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"chromium exited {p.returncode}: {p.stderr[-2000:]}")
+    return wall, p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-browser", action="store_true")
+    args = ap.parse_args()
+    n = args.jobs
+    with tempfile.TemporaryDirectory(prefix="flowrun-observers-bench-") as tmp:
+        # 1 and 2: the report and the trace at n jobs.
+        observers = ('[observers.report]\nkind = "html"\nrefresh = "1h"\n'
+                     '[observers.trace]\nkind = "trace"\n')
+        plain = [run(report_flow(n, ""), tmp, "plain")[0] for _ in range(args.repeat)]
+        observed = []
+        for _ in range(args.repeat):
+            wall, out = run(report_flow(n, observers), tmp, "report")
+            observed.append(wall)
+        report = os.path.join(out, "report.html")
+        trace = os.path.join(out, "trace.json")
+        print(f"run of {n} jobs: {statistics.median(plain):.2f} s without observers, "
+              f"{statistics.median(observed):.2f} s with html + trace (medians of {args.repeat})")
+        print(f"report.html: {os.path.getsize(report) / 2**20:.1f} MiB; "
+              f"trace.json: {os.path.getsize(trace) / 2**20:.1f} MiB")
+        if not args.skip_browser:
+            empty = os.path.join(tmp, "empty.html")
+            with open(empty, "w") as f:
+                f.write("<!DOCTYPE html><p>empty</p>")
+            base = [chromium_load("file://" + empty, tmp)[0] for _ in range(args.repeat)]
+            loads, ready = [], []
+            for _ in range(args.repeat):
+                wall, dom = chromium_load("file://" + report, tmp)
+                m = re.search(r'data-ready-ms="(\d+)"', dom)
+                if not m or 'data-ready="1"' not in dom:
+                    sys.exit("the report did not finish rendering")
+                rows = len(re.findall(r'role="row" data-job=', dom))
+                loads.append(wall)
+                ready.append(int(m.group(1)) / 1000)
+            print(f"chromium --dump-dom of the report: {statistics.median(loads):.2f} s wall "
+                  f"(an empty page: {statistics.median(base):.2f} s); rendered "
+                  f"{statistics.median(ready):.2f} s after navigation start; "
+                  f"{rows} table rows in the DOM")
+
+        # 3: status-dirs.
+        for write_logs in (False, True):
+            without, with_ = [], []
+            for _ in range(args.repeat):
+                without.append(run(links_flow(n, False, write_logs), tmp, "no-links")[0])
+                wall, out = run(links_flow(n, True, write_logs), tmp, "links")
+                with_.append(wall)
+            passed = len(os.listdir(os.path.join(out, "by-status", "passed")))
+            if passed != n:
+                sys.exit(f"status-dirs made {passed} links for {n} jobs")
+            a, b = statistics.median(without), statistics.median(with_)
+            kind = "with job logs" if write_logs else "instant, no job dirs"
+            print(f"status-dirs, {n} fake jobs ({kind}): {a:.2f} s without, {b:.2f} s with: "
+                  f"{b / a:.2f}x (medians of {args.repeat}; without {without}, with {with_})")
+
+
+if __name__ == "__main__":
+    main()
