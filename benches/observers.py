@@ -16,7 +16,7 @@ Uses target/release/flowrun unless FLOWRUN_BIN is set, and `chromium` unless FLO
 is. Figures go to docs/benchmarks.md together with this command. The machine is shared: run it
 more than once before trusting a figure.
 """
-import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, os, re, resource, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("FLOWRUN_BIN", os.path.join(ROOT, "target/release/flowrun"))
@@ -84,22 +84,26 @@ def run(flow_text, tmp, name):
     with open(path, "w") as f:
         f.write(flow_text)
     out = os.path.join(d, "out")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run([BIN, "run", path, "--out", out, "-q"], capture_output=True, text=True)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if p.returncode not in (0, 1):
         sys.exit(f"{name}: flowrun exited {p.returncode}\n{p.stderr}")
-    if "observer" in p.stderr:
+    if "flowrun: observer" in p.stderr:
         sys.exit(f"{name}: an observer failed\n{p.stderr}")
-    return wall, out
+    return wall, cpu, out
 
 
-def chromium_load(url, tmp):
-    """Wall seconds of a headless Chromium loading url and dumping its DOM, and the DOM."""
+def chromium_load(url, tmp, how="--dump-dom"):
+    """Wall seconds of a headless Chromium loading url and dumping its DOM (or taking a
+    screenshot: `how`), and what it printed."""
     profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
     t = time.perf_counter()
-    p = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", how, url],
+                       capture_output=True, text=True, timeout=300, cwd=tmp)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         sys.exit(f"chromium exited {p.returncode}: {p.stderr[-2000:]}")
@@ -117,22 +121,23 @@ def main():
         # 1 and 2: the report and the trace at n jobs.
         observers = ('[observers.report]\nkind = "html"\nrefresh = "1h"\n'
                      '[observers.trace]\nkind = "trace"\n')
-        plain = [run(report_flow(n, ""), tmp, "plain")[0] for _ in range(args.repeat)]
-        observed = []
-        for _ in range(args.repeat):
-            wall, out = run(report_flow(n, observers), tmp, "report")
-            observed.append(wall)
+        plain = [run(report_flow(n, ""), tmp, "plain") for _ in range(args.repeat)]
+        observed = [run(report_flow(n, observers), tmp, "report") for _ in range(args.repeat)]
+        out = observed[-1][2]
         report = os.path.join(out, "report.html")
         trace = os.path.join(out, "trace.json")
-        print(f"run of {n} jobs: {statistics.median(plain):.2f} s without observers, "
-              f"{statistics.median(observed):.2f} s with html + trace (medians of {args.repeat})")
+        med = lambda runs, k: statistics.median(r[k] for r in runs)
+        print(f"run of {n} jobs: {med(plain, 0):.2f} s wall, {med(plain, 1):.2f} s CPU without "
+              f"observers; {med(observed, 0):.2f} s wall, {med(observed, 1):.2f} s CPU with html + "
+              f"trace (medians of {args.repeat})")
         print(f"report.html: {os.path.getsize(report) / 2**20:.1f} MiB; "
               f"trace.json: {os.path.getsize(trace) / 2**20:.1f} MiB")
         if not args.skip_browser:
             empty = os.path.join(tmp, "empty.html")
             with open(empty, "w") as f:
                 f.write("<!DOCTYPE html><p>empty</p>")
-            base = [chromium_load("file://" + empty, tmp)[0] for _ in range(args.repeat)]
+            base = [chromium_load("file://" + empty, tmp, "--screenshot")[0] for _ in range(args.repeat)]
+            shots = [chromium_load("file://" + report, tmp, "--screenshot")[0] for _ in range(args.repeat)]
             loads, ready = [], []
             for _ in range(args.repeat):
                 wall, dom = chromium_load("file://" + report, tmp)
@@ -142,25 +147,28 @@ def main():
                 rows = len(re.findall(r'role="row" data-job=', dom))
                 loads.append(wall)
                 ready.append(int(m.group(1)) / 1000)
-            print(f"chromium --dump-dom of the report: {statistics.median(loads):.2f} s wall "
-                  f"(an empty page: {statistics.median(base):.2f} s); rendered "
-                  f"{statistics.median(ready):.2f} s after navigation start; "
+            print(f"chromium --screenshot of the report: {statistics.median(shots):.2f} s wall "
+                  f"(of an empty page: {statistics.median(base):.2f} s); --dump-dom: "
+                  f"{statistics.median(loads):.2f} s wall; the page rendered "
+                  f"{statistics.median(ready):.2f} s after navigation start (data-ready-ms); "
                   f"{rows} table rows in the DOM")
 
         # 3: status-dirs.
         for write_logs in (False, True):
             without, with_ = [], []
             for _ in range(args.repeat):
-                without.append(run(links_flow(n, False, write_logs), tmp, "no-links")[0])
-                wall, out = run(links_flow(n, True, write_logs), tmp, "links")
-                with_.append(wall)
-            passed = len(os.listdir(os.path.join(out, "by-status", "passed")))
+                without.append(run(links_flow(n, False, write_logs), tmp, "no-links"))
+                with_.append(run(links_flow(n, True, write_logs), tmp, "links"))
+            passed = len(os.listdir(os.path.join(with_[-1][2], "by-status", "passed")))
             if passed != n:
                 sys.exit(f"status-dirs made {passed} links for {n} jobs")
-            a, b = statistics.median(without), statistics.median(with_)
             kind = "with job logs" if write_logs else "instant, no job dirs"
-            print(f"status-dirs, {n} fake jobs ({kind}): {a:.2f} s without, {b:.2f} s with: "
-                  f"{b / a:.2f}x (medians of {args.repeat}; without {without}, with {with_})")
+            a, b = med(without, 0), med(with_, 0)
+            ca, cb = med(without, 1), med(with_, 1)
+            walls = lambda runs: "/".join(f"{r[0]:.2f}" for r in runs)
+            print(f"status-dirs, {n} fake jobs ({kind}): wall {a:.2f} s without, {b:.2f} s with: "
+                  f"{b / a:.2f}x; CPU {ca:.2f} s without, {cb:.2f} s with: {cb / ca:.2f}x "
+                  f"(medians of {args.repeat}; walls {walls(without)} vs {walls(with_)})")
 
 
 if __name__ == "__main__":

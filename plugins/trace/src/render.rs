@@ -18,6 +18,7 @@ use std::io::{self, Write};
 
 use flowrun_observer_kit::RunModel;
 use flowrun_plugin_api::JobStatus;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 const HOST_PID: u64 = 1;
@@ -43,39 +44,32 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
         }),
     )?;
     w.write_all(b",\"traceEvents\":[\n")?;
-    let mut first = true;
-    let mut put = |w: &mut dyn Write, v: &Value| -> io::Result<()> {
-        if !first {
-            w.write_all(b",\n")?;
-        }
-        first = false;
-        serde_json::to_writer(&mut *w, v).map_err(io::Error::from)
-    };
+    let mut events = EventList { first: true };
 
-    put(
+    events.put(
         w,
         &name_meta("process_name", HOST_PID, None, "flowrun host"),
     )?;
-    put(w, &sort_meta("process_sort_index", HOST_PID, None, 0))?;
-    put(
+    events.put(w, &sort_meta("process_sort_index", HOST_PID, None, 0))?;
+    events.put(
         w,
         &name_meta("thread_name", HOST_PID, Some(PHASES_TID), "phases"),
     )?;
-    put(
+    events.put(
         w,
         &json!({"ph": "X", "pid": HOST_PID, "tid": PHASES_TID, "name": format!("run {}", m.flow),
             "cat": "run", "ts": m.started_us, "dur": (end_us - m.started_us).max(0),
             "args": {"interrupted": m.interrupted(), "finished": m.finished_us.is_some()}}),
     )?;
     for phase in &m.phases {
-        put(
+        events.put(
             w,
             &json!({"ph": "X", "pid": HOST_PID, "tid": PHASES_TID, "name": phase.name,
                 "cat": "phase", "ts": phase.start_us, "dur": phase.end_us - phase.start_us}),
         )?;
     }
     if let Some(signal) = &m.signal {
-        put(
+        events.put(
             w,
             &json!({"ph": "i", "s": "g", "pid": HOST_PID, "tid": PHASES_TID,
                 "name": signal, "cat": "signal", "ts": m.end_us()}),
@@ -85,18 +79,18 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
     for (b, name) in m.backends.iter().enumerate() {
         let b = b as u16;
         let pid = backend_pid(b);
-        put(
+        events.put(
             w,
             &name_meta("process_name", pid, None, &format!("backend {name}")),
         )?;
-        put(w, &sort_meta("process_sort_index", pid, None, pid))?;
+        events.put(w, &sort_meta("process_sort_index", pid, None, pid))?;
         for lane in 0..m.lanes(b) {
             let tid = 1 + u64::from(lane);
-            put(
+            events.put(
                 w,
                 &name_meta("thread_name", pid, Some(tid), &format!("slot {lane}")),
             )?;
-            put(w, &sort_meta("thread_sort_index", pid, Some(tid), tid))?;
+            events.put(w, &sort_meta("thread_sort_index", pid, Some(tid), tid))?;
         }
     }
 
@@ -108,28 +102,89 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
             JobStatus::QUEUED | JobStatus::SCHEDULED => "retried",
             s => s.name(),
         };
-        // What the job ended with belongs to its last attempt; an earlier one was retried.
-        let args = if last {
-            json!({"status": status, "reason": job.reason, "reason_kind": job.reason_kind,
-                "exit_code": job.exit_code, "duration_s": job.duration_s, "cpu_s": job.cpu_s,
-                "max_rss_mb": job.max_rss_mb, "attempt": attempt.number,
-                "native_id": job.native_id, "resources": attempt.resources, "log": job.log})
-        } else {
-            json!({"status": status, "reason": "", "reason_kind": null, "exit_code": null,
-                "duration_s": null, "cpu_s": null, "max_rss_mb": null,
-                "attempt": attempt.number, "native_id": job.native_id,
-                "resources": attempt.resources, "log": null})
-        };
         let end = attempt.end_us.unwrap_or(end_us);
-        put(
+        let mut args = AttemptArgs {
+            status,
+            reason: "",
+            reason_kind: None,
+            exit_code: None,
+            duration_s: None,
+            cpu_s: None,
+            max_rss_mb: None,
+            attempt: attempt.number,
+            native_id: job.native_id.as_deref(),
+            resources: attempt.resources.as_deref(),
+            log: None,
+        };
+        // What the job ended with belongs to its last attempt; an earlier one was retried.
+        if last {
+            args.reason = &job.reason;
+            args.reason_kind = job.reason_kind.as_deref();
+            args.exit_code = job.exit_code;
+            args.duration_s = job.duration_s;
+            args.cpu_s = job.cpu_s;
+            args.max_rss_mb = job.max_rss_mb;
+            args.log = job.log.as_deref();
+        }
+        events.put(
             w,
-            &json!({"ph": "X", "pid": backend_pid(job.backend), "tid": 1 + u64::from(attempt.lane),
-                "name": job.name, "cat": status, "ts": attempt.start_us,
-                "dur": (end - attempt.start_us).max(0),
-                "args": args}),
+            &Complete {
+                ph: "X",
+                pid: backend_pid(job.backend),
+                tid: 1 + u64::from(attempt.lane),
+                name: &job.name,
+                cat: status,
+                ts: attempt.start_us,
+                dur: (end - attempt.start_us).max(0),
+                args,
+            },
         )?;
     }
     w.write_all(b"\n]}\n")
+}
+
+/// Writes the elements of `traceEvents`, comma-separated.
+struct EventList {
+    first: bool,
+}
+
+impl EventList {
+    fn put<T: Serialize>(&mut self, w: &mut dyn Write, event: &T) -> io::Result<()> {
+        if !self.first {
+            w.write_all(b",\n")?;
+        }
+        self.first = false;
+        serde_json::to_writer(&mut *w, event).map_err(io::Error::from)
+    }
+}
+
+/// A job attempt's complete event: a typed struct rather than a `json!` value, since a run
+/// writes one per job.
+#[derive(Serialize)]
+struct Complete<'a> {
+    ph: &'static str,
+    pid: u64,
+    tid: u64,
+    name: &'a str,
+    cat: &'a str,
+    ts: i64,
+    dur: i64,
+    args: AttemptArgs<'a>,
+}
+
+#[derive(Serialize)]
+struct AttemptArgs<'a> {
+    status: &'a str,
+    reason: &'a str,
+    reason_kind: Option<&'a str>,
+    exit_code: Option<i32>,
+    duration_s: Option<f64>,
+    cpu_s: Option<f64>,
+    max_rss_mb: Option<f64>,
+    attempt: u32,
+    native_id: Option<&'a str>,
+    resources: Option<&'a str>,
+    log: Option<&'a str>,
 }
 
 fn name_meta(kind: &str, pid: u64, tid: Option<u64>, name: &str) -> Value {
