@@ -191,7 +191,7 @@ fn check_trace(run: &Run, trace: &Value) {
         assert_eq!(e["args"]["attempt"], 1, "{name}");
         let span_s = e["dur"].as_f64().unwrap() / 1e6;
         assert!(
-            (span_s - duration).abs() < 0.05,
+            (span_s - duration).abs() < 1e-5,
             "{name}: span {span_s} s vs {duration} s"
         );
         let pid = e["pid"].as_u64().unwrap();

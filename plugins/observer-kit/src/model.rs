@@ -4,7 +4,8 @@
 //! - RUN_STARTED: the flow, the run directory, every job and its backend; attr `phases`.
 //! - JOB_STATUS: the status change and its time. A change to RUNNING opens an [`Attempt`] on
 //!   the lowest free lane of the job's backend (attrs `resources`, `attempt`, `native_id`);
-//!   the next change closes it. Terminal: exit code, duration, log, reason and the attrs
+//!   the next change closes it. A final status's `duration_s` (the host's measure, as in
+//!   results.json) moves the attempt's start to when the host handed the job over. Terminal: exit code, duration, log, reason and the attrs
 //!   `reason_kind`, `cpu_s`, `max_rss_mb`, `fail_line`, `fail_text`, `native_id`.
 //! - KILL_SIGNAL: the signal's name. RUN_FINISHED: the summary; attr `phases`.
 //!
@@ -280,7 +281,12 @@ impl RunModel {
             self.jobs[i as usize].backend = b;
         }
         let new = event.new_status;
+        let open = self.jobs[i as usize].open_attempt;
         self.set_status(i, new, event.time_us);
+        if let (Some(a), true, Some(d)) = (open, new.is_terminal(), event.duration_s.into_option())
+        {
+            self.trim_to_host_duration(a, d);
+        }
         if new == JobStatus::RUNNING {
             let number = event
                 .attr("attempt")
@@ -328,6 +334,21 @@ impl RunModel {
                 self.lanes[backend].give_back(attempt.lane);
             }
         }
+    }
+
+    /// Starts attempt `a` where the host's own `duration_s` says it started. The RUNNING event
+    /// comes when the scheduler dispatches the job, which can be well before the host hands it
+    /// to the backend (a busy loop, a slow submit); results.json measures from the handing
+    /// over, and the observers must agree with it. The span only ever shrinks, so lanes stay
+    /// disjoint.
+    fn trim_to_host_duration(&mut self, a: u32, duration_s: f64) {
+        let attempt = &mut self.attempts[a as usize];
+        let (Some(end), true) = (attempt.end_us, duration_s.is_finite() && duration_s >= 0.0)
+        else {
+            return;
+        };
+        let start = end - (duration_s * 1e6).round() as i64;
+        attempt.start_us = attempt.start_us.max(start);
     }
 
     fn open_attempt(&mut self, i: u32, number: u32, time_us: i64, resources: Option<String>) {

@@ -8,9 +8,9 @@
 //!   attempt's status, args = status, reason, reason_kind, exit_code, duration_s, cpu_s,
 //!   max_rss_mb, attempt, native_id, resources, log. Unknown values are `null`.
 //!
-//! An attempt's span runs from the job's RUNNING event to its next status event; `duration_s`
-//! is the host's own figure, the one in results.json (measured from when the job was handed
-//! to its backend, which can be a few milliseconds before the RUNNING event).
+//! An attempt's span ends at the job's next status event after RUNNING and starts `duration_s`
+//! before (the host's own figure, as in results.json, measured from when the job was handed to
+//! its backend); without a duration, at the RUNNING event.
 //!
 //! Timestamps are microseconds since the Unix epoch, as the host's events carry them.
 

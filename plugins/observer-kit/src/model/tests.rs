@@ -189,3 +189,20 @@ fn a_retry_opens_a_second_attempt() {
     );
     assert_eq!(m.jobs[0].attempts, 2);
 }
+
+#[test]
+fn the_hosts_duration_sets_where_an_attempt_starts() {
+    let mut m = RunModel::default();
+    m.apply(&started(&[("a", "local"), ("b", "local")]));
+    m.apply(&run(1_000, "a"));
+    m.apply(&run(1_000, "b"));
+    let mut end_a = end(5_000, "a", JobStatus::PASSED);
+    end_a.duration_s = ROption::RSome(0.003); // handed to the backend at 2_000
+    m.apply(&end_a);
+    let mut end_b = end(5_000, "b", JobStatus::PASSED);
+    end_b.duration_s = ROption::RSome(1.0); // longer than the events say: the span never grows
+    m.apply(&end_b);
+    let spans: Vec<(i64, Option<i64>)> =
+        m.attempts.iter().map(|a| (a.start_us, a.end_us)).collect();
+    assert_eq!(spans, [(2_000, Some(5_000)), (1_000, Some(5_000))]);
+}
