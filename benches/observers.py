@@ -110,65 +110,78 @@ def chromium_load(url, tmp, how="--dump-dom"):
     return wall, p.stdout
 
 
+def med(runs, k):
+    """The median of field k (0: wall, 1: CPU seconds) of runs."""
+    return statistics.median(r[k] for r in runs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument("--only", choices=["report", "links"], help="run one part only")
     args = ap.parse_args()
     n = args.jobs
     with tempfile.TemporaryDirectory(prefix="flowrun-observers-bench-") as tmp:
         # 1 and 2: the report and the trace at n jobs.
         observers = ('[observers.report]\nkind = "html"\nrefresh = "1h"\n'
                      '[observers.trace]\nkind = "trace"\n')
-        plain = [run(report_flow(n, ""), tmp, "plain") for _ in range(args.repeat)]
-        observed = [run(report_flow(n, observers), tmp, "report") for _ in range(args.repeat)]
-        out = observed[-1][2]
-        report = os.path.join(out, "report.html")
-        trace = os.path.join(out, "trace.json")
-        med = lambda runs, k: statistics.median(r[k] for r in runs)
-        print(f"run of {n} jobs: {med(plain, 0):.2f} s wall, {med(plain, 1):.2f} s CPU without "
-              f"observers; {med(observed, 0):.2f} s wall, {med(observed, 1):.2f} s CPU with html + "
-              f"trace (medians of {args.repeat})")
-        print(f"report.html: {os.path.getsize(report) / 2**20:.1f} MiB; "
-              f"trace.json: {os.path.getsize(trace) / 2**20:.1f} MiB")
-        if not args.skip_browser:
-            empty = os.path.join(tmp, "empty.html")
-            with open(empty, "w") as f:
-                f.write("<!DOCTYPE html><p>empty</p>")
-            base = [chromium_load("file://" + empty, tmp, "--screenshot")[0] for _ in range(args.repeat)]
-            shots = [chromium_load("file://" + report, tmp, "--screenshot")[0] for _ in range(args.repeat)]
-            loads, ready = [], []
-            for _ in range(args.repeat):
-                wall, dom = chromium_load("file://" + report, tmp)
-                m = re.search(r'data-ready-ms="(\d+)"', dom)
-                if not m or 'data-ready="1"' not in dom:
-                    sys.exit("the report did not finish rendering")
-                rows = len(re.findall(r'role="row" data-job=', dom))
-                loads.append(wall)
-                ready.append(int(m.group(1)) / 1000)
-            print(f"chromium --screenshot of the report: {statistics.median(shots):.2f} s wall "
-                  f"(of an empty page: {statistics.median(base):.2f} s); --dump-dom: "
-                  f"{statistics.median(loads):.2f} s wall; the page rendered "
-                  f"{statistics.median(ready):.2f} s after navigation start (data-ready-ms); "
-                  f"{rows} table rows in the DOM")
+        if args.only != "links":
+            report_part(n, args, tmp, observers)
+        if args.only != "report":
+            links_part(n, args, tmp)
 
-        # 3: status-dirs.
-        for write_logs in (False, True):
-            without, with_ = [], []
-            for _ in range(args.repeat):
-                without.append(run(links_flow(n, False, write_logs), tmp, "no-links"))
-                with_.append(run(links_flow(n, True, write_logs), tmp, "links"))
-            passed = len(os.listdir(os.path.join(with_[-1][2], "by-status", "passed")))
-            if passed != n:
-                sys.exit(f"status-dirs made {passed} links for {n} jobs")
-            kind = "with job logs" if write_logs else "instant, no job dirs"
-            a, b = med(without, 0), med(with_, 0)
-            ca, cb = med(without, 1), med(with_, 1)
-            walls = lambda runs: "/".join(f"{r[0]:.2f}" for r in runs)
-            print(f"status-dirs, {n} fake jobs ({kind}): wall {a:.2f} s without, {b:.2f} s with: "
-                  f"{b / a:.2f}x; CPU {ca:.2f} s without, {cb:.2f} s with: {cb / ca:.2f}x "
-                  f"(medians of {args.repeat}; walls {walls(without)} vs {walls(with_)})")
+
+def report_part(n, args, tmp, observers):
+    plain = [run(report_flow(n, ""), tmp, "plain") for _ in range(args.repeat)]
+    observed = [run(report_flow(n, observers), tmp, "report") for _ in range(args.repeat)]
+    out = observed[-1][2]
+    report = os.path.join(out, "report.html")
+    trace = os.path.join(out, "trace.json")
+    print(f"run of {n} jobs: {med(plain, 0):.2f} s wall, {med(plain, 1):.2f} s CPU without "
+          f"observers; {med(observed, 0):.2f} s wall, {med(observed, 1):.2f} s CPU with html + "
+          f"trace (medians of {args.repeat})")
+    print(f"report.html: {os.path.getsize(report) / 2**20:.1f} MiB; "
+          f"trace.json: {os.path.getsize(trace) / 2**20:.1f} MiB")
+    if not args.skip_browser:
+        empty = os.path.join(tmp, "empty.html")
+        with open(empty, "w") as f:
+            f.write("<!DOCTYPE html><p>empty</p>")
+        base = [chromium_load("file://" + empty, tmp, "--screenshot")[0] for _ in range(args.repeat)]
+        shots = [chromium_load("file://" + report, tmp, "--screenshot")[0] for _ in range(args.repeat)]
+        loads, ready = [], []
+        for _ in range(args.repeat):
+            wall, dom = chromium_load("file://" + report, tmp)
+            m = re.search(r'data-ready-ms="(\d+)"', dom)
+            if not m or 'data-ready="1"' not in dom:
+                sys.exit("the report did not finish rendering")
+            rows = len(re.findall(r'role="row" data-job=', dom))
+            loads.append(wall)
+            ready.append(int(m.group(1)) / 1000)
+        print(f"chromium --screenshot of the report: {statistics.median(shots):.2f} s wall "
+              f"(of an empty page: {statistics.median(base):.2f} s); --dump-dom: "
+              f"{statistics.median(loads):.2f} s wall; the page rendered "
+              f"{statistics.median(ready):.2f} s after navigation start (data-ready-ms); "
+              f"{rows} table rows in the DOM")
+
+
+def links_part(n, args, tmp):
+    for write_logs in (False, True):
+        without, with_ = [], []
+        for _ in range(args.repeat):
+            without.append(run(links_flow(n, False, write_logs), tmp, "no-links"))
+            with_.append(run(links_flow(n, True, write_logs), tmp, "links"))
+        passed = len(os.listdir(os.path.join(with_[-1][2], "by-status", "passed")))
+        if passed != n:
+            sys.exit(f"status-dirs made {passed} links for {n} jobs")
+        kind = "with job logs" if write_logs else "instant, no job dirs"
+        a, b = med(without, 0), med(with_, 0)
+        ca, cb = med(without, 1), med(with_, 1)
+        walls = lambda runs: "/".join(f"{r[0]:.2f}" for r in runs)
+        print(f"status-dirs, {n} fake jobs ({kind}): wall {a:.2f} s without, {b:.2f} s with: "
+              f"{b / a:.2f}x; CPU {ca:.2f} s without, {cb:.2f} s with: {cb / ca:.2f}x "
+              f"(medians of {args.repeat}; walls {walls(without)} vs {walls(with_)})")
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ use std::{
     io::{self, Write},
     path::{Path, PathBuf},
     sync::Arc,
-    thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel};
+use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel, Ticker};
 use flowrun_plugin_api::{
     sdk::{parse_config, parse_duration, ObserverImpl},
     ErrorKind, JobStatus, PluginError, RunEvent, RunEventKind,
 };
-use parking_lot::{Condvar, Mutex};
 
 use context::Context;
 
@@ -68,71 +66,34 @@ pub fn create(config: &str) -> Result<Box<dyn ObserverImpl>, PluginError> {
             ),
         ));
     }
-    let shared = Arc::new(Shared {
-        report: Contained::new("html", Report::new(path, refresh)),
-        stop: Mutex::new(false),
-        wake: Condvar::new(),
-    });
+    let report = Arc::new(Contained::new("html", Report::new(path, refresh)));
     let timer = {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("html-refresh".into())
-            .spawn(move || shared.refresh_until_stopped(refresh))
-            .map_err(|e| {
-                PluginError::new(ErrorKind::IO, format!("html: cannot start its timer: {e}"))
-            })?
-    };
-    Ok(Box::new(HtmlObserver {
-        shared,
-        timer: Mutex::new(Some(timer)),
-    }))
-}
-
-struct Shared {
-    report: Contained<Report>,
-    stop: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Shared {
-    /// The timer thread: rewrites the report every `refresh` while something changed.
-    fn refresh_until_stopped(&self, refresh: Duration) {
-        let mut stop = self.stop.lock();
-        // `stop` is checked before each wait too: `finish` may have set it before this thread
-        // first took the lock, and its notification is then long gone.
-        while !*stop {
-            self.wake.wait_for(&mut stop, refresh);
-            if *stop {
-                return;
-            }
-            drop(stop);
-            self.report.with(|r| {
+        let report = report.clone();
+        Ticker::start("html-refresh", refresh, move || {
+            report.with(|r| {
                 if r.dirty {
                     r.write_now();
                 }
             });
-            stop = self.stop.lock();
-        }
-    }
+        })?
+    };
+    Ok(Box::new(HtmlObserver { report, timer }))
 }
 
 struct HtmlObserver {
-    shared: Arc<Shared>,
-    timer: Mutex<Option<JoinHandle<()>>>,
+    report: Arc<Contained<Report>>,
+    /// Rewrites the report every `refresh` while something changed.
+    timer: Ticker,
 }
 
 impl ObserverImpl for HtmlObserver {
     fn on_events(&self, events: &[RunEvent]) {
-        self.shared.report.on_events(|r| r.apply(events));
+        self.report.on_events(|r| r.apply(events));
     }
 
     fn finish(&self) -> Result<(), PluginError> {
-        *self.shared.stop.lock() = true;
-        self.shared.wake.notify_all();
-        if let Some(timer) = self.timer.lock().take() {
-            let _ = timer.join();
-        }
-        self.shared.report.finish(|r| {
+        self.timer.stop();
+        self.report.finish(|r| {
             if r.model.run_dir.is_none() {
                 return Err(PluginError::other(
                     "html: the run never started (no RUN_STARTED event), so no report was written",

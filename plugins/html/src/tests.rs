@@ -137,7 +137,8 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
     assert_eq!(d["jobs"]["exit"][0], 3);
     assert_eq!(d["jobs"]["attempts"], serde_json::json!([1, 1, 1, 1, 0]));
     assert_eq!(d["attempts"]["lane"], serde_json::json!([0, 1, 2, 0]));
-    assert_eq!(d["attempts"]["start"][0], 100);
+    // From the run start; the host says the job ran its last 0.25 s of the events' span.
+    assert_eq!(d["attempts"]["start"][0], 250_000);
     assert_eq!(
         d["resourceSets"],
         serde_json::json!([""]),

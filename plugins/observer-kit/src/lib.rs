@@ -8,6 +8,7 @@
 //!   and a quiet observer from then on, never into a changed verdict or a flood of messages.
 //! - [`files`]: atomic file replacement and relative paths between run files.
 //! - [`config`]: the `path` key of file-writing observers.
+//! - [`ticker`]: a periodic thread, for work no event triggers.
 //! - [`events`]: synthetic events for observers' unit tests.
 //!
 //! The crate touches the plugin ABI's types only through `RunEvent` and its fields, so that the
@@ -20,7 +21,9 @@ pub mod contain;
 pub mod events;
 pub mod files;
 pub mod model;
+pub mod ticker;
 
 pub use contain::Contained;
 pub use files::{relative_path, resolve_in_run_dir, write_atomically};
 pub use model::{Attempt, JobRow, Phase, RunModel};
+pub use ticker::Ticker;

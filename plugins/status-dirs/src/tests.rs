@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use flowrun_observer_kit::events::{job_status, run_finished, run_started};
 use flowrun_plugin_api::RunSummary;
@@ -34,17 +34,32 @@ fn listed(run: &Path, status: &str) -> Vec<String> {
     names
 }
 
+/// The state alone, with the clock in the test's hands.
+fn dirs() -> StatusDirs {
+    StatusDirs::new(PathBuf::from("by-status"))
+}
+
+/// As if the delay of `running` links had passed.
+fn later() -> Instant {
+    Instant::now() + RUNNING_LINK_DELAY
+}
+
 #[test]
 fn links_move_with_the_status_and_are_relative() {
     let run = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(run.path().join("jobs/a")).unwrap();
     std::fs::write(run.path().join("jobs/a/output.log"), "log of a").unwrap();
-    let o = create("").unwrap();
-    o.on_events(&[started(run.path(), &["a", "b", "grp/c"])]);
-    o.on_events(&[
+    let mut o = dirs();
+    o.apply(&[started(run.path(), &["a", "b", "grp/c"])]);
+    o.apply(&[
         status("a", JobStatus::QUEUED),
         status("a", JobStatus::RUNNING),
     ]);
+    assert!(
+        listed(run.path(), "running").is_empty(),
+        "not before the delay"
+    );
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
     let link = run.path().join("by-status/running/a");
     assert_eq!(
@@ -56,21 +71,22 @@ fn links_move_with_the_status_and_are_relative() {
         "log of a"
     );
 
-    o.on_events(&[
+    o.apply(&[
         status("a", JobStatus::FAILED),
         status("grp/c", JobStatus::RUNNING),
     ]);
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["grp_c"]);
     assert_eq!(listed(run.path(), "failed"), ["a"]);
-    o.on_events(&[
+    o.apply(&[
         status("grp/c", JobStatus::PASSED),
         status("b", JobStatus::SKIPPED),
     ]);
     assert!(listed(run.path(), "running").is_empty());
     assert_eq!(listed(run.path(), "passed"), ["grp_c"]);
     assert_eq!(listed(run.path(), "skipped"), ["b"]);
-    o.on_events(&[finished(false)]);
-    assert!(o.finish().is_ok());
+    o.apply(&[finished(false)]);
+    assert_eq!(o.error, None);
 
     // Moving the run directory keeps every link working.
     let moved = tempfile::tempdir().unwrap();
@@ -78,6 +94,32 @@ fn links_move_with_the_status_and_are_relative() {
     std::fs::rename(run.path(), &to).unwrap();
     let log = to.join("by-status/failed/a/output.log");
     assert_eq!(std::fs::read_to_string(log).unwrap(), "log of a");
+}
+
+#[test]
+fn a_long_job_shows_in_running_after_the_delay_and_a_short_one_never_does() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[started(run.path(), &["long", "short"])]);
+    o.on_events(&[
+        status("long", JobStatus::RUNNING),
+        status("short", JobStatus::RUNNING),
+    ]);
+    o.on_events(&[status("short", JobStatus::PASSED)]);
+    assert_eq!(listed(run.path(), "passed"), ["short"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listed(run.path(), "running").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the long job never showed as running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(listed(run.path(), "running"), ["long"]);
+    o.on_events(&[status("long", JobStatus::FAILED), finished(false)]);
+    assert!(o.finish().is_ok());
+    assert!(listed(run.path(), "running").is_empty());
+    assert_eq!(listed(run.path(), "failed"), ["long"]);
 }
 
 #[test]
@@ -106,11 +148,19 @@ fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
 #[test]
 fn a_retry_waiting_in_the_queue_has_no_link() {
     let run = tempfile::tempdir().unwrap();
-    let o = create("").unwrap();
-    o.on_events(&[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)]);
-    o.on_events(&[status("a", JobStatus::QUEUED)]);
+    let mut o = dirs();
+    o.apply(&[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)]);
+    o.link_long_runners(later());
+    assert_eq!(listed(run.path(), "running"), ["a"]);
+    o.apply(&[status("a", JobStatus::QUEUED)]);
     assert!(listed(run.path(), "running").is_empty());
-    o.on_events(&[status("a", JobStatus::RUNNING)]);
+    o.link_long_runners(later());
+    assert!(
+        listed(run.path(), "running").is_empty(),
+        "a stale start links nothing"
+    );
+    o.apply(&[status("a", JobStatus::RUNNING)]);
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
 }
 
