@@ -758,6 +758,21 @@ fn the_report_renders_in_headless_chromium() {
     assert_eq!(row_jobs, want);
     assert_eq!(row_statuses, want_statuses);
 
+    // Resource use over time: at most 3 jobs ran at once on local (its cap), and it got there.
+    let peaks: Vec<(String, String)> = attr_values(&dom, "class=\"chart\"", "data-series")
+        .into_iter()
+        .zip(attr_values(&dom, "class=\"chart\"", "data-peak"))
+        .collect();
+    assert!(
+        peaks.contains(&("jobs running on local".into(), "3".into())),
+        "{peaks:?}"
+    );
+    let fake_peak = peaks
+        .iter()
+        .find(|(s, _)| s == "jobs running on fake")
+        .expect("a fake chart");
+    assert!(fake_peak.1.parse::<u32>().unwrap() >= 3, "{peaks:?}");
+
     // Filtering and sorting, set from the URL's fragment.
     let dom = headless(
         &browser,

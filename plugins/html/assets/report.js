@@ -141,7 +141,8 @@
 
   // --- failure buckets -----------------------------------------------------------------------
   const BUCKETS_SHOWN = 200;
-  const JOBS_SHOWN = 50;
+  const JOBS_SHOWN = 10;
+  const JOBS_MORE = 500;
   function renderBuckets() {
     const list = $('bucket-list');
     if (!D.buckets.length) {
@@ -164,14 +165,21 @@
     d.open = open;
     d.append(el('summary', null, el('span', { className: 'count' }, String(b.jobs.length)), '× ', el('code', null, b.key || '(no reason)'), el('span', { className: 'kind' }, b.status + (b.kind ? ' · ' + b.kind : ''))));
     const ul = el('ul');
-    const add = (from, to) => { for (const i of b.jobs.slice(from, to)) ul.append(bucketJob(i)); };
-    add(0, JOBS_SHOWN);
     d.append(ul);
-    if (b.jobs.length > JOBS_SHOWN) {
-      const more = el('button', { type: 'button' }, 'show all ' + b.jobs.length + ' jobs');
-      more.addEventListener('click', () => { more.remove(); add(JOBS_SHOWN, b.jobs.length); });
-      d.append(more);
-    }
+    // The first entries at once, the rest on demand: a bucket can hold every job of the run.
+    let shown = 0;
+    const more = el('button', { type: 'button' });
+    more.addEventListener('click', () => add(JOBS_MORE));
+    const add = (count) => {
+      const to = Math.min(b.jobs.length, shown + count);
+      for (const i of b.jobs.slice(shown, to)) ul.append(bucketJob(i));
+      shown = to;
+      const left = b.jobs.length - shown;
+      if (left <= 0) more.remove();
+      else more.textContent = 'show ' + Math.min(left, JOBS_MORE) + ' more (' + left + ' not shown)';
+    };
+    d.append(more);
+    add(JOBS_SHOWN);
     return d;
   }
   function bucketJob(i) {
@@ -488,16 +496,21 @@
     const n = pairs.length / 2;
     const t = new Float64Array(2 * n);
     const dv = new Float64Array(2 * n);
+    // At equal times: the ends of attempts that lasted, then starts, then the ends of attempts
+    // that lasted no time at all. So back-to-back jobs do not count twice, and jobs that took
+    // no measurable time still count while they were held.
+    const rank = new Uint8Array(2 * n);
     for (let k = 0; k < n; k++) {
       const a = pairs[2 * k];
       t[2 * k] = A.start[a];
       dv[2 * k] = pairs[2 * k + 1];
+      rank[2 * k] = 1;
       t[2 * k + 1] = attemptEnd(a);
       dv[2 * k + 1] = -pairs[2 * k + 1];
+      rank[2 * k + 1] = attemptEnd(a) > A.start[a] ? 0 : 2;
     }
-    // Ends sort before starts at the same time, so back-to-back jobs do not count twice.
     const order = new Uint32Array(2 * n).map((_, k) => k);
-    order.sort((x, y) => t[x] - t[y] || dv[x] - dv[y]);
+    order.sort((x, y) => t[x] - t[y] || rank[x] - rank[y]);
     const canvas = el('canvas', { dataset: { series: name } });
     const box = el('div', { className: 'chart', dataset: { series: name } }, el('div', { className: 'label' }, name), canvas);
     requestAnimationFrame(() => {
