@@ -152,7 +152,7 @@ pub(super) fn printable_within(text: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// The report of a flow that failed to load: each diagnostic's first line, the source line
-/// with the problem underlined when it is known, and the help; at most [`MAX_SHOWN`] of them,
+/// with the problem underlined when it is known, and the help; at most 30 of them,
 /// then how many more there are and the total.
 pub fn report(diags: &[Diagnostic]) -> String {
     let renderer = Renderer::plain();
