@@ -21,9 +21,9 @@ use std::{path::Path, time::Duration};
 pub use diag::{report, Diagnostic, SourceLine};
 
 /// The most jobs a flow may expand to (all matrices and includes together; one matrix alone
-/// too). It is what this project's 24 GB machine runs comfortably: the loader holds about
-/// 0.4 KB per job and a run about 0.6 KB (see docs/benchmarks.md), so 10 million jobs take about
-/// 6 GB; a flow over the limit is refused before anything is allocated for its jobs.
+/// too). It is what this project's 24 GB machine runs comfortably: at the limit `check` peaks
+/// at 3.9 GiB and a fake-backend run at 5.2 GiB (docs/benchmarks.md). A flow over the limit is
+/// refused before anything is allocated for its jobs.
 pub const MAX_JOBS: u64 = 10_000_000;
 
 /// The longest duration a flow may give (`timeout`): 100 years (`"100y"`). Far beyond any real

@@ -63,6 +63,13 @@ pub(super) fn flow_name_problem(name: &str) -> Option<String> {
     })
 }
 
+/// Why `name`, a file's stem, cannot name the flow's output directory, if it cannot: only what
+/// is unsafe as a directory (`.`, `..`, control characters) is refused, so that `my flow.toml`
+/// keeps working as a root flow (its included jobs' names are checked on their own).
+pub(super) fn stem_problem(name: &str) -> Option<String> {
+    shape_problem(name).or_else(|| bad_char(name, |c| c.is_control() || c == '/'))
+}
+
 /// Why `name` cannot be the name of an environment variable, if it cannot: `execve` takes
 /// `NAME=value` strings, so a name cannot be empty or hold `=` or NUL.
 pub(super) fn env_name_problem(name: &str) -> Option<&'static str> {
@@ -122,6 +129,13 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../x", "a\0", "a b", "{x}", "a*"] {
             assert!(flow_name_problem(bad).is_some(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn stems() {
+        assert_eq!(stem_problem("my flow"), None);
+        assert!(stem_problem(".").is_some());
+        assert!(stem_problem("a\u{1b}").is_some());
     }
 
     #[test]

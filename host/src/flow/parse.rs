@@ -535,7 +535,7 @@ pub(super) fn parse_file(
         }
     }
     if !file.name_set {
-        if let Some(problem) = names::flow_name_problem(&file.name) {
+        if let Some(problem) = names::stem_problem(&file.name) {
             ctx.diags.push(
                 Diagnostic::at(
                     file.name_location.clone(),
@@ -1094,8 +1094,11 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
                         ctx.error(v.span(), e, Some(help.into()));
                     }
                 },
-                DeValue::Integer(i) => {
-                    let help = format!("a duration is a string with a unit: `timeout = \"{}s\"` for {} seconds (or \"{0}m\", \"{0}h\")", i.as_str(), i.as_str());
+                DeValue::Integer(_) | DeValue::Float(_) => {
+                    // A bare number has no unit: suggest it in seconds, as written.
+                    let raw = ctx.map.text().get(v.span()).unwrap_or("30").trim();
+                    let n = shorten(raw, 20);
+                    let help = format!("a duration is a string with a unit: write `timeout = \"{n}s\"` for {n} seconds (or \"{n}m\", \"{n}h\")");
                     ctx.wrong_type(&what, v, "a duration string", Some(help));
                 }
                 _ => ctx.wrong_type(

@@ -16,9 +16,9 @@ use std::{
     path::Path,
 };
 
-/// The largest flow file flowrun reads. A `[[job]]` table costs about 2.5 KB of memory while the
-/// TOML is parsed, so this allows over a million hand-written jobs in about 3 GB; bigger flows are
-/// written as matrices.
+/// The largest flow file flowrun reads. A `[[job]]` table costs about 2.6 KB of memory while the
+/// TOML is parsed: a file this big holds 1.1 million hand-written jobs and `check` peaks at
+/// 2.8 GiB (docs/benchmarks.md). Bigger flows are written as matrices.
 pub(super) const MAX_FLOW_FILE_BYTES: u64 = 64 << 20;
 
 /// Why a flow file could not be read.
