@@ -199,7 +199,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 flow = flow::select(flow, &args.only).map_err(Error::Flow)?;
             }
             if args.dry_run {
-                print!("{}", run::plan(&flow));
+                print!("{}", flow::render::plan(&flow));
                 return Ok(EXIT_PASSED);
             }
             let report = run::run(
@@ -228,7 +228,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
         Cmd::Graph { flow } => {
             let mut plugins = PluginSet::discover();
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
-            print!("{}", run::graph(&f));
+            print!("{}", flow::render::graph(&f));
             Ok(EXIT_PASSED)
         }
         Cmd::Plugins(p) => plugins_cmd(p),

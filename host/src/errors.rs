@@ -142,16 +142,9 @@ fn render_located(location: Option<&crate::flow::Location>, message: &str) -> St
     }
 }
 
+/// Flow errors: source lines with carets, a bounded number of them (the flow module's report).
 fn render_diagnostics(d: &[Diagnostic]) -> String {
-    let mut s = d
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
-    if d.len() > 1 {
-        s.push_str(&format!("\n{} errors", d.len()));
-    }
-    s
+    crate::flow::report(d)
 }
 
 impl Error {
