@@ -10,4 +10,5 @@ mod local;
 mod plugins;
 mod scheduling;
 mod slurm;
+mod trust;
 mod validation;
