@@ -2,10 +2,7 @@
 //! in `crate::plugins::ffi`; nothing else in the host touches abi_stable. The run loop drives
 //! any [`Backend`], so its tests use in-process doubles instead of plugin libraries.
 
-use std::{
-    borrow::Cow,
-    path::{Path, PathBuf},
-};
+use std::{borrow::Cow, path::PathBuf};
 
 use crate::{flow::Job, sched::JobIx};
 
@@ -42,10 +39,25 @@ pub enum JobDirOwner {
 pub struct RunContext {
     /// The run directory (absolute).
     pub run_dir: PathBuf,
+    /// The run directory as text (paths cross the ABI as text; converted once per run, not
+    /// per job).
+    pub run_dir_text: String,
     /// The run's tag, unique per run.
     pub run_tag: String,
     /// `[resources]` names, by resource index.
     pub resource_names: Vec<String>,
+}
+
+impl RunContext {
+    /// The context of a run in `run_dir`.
+    pub fn new(run_dir: PathBuf, run_tag: String, resource_names: Vec<String>) -> Self {
+        RunContext {
+            run_dir_text: run_dir.to_string_lossy().into_owned(),
+            run_dir,
+            run_tag,
+            resource_names,
+        }
+    }
 }
 
 /// One job handed to a backend: the flow's description of the job ([`Job`], not copied) plus
@@ -59,10 +71,10 @@ pub struct JobRequest<'a> {
     pub job: &'a Job,
     /// The attempt, from 1.
     pub attempt: u32,
-    /// The job directory of this attempt.
-    pub job_dir: PathBuf,
-    /// Where this attempt's output goes.
-    pub log_path: PathBuf,
+    /// The job directory of this attempt (absolute).
+    pub job_dir: String,
+    /// Where this attempt's output goes (absolute).
+    pub log_path: String,
     /// What the run's jobs share.
     pub run: &'a RunContext,
 }
@@ -79,8 +91,11 @@ pub const HOST_ENV: [&str; 5] = [
 
 impl JobRequest<'_> {
     /// Where the job runs: its `cwd`, else its job directory.
-    pub fn cwd(&self) -> &Path {
-        self.job.cwd.as_deref().unwrap_or(&self.job_dir)
+    pub fn cwd(&self) -> Cow<'_, str> {
+        match &self.job.cwd {
+            Some(cwd) => cwd.to_string_lossy(),
+            None => Cow::Borrowed(&self.job_dir),
+        }
     }
 
     /// The time limit in milliseconds (saturating).
@@ -103,8 +118,8 @@ impl JobRequest<'_> {
     pub fn host_env(&self) -> [Cow<'_, str>; 5] {
         [
             Cow::Borrowed(self.job.name.as_str()),
-            self.job_dir.to_string_lossy(),
-            self.run.run_dir.to_string_lossy(),
+            Cow::Borrowed(self.job_dir.as_str()),
+            Cow::Borrowed(self.run.run_dir_text.as_str()),
             Cow::Owned(self.attempt.to_string()),
             Cow::Borrowed(self.run.run_tag.as_str()),
         ]

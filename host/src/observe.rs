@@ -348,4 +348,95 @@ mod tests {
         assert_eq!(seen.len(), QUEUE_BATCHES * 20);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "events stay in order");
     }
+
+    /// Counts what it gets.
+    struct Local(Arc<Mutex<(Vec<usize>, bool)>>);
+    impl LocalObserver for Local {
+        fn on_events(&mut self, events: &[RunEvent]) {
+            self.0.lock().unwrap().0.push(events.len());
+        }
+        fn finish(&mut self) {
+            self.0.lock().unwrap().1 = true;
+        }
+    }
+
+    /// Records batch sizes.
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+    impl Observer for Sizes {
+        fn on_events(&self, events: &[RunEvent]) {
+            self.0.lock().unwrap().push(events.len());
+        }
+        fn finish(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn kill_signals(n: usize) -> Vec<RunEvent> {
+        (0..n)
+            .map(|i| RunEvent::KillSignal {
+                time_us: i as i64,
+                signal: "SIGINT",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_observers_get_the_same_batches_as_plugin_observers() {
+        let local = Arc::new(Mutex::new((Vec::new(), false)));
+        let plugin = Arc::new(Mutex::new(Vec::new()));
+        let mut hub = ObserverHub::default();
+        assert!(hub.is_empty());
+        hub.add_local(Box::new(Local(local.clone())));
+        assert!(
+            !hub.is_empty(),
+            "a local observer alone makes the loop build events"
+        );
+        hub.add("sizes".into(), Box::new(Sizes(plugin.clone())));
+        for n in [3, 1, 5] {
+            hub.publish(kill_signals(n));
+        }
+        hub.publish(Vec::new());
+        assert!(hub.finish(Duration::from_secs(60)).is_empty());
+        let local = local.lock().unwrap();
+        assert_eq!(local.0, [3, 1, 5]);
+        assert!(local.1, "finished");
+        assert_eq!(*plugin.lock().unwrap(), [3, 1, 5]);
+    }
+
+    /// Never returns from its first batch.
+    struct Hung;
+    impl Observer for Hung {
+        fn on_events(&self, _: &[RunEvent]) {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn finish(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_hung_observer_costs_a_bounded_wait_and_one_line() {
+        let mut hub = ObserverHub::default();
+        hub.add("hung".into(), Box::new(Hung));
+        for _ in 0..(QUEUE_BATCHES * 2) {
+            hub.publish(kill_signals(1));
+        }
+        let t = Instant::now();
+        let errors = hub.finish(Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("observer hung: did not finish within 200ms"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn phases_render_as_the_documented_attribute() {
+        let p = Phases(vec![("load", 1, 2), ("setup", 2, 5)]);
+        assert_eq!(p.to_string(), "load=1:2;setup=2:5");
+        assert!(Phases::default().is_empty());
+    }
 }

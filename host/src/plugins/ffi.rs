@@ -406,22 +406,18 @@ fn to_spec(r: &JobRequest<'_>) -> api::JobSpec {
             args: v.iter().map(|a| rstring(a)).collect(),
         },
     };
-    let job_dir = rpath(&r.job_dir);
     api::JobSpec {
         id: api::JobId(r.ix as u64),
         name: rstring(&job.name),
         command,
-        cwd: match &job.cwd {
-            Some(cwd) => rpath(cwd),
-            None => job_dir.clone(),
-        },
+        cwd: rstring(&r.cwd()),
         env: r
             .env()
             .map(|(k, v)| Tuple2(rstring(k), RString::from(v.into_owned())))
             .collect(),
-        job_dir,
-        log_path: rpath(&r.log_path),
-        run_dir: rpath(&r.run.run_dir),
+        job_dir: rstring(&r.job_dir),
+        log_path: rstring(&r.log_path),
+        run_dir: rstring(&r.run.run_dir_text),
         run_tag: rstring(&r.run.run_tag),
         timeout_ms: r.timeout_ms().into(),
         resources: api::Resources {

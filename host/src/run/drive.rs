@@ -390,7 +390,7 @@ impl RunState {
         let mut requests = Vec::with_capacity(jobs.len());
         for &job in &jobs {
             let j = job as usize;
-            let job_dir = job_dir(&self.ctx, &self.flow.jobs[j].name);
+            let job_dir = job_dir_text(&self.ctx, &self.flow.jobs[j].name);
             let rec = &mut self.ledger.records[j];
             match owner {
                 _ if rec.has_dir => {}
@@ -398,18 +398,22 @@ impl RunState {
                     // A failure surfaces when the backend cannot write the log; it must not
                     // stop the run.
                     if let Err(e) = std::fs::create_dir_all(&job_dir) {
-                        tracing::warn!("cannot create {}: {e}", job_dir.display());
+                        tracing::warn!("cannot create {job_dir}: {e}");
                     }
                     rec.has_dir = true;
                 }
                 JobDirOwner::Backend => rec.has_dir = true,
                 JobDirOwner::Nobody => {}
             }
+            let mut log_path = String::with_capacity(job_dir.len() + LOG_NAME.len() + 1);
+            log_path.push_str(&job_dir);
+            log_path.push('/');
+            log_path.push_str(LOG_NAME);
             requests.push(JobRequest {
                 ix: job,
                 job: &self.flow.jobs[j],
                 attempt: rec.attempt.max(1),
-                log_path: job_dir.join("output.log"),
+                log_path,
                 job_dir,
                 run: &self.ctx,
             });
@@ -435,11 +439,22 @@ impl RunState {
     }
 }
 
+/// The log's file name in a job directory (attempt 1).
+pub const LOG_NAME: &str = "output.log";
+
 /// `<run>/jobs/<encoded name>`.
 pub fn job_dir(ctx: &RunContext, name: &str) -> PathBuf {
-    let mut p = ctx.run_dir.join("jobs");
-    p.push(&*job_dir_name(name));
-    p
+    PathBuf::from(job_dir_text(ctx, name))
+}
+
+/// [`job_dir`] as text, built with one allocation (it is built for every job handed over).
+pub fn job_dir_text(ctx: &RunContext, name: &str) -> String {
+    let encoded = job_dir_name(name);
+    let mut s = String::with_capacity(ctx.run_dir_text.len() + 6 + encoded.len());
+    s.push_str(&ctx.run_dir_text);
+    s.push_str("/jobs/");
+    s.push_str(&encoded);
+    s
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -112,3 +112,56 @@ pub fn shutdown_all(backends: &[BackendHandle], wait: Duration) -> Vec<String> {
         .map(|(name, _)| name.to_string())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{JobRequest, SubmitReply};
+
+    /// Blocks in shutdown until the process ends.
+    struct Stuck;
+    impl Backend for Stuck {
+        fn capabilities(&self) -> BackendCaps {
+            BackendCaps::default()
+        }
+        fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
+            vec![SubmitReply::Accepted; jobs.len().saturating_sub(1)]
+        }
+        fn kill(&self, _: &[JobIx]) {}
+        fn shutdown(&self) {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn stats(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn a_shutdown_that_hangs_is_waited_for_a_bounded_time_and_named() {
+        let stuck = BackendHandle::new("stuck".into(), Arc::new(Stuck));
+        let t = Instant::now();
+        let left = shutdown_all(&[stuck], Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(left, ["stuck"]);
+    }
+
+    #[test]
+    fn a_backend_answering_too_few_jobs_gets_the_rest_rejected() {
+        let stuck = BackendHandle::new("stuck".into(), Arc::new(Stuck));
+        let flow_job = crate::sched::fixtures::job("a");
+        let run = crate::backend::RunContext::new("/r".into(), "t".into(), Vec::new());
+        let request = |ix| JobRequest {
+            ix,
+            job: &flow_job,
+            attempt: 1,
+            job_dir: "/r/jobs/a".into(),
+            log_path: "/r/jobs/a/output.log".into(),
+            run: &run,
+        };
+        let replies = stuck.submit(&[request(0), request(1)]);
+        assert_eq!(replies[0], SubmitReply::Accepted);
+        assert!(matches!(&replies[1], SubmitReply::Rejected(m) if m.contains("no answer")));
+    }
+}

@@ -8,7 +8,7 @@
 //! - [`drive`]: the loop itself, over any [`crate::backend::Backend`] (plugins in flowrun,
 //!   in-process doubles in its tests);
 //! - [`records`]: what is recorded of each job, in one place; [`results`]: results.json;
-//! - [`summary`]: the end of the run: results, observers, summary, bounded shutdowns, exit
+//! - `summary`: the end of the run: results, observers, summary, bounded shutdowns, exit
 //!   code.
 //!
 //! Threads: the loop runs on a current-thread tokio runtime and calls backends' submit and kill
@@ -185,11 +185,11 @@ pub fn run_with(
         cleanup_limit: SchedSpec::DEFAULT_CLEANUP_LIMIT,
     };
     let sched = Scheduler::new(&flow.jobs, spec);
-    let ctx = RunContext {
-        run_dir: out.path.clone(),
-        run_tag: run_tag(&flow.name),
-        resource_names: flow.resources.iter().map(|r| r.0.clone()).collect(),
-    };
+    let ctx = RunContext::new(
+        out.path.clone(),
+        run_tag(&flow.name),
+        flow.resources.iter().map(|r| r.0.clone()).collect(),
+    );
     let mut state = RunState::new(
         flow,
         ctx,

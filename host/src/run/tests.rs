@@ -122,14 +122,14 @@ impl Backend for Double {
                 r.env()
                     .map(|(k, v)| (k.to_string(), v.into_owned()))
                     .collect(),
-                r.cwd().to_path_buf(),
-                r.log_path.clone(),
+                PathBuf::from(&*r.cwd()),
+                PathBuf::from(&r.log_path),
             ));
             if let Some(tx) = &self.submitted {
                 let _ = tx.lock().unwrap().send(r.job.name.clone());
             }
             self.acts.lock().unwrap().insert(r.ix, act.clone());
-            let (job, sender, log) = (r.ix, self.sender.clone(), r.log_path.clone());
+            let (job, sender, log) = (r.ix, self.sender.clone(), PathBuf::from(&r.log_path));
             let run_dir = r.run.run_dir.clone();
             match act {
                 Act::Reject(why) => {
