@@ -22,8 +22,8 @@ use crate::{
 const OBSERVER_WAIT: Duration = Duration::from_secs(30);
 /// How long backends may take to shut down after a run that ended.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
-/// After a second signal: how long backends get to kill what still runs (their shutdown kills
-/// without grace).
+/// After a second signal: how long observers get to finish, and backends to kill what still
+/// runs (their shutdown kills without grace).
 const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
 /// Writes results.json, tells the observers, prints the summary, shuts the backends down and
@@ -74,7 +74,11 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
     let events = state.ledger.take_events();
     state.hub.publish(events);
     let hub = std::mem::take(&mut state.hub);
-    for e in hub.finish(OBSERVER_WAIT) {
+    let observer_wait = match end {
+        DriveEnd::Done => OBSERVER_WAIT,
+        DriveEnd::Abandoned => ABANDON_WAIT,
+    };
+    for e in hub.finish(observer_wait) {
         state.display.message(&format!("flowrun: {e}"));
     }
 
