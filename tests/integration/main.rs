@@ -14,4 +14,5 @@ mod plugins;
 mod scheduling;
 mod sge_cluster;
 mod slurm;
+mod trust;
 mod validation;
