@@ -35,7 +35,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::{
     backend::RunContext,
     errors::Error,
-    flow::{Command, Flow},
+    flow::Flow,
     observe::Phases,
     plugins::PluginSet,
     sched::{BackendSpec, Interrupt, SchedSpec, Scheduler, SchedulerApi},
