@@ -8,6 +8,11 @@ use flowrun_plugin_api::{
 
 use crate::protocol::{Answer, End, Ended, LaunchRequest};
 
+/// Jobs per submit at most. A batch is launched one job after another, within a time budget
+/// after which the rest is answered busy; a small batch keeps what the host builds, and the
+/// worker decodes, in vain for such jobs small (a launch takes a millisecond or more).
+const MAX_BATCH: u32 = 64;
+
 /// What the backend can do: batches (a launch batch is one message to the worker). Not
 /// `ENFORCES_TIMEOUT`: the host's timeout kills through the launcher's `kill`. No cap on
 /// running jobs by default (a flow sets `max_parallel`).
@@ -15,7 +20,7 @@ pub fn capabilities() -> Capabilities {
     Capabilities {
         flags: CapabilityFlags::BATCH_SUBMIT | CapabilityFlags::BATCH_KILL,
         default_max_parallel: 0,
-        max_batch: 0,
+        max_batch: MAX_BATCH,
     }
 }
 

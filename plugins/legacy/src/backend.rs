@@ -99,7 +99,9 @@ struct Link {
     running: Mutex<HashMap<u64, Option<String>>>,
     /// The ids of each launch batch sent and not answered yet, oldest first.
     launches: Mutex<VecDeque<Vec<u64>>>,
-    /// When each request that awaits its reply was sent, oldest first.
+    /// Requests that await their reply, oldest first: when each was sent, or when the one
+    /// before it was answered if that is later (the worker serves them in turn, so a request
+    /// only waits on the launcher from then on).
     outstanding: Mutex<VecDeque<Instant>>,
     /// A shutdown was asked for: the worker's exit is expected.
     stopping: AtomicBool,
@@ -108,6 +110,15 @@ struct Link {
 }
 
 impl Link {
+    /// A reply arrived for the oldest request.
+    fn answered(&self) {
+        let mut outstanding = self.outstanding.lock();
+        outstanding.pop_front();
+        if let Some(next) = outstanding.front_mut() {
+            *next = (*next).max(Instant::now());
+        }
+    }
+
     fn gone_reason(&self) -> Option<String> {
         self.gone.lock().clone()
     }
@@ -164,7 +175,7 @@ impl Link {
         while let Some((kind, payload)) = frames.next_frame()? {
             match Reply::decode(kind, &payload)? {
                 Reply::Answers(got) => {
-                    self.outstanding.lock().pop_front();
+                    self.answered();
                     let ids = self.launches.lock().pop_front().unwrap_or_default();
                     if ids.len() != got.len() {
                         return Err(format!(
@@ -191,7 +202,7 @@ impl Link {
                     let _ = answers.send(Some(got));
                 }
                 Reply::Killed(ended, stats) => {
-                    self.outstanding.lock().pop_front();
+                    self.answered();
                     self.finish(ended, stats);
                 }
                 Reply::Ticked(ended, stats) => self.finish(ended, stats),

@@ -48,15 +48,18 @@ fn duration(key: &str, v: &toml::Value, min: Duration) -> Result<Duration, Plugi
     Ok(d)
 }
 
-/// `1s`, `10ms`, `2m`: how durations read in messages.
+/// `10ms`, `1s`, `2.02s`, `2m`: how durations read in messages.
 pub fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 60_000 == 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 && ms > 0 {
+    } else if ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {
-        format!("{ms}ms")
+        let s = format!("{:.3}", ms as f64 / 1000.0);
+        format!("{}s", s.trim_end_matches('0'))
     }
 }
 
@@ -152,6 +155,23 @@ mod tests {
         assert_eq!(c.max_polls_per_interval, 0);
         assert_eq!(c.options, "a=1 b");
         assert_eq!(c.call_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        let h = |ms| humanize(Duration::from_millis(ms));
+        assert_eq!(
+            [
+                h(0),
+                h(20),
+                h(1000),
+                h(2020),
+                h(1500),
+                h(120_000),
+                h(90_000)
+            ],
+            ["0ms", "20ms", "1s", "2.02s", "1.5s", "2m", "90s"]
+        );
     }
 
     #[test]

@@ -171,59 +171,69 @@ fn guard(worker: i32, lifeline: OwnedFd) -> ! {
         }
     };
     let left = kill_descendants();
-    if left > 0 {
-        eprintln!("{MESSAGE_PREFIX}killed {left} process(es) the launcher left behind");
+    if !left.is_empty() {
+        let mut named: Vec<String> = left.iter().take(5).cloned().collect();
+        if left.len() > named.len() {
+            named.push("...".into());
+        }
+        eprintln!(
+            "{MESSAGE_PREFIX}killed {} process(es) the launcher left behind: {}",
+            left.len(),
+            named.join(", ")
+        );
     }
     sys::end_like(end)
 }
 
 /// Kills every descendant of this (subreaper) process until none is left, or for
-/// [`CLEANUP_LIMIT`]. Returns how many processes it killed.
-fn kill_descendants() -> usize {
+/// [`CLEANUP_LIMIT`]. Returns the processes it killed, as "PID (NAME)".
+fn kill_descendants() -> Vec<String> {
     let own_group = sys::process_group_of(0);
     let deadline = Instant::now() + CLEANUP_LIMIT;
-    let mut killed = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut killed = Vec::new();
     loop {
         loop {
             match sys::reap(-1, false) {
                 Ok(Some(_)) => continue,
                 Ok(None) => break,
-                Err(_) => return killed.len(), // no children at all: nothing is left
+                Err(_) => return killed, // no children at all: nothing is left
             }
         }
-        for pid in children_of(sys::own_pid()) {
+        for (pid, name) in children_of(sys::own_pid()) {
             // The whole group first (a launcher's job is usually a group of its own), then
             // the process, in case it shares ours.
             if let Some(g) = sys::process_group_of(pid).filter(|&g| Some(g) != own_group) {
                 sys::signal_group(g, libc::SIGKILL);
             }
             sys::signal(pid, libc::SIGKILL);
-            killed.insert(pid);
+            if seen.insert(pid) {
+                killed.push(format!("{pid} ({name})"));
+            }
         }
         if Instant::now() >= deadline {
-            return killed.len();
+            return killed;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// The pids whose parent is `parent`, from /proc.
-fn children_of(parent: i32) -> Vec<i32> {
+/// The live (not zombie) processes whose parent is `parent`, with their names, from /proc.
+fn children_of(parent: i32) -> Vec<(i32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The command name is in parentheses and may hold anything, spaces and
-                    // parentheses too: the fields after the last ')' are "state ppid ...".
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "PID (NAME) STATE PPID ...": the name may hold anything, spaces and parentheses
+            // too, so the fields are counted from the last ')'.
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            let mut rest = stat[close + 1..].split_whitespace();
+            let state = rest.next()?;
+            let ppid: i32 = rest.next()?.parse().ok()?;
+            (ppid == parent && state != "Z").then(|| (pid, stat[open + 1..close].to_string()))
         })
         .collect()
 }
@@ -365,12 +375,12 @@ fn serve_requests(conn: &mut Conn, engine: &mut Engine<LauncherLibrary>) -> Resu
         let now = Instant::now();
         if engine.due().is_some_and(|due| due <= now) {
             // One batch per tick; a tick that saw nothing end says nothing, unless a
-            // heartbeat is due.
-            if let Some(ended) = engine.run(now, TICK_SLICE, &clock) {
-                if !ended.is_empty() || last_sent.elapsed() >= HEARTBEAT {
-                    conn.send(&Reply::Ticked(ended, stats_of(engine)))?;
-                    last_sent = Instant::now();
-                }
+            // heartbeat is due (also in the middle of a long tick).
+            let ended = engine.run(now, TICK_SLICE, &clock);
+            let beat = last_sent.elapsed() >= HEARTBEAT;
+            if ended.as_ref().is_some_and(|e| !e.is_empty()) || beat {
+                conn.send(&Reply::Ticked(ended.unwrap_or_default(), stats_of(engine)))?;
+                last_sent = Instant::now();
             }
         } else if engine.live() > 0 && last_sent.elapsed() >= HEARTBEAT {
             conn.send(&Reply::Ticked(Vec::new(), stats_of(engine)))?;
