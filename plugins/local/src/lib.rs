@@ -35,9 +35,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
+use flowrun_plugin_sdk::{
+    Answer, BackendImpl, Capabilities, CapabilityFlags, Command, Event, Job as JobSpec, JobId,
+    Jobs, PluginError, Sink,
 };
 
 use crate::{
@@ -46,8 +46,8 @@ use crate::{
     tree::{CgroupRoot, JobCgroup, ScanTarget},
 };
 
-flowrun_plugin_api::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "local",
     description = "runs jobs as process trees on this machine (sessions, cgroups, pidfds)",
     create = create
@@ -169,10 +169,7 @@ pub struct LocalBackend {
 }
 
 fn os_error(what: &str) -> PluginError {
-    PluginError::new(
-        flowrun_plugin_api::ErrorKind::IO,
-        format!("{what}: {}", std::io::Error::last_os_error()),
-    )
+    PluginError::io(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
 impl LocalBackend {
@@ -244,12 +241,7 @@ impl LocalBackend {
         let reaper = std::thread::Builder::new()
             .name("flowrun-local-reaper".into())
             .spawn(move || reaper_shared.reaper_loop())
-            .map_err(|e| {
-                PluginError::new(
-                    flowrun_plugin_api::ErrorKind::IO,
-                    format!("cannot start the reaper thread: {e}"),
-                )
-            })?;
+            .map_err(|e| PluginError::io(format!("cannot start the reaper thread: {e}")))?;
         Ok(LocalBackend {
             shared,
             reaper: Mutex::new(Some(reaper)),
@@ -272,7 +264,7 @@ impl BackendImpl for LocalBackend {
         }
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<Answer> {
         jobs.iter()
             .map(|spec| self.shared.submit_one(spec))
             .collect()
@@ -355,72 +347,67 @@ impl Shared {
         }
     }
 
-    fn submit_one(&self, spec: &JobSpec) -> SubmitAnswer {
+    fn submit_one(&self, spec: JobSpec<'_>) -> Answer {
         {
             let mut state = self.lock();
             if state.shutting_down {
-                return SubmitAnswer::rejected(spec.id, "the local backend is shutting down");
+                return Answer::rejected(spec.id(), "the local backend is shutting down");
             }
-            if spec.interactive {
+            if spec.interactive() {
                 // One job holds the terminal at a time; the host offers the next one later.
                 if state.interactive_job.is_some() {
-                    return SubmitAnswer::busy(spec.id);
+                    return Answer::busy(spec.id());
                 }
-                state.interactive_job = Some(spec.id);
+                state.interactive_job = Some(spec.id());
             }
         }
         if let Err(reason) = self.start_job(spec) {
             self.counters
                 .failed_to_start
                 .fetch_add(1, Ordering::Relaxed);
-            if spec.interactive {
+            if spec.interactive() {
                 self.lock().interactive_job = None;
             }
-            self.sink.emit(JobEvent::failed(spec.id, reason));
+            self.sink.emit(Event::failed(spec.id(), reason));
         }
-        SubmitAnswer::accepted(spec.id)
+        Answer::accepted(spec.id())
     }
 
     /// Spawns the job and registers it with the reaper. An error is the job's failure reason.
-    fn start_job(&self, spec: &JobSpec) -> Result<(), StartError> {
+    fn start_job(&self, spec: JobSpec<'_>) -> Result<(), StartError> {
         // Unique even if two runs (or two test hosts) share a run tag: the /proc scan kills
         // whatever carries it.
-        let tag = format!("{}-{}-{}", spec.run_tag, self.instance_tag, spec.id.0);
-        let attempt = spec.attempt.to_string();
+        let tag = format!("{}-{}-{}", spec.run_tag(), self.instance_tag, spec.id().0);
+        let attempt = spec.attempt().to_string();
         let flowrun_vars = [
-            ("FLOWRUN_JOB_NAME", spec.name.as_str()),
-            ("FLOWRUN_JOB_DIR", spec.job_dir.as_str()),
-            ("FLOWRUN_RUN_DIR", spec.run_dir.as_str()),
+            ("FLOWRUN_JOB_NAME", spec.name()),
+            ("FLOWRUN_JOB_DIR", spec.job_dir()),
+            ("FLOWRUN_RUN_DIR", spec.run_dir()),
             ("FLOWRUN_ATTEMPT", attempt.as_str()),
         ];
         let env: Vec<(&str, &str)> = flowrun_vars
             .iter()
             .copied()
-            .chain(spec.env.iter().map(|a| (a.0.as_str(), a.1.as_str())))
+            .chain(spec.env())
             .chain([(tree::TAG_VAR, tag.as_str())])
             .collect();
-        let job_dir = Path::new(spec.job_dir.as_str());
+        let job_dir = Path::new(spec.job_dir());
         let cmd_sh_path = job_dir.join("cmd.sh");
         let cmd_sh_text = cmdsh::render(spec, &flowrun_vars);
 
-        let argv: Vec<&str> = if spec.command.shell {
-            let script = spec.command.args.first().map(|s| s.as_str()).unwrap_or("");
-            vec!["/bin/sh", "-c", script]
-        } else {
-            spec.command.args.iter().map(|s| s.as_str()).collect()
+        let argv: Vec<&str> = match spec.command() {
+            Command::Shell(script) => vec!["/bin/sh", "-c", script],
+            Command::Argv(args) => args.iter().collect(),
         };
+        let shell = matches!(spec.command(), Command::Shell(_));
         let program_name = argv.first().copied().unwrap_or("");
 
-        let shell_stderr = match (
-            spec.command.shell,
-            spec.interactive,
-            self.config.split_output,
-        ) {
+        let shell_stderr = match (shell, spec.interactive(), self.config.split_output) {
             (false, _, _) | (_, true, _) => None,
-            (true, false, false) => Some(PathBuf::from(spec.log_path.as_str())),
+            (true, false, false) => Some(PathBuf::from(spec.log_path())),
             (true, false, true) => Some(job_dir.join("stderr.log")),
         };
-        let logs: Vec<String> = if self.config.split_output && !spec.interactive {
+        let logs: Vec<String> = if self.config.split_output && !spec.interactive() {
             ["stdout.log", "stderr.log"]
                 .map(|f| job_dir.join(f).to_string_lossy().into_owned())
                 .into()
@@ -428,7 +415,7 @@ impl Shared {
             Vec::new()
         };
         let stdin = self.devnull.as_raw_fd();
-        let output = match (spec.interactive, logs.as_slice()) {
+        let output = match (spec.interactive(), logs.as_slice()) {
             (true, _) => Output::Inherit,
             (false, [stdout, stderr]) => Output::Split {
                 stdout,
@@ -436,19 +423,19 @@ impl Shared {
                 stdin,
             },
             (false, _) => Output::Log {
-                path: spec.log_path.as_str(),
+                path: spec.log_path(),
                 stdin,
             },
         };
         let start = Box::new(StartContext {
             program: program_name.to_string(),
-            cwd: spec.cwd.to_string(),
-            job_dir: spec.job_dir.to_string(),
+            cwd: spec.cwd().to_string(),
+            job_dir: spec.job_dir().to_string(),
             stdout_log: logs
                 .first()
-                .map_or_else(|| spec.log_path.to_string(), String::clone),
+                .map_or_else(|| spec.log_path().to_string(), String::clone),
         });
-        let grouping = if spec.interactive {
+        let grouping = if spec.interactive() {
             Grouping::NewProcessGroup
         } else {
             Grouping::NewSession
@@ -460,7 +447,7 @@ impl Shared {
                 Ok(cg) => cgroup = Some(cg),
                 Err(e) => tracing::warn!(
                     "local backend: cannot create a cgroup for job {}: {e}",
-                    spec.name
+                    spec.name()
                 ),
             }
         }
@@ -468,15 +455,15 @@ impl Shared {
         let plan = Plan {
             argv: &argv,
             env: &env,
-            cwd: spec.cwd.as_str(),
-            job_dir: spec.job_dir.as_str(),
+            cwd: spec.cwd(),
+            job_dir: spec.job_dir(),
             cmd_sh_path: &cmd_sh_path,
             cmd_sh_text: &cmd_sh_text,
             output,
             grouping,
             cgroup: cgroup.as_ref().map(|cg| cg.fds()),
             // An interactive job's process group must exist before it gets the terminal.
-            wait_for_exec: spec.interactive,
+            wait_for_exec: spec.interactive(),
         };
         let spawned = match self.spawner.spawn(&plan) {
             Ok(spawned) => spawned,
@@ -507,7 +494,7 @@ impl Shared {
             }
         };
         let (pid, pidfd, report) = (spawned.pid, spawned.pidfd, spawned.report);
-        if spec.interactive && self.stdin_is_tty {
+        if spec.interactive() && self.stdin_is_tty {
             give_terminal(pid);
             // The job may have tried to read the terminal before it was in the foreground,
             // and stopped on SIGTTIN: continue it.
@@ -542,11 +529,11 @@ impl Shared {
             spawn::reap_killed(pid);
             return Err(format!("cannot watch the job process: {e}"));
         }
-        state.by_pid.insert(pid, spec.id);
+        state.by_pid.insert(pid, spec.id());
         state.jobs.insert(
-            spec.id,
+            spec.id(),
             Job {
-                id: spec.id,
+                id: spec.id(),
                 pid,
                 pidfd: Some(pidfd),
                 tag,
@@ -557,15 +544,15 @@ impl Shared {
                 sigkill_sent: None,
                 recheck_delay: FIRST_RECHECK,
                 logs,
-                interactive: spec.interactive,
+                interactive: spec.interactive(),
                 shell_stderr,
                 report,
                 start,
             },
         );
         self.counters.started.fetch_add(1, Ordering::Relaxed);
-        let mut started = JobEvent::started(spec.id);
-        if spec.interactive {
+        let mut started = Event::started(spec.id());
+        if spec.interactive() {
             started = started.with_attr("interactive", "1");
         }
         self.sink.emit(started);
@@ -863,13 +850,12 @@ impl Shared {
         }
         let mut event = match (job.kill_requested, job.leader_end) {
             (true, end) => {
-                let mut e = JobEvent::killed(id);
+                let e = Event::killed(id);
                 match end {
-                    Some(LeaderEnd::Exited(c)) => e.exit_code = Some(c).into(),
-                    Some(LeaderEnd::Signaled(s)) => e.signal = Some(s).into(),
-                    _ => {}
+                    Some(LeaderEnd::Exited(c)) => e.with_exit_code(c),
+                    Some(LeaderEnd::Signaled(s)) => e.with_signal(s),
+                    _ => e,
                 }
-                e
             }
             (false, Some(LeaderEnd::Exited(127))) => {
                 if let Some(failure) = job.report.failure() {
@@ -877,22 +863,20 @@ impl Shared {
                     self.counters
                         .failed_to_start
                         .fetch_add(1, Ordering::Relaxed);
-                    JobEvent::failed(id, start_failure(failure, &job.start))
+                    Event::failed(id, start_failure(failure, &job.start))
                 } else if let Some(name) = job
                     .shell_stderr
                     .as_deref()
                     .and_then(shell_command_not_found)
                 {
-                    let mut e = JobEvent::failed(id, format!("command not found: {name}"));
-                    e.exit_code = Some(127).into();
-                    e
+                    Event::failed(id, format!("command not found: {name}")).with_exit_code(127)
                 } else {
-                    JobEvent::exited(id, 127)
+                    Event::exited(id, 127)
                 }
             }
-            (false, Some(LeaderEnd::Exited(c))) => JobEvent::exited(id, c),
-            (false, Some(LeaderEnd::Signaled(s))) => JobEvent::signaled(id, s),
-            (false, _) => JobEvent::failed(
+            (false, Some(LeaderEnd::Exited(c))) => Event::exited(id, c),
+            (false, Some(LeaderEnd::Signaled(s))) => Event::signaled(id, s),
+            (false, _) => Event::failed(
                 id,
                 "the job's exit status was lost (reaped elsewhere in the process)",
             ),
@@ -952,7 +936,7 @@ impl Shared {
             if let Err(p) = outcome {
                 tracing::error!(
                     "local backend: reaper panicked: {}",
-                    flowrun_plugin_api::sdk::panic_message(&*p)
+                    flowrun_plugin_sdk::panic_message(&*p)
                 );
             }
         }

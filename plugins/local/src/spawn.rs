@@ -744,7 +744,9 @@ unsafe fn child_steps(a: &ChildArgs) -> ! {
         fail(SpawnStep::CmdSh, e);
     }
     if !a.stdout_log.is_null() {
-        let log_flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+        // Truncated: a log is this attempt's evidence alone (the contract check tests it).
+        let log_flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND | libc::O_CLOEXEC;
         let out = match syscall!(
             Sysno::openat,
             libc::AT_FDCWD,

@@ -7,12 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{
-    abi_stable::std_types::{ROption, RSlice, RString, RVec, Tuple2},
-    testkit::{check_backend_contract, FakeHost},
-    BackendBox, CapabilityFlags, CommandSpec, EndKind, JobEvent, JobEventKind, JobSpec,
-    SubmitAnswerKind,
-};
+use flowrun_plugin_sdk::{CapabilityFlags, EndKind, Event, JobEventKind, SubmitAnswerKind};
+use flowrun_plugin_testkit::{check_backend_contract, FakeHost, TestBackend, TestJob};
 
 use crate::{cmdsh::shell_quote, create};
 
@@ -24,26 +20,21 @@ fn host() -> (tempfile::TempDir, FakeHost) {
     (dir, host)
 }
 
-fn backend(host: &FakeHost, config: &str) -> BackendBox {
+fn backend(host: &FakeHost, config: &str) -> TestBackend {
     host.backend(create, config)
         .expect("create the local backend")
 }
 
 /// Submits `spec` and returns its end event.
-fn run(host: &mut FakeHost, b: &BackendBox, spec: JobSpec) -> JobEvent {
-    let id = spec.id;
+fn run(host: &mut FakeHost, b: &TestBackend, spec: TestJob) -> Event {
+    let id = spec.id();
     let answers = host.submit_all(b, vec![spec], WAIT);
-    assert_eq!(answers[0].kind, SubmitAnswerKind::ACCEPTED, "{answers:?}");
+    assert_eq!(answers[0].kind(), SubmitAnswerKind::ACCEPTED, "{answers:?}");
     host.wait_end(id, WAIT).expect("the job ends")
 }
 
-fn argv_job(host: &mut FakeHost, name: &str, argv: &[&str]) -> JobSpec {
-    let mut spec = host.shell_job(name, "");
-    spec.command = CommandSpec {
-        shell: false,
-        args: argv.iter().map(|a| RString::from(*a)).collect(),
-    };
-    spec
+fn argv_job(host: &mut FakeHost, name: &str, argv: &[&str]) -> TestJob {
+    host.argv_job(name, argv)
 }
 
 fn log_of(spec_dir: &Path) -> String {
@@ -120,40 +111,41 @@ fn reports_exit_codes_and_signals() {
     let (_d, mut host) = host();
     let b = backend(&host, "");
     let spec = host.shell_job("exit7", "echo hello; exit 7");
-    let dir = spec.job_dir.to_string();
+    let dir = spec.job().job_dir().to_string();
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.kind, end.end, end.exit_code),
-        (JobEventKind::FINISHED, EndKind::EXITED, ROption::RSome(7))
+        (end.kind(), end.end(), end.exit_code()),
+        (JobEventKind::FINISHED, EndKind::EXITED, Some(7))
     );
     assert_eq!(log_of(Path::new(&dir)), "hello\n");
 
     let spec = host.shell_job("segv", "kill -SEGV $$");
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.end, end.signal),
-        (EndKind::SIGNALED, ROption::RSome(libc::SIGSEGV))
+        (end.end(), end.signal()),
+        (EndKind::SIGNALED, Some(libc::SIGSEGV))
     );
 
     let spec = argv_job(&mut host, "sigkill", &["/bin/sh", "-c", "kill -KILL $$"]);
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.end, end.signal),
-        (EndKind::SIGNALED, ROption::RSome(libc::SIGKILL))
+        (end.end(), end.signal()),
+        (EndKind::SIGNALED, Some(libc::SIGKILL))
     );
     b.shutdown();
 }
 
 #[test]
-fn stdout_and_stderr_append_to_the_log_in_order() {
+fn stdout_and_stderr_go_to_a_fresh_log_in_order() {
     let (_d, mut host) = host();
     let b = backend(&host, "");
     let spec = host.shell_job("both", "echo out; echo err >&2; echo out2");
-    let dir = spec.job_dir.to_string();
+    let dir = spec.job().job_dir().to_string();
     std::fs::write(Path::new(&dir).join("output.log"), "earlier\n").unwrap();
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0));
-    assert_eq!(log_of(Path::new(&dir)), "earlier\nout\nerr\nout2\n");
+    assert_eq!(end.exit_code(), Some(0));
+    // An older run's log is truncated, never appended to (brief contract 3, finding F2).
+    assert_eq!(log_of(Path::new(&dir)), "out\nerr\nout2\n");
     b.shutdown();
 }
 
@@ -162,9 +154,9 @@ fn split_output_writes_two_logs_and_reports_them() {
     let (_d, mut host) = host();
     let b = backend(&host, "split_output = true");
     let spec = host.shell_job("split", "echo out; echo err >&2");
-    let dir = Path::new(spec.job_dir.as_str()).to_path_buf();
+    let dir = Path::new(spec.job().job_dir()).to_path_buf();
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(end.exit_code(), Some(0));
     assert_eq!(
         std::fs::read_to_string(dir.join("stdout.log")).unwrap(),
         "out\n"
@@ -175,10 +167,9 @@ fn split_output_writes_two_logs_and_reports_them() {
     );
     assert!(!dir.join("output.log").exists());
     let logs: Vec<&str> = end
-        .attrs
-        .iter()
-        .filter(|a| a.0 == "log")
-        .map(|a| a.1.as_str())
+        .attrs()
+        .filter(|(k, _)| *k == "log")
+        .map(|(_, v)| v)
         .collect();
     assert_eq!(
         logs,
@@ -204,13 +195,12 @@ fn environment_has_job_vars_and_no_make_vars() {
          echo \"mine=$MINE host=$FLOWRUN_LOCAL_TEST_HOST_VAR\"; \
          echo \"make=${MAKEFLAGS-unset} ${MFLAGS-unset} ${MAKELEVEL-unset}\"; pwd",
     );
-    spec.env
-        .push(Tuple2("MINE".into(), "it's \"quoted\" $x".into()));
-    spec.attempt = 2;
-    let dir = spec.job_dir.to_string();
-    let run_dir = spec.run_dir.to_string();
+    spec = spec.env("MINE", "it's \"quoted\" $x");
+    spec = spec.attempt(2);
+    let dir = spec.job().job_dir().to_string();
+    let run_dir = spec.job().run_dir().to_string();
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(end.exit_code(), Some(0));
     let log = log_of(Path::new(&dir));
     assert_eq!(
         log,
@@ -239,11 +229,11 @@ fn cmd_sh_reproduces_the_job() {
             "$HOME;x",
         ],
     );
-    spec.env.push(Tuple2("V".into(), "v a l'ue".into()));
-    spec.cwd = work.to_string_lossy().into_owned().into();
-    let dir = Path::new(spec.job_dir.as_str()).to_path_buf();
+    spec = spec.env("V", "v a l'ue");
+    spec = spec.cwd(work.to_string_lossy().into_owned());
+    let dir = Path::new(spec.job().job_dir()).to_path_buf();
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(end.exit_code(), Some(0));
     let by_flowrun = log_of(&dir);
     assert_eq!(
         by_flowrun,
@@ -271,7 +261,7 @@ fn cmd_sh_reproduces_the_job() {
         "byhand-shell",
         "echo \"$FLOWRUN_JOB_NAME\" 'single '\\'' quote' | tr a-z A-Z",
     );
-    let dir = Path::new(spec.job_dir.as_str()).to_path_buf();
+    let dir = Path::new(spec.job().job_dir()).to_path_buf();
     run(&mut host, &b, spec);
     let by_hand = std::process::Command::new(dir.join("cmd.sh"))
         .output()
@@ -288,39 +278,36 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
     let spec = argv_job(&mut host, "nosimv", &["simv", "+UVM_TESTNAME=x"]);
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.kind, end.end),
+        (end.kind(), end.end()),
         (JobEventKind::FINISHED, EndKind::FAILED)
     );
-    assert_eq!(end.reason.as_str(), "command not found: simv");
+    assert_eq!(end.reason(), "command not found: simv");
 
     // A shell string whose command is missing: the shell's exit 127 and message.
     let spec = host.shell_job("shellsimv", "echo compiling; simv +UVM_TESTNAME=x");
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.end, end.reason.as_str()),
+        (end.end(), end.reason()),
         (EndKind::FAILED, "command not found: simv")
     );
-    assert_eq!(end.exit_code, ROption::RSome(127));
+    assert_eq!(end.exit_code(), Some(127));
     // A script that exits 127 on its own is just that exit code.
     let spec = host.shell_job("own127", "echo done; exit 127");
     let end = run(&mut host, &b, spec);
-    assert_eq!(
-        (end.end, end.exit_code),
-        (EndKind::EXITED, ROption::RSome(127))
-    );
+    assert_eq!((end.end(), end.exit_code()), (EndKind::EXITED, Some(127)));
 
     let spec = argv_job(&mut host, "noslash", &["./not-here.sh"]);
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.end, end.reason.as_str()),
+        (end.end(), end.reason()),
         (EndKind::FAILED, "command not found: ./not-here.sh")
     );
 
     let mut spec = host.shell_job("nocwd", "true");
-    spec.cwd = "/nonexistent/flowrun/dir".into();
+    spec = spec.cwd("/nonexistent/flowrun/dir");
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.end, end.reason.as_str()),
+        (end.end(), end.reason()),
         (
             EndKind::FAILED,
             "working directory does not exist: /nonexistent/flowrun/dir"
@@ -328,15 +315,15 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
     );
 
     let spec = host.shell_job("plain", "true");
-    let file = Path::new(spec.job_dir.as_str()).join("not-exec.sh");
+    let file = Path::new(spec.job().job_dir()).join("not-exec.sh");
     std::fs::write(&file, "#!/bin/sh\n").unwrap();
 
     // A file as the working directory.
     let mut spec = host.shell_job("filecwd", "true");
-    spec.cwd = file.to_str().unwrap().into();
+    spec = spec.cwd(file.to_str().unwrap());
     let end = run(&mut host, &b, spec);
     assert_eq!(
-        (end.end, end.reason.as_str()),
+        (end.end(), end.reason()),
         (
             EndKind::FAILED,
             format!("working directory is not a directory: {}", file.display()).as_str()
@@ -346,8 +333,8 @@ fn missing_executable_and_cwd_fail_the_job_with_a_reason() {
     // Not executable: the OS error.
     let spec = argv_job(&mut host, "noexec", &[file.to_str().unwrap()]);
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.end, EndKind::FAILED);
-    assert!(end.reason.contains("Permission denied"), "{end:?}");
+    assert_eq!(end.end(), EndKind::FAILED);
+    assert!(end.reason().contains("Permission denied"), "{end:?}");
     b.shutdown();
 }
 
@@ -356,20 +343,17 @@ fn an_argv_job_uses_the_path_of_its_own_environment() {
     let (_d, mut host) = host();
     let b = backend(&host, "");
     let spec = host.shell_job("tooldir", "true");
-    let tools = Path::new(spec.job_dir.as_str()).join("tools");
+    let tools = Path::new(spec.job().job_dir()).join("tools");
     std::fs::create_dir_all(&tools).unwrap();
     let tool = tools.join("mytool");
     std::fs::write(&tool, "#!/bin/sh\necho tool ran\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut spec = argv_job(&mut host, "usetool", &["mytool"]);
-    spec.env.push(Tuple2(
-        "PATH".into(),
-        format!("{}:/usr/bin:/bin", tools.display()).into(),
-    ));
-    let dir = spec.job_dir.to_string();
+    spec = spec.env("PATH", &format!("{}:/usr/bin:/bin", tools.display()));
+    let dir = spec.job().job_dir().to_string();
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    assert_eq!(end.exit_code(), Some(0), "{end:?}");
     assert_eq!(log_of(Path::new(&dir)), "tool ran\n");
     b.shutdown();
 }
@@ -385,14 +369,14 @@ fn kill_whole_tree(config: &str) {
         m = marker
     );
     let spec = host.shell_job("tree", &script);
-    let id = spec.id;
+    let id = spec.id();
     host.submit_all(&b, vec![spec], WAIT);
     wait_for_processes(&marker, 4);
     let asked = Instant::now();
-    b.kill(RSlice::from_slice(&[id]));
+    b.kill(&[id]);
     let end = host.wait_end(id, WAIT).expect("the killed job ends");
     assert_eq!(
-        (end.kind, end.end),
+        (end.kind(), end.end()),
         (JobEventKind::FINISHED, EndKind::KILLED),
         "{end:?}"
     );
@@ -425,14 +409,14 @@ fn a_job_that_exits_on_sigterm_ends_before_the_grace_period() {
     let (_d, mut host) = host();
     let b = backend(&host, "kill_grace = \"30s\"");
     let spec = host.shell_job("polite", "sleep 100");
-    let id = spec.id;
+    let id = spec.id();
     host.submit_all(&b, vec![spec], WAIT);
     let started = host.next_event(WAIT).unwrap();
-    assert_eq!(started.kind, JobEventKind::STARTED);
+    assert_eq!(started.kind(), JobEventKind::STARTED);
     let asked = Instant::now();
-    b.kill(RSlice::from_slice(&[id]));
+    b.kill(&[id]);
     let end = host.wait_end(id, WAIT).unwrap();
-    assert_eq!(end.end, EndKind::KILLED);
+    assert_eq!(end.end(), EndKind::KILLED);
     assert!(
         asked.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -448,10 +432,7 @@ fn leftovers_die_with_the_job(config: &str) {
     // The leader exits at once, leaving a background sleeper behind.
     let spec = host.shell_job("leaves", &format!("sleep {marker} & echo left; exit 4"));
     let end = run(&mut host, &b, spec);
-    assert_eq!(
-        (end.end, end.exit_code),
-        (EndKind::EXITED, ROption::RSome(4))
-    );
+    assert_eq!((end.end(), end.exit_code()), (EndKind::EXITED, Some(4)));
     assert_eq!(
         processes_with(&marker),
         Vec::<u32>::new(),
@@ -477,7 +458,7 @@ fn a_setsid_escapee_dies_with_its_job_in_a_cgroup() {
     let marker = unique_sleep();
     let spec = host.shell_job("escapes", &format!("setsid sleep {marker} & sleep 0.2"));
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(end.exit_code(), Some(0));
     assert_eq!(
         processes_with(&marker),
         Vec::<u32>::new(),
@@ -491,7 +472,7 @@ fn shutdown_kills_everything_and_waits() {
     let (_d, mut host) = host();
     let b = backend(&host, "kill_grace = \"200ms\"");
     let marker = unique_sleep();
-    let specs: Vec<JobSpec> = (0..5)
+    let specs: Vec<TestJob> = (0..5)
         .map(|i| {
             host.shell_job(
                 &format!("long{i}"),
@@ -499,7 +480,7 @@ fn shutdown_kills_everything_and_waits() {
             )
         })
         .collect();
-    let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id()).collect();
     host.submit_all(&b, specs, WAIT);
     wait_for_processes(&marker, 5);
     b.shutdown();
@@ -508,34 +489,34 @@ fn shutdown_kills_everything_and_waits() {
         let end = host
             .wait_end(id, Duration::from_secs(1))
             .expect("each job was reported");
-        assert_eq!(end.end, EndKind::KILLED);
+        assert_eq!(end.end(), EndKind::KILLED);
     }
     // After shutdown, submissions are refused.
     let late = host.shell_job("late", "true");
-    let answers = b.submit(RVec::from(vec![late]));
-    assert_eq!(answers[0].kind, SubmitAnswerKind::REJECTED);
+    let answers = b.submit(&[late]);
+    assert_eq!(answers[0].kind(), SubmitAnswerKind::REJECTED);
 }
 
 #[test]
 fn many_short_jobs_all_end_exactly_once() {
     let (_d, mut host) = host();
     let b = backend(&host, "");
-    let specs: Vec<JobSpec> = (0..200)
+    let specs: Vec<TestJob> = (0..200)
         .map(|i| argv_job(&mut host, &format!("t{i}"), &["true"]))
         .collect();
-    let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id()).collect();
     host.submit_all(&b, specs, WAIT);
     let mut ended = std::collections::HashSet::new();
     while ended.len() < ids.len() {
         let e = host.next_event(WAIT).expect("every job ends");
-        if e.kind == JobEventKind::FINISHED {
-            assert_eq!(e.exit_code, ROption::RSome(0));
-            assert!(ended.insert(e.id), "{:?} ended twice", e.id);
+        if e.kind() == JobEventKind::FINISHED {
+            assert_eq!(e.exit_code(), Some(0));
+            assert!(ended.insert(e.id()), "{:?} ended twice", e.id());
         }
     }
     assert!(host
         .next_event(Duration::from_millis(100))
-        .is_none_or(|e| e.kind == JobEventKind::STARTED));
+        .is_none_or(|e| e.kind() == JobEventKind::STARTED));
     let stats = b.stats();
     assert!(stats.contains("jobs_finished = 200"), "{stats}");
     // The reaper wakes about once per exit; a pidfd left in the epoll set after its job
@@ -557,14 +538,14 @@ fn interactive_jobs_take_turns_and_say_so() {
     let (_d, mut host) = host();
     let b = backend(&host, "");
     let mut first = host.shell_job("inter1", "sleep 0.3");
-    first.interactive = true;
+    first = first.interactive(true);
     let mut second = host.shell_job("inter2", "true");
-    second.interactive = true;
+    second = second.interactive(true);
     let background = host.shell_job("bg", "echo background ran");
-    let bg_dir = background.job_dir.to_string();
-    let (first_id, bg_id) = (first.id, background.id);
-    let answers = b.submit(RVec::from(vec![first, second, background]));
-    let kinds: Vec<_> = answers.iter().map(|a| a.kind).collect();
+    let bg_dir = background.job().job_dir().to_string();
+    let (first_id, bg_id) = (first.id(), background.id());
+    let answers = b.submit(&[first, second, background]);
+    let kinds: Vec<_> = answers.iter().map(|a| a.kind()).collect();
     assert_eq!(
         kinds,
         [
@@ -575,28 +556,19 @@ fn interactive_jobs_take_turns_and_say_so() {
     );
     let started = host.next_event(WAIT).unwrap();
     assert_eq!(
-        (started.id, started.kind),
+        (started.id(), started.kind()),
         (first_id, JobEventKind::STARTED)
     );
-    assert!(
-        started
-            .attrs
-            .iter()
-            .any(|a| a.0 == "interactive" && a.1 == "1"),
-        "{started:?}"
-    );
+    assert!(started.attr("interactive") == Some("1"), "{started:?}");
     // Other jobs keep running meanwhile.
     let bg_end = host.wait_end(bg_id, WAIT).unwrap();
-    assert_eq!(bg_end.exit_code, ROption::RSome(0));
+    assert_eq!(bg_end.exit_code(), Some(0));
     assert_eq!(log_of(Path::new(&bg_dir)), "background ran\n");
     let end = host.wait_end(first_id, WAIT).unwrap();
-    assert_eq!(end.exit_code, ROption::RSome(0));
+    assert_eq!(end.exit_code(), Some(0));
     let mut again = host.shell_job("inter2b", "true");
-    again.interactive = true;
-    assert_eq!(
-        b.submit(RVec::from(vec![again]))[0].kind,
-        SubmitAnswerKind::ACCEPTED
-    );
+    again = again.interactive(true);
+    assert_eq!(b.submit(&[again])[0].kind(), SubmitAnswerKind::ACCEPTED);
     b.shutdown();
 }
 
@@ -768,13 +740,14 @@ fn a_job_dir_that_cannot_be_created_fails_the_job() {
     std::fs::write(&file, "").unwrap();
     let mut spec = argv_job(&mut host, "baddir", &["true"]);
     let job_dir = file.join("job");
-    spec.job_dir = job_dir.to_str().unwrap().into();
-    spec.cwd = spec.job_dir.clone();
-    spec.log_path = job_dir.join("output.log").to_str().unwrap().into();
+    spec = spec
+        .job_dir(&job_dir)
+        .cwd(&job_dir)
+        .log_path(job_dir.join("output.log"));
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.end, EndKind::FAILED, "{end:?}");
+    assert_eq!(end.end(), EndKind::FAILED, "{end:?}");
     assert_eq!(
-        end.reason.as_str(),
+        end.reason(),
         format!(
             "cannot create the job directory {}: Not a directory (os error 20)",
             job_dir.display()
@@ -783,11 +756,12 @@ fn a_job_dir_that_cannot_be_created_fails_the_job() {
     // A fresh directory is created by the job itself.
     let mut spec = argv_job(&mut host, "freshdir", &["pwd"]);
     let fresh = d.path().join("fresh");
-    spec.job_dir = fresh.to_str().unwrap().into();
-    spec.cwd = spec.job_dir.clone();
-    spec.log_path = fresh.join("output.log").to_str().unwrap().into();
+    spec = spec
+        .job_dir(&fresh)
+        .cwd(&fresh)
+        .log_path(fresh.join("output.log"));
     let end = run(&mut host, &b, spec);
-    assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    assert_eq!(end.exit_code(), Some(0), "{end:?}");
     assert_eq!(log_of(&fresh), format!("{}\n", fresh.display()));
     assert!(fresh.join("cmd.sh").is_file());
     b.shutdown();
@@ -846,16 +820,16 @@ fn jobs_killed_right_after_submit_die_at_once_without_cgroups() {
     let (_d, mut host) = host();
     let b = backend(&host, "kill_grace = \"60s\"\ncgroups = \"off\"");
     for round in 0..3 {
-        let specs: Vec<JobSpec> = (0..100)
+        let specs: Vec<TestJob> = (0..100)
             .map(|i| argv_job(&mut host, &format!("early-{round}-{i}"), &["sleep", "300"]))
             .collect();
-        let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+        let ids: Vec<_> = specs.iter().map(|s| s.id()).collect();
         host.submit_all(&b, specs, WAIT);
         let asked = Instant::now();
-        b.kill(RSlice::from_slice(&ids));
+        b.kill(&ids);
         for id in ids {
             let end = host.wait_end(id, WAIT).expect("a killed job ends");
-            assert_eq!(end.end, EndKind::KILLED, "{end:?}");
+            assert_eq!(end.end(), EndKind::KILLED, "{end:?}");
         }
         // SIGTERM did it: nothing waited for the 60 s grace period.
         assert!(

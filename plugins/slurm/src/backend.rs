@@ -24,7 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{abi_stable::std_types::ROption, sdk::*, *};
+use flowrun_plugin_sdk::{
+    Answer, BackendImpl, Capabilities, CapabilityFlags, Event, Job, JobId, Jobs, OwnedJob,
+    PluginError, Sink,
+};
 
 use crate::{config::Config, script, slurm};
 
@@ -70,7 +73,7 @@ enum Accounting {
 }
 
 struct Tracked {
-    spec: JobSpec,
+    spec: OwnedJob,
     /// The sanitized run tag: the Slurm job name.
     tag: String,
     phase: Phase,
@@ -92,14 +95,9 @@ impl Tracked {
         if let (Some(why), "CANCELLED") = (&self.doomed, state) {
             return slurm::Outcome::Failed(why.clone(), None);
         }
-        let log_missing = !Path::new(self.spec.log_path.as_str()).exists();
-        slurm::outcome(
-            state,
-            exit,
-            self.kill_requested,
-            &self.spec.log_path,
-            log_missing,
-        )
+        let log_path = self.spec.job().log_path();
+        let log_missing = !Path::new(log_path).exists();
+        slurm::outcome(state, exit, self.kill_requested, log_path, log_missing)
     }
 }
 
@@ -143,8 +141,8 @@ pub struct SlurmBackend {
 
 /// What a submit worker sends to sbatch in one call.
 enum Unit {
-    Single(Box<JobSpec>),
-    Array(Vec<JobSpec>),
+    Single(Box<OwnedJob>),
+    Array(Vec<OwnedJob>),
 }
 
 /// Jobs with the same shape can share one `sbatch --array`.
@@ -158,17 +156,20 @@ struct Shape {
 
 impl Shape {
     fn of(tracked: &Tracked) -> Shape {
+        let job = tracked.spec.job();
         Shape {
             tag: tracked.tag.clone(),
-            cpus: tracked.spec.resources.cpus.max(1),
-            memory_mb: tracked.spec.resources.memory_mb.into_option(),
-            time_minutes: tracked
-                .spec
-                .timeout_ms
-                .into_option()
-                .map(slurm::time_limit_minutes),
+            cpus: job.resources().cpus().max(1),
+            memory_mb: job.resources().memory_mb(),
+            time_minutes: timeout_ms(job).map(slurm::time_limit_minutes),
         }
     }
+}
+
+/// The job's time limit in milliseconds, as Slurm's `--time` is computed from it.
+fn timeout_ms(job: Job<'_>) -> Option<u64> {
+    job.timeout()
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The Slurm job name for a run tag: Slurm does not escape names in its output, so keep to
@@ -217,9 +218,7 @@ impl SlurmBackend {
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(f)
-                .map_err(|e| {
-                    PluginError::new(ErrorKind::IO, format!("cannot start thread {name}: {e}"))
-                })
+                .map_err(|e| PluginError::io(format!("cannot start thread {name}: {e}")))
         };
         let mut workers = Vec::new();
         for i in 0..shared.config.submit_threads {
@@ -242,7 +241,7 @@ impl SlurmBackend {
 }
 
 impl Shared {
-    fn emit_all(&self, events: Vec<JobEvent>) {
+    fn emit_all(&self, events: Vec<Event>) {
         for e in events {
             self.sink.emit(e);
         }
@@ -250,7 +249,7 @@ impl Shared {
 
     /// Removes a job from the books and returns its final event (plus a STARTED event first
     /// when the job evidently ran but was never seen running between two snapshots).
-    fn finish(state: &mut State, id: JobId, outcome: slurm::Outcome, ran: bool) -> Vec<JobEvent> {
+    fn finish(state: &mut State, id: JobId, outcome: slurm::Outcome, ran: bool) -> Vec<Event> {
         let Some(job) = state.jobs.remove(&id) else {
             return Vec::new();
         };
@@ -263,21 +262,20 @@ impl Shared {
         };
         let mut events = Vec::new();
         if ran && !job.started_reported {
-            let mut started = JobEvent::started(id);
+            let mut started = Event::started(id);
             if let Some(n) = &native {
                 started = started.with_attr("native_id", n.clone());
             }
             events.push(started);
         }
         let mut end = match outcome {
-            slurm::Outcome::Exited(code) => JobEvent::exited(id, code),
-            slurm::Outcome::Signaled(sig) => JobEvent::signaled(id, sig),
-            slurm::Outcome::Failed(why, code) => {
-                let mut e = JobEvent::failed(id, why);
-                e.exit_code = code.into();
-                e
-            }
-            slurm::Outcome::Killed => JobEvent::killed(id),
+            slurm::Outcome::Exited(code) => Event::exited(id, code),
+            slurm::Outcome::Signaled(sig) => Event::signaled(id, sig),
+            slurm::Outcome::Failed(why, code) => match code {
+                Some(code) => Event::failed(id, why).with_exit_code(code),
+                None => Event::failed(id, why),
+            },
+            slurm::Outcome::Killed => Event::killed(id),
         };
         if let Some(n) = native {
             end = end.with_attr("native_id", n);
@@ -286,14 +284,14 @@ impl Shared {
         events
     }
 
-    fn lost(state: &mut State, id: JobId, why: String) -> Vec<JobEvent> {
+    fn lost(state: &mut State, id: JobId, why: String) -> Vec<Event> {
         let Some(job) = state.jobs.remove(&id) else {
             return Vec::new();
         };
         if let Phase::Submitted { native_id, .. } = &job.phase {
             state.by_native.remove(native_id);
         }
-        vec![JobEvent::lost(id, why)]
+        vec![Event::lost(id, why)]
     }
 
     // -----------------------------------------------------------------------------------------
@@ -358,7 +356,7 @@ impl Shared {
                 ids.extend(same);
             }
         }
-        let specs: Vec<JobSpec> = ids
+        let specs: Vec<OwnedJob> = ids
             .iter()
             .map(|id| {
                 let job = state.jobs.get_mut(id).expect("queued jobs are tracked");
@@ -374,27 +372,27 @@ impl Shared {
     }
 
     /// Checks the job's directories and writes its script; an error is the job's failure reason.
-    fn prepare(&self, spec: &JobSpec, redirect_to_log: bool) -> Result<PathBuf, String> {
-        if !Path::new(spec.cwd.as_str()).is_dir() {
-            return Err(format!("working directory does not exist: {}", spec.cwd));
+    fn prepare(&self, spec: Job<'_>, redirect_to_log: bool) -> Result<PathBuf, String> {
+        if !Path::new(spec.cwd()).is_dir() {
+            return Err(format!("working directory does not exist: {}", spec.cwd()));
         }
         // Slurm fails a job whose --output directory is missing without writing anything
         // (exit 0:53): create it first.
-        let log = Path::new(spec.log_path.as_str());
+        let log = Path::new(spec.log_path());
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
         }
-        std::fs::create_dir_all(spec.job_dir.as_str())
-            .map_err(|e| format!("cannot create the job directory {}: {e}", spec.job_dir))?;
-        let path = Path::new(spec.job_dir.as_str()).join("slurm-job.sh");
+        std::fs::create_dir_all(spec.job_dir())
+            .map_err(|e| format!("cannot create the job directory {}: {e}", spec.job_dir()))?;
+        let path = Path::new(spec.job_dir()).join("slurm-job.sh");
         std::fs::write(&path, script::job_script(spec, redirect_to_log))
             .map_err(|e| format!("cannot write the batch script {}: {e}", path.display()))?;
         Ok(path)
     }
 
     /// The sbatch options shared by every job of a shape.
-    fn shape_args(&self, spec: &JobSpec, tag: &str) -> Vec<String> {
+    fn shape_args(&self, spec: Job<'_>, tag: &str) -> Vec<String> {
         let c = &self.config;
         let mut args = vec!["--parsable".to_string(), format!("--job-name={tag}")];
         args.push(
@@ -405,11 +403,14 @@ impl Shared {
             }
             .into(),
         );
-        if let ROption::RSome(ms) = spec.timeout_ms {
+        if let Some(ms) = timeout_ms(spec) {
             args.push(format!("--time={}", slurm::time_limit_minutes(ms)));
         }
-        args.push(format!("--cpus-per-task={}", spec.resources.cpus.max(1)));
-        if let ROption::RSome(mb) = spec.resources.memory_mb {
+        args.push(format!(
+            "--cpus-per-task={}",
+            spec.resources().cpus().max(1)
+        ));
+        if let Some(mb) = spec.resources().memory_mb() {
             args.push(format!("--mem={mb}M"));
         }
         for (key, value) in [
@@ -425,43 +426,46 @@ impl Shared {
         args
     }
 
-    fn submit_single(&self, spec: JobSpec) {
-        let script = match self.prepare(&spec, false) {
+    fn submit_single(&self, spec: OwnedJob) {
+        let spec = spec.job();
+        let script = match self.prepare(spec, false) {
             Ok(p) => p,
-            Err(why) => return self.submission_failed(&[spec.id], why),
+            Err(why) => return self.submission_failed(&[spec.id()], why),
         };
-        let tag = sanitize_tag(&spec.run_tag);
-        let mut args = self.shape_args(&spec, &tag);
+        let tag = sanitize_tag(spec.run_tag());
+        let mut args = self.shape_args(spec, &tag);
         args.push(format!(
             "--output={}",
-            slurm::output_pattern(&spec.log_path)
+            slurm::output_pattern(spec.log_path())
         ));
-        args.push(format!("--chdir={}", spec.cwd));
+        args.push(format!("--chdir={}", spec.cwd()));
         args.push(script.to_string_lossy().into_owned());
         match self.sbatch(&args) {
-            Ok(id) => self.submitted(vec![(spec.id, id)]),
-            Err(why) => self.submission_failed(&[spec.id], format!("sbatch failed: {why}")),
+            Ok(id) => self.submitted(vec![(spec.id(), id)]),
+            Err(why) => self.submission_failed(&[spec.id()], format!("sbatch failed: {why}")),
         }
     }
 
-    fn submit_array(&self, specs: Vec<JobSpec>) {
+    fn submit_array(&self, specs: Vec<OwnedJob>) {
         let mut members = Vec::new();
         let mut scripts = Vec::new();
         for spec in specs {
-            match self.prepare(&spec, true) {
+            match self.prepare(spec.job(), true) {
                 Ok(p) => {
                     scripts.push(p.to_string_lossy().into_owned());
                     members.push(spec);
                 }
-                Err(why) => self.submission_failed(&[spec.id], why),
+                Err(why) => self.submission_failed(&[spec.id()], why),
             }
         }
-        let Some(first) = members.first() else { return };
-        let ids: Vec<JobId> = members.iter().map(|s| s.id).collect();
+        let Some(first) = members.first().map(OwnedJob::job) else {
+            return;
+        };
+        let ids: Vec<JobId> = members.iter().map(OwnedJob::id).collect();
         // The dispatcher script and Slurm's own per-task output (messages such as "CANCELLED
         // DUE TO TIME LIMIT") live beside the run, since a member writes its log itself.
-        let dir = Path::new(first.run_dir.as_str()).join("slurm-arrays");
-        let path = dir.join(format!("array-{}-{}.sh", first.id.0, members.len()));
+        let dir = Path::new(first.run_dir()).join("slurm-arrays");
+        let path = dir.join(format!("array-{}-{}.sh", first.id().0, members.len()));
         let written = std::fs::create_dir_all(&dir)
             .and_then(|_| std::fs::write(&path, script::array_script(&scripts)));
         if let Err(e) = written {
@@ -470,14 +474,14 @@ impl Shared {
                 format!("cannot write the array script {}: {e}", path.display()),
             );
         }
-        let tag = sanitize_tag(&first.run_tag);
+        let tag = sanitize_tag(first.run_tag());
         let mut args = self.shape_args(first, &tag);
         args.push(format!("--array=0-{}", members.len() - 1));
         args.push(format!(
             "--output={}/%A_%a.out",
             slurm::output_pattern(&dir.to_string_lossy())
         ));
-        args.push(format!("--chdir={}", first.run_dir));
+        args.push(format!("--chdir={}", first.run_dir()));
         args.push(path.to_string_lossy().into_owned());
         match self.sbatch(&args) {
             Ok(base) => {
@@ -730,7 +734,7 @@ impl Shared {
                                 if !job.started_reported {
                                     job.started_reported = true;
                                     events.push(
-                                        JobEvent::started(id)
+                                        Event::started(id)
                                             .with_attr("native_id", native_id.clone()),
                                     );
                                 }
@@ -987,30 +991,27 @@ impl BackendImpl for SlurmBackend {
         }
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<Answer> {
         let mut state = lock(&self.shared.state);
         let answers = jobs
             .iter()
             .map(|spec| {
-                let id = spec.id;
+                let id = spec.id();
                 if state.closing {
-                    return SubmitAnswer::rejected(id, "the Slurm backend is shutting down");
+                    return Answer::rejected(id, "the Slurm backend is shutting down");
                 }
-                if spec.interactive {
-                    return SubmitAnswer::rejected(
+                if spec.interactive() {
+                    return Answer::rejected(
                         id,
                         "the Slurm backend cannot run interactive jobs (they need your terminal); \
                          use a local backend for this job",
                     );
                 }
                 if state.jobs.contains_key(&id) {
-                    return SubmitAnswer::rejected(
-                        id,
-                        format!("job id {} was already submitted", id.0),
-                    );
+                    return Answer::rejected(id, format!("job id {} was already submitted", id.0));
                 }
-                if let Some(bad) = spec.env.iter().find(|kv| !script::valid_env_name(&kv.0)) {
-                    return SubmitAnswer::rejected(
+                if let Some(bad) = spec.env().find(|kv| !script::valid_env_name(kv.0)) {
+                    return Answer::rejected(
                         id,
                         format!(
                             "environment variable name {:?} cannot be exported by a batch script",
@@ -1018,12 +1019,12 @@ impl BackendImpl for SlurmBackend {
                         ),
                     );
                 }
-                let tag = sanitize_tag(&spec.run_tag);
+                let tag = sanitize_tag(spec.run_tag());
                 state.tags.insert(tag.clone());
                 state.jobs.insert(
                     id,
                     Tracked {
-                        spec: spec.clone(),
+                        spec: spec.to_owned(),
                         tag,
                         phase: Phase::Waiting,
                         kill_requested: false,
@@ -1035,7 +1036,7 @@ impl BackendImpl for SlurmBackend {
                     },
                 );
                 state.submit_queue.push_back(id);
-                SubmitAnswer::accepted(id)
+                Answer::accepted(id)
             })
             .collect();
         drop(state);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flowrun_plugin_api::{sdk, PluginError};
+use flowrun_plugin_sdk::{self as sdk, PluginError};
 use serde::Deserialize;
 
 /// The config as written in the flow (durations and rates still text).

@@ -10,7 +10,7 @@ mod slurm;
 #[cfg(test)]
 mod cluster_tests;
 
-use flowrun_plugin_api::{sdk::*, PluginError};
+use flowrun_plugin_sdk::{BackendImpl, PluginError, Sink};
 
 /// Creates a Slurm backend from its `[backends.NAME]` table.
 pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginError> {
@@ -18,8 +18,8 @@ pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginEr
     Ok(Box::new(backend::SlurmBackend::new(config, sink)?))
 }
 
-flowrun_plugin_api::export_plugin!(name = "slurm", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "slurm", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "slurm",
     description = "runs each job as a Slurm batch job (sbatch, squeue/sacct, scancel)",
     create = create
