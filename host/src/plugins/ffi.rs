@@ -29,8 +29,9 @@ use crate::{
     sched::Status,
 };
 
-/// A loaded plugin library.
-pub struct LoadedPlugin {
+/// What a plugin says it is once loaded (and what a probing child reports).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PluginInfo {
     /// The plugin's name.
     pub name: String,
     /// The plugin's version.
@@ -41,7 +42,19 @@ pub struct LoadedPlugin {
     pub backends: Vec<(String, String)>,
     /// The observer kinds it offers, with descriptions.
     pub observers: Vec<(String, String)>,
+}
+
+/// A loaded plugin library; derefs to its [`PluginInfo`].
+pub struct LoadedPlugin {
+    info: PluginInfo,
     root: api::PluginRoot_Ref,
+}
+
+impl std::ops::Deref for LoadedPlugin {
+    type Target = PluginInfo;
+    fn deref(&self) -> &PluginInfo {
+        &self.info
+    }
 }
 
 /// Whether a plugin built against `plugin_api` may load into a host providing `host_api`:
@@ -242,11 +255,13 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
             .collect()
     };
     let plugin = LoadedPlugin {
-        backends: kinds(&manifest.backends),
-        observers: kinds(&manifest.observers),
-        api_version: shown(root.api_version().as_str()),
-        name,
-        version,
+        info: PluginInfo {
+            backends: kinds(&manifest.backends),
+            observers: kinds(&manifest.observers),
+            api_version: shown(root.api_version().as_str()),
+            name,
+            version,
+        },
         root,
     };
     let host: api::HostServicesBox = api::HostServices_TO::from_value(
@@ -257,7 +272,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     );
     if let Err(e) = (plugin.root.init())(host).into_result() {
         return Err(PluginLoadError::Init {
-            name: plugin.name,
+            name: plugin.info.name,
             detail: shown(&e.message),
         });
     }

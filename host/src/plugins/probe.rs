@@ -11,14 +11,14 @@
 use std::{
     io::Read,
     os::unix::process::{CommandExt, ExitStatusExt},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::{ffi, shown};
+use super::ffi;
 use crate::errors::PluginLoadError;
 
 /// The hidden subcommand of the child.
@@ -31,19 +31,7 @@ const RESULT_MARKER: &str = "flowrun-probe-result ";
 const OUTPUT_LIMIT: u64 = 1 << 20;
 
 /// What the child learnt of a library that loaded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Probed {
-    /// The plugin's name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// The ABI version it was built against.
-    pub api_version: String,
-    /// Backend kinds: (name, description).
-    pub backends: Vec<(String, String)>,
-    /// Observer kinds.
-    pub observers: Vec<(String, String)>,
-}
+pub type Probed = ffi::PluginInfo;
 
 #[derive(Serialize, Deserialize)]
 enum ChildReport {
@@ -147,15 +135,9 @@ fn signal_name(signal: i32) -> String {
 }
 
 /// The child's side: loads `path` and prints the result line. Returns the exit code.
-pub fn child_main(path: &PathBuf) -> i32 {
+pub fn child_main(path: &Path) -> i32 {
     let report = match ffi::load(path) {
-        Ok(p) => ChildReport::Loaded(Probed {
-            name: shown(&p.name),
-            version: shown(&p.version),
-            api_version: shown(&p.api_version),
-            backends: p.backends.clone(),
-            observers: p.observers.clone(),
-        }),
+        Ok(p) => ChildReport::Loaded(ffi::PluginInfo::clone(&p)),
         Err(e) => ChildReport::Failed(e.to_string()),
     };
     let failed = matches!(report, ChildReport::Failed(_));

@@ -109,8 +109,9 @@ mod tests {
         let c: Config = parse_config("every = \"1h 30m\"\ngrace = \"250ms\"").unwrap();
         assert_eq!(c.every, Duration::from_secs(5400));
         assert_eq!(c.grace, Some(Duration::from_millis(250)));
-        let c: Config = parse_config("every = \"0s\"").unwrap();
+        let c: Config = parse_config("every = \"0s\"\nnested = { count = 2 }").unwrap();
         assert_eq!((c.every, c.grace), (Duration::ZERO, None));
+        assert_eq!(c.nested.map(|n| n.count), Some(2));
         assert_eq!(
             parse_duration("timeout", " 2s ").unwrap(),
             Duration::from_secs(2)

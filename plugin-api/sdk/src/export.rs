@@ -194,16 +194,7 @@ macro_rules! export_plugin {
 #[macro_export]
 macro_rules! register_backend {
     (kind = $kind:expr, description = $desc:expr, create = $create:expr $(,)?) => {
-        const _: () = {
-            const NOTE_FIELDS: &[&str] = &[$kind, $desc];
-            const NOTE_LEN: usize = $crate::identity::record_len(NOTE_FIELDS);
-            #[link_section = ".flowrun_plugin"]
-            static NOTE: [u8; NOTE_LEN] =
-                $crate::identity::record::<NOTE_LEN>($crate::identity::BACKEND, NOTE_FIELDS);
-            $crate::inventory::submit! {
-                $crate::BackendKind { name: $kind, description: $desc, create: $create, note: &NOTE }
-            }
-        };
+        $crate::__register_kind!(BackendKind, BACKEND, $kind, $desc, $create);
     };
 }
 
@@ -211,14 +202,25 @@ macro_rules! register_backend {
 #[macro_export]
 macro_rules! register_observer {
     (kind = $kind:expr, description = $desc:expr, create = $create:expr $(,)?) => {
+        $crate::__register_kind!(ObserverKind, OBSERVER, $kind, $desc, $create);
+    };
+}
+
+/// Both registrations: the kind's record of the identity note, and its inventory entry, which
+/// refers to the record so that the linker keeps it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register_kind {
+    ($registration:ident, $record:ident, $kind:expr, $desc:expr, $create:expr) => {
         const _: () = {
             const NOTE_FIELDS: &[&str] = &[$kind, $desc];
             const NOTE_LEN: usize = $crate::identity::record_len(NOTE_FIELDS);
+            // The section name is `flowrun_plugin_sdk::identity::SECTION`.
             #[link_section = ".flowrun_plugin"]
             static NOTE: [u8; NOTE_LEN] =
-                $crate::identity::record::<NOTE_LEN>($crate::identity::OBSERVER, NOTE_FIELDS);
+                $crate::identity::record::<NOTE_LEN>($crate::identity::$record, NOTE_FIELDS);
             $crate::inventory::submit! {
-                $crate::ObserverKind { name: $kind, description: $desc, create: $create, note: &NOTE }
+                $crate::$registration { name: $kind, description: $desc, create: $create, note: &NOTE }
             }
         };
     };

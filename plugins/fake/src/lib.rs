@@ -4,7 +4,7 @@
 //! Two paths, so that a million instant jobs measure the host's scheduler and not the fake:
 //! - a job of duration 0 gets its STARTED and FINISHED events straight from `submit`, on the
 //!   caller's thread (the sink never blocks, so the contract allows it);
-//! - a job with a duration goes into one timer thread's heap of deadlines ([`timer`]), never a
+//! - a job with a duration goes into one timer thread's heap of deadlines (`timer.rs`), never a
 //!   thread per job.
 #![forbid(unsafe_code)]
 

@@ -141,7 +141,6 @@ impl Report {
         report.set_time(time).add_test_suite(suite);
         let mut out = Vec::new();
         report.serialize(&mut out)?;
-        out.push(b'\n');
         Ok(out)
     }
 
