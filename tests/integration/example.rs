@@ -166,3 +166,32 @@ fn a_bad_site_wrapper_config_is_invalid_input_naming_the_key() {
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("wrapper"), "{}", run.stderr);
 }
+
+#[test]
+fn the_example_passes_its_own_tests_including_the_backend_contract() {
+    // What a site runs: the crate's own tests, among them the test kit's Contract check (job
+    // environment, cwd, a fresh log, timeouts left to the host) and the observer harness.
+    let target = bin_dir()
+        .parent()
+        .expect("the profile dir has a parent")
+        .join("site-backend");
+    let manifest = workspace_root().join("examples/site-backend/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .arg("test")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example's tests failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("test wrapper::tests::keeps_the_backend_contract ... ok"),
+        "{text}"
+    );
+}

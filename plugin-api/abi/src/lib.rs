@@ -85,6 +85,7 @@ pub struct PluginError {
 
 impl PluginError {
     /// An error of the given kind.
+    #[inline]
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         PluginError {
             kind,
@@ -94,6 +95,7 @@ impl PluginError {
 }
 
 impl std::fmt::Display for PluginError {
+    #[inline]
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
@@ -220,6 +222,7 @@ pub struct SubmitAnswer {
 
 impl SubmitAnswer {
     /// The job was accepted.
+    #[inline]
     pub fn accepted(id: JobId) -> Self {
         SubmitAnswer {
             id,
@@ -228,6 +231,7 @@ impl SubmitAnswer {
         }
     }
     /// The backend is busy; offer the job again later.
+    #[inline]
     pub fn busy(id: JobId) -> Self {
         SubmitAnswer {
             id,
@@ -236,6 +240,7 @@ impl SubmitAnswer {
         }
     }
     /// The job is refused.
+    #[inline]
     pub fn rejected(id: JobId, why: impl Into<String>) -> Self {
         SubmitAnswer {
             id,
@@ -299,6 +304,7 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    #[inline]
     fn base(id: JobId, kind: JobEventKind, end: EndKind) -> Self {
         JobEvent {
             id,
@@ -311,32 +317,38 @@ impl JobEvent {
         }
     }
     /// The job started.
+    #[inline]
     pub fn started(id: JobId) -> Self {
         Self::base(id, JobEventKind::STARTED, EndKind::EXITED)
     }
     /// The job's process exited with `code`.
+    #[inline]
     pub fn exited(id: JobId, code: i32) -> Self {
         let mut e = Self::base(id, JobEventKind::FINISHED, EndKind::EXITED);
         e.exit_code = ROption::RSome(code);
         e
     }
     /// The job's process died of `signal`.
+    #[inline]
     pub fn signaled(id: JobId, signal: i32) -> Self {
         let mut e = Self::base(id, JobEventKind::FINISHED, EndKind::SIGNALED);
         e.signal = ROption::RSome(signal);
         e
     }
     /// The backend judged the job failed.
+    #[inline]
     pub fn failed(id: JobId, reason: impl Into<String>) -> Self {
         let mut e = Self::base(id, JobEventKind::FINISHED, EndKind::FAILED);
         e.reason = RString::from(reason.into());
         e
     }
     /// The job was killed on the host's request.
+    #[inline]
     pub fn killed(id: JobId) -> Self {
         Self::base(id, JobEventKind::FINISHED, EndKind::KILLED)
     }
     /// The backend lost the job.
+    #[inline]
     pub fn lost(id: JobId, why: impl Into<String>) -> Self {
         let mut e = Self::base(id, JobEventKind::LOST, EndKind::FAILED);
         e.reason = RString::from(why.into());
@@ -370,6 +382,7 @@ impl CapabilityFlags {
     pub const CREATES_JOB_DIR: CapabilityFlags = CapabilityFlags(1 << 6);
 
     /// Whether every flag of `other` is set.
+    #[inline]
     pub fn contains(self, other: CapabilityFlags) -> bool {
         self.0 & other.0 == other.0
     }
@@ -377,6 +390,7 @@ impl CapabilityFlags {
 
 impl std::ops::BitOr for CapabilityFlags {
     type Output = CapabilityFlags;
+    #[inline]
     fn bitor(self, rhs: Self) -> Self {
         CapabilityFlags(self.0 | rhs.0)
     }
@@ -420,6 +434,7 @@ impl JobStatus {
     pub const SKIPPED: JobStatus = JobStatus(6);
 
     /// The lower-case name (`"passed"`, ...), or `"unknown"`.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self.0 {
             0 => "scheduled",
@@ -433,6 +448,7 @@ impl JobStatus {
         }
     }
     /// Whether the status is final.
+    #[inline]
     pub fn is_terminal(self) -> bool {
         (3..=6).contains(&self.0)
     }
@@ -526,6 +542,7 @@ pub struct RunEvent {
 
 impl RunEvent {
     /// An event of `kind` at `time_us` with every other field empty.
+    #[inline]
     pub fn empty(kind: RunEventKind, time_us: i64) -> Self {
         RunEvent {
             kind,
@@ -547,6 +564,7 @@ impl RunEvent {
         }
     }
     /// The value of attribute `key`, if present.
+    #[inline]
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attrs
             .iter()

@@ -19,26 +19,31 @@ pub struct Jobs<'a> {
 
 impl<'a> Jobs<'a> {
     /// Views the host's specs. The SDK's ABI adapter and the test kit build batches with it.
+    #[inline]
     pub fn from_abi(specs: &'a [abi::JobSpec]) -> Self {
         Jobs { specs }
     }
 
     /// How many jobs.
+    #[inline]
     pub fn len(&self) -> usize {
         self.specs.len()
     }
 
     /// Whether the batch is empty (the host never sends an empty one).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
     }
 
     /// Job `index`, if there is one.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<Job<'a>> {
         self.specs.get(index).map(|spec| Job { spec })
     }
 
     /// The jobs, in order.
+    #[inline]
     pub fn iter(&self) -> JobsIter<'a> {
         JobsIter(self.specs.iter())
     }
@@ -47,6 +52,7 @@ impl<'a> Jobs<'a> {
 impl<'a> IntoIterator for Jobs<'a> {
     type Item = Job<'a>;
     type IntoIter = JobsIter<'a>;
+    #[inline]
     fn into_iter(self) -> JobsIter<'a> {
         self.iter()
     }
@@ -64,9 +70,11 @@ pub struct JobsIter<'a>(std::slice::Iter<'a, abi::JobSpec>);
 
 impl<'a> Iterator for JobsIter<'a> {
     type Item = Job<'a>;
+    #[inline]
     fn next(&mut self) -> Option<Job<'a>> {
         self.0.next().map(|spec| Job { spec })
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.0.size_hint()
     }
@@ -75,6 +83,7 @@ impl<'a> Iterator for JobsIter<'a> {
 impl ExactSizeIterator for JobsIter<'_> {}
 
 impl DoubleEndedIterator for JobsIter<'_> {
+    #[inline]
     fn next_back(&mut self) -> Option<Self::Item> {
         self.0.next_back().map(|spec| Job { spec })
     }
@@ -90,16 +99,19 @@ pub struct Job<'a> {
 
 impl<'a> Job<'a> {
     /// The host's id for the job in this run; events and answers refer to it.
+    #[inline]
     pub fn id(&self) -> JobId {
         self.spec.id
     }
 
     /// The job's expanded name, unique in the run.
+    #[inline]
     pub fn name(&self) -> &'a str {
         &self.spec.name
     }
 
     /// The command: a shell string for `/bin/sh -c`, or an argv to run directly.
+    #[inline]
     pub fn command(&self) -> Command<'a> {
         let args = self.spec.command.args.as_slice();
         if self.spec.command.shell {
@@ -112,6 +124,7 @@ impl<'a> Job<'a> {
     /// The directory to run in. It exists unless the user's `cwd` names a missing directory
     /// (report that as a failure of the job), or it is the job directory of a backend that
     /// declares [`crate::CapabilityFlags::CREATES_JOB_DIR`].
+    #[inline]
     pub fn cwd(&self) -> &'a str {
         &self.spec.cwd
     }
@@ -119,28 +132,33 @@ impl<'a> Job<'a> {
     /// Variables to set on top of the backend's base environment, in order. They include the
     /// job environment of flowrun's contract (`FLOWRUN_JOB_NAME`, `FLOWRUN_JOB_DIR`,
     /// `FLOWRUN_RUN_DIR`, `FLOWRUN_ATTEMPT`, `FLOWRUN_RUN_TAG`): pass them all on.
+    #[inline]
     pub fn env(&self) -> Pairs<'a> {
         Pairs(self.spec.env.as_slice())
     }
 
     /// The job's private directory: created by the host, or by the backend when it declares
     /// [`crate::CapabilityFlags::CREATES_JOB_DIR`].
+    #[inline]
     pub fn job_dir(&self) -> &'a str {
         &self.spec.job_dir
     }
 
     /// Where the job's combined stdout and stderr go. Create or truncate it when the job
     /// starts, never append: a log is this attempt's evidence alone.
+    #[inline]
     pub fn log_path(&self) -> &'a str {
         &self.spec.log_path
     }
 
     /// The run's output directory.
+    #[inline]
     pub fn run_dir(&self) -> &'a str {
         &self.spec.run_dir
     }
 
     /// The run's tag: unique per run, usable as a cluster job name.
+    #[inline]
     pub fn run_tag(&self) -> &'a str {
         &self.spec.run_tag
     }
@@ -148,6 +166,7 @@ impl<'a> Job<'a> {
     /// The job's time limit, if any. Only a backend that declares
     /// [`crate::CapabilityFlags::ENFORCES_TIMEOUT`] acts on it; otherwise the host kills the
     /// job when it expires.
+    #[inline]
     pub fn timeout(&self) -> Option<Duration> {
         self.spec
             .timeout_ms
@@ -156,36 +175,43 @@ impl<'a> Job<'a> {
     }
 
     /// What the job asks for.
+    #[inline]
     pub fn resources(&self) -> Resources<'a> {
         Resources(&self.spec.resources)
     }
 
     /// Whether the job needs the user's terminal.
+    #[inline]
     pub fn interactive(&self) -> bool {
         self.spec.interactive
     }
 
     /// Which attempt this is, from 1.
+    #[inline]
     pub fn attempt(&self) -> u32 {
         self.spec.attempt
     }
 
     /// Free-form attributes from the flow.
+    #[inline]
     pub fn attrs(&self) -> Pairs<'a> {
         Pairs(self.spec.attrs.as_slice())
     }
 
     /// The value of attribute `key`, if present.
+    #[inline]
     pub fn attr(&self, key: &str) -> Option<&'a str> {
         self.attrs().get(key)
     }
 
     /// An owned copy, to keep beyond the `submit` call.
+    #[inline]
     pub fn to_owned(&self) -> OwnedJob {
         OwnedJob(self.spec.clone())
     }
 
     /// The ABI spec behind the view.
+    #[inline]
     pub fn as_abi(&self) -> &'a abi::JobSpec {
         self.spec
     }
@@ -210,31 +236,37 @@ pub struct OwnedJob(abi::JobSpec);
 
 impl OwnedJob {
     /// The job's view.
+    #[inline]
     pub fn job(&self) -> Job<'_> {
         Job { spec: &self.0 }
     }
 
     /// The job's id.
+    #[inline]
     pub fn id(&self) -> JobId {
         self.0.id
     }
 
     /// Wraps an ABI spec (the test kit builds jobs this way).
+    #[inline]
     pub fn from_abi(spec: abi::JobSpec) -> Self {
         OwnedJob(spec)
     }
 
     /// The ABI spec.
+    #[inline]
     pub fn as_abi(&self) -> &abi::JobSpec {
         &self.0
     }
 
     /// The ABI spec, mutably (the test kit's job builder edits it).
+    #[inline]
     pub fn as_abi_mut(&mut self) -> &mut abi::JobSpec {
         &mut self.0
     }
 
     /// The ABI spec, by value.
+    #[inline]
     pub fn into_abi(self) -> abi::JobSpec {
         self.0
     }
@@ -255,26 +287,31 @@ pub struct Args<'a>(&'a [RString]);
 
 impl<'a> Args<'a> {
     /// How many arguments, the program included.
+    #[inline]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether there are none.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The program.
+    #[inline]
     pub fn program(&self) -> Option<&'a str> {
         self.get(0)
     }
 
     /// Argument `index` (0 is the program).
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&'a str> {
         self.0.get(index).map(|s| s.as_str())
     }
 
     /// Every argument, the program first.
+    #[inline]
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a str> + Clone + 'a {
         self.0.iter().map(|s| s.as_str())
     }
@@ -292,11 +329,13 @@ pub struct Pairs<'a>(&'a [Tuple2<RString, RString>]);
 
 impl<'a> Pairs<'a> {
     /// Views ABI pairs.
+    #[inline]
     pub fn from_abi(pairs: &'a [Tuple2<RString, RString>]) -> Self {
         Pairs(pairs)
     }
 
     /// The value of the first pair named `key`.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<&'a str> {
         self.0
             .iter()
@@ -307,11 +346,13 @@ impl<'a> Pairs<'a> {
 
 impl<'a> Iterator for Pairs<'a> {
     type Item = (&'a str, &'a str);
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (first, rest) = self.0.split_first()?;
         self.0 = rest;
         Some((first.0.as_str(), first.1.as_str()))
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.0.len(), Some(self.0.len()))
     }
@@ -331,16 +372,19 @@ pub struct Resources<'a>(&'a abi::Resources);
 
 impl<'a> Resources<'a> {
     /// CPUs (at least 1).
+    #[inline]
     pub fn cpus(&self) -> u32 {
         self.0.cpus
     }
 
     /// Memory in MiB, when given.
+    #[inline]
     pub fn memory_mb(&self) -> Option<u64> {
         self.0.memory_mb.into_option()
     }
 
     /// Named counted resources (licenses, ...), as the flow's `[resources]` declares them.
+    #[inline]
     pub fn named(&self) -> NamedResources<'a> {
         NamedResources(self.0.named.as_slice())
     }
@@ -362,11 +406,13 @@ pub struct NamedResources<'a>(&'a [Tuple2<RString, u64>]);
 
 impl<'a> Iterator for NamedResources<'a> {
     type Item = (&'a str, u64);
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (first, rest) = self.0.split_first()?;
         self.0 = rest;
         Some((first.0.as_str(), first.1))
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.0.len(), Some(self.0.len()))
     }

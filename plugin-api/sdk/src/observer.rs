@@ -44,21 +44,25 @@ pub struct RunEvents<'a>(&'a [abi::RunEvent]);
 
 impl<'a> RunEvents<'a> {
     /// Views ABI events (the SDK's adapter and the test kit's harness do).
+    #[inline]
     pub fn from_abi(events: &'a [abi::RunEvent]) -> Self {
         RunEvents(events)
     }
 
     /// How many events.
+    #[inline]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether there are none.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The events, in order.
+    #[inline]
     pub fn iter(&self) -> RunEventsIter<'a> {
         RunEventsIter(self.0.iter())
     }
@@ -67,6 +71,7 @@ impl<'a> RunEvents<'a> {
 impl<'a> IntoIterator for RunEvents<'a> {
     type Item = RunEvent<'a>;
     type IntoIter = RunEventsIter<'a>;
+    #[inline]
     fn into_iter(self) -> RunEventsIter<'a> {
         self.iter()
     }
@@ -78,9 +83,11 @@ pub struct RunEventsIter<'a>(std::slice::Iter<'a, abi::RunEvent>);
 
 impl<'a> Iterator for RunEventsIter<'a> {
     type Item = RunEvent<'a>;
+    #[inline]
     fn next(&mut self) -> Option<RunEvent<'a>> {
         self.0.next().map(RunEvent)
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.0.size_hint()
     }
@@ -96,81 +103,97 @@ pub struct RunEvent<'a>(&'a abi::RunEvent);
 
 impl<'a> RunEvent<'a> {
     /// Views one ABI event.
+    #[inline]
     pub fn from_abi(event: &'a abi::RunEvent) -> Self {
         RunEvent(event)
     }
 
     /// Which event.
+    #[inline]
     pub fn kind(&self) -> RunEventKind {
         self.0.kind
     }
 
     /// When, in microseconds since the Unix epoch (UTC).
+    #[inline]
     pub fn time_us(&self) -> i64 {
         self.0.time_us
     }
 
     /// RUN_STARTED: the flow's name.
+    #[inline]
     pub fn flow(&self) -> &'a str {
         &self.0.flow
     }
 
     /// RUN_STARTED: the run's output directory.
+    #[inline]
     pub fn run_dir(&self) -> &'a str {
         &self.0.run_dir
     }
 
     /// RUN_STARTED: every job of the run, in the flow's order.
+    #[inline]
     pub fn jobs(&self) -> JobEntries<'a> {
         JobEntries(self.0.jobs.as_slice().iter())
     }
 
     /// JOB_STATUS: the job's name.
+    #[inline]
     pub fn job(&self) -> &'a str {
         &self.0.job
     }
 
     /// JOB_STATUS: the status before.
+    #[inline]
     pub fn old_status(&self) -> JobStatus {
         self.0.old_status
     }
 
     /// JOB_STATUS: the status after.
+    #[inline]
     pub fn new_status(&self) -> JobStatus {
         self.0.new_status
     }
 
     /// JOB_STATUS: why (for every job that did not pass).
+    #[inline]
     pub fn reason(&self) -> &'a str {
         &self.0.reason
     }
 
     /// JOB_STATUS: the backend instance.
+    #[inline]
     pub fn backend(&self) -> &'a str {
         &self.0.backend
     }
 
     /// JOB_STATUS (terminal): the exit code, when there was one.
+    #[inline]
     pub fn exit_code(&self) -> Option<i32> {
         self.0.exit_code.into_option()
     }
 
     /// JOB_STATUS (terminal): seconds the job ran, when it ran.
+    #[inline]
     pub fn duration_s(&self) -> Option<f64> {
         self.0.duration_s.into_option()
     }
 
     /// JOB_STATUS (terminal): the job's log file, when it has one.
+    #[inline]
     pub fn log(&self) -> Option<&'a str> {
         Some(self.0.log.as_str()).filter(|l| !l.is_empty())
     }
 
     /// KILL_SIGNAL: the signal's name (`SIGINT`, `SIGTERM`).
+    #[inline]
     pub fn signal(&self) -> &'a str {
         &self.0.signal
     }
 
     /// RUN_FINISHED: the summary.
+    #[inline]
     pub fn summary(&self) -> Option<Summary> {
         self.0.summary.as_ref().into_option().map(|s| Summary {
             passed: s.passed,
@@ -185,16 +208,19 @@ impl<'a> RunEvent<'a> {
 
     /// Free-form details, in order: `fail_line`, `fail_text`, `reason_kind`, `attempt`,
     /// `native_id`, `resources`, `cpu_s`, `max_rss_mb`, `phases`, ... (any may be absent).
+    #[inline]
     pub fn attrs(&self) -> Pairs<'a> {
         Pairs::from_abi(self.0.attrs.as_slice())
     }
 
     /// The value of attribute `key`, if present.
+    #[inline]
     pub fn attr(&self, key: &str) -> Option<&'a str> {
         self.attrs().get(key)
     }
 
     /// The ABI event behind the view.
+    #[inline]
     pub fn as_abi(&self) -> &'a abi::RunEvent {
         self.0
     }
@@ -221,12 +247,14 @@ pub struct JobEntries<'a>(std::slice::Iter<'a, abi::JobInfo>);
 
 impl<'a> Iterator for JobEntries<'a> {
     type Item = JobEntry<'a>;
+    #[inline]
     fn next(&mut self) -> Option<JobEntry<'a>> {
         self.0.next().map(|j| JobEntry {
             name: &j.name,
             backend: &j.backend,
         })
     }
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.0.size_hint()
     }
@@ -255,6 +283,7 @@ pub struct Summary {
 
 impl Summary {
     /// The ABI summary (the test kit's event builders use it).
+    #[inline]
     pub fn to_abi(&self) -> abi::RunSummary {
         abi::RunSummary {
             passed: self.passed,
