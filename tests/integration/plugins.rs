@@ -1080,3 +1080,18 @@ fn plugins_list_output_is_pinned() {
     misbehaving | 0.1.0 | 0.1.2 | site | backend misbehaving | [HOME]/site-plugins/libflowrun_plugin_misbehaving.so | (shadowed by the plugin of the same name above)
     ");
 }
+
+#[test]
+fn install_takes_a_relative_path() {
+    // dlopen searches the library path for a name without a slash: the file must be given to
+    // the loader as a path.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::copy(misbehaving_lib(), home.path().join("libmb.so")).unwrap();
+    let o = flowrun(home.path())
+        .args(["plugins", "install", "libmb.so"])
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(installed(home.path()).exists());
+}
