@@ -29,17 +29,14 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    ErrorKind, PluginError,
-};
+use flowrun_plugin_sdk::{BackendImpl, ErrorKind, PluginError, Sink};
 
 pub use config::Config;
 
 #[allow(unsafe_code)] // the SDK's export macros declare `#[no_mangle]` symbols
 mod exports {
-    flowrun_plugin_api::export_plugin!(name = "legacy", version = env!("CARGO_PKG_VERSION"));
-    flowrun_plugin_api::register_backend!(
+    flowrun_plugin_sdk::export_plugin!(name = "legacy", version = env!("CARGO_PKG_VERSION"));
+    flowrun_plugin_sdk::register_backend!(
         kind = "legacy",
         description = "drives a synchronous poll-style launcher library (C ABI, any language) from a crash-isolated worker process",
         create = super::create
