@@ -576,7 +576,7 @@ impl Shared {
                     if !self.cgroup_warned.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             "local backend: cannot create a cgroup for job {} ({e}); containing jobs by session and environment tag from now on",
-                            spec.name
+                            spec.name()
                         );
                     }
                 }
