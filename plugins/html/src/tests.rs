@@ -21,7 +21,7 @@ fn embedded(path: &Path) -> Value {
 /// RUN_STARTED at `t` µs of flow `flow` in `run_dir`, listing `(job, backend)` pairs.
 fn started(t: i64, flow: &str, run_dir: &str, jobs: &[(&str, &str)]) -> TestEvent {
     jobs.iter().fold(
-        TestEvent::started(flow, run_dir).at(t),
+        TestEvent::run_started(flow, run_dir).at(t),
         |e, (name, backend)| e.job(name, backend),
     )
 }
