@@ -37,7 +37,7 @@ fn privileged(what: &str) -> bool {
 }
 
 /// A backend that must contain its jobs in cgroups (privileged tests only).
-fn cgroup_backend(host: &FakeHost, config: &str) -> BackendBox {
+fn cgroup_backend(host: &FakeHost, config: &str) -> TestBackend {
     let b = backend(host, config);
     assert!(
         b.stats().contains("cgroups = true"),
@@ -48,7 +48,7 @@ fn cgroup_backend(host: &FakeHost, config: &str) -> BackendBox {
 }
 
 /// [`cgroup_backend`] when `cgroups`, else a plain [`backend`].
-fn backend_maybe_in_cgroups(host: &FakeHost, config: &str, cgroups: bool) -> BackendBox {
+fn backend_maybe_in_cgroups(host: &FakeHost, config: &str, cgroups: bool) -> TestBackend {
     if cgroups {
         cgroup_backend(host, config)
     } else {
