@@ -68,12 +68,7 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
     jobs.push(("ok", "local"));
     jobs.push(("after", "local"));
     let o = ObserverHarness::new(create, "").unwrap();
-    o.send(&[started(
-        1_000_000,
-        "nightly",
-        &run.to_string_lossy(),
-        &jobs,
-    )]);
+    o.send(&[started(1_000_000, "nightly", &run.to_string_lossy(), &jobs)]);
     assert!(
         run.join("report.html").exists(),
         "a report right at the start"
@@ -211,10 +206,7 @@ fn the_report_is_rewritten_while_the_run_goes_on() {
         assert!(std::time::Instant::now() < deadline, "never refreshed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    o.send(&[
-        ended(3, "a", JobStatus::PASSED, "", None),
-        finished(4),
-    ]);
+    o.send(&[ended(3, "a", JobStatus::PASSED, "", None), finished(4)]);
     o.finish().unwrap();
     assert_eq!(embedded(&report)["finished"], true);
 }

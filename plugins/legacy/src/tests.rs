@@ -94,10 +94,7 @@ fn a_worker_crash_loses_its_jobs_and_the_next_submit_gets_a_new_worker() {
     let answers = host.submit_all(&backend, vec![after], Duration::from_secs(20));
     assert_eq!(answers[0].kind(), SubmitAnswerKind::ACCEPTED, "{answers:?}");
     let end = host.wait_end(id, Duration::from_secs(20)).unwrap();
-    assert_eq!(
-        (end.end(), end.exit_code()),
-        (EndKind::EXITED, Some(4))
-    );
+    assert_eq!((end.end(), end.exit_code()), (EndKind::EXITED, Some(4)));
     backend.shutdown();
     let stats = backend.stats();
     assert!(stats.contains("workers_started = 2\n"), "{stats}");

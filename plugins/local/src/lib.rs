@@ -510,10 +510,7 @@ impl Shared {
         // whatever carries it.
         let tag = format!("{}-{}-{}", spec.run_tag(), self.instance_tag, spec.id().0);
         // The FLOWRUN_* job variables come in `env`: the host sets them for every backend.
-        let env: Vec<(&str, &str)> = spec
-            .env()
-            .chain([(tree::TAG_VAR, tag.as_str())])
-            .collect();
+        let env: Vec<(&str, &str)> = spec.env().chain([(tree::TAG_VAR, tag.as_str())]).collect();
         let job_dir = Path::new(spec.job_dir());
         let cmd_sh_path = job_dir.join("cmd.sh");
         let cmd_sh_text = cmdsh::render(spec);

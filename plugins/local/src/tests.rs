@@ -1121,7 +1121,7 @@ fn the_watchdog_kills_the_jobs_when_the_host_is_gone(config: &str, cgroups: bool
     use flowrun_plugin_sdk::{BackendImpl, Jobs};
     let (_d, mut host) = host();
     let b = crate::LocalBackend::new(crate::config::Config::parse(config).unwrap(), host.sink())
-    .unwrap();
+        .unwrap();
     assert_eq!(b.stats().contains("cgroups = true"), cgroups, "{config}");
     let marker = unique_sleep();
     let specs: Vec<TestJob> = (0..5)

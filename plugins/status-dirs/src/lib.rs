@@ -177,8 +177,8 @@ impl StatusDirs {
                 }
                 RunEventKind::KILL_SIGNAL => self.signal = Some(event.signal().to_string()),
                 RunEventKind::RUN_FINISHED => {
-                    let interrupted = self.signal.is_some()
-                        || event.summary().is_some_and(|s| s.interrupted);
+                    let interrupted =
+                        self.signal.is_some() || event.summary().is_some_and(|s| s.interrupted);
                     if interrupted {
                         self.settle_interrupted();
                     }

@@ -58,10 +58,13 @@ fn links_move_with_the_status_and_are_relative() {
     std::fs::write(run.path().join("jobs/a/output.log"), "log of a").unwrap();
     let mut o = dirs();
     apply(&mut o, &[started(run.path(), &["a", "b", "grp/c"])]);
-    apply(&mut o, &[
-        status("a", JobStatus::QUEUED),
-        status("a", JobStatus::RUNNING),
-    ]);
+    apply(
+        &mut o,
+        &[
+            status("a", JobStatus::QUEUED),
+            status("a", JobStatus::RUNNING),
+        ],
+    );
     assert!(
         listed(run.path(), "running").is_empty(),
         "not before the delay"
@@ -78,17 +81,23 @@ fn links_move_with_the_status_and_are_relative() {
         "log of a"
     );
 
-    apply(&mut o, &[
-        status("a", JobStatus::FAILED),
-        status("grp/c", JobStatus::RUNNING),
-    ]);
+    apply(
+        &mut o,
+        &[
+            status("a", JobStatus::FAILED),
+            status("grp/c", JobStatus::RUNNING),
+        ],
+    );
     o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["grp_c"]);
     assert_eq!(listed(run.path(), "failed"), ["a"]);
-    apply(&mut o, &[
-        status("grp/c", JobStatus::PASSED),
-        status("b", JobStatus::SKIPPED),
-    ]);
+    apply(
+        &mut o,
+        &[
+            status("grp/c", JobStatus::PASSED),
+            status("b", JobStatus::SKIPPED),
+        ],
+    );
     assert!(listed(run.path(), "running").is_empty());
     assert_eq!(listed(run.path(), "passed"), ["grp_c"]);
     assert_eq!(listed(run.path(), "skipped"), ["b"]);
@@ -156,7 +165,10 @@ fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
 fn a_retry_waiting_in_the_queue_has_no_link() {
     let run = tempfile::tempdir().unwrap();
     let mut o = dirs();
-    apply(&mut o, &[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)]);
+    apply(
+        &mut o,
+        &[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)],
+    );
     o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
     apply(&mut o, &[status("a", JobStatus::QUEUED)]);

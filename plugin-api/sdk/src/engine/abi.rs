@@ -224,7 +224,6 @@ impl<D: Dialect> BackendImpl for ClusterBackend<D> {
 mod tests {
     use super::*;
     use crate::engine::Usage;
-    use std::time::Duration;
     use crate::{
         abi::{
             abi_stable::std_types::{ROption, RString, RVec, Tuple2},
@@ -232,6 +231,7 @@ mod tests {
         },
         EndKind, JobEventKind,
     };
+    use std::time::Duration;
 
     #[test]
     fn specs_become_plain_jobs() {
@@ -288,7 +288,10 @@ mod tests {
                 }),
             },
         });
-        assert_eq!((e.kind(), e.end()), (JobEventKind::FINISHED, EndKind::FAILED));
+        assert_eq!(
+            (e.kind(), e.end()),
+            (JobEventKind::FINISHED, EndKind::FAILED)
+        );
         assert_eq!(e.exit_code(), Some(5));
         assert_eq!(e.attr("native_id"), Some("12_3"));
         assert_eq!(e.attr("cpu_s"), Some("1.25"));

@@ -32,23 +32,23 @@ fn with(event: TestEvent, key: &str, value: &str) -> TestEvent {
 #[test]
 fn lanes_are_reused_lowest_first_and_never_shared_at_once() {
     let mut m = RunModel::default();
-    apply(&mut m, &started(&[
-        ("a", "local"),
-        ("b", "local"),
-        ("c", "local"),
-        ("d", "fake"),
-    ]));
+    apply(
+        &mut m,
+        &started(&[
+            ("a", "local"),
+            ("b", "local"),
+            ("c", "local"),
+            ("d", "fake"),
+        ]),
+    );
     apply(&mut m, &run(10, "a"));
     apply(&mut m, &run(11, "b"));
     apply(&mut m, &end(12, "a", JobStatus::PASSED));
     apply(&mut m, &run(13, "c")); // takes a's lane 0, not a new one
-    apply(&mut m, &status(
-        14,
-        "d",
-        "fake",
-        JobStatus::QUEUED,
-        JobStatus::RUNNING,
-    ));
+    apply(
+        &mut m,
+        &status(14, "d", "fake", JobStatus::QUEUED, JobStatus::RUNNING),
+    );
     let lanes: Vec<(u32, u32)> = m.attempts.iter().map(|a| (a.job, a.lane)).collect();
     assert_eq!(lanes, [(0, 0), (1, 1), (2, 0), (3, 0)]);
     assert_eq!(m.lanes(0), 2);
@@ -64,11 +64,14 @@ fn lanes_are_reused_lowest_first_and_never_shared_at_once() {
 fn terminal_attrs_are_read_and_absent_ones_stay_unknown() {
     let mut m = RunModel::default();
     apply(&mut m, &started(&[("a", "local"), ("b", "local")]));
-    apply(&mut m, &with(
-        with(run(10, "a"), "resources", "cpus=2,vcs=1"),
-        "attempt",
-        "1",
-    ));
+    apply(
+        &mut m,
+        &with(
+            with(run(10, "a"), "resources", "cpus=2,vcs=1"),
+            "attempt",
+            "1",
+        ),
+    );
     let fin = end(2_000_010, "a", JobStatus::FAILED)
         .reason("exit code 3")
         .exit_code(3)
@@ -81,11 +84,10 @@ fn terminal_attrs_are_read_and_absent_ones_stay_unknown() {
     );
     apply(&mut m, &with(fin, "native_id", "4242"));
     apply(&mut m, &run(20, "b"));
-    apply(&mut m, &with(
-        end(30, "b", JobStatus::PASSED),
-        "cpu_s",
-        "not a number",
-    ));
+    apply(
+        &mut m,
+        &with(end(30, "b", JobStatus::PASSED), "cpu_s", "not a number"),
+    );
 
     let a = &m.jobs[0];
     assert_eq!((a.cpu_s, a.max_rss_mb), (Some(1.25), Some(212.5)));
@@ -105,22 +107,22 @@ fn terminal_attrs_are_read_and_absent_ones_stay_unknown() {
 #[test]
 fn an_abandoned_run_settles_unfinished_jobs_as_the_host_records_them() {
     let mut m = RunModel::default();
-    apply(&mut m, &started(&[
-        ("r", "local"),
-        ("q", "local"),
-        ("w", "local"),
-        ("p", "local"),
-    ]));
+    apply(
+        &mut m,
+        &started(&[
+            ("r", "local"),
+            ("q", "local"),
+            ("w", "local"),
+            ("p", "local"),
+        ]),
+    );
     apply(&mut m, &run(10, "p"));
     apply(&mut m, &end(11, "p", JobStatus::PASSED));
     apply(&mut m, &run(12, "r"));
-    apply(&mut m, &status(
-        13,
-        "q",
-        "local",
-        JobStatus::SCHEDULED,
-        JobStatus::QUEUED,
-    ));
+    apply(
+        &mut m,
+        &status(13, "q", "local", JobStatus::SCHEDULED, JobStatus::QUEUED),
+    );
     apply(&mut m, &TestEvent::kill_signal("SIGTERM").at(14));
     apply(
         &mut m,
@@ -173,7 +175,10 @@ fn phases_parse_and_malformed_entries_are_skipped() {
     let mut m = RunModel::default();
     apply(&mut m, &with(started(&[]), "phases", "load=1:2"));
     let fin = TestEvent::run_finished(&Summary::default()).at(30);
-    apply(&mut m, &with(fin, "phases", "schedule=2:20;write_results=20:29"));
+    apply(
+        &mut m,
+        &with(fin, "phases", "schedule=2:20;write_results=20:29"),
+    );
     let names: Vec<&str> = m.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["load", "schedule", "write_results"]);
 }
@@ -183,13 +188,10 @@ fn a_retry_opens_a_second_attempt() {
     let mut m = RunModel::default();
     apply(&mut m, &started(&[("a", "local")]));
     apply(&mut m, &run(10, "a"));
-    apply(&mut m, &status(
-        20,
-        "a",
-        "local",
-        JobStatus::RUNNING,
-        JobStatus::QUEUED,
-    ));
+    apply(
+        &mut m,
+        &status(20, "a", "local", JobStatus::RUNNING, JobStatus::QUEUED),
+    );
     apply(&mut m, &with(run(30, "a"), "attempt", "2"));
     apply(&mut m, &end(40, "a", JobStatus::PASSED));
     let got: Vec<(u32, i64, Option<i64>, &str)> = m
