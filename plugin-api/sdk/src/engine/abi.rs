@@ -173,7 +173,7 @@ impl<D: Dialect> BackendImpl for ClusterBackend<D> {
     }
 
     fn submit(&self, specs: Jobs<'_>) -> Vec<Answer> {
-        let mut answers: Vec<Option<Answer>> = (0..specs.len()).map(|_| None).collect();
+        let mut answers: Vec<Option<Answer>> = vec![None; specs.len()];
         let mut jobs = Vec::with_capacity(specs.len());
         let mut positions = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
