@@ -4,14 +4,14 @@
 //! running until they are rewritten.
 //!
 //! Layout (README.md says what a user sees; docs/design/legacy-adapter.md why):
-//! - [`backend`]: the backend in flowrun's process; starts and watches the worker.
-//! - [`worker`]: the worker process (and its guardian), where the launcher is loaded.
-//! - [`engine`]: the poller (FIFO, ticks, limits), independent of processes and of C.
-//! - [`launcher`] and [`sys::launcher_abi`]: the launcher's C ABI.
-//! - [`protocol`]: the frames between backend and worker.
-//! - [`abi_map`]: the one place that touches flowrun's plugin ABI types.
-//! - [`sys`]: every `unsafe` operation, fenced in one module.
-//! - [`inprocess`]: the launcher loaded into flowrun itself, for the benchmark only.
+//! - `backend`: the backend in flowrun's process; starts and watches the worker.
+//! - `worker`: the worker process (and its guardian), where the launcher is loaded.
+//! - `engine`: the poller (FIFO, ticks, limits), independent of processes and of C.
+//! - `launcher` and `sys::launcher_abi`: the launcher's C ABI.
+//! - `protocol`: the frames between backend and worker.
+//! - `abi_map`: the one place that touches flowrun's plugin SDK types.
+//! - `sys`: every `unsafe` operation, fenced in one module.
+//! - `inprocess`: the launcher loaded into flowrun itself, for the benchmark only.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
