@@ -1114,7 +1114,10 @@ fn dash_j_names_an_array_by_its_own_name() {
     let array = emu.bsub(&["-J", "sweep[1-3]%1", "-o", "/dev/null", "sleep 60"]);
     let single = emu.bsub(&["-J", "sweep", "-o", "/dev/null", "sleep 60"]);
     let other = emu.bsub(&["-J", "sweeper", "-o", "/dev/null", "sleep 60"]);
-    let out = emu.run("bjobs", &["-noheader", "-o", "jobid jobindex", "-J", "sweep"]);
+    let out = emu.run(
+        "bjobs",
+        &["-noheader", "-o", "jobid jobindex", "-J", "sweep"],
+    );
     let mut rows: Vec<&str> = out.stdout.lines().collect();
     rows.sort_unstable();
     let mut want = vec![

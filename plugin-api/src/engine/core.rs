@@ -661,8 +661,11 @@ impl Core {
                 continue; // submitted after the query started: not expected in it
             }
             let Some(row) = rows.get(&native_id) else {
-                if now.duration_since(at) < cfg.submit_grace {
-                    continue; // just submitted: not visible yet is normal
+                // Just submitted: not visible yet is normal. A job flowrun killed is looked up
+                // at once (a scheduler may drop a cancelled pending job without a trace, and
+                // its cancel said so).
+                if now.duration_since(at) < cfg.submit_grace && !job.kill_requested {
+                    continue;
                 }
                 let since = *job.missing_since.get_or_insert(now);
                 if now.duration_since(since) > cfg.lost_after {

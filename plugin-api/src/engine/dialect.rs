@@ -87,6 +87,27 @@ pub struct Submission {
     pub array: Option<ArrayPlan>,
 }
 
+impl Submission {
+    /// The first and last task index of an array (`None` for a single job), for the
+    /// scheduler's `FIRST-LAST` range.
+    pub fn index_range(&self) -> Option<(u32, u32)> {
+        let plan = self.array.as_ref()?;
+        Some((
+            plan.first_index,
+            plan.first_index + self.jobs.len() as u32 - 1,
+        ))
+    }
+
+    /// The native ids of the unit's jobs from the one id the scheduler printed: `[id]` for a
+    /// single job, `member(id, index)` for each member of an array, in order.
+    pub fn native_ids(&self, id: &str, member: impl Fn(&str, u32) -> String) -> Vec<String> {
+        match self.index_range() {
+            None => vec![id.to_string()],
+            Some((first, last)) => (first..=last).map(|i| member(id, i)).collect(),
+        }
+    }
+}
+
 /// What a status query covers: every job of the run the scheduler has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scope {
@@ -336,7 +357,7 @@ pub trait Dialect: Send + Sync + 'static {
         false
     }
 
-    /// The second source of final states (Slurm's `sacct`, LSF's job report, `qacct`): rows
+    /// The second source of final states (Slurm's `sacct`, Grid Engine's `qacct`): rows
     /// for `ids` where known. Called at most once per poll interval, right after the
     /// snapshot. Rows that are not final are ignored; an error changes no job.
     fn final_records(

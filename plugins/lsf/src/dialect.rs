@@ -170,7 +170,7 @@ impl Dialect for Lsf {
                 &unit.scripts[0],
             ),
             Some(plan) => {
-                let last = plan.first_index as usize + unit.jobs.len() - 1;
+                let last = plan.first_index + unit.jobs.len() as u32 - 1;
                 let limit = plan.slot_limit.map(|l| format!("%{l}")).unwrap_or_default();
                 let links = link_job_dirs(&plan.dispatcher, plan.first_index, &unit.jobs)
                     .map_err(SubmitError::Rejected)?;
@@ -209,12 +209,7 @@ impl Dialect for Lsf {
                 out.text().trim()
             ))
         })?;
-        Ok(match &unit.array {
-            None => vec![id],
-            Some(plan) => (0..unit.jobs.len() as u32)
-                .map(|i| lsf::native_id(&id, plan.first_index + i))
-                .collect(),
-        })
+        Ok(unit.native_ids(&id, lsf::native_id))
     }
 
     fn status(&self, cmd: &Commands, scope: &Scope) -> Result<Vec<NativeStatus>, CommandOutput> {

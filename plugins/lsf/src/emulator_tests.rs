@@ -153,8 +153,9 @@ fn verdicts_and_usage_come_from_the_job_report_when_bjobs_has_forgotten_the_job(
         &[("CLEAN_PERIOD", "0"), ("FIRST_JOB_ID", "12345678")],
         "poll_interval = \"1s\"",
     );
-    let burn = "python3 -c 'import time\nx = bytearray(60 << 20)\nt = time.time()\n\
-                while time.time() - t < 2: pass'; exit 3";
+    // A fixed amount of work (not of time: the machine may be busy), holding 60 MB.
+    let burn = "python3 -c 'x = bytearray(60 << 20)\nsum(i * i for i in range(4_000_000))\n\
+                import time; time.sleep(1.5)'; exit 3";
     let jobs = vec![c.job(1, "burn", burn), c.job(2, "plain", "echo hi")];
     assert!(c.engine.submit(jobs).iter().all(Result::is_ok));
     let events = c.wait_ends(&[1, 2], Duration::from_secs(120));
@@ -170,7 +171,7 @@ fn verdicts_and_usage_come_from_the_job_report_when_bjobs_has_forgotten_the_job(
     assert_eq!(native_id.unwrap().len(), 8, "8-digit ids");
     let usage = usage.expect("the report's resource usage");
     assert_eq!(usage.source, "lsf-report");
-    assert!(usage.cpu_s.unwrap() >= 1.0, "{usage:?}");
+    assert!(usage.cpu_s.unwrap() >= 0.1, "{usage:?}");
     assert!(usage.max_rss_mb.unwrap() >= 50.0, "{usage:?}");
     assert!(
         matches!(
