@@ -3,11 +3,14 @@
 //! (`cargo build --workspace`; the README's test command does it).
 
 mod abi_compat;
+mod batch;
 mod count_calls;
 mod example;
 mod fake;
+mod gridengine;
 mod junit;
 mod local;
+mod lsf;
 mod lsf_emu;
 mod plugins;
 mod scheduling;
