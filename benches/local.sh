@@ -13,6 +13,8 @@
 # Usage: benches/local.sh            (builds nothing; uses target/release/flowrun)
 #   FLOWRUN_BIN=path/to/flowrun  the binary (the local plugin .so must sit beside it)
 #   N=10000 SLEEPERS=1000 CHAIN=300 REPEAT=3
+#   SPAWN=std                    the local backend's `spawn` key (default: the backend's, clone);
+#                                leave it unset for a binary that predates the key
 # Build first: cargo build --release -p flowrun -p flowrun-plugin-local
 # Run it on an otherwise idle machine: the figures are only as quiet as the machine.
 set -euo pipefail
@@ -32,11 +34,13 @@ trap 'rm -rf "$WORK"' EXIT
 # gen_flow FILE NAME COUNT MAX_PARALLEL CMD [chain]
 gen_flow() {
     python3 - "$@" <<'EOF'
-import sys
+import os, sys
 path, name, count, maxp, cmd = sys.argv[1:6]
 chain = len(sys.argv) > 6
 with open(path, "w") as f:
     f.write(f'[flow]\nname = "{name}"\n[backends.local]\nkind = "local"\nmax_parallel = {maxp}\n')
+    if os.environ.get("SPAWN"):
+        f.write(f'spawn = "{os.environ["SPAWN"]}"\n')
     for i in range(int(count)):
         f.write(f'[[job]]\nname = "j{i}"\ncmd = {cmd}\n')
         if chain and i > 0:
@@ -59,7 +63,7 @@ cpu_ns() {
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "# flowrun local backend benchmark: $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# binary: $BIN"
+echo "# binary: $BIN, spawn = ${SPAWN:-default}"
 
 # 1 + 2: throughput and CPU per job. `measure.py` runs each command and records its wall
 # time, its own threads' CPU and the CPU of it plus everything it waited for (the jobs).

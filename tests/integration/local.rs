@@ -5,41 +5,13 @@ use std::{
     io::Write,
     path::Path,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use flowrun_tests::{collect, flowrun, run_flow};
+use flowrun_tests::{collect, flowrun, processes_with, run_flow, unique_sleep};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-/// A number unique to one test, used as a `sleep` duration (`sleep 3100.0421007`), so that
-/// every sleeper a test starts can be found by its command line.
-fn unique_sleep() -> String {
-    static N: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "3100.{:04}{:03}",
-        std::process::id() % 10_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Pids of live processes whose command line contains `marker` (like `pgrep -f`).
-fn processes_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(marker) {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
 
 #[test]
@@ -512,4 +484,382 @@ cmd = "echo to-the-user; read x || echo no-input"
         "{}",
         run.stdout
     );
+}
+
+/// Whether a test that needs root and a writable cgroup2 may run: only with
+/// `FLOWRUN_PRIVILEGED_TESTS=1` (`tests/run-all` sets it); otherwise it says so and returns.
+fn privileged(what: &str) -> bool {
+    if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1): {what}");
+    false
+}
+
+/// The cgroup modes a test runs in: `off` always, `auto` (which must then really use
+/// cgroups: the tests run as root in CI) only when privileged tests are on.
+fn cgroup_modes(test: &str) -> Vec<&'static str> {
+    let mut modes = vec!["off"];
+    if privileged(&format!("{test} with cgroups (root, a writable cgroup2)")) {
+        modes.push("auto");
+    }
+    modes
+}
+
+/// The statuses of every job of a run, by name.
+fn statuses(run: &flowrun_tests::Run) -> Vec<(String, String, String)> {
+    run.results["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| {
+                    (
+                        j["name"].as_str().unwrap_or("").to_string(),
+                        j["status"].as_str().unwrap_or("").to_string(),
+                        j["reason"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// F1: after a job's cgroup got `cgroup.kill` (processes it left behind, a timeout of a job
+/// that ignores SIGTERM, `kill_grace = "0s"`), no later job placed in a cgroup is killed at
+/// birth: every row of the F1 table, at max_parallel 1, 2 and 8.
+#[test]
+fn local_a_killed_cgroup_never_kills_a_later_job() {
+    if !privileged("cgroup poisoning (F1): root and a writable cgroup2") {
+        return;
+    }
+    let m = unique_sleep();
+    // (first job's command, its timeout, kill_grace, how it must end)
+    let rows: [(String, Option<&str>, &str, &str); 5] = [
+        (format!("sleep {m} & exit 0"), None, "300ms", "passed"),
+        (format!("(sleep {m} &); exit 0"), None, "300ms", "passed"),
+        (
+            format!("setsid sleep {m} & sleep 0.1; exit 0"),
+            None,
+            "300ms",
+            "passed",
+        ),
+        (
+            format!("trap '' TERM; sleep {m}"),
+            Some("1s"),
+            "300ms",
+            "killed",
+        ),
+        (format!("sleep {m}"), Some("1s"), "0s", "killed"),
+    ];
+    for (cmd, timeout, grace, first_ends) in &rows {
+        for p in [1, 2, 8] {
+            let dir = tempdir();
+            let timeout = timeout
+                .map(|t| format!("timeout = \"{t}\"\n"))
+                .unwrap_or_default();
+            let flow = format!(
+                r#"
+[flow]
+name = "poison"
+max_parallel = {p}
+[backends.local]
+kind = "local"
+max_parallel = {p}
+kill_grace = "{grace}"
+[[job]]
+name = "first"
+cmd = "{cmd}"
+{timeout}
+[[job]]
+name = "n-{{i}}"
+matrix = {{ i = {{ range = [0, 19] }} }}
+needs = ["first"]
+when = "always"
+cmd = "sleep 0.05; echo ok"
+"#
+            );
+            let run = run_flow(dir.path(), &flow, &[]);
+            let all = statuses(&run);
+            let innocents_not_passed: Vec<_> = all
+                .iter()
+                .filter(|(n, s, _)| n.starts_with("n-") && s != "passed")
+                .collect();
+            assert_eq!(all.len(), 21, "{cmd} at P={p}: {run:#?}");
+            assert!(
+                innocents_not_passed.is_empty(),
+                "{cmd} (kill_grace {grace}) at P={p}: {} of 20 innocent jobs did not pass: {innocents_not_passed:?}",
+                innocents_not_passed.len()
+            );
+            assert_eq!(run.status("first"), *first_ends, "{cmd} at P={p}: {run:#?}");
+            assert_eq!(processes_with(&m), Vec::<u32>::new(), "{cmd} at P={p}");
+        }
+    }
+}
+
+/// The pid of the watchdog that flowrun `pid` started (its child named flowrun-watchdog).
+fn watchdogs_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1);
+        if head.ends_with("(flowrun-watchdo") && ppid == Some(pid.to_string().as_str()) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+fn sigkill(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Starts `flowrun run` on `flow` in `dir` in the background, and waits until at least `n`
+/// processes carry `marker`.
+fn start_run(dir: &Path, flow: &str, marker: &str, n: usize) -> std::process::Child {
+    std::fs::write(dir.join("flow.toml"), flow).unwrap();
+    let child = flowrun(dir)
+        .args(["run", "flow.toml", "-q", "--out"])
+        .arg(dir.join("out"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_with(marker).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} processes started",
+            processes_with(marker).len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Polls for up to `limit` until no process carries `marker`; returns those left.
+fn gone_within(marker: &str, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Item 9 (F5): `kill -9` of flowrun with 20 running jobs whose grandchildren left their
+/// session (`setsid`): within 5 s nothing of the run is left, the watchdog included.
+#[test]
+fn local_sigkill_of_flowrun_leaves_nothing_of_the_run() {
+    for cgroups in cgroup_modes("SIGKILL of flowrun") {
+        let dir = tempdir();
+        let m = unique_sleep();
+        let flow = format!(
+            r#"
+[flow]
+name = "killed"
+max_parallel = 20
+[backends.local]
+kind = "local"
+max_parallel = 20
+cgroups = "{cgroups}"
+[[job]]
+name = "j-{{i}}"
+matrix = {{ i = {{ range = [1, 20] }} }}
+cmd = "setsid sh -c 'sleep {m} & wait' & sleep {m}"
+"#
+        );
+        // Per job: its sleep, the setsid'd shell (whose command line names the marker) and
+        // that shell's sleep.
+        let mut child = start_run(dir.path(), &flow, &m, 60);
+        let watchdogs = watchdogs_of(child.id());
+        sigkill(child.id());
+        let _ = child.wait();
+        let left = gone_within(&m, Duration::from_secs(5));
+        assert_eq!(
+            left,
+            Vec::<u32>::new(),
+            "cgroups = {cgroups}: processes of the run outlived flowrun's SIGKILL by 5 s"
+        );
+        assert_eq!(watchdogs.len(), 1, "cgroups = {cgroups}: {watchdogs:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || !Path::new(&format!(
+                "/proc/{}",
+                watchdogs[0]
+            ))
+            .exists()),
+            "cgroups = {cgroups}: the watchdog did not exit"
+        );
+    }
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Item 9: when flowrun and its watchdog both died (SIGKILL of both), the next flowrun on the
+/// machine kills the dead run's leftovers (found by its stale cgroup, whose lock is free and
+/// whose owner is gone), and leaves a live run's jobs alone.
+#[test]
+fn local_a_later_flowrun_kills_a_dead_runs_leftovers_and_spares_live_runs() {
+    if !privileged("stale cgroups of a dead flowrun: root and a writable cgroup2") {
+        return;
+    }
+    let dead_dir = tempdir();
+    let dead = unique_sleep();
+    let flow = |marker: &str| {
+        format!(
+            r#"
+[flow]
+name = "long"
+[backends.local]
+kind = "local"
+max_parallel = 4
+[[job]]
+name = "j-{{i}}"
+matrix = {{ i = {{ range = [1, 4] }} }}
+cmd = "setsid sleep {marker} & sleep {marker}"
+"#
+        )
+    };
+    let mut victim = start_run(dead_dir.path(), &flow(&dead), &dead, 8);
+    let watchdogs = watchdogs_of(victim.id());
+    assert_eq!(watchdogs.len(), 1);
+    sigkill(watchdogs[0]);
+    assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!(
+        "/proc/{}",
+        watchdogs[0]
+    ))
+    .exists()
+        || std::fs::read_to_string(format!(
+            "/proc/{}/stat",
+            watchdogs[0]
+        ))
+        .is_ok_and(|s| s.contains(") Z "))));
+    sigkill(victim.id());
+    let _ = victim.wait();
+    // Nothing was left to kill them: they run on.
+    let leftovers = processes_with(&dead);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!leftovers.is_empty());
+    assert_eq!(
+        processes_with(&dead),
+        leftovers,
+        "the leftovers of the dead run"
+    );
+
+    let live_dir = tempdir();
+    let live = unique_sleep();
+    let mut live_run = start_run(live_dir.path(), &flow(&live), &live, 8);
+    let live_jobs = processes_with(&live);
+
+    let later = tempdir();
+    let run = run_flow(
+        later.path(),
+        "[flow]\nname = \"later\"\n[[job]]\nname = \"t\"\ncmd = \"true\"\n",
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(
+        gone_within(&dead, Duration::from_secs(5)),
+        Vec::<u32>::new(),
+        "the dead run's leftovers survived a later flowrun"
+    );
+    // (Which later flowrun did it is not checked: other tests' runs may start first.)
+    assert!(
+        live_jobs
+            .iter()
+            .all(|p| Path::new(&format!("/proc/{p}")).exists()),
+        "a live run's jobs were touched"
+    );
+    sigterm(live_run.id());
+    let _ = live_run.wait();
+    assert_eq!(
+        gone_within(&live, Duration::from_secs(5)),
+        Vec::<u32>::new()
+    );
+}
+
+/// Item 14 (F13): 2,000 jobs at once under a hard limit of 1,024 descriptors: running out of
+/// descriptors makes jobs wait (BUSY), never fail; and it is said once, not per job.
+#[test]
+fn local_descriptor_shortage_makes_jobs_wait_never_fail() {
+    for cgroups in cgroup_modes("2,000 jobs under ulimit -n 1024") {
+        // Long enough for the run to want more than 1,024 descriptors at once even from a
+        // slow (debug, loaded) host: one per job without cgroups, about four with.
+        let secs = if cgroups == "off" { 10 } else { 3 };
+        let dir = tempdir();
+        let flow = format!(
+            r#"
+[flow]
+name = "many"
+max_parallel = 2000
+[backends.local]
+kind = "local"
+max_parallel = 2000
+cgroups = "{cgroups}"
+[[job]]
+name = "s-{{i}}"
+matrix = {{ i = {{ range = [1, 2000] }} }}
+cmd = ["sleep", "{secs}"]
+"#
+        );
+        std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+        let out = dir.path().join("out");
+        // `ulimit -n` in the shell sets the soft and the hard limit.
+        let output = Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -n 1024 && exec \"$FLOWRUN\" run flow.toml -q --out \"$OUT\"",
+            ])
+            .env("FLOWRUN", flowrun_tests::flowrun_path())
+            .env("OUT", &out)
+            .env("XDG_DATA_HOME", dir.path().join("xdg-data"))
+            .env("FLOWRUN_SITE_PLUGIN_DIR", dir.path().join("site-plugins"))
+            .env_remove("FLOWRUN_PLUGIN_PATH")
+            .env("NO_COLOR", "1")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let run = collect(output, &out);
+        let all = statuses(&run);
+        let not_passed: Vec<_> = all.iter().filter(|(_, s, _)| s != "passed").collect();
+        assert_eq!(all.len(), 2000, "cgroups = {cgroups}: {}", run.stderr);
+        assert!(
+            not_passed.is_empty(),
+            "cgroups = {cgroups}: {} of 2000 jobs did not pass, e.g. {:?}",
+            not_passed.len(),
+            not_passed.first()
+        );
+        assert_eq!(run.code, 0, "cgroups = {cgroups}: {}", run.stderr);
+        let warnings = run.stderr.lines().filter(|l| l.contains("WARN")).count();
+        assert!(
+            warnings <= 2,
+            "cgroups = {cgroups}: {warnings} warning lines:\n{}",
+            run.stderr
+        );
+    }
 }

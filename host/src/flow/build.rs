@@ -3,7 +3,6 @@
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet},
-    hash::{BuildHasherDefault, Hasher},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -11,15 +10,46 @@ use std::{
 use globset::GlobBuilder;
 
 use super::{
-    diag::{did_you_mean, did_you_mean_help, fmt_location, nearest, Diagnostic},
+    diag::{
+        did_you_mean, did_you_mean_help, fmt_location, nearest, shorten, Diagnostic, SourceMap,
+        MAX_SHOWN,
+    },
     graph,
     model::{BackendInstance, Command, Flow, Job, Location, ObserverInstance},
-    parse::{parse_file, RawCmd, RawFile, RawInstance},
-    KindCatalog, LoadOptions,
+    names,
+    parse::{fmt_count, parse_file, RawCmd, RawFile, RawInstance},
+    source::{read_flow_file, ReadError},
+    KindCatalog, LoadOptions, MAX_JOBS,
 };
 
 /// At most this many diagnostics of one repetitive kind (duplicates, unresolved needs, ...).
 const MAX_REPEATED: usize = 20;
+
+/// The expansions of one `[[job]]` entry that have the same problem: the first is described, the
+/// others counted (a million-job matrix gets one message).
+#[derive(Default)]
+struct BadExpansions {
+    first: Option<String>,
+    count: usize,
+}
+
+impl BadExpansions {
+    fn add(&mut self, describe: impl FnOnce() -> String) {
+        if self.first.is_none() {
+            self.first = Some(describe());
+        }
+        self.count += 1;
+    }
+
+    /// ` (and N other expansions of this entry)`, or nothing.
+    fn others(&self) -> String {
+        match self.count {
+            0 | 1 => String::new(),
+            2 => " (and 1 other expansion of this entry)".to_string(),
+            n => format!(" (and {} other expansions of this entry)", n - 1),
+        }
+    }
+}
 
 /// A parsed file and the prefix of its jobs' names (`"<flow name>."`, none for the root).
 struct Source {
@@ -31,6 +61,8 @@ struct Reader<'d> {
     chain: Vec<(PathBuf, PathBuf)>,
     seen: HashSet<PathBuf>,
     sources: Vec<Source>,
+    /// The text of every file read, kept to show source lines under the diagnostics.
+    texts: Vec<(Arc<Path>, String)>,
     /// Some file or job could not be read: dependencies cannot be fully checked.
     incomplete: bool,
     diags: &'d mut Vec<Diagnostic>,
@@ -63,7 +95,7 @@ impl Reader<'_> {
                 .map(|(_, p)| p.display().to_string())
                 .collect();
             names.push(self.chain[pos].1.display().to_string());
-            let d = fail(format!("include loop: {}", names.join(" -> ")))
+            let d = fail(format!("include loop: {}", loop_path(&names)))
                 .with_help("remove one of these includes");
             self.diags.push(d);
             return;
@@ -71,18 +103,51 @@ impl Reader<'_> {
         if !self.seen.insert(canonical.clone()) {
             return; // Included twice (a diamond): merged once.
         }
-        let text = match std::fs::read_to_string(path) {
+        let path: Arc<Path> = Arc::from(path);
+        // Only the file named on the command line may be a pipe; an include must be a file.
+        let text = match read_flow_file(&path, included_at.is_none()) {
             Ok(t) => t,
+            Err(ReadError::NotUtf8 {
+                byte,
+                line,
+                column,
+                lossy,
+            }) => {
+                let e = format!(
+                    "the file is not UTF-8 text: byte 0x{byte:02X} here is not part of a UTF-8 character"
+                );
+                let location = Location {
+                    file: path.clone(),
+                    line,
+                    column,
+                };
+                self.diags.push(
+                    Diagnostic::at(location, e)
+                        .with_span_len(1)
+                        .with_help("flow files are UTF-8 text; convert the file (e.g. `iconv -f latin1 -t utf-8`) or remove the byte"),
+                );
+                self.texts.push((path, lossy));
+                self.incomplete = true;
+                return;
+            }
             Err(e) => {
-                self.diags.push(fail(format!(
-                    "cannot read flow file {}: {e}",
-                    path.display()
-                )));
+                let what = if included_at.is_some() {
+                    "included flow file"
+                } else {
+                    "flow file"
+                };
+                let mut d = fail(format!("cannot read {what} {}: {e}", path.display()));
+                if matches!(e, ReadError::NotRegular(_)) && included_at.is_some() {
+                    d = d.with_help("`include` names flow files (regular files)");
+                }
+                self.diags.push(d);
                 self.incomplete = true;
                 return;
             }
         };
-        let Some(file) = parse_file(Arc::from(path), &text, self.diags) else {
+        let parsed = parse_file(path.clone(), &text, self.diags);
+        self.texts.push((path.clone(), text));
+        let Some(file) = parsed else {
             self.incomplete = true;
             return;
         };
@@ -100,6 +165,20 @@ impl Reader<'_> {
         }
         self.chain.pop();
     }
+}
+
+/// `a.toml -> b.toml -> a.toml`, shortened in the middle when the loop is long.
+fn loop_path(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    if names.len() <= SHOWN {
+        return names.join(" -> ");
+    }
+    format!(
+        "{} -> ... ({} more) ... -> {}",
+        names[..SHOWN / 2].join(" -> "),
+        names.len() - SHOWN,
+        names[names.len() - SHOWN / 2..].join(" -> ")
+    )
 }
 
 /// Merges same-named instances from several files; differing declarations are an error.
@@ -227,24 +306,68 @@ pub(super) fn load(
     catalog: &KindCatalog,
     opts: &LoadOptions,
 ) -> Result<Flow, Vec<Diagnostic>> {
+    load_within(path, catalog, opts, MAX_DEPENDENCIES)
+}
+
+/// [`load`] with another dependency limit (tests reach a small one quickly).
+pub(super) fn load_within(
+    path: &Path,
+    catalog: &KindCatalog,
+    opts: &LoadOptions,
+    max_dependencies: u64,
+) -> Result<Flow, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let root = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut reader = Reader {
         chain: Vec::new(),
         seen: HashSet::new(),
         sources: Vec::new(),
+        texts: Vec::new(),
         incomplete: false,
         diags: &mut diags,
     };
     reader.read(&root, None);
     let Reader {
         sources,
+        texts,
         incomplete,
         ..
     } = reader;
-    if sources.is_empty() {
-        return Err(diags);
+    let result = if sources.is_empty() {
+        Err(diags)
+    } else {
+        resolve(&sources, incomplete, diags, catalog, opts, max_dependencies)
+    };
+    result.map_err(|mut diags| {
+        attach_snippets(&mut diags, &texts);
+        diags
+    })
+}
+
+/// Gives the diagnostics that the report shows their source lines.
+fn attach_snippets(diags: &mut [Diagnostic], texts: &[(Arc<Path>, String)]) {
+    let mut maps: Vec<Option<SourceMap<'_>>> = texts.iter().map(|_| None).collect();
+    for d in diags.iter_mut().take(MAX_SHOWN) {
+        let Some(location) = &d.location else {
+            continue;
+        };
+        let Some(i) = texts.iter().position(|(p, _)| *p == location.file) else {
+            continue;
+        };
+        let map = maps[i].get_or_insert_with(|| SourceMap::new(texts[i].0.clone(), &texts[i].1));
+        d.snippet = map.snippet(location, d.span_len);
     }
+}
+
+/// Merges the files read into one flow and checks it.
+fn resolve(
+    sources: &[Source],
+    incomplete: bool,
+    mut diags: Vec<Diagnostic>,
+    catalog: &KindCatalog,
+    opts: &LoadOptions,
+    max_dependencies: u64,
+) -> Result<Flow, Vec<Diagnostic>> {
     let root_file = &sources[0].file;
     let root_location = Location {
         file: root_file.path.clone(),
@@ -267,13 +390,13 @@ pub(super) fn load(
     }
 
     // Instances and resources, merged over all files.
-    let backends = merge_instances(&sources, "backends", |f| &f.backends, &mut diags);
-    let observers = merge_instances(&sources, "observers", |f| &f.observers, &mut diags);
+    let backends = merge_instances(sources, "backends", |f| &f.backends, &mut diags);
+    let observers = merge_instances(sources, "observers", |f| &f.observers, &mut diags);
     check_kinds(&backends, "backends", &catalog.backends, &mut diags);
     check_kinds(&observers, "observers", &catalog.observers, &mut diags);
     let mut resources: Vec<(String, u64)> = Vec::new();
     let mut resource_index: HashMap<String, (u32, Location)> = HashMap::new();
-    for source in &sources {
+    for source in sources {
         for (name, capacity, location) in &source.file.resources {
             match resource_index.get(name) {
                 Some((i, first)) => {
@@ -347,9 +470,9 @@ pub(super) fn load(
                 None => {
                     let (name, location) = match (&raw.backend, &source.file.default_backend) {
                         (Some((n, l)), _) | (None, Some((n, l))) => (n.as_str(), l),
-                        (None, None) => ("local", &raw.location),
+                        (None, None) => ("local", &raw.shared.location),
                     };
-                    match backend_table.resolve(name, &raw.location) {
+                    match backend_table.resolve(name, &raw.shared.location) {
                         Ok(i) => i,
                         Err((message, help)) => {
                             // One report per name and place is enough (a default is shared).
@@ -413,12 +536,27 @@ pub(super) fn load(
     let total: u64 = prepared
         .iter()
         .map(|p| sources[p.source].file.jobs[p.job].matrix.len())
-        .sum();
-    if total > u32::MAX as u64 {
-        diags.push(Diagnostic::global(format!(
-            "the flow expands to {total} jobs, more than flowrun supports"
-        )));
+        .fold(0, u64::saturating_add);
+    if total > MAX_JOBS {
+        diags.push(
+            Diagnostic::at(
+                root_location.clone(),
+                format!(
+                    "the flow expands to {} jobs, more than the limit of {}",
+                    fmt_count(total.into()),
+                    fmt_count(MAX_JOBS.into())
+                ),
+            )
+            .with_help("shrink the matrices, or split the work into several flows"),
+        );
         return Err(diags);
+    }
+    if total == 0 && !incomplete {
+        diags.push(
+            Diagnostic::at(root_location.clone(), "the flow has no jobs").with_help(
+                "add a job: `[[job]]` with `name = \"...\"` and `cmd = \"...\"` (see docs/flow-format.md)",
+            ),
+        );
     }
     let mut jobs: Vec<Job> = Vec::with_capacity(total as usize);
     let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(prepared.len());
@@ -426,7 +564,13 @@ pub(super) fn load(
         let source = &sources[p.source];
         let raw = &source.file.jobs[p.job];
         let start = jobs.len();
-        let mut bad_name: Option<String> = None;
+        // Literal parts were checked when parsed; what a matrix value brings in is checked here.
+        let check_cmd = match &raw.cmd {
+            RawCmd::Shell(t) => t.as_literal().is_none(),
+            RawCmd::Argv(ts) => ts.first().is_some_and(|t| t.as_literal().is_none()),
+        };
+        let mut bad_names = BadExpansions::default();
+        let mut empty_cmds = BadExpansions::default();
         raw.matrix.for_each(|_, values| {
             let mut name = String::new();
             if !source.prefix.is_empty() {
@@ -434,15 +578,22 @@ pub(super) fn load(
                 name.push_str(&source.prefix);
             }
             raw.name.expand_into(values, &mut name);
-            if bad_name.is_none()
-                && name.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '?' | '[' | ']'))
-            {
-                bad_name = Some(name.clone());
+            if let Some(problem) = names::job_name_problem(&name) {
+                bad_names.add(|| format!("{:?}: {problem}", shorten(&name, 80)));
             }
             let cmd = match &raw.cmd {
                 RawCmd::Shell(t) => Command::Shell(t.expand(values)),
                 RawCmd::Argv(ts) => Command::Argv(ts.iter().map(|t| t.expand(values)).collect()),
             };
+            if check_cmd {
+                let empty = match &cmd {
+                    Command::Shell(c) => c.trim().is_empty(),
+                    Command::Argv(argv) => argv.first().is_some_and(String::is_empty),
+                };
+                if empty {
+                    empty_cmds.add(|| name.clone());
+                }
+            }
             jobs.push(Job {
                 name,
                 cmd,
@@ -455,27 +606,33 @@ pub(super) fn load(
                     .iter()
                     .map(|(k, t)| (k.clone(), t.expand(values)))
                     .collect(),
-                timeout: raw.timeout.clone(),
-                priority: raw.priority,
                 backend: p.backend,
-                needs: Vec::new(),
-                when: raw.when,
-                cpus: raw.cpus,
-                memory_mb: raw.memory_mb,
                 resources: p.resources.clone(),
-                patterns: raw.patterns.clone(),
-                interactive: raw.interactive,
-                attrs: raw.attrs.clone(),
-                location: raw.location.clone(),
+                ..raw.shared.clone()
             });
         });
-        if let Some(name) = bad_name {
+        if let Some(first) = &bad_names.first {
             diags.push(
                 Diagnostic::at(
                     raw.name_location.clone(),
-                    format!("invalid job name {name:?}"),
+                    format!("invalid job name {first}{}", bad_names.others()),
                 )
-                .with_help("job names cannot contain spaces or the glob characters * ? [ ]"),
+                .with_help(names::JOB_NAME_RULE),
+            );
+        }
+        if let Some(first) = &empty_cmds.first {
+            diags.push(
+                Diagnostic::at(
+                    raw.shared.location.clone(),
+                    format!(
+                        "the command of job `{}` is empty{}",
+                        shorten(first, 80),
+                        empty_cmds.others()
+                    ),
+                )
+                .with_help(
+                    "a matrix value makes the command empty; give every job something to run",
+                ),
             );
         }
         ranges.push((start, jobs.len()));
@@ -530,12 +687,12 @@ pub(super) fn load(
     };
     let mut all_needs: Vec<Vec<u32>> = Vec::with_capacity(jobs.len());
     let mut unresolved_reported = 0usize;
+    // Dependency edges so far, against `max_dependencies`.
+    let mut dependencies = 0u64;
     for (p, &(start, end)) in prepared.iter().zip(&ranges) {
         let source = &sources[p.source];
         let raw = &source.file.jobs[p.job];
-        // Per `needs` entry: (first failing expansion, count of failing expansions, self-dependency seen).
-        let mut failures: Vec<(Option<String>, usize, bool)> =
-            vec![(None, 0, false); raw.needs.len()];
+        let mut failures: Vec<NeedsFailures> = vec![NeedsFailures::default(); raw.needs.len()];
         let literal: Option<Vec<&str>> = raw.needs.iter().map(|(t, _)| t.as_literal()).collect();
         let mut scratch = Vec::new();
         let mut resolve_one = |resolver: &mut Resolver<'_>,
@@ -548,23 +705,23 @@ pub(super) fn load(
                 Ok(true) => {
                     if let Some(pos) = out[before..].iter().position(|&d| d as usize == job_index) {
                         out.remove(before + pos);
-                        failures[k].2 = true;
+                        failures[k].itself = true;
                     }
                 }
                 Ok(false) => {
-                    failures[k].1 += 1;
-                    if failures[k].0.is_none() {
-                        failures[k].0 = Some(text.to_string());
+                    failures[k].unmatched += 1;
+                    if failures[k].first_unmatched.is_none() {
+                        failures[k].first_unmatched = Some(text.to_string());
                     }
                 }
                 Err(e) => {
-                    if failures[k].0.is_none() {
+                    if !failures[k].bad_glob {
                         diags.push(Diagnostic::at(
                             raw.needs[k].1.clone(),
-                            format!("invalid glob `{text}` in `needs`: {e}"),
+                            format!("invalid glob `{}` in `needs`: {e}", shorten(text, 80)),
                         ));
                     }
-                    failures[k].0 = Some(String::new());
+                    failures[k].bad_glob = true;
                 }
             }
         };
@@ -577,6 +734,12 @@ pub(super) fn load(
                 }
                 shared.sort_unstable();
                 shared.dedup();
+                dependencies = dependencies
+                    .saturating_add((shared.len() as u64).saturating_mul((end - start) as u64));
+                if dependencies > max_dependencies {
+                    diags.push(too_many_dependencies(&raw.needs[0].1, max_dependencies));
+                    return Err(diags);
+                }
                 for j in start..end {
                     let mut needs = shared.clone();
                     if let Ok(pos) = needs.binary_search(&(j as u32)) {
@@ -586,7 +749,7 @@ pub(super) fn load(
                             scratch.clear();
                             let _ = resolver.resolve(text, &source.prefix, &mut scratch);
                             if scratch.contains(&(j as u32)) {
-                                failures[k].2 = true;
+                                failures[k].itself = true;
                             }
                         }
                     }
@@ -596,7 +759,11 @@ pub(super) fn load(
             None => {
                 let mut j = start;
                 let mut text = String::new();
+                let mut over_limit = false;
                 raw.matrix.for_each(|_, values| {
+                    if over_limit {
+                        return;
+                    }
                     let mut needs = Vec::new();
                     for (k, (t, _)) in raw.needs.iter().enumerate() {
                         text.clear();
@@ -605,16 +772,22 @@ pub(super) fn load(
                     }
                     needs.sort_unstable();
                     needs.dedup();
+                    dependencies += needs.len() as u64;
+                    over_limit = dependencies > max_dependencies;
                     all_needs.push(needs);
                     j += 1;
                 });
+                if over_limit {
+                    diags.push(too_many_dependencies(&raw.needs[0].1, max_dependencies));
+                    return Err(diags);
+                }
             }
         }
         let job_name = |j: usize| jobs.get(j).map_or("", |job| job.name.as_str());
-        for (k, (first, count, itself)) in failures.into_iter().enumerate() {
+        for (k, failure) in failures.into_iter().enumerate() {
             let location = &raw.needs[k].1;
             let written = raw.needs[k].0.as_literal().map(str::to_string);
-            if itself {
+            if failure.itself {
                 let example = job_name(start);
                 let message = if end - start > 1 {
                     "`needs` makes jobs depend on themselves".to_string()
@@ -625,19 +798,23 @@ pub(super) fn load(
                     "a job cannot need itself; remove the entry or make the pattern more specific",
                 ));
             }
-            if let Some(text) = first {
-                if text.is_empty() || incomplete {
+            if let Some(text) = failure.first_unmatched {
+                if failure.bad_glob || incomplete {
                     continue; // Glob error (reported) or a job we could not read may be the target.
                 }
                 unresolved_reported += 1;
                 if unresolved_reported > MAX_REPEATED {
                     continue;
                 }
-                let mut message = format!("`needs` entry `{text}` matches no job");
-                if written.is_none() && count > 1 {
+                let mut message = if text.is_empty() {
+                    "a matrix value makes a `needs` entry empty, which matches no job".to_string()
+                } else {
+                    format!("`needs` entry `{}` matches no job", shorten(&text, 80))
+                };
+                if written.is_none() && failure.unmatched > 1 {
                     message.push_str(&format!(
                         " (nor do {} other expansions of this entry)",
-                        count - 1
+                        failure.unmatched - 1
                     ));
                 }
                 let help = if text.contains(['*', '?', '[']) {
@@ -678,6 +855,37 @@ pub(super) fn load(
         resources,
         jobs,
     })
+}
+
+/// The most dependency edges a flow may have (each job's `needs` after expansion, added up).
+/// A glob like `needs = ["sim-*"]` on a matrix multiplies: 100,000 jobs each needing 100,000
+/// others are 10^10 edges, which no machine holds. Each edge costs the loader 4 bytes and the
+/// scheduler about as much again, so the limit is about 1 GB.
+pub(super) const MAX_DEPENDENCIES: u64 = 100_000_000;
+
+/// The error of a flow whose `needs` add up to more than `limit`.
+fn too_many_dependencies(location: &Location, limit: u64) -> Diagnostic {
+    Diagnostic::at(
+        location.clone(),
+        format!(
+            "the flow has more than {} dependencies (`needs` after expansion, over all jobs); this entry crosses the limit",
+            fmt_count(limit.into())
+        ),
+    )
+    .with_help("make the globs more specific, or add one job that gathers the group and is needed instead of each of its jobs")
+}
+
+/// What went wrong with one `needs` entry over the expansions of its `[[job]]`.
+#[derive(Debug, Clone, Default)]
+struct NeedsFailures {
+    /// The first expansion that matched no job.
+    first_unmatched: Option<String>,
+    /// How many expansions matched no job.
+    unmatched: usize,
+    /// The entry is an invalid glob (reported once).
+    bad_glob: bool,
+    /// Some expansion matched its own job.
+    itself: bool,
 }
 
 /// Resolves `needs` entries to job indices: exact names through the name map, globs (cached)
@@ -776,47 +984,6 @@ impl Resolver<'_> {
 /// Distinct globs matched by scanning every name before sorting the names pays off.
 const SCANS_BEFORE_SORTING: usize = 16;
 
-/// Job name to index, with a fast (non-DoS-resistant: flow files are trusted) hash.
-type NameMap<'a> = HashMap<&'a str, u32, BuildHasherDefault<FxHasher>>;
-
-/// The multiply-rotate hash of rustc (FxHash), with a final avalanche step.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        self.add(byte as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // Mix the high bits down: hash tables index by the low bits.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h
-    }
-}
+/// Job name to index, with a fast (non-DoS-resistant: flow files are trusted) hash: one hash and
+/// probe per name matters for million-job matrices.
+type NameMap<'a> = rustc_hash::FxHashMap<&'a str, u32>;

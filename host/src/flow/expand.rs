@@ -142,11 +142,17 @@ pub(super) enum Axis {
 }
 
 impl Axis {
-    pub(super) fn len(&self) -> u64 {
+    /// How many values: a range over all of `i64` has 2^64, one more than `u64` holds.
+    pub(super) fn count(&self) -> u128 {
         match self {
-            Axis::List(values) => values.len() as u64,
-            Axis::Range(a, b) => (*b as i128 - *a as i128 + 1) as u64,
+            Axis::List(values) => values.len() as u128,
+            // A range is never empty (first <= last is checked): no underflow.
+            Axis::Range(a, b) => (*b as i128 - *a as i128 + 1) as u128,
         }
+    }
+
+    fn len(&self) -> u64 {
+        u64::try_from(self.count()).unwrap_or(u64::MAX)
     }
 
     fn write(&self, index: u64, out: &mut String) {
@@ -168,11 +174,16 @@ pub(super) struct Matrix {
 }
 
 impl Matrix {
-    /// How many jobs the matrix expands to (saturating).
-    pub(super) fn len(&self) -> u64 {
+    /// How many jobs the matrix expands to, exactly up to `u128::MAX` (then saturated).
+    pub(super) fn count(&self) -> u128 {
         self.axes
             .iter()
-            .fold(1u64, |n, a| n.saturating_mul(a.len()))
+            .fold(1u128, |n, a| n.saturating_mul(a.count()))
+    }
+
+    /// How many jobs the matrix expands to, saturated at `u64::MAX`.
+    pub(super) fn len(&self) -> u64 {
+        u64::try_from(self.count()).unwrap_or(u64::MAX)
     }
 
     /// Calls `f` with the variables' values for every combination, the first variable varying
@@ -276,5 +287,23 @@ mod tests {
             count += 1
         });
         assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn counts_do_not_wrap() {
+        let all = Axis::Range(i64::MIN, i64::MAX);
+        assert_eq!(all.count(), 1u128 << 64);
+        let m = Matrix {
+            vars: vars(&["a"]),
+            axes: vec![all.clone()],
+        };
+        // 2^64 used to wrap to 0 jobs.
+        assert_eq!(m.len(), u64::MAX);
+        let m = Matrix {
+            vars: vars(&["a", "b", "c"]),
+            axes: vec![all.clone(), all.clone(), all],
+        };
+        assert_eq!(m.count(), u128::MAX);
+        assert_eq!(m.len(), u64::MAX);
     }
 }

@@ -146,3 +146,28 @@ pub struct Job {
     /// Where the job's `[[job]]` table is.
     pub location: Location,
 }
+
+impl Job {
+    /// A job with the defaults of a `[[job]]` table, nothing to run and no backend yet: what
+    /// the loader starts from (and tests build on).
+    pub(crate) fn with_defaults(location: Location) -> Job {
+        Job {
+            name: String::new(),
+            cmd: Command::Argv(Vec::new()),
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            priority: 0,
+            backend: usize::MAX,
+            needs: Vec::new(),
+            when: When::AllPassed,
+            cpus: 1,
+            memory_mb: None,
+            resources: Vec::new(),
+            patterns: None,
+            interactive: false,
+            attrs: Vec::new(),
+            location,
+        }
+    }
+}

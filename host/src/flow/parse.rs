@@ -6,7 +6,6 @@ use std::{
     ops::Range,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use regex::{Regex, RegexSet};
@@ -16,17 +15,21 @@ use toml::{
 };
 
 use super::{
-    diag::{did_you_mean, Diagnostic, SourceMap},
+    diag::{did_you_mean, shorten, Diagnostic, SourceMap},
     expand::{is_var_name, Axis, Matrix, Template, TemplateError},
-    model::{Location, Patterns, When},
-    parse_duration,
+    model::{Job, Location, Patterns, When},
+    names, parse_duration, MAX_JOBS,
 };
 
 type Val<'i> = Spanned<DeValue<'i>>;
 type Key<'i> = Spanned<Cow<'i, str>>;
 
-/// The most jobs one `[[job]]` matrix may expand to.
-pub(super) const MAX_MATRIX_JOBS: u64 = 50_000_000;
+/// What to do about an empty command.
+const EMPTY_CMD_HELP: &str =
+    "give the command to run, e.g. `cmd = \"make test\"` or `cmd = [\"make\", \"test\"]`";
+
+/// Why a NUL byte is refused wherever it appears.
+const NUL_HELP: &str = "a NUL byte cannot be passed to a program: arguments, environment variables and paths end at the first NUL; remove the \\u0000";
 
 /// A `[backends.X]` or `[observers.X]` table.
 #[derive(Debug, Clone)]
@@ -59,28 +62,26 @@ pub(super) enum RawCmd {
     Argv(Vec<Template>),
 }
 
-/// One `[[job]]` table, not yet expanded.
+/// One `[[job]]` table, not yet expanded: the parts that differ between the jobs of a matrix
+/// (templates) or that need the merged flow to resolve (backend, resources, needs), and one
+/// [`Job`] holding everything else in its final form.
 #[derive(Debug)]
 pub(super) struct RawJob {
-    pub location: Location,
     pub name: Template,
     pub name_location: Location,
     pub matrix: Matrix,
     pub cmd: RawCmd,
     pub cwd: Option<Template>,
     pub env: Vec<(String, Template)>,
-    pub timeout: Option<(Duration, String)>,
-    pub priority: i64,
     pub backend: Option<(String, Location)>,
     pub needs: Vec<(Template, Location)>,
-    pub when: When,
-    pub cpus: u32,
-    pub memory_mb: Option<u64>,
     /// Named resources as written: name, amount, location of the key.
     pub resources: Vec<(String, u64, Location)>,
-    pub patterns: Option<Arc<Patterns>>,
-    pub interactive: bool,
-    pub attrs: Vec<(String, String)>,
+    /// What every job of the matrix shares (timeout, priority, `when`, cpus, memory, patterns,
+    /// `interactive`, `attrs`, the table's location), so that a new such key is declared once,
+    /// in [`Job`]. Expansion copies it and fills in the name, command, `cwd`, `env`, backend,
+    /// resources and `needs`; those fields are empty here.
+    pub shared: Job,
 }
 
 /// One flow file.
@@ -91,6 +92,8 @@ pub(super) struct RawFile {
     pub name: String,
     /// Where the name comes from (`[flow] name` or the file's start).
     pub name_location: Location,
+    /// Whether `[flow] name` set the name (else it is the file's stem).
+    pub name_set: bool,
     pub default_backend: Option<(String, Location)>,
     pub max_parallel: Option<u32>,
     /// Include paths (resolved against the file's directory), as written, and where.
@@ -103,6 +106,10 @@ pub(super) struct RawFile {
     /// it cannot be checked.
     pub dropped_jobs: bool,
 }
+
+/// TOML syntax errors reported per file: a file that is not TOML at all (`/etc/passwd`) has one
+/// per line, and the first few say enough.
+const MAX_TOML_ERRORS: usize = 5;
 
 const TOP_KEYS: &[&str] = &["flow", "backends", "resources", "observers", "job"];
 const FLOW_KEYS: &[&str] = &["name", "default_backend", "max_parallel", "include"];
@@ -123,6 +130,14 @@ const JOB_KEYS: &[&str] = &[
     "attrs",
     "matrix",
 ];
+
+/// One `key = "value"` of a table of strings.
+struct StringEntry {
+    key: String,
+    key_span: Range<usize>,
+    value: String,
+    value_span: Range<usize>,
+}
 
 struct Ctx<'s> {
     map: SourceMap<'s>,
@@ -175,7 +190,9 @@ impl Ctx<'_> {
     }
 
     fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: Option<String>) {
-        let d = Diagnostic::at(self.loc(span), message).with_opt_help(help);
+        let d = Diagnostic::at(self.loc(span.clone()), message)
+            .with_opt_help(help)
+            .with_span_len(span.len());
         self.diags.push(d);
     }
 
@@ -294,20 +311,19 @@ impl Ctx<'_> {
         }
     }
 
-    /// A table of strings, in the order written.
-    fn string_table(
-        &mut self,
-        what: &str,
-        v: &Val<'_>,
-    ) -> Option<Vec<(String, String, Range<usize>)>> {
+    /// A table of strings, in the order written: key, value, the key's and the value's spans.
+    fn string_table(&mut self, what: &str, v: &Val<'_>) -> Option<Vec<StringEntry>> {
         let table = self.table(what, v)?;
         let mut out = Vec::with_capacity(table.len());
         let mut ok = true;
         for (k, item) in entries(table) {
             match item.get_ref() {
-                DeValue::String(s) => {
-                    out.push((k.get_ref().to_string(), s.to_string(), item.span()))
-                }
+                DeValue::String(s) => out.push(StringEntry {
+                    key: k.get_ref().to_string(),
+                    key_span: k.span(),
+                    value: s.to_string(),
+                    value_span: item.span(),
+                }),
                 _ => {
                     let help = matches!(
                         item.get_ref(),
@@ -322,6 +338,20 @@ impl Ctx<'_> {
         ok.then_some(out)
     }
 
+    /// Reports a NUL byte in the string `text` written at `span`; true if there is none.
+    fn no_nul(&mut self, what: &str, text: &str, span: Range<usize>) -> bool {
+        let Some(offset) = text.find('\0') else {
+            return true;
+        };
+        let span = self.inner_span(span, text, offset);
+        self.error(
+            span,
+            format!("{what} contains a NUL byte"),
+            Some(NUL_HELP.to_string()),
+        );
+        false
+    }
+
     fn template(
         &mut self,
         what: &str,
@@ -329,6 +359,9 @@ impl Ctx<'_> {
         span: Range<usize>,
         matrix: &Matrix,
     ) -> Option<Template> {
+        if !self.no_nul(what, text, span.clone()) {
+            return None;
+        }
         match Template::parse_at(text, &matrix.vars) {
             Ok(t) => Some(t),
             Err((e, offset)) => {
@@ -399,10 +432,24 @@ pub(super) fn parse_file(
         diags,
     };
     if !errors.is_empty() {
-        for e in errors {
+        let count = errors.len();
+        for e in errors.into_iter().take(MAX_TOML_ERRORS) {
             let span = e.span().unwrap_or(0..0);
             let message = format!("invalid TOML: {}", e.message().trim_end());
             ctx.error(span, message, None);
+        }
+        if count > MAX_TOML_ERRORS {
+            let start = ctx.loc(0..0);
+            ctx.diags.push(
+                Diagnostic::at(
+                    start,
+                    format!(
+                        "... and {} more TOML syntax errors in this file",
+                        count - MAX_TOML_ERRORS
+                    ),
+                )
+                .with_help("is this a flow file? flow files are TOML: `[[job]]` tables with `name = \"...\"` and `cmd = \"...\"` (see docs/flow-format.md)"),
+            );
         }
         return None;
     }
@@ -413,6 +460,7 @@ pub(super) fn parse_file(
         .unwrap_or_else(|| "flow".into());
     let mut file = RawFile {
         name_location: ctx.loc(0..0),
+        name_set: false,
         path,
         dir,
         name: stem,
@@ -486,6 +534,20 @@ pub(super) fn parse_file(
             _ => ctx.unknown_key(key, "the flow file", TOP_KEYS),
         }
     }
+    if !file.name_set {
+        if let Some(problem) = names::stem_problem(&file.name) {
+            ctx.diags.push(
+                Diagnostic::at(
+                    file.name_location.clone(),
+                    format!(
+                        "the flow's name defaults to the file's stem {:?}, which cannot be a flow name: {problem}",
+                        file.name
+                    ),
+                )
+                .with_help("set `[flow] name = \"...\"` in this file, or rename the file"),
+            );
+        }
+    }
     Some(file)
 }
 
@@ -497,18 +559,17 @@ fn parse_flow_table(ctx: &mut Ctx<'_>, value: &Val<'_>, file: &mut RawFile) {
         match key.get_ref().as_ref() {
             "name" => {
                 if let Some(name) = ctx.string("`flow.name`", v) {
-                    if name.is_empty()
-                        || name.contains(char::is_whitespace)
-                        || name.contains(['*', '?', '[', ']', '{', '}'])
-                    {
-                        ctx.error(
+                    file.name_set = true;
+                    match names::flow_name_problem(&name) {
+                        Some(problem) => ctx.error(
                             v.span(),
-                            format!("invalid flow name {name:?}"),
-                            Some("use a non-empty name without spaces, braces or glob characters (* ? [ ])".into()),
-                        );
-                    } else {
-                        file.name = name;
-                        file.name_location = ctx.loc(v.span());
+                            format!("invalid flow name {:?}: {problem}", shorten(&name, 80)),
+                            Some(names::FLOW_NAME_RULE.into()),
+                        ),
+                        None => {
+                            file.name = name;
+                            file.name_location = ctx.loc(v.span());
+                        }
                     }
                 }
             }
@@ -651,7 +712,13 @@ fn parse_matrix(ctx: &mut Ctx<'_>, v: &Val<'_>) -> (Matrix, bool) {
                     let mut good = true;
                     for item in items.iter() {
                         match item.get_ref() {
-                            DeValue::String(s) => values.push(s.to_string()),
+                            DeValue::String(s) => {
+                                if ctx.no_nul(&format!("a value of {what}"), s, item.span()) {
+                                    values.push(s.to_string());
+                                } else {
+                                    good = false;
+                                }
+                            }
                             DeValue::Integer(_) => {
                                 match ctx.int(&format!("a value of {what}"), item) {
                                     Some(i) => values.push(i.to_string()),
@@ -696,14 +763,15 @@ fn parse_matrix(ctx: &mut Ctx<'_>, v: &Val<'_>) -> (Matrix, bool) {
             }
         }
     }
-    if ok && matrix.len() > MAX_MATRIX_JOBS {
+    if ok && matrix.len() > MAX_JOBS {
         ctx.error(
             v.span(),
             format!(
-                "the matrix expands to {} jobs, more than the limit of {MAX_MATRIX_JOBS}",
-                matrix.len()
+                "the matrix expands to {} jobs, more than the limit of {} jobs in a flow",
+                fmt_count(matrix.count()),
+                fmt_count(MAX_JOBS.into())
             ),
-            Some("split the job or shrink the matrix".into()),
+            Some("shrink the matrix, or split the work into several flows".into()),
         );
         ok = false;
     }
@@ -754,6 +822,22 @@ fn parse_range(ctx: &mut Ctx<'_>, what: &str, value: &Val<'_>, t: &DeTable<'_>) 
         return None;
     }
     ok.then_some(Axis::Range(a, b))
+}
+
+/// `12,345,678`; counts beyond `u64` (a matrix of several huge ranges) are "2^64 or more".
+pub(super) fn fmt_count(n: u128) -> String {
+    if n > u64::MAX as u128 {
+        return "2^64 or more".to_string();
+    }
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A `resources.memory` value in MiB: an integer (MiB) or a string like "4G", "512M", "1.5GiB".
@@ -884,23 +968,15 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
     let mut cmd = None;
     let mut job = RawJob {
         name_location: location.clone(),
-        location,
         name: Template::parse_at("", &[]).ok()?,
         matrix: Matrix::default(),
         cmd: RawCmd::Argv(Vec::new()),
         cwd: None,
         env: Vec::new(),
-        timeout: None,
-        priority: 0,
         backend: None,
         needs: Vec::new(),
-        when: When::AllPassed,
-        cpus: 1,
-        memory_mb: None,
         resources: Vec::new(),
-        patterns: None,
-        interactive: false,
-        attrs: Vec::new(),
+        shared: Job::with_defaults(location),
     };
     let mut pass = Vec::new();
     let mut fail = Vec::new();
@@ -922,6 +998,9 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
             "cmd" => {
                 match v.get_ref() {
                     DeValue::String(s) => {
+                        if s.trim().is_empty() {
+                            ctx.error(v.span(), "`cmd` is empty", Some(EMPTY_CMD_HELP.into()));
+                        }
                         cmd = ctx
                             .template("`cmd`", s, v.span(), &matrix)
                             .map(RawCmd::Shell);
@@ -931,9 +1010,16 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
                     }
                     DeValue::Array(items) if !items.is_empty() => {
                         let mut argv = Vec::with_capacity(items.len());
-                        for item in items.iter() {
+                        for (i, item) in items.iter().enumerate() {
                             match item.get_ref() {
                                 DeValue::String(s) => {
+                                    if i == 0 && s.is_empty() {
+                                        ctx.error(
+                                            item.span(),
+                                            "the program (the first element of `cmd`) is empty",
+                                            Some(EMPTY_CMD_HELP.into()),
+                                        );
+                                    }
                                     if let Some(t) = ctx.template("`cmd`", s, item.span(), &matrix)
                                     {
                                         argv.push(t);
@@ -968,25 +1054,63 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
             }
             "env" => {
                 if let Some(pairs) = ctx.string_table(&what, v) {
-                    for (name, value, span) in pairs {
-                        if let Some(t) =
-                            ctx.template(&format!("`env.{name}`"), &value, span, &matrix)
-                        {
-                            job.env.push((name, t));
+                    for StringEntry {
+                        key,
+                        key_span,
+                        value,
+                        value_span,
+                    } in pairs
+                    {
+                        if let Some(problem) = names::env_name_problem(&key) {
+                            ctx.error(
+                                key_span,
+                                format!("invalid environment variable name {:?} in `env`: {problem}", shorten(&key, 80)),
+                                Some("a variable name is not empty and holds no `=` or NUL; write e.g. `env = { CC = \"clang\" }`".into()),
+                            );
+                            continue;
+                        }
+                        let what = format!("`env.{}`", shorten(&key, 80));
+                        if let Some(t) = ctx.template(&what, &value, value_span, &matrix) {
+                            job.env.push((key, t));
                         }
                     }
                 }
             }
-            "timeout" => {
-                if let Some(s) = ctx.string(&what, v) {
-                    match parse_duration(&s) {
-                        Ok(d) if d.is_zero() => ctx.error(v.span(), "`timeout` must be longer than zero", Some("leave `timeout` out for no time limit".into())),
-                        Ok(d) => job.timeout = Some((d, s)),
-                        Err(e) => ctx.error(v.span(), e, Some("write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\"".into())),
+            "timeout" => match v.get_ref() {
+                DeValue::String(s) => match parse_duration(s) {
+                    Ok(d) if d.is_zero() => ctx.error(
+                        v.span(),
+                        "`timeout` must be longer than zero",
+                        Some("leave `timeout` out for no time limit".into()),
+                    ),
+                    Ok(d) => job.shared.timeout = Some((d, s.to_string())),
+                    Err(e) => {
+                        // Valid but over the limit, or not a duration at all.
+                        let help = if humantime::parse_duration(s.trim()).is_ok() {
+                            "leave `timeout` out for no time limit"
+                        } else {
+                            "write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\""
+                        };
+                        ctx.error(v.span(), e, Some(help.into()));
                     }
+                },
+                DeValue::Integer(_) | DeValue::Float(_) => {
+                    // A bare number has no unit: suggest it in seconds, as written.
+                    let raw = ctx.map.text().get(v.span()).unwrap_or("30").trim();
+                    let n = shorten(raw, 20);
+                    let help = format!("a duration is a string with a unit: write `timeout = \"{n}s\"` for {n} seconds (or \"{n}m\", \"{n}h\")");
+                    ctx.wrong_type(&what, v, "a duration string", Some(help));
                 }
-            }
-            "priority" => job.priority = ctx.int(&what, v).unwrap_or(0),
+                _ => ctx.wrong_type(
+                    &what,
+                    v,
+                    "a duration string",
+                    Some(
+                        "write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\"".into(),
+                    ),
+                ),
+            },
+            "priority" => job.shared.priority = ctx.int(&what, v).unwrap_or(0),
             "backend" => {
                 if let Some(s) = ctx.string(&what, v) {
                     job.backend = Some((s, ctx.loc(v.span())));
@@ -995,6 +1119,14 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
             "needs" => {
                 if let Some(list) = ctx.string_list(&what, v) {
                     for (text, span) in list {
+                        if text.is_empty() {
+                            ctx.error(
+                                span,
+                                "`needs` has an empty entry",
+                                Some("name the job to wait for, or remove the entry".into()),
+                            );
+                            continue;
+                        }
                         if let Some(t) = ctx.template("`needs`", &text, span.clone(), &matrix) {
                             job.needs.push((t, ctx.loc(span)));
                         }
@@ -1004,9 +1136,9 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
             "when" => {
                 if let Some(s) = ctx.string(&what, v) {
                     match s.as_str() {
-                        "all-passed" => job.when = When::AllPassed,
-                        "any-passed" => job.when = When::AnyPassed,
-                        "always" => job.when = When::Always,
+                        "all-passed" => job.shared.when = When::AllPassed,
+                        "any-passed" => job.shared.when = When::AnyPassed,
+                        "always" => job.shared.when = When::Always,
                         _ => {
                             let options = ["all-passed", "any-passed", "always"];
                             let help = match did_you_mean(&s, options) {
@@ -1027,7 +1159,7 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
                                 if let Some(n) =
                                     ctx.int_in("`resources.cpus`", rv, 1, u32::MAX as i64)
                                 {
-                                    job.cpus = n as u32;
+                                    job.shared.cpus = n as u32;
                                 }
                             }
                             "memory" => {
@@ -1042,7 +1174,7 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
                                     }
                                 };
                                 match parsed {
-                                    Some(Ok(mb)) => job.memory_mb = Some(mb),
+                                    Some(Ok(mb)) => job.shared.memory_mb = Some(mb),
                                     Some(Err(e)) => ctx.error(rv.span(), e, Some("write e.g. \"4G\", \"512M\" or an integer number of MiB".into())),
                                     None => {}
                                 }
@@ -1064,20 +1196,27 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
             }
             "pass_patterns" => pass = ctx.string_list(&what, v).unwrap_or_default(),
             "fail_patterns" => fail = ctx.string_list(&what, v).unwrap_or_default(),
-            "interactive" => job.interactive = ctx.bool(&what, v).unwrap_or(false),
+            "interactive" => job.shared.interactive = ctx.bool(&what, v).unwrap_or(false),
             "attrs" => {
                 if let Some(pairs) = ctx.string_table(&what, v) {
-                    job.attrs = pairs.into_iter().map(|(k, v, _)| (k, v)).collect();
+                    for pair in pairs {
+                        let what = format!("`attrs.{}`", shorten(&pair.key, 80));
+                        if ctx.no_nul(&format!("the name of {what}"), &pair.key, pair.key_span)
+                            && ctx.no_nul(&what, &pair.value, pair.value_span)
+                        {
+                            job.shared.attrs.push((pair.key, pair.value));
+                        }
+                    }
                 }
             }
             _ => ctx.unknown_key(key, "[[job]]", JOB_KEYS),
         }
     }
-    job.patterns = compile_patterns(ctx, &pass, &fail).unwrap_or(None);
+    job.shared.patterns = compile_patterns(ctx, &pass, &fail).unwrap_or(None);
     match cmd {
         Some(c) => job.cmd = c,
         None => ctx.diags.push(
-            Diagnostic::at(job.location.clone(), "the job has no `cmd`")
+            Diagnostic::at(job.shared.location.clone(), "the job has no `cmd`")
                 .with_help("add e.g. `cmd = \"make test\"`"),
         ),
     }
@@ -1101,7 +1240,7 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
         None => {
             if !ents.iter().any(|(k, _)| k.get_ref() == "name") {
                 ctx.diags.push(
-                    Diagnostic::at(job.location.clone(), "the job has no `name`")
+                    Diagnostic::at(job.shared.location.clone(), "the job has no `name`")
                         .with_help("add e.g. `name = \"build\"`"),
                 );
             }

@@ -411,6 +411,8 @@ fn diagnostic_display() {
         }),
         message: "boom".into(),
         help: Some("fix it".into()),
+        span_len: 0,
+        snippet: None,
     };
     assert_eq!(
         d.to_string(),
@@ -420,6 +422,8 @@ fn diagnostic_display() {
         location: None,
         message: "boom".into(),
         help: None,
+        span_len: 0,
+        snippet: None,
     };
     assert_eq!(d.to_string(), "error: boom");
 }
@@ -932,20 +936,9 @@ fn chain_job(name: String, needs: Vec<u32>, location: &Location) -> Job {
     Job {
         name,
         cmd: Command::Shell(String::new()),
-        cwd: None,
-        env: Vec::new(),
-        timeout: None,
-        priority: 0,
         backend: 0,
         needs,
-        when: When::AllPassed,
-        cpus: 1,
-        memory_mb: None,
-        resources: Vec::new(),
-        patterns: None,
-        interactive: false,
-        attrs: Vec::new(),
-        location: location.clone(),
+        ..Job::with_defaults(location.clone())
     }
 }
 
@@ -1045,7 +1038,7 @@ fn errors_of_several_kinds_are_reported_together_with_cycles() {
 
 #[test]
 fn observers_merge_into_the_flow() {
-    let flow = ok("[observers.junit]\npath = \"a.xml\"\n[observers.second]\nkind = \"junit\"\npath = \"b.xml\"\nmax_parallel = 3\n");
+    let flow = ok("[observers.junit]\npath = \"a.xml\"\n[observers.second]\nkind = \"junit\"\npath = \"b.xml\"\nmax_parallel = 3\n[[job]]\nname = \"a\"\ncmd = \"x\"\n");
     let observers: Vec<(&str, &str)> = flow
         .observers
         .iter()
@@ -1054,7 +1047,6 @@ fn observers_merge_into_the_flow() {
     assert_eq!(observers, [("junit", "junit"), ("second", "junit")]);
     // For observers, every key but `kind` is configuration.
     assert!(flow.observers[1].config_toml.contains("max_parallel = 3"));
-    assert!(flow.jobs.is_empty());
 }
 
 #[test]
@@ -1065,4 +1057,467 @@ fn positions_inside_strings_fall_back_to_the_string_with_escapes() {
     assert_eq!(at(find(&diags, "unknown variable `{x}`")), (3, 11));
     let diags = errors("[[job]]\nname = \"a\"\ncmd = \"\"\"ab }\"\"\"\n");
     assert_eq!(at(find(&diags, "unmatched `}`")), (3, 13));
+}
+
+// ---- What can only fail at run time is refused at load (issue 10 items 3, 6, 12, 17, 20). ----
+
+/// One `[[job]]` with `name = NAME` (TOML text, quotes included) and `extra` lines.
+fn job_toml(name: &str, extra: &str) -> String {
+    format!("[[job]]\nname = {name}\ncmd = \"true\"\n{extra}\n")
+}
+
+#[test]
+fn job_names_that_cannot_be_directories_are_refused_with_their_line() {
+    for (name, why) in [
+        ("\".\"", "`.` and `..`"),
+        ("\"..\"", "`.` and `..`"),
+        ("\"a\\nb\"", "newline"),
+        ("\"a\\u001b[31m\"", "U+001B"),
+    ] {
+        let diags = errors(&job_toml(name, ""));
+        let d = find(&diags, "invalid job name");
+        assert!(d.message.contains(why), "{name}: {d}");
+        assert_eq!(at(d), (2, 8), "{name}");
+        assert!(d.help.as_ref().unwrap().contains("255 bytes"), "{d}");
+    }
+    let d = errors(&job_toml("\"a\\u0000b\"", ""));
+    assert_eq!(at(find(&d, "the job name contains a NUL byte")), (2, 8));
+    let long = format!("\"{}\"", "x".repeat(256));
+    let d = errors(&job_toml(&long, ""));
+    let d = find(&d, "invalid job name");
+    assert!(d.message.contains("256 bytes long, more than 255"), "{d}");
+    // The message echoes a cut name, not 256 characters.
+    assert!(d.message.len() < 200, "{d}");
+    ok(&job_toml(&format!("\"{}\"", "x".repeat(255)), ""));
+    // `/` stays allowed: the run maps names to directories one-to-one.
+    ok(&job_toml("\"ip/dma/build\"", ""));
+}
+
+#[test]
+fn job_names_are_checked_after_matrix_expansion() {
+    let diags = errors(
+        "[[job]]\nname = \"{v}\"\ncmd = \"true\"\nmatrix = { v = [\"ok\", \"..\", \".\", \"fine\"] }\n",
+    );
+    let d = find(&diags, "invalid job name \"..\"");
+    assert!(
+        d.message.ends_with("(and 1 other expansion of this entry)"),
+        "{d}"
+    );
+    assert_eq!(at(d), (2, 8));
+    let diags =
+        errors("[[job]]\nname = \"x{v}\"\ncmd = \"true\"\nmatrix = { v = [\"\", \"a b\"] }\n");
+    find(&diags, "invalid job name \"xa b\": it contains a space");
+    let diags = errors("[[job]]\nname = \"{v}\"\ncmd = \"true\"\nmatrix = { v = [\"\", \"b\"] }\n");
+    find(&diags, "invalid job name \"\": it is empty");
+    let diags = errors(&format!(
+        "[[job]]\nname = \"j-{{v}}\"\ncmd = \"true\"\nmatrix = {{ v = [\"{}\"] }}\n",
+        "y".repeat(300)
+    ));
+    find(&diags, "302 bytes long");
+}
+
+#[test]
+fn flow_names_that_escape_the_output_directory_are_refused() {
+    for name in [
+        "\"..\"",
+        "\"../x\"",
+        "\"a/b\"",
+        "\"\"",
+        "\"a\\u0000\"",
+        "\".\"",
+    ] {
+        let diags = errors(&format!("[flow]\nname = {name}\n{}", job_toml("\"a\"", "")));
+        let d = find(&diags, "invalid flow name");
+        assert_eq!(at(d), (2, 8), "{name}: {d}");
+        assert!(d.help.as_ref().unwrap().contains("without `/`"), "{d}");
+    }
+    // The default, the file's stem, is checked too: `..toml` has the stem `.`.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "..toml", &job_toml("\"a\"", ""));
+    let diags = load(&path, &catalog(), &LoadOptions::default()).unwrap_err();
+    let d = find(&diags, "the flow's name defaults to the file's stem \".\"");
+    assert_eq!(at(d), (1, 1));
+    assert!(d.help.as_ref().unwrap().contains("[flow] name"));
+}
+
+#[test]
+fn matrix_counts_never_wrap_and_the_limit_holds_for_the_whole_flow() {
+    // 2^64 values used to wrap to 0 jobs: the job silently disappeared.
+    let diags = errors("[[job]]\nname = \"a-{x}\"\ncmd = \"true\"\nmatrix = { x = { range = [-9223372036854775808, 9223372036854775807] } }\n");
+    let d = find(&diags, "the matrix expands to 2^64 or more jobs");
+    assert_eq!(at(d), (4, 10));
+    // The product of three big axes overflows u64.
+    let diags = errors("[[job]]\nname = \"a-{x}-{y}-{z}\"\ncmd = \"true\"\nmatrix = { x = { range = [1, 4000000] }, y = { range = [1, 4000000] }, z = { range = [1, 4000000] } }\n");
+    find(&diags, "2^64 or more jobs");
+    let diags = errors("[[job]]\nname = \"a-{x}-{y}\"\ncmd = \"true\"\nmatrix = { x = { range = [1, 10000] }, y = { range = [1, 4000] } }\n");
+    find(
+        &diags,
+        "the matrix expands to 40,000,000 jobs, more than the limit of 10,000,000",
+    );
+    // Two matrices under the limit each, over it together: refused before anything is built.
+    let diags = errors("[[job]]\nname = \"a-{x}\"\ncmd = \"true\"\nmatrix = { x = { range = [1, 6000000] } }\n[[job]]\nname = \"b-{x}\"\ncmd = \"true\"\nmatrix = { x = { range = [1, 6000000] } }\n");
+    let d = find(
+        &diags,
+        "the flow expands to 12,000,000 jobs, more than the limit of 10,000,000",
+    );
+    assert_eq!(at(d), (1, 1));
+    assert_eq!(MAX_JOBS, 10_000_000);
+}
+
+#[test]
+fn dependencies_that_multiply_past_the_limit_are_refused_before_allocating() {
+    // 10,001 jobs each needing 10,001 others: 100,020,001 edges (0.4 GB) are refused.
+    let diags = errors("[[job]]\nname = \"a-{i}\"\ncmd = \"true\"\nmatrix = { i = { range = [0, 10000] } }\n[[job]]\nname = \"b-{i}\"\ncmd = \"true\"\nmatrix = { i = { range = [0, 10000] } }\nneeds = [\"a-*\"]\n");
+    let d = find(&diags, "more than 100,000,000 dependencies");
+    assert_eq!(at(d), (9, 10));
+    assert_eq!(build::MAX_DEPENDENCIES, 100_000_000);
+    // Through a template the needs are resolved job by job, and the limit stops the expansion
+    // as soon as it is crossed (a small limit here: the real one takes seconds to reach).
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "flow.toml", "[[job]]\nname = \"a-{i}\"\ncmd = \"true\"\nmatrix = { i = { range = [0, 100] } }\n[[job]]\nname = \"b-{i}\"\ncmd = \"true\"\nmatrix = { i = { range = [0, 100] } }\nneeds = [\"a-{i}\", \"a-*\"]\n");
+    let diags = build::load_within(&path, &catalog(), &LoadOptions::default(), 5_000).unwrap_err();
+    let d = find(&diags, "more than 5,000 dependencies");
+    assert_eq!(at(d), (9, 10));
+    build::load_within(&path, &catalog(), &LoadOptions::default(), 101 * 101).unwrap();
+}
+
+#[test]
+fn durations_too_long_for_the_host_are_refused() {
+    assert_eq!(
+        parse_duration("100y"),
+        Ok(Duration::from_secs(3_155_760_000))
+    );
+    assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+    let e = parse_duration("101y").unwrap_err();
+    assert!(e.contains("at most 100 years"), "{e}");
+    // u64::MAX seconds passed `check` and panicked the scheduler (F14).
+    let diags = errors(&job_toml("\"a\"", "timeout = \"18446744073709551615s\""));
+    let d = find(&diags, "is too long: it must be at most 100 years");
+    assert_eq!(at(d), (4, 11));
+    assert_eq!(
+        d.help.as_deref(),
+        Some("leave `timeout` out for no time limit")
+    );
+    let flow = ok(&job_toml("\"a\"", "timeout = \"36500days\""));
+    assert_eq!(
+        flow.jobs[0].timeout.as_ref().unwrap().0,
+        Duration::from_secs(36500 * 86400)
+    );
+}
+
+#[test]
+fn a_number_as_timeout_suggests_a_duration_string() {
+    let diags = errors(&job_toml("\"a\"", "timeout = 30"));
+    let d = find(
+        &diags,
+        "`timeout` must be a duration string, found an integer",
+    );
+    assert_eq!(at(d), (4, 11));
+    assert!(
+        d.help.as_ref().unwrap().contains("`timeout = \"30s\"`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn nul_bytes_are_refused_wherever_they_would_reach_a_program() {
+    let diags = errors(
+        "[[job]]\nname = \"a\"\ncmd = \"echo a\\u0000b\"\ncwd = \"d\\u0000\"\nenv = { X = \"1\\u0000\" }\nattrs = { q = \"\\u0000\" }\n[[job]]\nname = \"b-{v}\"\ncmd = [\"echo\", \"\\u0000\"]\nmatrix = { v = [\"x\\u0000\"] }\n",
+    );
+    for (needle, line) in [
+        ("`cmd` contains a NUL byte", 3),
+        ("`cwd` contains a NUL byte", 4),
+        ("`env.X` contains a NUL byte", 5),
+        ("`attrs.q` contains a NUL byte", 6),
+        ("a value of `matrix.v` contains a NUL byte", 10),
+    ] {
+        let d = find(&diags, needle);
+        assert_eq!(d.location.as_ref().unwrap().line, line, "{d}");
+        assert!(d.help.as_ref().unwrap().contains("NUL"), "{d}");
+    }
+    // The argv element is a separate error, on line 9.
+    assert!(diags
+        .iter()
+        .any(|d| d.message == "`cmd` contains a NUL byte" && at(d).0 == 9));
+}
+
+#[test]
+fn environment_variable_names_execve_cannot_take_are_refused() {
+    let diags = errors(&job_toml(
+        "\"a\"",
+        "env = { \"A=B\" = \"1\", \"\" = \"2\", \"C\\u0000\" = \"3\", OK = \"4\" }",
+    ));
+    let d = find(
+        &diags,
+        "invalid environment variable name \"A=B\" in `env`: it contains `=`",
+    );
+    assert_eq!(at(d), (4, 9));
+    find(
+        &diags,
+        "invalid environment variable name \"\" in `env`: it is empty",
+    );
+    find(&diags, "it contains a NUL byte");
+    assert_eq!(diags.len(), 3, "{}", render(&diags));
+}
+
+#[test]
+fn empty_commands_are_refused() {
+    for cmd in ["\"\"", "\"   \"", "\"\\n\\t\""] {
+        let diags = errors(&format!("[[job]]\nname = \"a\"\ncmd = {cmd}\n"));
+        assert_eq!(at(find(&diags, "`cmd` is empty")), (3, 7), "{cmd}");
+    }
+    let diags = errors("[[job]]\nname = \"a\"\ncmd = [\"\", \"x\"]\n");
+    assert_eq!(
+        at(find(
+            &diags,
+            "the program (the first element of `cmd`) is empty"
+        )),
+        (3, 8)
+    );
+    // Empty arguments after the program are fine.
+    ok("[[job]]\nname = \"a\"\ncmd = [\"echo\", \"\"]\n");
+    // A matrix value can empty a command too.
+    let diags = errors(
+        "[[job]]\nname = \"a-{c}\"\ncmd = \"{c}\"\nmatrix = { c = [\"make\", \" \", \"\"] }\n",
+    );
+    let d = find(&diags, "the command of job `a- ` is empty");
+    assert!(
+        d.message.ends_with("(and 1 other expansion of this entry)"),
+        "{d}"
+    );
+    let diags =
+        errors("[[job]]\nname = \"a-{c}\"\ncmd = [\"{c}\"]\nmatrix = { c = [\"x\", \"\"] }\n");
+    find(&diags, "the command of job `a-` is empty");
+}
+
+#[test]
+fn empty_needs_entries_are_refused() {
+    let diags = errors(&job_toml("\"a\"", "needs = [\"\"]"));
+    assert_eq!(at(find(&diags, "`needs` has an empty entry")), (4, 10));
+    let diags = errors(&job_toml("\"a\"", "needs = \"\""));
+    find(&diags, "`needs` has an empty entry");
+    // Through a matrix value: it used to be silently ignored.
+    let diags = errors(
+        "[[job]]\nname = \"b\"\ncmd = \"x\"\n[[job]]\nname = \"a-{d}\"\ncmd = \"x\"\nmatrix = { d = [\"b\", \"\"] }\nneeds = [\"{d}\"]\n",
+    );
+    let d = find(&diags, "a matrix value makes a `needs` entry empty");
+    assert_eq!(at(d), (8, 10));
+}
+
+#[test]
+fn an_empty_flow_is_an_error() {
+    for text in ["", "# nothing yet\n", "[flow]\nname = \"x\"\n"] {
+        let diags = errors(text);
+        let d = find(&diags, "the flow has no jobs");
+        assert_eq!(at(d), (1, 1));
+        assert!(d.help.as_ref().unwrap().contains("[[job]]"));
+    }
+    // An included file without jobs (shared declarations) is fine.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "common.toml", "[resources]\nlic = 2\n");
+    let root = write(
+        dir.path(),
+        "flow.toml",
+        "[flow]\ninclude = [\"common.toml\"]\n[[job]]\nname = \"a\"\ncmd = \"x\"\nresources = { lic = 1 }\n",
+    );
+    load(&root, &catalog(), &LoadOptions::default()).unwrap();
+}
+
+#[test]
+fn a_resource_named_unlike_cpus_gets_no_cpus_suggestion() {
+    let diags = errors(&job_toml("\"a\"", "resources = { gpus = 1 }"));
+    let d = find(&diags, "unknown resource `gpus`");
+    assert!(d.help.as_ref().unwrap().starts_with("declare it"), "{d}");
+    let diags = errors(&job_toml("\"a\"", "resources = { cpu = 1 }"));
+    let d = find(&diags, "unknown resource `cpu`");
+    assert!(
+        d.help.as_ref().unwrap().starts_with("did you mean `cpus`?"),
+        "{d}"
+    );
+}
+
+/// Loads `root` from `dir` and returns the errors.
+fn include_errors(dir: &Path, target: &str) -> Vec<Diagnostic> {
+    let root = write(
+        dir,
+        "flow.toml",
+        &format!("[flow]\ninclude = [{target:?}]\n[[job]]\nname = \"a\"\ncmd = \"x\"\n"),
+    );
+    load(&root, &catalog(), &LoadOptions::default()).unwrap_err()
+}
+
+#[test]
+fn includes_of_special_files_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Opening a FIFO for reading used to block forever (nobody writes to it).
+    let diags = include_errors(dir.path(), "fifo");
+    let d = find(&diags, "it is a FIFO (named pipe), not a regular file");
+    assert_eq!(at(d), (2, 12));
+    let diags = include_errors(dir.path(), "/dev/zero");
+    find(
+        &diags,
+        "/dev/zero: it is a character device, not a regular file",
+    );
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let diags = include_errors(dir.path(), "sub");
+    find(&diags, "it is a directory, not a regular file");
+    // A regular file over the size cap is refused from its size alone (a sparse file here).
+    let big = std::fs::File::create(dir.path().join("big.toml")).unwrap();
+    big.set_len(source::MAX_FLOW_FILE_BYTES + 1).unwrap();
+    let diags = include_errors(dir.path(), "big.toml");
+    find(&diags, "it is larger than the limit of 64 MiB");
+}
+
+#[test]
+fn the_root_flow_may_be_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("flow-pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            std::fs::write(&fifo, "[[job]]\nname = \"piped\"\ncmd = \"x\"\n").unwrap()
+        })
+    };
+    let flow = load(&fifo, &catalog(), &LoadOptions::default()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(names(&flow), ["piped"]);
+}
+
+#[test]
+fn invalid_utf8_names_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flow.toml");
+    std::fs::write(&path, b"[[job]]\nname = \"a\"\ncmd = \"caf\xe9 x\"\n").unwrap();
+    let diags = load(&path, &catalog(), &LoadOptions::default()).unwrap_err();
+    let d = find(&diags, "the file is not UTF-8 text: byte 0xE9");
+    assert_eq!(at(d), (3, 11));
+    assert!(d.help.as_ref().unwrap().contains("UTF-8"));
+    // The report shows the line, the byte replaced.
+    let text = report(&diags);
+    assert!(text.contains("3 | cmd = \"caf\u{fffd} x\""), "{text}");
+}
+
+#[test]
+fn a_file_that_is_not_toml_gives_a_bounded_report() {
+    let passwd: String = (0..40)
+        .map(|i| format!("user{i}:x:{i}:{i}:User {i}:/home/user{i}:/bin/sh\n"))
+        .collect();
+    let diags = errors(&passwd);
+    assert!(diags.len() <= 6, "{}", render(&diags));
+    let last = diags.last().unwrap();
+    assert!(
+        last.message
+            .contains("more TOML syntax errors in this file"),
+        "{last}"
+    );
+    assert!(last.help.as_ref().unwrap().contains("is this a flow file?"));
+}
+
+#[test]
+fn the_report_shows_the_source_line_with_a_caret() {
+    let diags = errors(&job_toml("\"a\"", "timeout = \"soon\""));
+    let text = report(&diags);
+    let expected_start = format!(
+        "{}:4:11: error: invalid duration \"soon\"",
+        diags[0].location.as_ref().unwrap().file.display()
+    );
+    assert!(text.starts_with(&expected_start), "{text}");
+    assert!(
+        text.contains("4 | timeout = \"soon\"\n  |           ^^^^^^\n"),
+        "{text}"
+    );
+    assert!(text.contains("= help: write a duration"), "{text}");
+    // A whole `[[job]]` is pointed at by its header.
+    let text = report(&errors("[[job]]\nname = \"a\"\n"));
+    assert!(text.contains("1 | [[job]]\n  | ^^^^^^^"), "{text}");
+}
+
+#[test]
+fn the_report_is_bounded_however_many_errors_and_however_long_the_values() {
+    // 10,000 independent errors: 30 shown, the rest counted.
+    let text: String = (0..10_000)
+        .map(|i| format!("[[job]]\nname = \"j{i}\"\ncmd = \"\"\n"))
+        .collect();
+    let diags = errors(&text);
+    assert_eq!(diags.len(), 10_000);
+    let text = report(&diags);
+    assert!(text.lines().count() < 400, "{} lines", text.lines().count());
+    assert!(
+        text.contains("... and 9970 more errors (the first 30 are shown)"),
+        "{text}"
+    );
+    assert!(text.ends_with("\n10000 errors"), "{text}");
+    // A 1 MB unknown key is echoed as its start and end, on short lines.
+    let key = "k".repeat(1 << 20);
+    let diags = errors(&job_toml("\"a\"", &format!("{key} = 1")));
+    let text = report(&diags);
+    assert!(text.contains("characters ...]"), "{text}");
+    let longest = text.lines().map(str::len).max().unwrap();
+    assert!(longest < 600, "longest line {longest}");
+    // Control characters in echoed values do not reach the terminal.
+    let diags = errors(&job_toml("\"a\"", "\"\\u001b[2J\" = 1"));
+    assert!(!report(&diags).contains('\u{1b}'));
+}
+
+#[test]
+fn the_plan_is_bounded_and_shows_every_setting() {
+    let flow = ok(r#"
+[resources]
+lic = 4
+[[job]]
+name = "mid-{i}"
+cmd = "true"
+matrix = { i = { range = [1, 1000] } }
+[[job]]
+name = "sink"
+cmd = "report --all"
+needs = ["mid-*"]
+when = "always"
+timeout = "1h 30m"
+priority = 5
+resources = { cpus = 2, memory = "1G", lic = 1 }
+pass_patterns = ["^DONE$"]
+fail_patterns = ["ERROR"]
+env = { A = "1" }
+"#);
+    let plan = render::plan(&flow);
+    let sink: Vec<&str> = plan
+        .lines()
+        .skip_while(|l| !l.starts_with("sink "))
+        .take_while(|l| l.starts_with("sink ") || l.starts_with("    "))
+        .collect();
+    assert_eq!(
+        sink,
+        [
+            "sink  [backend local, priority 5]  report --all",
+            "    needs: mid-1, mid-2, mid-3, mid-4, mid-5, mid-6, mid-7, mid-8, ... and 992 more (1000 jobs)",
+            "    when: always",
+            "    resources: cpus 2, memory 1024 MiB, lic 1",
+            "    timeout: 1h 30m",
+            "    pass: `^DONE$`",
+            "    fail: `ERROR`",
+            "    env: A=1",
+        ]
+    );
+    assert!(plan.lines().all(|l| l.len() < 300));
+    assert!(plan.ends_with("1001 jobs: 1001 on local\n"), "{plan}");
+    // A multi-line command stays one line of the plan.
+    let flow = ok("[[job]]\nname = \"a\"\ncmd = \"\"\"\nmake\nmake test\n\"\"\"\n");
+    assert!(
+        render::plan(&flow).starts_with("a  [backend local]  make\\nmake test\\n\n"),
+        "{}",
+        render::plan(&flow)
+    );
+}
+
+#[test]
+fn graph_has_every_edge() {
+    let flow = ok("[[job]]\nname = \"a\"\ncmd = \"x\"\n[[job]]\nname = \"b\\\"q\"\ncmd = \"x\"\nneeds = [\"a\"]\n");
+    assert_eq!(
+        render::graph(&flow),
+        "digraph \"flow\" {\n  rankdir=LR;\n  \"a\";\n  \"b\\\"q\";\n  \"a\" -> \"b\\\"q\";\n}\n"
+    );
 }

@@ -4,25 +4,15 @@ use flowrun_plugin_api::JobSpec;
 
 use crate::spawn::REMOVED_VARS;
 
-/// Quotes `s` for a POSIX shell.
+/// Quotes `s` for a POSIX shell (shlex). The job's strings cannot hold NUL bytes (the spawn
+/// refuses them first), so quoting cannot fail; a NUL would be dropped.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        return s.to_string();
+    match shlex::try_quote(s) {
+        Ok(q) => q.into_owned(),
+        Err(_) => shlex::try_quote(&s.replace('\0', ""))
+            .map(|q| q.into_owned())
+            .unwrap_or_default(),
     }
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            q.push_str("'\\''");
-        } else {
-            q.push(c);
-        }
-    }
-    q.push('\'');
-    q
 }
 
 fn is_shell_name(name: &str) -> bool {

@@ -15,6 +15,24 @@ pub enum CgroupMode {
     Off,
 }
 
+/// How job processes are started (see `spawn/mod.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnMode {
+    /// `clone(CLONE_VM)`, the child doing the job's set-up: the fast path.
+    Clone,
+    /// Plain `std::process::Command` with a process group; best-effort cgroup placement.
+    Std,
+}
+
+impl SpawnMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpawnMode::Clone => "clone",
+            SpawnMode::Std => "std",
+        }
+    }
+}
+
 /// The validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +42,8 @@ pub struct Config {
     pub split_output: bool,
     /// cgroup containment.
     pub cgroups: CgroupMode,
+    /// How job processes are started.
+    pub spawn: SpawnMode,
 }
 
 impl Default for Config {
@@ -32,6 +52,7 @@ impl Default for Config {
             kill_grace: Duration::from_secs(5),
             split_output: false,
             cgroups: CgroupMode::Auto,
+            spawn: SpawnMode::Clone,
         }
     }
 }
@@ -44,6 +65,7 @@ struct RawConfig {
     kill_grace: Option<toml::Value>,
     split_output: Option<toml::Value>,
     cgroups: Option<toml::Value>,
+    spawn: Option<toml::Value>,
 }
 
 impl Config {
@@ -73,6 +95,18 @@ impl Config {
                     return Err(PluginError::config(
                         "cgroups",
                         format!("expected \"auto\" or \"off\", got {v}"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw.spawn {
+            config.spawn = match v.as_str() {
+                Some("clone") => SpawnMode::Clone,
+                Some("std") => SpawnMode::Std,
+                _ => {
+                    return Err(PluginError::config(
+                        "spawn",
+                        format!("expected \"clone\" or \"std\", got {v}"),
                     ))
                 }
             };

@@ -1,21 +1,29 @@
 //! flowrun's `local` backend: runs each job as a process tree on this machine.
 //!
 //! How it works (details in README.md):
-//! - `submit` starts each job right away on the calling thread (`spawn::Spawner`: a clone
-//!   sharing our memory that moves itself into the job's cgroup v2 when available, starts a
-//!   new session, creates the job directory, `cmd.sh` and the log, points stdout/stderr at
-//!   the log, changes to the cwd and execs). The host thread does not wait for it and makes
-//!   no filesystem call per job; the job is watched through the pidfd clone returns.
+//! - `submit` starts each job right away on the calling thread (`spawn/`: by default a clone
+//!   sharing our memory that is born in the job's cgroup v2 when available, starts a new
+//!   session, creates the job directory, `cmd.sh` and the log, points stdout/stderr at the
+//!   log, changes to the cwd and execs). The host thread does not wait for it and makes no
+//!   filesystem call per job; the job is watched through the pidfd clone returns.
 //! - One reaper thread per backend waits in `epoll_wait` on every job's pidfd plus an eventfd
 //!   (wake-ups) with a timeout equal to the next kill deadline: completion is reported the
-//!   moment a process exits, and nothing polls. It reaps with `waitpid(pid)`, never
+//!   moment a process exits, and nothing polls. It reaps with `wait4(pid)`, never
 //!   `waitpid(-1)`, because other plugins of the same process have children too.
 //! - A job is reported FINISHED only when its whole tree is gone: processes left behind by a
 //!   job that ended on its own get SIGKILL; a job the host kills gets SIGTERM, then SIGKILL
-//!   after `kill_grace`.
+//!   after `kill_grace`. FINISHED carries what the tree used (`cpu_s`, `max_rss_mb`).
+//! - A watchdog process kills the jobs if flowrun dies without shutting the backend down.
+//! - Running out of descriptors or processes answers BUSY: the host offers the job again.
+//!
+//! `unsafe` code lives in `src/spawn/` only.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cmdsh;
 mod config;
+#[allow(unsafe_code)]
 mod spawn;
 mod tree;
 
@@ -25,11 +33,12 @@ mod tests;
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    io::IsTerminal,
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Condvar, Mutex, MutexGuard,
+        Arc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -39,11 +48,21 @@ use flowrun_plugin_api::{
     sdk::{BackendImpl, Sink},
     Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
 };
+use nix::sys::{
+    epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
+    eventfd::{EfdFlags, EventFd},
+    signal::Signal,
+};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::{
-    config::{CgroupMode, Config},
-    spawn::{BaseEnv, ChildReport, Grouping, Output, Plan, SpawnError, SpawnStep, Spawner},
-    tree::{CgroupRoot, JobCgroup, ScanTarget},
+    config::{CgroupMode, Config, SpawnMode},
+    spawn::{
+        watchdog::{Watchdog, WatchdogSetup},
+        BaseEnv, ChildReport, CloneSpawner, Containment, Grouping, Output, Plan, Reaped,
+        SpawnError, SpawnStep, Spawner, StdSpawner, WaitUsage,
+    },
+    tree::{CgroupRoot, CgroupUsage, JobCgroup, ScanTarget},
 };
 
 flowrun_plugin_api::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
@@ -62,6 +81,9 @@ const FIRST_RECHECK: Duration = Duration::from_millis(2);
 const LONGEST_RECHECK: Duration = Duration::from_millis(100);
 /// The epoll key of the wake-up eventfd; job pidfds are keyed by pid, never 0.
 const WAKE_KEY: u64 = 0;
+/// A shortage of descriptors or processes that lasts this long while none of this backend's
+/// jobs runs (so none can free anything) fails the job instead of answering BUSY forever.
+const SHORTAGE_GIVE_UP: Duration = Duration::from_secs(30);
 
 /// Creates a local backend from its TOML config.
 pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginError> {
@@ -81,7 +103,7 @@ enum LeaderEnd {
 /// A running job.
 struct Job {
     id: JobId,
-    /// The leader's pid, also its process group and session id.
+    /// The leader's pid, also its process group (and, on the clone path, session id).
     pid: libc::pid_t,
     /// Open and in the epoll set while the leader runs.
     pidfd: Option<OwnedFd>,
@@ -89,7 +111,18 @@ struct Job {
     tag: String,
     /// The job's cgroup, until it is seen empty (and returned to the pool).
     cgroup: Option<JobCgroup>,
+    /// Nothing of the job can be outside its cgroup (born in it).
+    fully_contained: bool,
+    /// Moved into its cgroup after it started (the `std` path): what it forked before is
+    /// outside, so the cgroup's counters are only a lower bound.
+    placed_late: bool,
+    /// The watchdog was told about the job's process group.
+    announced: bool,
     leader_end: Option<LeaderEnd>,
+    /// What `wait4` said the leader and the descendants it waited for used.
+    leader_usage: Option<WaitUsage>,
+    /// What the cgroup said the whole tree used, read when it emptied.
+    cgroup_usage: Option<CgroupUsage>,
     /// The host asked for the kill: the job ends KILLED.
     kill_requested: bool,
     /// When SIGKILL follows the SIGTERM of a kill.
@@ -128,6 +161,8 @@ struct State {
     shutting_down: bool,
     stop_reaper: bool,
     interactive_job: Option<JobId>,
+    /// Since when starting jobs has failed for want of descriptors or processes.
+    shortage_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -139,6 +174,17 @@ struct Counters {
     proc_scans: AtomicU64,
     /// epoll_wait returns of the reaper: about one per job; more means it spins.
     reaper_wakeups: AtomicU64,
+    /// BUSY answers for want of descriptors or processes.
+    busy_for_shortage: AtomicU64,
+}
+
+/// The descriptors this backend may hold: the soft limit (raised to the hard one) minus a
+/// reserve for the host and other plugins (the host must still open logs to judge them).
+struct FdBudget {
+    limit: u64,
+    reserve: u64,
+    /// pidfds of running jobs (cgroup descriptors are counted by the cgroup root).
+    pidfds: AtomicU64,
 }
 
 struct Shared {
@@ -150,16 +196,22 @@ struct Shared {
     /// Cleared when placing a process in a cgroup fails: later jobs skip cgroups.
     cgroups_working: AtomicBool,
     /// stdin of non-interactive jobs.
-    devnull: OwnedFd,
+    devnull: std::fs::File,
     /// Whether the host's stdin is a terminal (interactive jobs get it as foreground).
     stdin_is_tty: bool,
-    epoll: OwnedFd,
-    wake: OwnedFd,
+    epoll: Epoll,
+    wake: EventFd,
     state: Mutex<State>,
     /// Signalled when `jobs` becomes empty (shutdown waits on it).
     all_done: Condvar,
     counters: Counters,
     spawner: Spawner,
+    fds: FdBudget,
+    /// One warning per backend about shortages, not one per job.
+    shortage_warned: AtomicBool,
+    /// One warning per backend about cgroups that cannot be created.
+    cgroup_warned: AtomicBool,
+    watchdog: Mutex<Option<Watchdog>>,
 }
 
 /// The backend object.
@@ -168,11 +220,8 @@ pub struct LocalBackend {
     reaper: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn os_error(what: &str) -> PluginError {
-    PluginError::new(
-        flowrun_plugin_api::ErrorKind::IO,
-        format!("{what}: {}", std::io::Error::last_os_error()),
-    )
+fn os_error(what: &str, e: impl std::fmt::Display) -> PluginError {
+    PluginError::new(flowrun_plugin_api::ErrorKind::IO, format!("{what}: {e}"))
 }
 
 impl LocalBackend {
@@ -197,63 +246,77 @@ impl LocalBackend {
                 }
             },
         };
-        // SAFETY: plain syscalls; each returned fd is checked and then owned.
-        let (epoll, wake, devnull) = unsafe {
-            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-            if ep < 0 {
-                return Err(os_error("cannot create an epoll instance"));
-            }
-            let epoll = OwnedFd::from_raw_fd(ep);
-            let ev = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-            if ev < 0 {
-                return Err(os_error("cannot create an eventfd"));
-            }
-            let wake = OwnedFd::from_raw_fd(ev);
-            let mut event = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: WAKE_KEY,
-            };
-            if libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, wake.as_raw_fd(), &mut event) < 0 {
-                return Err(os_error("cannot watch the eventfd"));
-            }
-            let dn = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if dn < 0 {
-                return Err(os_error("cannot open /dev/null"));
-            }
-            (epoll, wake, OwnedFd::from_raw_fd(dn))
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| os_error("cannot create an epoll instance", e))?;
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| os_error("cannot create an eventfd", e))?;
+        epoll
+            .add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_KEY))
+            .map_err(|e| os_error("cannot watch the eventfd", e))?;
+        let devnull =
+            std::fs::File::open("/dev/null").map_err(|e| os_error("cannot open /dev/null", e))?;
+        let limit = raise_fd_limit();
+        let instance_tag = format!("{}.{instance}", std::process::id());
+        let watchdog = Watchdog::start(WatchdogSetup {
+            tag_needle: format!("-{instance_tag}-"),
+            cgroup_kill: cgroups.as_ref().and_then(|c| c.kill_file()),
+            keep: cgroups.as_ref().map(|c| c.lock_fd()),
+        })
+        .inspect_err(|e| {
+            tracing::warn!("local backend: cannot start the watchdog ({e}): if flowrun is killed, its jobs outlive it")
+        })
+        .ok();
+        let spawner = match config.spawn {
+            SpawnMode::Clone => Spawner::Clone(CloneSpawner::new(BaseEnv::capture())),
+            SpawnMode::Std => Spawner::Std(StdSpawner::new(BaseEnv::capture())),
         };
-        raise_fd_limit();
-        // SAFETY: isatty has no memory arguments.
-        let stdin_is_tty = unsafe { libc::isatty(0) == 1 };
         let shared = Arc::new(Shared {
-            instance_tag: format!("{}.{instance}", std::process::id()),
+            instance_tag,
             config,
             sink,
             cgroups_working: AtomicBool::new(cgroups.is_some()),
             cgroups,
             devnull,
-            stdin_is_tty,
+            stdin_is_tty: std::io::stdin().is_terminal(),
             epoll,
             wake,
             state: Mutex::new(State::default()),
             all_done: Condvar::new(),
             counters: Counters::default(),
-            spawner: Spawner::new(BaseEnv::capture()),
+            spawner,
+            fds: FdBudget {
+                limit,
+                reserve: (limit / 8).max(64),
+                pidfds: AtomicU64::new(0),
+            },
+            shortage_warned: AtomicBool::new(false),
+            cgroup_warned: AtomicBool::new(false),
+            watchdog: Mutex::new(watchdog),
         });
         let reaper_shared = shared.clone();
         let reaper = std::thread::Builder::new()
             .name("flowrun-local-reaper".into())
             .spawn(move || reaper_shared.reaper_loop())
-            .map_err(|e| {
-                PluginError::new(
-                    flowrun_plugin_api::ErrorKind::IO,
-                    format!("cannot start the reaper thread: {e}"),
-                )
-            })?;
+            .map_err(|e| os_error("cannot start the reaper thread", e))?;
         Ok(LocalBackend {
             shared,
             reaper: Mutex::new(Some(reaper)),
         })
+    }
+
+    /// The watchdog's pid (tests).
+    #[cfg(test)]
+    fn watchdog_pid(&self) -> Option<libc::pid_t> {
+        self.shared.watchdog.lock().as_ref().map(|w| w.pid())
+    }
+
+    /// Makes the watchdog act as if flowrun had died (tests); returns its pid.
+    #[cfg(test)]
+    fn watchdog_loses_host(&self) -> Option<libc::pid_t> {
+        let mut watchdog = self.shared.watchdog.lock().take()?;
+        let pid = watchdog.pid();
+        watchdog.lose_host();
+        Some(pid)
     }
 }
 
@@ -295,17 +358,17 @@ impl BackendImpl for LocalBackend {
         {
             let mut state = self.shared.lock();
             while !state.jobs.is_empty() {
-                state = self
-                    .shared
-                    .all_done
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+                self.shared.all_done.wait(&mut state);
             }
             state.stop_reaper = true;
         }
         self.shared.wake_reaper();
-        if let Some(handle) = self.reaper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(handle) = self.reaper.lock().take() {
             let _ = handle.join();
+            // Every job is gone: the watchdog may go without killing.
+            if let Some(mut watchdog) = self.shared.watchdog.lock().take() {
+                watchdog.close();
+            }
             if let Some(root) = &self.shared.cgroups {
                 root.remove();
             }
@@ -315,14 +378,16 @@ impl BackendImpl for LocalBackend {
     fn stats(&self) -> String {
         let c = &self.shared.counters;
         format!(
-            "jobs_started = {}\njobs_failed_to_start = {}\njobs_finished = {}\nleftover_trees_killed = {}\nproc_scans = {}\nreaper_wakeups = {}\ncgroups = {}\n",
+            "jobs_started = {}\njobs_failed_to_start = {}\njobs_finished = {}\nleftover_trees_killed = {}\nproc_scans = {}\nreaper_wakeups = {}\nbusy_for_shortage = {}\ncgroups = {}\nspawn = \"{}\"\n",
             c.started.load(Ordering::Relaxed),
             c.failed_to_start.load(Ordering::Relaxed),
             c.finished.load(Ordering::Relaxed),
             c.leftover_trees_killed.load(Ordering::Relaxed),
             c.proc_scans.load(Ordering::Relaxed),
             c.reaper_wakeups.load(Ordering::Relaxed),
+            c.busy_for_shortage.load(Ordering::Relaxed),
             self.shared.cgroups_working.load(Ordering::Relaxed),
+            self.shared.config.spawn.name(),
         )
     }
 }
@@ -335,24 +400,27 @@ impl Drop for LocalBackend {
     }
 }
 
-/// Why a job could not start: its FINISHED(FAILED) reason.
-type StartError = String;
+/// Why a job did not start.
+enum StartFailure {
+    /// Out of descriptors, processes or memory for now: the host offers the job again.
+    Busy,
+    /// The job's FINISHED(FAILED) reason.
+    Failed(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(reason: String) -> Self {
+        StartFailure::Failed(reason)
+    }
+}
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn wake_reaper(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            );
-        }
+        let _ = self.wake.write(1);
     }
 
     fn submit_one(&self, spec: &JobSpec) -> SubmitAnswer {
@@ -369,20 +437,75 @@ impl Shared {
                 state.interactive_job = Some(spec.id);
             }
         }
-        if let Err(reason) = self.start_job(spec) {
-            self.counters
-                .failed_to_start
-                .fetch_add(1, Ordering::Relaxed);
-            if spec.interactive {
-                self.lock().interactive_job = None;
+        match self.start_job(spec) {
+            Ok(()) => {
+                self.lock().shortage_since = None;
+                SubmitAnswer::accepted(spec.id)
             }
-            self.sink.emit(JobEvent::failed(spec.id, reason));
+            Err(StartFailure::Busy) => {
+                if spec.interactive {
+                    self.lock().interactive_job = None;
+                }
+                self.counters
+                    .busy_for_shortage
+                    .fetch_add(1, Ordering::Relaxed);
+                SubmitAnswer::busy(spec.id)
+            }
+            Err(StartFailure::Failed(reason)) => {
+                self.counters
+                    .failed_to_start
+                    .fetch_add(1, Ordering::Relaxed);
+                if spec.interactive {
+                    self.lock().interactive_job = None;
+                }
+                self.sink.emit(JobEvent::failed(spec.id, reason));
+                SubmitAnswer::accepted(spec.id)
+            }
         }
-        SubmitAnswer::accepted(spec.id)
     }
 
-    /// Spawns the job and registers it with the reaper. An error is the job's failure reason.
-    fn start_job(&self, spec: &JobSpec) -> Result<(), StartError> {
+    /// A start failed for want of `what`: BUSY, with one warning per backend; or, when the
+    /// shortage has lasted [`SHORTAGE_GIVE_UP`] while none of our jobs ran (none can free
+    /// anything), the job's failure.
+    fn shortage(&self, what: &str) -> StartFailure {
+        if !self.shortage_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "local backend: {what}: jobs wait until running ones end (descriptor limit {}; shown once)",
+                self.fds.limit
+            );
+        }
+        let now = Instant::now();
+        let mut state = self.lock();
+        let since = *state.shortage_since.get_or_insert(now);
+        if state.jobs.is_empty() && now.duration_since(since) >= SHORTAGE_GIVE_UP {
+            return StartFailure::Failed(format!(
+                "cannot start the job: {what}, and nothing freed up for {}s",
+                SHORTAGE_GIVE_UP.as_secs()
+            ));
+        }
+        StartFailure::Busy
+    }
+
+    /// Descriptors this backend holds, against its budget.
+    fn fds_short(&self, extra: u64) -> bool {
+        let held = self.fds.pidfds.load(Ordering::Relaxed)
+            + self.cgroups.as_ref().map_or(0, |c| c.fds_held());
+        held + extra + self.fds.reserve > self.fds.limit
+    }
+
+    /// Spawns the job and registers it with the reaper.
+    fn start_job(&self, spec: &JobSpec) -> Result<(), StartFailure> {
+        let use_cgroups = self.cgroups.is_some() && self.cgroups_working.load(Ordering::Relaxed);
+        let cgroup_fds = match (&self.cgroups, use_cgroups) {
+            (Some(root), true) => root.fds_for_next_job(),
+            _ => 0,
+        };
+        if self.fds_short(1 + cgroup_fds) {
+            let pool_shrunk = self.cgroups.as_ref().is_some_and(|c| c.shrink_pool());
+            if !pool_shrunk || self.fds_short(1 + 5) {
+                return Err(self.shortage("file descriptors are running short"));
+            }
+        }
         // Unique even if two runs (or two test hosts) share a run tag: the /proc scan kills
         // whatever carries it.
         let tag = format!("{}-{}-{}", spec.run_tag, self.instance_tag, spec.id.0);
@@ -448,22 +571,42 @@ impl Shared {
                 .first()
                 .map_or_else(|| spec.log_path.to_string(), String::clone),
         });
-        let grouping = if spec.interactive {
-            Grouping::NewProcessGroup
-        } else {
-            Grouping::NewSession
+        let grouping = match (spec.interactive, &self.spawner) {
+            (false, Spawner::Clone(_)) => Grouping::NewSession,
+            _ => Grouping::NewProcessGroup,
         };
 
         let mut cgroup = None;
-        if let (Some(root), true) = (&self.cgroups, self.cgroups_working.load(Ordering::Relaxed)) {
+        if let (Some(root), true) = (&self.cgroups, use_cgroups) {
             match root.acquire() {
                 Ok(cg) => cgroup = Some(cg),
-                Err(e) => tracing::warn!(
-                    "local backend: cannot create a cgroup for job {}: {e}",
-                    spec.name
-                ),
+                Err(e) if spawn::is_resource_errno(e.raw_os_error()) => {
+                    return Err(self.shortage(&format!("cannot create a job cgroup ({e})")));
+                }
+                Err(e) => {
+                    // Not a passing shortage: run this and later jobs without cgroups.
+                    self.cgroups_working.store(false, Ordering::Relaxed);
+                    if !self.cgroup_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "local backend: cannot create a cgroup for job {} ({e}); containing jobs by session and environment tag from now on",
+                            spec.name
+                        );
+                    }
+                }
             }
         }
+        // The std path and a self-placing child write the pid to cgroup.procs.
+        let with_procs = matches!(self.spawner, Spawner::Std(_));
+        let cgroup_fds = match cgroup.as_mut().map(|cg| cg.spawn_fds(with_procs)) {
+            Some(Ok(fds)) => Some(fds),
+            Some(Err(e)) => {
+                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
+                    root.release(cg);
+                }
+                return Err(self.shortage(&format!("cannot open a job cgroup's files ({e})")));
+            }
+            None => None,
+        };
         let cmd_sh_path = cmd_sh_path.to_string_lossy();
         let plan = Plan {
             argv: &argv,
@@ -474,12 +617,25 @@ impl Shared {
             cmd_sh_text: &cmd_sh_text,
             output,
             grouping,
-            cgroup: cgroup.as_ref().map(|cg| cg.fds()),
+            cgroup: cgroup_fds,
             // An interactive job's process group must exist before it gets the terminal.
             wait_for_exec: spec.interactive,
         };
+        let release = |cgroup: &mut Option<JobCgroup>| {
+            if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
+                root.release(cg);
+            }
+        };
         let spawned = match self.spawner.spawn(&plan) {
             Ok(spawned) => spawned,
+            Err(e) if e.is_resource_shortage() => {
+                release(&mut cgroup);
+                let what = match &e {
+                    SpawnError::Step { error, .. } => format!("cannot start a process ({error})"),
+                    SpawnError::Invalid(r) => r.clone(),
+                };
+                return Err(self.shortage(&what));
+            }
             Err(SpawnError::Step {
                 step: SpawnStep::Cgroup,
                 error,
@@ -488,9 +644,7 @@ impl Shared {
                 // stop using cgroups and run this job without one.
                 tracing::warn!("local backend: cannot place jobs in cgroups ({error}); using sessions and tags only");
                 self.cgroups_working.store(false, Ordering::Relaxed);
-                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
-                    root.release(cg);
-                }
+                release(&mut cgroup);
                 self.spawner
                     .spawn(&Plan {
                         cgroup: None,
@@ -500,48 +654,58 @@ impl Shared {
             }
             Err(e) => {
                 // The child failed before exec: nothing of it is left in the cgroup.
-                if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
-                    root.release(cg);
-                }
-                return Err(start_failure(e, &start));
+                release(&mut cgroup);
+                return Err(start_failure(e, &start).into());
             }
         };
         let (pid, pidfd, report) = (spawned.pid, spawned.pidfd, spawned.report);
+        let spawned_containment = spawned.containment;
+        if spawned.containment == Containment::None {
+            release(&mut cgroup); // a failed best-effort move: the cgroup stays empty
+        }
+        let fully_contained = spawned.containment == Containment::Born
+            && self.cgroups.as_ref().is_some_and(|c| c.has_kill_file());
         if spec.interactive && self.stdin_is_tty {
             give_terminal(pid);
             // The job may have tried to read the terminal before it was in the foreground,
             // and stopped on SIGTTIN: continue it.
-            tree::signal_group(pid, libc::SIGCONT);
+            tree::signal_group(pid, Some(Signal::SIGCONT));
+        }
+        // A job born in a cgroup dies with the cgroup.kill of the whole backend: the
+        // watchdog needs to hear only of the others.
+        let announced = !fully_contained;
+        if announced {
+            if let Some(w) = self.watchdog.lock().as_ref() {
+                w.job_started(pid);
+            }
         }
 
         // Watched, registered and announced under the lock: the reaper cannot report the
         // end before STARTED is out.
         let mut state = self.lock();
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: pid as u64,
-        };
-        // SAFETY: registers a valid fd with our epoll instance.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                pidfd.as_raw_fd(),
-                &mut event,
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = self
+            .epoll
+            .add(&pidfd, EpollEvent::new(EpollFlags::EPOLLIN, pid as u64))
+        {
             drop(state);
             // Unwatchable: do not leave it running unwatched.
-            if let (Some(cg), Some(root)) = (&cgroup, &self.cgroups) {
-                root.kill_job(&cg.dir);
+            if let (Some(cg), Some(root)) = (cgroup.as_mut(), &self.cgroups) {
+                root.kill_job(cg);
             }
-            tree::signal_group(pid, libc::SIGKILL);
+            tree::signal_group(pid, Some(Signal::SIGKILL));
             // The leader by pid too: it may not have reached its setsid yet.
             spawn::reap_killed(pid);
-            return Err(format!("cannot watch the job process: {e}"));
+            if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
+                root.abandon(cg);
+            }
+            if announced {
+                if let Some(w) = self.watchdog.lock().as_ref() {
+                    w.job_ended(pid);
+                }
+            }
+            return Err(format!("cannot watch the job process: {e}").into());
         }
+        self.fds.pidfds.fetch_add(1, Ordering::Relaxed);
         state.by_pid.insert(pid, spec.id);
         state.jobs.insert(
             spec.id,
@@ -551,7 +715,12 @@ impl Shared {
                 pidfd: Some(pidfd),
                 tag,
                 cgroup,
+                fully_contained,
+                placed_late: spawned_containment == Containment::Placed,
+                announced,
                 leader_end: None,
+                leader_usage: None,
+                cgroup_usage: None,
                 kill_requested: false,
                 sigkill_at: None,
                 sigkill_sent: None,
@@ -584,7 +753,7 @@ impl Shared {
         if targets.is_empty() {
             return;
         }
-        self.signal_trees(&mut state, &targets, libc::SIGKILL);
+        self.signal_trees(&mut state, &targets, Signal::SIGKILL);
         for id in &targets {
             if let Some(job) = state.jobs.get_mut(id) {
                 job.kill_requested = true;
@@ -619,7 +788,7 @@ impl Shared {
             return;
         }
         if grace.is_zero() {
-            self.signal_trees(&mut state, &targets, libc::SIGKILL);
+            self.signal_trees(&mut state, &targets, Signal::SIGKILL);
             for id in &targets {
                 if let Some(job) = state.jobs.get_mut(id) {
                     job.sigkill_sent = Some(now);
@@ -629,7 +798,7 @@ impl Shared {
                     .push(Reverse((now + GIVE_UP_AFTER_SIGKILL, *id)));
             }
         } else {
-            self.signal_trees(&mut state, &targets, libc::SIGTERM);
+            self.signal_trees(&mut state, &targets, Signal::SIGTERM);
             let at = now + grace;
             for id in &targets {
                 if let Some(job) = state.jobs.get_mut(id) {
@@ -643,60 +812,68 @@ impl Shared {
     }
 
     /// Sends `signal` to every process of each job's tree: the cgroup's processes, the
-    /// process group, and (without a cgroup) every process in the session or carrying the tag.
-    fn signal_trees(&self, state: &mut State, ids: &[JobId], signal: libc::c_int) {
+    /// process group, and (unless the cgroup holds all of it) every process in the session
+    /// or carrying the tag.
+    fn signal_trees(&self, state: &mut State, ids: &[JobId], signal: Signal) {
         let mut scan = Vec::new();
         for id in ids {
-            let Some(job) = state.jobs.get(id) else {
+            let Some(job) = state.jobs.get_mut(id) else {
                 continue;
             };
-            match (&job.cgroup, &self.cgroups) {
-                (Some(cg), Some(root)) if signal == libc::SIGKILL => root.kill_job(&cg.dir),
+            match (job.cgroup.as_mut(), &self.cgroups) {
+                (Some(cg), Some(root)) if signal == Signal::SIGKILL => root.kill_job(cg),
                 (Some(cg), _) => tree::signal_job_cgroup(&cg.dir, signal),
-                (None, _) => scan.push(ScanTarget {
+                (None, _) => {}
+            }
+            if job.cgroup.is_none() || !job.fully_contained {
+                scan.push(ScanTarget {
                     key: *id,
                     session: job.pid,
                     tag: job.tag.clone(),
-                }),
+                });
             }
-            tree::signal_group(job.pid, signal);
+            tree::signal_group(job.pid, Some(signal));
             if job.leader_end.is_none() {
                 // The leader itself, by pid (ours until reaped): one that has not reached its
                 // setsid yet (the host does not wait for the exec) is in no group or session
                 // of its own, and carries no tag yet. Its signals are blocked until just
                 // before exec, so it dies there.
-                tree::send(job.pid, signal);
+                tree::send(job.pid, Some(signal));
             }
-            if signal != libc::SIGKILL {
+            if signal != Signal::SIGKILL {
                 // A stopped process only sees SIGTERM once continued.
-                tree::signal_group(job.pid, libc::SIGCONT);
+                tree::signal_group(job.pid, Some(Signal::SIGCONT));
             }
         }
         if !scan.is_empty() {
             self.counters.proc_scans.fetch_add(1, Ordering::Relaxed);
             for pids in tree::scan_proc(&scan).values() {
                 for &pid in pids {
-                    tree::send(pid, signal);
-                    if signal != libc::SIGKILL {
-                        tree::send(pid, libc::SIGCONT);
+                    tree::send(pid, Some(signal));
+                    if signal != Signal::SIGKILL {
+                        tree::send(pid, Some(Signal::SIGCONT));
                     }
                 }
             }
         }
     }
 
-    /// Whether nothing of the job's tree is left. Returns an empty job cgroup to the pool.
+    /// Whether nothing of the job's tree is left. An empty job cgroup says what the tree
+    /// used and goes back to the pool (or away, if it was killed).
     fn tree_gone(&self, job: &mut Job) -> bool {
         if job.leader_end.is_none() {
             return false;
         }
-        if let Some(cg) = &job.cgroup {
+        if let Some(cg) = &mut job.cgroup {
             match cg.is_empty() {
                 Ok(true) => {
+                    job.cgroup_usage = Some(cg.usage());
                     if let (Some(cg), Some(root)) = (job.cgroup.take(), &self.cgroups) {
                         root.release(cg);
                     }
-                    return true;
+                    if job.fully_contained {
+                        return true;
+                    }
                 }
                 Ok(false) => return false,
                 Err(e) => {
@@ -705,14 +882,16 @@ impl Shared {
                         "local backend: cannot read {}/cgroup.events: {e}",
                         cg.dir.display()
                     );
-                    job.cgroup = None;
+                    if let (Some(cg), Some(root)) = (job.cgroup.take(), &self.cgroups) {
+                        root.abandon(cg);
+                    }
                 }
             }
         }
         // No cgroup: the process group answers cheaply. It also counts zombies, which only
         // their parent (or init) can remove; so once signals were sent, and for a killed job
         // always (session and tag too), /proc is scanned for live processes instead.
-        let group_alive = tree::signal_group(job.pid, 0);
+        let group_alive = tree::signal_group(job.pid, None);
         if !group_alive && !job.kill_requested {
             return true;
         }
@@ -733,21 +912,14 @@ impl Shared {
         let Some(job) = state.jobs.get_mut(&id) else {
             return;
         };
-        let mut status = 0;
-        // SAFETY: reaps our own child by pid; WNOHANG because the pidfd said it exited.
-        let rc = unsafe { libc::waitpid(job.pid, &mut status, libc::WNOHANG) };
-        if rc == 0 {
-            return; // not yet (spurious wake-up)
-        }
-        job.leader_end = Some(if rc < 0 {
-            LeaderEnd::Unknown
-        } else if libc::WIFEXITED(status) {
-            LeaderEnd::Exited(libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            LeaderEnd::Signaled(libc::WTERMSIG(status))
-        } else {
-            return; // stopped or continued: not an exit
-        });
+        let (end, usage) = match spawn::reap(job.pid) {
+            Reaped::NotYet => return, // spurious wake-up, or only stopped/continued
+            Reaped::Exited(code, usage) => (LeaderEnd::Exited(code), Some(usage)),
+            Reaped::Signaled(sig, usage) => (LeaderEnd::Signaled(sig), Some(usage)),
+            Reaped::Lost => (LeaderEnd::Unknown, None),
+        };
+        job.leader_end = Some(end);
+        job.leader_usage = usage;
         self.unwatch(job);
         let pid = job.pid;
         state.by_pid.remove(&pid);
@@ -759,15 +931,8 @@ impl Shared {
     /// closes it), and epoll would keep reporting the dead pidfd meanwhile.
     fn unwatch(&self, job: &mut Job) {
         if let Some(fd) = job.pidfd.take() {
-            // SAFETY: removes a valid fd from our epoll instance.
-            unsafe {
-                libc::epoll_ctl(
-                    self.epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                );
-            }
+            let _ = self.epoll.delete(&fd);
+            self.fds.pidfds.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -780,7 +945,7 @@ impl Shared {
         if let Some(at) = job.sigkill_at {
             if at <= now && job.sigkill_sent.is_none() {
                 job.sigkill_sent = Some(now);
-                self.signal_trees(state, &[id], libc::SIGKILL);
+                self.signal_trees(state, &[id], Signal::SIGKILL);
                 state
                     .timers
                     .push(Reverse((now + GIVE_UP_AFTER_SIGKILL, id)));
@@ -816,7 +981,7 @@ impl Shared {
                 "local backend: killing processes left behind by job {}",
                 id.0
             );
-            self.signal_trees(state, &[id], libc::SIGKILL);
+            self.signal_trees(state, &[id], Signal::SIGKILL);
         }
         let Some(job) = state.jobs.get_mut(&id) else {
             return;
@@ -849,15 +1014,21 @@ impl Shared {
         state.by_pid.remove(&job.pid);
         // A cgroup still set here was not seen empty (a process survived SIGKILL): it is not
         // reused, and shutdown removes it if it empties by then.
-        job.cgroup = None;
+        if let (Some(cg), Some(root)) = (job.cgroup.take(), &self.cgroups) {
+            root.abandon(cg);
+        }
+        if job.announced {
+            if let Some(w) = self.watchdog.lock().as_ref() {
+                w.job_ended(job.pid);
+            }
+        }
         if job.leader_end.is_none() {
             // Never reaped: a child stuck before exec could still write its report.
             std::mem::forget(std::mem::take(&mut job.report));
         }
         if job.interactive {
             if self.stdin_is_tty {
-                // SAFETY: getpgrp has no arguments.
-                give_terminal(unsafe { libc::getpgrp() });
+                give_terminal(nix::unistd::getpgrp().as_raw());
             }
             state.interactive_job = None;
         }
@@ -900,6 +1071,9 @@ impl Shared {
         for log in job.logs.drain(..) {
             event = event.with_attr("log", log);
         }
+        for (key, value) in usage_attrs(job.cgroup_usage, job.leader_usage, job.placed_late) {
+            event = event.with_attr(key, value);
+        }
         self.counters.finished.fetch_add(1, Ordering::Relaxed);
         self.sink.emit(event);
         // Only shutdown waits for this (a futex wake per job otherwise).
@@ -910,41 +1084,34 @@ impl Shared {
 
     /// The reaper thread: waits for leader exits and timers, never polls.
     fn reaper_loop(&self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            let timeout_ms = {
+            let timeout = {
                 let state = self.lock();
                 if state.stop_reaper {
                     return;
                 }
                 match state.timers.peek() {
-                    None => -1,
+                    None => EpollTimeout::NONE,
                     Some(Reverse((at, _))) => {
                         let left = at.saturating_duration_since(Instant::now());
                         // Round up so that we never wake just before the deadline.
-                        left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                        EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
                     }
                 }
             };
-            // SAFETY: `events` is a valid buffer of the given length.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout_ms,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EINTR) {
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
                     tracing::error!("local backend: epoll_wait failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
+                    continue;
                 }
-                continue;
-            }
+            };
             self.counters.reaper_wakeups.fetch_add(1, Ordering::Relaxed);
-            let ready: Vec<u64> = events[..n as usize].iter().map(|e| e.u64).collect();
+            let ready: Vec<u64> = events[..n].iter().map(|e| e.data()).collect();
             // A panic here must not stop the reaper: every running job would be lost.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.reaper_round(&ready)
@@ -962,15 +1129,7 @@ impl Shared {
         let mut state = self.lock();
         for &key in ready {
             if key == WAKE_KEY {
-                let mut buf = 0u64;
-                // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
-                unsafe {
-                    libc::read(
-                        self.wake.as_raw_fd(),
-                        &mut buf as *mut u64 as *mut libc::c_void,
-                        8,
-                    )
-                };
+                let _ = self.wake.read();
                 continue;
             }
             if let Some(&id) = state.by_pid.get(&(key as libc::pid_t)) {
@@ -999,7 +1158,7 @@ impl Shared {
             })
             .collect();
         if !sigkill_now.is_empty() {
-            self.signal_trees(&mut state, &sigkill_now, libc::SIGKILL);
+            self.signal_trees(&mut state, &sigkill_now, Signal::SIGKILL);
             for id in &sigkill_now {
                 if let Some(job) = state.jobs.get_mut(id) {
                     job.sigkill_sent = Some(now);
@@ -1016,6 +1175,47 @@ impl Shared {
             self.all_done.notify_all();
         }
     }
+}
+
+/// The FINISHED attributes for what a job used (brief contract 4): `cpu_s`, `max_rss_mb`
+/// and `usage_source`. CPU and memory come from the job's cgroup where it had one (the
+/// whole tree: every process ever in it), else from `wait4` of the leader (the leader and
+/// the descendants that were waited for; memory is the largest single process's peak).
+/// A job moved into its cgroup after it started (`placed_late`, the `std` path) may have
+/// forked outside it: both figures are lower bounds then, and the larger one is reported.
+fn usage_attrs(
+    cgroup: Option<CgroupUsage>,
+    leader: Option<WaitUsage>,
+    placed_late: bool,
+) -> Vec<(&'static str, String)> {
+    let cg_cpu = cgroup.and_then(|c| c.cpu_us);
+    let cg_peak_kib = cgroup.and_then(|c| c.peak_bytes).map(|b| b / 1024);
+    let leader_cpu = leader.map(|u| u.cpu_us);
+    let leader_kib = leader.map(|u| u.max_rss_kb);
+    let pick = |cg: Option<u64>, wait: Option<u64>| match (cg, wait) {
+        (Some(c), Some(w)) if placed_late => (Some(c.max(w)), true),
+        (Some(c), _) => (Some(c), true),
+        (None, w) => (w, false),
+    };
+    let (cpu_us, cpu_from_cgroup) = pick(cg_cpu, leader_cpu);
+    let (rss_kib, rss_from_cgroup) = pick(cg_peak_kib, leader_kib);
+    let source = match (cpu_from_cgroup, rss_from_cgroup) {
+        _ if cpu_us.is_none() && rss_kib.is_none() => return Vec::new(),
+        (true, true) if placed_late => "cgroup+rusage",
+        (true, true) => "cgroup",
+        (true, false) if rss_kib.is_some() => "cgroup+rusage",
+        (true, false) => "cgroup",
+        (false, _) => "rusage",
+    };
+    let mut attrs = Vec::with_capacity(3);
+    if let Some(us) = cpu_us {
+        attrs.push(("cpu_s", format!("{:.3}", us as f64 / 1e6)));
+    }
+    if let Some(kib) = rss_kib {
+        attrs.push(("max_rss_mb", format!("{:.1}", kib as f64 / 1024.0)));
+    }
+    attrs.push(("usage_source", source.to_string()));
+    attrs
 }
 
 /// The command a shell reported missing in the last line of `log` ("sh: 1: simv: not found",
@@ -1036,17 +1236,20 @@ fn shell_command_not_found(log: &Path) -> Option<String> {
     (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.to_string())
 }
 
-/// Raises the soft limit on open files to the hard limit: every running job holds a pidfd
-/// (1,000 jobs at once need 1,000 descriptors; the usual soft limit is 1,024).
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a valid local struct.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+/// Raises the soft limit on open files to the hard limit (every running job holds a pidfd
+/// and, with cgroups, a few cgroup files) and returns the soft limit now in force.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
         }
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
     }
 }
 
@@ -1084,19 +1287,13 @@ fn start_failure(e: SpawnError, job: &StartContext) -> String {
 /// Makes `pgid` the foreground process group of the terminal on fd 0. SIGTTOU is blocked
 /// around the call: a background process changing the foreground group would get it.
 fn give_terminal(pgid: libc::pid_t) {
-    // SAFETY: signal-mask and terminal calls on valid local sigset_t values.
-    unsafe {
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        libc::sigaddset(&mut block, libc::SIGTTOU);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-        if libc::tcsetpgrp(0, pgid) != 0 {
-            tracing::debug!(
-                "local backend: tcsetpgrp({pgid}): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut block = SigSet::empty();
+    block.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old));
+    if let Err(e) = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::Pid::from_raw(pgid)) {
+        tracing::debug!("local backend: tcsetpgrp({pgid}): {e}");
     }
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
 }

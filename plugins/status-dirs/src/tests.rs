@@ -1,0 +1,219 @@
+use std::{path::Path, time::Duration};
+
+use flowrun_observer_kit::events::{job_status, run_finished, run_started};
+use flowrun_plugin_api::RunSummary;
+
+use super::*;
+
+fn started(run_dir: &Path, jobs: &[&str]) -> RunEvent {
+    let jobs: Vec<(&str, &str)> = jobs.iter().map(|n| (*n, "local")).collect();
+    run_started(1, "f", &run_dir.to_string_lossy(), &jobs)
+}
+
+fn status(job: &str, new: JobStatus) -> RunEvent {
+    job_status(2, job, "local", JobStatus::SCHEDULED, new)
+}
+
+fn finished(interrupted: bool) -> RunEvent {
+    run_finished(
+        3,
+        RunSummary {
+            interrupted,
+            ..RunSummary::default()
+        },
+    )
+}
+
+/// The names in `<run>/by-status/<status>`, sorted.
+fn listed(run: &Path, status: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run.join("by-status").join(status))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The state alone, with the clock in the test's hands.
+fn dirs() -> StatusDirs {
+    StatusDirs::new(PathBuf::from("by-status"))
+}
+
+/// As if the delay of `running` links had passed.
+fn later() -> Instant {
+    Instant::now() + RUNNING_LINK_DELAY
+}
+
+#[test]
+fn links_move_with_the_status_and_are_relative() {
+    let run = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(run.path().join("jobs/a")).unwrap();
+    std::fs::write(run.path().join("jobs/a/output.log"), "log of a").unwrap();
+    let mut o = dirs();
+    o.apply(&[started(run.path(), &["a", "b", "grp/c"])]);
+    o.apply(&[
+        status("a", JobStatus::QUEUED),
+        status("a", JobStatus::RUNNING),
+    ]);
+    assert!(
+        listed(run.path(), "running").is_empty(),
+        "not before the delay"
+    );
+    o.link_long_runners(later());
+    assert_eq!(listed(run.path(), "running"), ["a"]);
+    let link = run.path().join("by-status/running/a");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../../jobs/a")
+    );
+    assert_eq!(
+        std::fs::read_to_string(link.join("output.log")).unwrap(),
+        "log of a"
+    );
+
+    o.apply(&[
+        status("a", JobStatus::FAILED),
+        status("grp/c", JobStatus::RUNNING),
+    ]);
+    o.link_long_runners(later());
+    assert_eq!(listed(run.path(), "running"), ["grp_c"]);
+    assert_eq!(listed(run.path(), "failed"), ["a"]);
+    o.apply(&[
+        status("grp/c", JobStatus::PASSED),
+        status("b", JobStatus::SKIPPED),
+    ]);
+    assert!(listed(run.path(), "running").is_empty());
+    assert_eq!(listed(run.path(), "passed"), ["grp_c"]);
+    assert_eq!(listed(run.path(), "skipped"), ["b"]);
+    o.apply(&[finished(false)]);
+    assert_eq!(o.error, None);
+
+    // Moving the run directory keeps every link working.
+    let moved = tempfile::tempdir().unwrap();
+    let to = moved.path().join("archived");
+    std::fs::rename(run.path(), &to).unwrap();
+    let log = to.join("by-status/failed/a/output.log");
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "log of a");
+}
+
+#[test]
+fn a_long_job_shows_in_running_after_the_delay_and_a_short_one_never_does() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[started(run.path(), &["long", "short"])]);
+    o.on_events(&[
+        status("long", JobStatus::RUNNING),
+        status("short", JobStatus::RUNNING),
+    ]);
+    o.on_events(&[status("short", JobStatus::PASSED)]);
+    assert_eq!(listed(run.path(), "passed"), ["short"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listed(run.path(), "running").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the long job never showed as running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(listed(run.path(), "running"), ["long"]);
+    o.on_events(&[status("long", JobStatus::FAILED), finished(false)]);
+    assert!(o.finish().is_ok());
+    assert!(listed(run.path(), "running").is_empty());
+    assert_eq!(listed(run.path(), "failed"), ["long"]);
+}
+
+#[test]
+fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("path = \"links\"").unwrap();
+    o.on_events(&[
+        started(run.path(), &["a"]),
+        status("a", JobStatus::QUEUED),
+        status("a", JobStatus::RUNNING),
+        status("a", JobStatus::PASSED),
+    ]);
+    let passed = run.path().join("links/passed/a");
+    assert_eq!(
+        std::fs::read_link(passed).unwrap(),
+        Path::new("../../jobs/a")
+    );
+    assert_eq!(
+        std::fs::read_dir(run.path().join("links/running"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_retry_waiting_in_the_queue_has_no_link() {
+    let run = tempfile::tempdir().unwrap();
+    let mut o = dirs();
+    o.apply(&[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)]);
+    o.link_long_runners(later());
+    assert_eq!(listed(run.path(), "running"), ["a"]);
+    o.apply(&[status("a", JobStatus::QUEUED)]);
+    assert!(listed(run.path(), "running").is_empty());
+    o.link_long_runners(later());
+    assert!(
+        listed(run.path(), "running").is_empty(),
+        "a stale start links nothing"
+    );
+    o.apply(&[status("a", JobStatus::RUNNING)]);
+    o.link_long_runners(later());
+    assert_eq!(listed(run.path(), "running"), ["a"]);
+}
+
+#[test]
+fn an_abandoned_run_files_what_was_in_flight_as_the_host_does() {
+    let run = tempfile::tempdir().unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[
+        started(run.path(), &["r", "q", "w"]),
+        status("r", JobStatus::RUNNING),
+        status("q", JobStatus::QUEUED),
+    ]);
+    o.on_events(&[finished(true)]);
+    assert_eq!(listed(run.path(), "killed"), ["q", "r"]);
+    assert_eq!(listed(run.path(), "skipped"), ["w"]);
+    assert!(listed(run.path(), "running").is_empty());
+}
+
+#[test]
+fn links_of_an_earlier_run_in_the_same_directory_are_cleared() {
+    let run = tempfile::tempdir().unwrap();
+    let stale = run.path().join("by-status/failed");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::os::unix::fs::symlink("../../jobs/old", stale.join("old")).unwrap();
+    let o = create("").unwrap();
+    o.on_events(&[started(run.path(), &["a"]), status("a", JobStatus::PASSED)]);
+    assert!(listed(run.path(), "failed").is_empty());
+    assert_eq!(listed(run.path(), "passed"), ["a"]);
+}
+
+#[test]
+fn an_unwritable_directory_is_one_error_at_finish() {
+    let run = tempfile::tempdir().unwrap();
+    // A regular file where a directory must go: even root cannot create it.
+    std::fs::write(run.path().join("blocker"), "").unwrap();
+    let o = create("path = \"blocker/by-status\"").unwrap();
+    o.on_events(&[started(run.path(), &["a"])]);
+    o.on_events(&[
+        status("a", JobStatus::RUNNING),
+        status("a", JobStatus::PASSED),
+    ]);
+    let err = o.finish().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::IO);
+    let message = err.message.to_string();
+    assert!(message.starts_with("status-dirs: cannot "), "{message}");
+    assert!(message.contains("blocker"), "{message}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let err = create("pth = \"x\"").err().unwrap();
+    assert_eq!(err.kind, ErrorKind::CONFIG);
+    assert!(err.message.contains("pth"), "{}", err.message);
+    let err = create("path = \"\"").err().unwrap();
+    assert!(err.message.contains("path"), "{}", err.message);
+}
