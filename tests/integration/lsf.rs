@@ -223,13 +223,7 @@ fn failures_carry_their_lsf_reasons() {
 /// Six sleepers, and a job waiting in flowrun for one of them. On the emulated cluster (4
 /// slots) four run and two wait for a slot in LSF when this returns.
 fn sleepers(lsf: &Lsf, name: &str) -> (Background, String) {
-    let mut jobs = String::new();
-    for i in 0..6 {
-        jobs.push_str(&format!(
-            "[[job]]\nname = \"sleep{i}\"\ncmd = \"sleep 600\"\n"
-        ));
-    }
-    jobs.push_str("[[job]]\nname = \"after\"\ncmd = \"true\"\nneeds = [\"sleep0\"]\n");
+    let jobs = batch::sleepers(6);
     let bg = lsf.spawn(name, &lsf.flow(name, "", &jobs));
     let tag = bg.tag.clone();
     wait_until(
@@ -306,18 +300,10 @@ fn a_20_second_mbatchd_outage_is_survived() {
     let Some(lsf) = Lsf::new("an mbatchd outage", &[("LSB_API_CONNTIMEOUT", "2")], &[]) else {
         return;
     };
-    let mut jobs = String::new();
-    for i in 0..5 {
-        // They end during the outage; their children are submitted during it.
-        jobs.push_str(&format!("[[job]]\nname = \"root{i}\"\ncmd = \"sleep 6\"\n"));
-        jobs.push_str(&format!(
-            "[[job]]\nname = \"child{i}\"\ncmd = \"echo child\"\nneeds = [\"root{i}\"]\n"
-        ));
-    }
-    jobs.push_str("[[job]]\nname = \"fails\"\ncmd = \"sleep 6; exit 3\"\n");
+    let jobs = batch::outage_flow();
     let bg = lsf.spawn("outage", &lsf.flow("outage", "", &jobs));
     let tag = bg.tag.clone();
-    wait_until(Duration::from_secs(120), "the 6 roots to run", || {
+    wait_until(Duration::from_secs(300), "the 6 roots to run", || {
         lsf.jobs(&tag).iter().filter(|j| j[1] == "RUN").count() == 6
     });
     lsf.ctl(&["outage", "20"]);
@@ -327,12 +313,7 @@ fn a_20_second_mbatchd_outage_is_survived() {
         began.elapsed() >= Duration::from_secs(20),
         "the run ended during the outage"
     );
-    assert_eq!(run.code, 1, "{run:#?}");
-    assert_eq!(run.results["counts"]["passed"], 10, "{run:#?}");
-    assert_eq!(
-        (run.status("fails"), run.reason("fails")),
-        ("failed", "exit code 3")
-    );
+    batch::assert_outage(&run);
     lsf.stop();
 }
 
@@ -342,20 +323,14 @@ fn status_queries_are_batched_for_a_300_job_flow() {
         return;
     };
     let shims = batch::count_calls(lsf.work(), &lsf.path, &["bsub", "bjobs", "bkill"]);
-    let mut jobs = String::new();
-    for i in 0..300 {
-        let cmd = if i == 7 { "exit 3" } else { "true" };
-        jobs.push_str(&format!("[[job]]\nname = \"j{i}\"\ncmd = \"{cmd}\"\n"));
-    }
+    let jobs = batch::many(300);
     let flow = lsf.flow("many", "submit_rate = \"100/s\"", &jobs);
     let mut env = lsf.env();
     env[0].1 = format!("{}:{}", shims.display(), lsf.path);
     let began = Instant::now();
     let run = spawn_flow(lsf.work(), "many", &flow, &env).finish(Duration::from_secs(900));
     let took = began.elapsed().as_secs_f64();
-    assert_eq!(run.code, 1, "{run:#?}");
-    assert_eq!(run.results["counts"]["passed"], 299);
-    assert_eq!(run.reason("j7"), "exit code 3");
+    batch::assert_many(&run, 300);
     assert_eq!(
         batch::calls(&shims, "bsub", 1.0).0,
         300,
@@ -382,28 +357,18 @@ fn arrays_keep_to_their_slot_limit() {
     };
     let shims = batch::count_calls(lsf.work(), &lsf.path, &["bsub", "bjobs", "bkill"]);
     let trace = lsf.work().join("trace");
-    let mut jobs = String::new();
-    for i in 0..12 {
-        let exit = if i == 5 { "exit 3" } else { "true" };
-        let cmd = batch::traced(&trace, &format!("sleep 1; {exit}"));
-        jobs.push_str(&format!("[[job]]\nname = \"m{i}\"\ncmd = {cmd:?}\n"));
-    }
+    let jobs = batch::traced_members(&trace, "LSB_JOBID");
     let flow = lsf.flow("arrays", "arrays = true\narray_slot_limit = 2", &jobs);
     let mut env = lsf.env();
     env[0].1 = format!("{}:{}", shims.display(), lsf.path);
     let run = spawn_flow(lsf.work(), "arrays", &flow, &env).finish(Duration::from_secs(300));
-    assert_eq!(run.code, 1, "{run:#?}");
-    assert_eq!(run.results["counts"]["passed"], 11, "{run:#?}");
-    assert_eq!(run.reason("m5"), "exit code 3");
     let bsub = batch::call_args(&shims, "bsub");
     assert!(bsub.len() <= 3, "{bsub:?}");
     assert!(
         bsub.iter().any(|a| a.contains("]%2 ")),
         "an array with its slot limit: {bsub:?}"
     );
-    let (most, started) = batch::most_at_once(&trace);
-    assert_eq!(started, 12);
-    assert!(most <= 2, "{most} members ran at once");
+    batch::assert_members(&run, &trace, bsub.len());
     lsf.stop();
 }
 
