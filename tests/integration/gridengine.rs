@@ -129,6 +129,7 @@ fn failures_carry_their_grid_engine_reasons() {
     let jobs = format!(
         "[[job]]\nname = \"exit3\"\ncmd = \"exit 3\"\n\
          [[job]]\nname = \"exit99\"\ncmd = \"exit 99\"\n\
+         [[job]]\nname = \"exit100\"\ncmd = \"exit 100\"\n\
          [[job]]\nname = \"runlimit\"\ncmd = \"sleep 600\"\ntimeout = \"3s\"\n\
          [[job]]\nname = \"outside\"\ncmd = \"echo $JOB_ID > {}; sleep 600\"\n",
         id_file.display()
@@ -149,8 +150,11 @@ fn failures_carry_their_grid_engine_reasons() {
     let reason = |name| (run.status(name), run.reason(name));
     assert_eq!(reason("exit3"), ("failed", "exit code 3"));
     assert_eq!(run.job("exit3")["exit_code"], 3);
-    // 99 would make Grid Engine reschedule the job for ever; it fails as anywhere else.
+    // 99 would make Grid Engine reschedule the job for ever, 100 hold it in error: they fail as
+    // anywhere else.
     assert_eq!(reason("exit99"), ("failed", "exit code 99"));
+    assert_eq!(reason("exit100"), ("failed", "exit code 100"));
+    assert_eq!(run.job("exit100")["exit_code"], 100);
     let (status, why) = reason("runlimit");
     assert_eq!(status, "failed", "{run:#?}");
     assert!(why.starts_with("Grid Engine limit (failed 37"), "{why}");
