@@ -157,6 +157,112 @@ pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut()
     }
 }
 
+/// A `flowrun run` running in the background, its stdout and stderr going to files in `dir`.
+pub struct Background {
+    /// The flowrun process.
+    pub child: std::process::Child,
+    /// The test's directory: `flow.toml`, `out/`, `stdout`, `stderr`.
+    pub dir: PathBuf,
+    /// The run's tag, `flowrun-<flow>-<pid>`: what cluster backends name the run's jobs.
+    pub tag: String,
+}
+
+/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it (`--out <dir>/out`)
+/// in the background, with `env` added to its environment. `flow_name` is the flow's name.
+pub fn spawn_flow(
+    dir: &Path,
+    flow_name: &str,
+    flow_toml: &str,
+    env: &[(String, String)],
+) -> Background {
+    std::fs::write(dir.join("flow.toml"), flow_toml).expect("write flow.toml");
+    let file = |name: &str| std::fs::File::create(dir.join(name)).expect("create an output file");
+    let child = flowrun(dir)
+        .arg("run")
+        .arg(dir.join("flow.toml"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("start flowrun");
+    let tag = format!("flowrun-{flow_name}-{}", child.id());
+    Background {
+        child,
+        dir: dir.to_path_buf(),
+        tag,
+    }
+}
+
+impl Background {
+    /// Sends `signal` (`INT`, `TERM`, ...) to flowrun.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "cannot signal flowrun");
+    }
+
+    /// flowrun's standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits for flowrun to exit (killing it and failing after `limit`) and reads its results.
+    pub fn finish(mut self, limit: std::time::Duration) -> Run {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait for flowrun") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "flowrun did not finish within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let output = Output {
+            status,
+            stdout: std::fs::read(self.dir.join("stdout")).unwrap_or_default(),
+            stderr: std::fs::read(self.dir.join("stderr")).unwrap_or_default(),
+        };
+        collect(output, &self.dir.join("out"))
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as results.json writes them
+/// (`2026-11-22T22:14:14.530906Z`).
+pub fn epoch_secs(text: &str) -> f64 {
+    let parts = || -> Option<(Vec<i64>, Vec<f64>)> {
+        let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+        let d = date
+            .split('-')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<i64>>>()?;
+        let t = time
+            .split(':')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<f64>>>()?;
+        (d.len() == 3 && t.len() == 3).then_some((d, t))
+    };
+    let (d, t) = parts().unwrap_or_else(|| panic!("not an RFC 3339 UTC time: {text:?}"));
+    let (y, m, day) = (d[0], d[1], d[2]);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
+}
+
 /// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run flow.toml --out out` plus
 /// `args` in `dir`, with piped output; finish it with [`collect`] on `wait_with_output`.
 pub fn start_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> std::process::Child {
@@ -252,4 +358,14 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn epoch_seconds_of_rfc_3339_times() {
+        assert_eq!(super::epoch_secs("1970-01-01T00:00:01.500000Z"), 1.5);
+        assert_eq!(super::epoch_secs("2026-12-01T13:15:58Z"), 1_796_130_958.0);
+        assert_eq!(super::epoch_secs("2000-03-01T00:00:00Z"), 951_868_800.0);
+    }
 }

@@ -3,12 +3,15 @@
 //! (`cargo build --workspace`; the README's test command does it).
 
 mod abi_compat;
+mod batch;
 mod count_calls;
 mod example;
 mod fake;
+mod gridengine;
 mod junit;
 mod legacy;
 mod local;
+mod lsf;
 mod lsf_emu;
 mod observers;
 mod plugins;
