@@ -742,6 +742,17 @@ impl Core {
         (out, lookups)
     }
 
+    /// The still tracked jobs of `native_ids`, for the dialect to read their own files.
+    pub fn jobs_of(&self, native_ids: &[String]) -> Vec<(String, Job)> {
+        native_ids
+            .iter()
+            .filter_map(|native_id| {
+                let key = self.by_native.get(native_id)?;
+                Some((native_id.clone(), self.jobs.get(key)?.job.clone()))
+            })
+            .collect()
+    }
+
     /// Applies final records for `wanted` ids. Rows that are not final (accounting lags) or
     /// not wanted change nothing.
     pub fn apply_records<D: Dialect>(

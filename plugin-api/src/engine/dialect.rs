@@ -274,6 +274,7 @@ pub trait Dialect: Send + Sync + 'static {
                 generator: format!("flowrun's {} backend", self.scheduler()),
                 redirect_to_log: in_array,
                 exit_status_file: None,
+                reserved_exit_codes: Vec::new(),
             },
         )
     }
@@ -319,7 +320,8 @@ pub trait Dialect: Send + Sync + 'static {
     /// What a row means for a job.
     fn judge(&self, status: &NativeStatus, job: &JobContext) -> Judgement;
 
-    /// Whether the engine should ask [`Dialect::final_records`] for this reason.
+    /// Whether the engine should look a job up in the final records for this reason
+    /// ([`Dialect::record_in_job_files`], then [`Dialect::final_records`]).
     fn looks_up(&self, why: Lookup) -> bool {
         let _ = why;
         false
@@ -336,6 +338,17 @@ pub trait Dialect: Send + Sync + 'static {
     ) -> Result<Vec<NativeStatus>, CommandOutput> {
         let _ = (cmd, scope, ids);
         Ok(Vec::new())
+    }
+
+    /// A final record the job left in its own files (an exit status its script wrote, a
+    /// report the scheduler wrote into the job directory), for a job the engine looks up (see
+    /// [`Dialect::looks_up`]). Asked on the monitor's thread, outside the engine's lock,
+    /// before [`Dialect::final_records`], which is then asked only about the jobs this answers
+    /// `None` for. Keep it to reading a few small files, and make sure what it reads belongs
+    /// to this submission (`native_id`), not to an earlier one of the same job directory.
+    fn record_in_job_files(&self, job: &Job, native_id: &str) -> Option<NativeStatus> {
+        let _ = (job, native_id);
+        None
     }
 
     /// Cancels native jobs (never an empty list; at most `cancel_batch` ids). An id that has
