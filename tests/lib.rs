@@ -149,3 +149,111 @@ pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut()
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A `flowrun run` running in the background (for tests that act on the run while it runs:
+/// an interrupt, a job killed from outside), its output going to files in its directory.
+pub struct Background {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// The run's tag, which cluster backends give their jobs as the scheduler's job name.
+    pub tag: String,
+}
+
+/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it with `--out
+/// <dir>/out`, with `env` added to its environment. The flow's `[flow] name` must be
+/// `flow_name` (it is part of the run's tag).
+pub fn spawn_flow(
+    dir: &Path,
+    flow_name: &str,
+    flow_toml: &str,
+    env: &[(&str, &str)],
+) -> Background {
+    let flow = dir.join("flow.toml");
+    std::fs::write(&flow, flow_toml).expect("write flow.toml");
+    let mut cmd = flowrun(dir);
+    cmd.arg("run").arg(&flow).arg("--out").arg(dir.join("out"));
+    cmd.envs(env.iter().copied())
+        .stdout(std::fs::File::create(dir.join("stdout")).expect("create stdout"))
+        .stderr(std::fs::File::create(dir.join("stderr")).expect("create stderr"));
+    let child = cmd.spawn().expect("start flowrun");
+    // As the host names a run: non-alphanumeric characters of the flow's name become `_`.
+    let name: String = flow_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let tag = format!("flowrun-{name}-{}", child.id());
+    Background {
+        child,
+        dir: dir.to_path_buf(),
+        tag,
+    }
+}
+
+impl Background {
+    /// The process id of flowrun.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends flowrun SIGINT, as Ctrl-C at a terminal does.
+    pub fn interrupt(&self) {
+        // The `kill` program rather than libc's: this crate needs no unsafe code.
+        let status = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+    }
+
+    /// What flowrun wrote to its standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits for flowrun to exit (at most `limit`; then it is killed and the test fails) and
+    /// reads its results.
+    pub fn finish(mut self, limit: std::time::Duration) -> Run {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for flowrun") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "flowrun did not finish within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let output = Output {
+            status,
+            stdout: std::fs::read(self.dir.join("stdout")).unwrap_or_default(),
+            stderr: std::fs::read(self.dir.join("stderr")).unwrap_or_default(),
+        };
+        collect(output, &self.dir.join("out"))
+    }
+}
+
+impl Drop for Background {
+    /// A test that fails half-way must not leave flowrun (and its cluster jobs) running: it is
+    /// interrupted, so that it cancels its jobs, and killed if it has not ended in 60 s.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
