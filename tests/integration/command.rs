@@ -28,6 +28,16 @@ use parking_lot::{Mutex, MutexGuard};
 /// `# example: NAME`), as `[backends.AS]`, with `poll_interval` set to 1 s. `host_timeouts`:
 /// without the optional groups that pass the job's timeout, so that flowrun enforces it.
 fn example_backend(name: &str, as_name: &str, host_timeouts: bool) -> String {
+    example_backend_with(name, as_name, host_timeouts, &[])
+}
+
+/// As `example_backend`, with the keys `extra` set in the table.
+fn example_backend_with(
+    name: &str,
+    as_name: &str,
+    host_timeouts: bool,
+    extra: &[(&str, &str)],
+) -> String {
     let readme = std::fs::read_to_string(workspace_root().join("plugins/command/README.md"))
         .expect("read plugins/command/README.md");
     let marker = format!("# example: {name}\n");
@@ -41,6 +51,9 @@ fn example_backend(name: &str, as_name: &str, host_timeouts: bool) -> String {
         .expect("one backend table")
         .clone();
     table.insert("poll_interval".into(), "1s".into());
+    for (key, value) in extra {
+        table.insert(key.to_string(), value.to_string().into());
+    }
     if host_timeouts {
         let submit = table["submit"].as_array_mut().expect("submit is an array");
         let before = submit.len();
@@ -255,8 +268,15 @@ impl Cluster {
 
     /// Starts `flow` (whose `[flow] name` is `name`) in the background.
     fn spawn(&self, dir: &Path, name: &str, flow: &str) -> Background {
+        self.spawn_with(dir, name, flow, &[])
+    }
+
+    /// As `spawn`, with `extra` added to flowrun's environment.
+    fn spawn_with(&self, dir: &Path, name: &str, flow: &str, extra: &[(&str, &str)]) -> Background {
         let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
         spawn_flow(dir, name, flow, &env)
     }
 }
@@ -491,4 +511,121 @@ fn gridengine_exit_statuses_time_limits_and_kills() {
 #[test]
 fn gridengine_ctrl_c_leaves_nothing_queued() {
     ctrl_c_leaves_nothing_queued(Scheduler::GridEngine);
+}
+
+/// The scheduler unreachable for 20 s in the middle of a run: the README's `transient` regex
+/// marks the failed calls as worth retrying, so the status queries and the submissions that
+/// fail during the outage fail no job, and every verdict after it is still the job's own.
+#[test]
+fn lsf_emu_an_outage_of_20_seconds_mid_run_fails_no_job() {
+    let cluster = Cluster::take(Scheduler::Lsf).expect("the emulator needs no privileges");
+    // A client gives up after one try, 1 s after it starts, rather than retrying for ever.
+    let (ok, text) = cluster.sh("lsf-emu-ctl set LSB_API_CONNTIMEOUT 1");
+    assert!(ok, "{text}");
+    let dir = cluster.work_dir();
+    // One submission per second, so that some of the independent jobs below go out during
+    // the outage and some after it.
+    let mut flow = format!(
+        "[flow]\nname = \"outage\"\ndefault_backend = \"sched\"\n{}",
+        example_backend_with("lsf", "sched", false, &[("submit_rate", "1/s")])
+    );
+    for i in 0..20 {
+        flow.push_str(&format!("[[job]]\nname = \"w{i}\"\ncmd = \"echo w{i}\"\n"));
+    }
+    // A chain, whose jobs become ready one after the other, during the outage and after it.
+    for i in 0..8 {
+        let needs: Vec<String> = (i > 0).then(|| format!("c{}", i - 1)).into_iter().collect();
+        flow.push_str(&format!(
+            "[[job]]\nname = \"c{i}\"\ncmd = \"sleep 2; echo link {i}\"\nneeds = {needs:?}\n"
+        ));
+    }
+    flow.push_str("[[job]]\nname = \"exit3\"\ncmd = \"exit 3\"\nneeds = [\"c2\"]\n");
+    let bg = cluster.spawn_with(dir.path(), "outage", &flow, &[("LSB_NTRIES", "1")]);
+    let tag = bg.tag.clone();
+    let log = dir.path().join("out/jobs/c0/output.log");
+    wait_until(Duration::from_secs(60), "c0 to run", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+    });
+    let (ok, text) = cluster.sh("lsf-emu-ctl outage 20");
+    assert!(ok, "lsf-emu-ctl outage: {text}");
+    // The outage is real: the scheduler's own client is refused.
+    let (ok, text) = cluster.sh("LSB_NTRIES=1 bjobs -noheader");
+    assert!(
+        !ok && text.contains("Connection refused by server"),
+        "{text}"
+    );
+    let run = bg.finish(Duration::from_secs(300));
+    assert_eq!(run.code, 1, "{run:#?}");
+    // Both kinds of call met the outage and were retried (the engine's warnings say so).
+    for retried in ["LSF status query failed", "job(s) failed"] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(retried) && l.contains("Connection refused by server")),
+            "no {retried:?} in flowrun's output: {}",
+            run.stderr
+        );
+    }
+    for i in 0..20 {
+        assert_eq!(run.status(&format!("w{i}")), "passed", "{run:#?}");
+        assert_eq!(log_of(&run, &format!("w{i}")), format!("w{i}\n"));
+    }
+    for i in 0..8 {
+        assert_eq!(run.status(&format!("c{i}")), "passed", "{run:#?}");
+        assert_eq!(log_of(&run, &format!("c{i}")), format!("link {i}\n"));
+    }
+    assert_eq!(
+        (run.status("exit3"), run.reason("exit3")),
+        ("failed", "exit code 3"),
+        "{run:#?}"
+    );
+    assert_eq!(cluster.live_jobs(&tag), "", "jobs left behind");
+}
+
+/// A mistake in a template or regex is reported before anything runs, with the file, the
+/// line of the backend's table and the key, and exit status 2.
+#[test]
+fn a_mistake_in_the_templates_is_reported_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let example = example_backend("lsf", "farm", false);
+    for (good, bad, key, words) in [
+        (
+            "{script}",
+            "{scrpt}",
+            "submit",
+            "unknown placeholder {scrpt}",
+        ),
+        (
+            "(?P<id>\\d+)\\|",
+            "(?P<jobid>\\d+)\\|",
+            "status_line",
+            "no group named `id`",
+        ),
+    ] {
+        let broken = example.replacen(good, bad, 1);
+        assert_ne!(broken, example, "the example has {good}");
+        let flow = format!(
+            "[flow]\nname = \"mistake\"\ndefault_backend = \"farm\"\n{broken}\
+             [[job]]\nname = \"a\"\ncmd = \"true\"\n"
+        );
+        let run = flowrun_tests::run_flow(dir.path(), &flow, &[]);
+        assert_eq!(run.code, 2, "{run:#?}");
+        let flow_file = dir.path().join("flow.toml");
+        let line = flow
+            .lines()
+            .position(|l| l == "[backends.farm]")
+            .expect("the table")
+            + 1;
+        let at = format!("{}:{line}:", flow_file.display());
+        assert!(
+            run.stderr.contains(&at) && run.stderr.contains(&format!("`{key}`")),
+            "the error names {at} and `{key}`: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(words), "{}", run.stderr);
+        assert!(
+            !dir.path().join("out/jobs/a/output.log").exists(),
+            "nothing ran"
+        );
+    }
 }
