@@ -138,7 +138,7 @@ pub fn privileged(needs: &str) -> bool {
     false
 }
 
-/// Waits until `done` holds, checking every 100 ms; panics naming `what` after `limit`.
+/// Waits until `done` holds, checking every 20 ms; panics naming `what` after `limit`.
 pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !done() {
@@ -146,7 +146,7 @@ pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut()
             std::time::Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -256,4 +256,101 @@ impl Drop for Background {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run flow.toml --out out` plus
+/// `args` in `dir`, with piped output; finish it with [`collect`] on `wait_with_output`.
+pub fn start_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> std::process::Child {
+    std::fs::write(dir.join("flow.toml"), flow_toml).expect("write flow.toml");
+    flowrun(dir)
+        .args(["run", "flow.toml", "--out", "out"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flowrun")
+}
+
+/// Sends signal `sig` to a child process.
+pub fn send_signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid, which it still is until we wait for it.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// A results.json timestamp in microseconds (monotonic over the run, not calendar-exact).
+pub fn micros(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    // 2026-11-22T21:54:41.123456Z -> microseconds within the day is enough for ordering here,
+    // but compare whole timestamps: days can roll over during a test.
+    let (date, time) = s.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap();
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let days = d[0] * 372 + d[1] * 31 + d[2]; // monotonic, not calendar-exact
+    ((days * 24 + t[0]) * 60 + t[1]) * 60_000_000 + t[2] * 1_000_000 + frac.parse::<i64>().unwrap()
+}
+
+/// (name, start, end) of every job that ran.
+pub fn intervals(run: &Run) -> Vec<(String, i64, i64)> {
+    run.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| !j["started_at"].is_null())
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().to_string(),
+                micros(&j["started_at"]),
+                micros(&j["finished_at"]),
+            )
+        })
+        .collect()
+}
+
+/// The most intervals overlapping at any instant, among those whose name passes `filter`.
+pub fn max_overlap(run: &Run, filter: impl Fn(&str) -> bool) -> usize {
+    let mut points: Vec<(i64, i32)> = Vec::new();
+    for (name, s, e) in intervals(run) {
+        if filter(&name) {
+            points.push((s, 1));
+            points.push((e, -1));
+        }
+    }
+    // Ends sort before starts at the same instant: a slot freed and reused is not an overlap.
+    points.sort();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in points {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+/// A number unique to one test, used as a `sleep` duration (`sleep 3100.0421007`), so that
+/// every sleeper a test starts can be found by its command line.
+pub fn unique_sleep() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "3100.{:04}{:03}",
+        std::process::id() % 10_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Pids of live processes whose command line contains `marker` (like `pgrep -f`).
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
 }

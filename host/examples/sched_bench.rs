@@ -12,19 +12,19 @@ use std::time::{Duration, Instant};
 use flowrun::sched::{fixtures::*, *};
 
 fn failed(r: &str) -> Outcome {
-    Outcome::Failed { reason: r.into() }
+    Outcome::Failed(Reason::Backend(r.into()))
 }
 
 fn main() {
     fn ms(d: Duration) -> f64 {
         d.as_secs_f64() * 1e3
     }
-    fn time(name: &str, mk: fn(usize) -> SchedSpec, n: usize, batch: usize) {
+    fn time(name: &str, mk: fn(usize) -> Fixture, n: usize, batch: usize) {
         let mut best = [f64::MAX; 3];
         for _ in 0..3 {
             let sp = mk(n);
             let t = Instant::now();
-            let mut s = Scheduler::new(sp);
+            let mut s = sp.scheduler();
             let t_new = t.elapsed();
             let now = Instant::now();
             let t = Instant::now();
@@ -84,7 +84,7 @@ fn main() {
     for _ in 0..3 {
         let sp = chain(1_000_000);
         let t = Instant::now();
-        let mut s = Scheduler::new(sp);
+        let mut s = sp.scheduler();
         let now = Instant::now();
         s.start(now);
         s.drain_actions();

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     errors::{Error, EXIT_INVALID_INPUT, EXIT_JOBS_FAILED, EXIT_PASSED},
     flow::{self, Flow, LoadOptions},
+    observe::Phases,
     plugins::{self, PluginSet, Scope},
     run::{self, RunOptions},
 };
@@ -38,7 +39,8 @@ struct Cli {
 enum Cmd {
     /// Run a flow.
     Run(RunArgs),
-    /// Validate a flow without running anything.
+    /// Validate a flow, and every backend and observer config it uses, without running
+    /// anything.
     Check {
         /// The flow file.
         flow: PathBuf,
@@ -60,9 +62,15 @@ struct RunArgs {
     /// The output directory (default: flowrun-out/<flow>/<timestamp>, with a `latest` link).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Run at most N jobs at once across all backends (overrides [flow] max_parallel).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    /// Run N jobs at once across all backends (overrides [flow] max_parallel and raises a
+    /// backend's default cap; a backend's own max_parallel in the flow still wins).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
+    /// How long the host waits beyond a backend's own deadline (its kill_grace after a kill,
+    /// the timeout of a backend that enforces timeouts) before it gives up on a job
+    /// ("lost ... did not report after kill"). Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_margin)]
+    kill_margin: Option<std::time::Duration>,
     /// Run every job on this backend instance or kind.
     #[arg(long)]
     backend: Option<String>,
@@ -136,16 +144,9 @@ pub fn main() -> i32 {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", render_error(&e));
+            eprintln!("{}", e.render());
             e.exit_code()
         }
-    }
-}
-
-fn render_error(e: &Error) -> String {
-    match e {
-        Error::Flow(_) | Error::Instance { .. } => e.to_string(),
-        _ => format!("error: {e}"),
     }
 }
 
@@ -181,6 +182,10 @@ fn load_flow(path: &Path, plugins: &mut PluginSet, opts: &LoadOptions) -> Result
     }
 }
 
+fn parse_margin(text: &str) -> Result<std::time::Duration, String> {
+    flow::parse_duration(text)
+}
+
 fn dispatch(cmd: Cmd) -> Result<i32, Error> {
     match cmd {
         Cmd::Run(args) => {
@@ -189,16 +194,19 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 backend_override: args.backend.clone(),
             };
             let t = std::time::Instant::now();
+            let load_start = run::results::now_us();
             let mut flow = load_flow(&args.flow, &mut plugins, &opts)?;
+            if !args.only.is_empty() {
+                flow = flow::select(flow, &args.only).map_err(Error::Flow)?;
+            }
+            let load = ("load", load_start, run::results::now_us());
             tracing::info!(
                 "flow loaded: {} jobs in {:.3} s",
                 flow.jobs.len(),
                 t.elapsed().as_secs_f64()
             );
-            if !args.only.is_empty() {
-                flow = flow::select(flow, &args.only).map_err(Error::Flow)?;
-            }
             if args.dry_run {
+                run::check(&flow, &mut plugins, &args.observer)?;
                 print!("{}", flow::render::plan(&flow));
                 return Ok(EXIT_PASSED);
             }
@@ -210,6 +218,8 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                     max_parallel: args.jobs,
                     observers: args.observer,
                     quiet: args.quiet,
+                    kill_margin: args.kill_margin,
+                    phases: Phases(vec![load]),
                 },
             )?;
             Ok(report.exit_code)
@@ -217,6 +227,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
         Cmd::Check { flow } => {
             let mut plugins = PluginSet::discover();
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
+            run::check(&f, &mut plugins, &[])?;
             println!(
                 "{}: ok: flow {} with {} jobs",
                 flow.display(),

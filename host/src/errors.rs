@@ -1,27 +1,47 @@
-//! flowrun's user-facing errors and the one place they map to exit codes.
+//! flowrun's user-facing errors and the one place that maps them, and a run's end, to exit
+//! codes.
 //!
 //! Exit codes (documented in the README):
 //! - 0: every job passed;
-//! - 1: some job did not pass;
-//! - 2: invalid input: the flow, a backend or observer config, a plugin;
-//! - 130 / 143: interrupted by SIGINT / SIGTERM.
+//! - 1: some job did not pass (also `plugins verify` finding a bad plugin);
+//! - 2: invalid input (the flow, a backend or observer config, a plugin, a command-line value)
+//!   or an unusable output directory, including results.json that could not be written;
+//! - 129 / 130 / 143: interrupted by SIGHUP / SIGINT / SIGTERM (128 + the signal).
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::flow::Diagnostic;
+use crate::{flow::Diagnostic, sched::Interrupt};
 
 /// Every job passed.
 pub const EXIT_PASSED: i32 = 0;
 /// Some job did not pass.
 pub const EXIT_JOBS_FAILED: i32 = 1;
-/// Invalid input.
+/// Invalid input, or an unusable output directory.
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Interrupted by SIGINT.
-pub const EXIT_SIGINT: i32 = 130;
+pub const EXIT_SIGINT: i32 = 128 + libc::SIGINT;
 /// Interrupted by SIGTERM.
-pub const EXIT_SIGTERM: i32 = 143;
+pub const EXIT_SIGTERM: i32 = 128 + libc::SIGTERM;
+/// Interrupted by SIGHUP.
+pub const EXIT_SIGHUP: i32 = 128 + libc::SIGHUP;
+
+/// The exit code of a run that got to its end: an interrupt names its signal; results that
+/// could not be written are an output error (nobody must read "passed" from a run whose
+/// results are lost); otherwise whether every job passed.
+pub fn run_exit_code(
+    interrupted: Option<Interrupt>,
+    results_written: bool,
+    all_passed: bool,
+) -> i32 {
+    match interrupted {
+        Some(sig) => 128 + sig.number(),
+        None if !results_written => EXIT_INVALID_INPUT,
+        None if all_passed => EXIT_PASSED,
+        None => EXIT_JOBS_FAILED,
+    }
+}
 
 /// Why a plugin could not be loaded. Each renders as one line.
 #[derive(Debug, Error)]
@@ -125,9 +145,25 @@ pub enum Error {
     /// Some plugins failed verification.
     #[error("{0} plugin(s) failed verification")]
     VerifyFailed(usize),
-    /// Writing the run's output failed.
+    /// The output directory cannot be used (path and OS error in the message).
     #[error("{0}")]
     Output(String),
+    /// Several errors found together (every backend and observer config of a flow); one line
+    /// each, then their count.
+    #[error("{}", render_many(.0))]
+    Many(Vec<Error>),
+}
+
+fn render_many(errors: &[Error]) -> String {
+    let mut s = errors
+        .iter()
+        .map(Error::render)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if errors.len() > 1 {
+        s.push_str(&format!("\n{} errors", errors.len()));
+    }
+    s
 }
 
 fn render_located(location: Option<&crate::flow::Location>, message: &str) -> String {
@@ -151,10 +187,61 @@ impl Error {
     /// The documented exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::VerifyFailed(_) | Error::Output(_) => EXIT_JOBS_FAILED,
-            Error::Flow(_) | Error::PluginLoad(_) | Error::Instance { .. } | Error::Registry(_) => {
-                EXIT_INVALID_INPUT
-            }
+            Error::VerifyFailed(_) => EXIT_JOBS_FAILED,
+            Error::Flow(_)
+            | Error::PluginLoad(_)
+            | Error::Instance { .. }
+            | Error::Registry(_)
+            | Error::Output(_)
+            | Error::Many(_) => EXIT_INVALID_INPUT,
         }
+    }
+
+    /// The error as printed: located errors (flow diagnostics, instance errors) start with
+    /// their `file:line:col: error:`, the others with `error: `.
+    pub fn render(&self) -> String {
+        match self {
+            Error::Flow(_) | Error::Instance { .. } | Error::Many(_) => self.to_string(),
+            _ => format!("error: {self}"),
+        }
+    }
+
+    /// One error from several: the only one as itself.
+    pub fn from_many(mut errors: Vec<Error>) -> Option<Error> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(Error::Many(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_ends_with_the_documented_code() {
+        assert_eq!(run_exit_code(None, true, true), 0);
+        assert_eq!(run_exit_code(None, true, false), 1);
+        assert_eq!(run_exit_code(None, false, true), 2);
+        assert_eq!(run_exit_code(Some(Interrupt::Sigint), false, true), 130);
+        assert_eq!(run_exit_code(Some(Interrupt::Sigterm), true, true), 143);
+        assert_eq!(run_exit_code(Some(Interrupt::Sighup), true, false), 129);
+        assert_eq!(Error::Output("x".into()).exit_code(), 2);
+        assert_eq!(Error::VerifyFailed(1).exit_code(), 1);
+    }
+
+    #[test]
+    fn several_errors_render_one_line_each_and_their_count() {
+        let e = Error::from_many(vec![
+            Error::Output("a: no".into()),
+            Error::Registry("b: no".into()),
+        ])
+        .unwrap();
+        assert_eq!(e.render(), "error: a: no\nerror: b: no\n2 errors");
+        assert_eq!(e.exit_code(), 2);
+        let one = Error::from_many(vec![Error::Output("a".into())]).unwrap();
+        assert_eq!(one.render(), "error: a");
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! Map of the crate (docs/design/architecture.md has the why):
 //! - [`flow`]: loading, expanding and validating flow files into a [`flow::Flow`];
-//! - [`sched`]: the pure scheduler core, a state machine fed inputs, returning actions;
-//! - [`run`]: the thin async loop that drives the core against real backends;
+//! - [`sched`]: the pure scheduler core, a state machine fed inputs, returning actions; it owns
+//!   every rule about a job's status and its typed reason;
+//! - [`run`]: the thin async loop that drives the core against any backend (plugins, or
+//!   in-process doubles in its tests), the run directory, results.json;
 //! - [`backend`] and [`observe`]: the core's plain traits for backends and observers, and the
 //!   run events (the observer contract);
 //! - [`plugins`]: discovery, the registry, and the abi_stable edge (`plugins::ffi`);
-//! - [`outcome`]: judging a job by its log (pass and fail patterns);
+//! - [`outcome`]: judging a job's end (exit code, signal, backend verdict, pass and fail
+//!   patterns of its log) in one pure function;
 //! - [`errors`]: user-facing errors and their exit codes.
 #![warn(missing_docs)]
 

@@ -1,37 +1,49 @@
 //! Run events — the contract between the run loop and every observer (the built-in status
 //! display, plugin observers such as JUnit) — and the hub that delivers them.
 //!
-//! Each observer runs on its own thread behind a bounded queue of event batches. The run loop
-//! never blocks on an observer: when an observer's queue is full, events accumulate in the batch
-//! the hub still holds for it and go out, merged, as soon as the queue has room. Nothing is
-//! dropped; a slow observer only delays itself.
+//! Each plugin observer runs on its own thread behind a bounded queue of event batches. The run
+//! loop never blocks on an observer: when an observer's queue is full, events accumulate in the
+//! batch the hub still holds for it and go out, merged, as soon as the queue has room. Nothing
+//! is dropped; a slow observer only delays itself. In-process observers ([`LocalObserver`],
+//! such as the built-in display) get the very same batches, on the loop's thread.
+//!
+//! Events are cheap to build: names are shared (`Arc<str>`), and what only some events carry
+//! is an `Option` left empty.
 
 use std::{
+    fmt,
     path::PathBuf,
     sync::{
         mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
         Arc,
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
-use crate::sched::Status;
+use crate::sched::{JobIx, Status};
 
 /// A job status change, as observers see it.
 #[derive(Debug, Clone)]
 pub struct JobStatusEvent {
     /// When, in microseconds since the Unix epoch.
     pub time_us: i64,
+    /// The job's index in the flow (and in RUN_STARTED's list).
+    pub job_ix: JobIx,
     /// The job's name.
-    pub job: String,
+    pub job: Arc<str>,
     /// The backend instance.
-    pub backend: String,
+    pub backend: Arc<str>,
+    /// The attempt, from 1.
+    pub attempt: u32,
     /// Before.
     pub old: Status,
     /// After.
     pub new: Status,
-    /// Why (every terminal status but passed).
+    /// Why (every terminal status but passed; empty otherwise).
     pub reason: String,
+    /// The reason's stable kind word (`exit_code`, `timeout`, ...), with the reason.
+    pub reason_kind: Option<&'static str>,
     /// The exit code, when the job exited.
     pub exit_code: Option<i32>,
     /// Seconds it ran.
@@ -42,6 +54,40 @@ pub struct JobStatusEvent {
     pub fail_line: Option<u64>,
     /// For a fail-pattern match: the line.
     pub fail_text: Option<String>,
+    /// The cluster's id of the job, when known.
+    pub native_id: Option<Arc<str>>,
+    /// On a change to Running: what the job holds while it runs, `cpus=N[,NAME=AMOUNT...]`.
+    pub resources: Option<Arc<str>>,
+    /// On a terminal status: CPU seconds of the job's process tree, when the backend knows.
+    pub cpu_s: Option<f64>,
+    /// On a terminal status: peak memory of the tree in MiB, when the backend knows.
+    pub max_rss_mb: Option<f64>,
+    /// On a terminal status: the backend's extra detail, when it gave one besides the reason.
+    pub detail: Option<String>,
+}
+
+/// The host's phases, as `(name, start µs, end µs)` since the epoch: rendered
+/// `name=START:END;...` in the `phases` attribute of RUN_STARTED and RUN_FINISHED.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Phases(pub Vec<(&'static str, i64, i64)>);
+
+impl Phases {
+    /// No phase recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Phases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, start, end)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(";")?;
+            }
+            write!(f, "{name}={start}:{end}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The run's totals.
@@ -76,14 +122,17 @@ pub enum RunEvent {
         run_dir: PathBuf,
         /// Every job: (name, backend instance).
         jobs: Vec<(String, String)>,
+        /// The host's phases before the run: `load` (reading, expanding and validating the
+        /// flow), `setup` (creating backends and observers).
+        phases: Phases,
     },
     /// A job changed status.
     JobStatus(JobStatusEvent),
-    /// flowrun received SIGINT or SIGTERM.
+    /// flowrun received SIGINT, SIGTERM or SIGHUP.
     KillSignal {
         /// When.
         time_us: i64,
-        /// `"SIGINT"` or `"SIGTERM"`.
+        /// `"SIGINT"`, `"SIGTERM"` or `"SIGHUP"`.
         signal: &'static str,
     },
     /// The run finished.
@@ -92,7 +141,19 @@ pub enum RunEvent {
         time_us: i64,
         /// The totals.
         summary: Summary,
+        /// The host's phases of the run: `schedule` (from the first job to the last end),
+        /// `write_results`.
+        phases: Phases,
     },
+}
+
+/// An in-process observer (the built-in display): gets every batch the plugin observers get,
+/// in order, on the run loop's thread, so it must be quick.
+pub trait LocalObserver {
+    /// A batch of events, in order.
+    fn on_events(&mut self, events: &[RunEvent]);
+    /// The run is over.
+    fn finish(&mut self);
 }
 
 /// An observer. Called from one thread of its own.
@@ -117,10 +178,12 @@ struct Lane {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
-/// Delivers run events to every observer, each on its own thread.
+/// Delivers run events to every observer: plugin observers each on its own thread, local
+/// ones inline.
 #[derive(Default)]
 pub struct ObserverHub {
     lanes: Vec<Lane>,
+    locals: Vec<Box<dyn LocalObserver>>,
 }
 
 impl ObserverHub {
@@ -144,14 +207,25 @@ impl ObserverHub {
         });
     }
 
-    /// Whether any observer is attached (so the run loop can skip building events).
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
+    /// Adds an in-process observer.
+    pub fn add_local(&mut self, observer: Box<dyn LocalObserver>) {
+        self.locals.push(observer);
     }
 
-    /// Sends a batch to every observer without blocking.
+    /// Whether any observer is attached (so the run loop can skip building events).
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty() && self.locals.is_empty()
+    }
+
+    /// Sends a batch to every observer without blocking on any plugin observer.
     pub fn publish(&mut self, events: Vec<RunEvent>) {
-        if self.lanes.is_empty() || events.is_empty() {
+        if self.is_empty() || events.is_empty() {
+            return;
+        }
+        for local in &mut self.locals {
+            local.on_events(&events);
+        }
+        if self.lanes.is_empty() {
             return;
         }
         let shared = Arc::new(events);
@@ -175,24 +249,50 @@ impl ObserverHub {
         }
     }
 
-    /// Delivers what is held, closes the queues and waits for every observer to finish.
+    /// Delivers what is held, closes the queues and waits for every observer to finish, for at
+    /// most `wait` in all: an observer that hangs costs its own output, not the run's end.
     /// Returns the errors, one line each, named by observer.
-    pub fn finish(mut self) -> Vec<String> {
+    pub fn finish(mut self, wait: Duration) -> Vec<String> {
+        for local in &mut self.locals {
+            local.finish();
+        }
         let mut errors = Vec::new();
         for lane in &mut self.lanes {
             if let Some(tx) = lane.tx.take() {
                 if !lane.held.is_empty() {
-                    let _ = tx.send(Arc::new(std::mem::take(&mut lane.held)));
+                    // The queue may be full of a hung observer's batches: never block here.
+                    let held = Arc::new(std::mem::take(&mut lane.held));
+                    if tx.try_send(held.clone()).is_err() {
+                        let name = lane.name.clone();
+                        let _ = std::thread::Builder::new()
+                            .name(format!("observer-flush-{name}"))
+                            .spawn(move || {
+                                let _ = tx.send(held);
+                            });
+                    }
                 }
             }
         }
+        let deadline = Instant::now() + wait;
         for lane in &mut self.lanes {
-            if let Some(t) = lane.thread.take() {
-                match t.join() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => errors.push(format!("observer {}: {e}", lane.name)),
-                    Err(_) => errors.push(format!("observer {}: panicked", lane.name)),
-                }
+            let Some(t) = lane.thread.take() else {
+                continue;
+            };
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !t.is_finished() {
+                errors.push(format!(
+                    "observer {}: did not finish within {}; its output may be incomplete",
+                    lane.name,
+                    humantime::format_duration(wait)
+                ));
+                continue;
+            }
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(format!("observer {}: {e}", lane.name)),
+                Err(_) => errors.push(format!("observer {}: panicked", lane.name)),
             }
         }
         errors
@@ -243,9 +343,100 @@ mod tests {
             }]);
         }
         drop(release); // unblocks every later recv()
-        assert!(hub.finish().is_empty());
+        assert!(hub.finish(Duration::from_secs(60)).is_empty());
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), QUEUE_BATCHES * 20);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "events stay in order");
+    }
+
+    /// Counts what it gets.
+    struct Local(Arc<Mutex<(Vec<usize>, bool)>>);
+    impl LocalObserver for Local {
+        fn on_events(&mut self, events: &[RunEvent]) {
+            self.0.lock().unwrap().0.push(events.len());
+        }
+        fn finish(&mut self) {
+            self.0.lock().unwrap().1 = true;
+        }
+    }
+
+    /// Records batch sizes.
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+    impl Observer for Sizes {
+        fn on_events(&self, events: &[RunEvent]) {
+            self.0.lock().unwrap().push(events.len());
+        }
+        fn finish(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn kill_signals(n: usize) -> Vec<RunEvent> {
+        (0..n)
+            .map(|i| RunEvent::KillSignal {
+                time_us: i as i64,
+                signal: "SIGINT",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_observers_get_the_same_batches_as_plugin_observers() {
+        let local = Arc::new(Mutex::new((Vec::new(), false)));
+        let plugin = Arc::new(Mutex::new(Vec::new()));
+        let mut hub = ObserverHub::default();
+        assert!(hub.is_empty());
+        hub.add_local(Box::new(Local(local.clone())));
+        assert!(
+            !hub.is_empty(),
+            "a local observer alone makes the loop build events"
+        );
+        hub.add("sizes".into(), Box::new(Sizes(plugin.clone())));
+        for n in [3, 1, 5] {
+            hub.publish(kill_signals(n));
+        }
+        hub.publish(Vec::new());
+        assert!(hub.finish(Duration::from_secs(60)).is_empty());
+        let local = local.lock().unwrap();
+        assert_eq!(local.0, [3, 1, 5]);
+        assert!(local.1, "finished");
+        assert_eq!(*plugin.lock().unwrap(), [3, 1, 5]);
+    }
+
+    /// Never returns from its first batch.
+    struct Hung;
+    impl Observer for Hung {
+        fn on_events(&self, _: &[RunEvent]) {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn finish(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_hung_observer_costs_a_bounded_wait_and_one_line() {
+        let mut hub = ObserverHub::default();
+        hub.add("hung".into(), Box::new(Hung));
+        for _ in 0..(QUEUE_BATCHES * 2) {
+            hub.publish(kill_signals(1));
+        }
+        let t = Instant::now();
+        let errors = hub.finish(Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("observer hung: did not finish within 200ms"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn phases_render_as_the_documented_attribute() {
+        let p = Phases(vec![("load", 1, 2), ("setup", 2, 5)]);
+        assert_eq!(p.to_string(), "load=1:2;setup=2:5");
+        assert!(Phases::default().is_empty());
     }
 }

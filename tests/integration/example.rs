@@ -39,6 +39,23 @@ fn site_plugin() -> &'static Path {
     })
 }
 
+/// A scratch home with the example installed for the user.
+fn installed_site() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let install = flowrun(home.path())
+        .args(["plugins", "install"])
+        .arg(site_plugin())
+        .arg("--user")
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "install failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    home
+}
+
 const FLOW: &str = r#"
 [flow]
 name = "site-e2e"
@@ -80,18 +97,7 @@ timeout = "500ms"
 
 #[test]
 fn the_installed_example_runs_jobs_through_its_wrapper_and_logs_jsonl() {
-    let home = tempfile::tempdir().unwrap();
-    let install = flowrun(home.path())
-        .args(["plugins", "install"])
-        .arg(site_plugin())
-        .arg("--user")
-        .output()
-        .unwrap();
-    assert!(
-        install.status.success(),
-        "install failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
+    let home = installed_site();
 
     let run = run_flow(home.path(), FLOW, &[]);
     assert_eq!(run.code, 1, "{run:#?}");
@@ -149,20 +155,39 @@ fn the_installed_example_runs_jobs_through_its_wrapper_and_logs_jsonl() {
 
 #[test]
 fn a_bad_site_wrapper_config_is_invalid_input_naming_the_key() {
-    let home = tempfile::tempdir().unwrap();
-    let install = flowrun(home.path())
-        .args(["plugins", "install"])
-        .arg(site_plugin())
-        .arg("--user")
-        .output()
-        .unwrap();
-    assert!(
-        install.status.success(),
-        "install failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
+    let home = installed_site();
     let flow = "[backends.site]\nkind = \"site-wrapper\"\nwrapper = []\n[[job]]\nname = \"x\"\ncmd = \"true\"\nbackend = \"site\"\n";
     let run = run_flow(home.path(), flow, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("wrapper"), "{}", run.stderr);
+}
+
+#[test]
+fn the_host_puts_the_job_environment_into_every_job_also_through_a_backend_that_sets_none() {
+    // The example backend sets no FLOWRUN_* variable itself: what the job sees is the host's.
+    let home = installed_site();
+    let flow = r#"
+[flow]
+name = "env"
+[backends.site]
+kind = "site-wrapper"
+wrapper = ["/usr/bin/env"]
+[[job]]
+name = "show/env"
+backend = "site"
+cmd = ["printenv", "FLOWRUN_JOB_NAME", "FLOWRUN_JOB_DIR", "FLOWRUN_RUN_DIR", "FLOWRUN_ATTEMPT", "FLOWRUN_RUN_TAG"]
+"#;
+    let run = run_flow(home.path(), flow, &[]);
+    assert_eq!(
+        run.code, 0,
+        "printenv fails on a missing variable: {run:#?}"
+    );
+    let run_dir = run.out.canonicalize().unwrap();
+    let log = std::fs::read_to_string(run.job("show/env")["log"].as_str().unwrap()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "show/env");
+    assert_eq!(lines[1], run_dir.join("jobs/show%2Fenv").to_str().unwrap());
+    assert_eq!(lines[2], run_dir.to_str().unwrap());
+    assert_eq!(lines[3], "1");
+    assert!(lines[4].starts_with("flowrun-env-"), "{log}");
 }

@@ -117,6 +117,8 @@ timeout = "1s"
     assert_eq!(run.status("stuck"), "killed", "{run:#?}");
     assert_eq!(run.reason("stuck"), "timed out after 1s", "{run:#?}");
 
+    // A run never goes into a directory holding another run's output.
+    std::fs::remove_dir_all(home.path().join("out")).unwrap();
     let flow = r#"
 [backends.mb]
 kind = "misbehaving"

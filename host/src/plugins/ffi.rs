@@ -20,10 +20,11 @@ use flowrun_plugin_api as api;
 
 use crate::{
     backend::{
-        Backend, BackendCaps, BackendEvent, EventSender, JobCommand, JobDirOwner, JobEnd,
-        JobRequest, SubmitReply,
+        Backend, BackendCaps, BackendEvent, EventSender, JobDirOwner, JobEnd, JobRequest,
+        SubmitReply, Usage,
     },
     errors::PluginLoadError,
+    flow::Command,
     observe::{Observer, RunEvent},
     sched::Status,
 };
@@ -317,13 +318,21 @@ struct SinkAdapter {
 impl api::EventSink for SinkAdapter {
     fn emit(&self, e: api::JobEvent) {
         let job = e.id.0 as u32;
+        let attr = |key: &str| {
+            e.attrs
+                .iter()
+                .find(|a| a.0.as_str() == key)
+                .map(|a| a.1.as_str())
+        };
+        let number = |key: &str| attr(key).and_then(|v| v.trim().parse::<f64>().ok());
+        let native_id = attr("native_id")
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         let event = match e.kind {
             api::JobEventKind::STARTED => BackendEvent::Started {
                 job,
-                interactive: e
-                    .attrs
-                    .iter()
-                    .any(|a| a.0.as_str() == "interactive" && a.1.as_str() == "1"),
+                interactive: attr("interactive") == Some("1"),
+                native_id,
             },
             api::JobEventKind::FINISHED => {
                 let end = match e.end {
@@ -350,6 +359,12 @@ impl api::EventSink for SinkAdapter {
                     end,
                     detail: e.reason.to_string(),
                     logs,
+                    native_id,
+                    usage: Usage {
+                        cpu_s: number("cpu_s"),
+                        max_rss_mb: number("max_rss_mb"),
+                        source: attr("usage_source").map(str::to_string),
+                    },
                 }
             }
             api::JobEventKind::LOST => BackendEvent::Lost {
@@ -377,45 +392,46 @@ fn rpath(p: &Path) -> RString {
     RString::from(p.to_string_lossy().as_ref())
 }
 
-fn to_spec(r: JobRequest) -> api::JobSpec {
-    let command = match r.command {
-        JobCommand::Shell(s) => api::CommandSpec {
+/// The one conversion of a job description in the host: the flow's job, viewed through a
+/// [`JobRequest`], into the ABI's `JobSpec`.
+fn to_spec(r: &JobRequest<'_>) -> api::JobSpec {
+    let job = r.job;
+    let command = match &job.cmd {
+        Command::Shell(s) => api::CommandSpec {
             shell: true,
-            args: RVec::from(vec![RString::from(s)]),
+            args: RVec::from(vec![rstring(s)]),
         },
-        JobCommand::Argv(v) => api::CommandSpec {
+        Command::Argv(v) => api::CommandSpec {
             shell: false,
-            args: v.into_iter().map(RString::from).collect(),
+            args: v.iter().map(|a| rstring(a)).collect(),
         },
-    };
-    let pairs = |v: Vec<(String, String)>| {
-        v.into_iter()
-            .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
-            .collect()
     };
     api::JobSpec {
-        id: api::JobId(r.job as u64),
-        name: RString::from(r.name),
+        id: api::JobId(r.ix as u64),
+        name: rstring(&job.name),
         command,
-        cwd: rpath(&r.cwd),
-        env: pairs(r.env),
-        job_dir: rpath(&r.job_dir),
-        log_path: rpath(&r.log_path),
-        run_dir: rpath(&r.run_dir),
-        run_tag: rstring(&r.run_tag),
-        timeout_ms: r.timeout_ms.into(),
+        cwd: rstring(&r.cwd()),
+        env: r
+            .env()
+            .map(|(k, v)| Tuple2(rstring(k), RString::from(v.into_owned())))
+            .collect(),
+        job_dir: rstring(&r.job_dir),
+        log_path: rstring(&r.log_path),
+        run_dir: rstring(&r.run.run_dir_text),
+        run_tag: rstring(&r.run.run_tag),
+        timeout_ms: r.timeout_ms().into(),
         resources: api::Resources {
-            cpus: r.cpus,
-            memory_mb: r.memory_mb.into(),
-            named: r
-                .resources
-                .into_iter()
-                .map(|(k, v)| Tuple2(RString::from(k), v))
-                .collect(),
+            cpus: job.cpus,
+            memory_mb: job.memory_mb.into(),
+            named: r.resources().map(|(k, v)| Tuple2(rstring(k), v)).collect(),
         },
-        interactive: r.interactive,
+        interactive: job.interactive,
         attempt: r.attempt,
-        attrs: pairs(r.attrs),
+        attrs: job
+            .attrs
+            .iter()
+            .map(|(k, v)| Tuple2(rstring(k), rstring(v)))
+            .collect(),
     }
 }
 
@@ -437,9 +453,9 @@ impl Backend for BackendAdapter {
         }
     }
 
-    fn submit(&self, jobs: Vec<JobRequest>) -> Vec<SubmitReply> {
-        let ids: Vec<u64> = jobs.iter().map(|j| j.job as u64).collect();
-        let answers = self.inner.submit(jobs.into_iter().map(to_spec).collect());
+    fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
+        let ids: Vec<u64> = jobs.iter().map(|j| j.ix as u64).collect();
+        let answers = self.inner.submit(jobs.iter().map(to_spec).collect());
         // The SDK guarantees one answer per job in order; a hand-written plugin might not.
         ids.iter()
             .enumerate()
@@ -497,8 +513,13 @@ fn to_abi_event(e: &RunEvent) -> api::RunEvent {
             flow,
             run_dir,
             jobs,
+            phases,
         } => {
             let mut r = api::RunEvent::empty(api::RunEventKind::RUN_STARTED, *time_us);
+            if !phases.is_empty() {
+                r.attrs
+                    .push(Tuple2(rstring("phases"), rstring(&phases.to_string())));
+            }
             r.flow = rstring(flow);
             r.run_dir = rpath(run_dir);
             r.jobs = jobs
@@ -529,6 +550,28 @@ fn to_abi_event(e: &RunEvent) -> api::RunEvent {
             if let Some(text) = &s.fail_text {
                 r.attrs.push(Tuple2(rstring("fail_text"), rstring(text)));
             }
+            let mut attr = |key: &str, value: String| {
+                r.attrs.push(Tuple2(rstring(key), RString::from(value)));
+            };
+            attr("attempt", s.attempt.to_string());
+            if let Some(kind) = s.reason_kind {
+                attr("reason_kind", kind.to_string());
+            }
+            if let Some(id) = &s.native_id {
+                attr("native_id", id.to_string());
+            }
+            if let Some(held) = &s.resources {
+                attr("resources", held.to_string());
+            }
+            if let Some(cpu) = s.cpu_s {
+                attr("cpu_s", cpu.to_string());
+            }
+            if let Some(rss) = s.max_rss_mb {
+                attr("max_rss_mb", rss.to_string());
+            }
+            if let Some(detail) = &s.detail {
+                attr("detail", detail.clone());
+            }
             r
         }
         RunEvent::KillSignal { time_us, signal } => {
@@ -536,8 +579,16 @@ fn to_abi_event(e: &RunEvent) -> api::RunEvent {
             r.signal = rstring(signal);
             r
         }
-        RunEvent::RunFinished { time_us, summary } => {
+        RunEvent::RunFinished {
+            time_us,
+            summary,
+            phases,
+        } => {
             let mut r = api::RunEvent::empty(api::RunEventKind::RUN_FINISHED, *time_us);
+            if !phases.is_empty() {
+                r.attrs
+                    .push(Tuple2(rstring("phases"), rstring(&phases.to_string())));
+            }
             r.summary = ROption::RSome(api::RunSummary {
                 passed: summary.passed,
                 failed: summary.failed,

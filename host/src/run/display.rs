@@ -8,42 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::records::Counts;
 use crate::sched::Status;
 
 /// How often the plain (non-terminal) line is printed.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
-
-/// Counts per status.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    /// Per status, indexed by `Status as usize`.
-    pub by_status: [u64; 7],
-}
-
-fn index(s: Status) -> usize {
-    match s {
-        Status::Scheduled => 0,
-        Status::Queued => 1,
-        Status::Running => 2,
-        Status::Passed => 3,
-        Status::Failed => 4,
-        Status::Killed => 5,
-        Status::Skipped => 6,
-    }
-}
-
-impl Counts {
-    /// Moves one job from `old` to `new`.
-    pub fn shift(&mut self, old: Status, new: Status) {
-        let o = index(old);
-        self.by_status[o] = self.by_status[o].saturating_sub(1);
-        self.by_status[index(new)] += 1;
-    }
-    /// The count of a status.
-    pub fn get(&self, s: Status) -> u64 {
-        self.by_status[index(s)]
-    }
-}
 
 /// The display.
 pub struct Display {

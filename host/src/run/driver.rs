@@ -4,9 +4,14 @@
 //! return promptly (a backend does its slow work on threads of its own), and an inline call
 //! costs well under a microsecond where a hop to another thread costs tens — the difference
 //! between a 100,000-long chain taking a tenth of a second and taking fifteen. Only
-//! `shutdown`, which may block by contract, runs on a thread of its own.
+//! `shutdown`, which may block by contract, runs on a thread of its own, and the host waits
+//! for it a bounded time.
 
-use std::{sync::Arc, thread::JoinHandle};
+use std::{
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 
 use crate::{
     backend::{Backend, BackendCaps, JobRequest, SubmitReply},
@@ -14,22 +19,23 @@ use crate::{
 };
 
 /// The most jobs handed to a backend in one call, so that a million ready jobs do not build a
-/// million requests (and a million events) at once.
+/// million requests (and a million events) at once. The core forms batches of at most this (or
+/// the backend's own limit).
 pub const MAX_CALL_BATCH: usize = 1024;
 
 /// A backend instance and what the loop knows of it.
 #[derive(Clone)]
-pub struct BackendDriver {
+pub struct BackendHandle {
     /// The backend's capabilities, read once.
     pub caps: BackendCaps,
     backend: Arc<dyn Backend>,
     name: String,
 }
 
-impl BackendDriver {
+impl BackendHandle {
     /// Wraps a created backend.
     pub fn new(name: String, backend: Arc<dyn Backend>) -> Self {
-        BackendDriver {
+        BackendHandle {
             caps: backend.capabilities(),
             backend,
             name,
@@ -44,9 +50,17 @@ impl BackendDriver {
             .clamp(1, MAX_CALL_BATCH)
     }
 
-    /// Offers jobs (at most [`BackendDriver::batch_limit`]); one reply per job, in order.
-    pub fn submit(&self, jobs: Vec<JobRequest>) -> Vec<SubmitReply> {
-        self.backend.submit(jobs)
+    /// Offers jobs (at most [`BackendHandle::batch_limit`]); one reply per job, in order. A
+    /// backend that answers too few gets the rest rejected.
+    pub fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
+        let mut replies = self.backend.submit(jobs);
+        replies.truncate(jobs.len());
+        while replies.len() < jobs.len() {
+            replies.push(SubmitReply::Rejected(
+                "backend bug: no answer for this job".into(),
+            ));
+        }
+        replies
     }
 
     /// Kills jobs, in calls of at most the batch limit.
@@ -57,7 +71,7 @@ impl BackendDriver {
     }
 
     /// Shuts the backend down on a thread of its own (shutdown may block).
-    pub fn shutdown(&self) -> JoinHandle<()> {
+    pub fn shutdown(&self) -> Option<JoinHandle<()>> {
         let backend = self.backend.clone();
         let name = self.name.clone();
         std::thread::Builder::new()
@@ -69,6 +83,85 @@ impl BackendDriver {
                     tracing::debug!(backend = %name, "backend stats: {}", stats.trim().replace('\n', ", "));
                 }
             })
-            .expect("spawn a shutdown thread")
+            .map_err(|e| tracing::warn!("backend {}: cannot start its shutdown: {e}", self.name))
+            .ok()
+    }
+
+    /// The instance's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Shuts every backend down at once, each on its own thread, and waits at most `wait` for all
+/// of them: a backend that hangs in shutdown cannot hold flowrun (its results are written
+/// already). Returns the names of those that did not finish.
+pub fn shutdown_all(backends: &[BackendHandle], wait: Duration) -> Vec<String> {
+    let handles: Vec<_> = backends.iter().map(|b| (b.name(), b.shutdown())).collect();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline
+        && !handles
+            .iter()
+            .all(|(_, h)| h.as_ref().is_none_or(|h| h.is_finished()))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handles
+        .into_iter()
+        .filter(|(_, h)| h.as_ref().is_some_and(|h| !h.is_finished()))
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{JobRequest, SubmitReply};
+
+    /// Blocks in shutdown until the process ends.
+    struct Stuck;
+    impl Backend for Stuck {
+        fn capabilities(&self) -> BackendCaps {
+            BackendCaps::default()
+        }
+        fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
+            vec![SubmitReply::Accepted; jobs.len().saturating_sub(1)]
+        }
+        fn kill(&self, _: &[JobIx]) {}
+        fn shutdown(&self) {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn stats(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn a_shutdown_that_hangs_is_waited_for_a_bounded_time_and_named() {
+        let stuck = BackendHandle::new("stuck".into(), Arc::new(Stuck));
+        let t = Instant::now();
+        let left = shutdown_all(&[stuck], Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(left, ["stuck"]);
+    }
+
+    #[test]
+    fn a_backend_answering_too_few_jobs_gets_the_rest_rejected() {
+        let stuck = BackendHandle::new("stuck".into(), Arc::new(Stuck));
+        let flow_job = crate::sched::fixtures::job("a");
+        let run = crate::backend::RunContext::new("/r".into(), "t".into(), Vec::new());
+        let request = |ix| JobRequest {
+            ix,
+            job: &flow_job,
+            attempt: 1,
+            job_dir: "/r/jobs/a".into(),
+            log_path: "/r/jobs/a/output.log".into(),
+            run: &run,
+        };
+        let replies = stuck.submit(&[request(0), request(1)]);
+        assert_eq!(replies[0], SubmitReply::Accepted);
+        assert!(matches!(&replies[1], SubmitReply::Rejected(m) if m.contains("no answer")));
     }
 }

@@ -1,51 +1,68 @@
-//! The run loop: a thin async driver around the pure scheduler core. It owns no scheduling
-//! rule; it carries the core's actions to the backends, the backends' events (and signals,
-//! timers, log verdicts) back to the core, and keeps what results.json and the observers need.
+//! The run loop: a thin async driver around the pure scheduler core. It owns no rule: it
+//! carries the core's actions to the backends, the backends' events (and signals, timers, log
+//! verdicts) back to the core, and records what results.json and the observers need.
 //!
-//! Threads: the loop itself runs on a current-thread tokio runtime and calls backends' submit
-//! and kill inline (they return promptly by contract; see `driver`). Backends report from
-//! their own threads through a channel into the loop. Log scans run on tokio's blocking pool.
-//! Each plugin observer has its own thread (see `crate::observe`). Shutdowns run on threads.
+//! Its parts, in the order of a run:
+//! - [`setup`]: creating every backend and observer the flow uses (all errors at once);
+//! - [`outdir`]: the run's directory (fresh, locked) and the job directories in it;
+//! - [`drive`]: the loop itself, over any [`crate::backend::Backend`] (plugins in flowrun,
+//!   in-process doubles in its tests);
+//! - [`records`]: what is recorded of each job, in one place; [`results`]: results.json;
+//! - `summary`: the end of the run: results, observers, summary, bounded shutdowns, exit
+//!   code.
+//!
+//! Threads: the loop runs on a current-thread tokio runtime and calls backends' submit and kill
+//! inline (they return promptly by contract; see `driver`). Backends report from their own
+//! threads through a channel into the loop. Log scans run on tokio's blocking pool. Each
+//! plugin observer has its own thread (see `crate::observe`). Shutdowns run on threads.
 
 mod display;
+pub mod drive;
 mod driver;
+pub mod outdir;
 pub mod records;
+pub mod results;
+pub mod setup;
+mod summary;
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+#[cfg(test)]
+mod tests;
 
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
-};
+use std::{path::PathBuf, sync::atomic::AtomicU32, time::Duration};
+
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
-    backend::{
-        BackendEvent, EventSender, JobCommand, JobDirOwner, JobEnd, JobRequest, SubmitReply,
-    },
-    errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED, EXIT_SIGINT, EXIT_SIGTERM},
-    flow::{Command, Flow, When},
-    observe::{JobStatusEvent, ObserverHub, RunEvent, Summary},
-    outcome::{scan_logs, LogVerdict},
+    backend::RunContext,
+    errors::Error,
+    flow::Flow,
+    observe::Phases,
     plugins::PluginSet,
-    sched::{
-        self, Action, Input, Interrupt, JobIx, Outcome, SchedSpec, Scheduler, SchedulerApi, Status,
-    },
+    sched::{BackendSpec, Interrupt, SchedSpec, Scheduler, SchedulerApi},
 };
-use display::{Counts, Display};
-use driver::BackendDriver;
-use records::{now_us, FailMatch, JobRecord};
+use display::Display;
+use drive::{RunState, Signals};
+use driver::MAX_CALL_BATCH;
+use results::now_us;
+use setup::{InstanceFactory, PluginFactory};
 
 /// Options of `flowrun run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// `--out DIR`; default `flowrun-out/<flow>/<timestamp>` with a `latest` link.
     pub out: Option<PathBuf>,
-    /// `-j N`: overrides `[flow] max_parallel`.
+    /// `-j N`: the number of jobs at once; overrides `[flow] max_parallel` and raises a
+    /// backend's default cap (an explicit `max_parallel` of a backend still wins).
     pub max_parallel: Option<u32>,
     /// `--observer KIND`: observer instances with an empty config.
     pub observers: Vec<String>,
     /// Print only the summary.
     pub quiet: bool,
+    /// `--kill-margin`: the host's margin on a backend's deadlines (default
+    /// [`SchedSpec::DEFAULT_MARGIN`]).
+    pub kill_margin: Option<Duration>,
+    /// The phases before the run (loading the flow), for the RUN_STARTED event.
+    pub phases: Phases,
 }
 
 /// What a run ended with.
@@ -55,902 +72,138 @@ pub struct RunReport {
     pub exit_code: i32,
     /// results.json.
     pub results: PathBuf,
+    /// Whether results.json was written.
+    pub results_written: bool,
 }
 
-/// Messages into the loop.
-pub(crate) enum LoopMsg {
-    Event(BackendEvent),
-    Judged(JobIx, Outcome, Option<Box<FailMatch>>),
-}
+/// A backend's kill grace when its table does not say (`kill_grace = "..."`, the convention of
+/// the bundled backends).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
-/// The loop's end of every backend's event sink.
-struct LoopSender(UnboundedSender<LoopMsg>);
-
-impl EventSender for LoopSender {
-    fn send(&self, event: BackendEvent) {
-        let _ = self.0.send(LoopMsg::Event(event));
-    }
-}
-
-/// Chooses and creates the run's output directory.
-fn prepare_out_dir(flow: &Flow, opts: &RunOptions) -> Result<PathBuf, Error> {
-    let out = match &opts.out {
-        Some(o) => o.clone(),
-        None => {
-            let base = PathBuf::from("flowrun-out").join(&flow.name);
-            let now = time::OffsetDateTime::now_utc();
-            let stamp = format!(
-                "{:04}{:02}{:02}-{:02}{:02}{:02}",
-                now.year(),
-                now.month() as u8,
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second()
-            );
-            let mut dir = base.join(&stamp);
-            let mut n = 1;
-            while dir.exists() {
-                dir = base.join(format!("{stamp}-{n}"));
-                n += 1;
-            }
-            dir
-        }
-    };
-    std::fs::create_dir_all(out.join("jobs")).map_err(|e| {
-        Error::Output(format!(
-            "{}: cannot create the output directory: {e}",
-            out.display()
-        ))
-    })?;
-    if opts.out.is_none() {
-        // `latest` points at the newest run; a failure here is cosmetic.
-        if let (Some(parent), Some(name)) = (out.parent(), out.file_name()) {
-            let link = parent.join("latest");
-            let _ = std::fs::remove_file(&link);
-            let _ = std::os::unix::fs::symlink(name, &link);
-        }
-    }
-    out.canonicalize()
-        .map_err(|e| Error::Output(format!("{}: {e}", out.display())))
-}
-
-/// A job directory name: the job's name with `/` replaced, so every job gets one directory.
-fn job_dir_name(name: &str) -> String {
-    name.replace('/', "_")
-}
+/// How long `check` waits for the backends it created to shut down.
+const CHECK_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs a validated flow to the end. Creates backends and observers through `plugins`.
 pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<RunReport, Error> {
+    run_with(flow, &mut PluginFactory(plugins), opts, None)
+}
+
+/// `flowrun check` and `--dry-run`: creates every backend and observer the flow uses, so that
+/// every config error (with file, line and key) and every plugin check shows now; then shuts
+/// them down. Starts nothing and creates no directory.
+pub fn check(flow: &Flow, plugins: &mut PluginSet, observers: &[String]) -> Result<(), Error> {
+    let (sender, _events) = drive::channel();
+    let specs = setup::observer_specs(flow, observers);
+    let instances = setup::create(flow, &mut PluginFactory(plugins), &specs, sender)?;
+    instances.shutdown(CHECK_SHUTDOWN_WAIT);
+    Ok(())
+}
+
+/// The kill grace of a backend instance: its table's `kill_grace`, when that is a duration.
+fn kill_grace(config_toml: &str) -> Duration {
+    toml::from_str::<toml::Table>(config_toml)
+        .ok()
+        .and_then(|t| {
+            t.get("kill_grace")
+                .and_then(|v| v.as_str())
+                .and_then(|s| crate::flow::parse_duration(s).ok())
+        })
+        .unwrap_or(DEFAULT_KILL_GRACE)
+}
+
+fn run_tag(flow: &str) -> String {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = flow.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    match n {
+        0 => format!("flowrun-{name}-{}", std::process::id()),
+        n => format!("flowrun-{name}-{}-{n}", std::process::id()),
+    }
+}
+
+/// Runs a flow with instances from `factory`: the seam the loop's tests use with in-process
+/// backend doubles. `interrupts`, when given, replaces the process's signals.
+pub fn run_with(
+    flow: Flow,
+    factory: &mut dyn InstanceFactory,
+    opts: &RunOptions,
+    interrupts: Option<UnboundedReceiver<Interrupt>>,
+) -> Result<RunReport, Error> {
+    if let Some(out) = &opts.out {
+        outdir::check_out(out)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Output(format!("cannot start the runtime: {e}")))?;
     let _guard = runtime.enter();
     // Signals are hooked before any job starts, so that none is lost.
-    let signals = Signals::new()
-        .map_err(|e| Error::Output(format!("cannot install signal handlers: {e}")))?;
-    let out = prepare_out_dir(&flow, opts)?;
-    let (tx, rx) = unbounded_channel();
-    let sender: Arc<dyn EventSender> = Arc::new(LoopSender(tx.clone()));
+    let signals = match interrupts {
+        Some(rx) => Signals::Channel(rx),
+        None => Signals::os()
+            .map_err(|e| Error::Output(format!("cannot install signal handlers: {e}")))?,
+    };
+    let setup_start = now_us();
+    let (sender, rx) = drive::channel();
+    let observers = setup::observer_specs(&flow, &opts.observers);
+    let instances = setup::create(&flow, factory, &observers, sender)?;
+    let out = match outdir::create(&flow.name, opts.out.as_deref()) {
+        Ok(out) => out,
+        Err(e) => {
+            instances.shutdown(CHECK_SHUTDOWN_WAIT);
+            return Err(e);
+        }
+    };
+    let mut phases = opts.phases.clone();
+    phases.0.push(("setup", setup_start, now_us()));
 
-    // Backends: only the instances some job uses.
-    let mut used = vec![false; flow.backends.len()];
-    for j in &flow.jobs {
-        used[j.backend] = true;
-    }
-    let mut drivers: Vec<Option<BackendDriver>> = Vec::with_capacity(flow.backends.len());
-    let mut created: Vec<BackendDriver> = Vec::new();
-    for (i, inst) in flow.backends.iter().enumerate() {
-        if !used[i] {
-            drivers.push(None);
-            continue;
-        }
-        let made = plugins.plugin_for(&inst.kind, false).and_then(|plugin| {
-            plugin
-                .new_backend(&inst.kind, &inst.config_toml, sender.clone())
-                .map_err(|e| Error::Instance {
-                    location: Some(inst.location.clone()),
-                    message: format!(
-                        "backend `{}` (kind `{}`, plugin {}): {e}",
-                        inst.name, inst.kind, plugin.name
-                    ),
-                })
-        });
-        match made {
-            Ok(backend) => {
-                let d = BackendDriver::new(inst.name.clone(), Arc::from(backend));
-                created.push(d.clone());
-                drivers.push(Some(d));
-            }
-            Err(e) => {
-                shutdown_all(&created);
-                return Err(e);
-            }
-        }
-    }
-
-    // Observers: from the flow, then `--observer KIND`.
-    let mut hub = ObserverHub::default();
-    let mut observer_specs: Vec<(String, String, String, Option<crate::flow::Location>)> = flow
-        .observers
-        .iter()
-        .map(|o| {
-            (
-                o.name.clone(),
-                o.kind.clone(),
-                o.config_toml.clone(),
-                Some(o.location.clone()),
-            )
-        })
-        .collect();
-    for kind in &opts.observers {
-        if !observer_specs.iter().any(|o| &o.1 == kind) {
-            observer_specs.push((kind.clone(), kind.clone(), String::new(), None));
-        }
-    }
-    for (name, kind, config, location) in observer_specs {
-        let made = plugins.plugin_for(&kind, true).and_then(|plugin| {
-            plugin
-                .new_observer(&kind, &config)
-                .map_err(|e| Error::Instance {
-                    location: location.clone(),
-                    message: format!(
-                        "observer `{name}` (kind `{kind}`, plugin {}): {e}",
-                        plugin.name
-                    ),
-                })
-        });
-        match made {
-            Ok(o) => hub.add(name, o),
-            Err(e) => {
-                shutdown_all(&created);
-                let _ = hub.finish();
-                return Err(e);
-            }
-        }
-    }
-
-    let mut state = RunState::new(flow, out, drivers, hub, opts);
-    let t = Instant::now();
+    let spec = SchedSpec {
+        backends: flow
+            .backends
+            .iter()
+            .zip(&instances.backends)
+            .map(|(inst, handle)| {
+                let caps = handle.as_ref().map(|h| h.caps).unwrap_or_default();
+                // `-j N` means N jobs at once: it lifts a backend's default cap (the local
+                // CPU count); a cap the flow sets explicitly still holds.
+                let default_cap = match opts.max_parallel {
+                    Some(_) => None,
+                    None => caps.default_max_parallel,
+                };
+                BackendSpec {
+                    name: inst.name.clone(),
+                    max_parallel: inst.max_parallel.or(default_cap),
+                    max_batch: handle.as_ref().map_or(MAX_CALL_BATCH, |h| h.batch_limit()),
+                    enforces_timeout: caps.enforces_timeout,
+                    kill_grace: kill_grace(&inst.config_toml),
+                }
+            })
+            .collect(),
+        resources: flow.resources.iter().map(|r| r.1).collect(),
+        max_parallel: opts.max_parallel.or(flow.max_parallel),
+        margin: opts.kill_margin.unwrap_or(SchedSpec::DEFAULT_MARGIN),
+        cleanup_limit: SchedSpec::DEFAULT_CLEANUP_LIMIT,
+    };
+    let sched = Scheduler::new(&flow.jobs, spec);
+    let ctx = RunContext::new(
+        out.path.clone(),
+        run_tag(&flow.name),
+        flow.resources.iter().map(|r| r.0.clone()).collect(),
+    );
+    let mut state = RunState::new(
+        flow,
+        ctx,
+        sched,
+        instances.backends,
+        instances.hub,
+        Display::new(opts.quiet),
+        phases,
+    );
+    let t = std::time::Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
     tracing::info!("run loop: {:.3} s", t.elapsed().as_secs_f64());
-    match end {
-        DriveEnd::Done => shutdown_all(&created),
-        // A second signal: give the backends a moment to kill what still runs (their
-        // shutdown kills without grace), then go, whatever they say.
-        DriveEnd::Abandoned => shutdown_bounded(&created, ABANDON_WAIT),
-    }
-    state.finish(end)
-}
-
-/// How long a second signal waits for backends to kill what still runs.
-const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn shutdown_all(drivers: &[BackendDriver]) {
-    // Every backend shuts down at once, each on its own thread: shutdown may block.
-    let handles: Vec<_> = drivers.iter().map(|d| d.shutdown()).collect();
-    for h in handles {
-        let _ = h.join();
-    }
-}
-
-fn shutdown_bounded(drivers: &[BackendDriver], wait: std::time::Duration) {
-    let handles: Vec<_> = drivers.iter().map(|d| d.shutdown()).collect();
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-struct Signals {
-    sigint: tokio::signal::unix::Signal,
-    sigterm: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Signals {
-            sigint: signal(SignalKind::interrupt())?,
-            sigterm: signal(SignalKind::terminate())?,
-        })
-    }
-}
-
-/// How the drive loop ended.
-enum DriveEnd {
-    /// Every job is terminal.
-    Done,
-    /// A second signal: exit at once.
-    Abandoned,
-}
-
-struct RunState {
-    flow: Flow,
-    out: PathBuf,
-    run_tag: String,
-    sched: Scheduler,
-    drivers: Vec<Option<BackendDriver>>,
-    hub: ObserverHub,
-    display: Display,
-    counts: Counts,
-    records: Vec<JobRecord>,
-    /// Whether the submit answer of a job was seen (events can overtake answers).
-    answered: Vec<bool>,
-    /// Whether the backend's FINISHED was seen (the job may still be judged).
-    ended: Vec<bool>,
-    job_dir_owner: Vec<JobDirOwner>,
-    interrupted: Option<Interrupt>,
-    started_us: i64,
-    tx: Option<UnboundedSender<LoopMsg>>,
-    pending_events: Vec<RunEvent>,
-    /// Jobs the core asked to submit that have not been handed over yet: submissions go out in
-    /// bounded slices, with the backends' events drained in between, so memory stays bounded
-    /// however many jobs become ready at once.
-    pending_submits: std::collections::VecDeque<(usize, Vec<JobIx>)>,
-    /// The time, read once per batch of messages rather than per event: a million-job run
-    /// would otherwise spend a noticeable share of its time reading the clock.
-    clock: (Instant, i64),
-}
-
-impl RunState {
-    fn new(
-        flow: Flow,
-        out: PathBuf,
-        drivers: Vec<Option<BackendDriver>>,
-        hub: ObserverHub,
-        opts: &RunOptions,
-    ) -> Self {
-        let mut spec = SchedSpec {
-            jobs: Vec::with_capacity(flow.jobs.len()),
-            backends: Vec::with_capacity(flow.backends.len()),
-            resources: flow.resources.iter().map(|r| r.1).collect(),
-            max_parallel: opts.max_parallel.or(flow.max_parallel),
-        };
-        let mut job_dir_owner = Vec::with_capacity(flow.backends.len());
-        for (i, inst) in flow.backends.iter().enumerate() {
-            let caps = drivers[i].as_ref().map(|d| d.caps).unwrap_or_default();
-            spec.backends.push(sched::BackendSpec {
-                name: inst.name.clone(),
-                max_parallel: inst.max_parallel.or(caps.default_max_parallel),
-            });
-            job_dir_owner.push(caps.job_dir);
-        }
-        for j in &flow.jobs {
-            let enforces = drivers[j.backend]
-                .as_ref()
-                .is_some_and(|d| d.caps.enforces_timeout);
-            spec.jobs.push(sched::JobSpec {
-                name: j.name.clone(),
-                priority: j.priority,
-                backend: j.backend as u32,
-                needs: j.needs.clone(),
-                when: match j.when {
-                    When::AllPassed => sched::When::AllPassed,
-                    When::AnyPassed => sched::When::AnyPassed,
-                    When::Always => sched::When::Always,
-                },
-                slots: j.cpus.max(1),
-                resources: j.resources.clone(),
-                timeout: if enforces { None } else { j.timeout.clone() },
-            });
-        }
-        let n = flow.jobs.len();
-        let mut counts = Counts::default();
-        counts.by_status[0] = n as u64;
-        let run_tag = format!(
-            "flowrun-{}-{}",
-            flow.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            std::process::id()
-        );
-        RunState {
-            sched: Scheduler::new(spec),
-            run_tag,
-            out,
-            drivers,
-            hub,
-            display: Display::new(opts.quiet),
-            counts,
-            records: vec![JobRecord::default(); n],
-            answered: vec![false; n],
-            ended: vec![false; n],
-            job_dir_owner,
-            interrupted: None,
-            started_us: now_us(),
-            tx: None,
-            pending_events: Vec::new(),
-            pending_submits: std::collections::VecDeque::new(),
-            clock: (Instant::now(), now_us()),
-            flow,
-        }
-    }
-
-    fn log_path(&self, job: usize) -> PathBuf {
-        self.out
-            .join("jobs")
-            .join(job_dir_name(&self.flow.jobs[job].name))
-            .join("output.log")
-    }
-
-    async fn drive(
-        &mut self,
-        mut rx: UnboundedReceiver<LoopMsg>,
-        mut signals: Signals,
-    ) -> DriveEnd {
-        // The loop keeps a sender for log-scan results; backends hold the others.
-        let (scan_tx, mut scan_rx) = unbounded_channel();
-        self.tx = Some(scan_tx);
-        if !self.hub.is_empty() {
-            let jobs = self
-                .flow
-                .jobs
-                .iter()
-                .map(|j| (j.name.clone(), self.flow.backends[j.backend].name.clone()))
-                .collect();
-            self.hub.publish(vec![RunEvent::RunStarted {
-                time_us: self.started_us,
-                flow: self.flow.name.clone(),
-                run_dir: self.out.clone(),
-                jobs,
-            }]);
-        }
-        self.clock = (Instant::now(), now_us());
-        self.sched.start(self.clock.0);
-        self.apply_actions();
-        let mut tick = tokio::time::interval(self.display.tick_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut buf = Vec::with_capacity(4096);
-        while !self.sched.is_done() {
-            let wake = self.sched.next_wakeup();
-            tokio::select! {
-                biased;
-                _ = signals.sigint.recv() => {
-                    if self.on_signal(Interrupt::Sigint) { return DriveEnd::Abandoned; }
-                }
-                _ = signals.sigterm.recv() => {
-                    if self.on_signal(Interrupt::Sigterm) { return DriveEnd::Abandoned; }
-                }
-                n = rx.recv_many(&mut buf, 4096) => {
-                    if n == 0 { break; }
-                    self.clock = (Instant::now(), now_us());
-                    for msg in buf.drain(..) { self.on_message(msg); }
-                }
-                Some(msg) = scan_rx.recv() => {
-                    self.clock = (Instant::now(), now_us());
-                    self.on_message(msg);
-                }
-                _ = sleep_until(wake), if wake.is_some() => {
-                    self.clock = (Instant::now(), now_us());
-                    self.sched.handle(Input::Tick, self.clock.0);
-                }
-                _ = tick.tick() => self.display.refresh(&self.counts),
-                // Queued submissions go out once the events above are drained.
-                _ = std::future::ready(()), if !self.pending_submits.is_empty() => {}
-            }
-            self.apply_actions();
-        }
-        DriveEnd::Done
-    }
-
-    /// Returns true when the run must end at once (a second signal).
-    fn on_signal(&mut self, sig: Interrupt) -> bool {
-        let second = self.interrupted.is_some();
-        self.interrupted = Some(sig);
-        self.pending_events.push(RunEvent::KillSignal {
-            time_us: now_us(),
-            signal: sig.name(),
-        });
-        if second {
-            self.display.message(&format!(
-                "flowrun: {} again: exiting now after a best-effort kill",
-                sig.name()
-            ));
-        } else {
-            self.display.message(&format!(
-                "flowrun: {}: starting nothing more, killing {} running job(s); {} again to exit at once",
-                sig.name(),
-                self.counts.get(Status::Running),
-                sig.name()
-            ));
-        }
-        self.clock = (Instant::now(), now_us());
-        self.sched.handle(Input::Interrupt(sig), self.clock.0);
-        // Submissions not yet handed to a backend never will be: to the core they come back
-        // as busy, which after an interrupt makes them "killed while queued".
-        for (_, jobs) in std::mem::take(&mut self.pending_submits) {
-            for job in jobs {
-                self.sched.handle(Input::Busy(job), self.clock.0);
-            }
-        }
-        second
-    }
-
-    fn on_message(&mut self, msg: LoopMsg) {
-        let now = self.clock.0;
-        match msg {
-            LoopMsg::Event(event) => self.on_backend_event(event, now),
-            LoopMsg::Judged(job, outcome, fail) => {
-                self.records[job as usize].fail = fail;
-                self.sched.handle(Input::Finished(job, outcome), now);
-            }
-        }
-    }
-
-    fn on_answers(
-        &mut self,
-        answers: impl IntoIterator<Item = (JobIx, SubmitReply)>,
-        now: Instant,
-    ) {
-        for (job, reply) in answers {
-            let j = job as usize;
-            if self.answered[j] {
-                continue; // an event already implied acceptance
-            }
-            self.answered[j] = true;
-            let input = match reply {
-                SubmitReply::Accepted => Input::Accepted(job),
-                SubmitReply::Busy => {
-                    self.answered[j] = false; // it will be submitted again
-                    Input::Busy(job)
-                }
-                SubmitReply::Rejected(e) => {
-                    self.records[j].started_at = 0; // it never started
-                    self.records[j].finished_at = self.clock.1;
-                    Input::Rejected(job, e)
-                }
-            };
-            self.sched.handle(input, now);
-        }
-    }
-
-    /// Feeds the acceptance a backend event implies when the event overtook the answer.
-    fn implied_accept(&mut self, job: JobIx, now: Instant) -> bool {
-        let j = job as usize;
-        if j >= self.answered.len() || self.sched.status(job) != Status::Running {
-            return false; // not ours, or no longer running: a stray event
-        }
-        if !self.answered[j] {
-            self.answered[j] = true;
-            self.sched.handle(Input::Accepted(job), now);
-        }
-        true
-    }
-
-    fn on_backend_event(&mut self, event: BackendEvent, now: Instant) {
-        match event {
-            BackendEvent::Started { job, interactive } => {
-                if !self.implied_accept(job, now) {
-                    return;
-                }
-                self.records[job as usize].started_at = self.clock.1;
-                if interactive {
-                    self.display.pause();
-                }
-                self.sched.handle(Input::Started(job), now);
-            }
-            BackendEvent::Lost { job, why } => {
-                if !self.implied_accept(job, now) || self.ended[job as usize] {
-                    return;
-                }
-                self.ended[job as usize] = true;
-                self.records[job as usize].finished_at = self.clock.1;
-                if self.flow.jobs[job as usize].interactive {
-                    self.display.resume();
-                }
-                self.sched.handle(Input::Lost(job, why), now);
-            }
-            BackendEvent::Finished {
-                job,
-                end,
-                detail,
-                logs,
-            } => {
-                let j = job as usize;
-                if !self.implied_accept(job, now) || self.ended[j] {
-                    return;
-                }
-                self.ended[j] = true;
-                let rec = &mut self.records[j];
-                rec.finished_at = self.clock.1;
-                if rec.started_at == 0 {
-                    rec.started_at = rec.finished_at;
-                }
-                if self.flow.jobs[j].interactive {
-                    self.display.resume();
-                }
-                if !logs.is_empty() {
-                    rec.logs = Some(Box::new(logs));
-                }
-                let judged = match end {
-                    JobEnd::Killed => Some(Outcome::Killed {
-                        reason: "killed by the backend".into(),
-                    }),
-                    JobEnd::Signaled(sig) => Some(Outcome::Failed {
-                        reason: format!("killed by signal {sig}{}", signal_name(sig)),
-                    }),
-                    JobEnd::Failed(reason, code) => {
-                        rec.exit_code = code;
-                        Some(Outcome::Failed { reason })
-                    }
-                    JobEnd::Exited(code) => {
-                        rec.exit_code = Some(code);
-                        match &self.flow.jobs[j].patterns {
-                            // The log is judged off the loop: a multi-gigabyte log must not
-                            // stall scheduling.
-                            Some(p) if !p.is_empty() => {
-                                let paths = match &rec.logs {
-                                    Some(l) => (**l).clone(),
-                                    None => vec![self.log_path(j)],
-                                };
-                                let patterns = p.clone();
-                                let tx = self
-                                    .tx
-                                    .clone()
-                                    .expect("the loop's sender exists while driving");
-                                tokio::task::spawn_blocking(move || {
-                                    let (outcome, fail) =
-                                        judge_log(code, &scan_logs(&paths, &patterns));
-                                    let _ = tx.send(LoopMsg::Judged(job, outcome, fail));
-                                });
-                                None
-                            }
-                            _ => Some(exit_outcome(code)),
-                        }
-                    }
-                };
-                let _ = detail;
-                if let Some(outcome) = judged {
-                    self.sched.handle(Input::Finished(job, outcome), now);
-                }
-            }
-        }
-    }
-
-    /// Carries out the core's actions and hands over one slice of the queued submissions; the
-    /// loop comes back for the next slice once the backends' events are drained.
-    fn apply_actions(&mut self) {
-        self.carry_out(); // may queue submissions
-        if self.submit_slice() {
-            self.carry_out(); // what the answers changed (rejections free slots, ...)
-        }
-        if !self.pending_events.is_empty() {
-            let events = std::mem::take(&mut self.pending_events);
-            self.hub.publish(events);
-        }
-    }
-
-    fn carry_out(&mut self) {
-        for action in self.sched.drain_actions() {
-            match action {
-                Action::Submit(b, jobs) => self.pending_submits.push_back((b as usize, jobs)),
-                Action::Kill(b, jobs) => {
-                    if let Some(d) = &self.drivers[b as usize] {
-                        d.kill(&jobs);
-                    }
-                }
-                Action::Status {
-                    job,
-                    old,
-                    new,
-                    reason,
-                } => self.on_status(job, old, new, reason),
-            }
-        }
-    }
-
-    /// Hands one slice of the oldest queued submission to its backend. Returns whether it did.
-    fn submit_slice(&mut self) -> bool {
-        let Some((b, mut jobs)) = self.pending_submits.pop_front() else {
-            return false;
-        };
-        let Some(driver) = self.drivers[b].clone() else {
-            return false;
-        };
-        let limit = driver.batch_limit();
-        if jobs.len() > limit {
-            let rest = jobs.split_off(limit);
-            self.pending_submits.push_front((b, rest));
-        }
-        let requests: Vec<JobRequest> = jobs.iter().map(|&j| self.request(j, b)).collect();
-        let replies = driver.submit(requests);
-        self.clock = (Instant::now(), now_us());
-        let now = self.clock.0;
-        self.on_answers(jobs.into_iter().zip(replies), now);
-        true
-    }
-
-    fn on_status(&mut self, job: JobIx, old: Status, new: Status, reason: String) {
-        let j = job as usize;
-        self.counts.shift(old, new);
-        let now = self.clock.1;
-        let rec = &mut self.records[j];
-        match new {
-            Status::Queued if rec.queued_at == 0 => rec.queued_at = now,
-            Status::Running => {}
-            s if s.is_terminal() && rec.finished_at == 0 && rec.started_at > 0 => {
-                rec.finished_at = now
-            }
-            _ => {}
-        }
-        if self.hub.is_empty() {
-            return;
-        }
-        let rec = &self.records[j];
-        let terminal = new.is_terminal();
-        let job_def = &self.flow.jobs[j];
-        self.pending_events
-            .push(RunEvent::JobStatus(JobStatusEvent {
-                time_us: now,
-                job: job_def.name.clone(),
-                backend: self.flow.backends[job_def.backend].name.clone(),
-                old,
-                new,
-                reason,
-                exit_code: if terminal { rec.exit_code } else { None },
-                duration_s: (terminal && rec.started_at > 0 && rec.finished_at >= rec.started_at)
-                    .then(|| (rec.finished_at - rec.started_at) as f64 / 1e6),
-                log: (terminal && rec.has_dir).then(|| self.log_path(j)),
-                fail_line: rec.fail.as_ref().map(|f| f.line),
-                fail_text: rec.fail.as_ref().map(|f| f.text.clone()),
-            }));
-    }
-
-    fn request(&mut self, job: JobIx, backend: usize) -> JobRequest {
-        let j = job as usize;
-        let def = &self.flow.jobs[j];
-        let job_dir = self.out.join("jobs").join(job_dir_name(&def.name));
-        match self.job_dir_owner[backend] {
-            _ if self.records[j].has_dir => {}
-            JobDirOwner::Host => {
-                // A failure surfaces when the backend cannot write the log; it must not stop
-                // the run.
-                if let Err(e) = std::fs::create_dir_all(&job_dir) {
-                    tracing::warn!("cannot create {}: {e}", job_dir.display());
-                }
-                self.records[j].has_dir = true;
-            }
-            JobDirOwner::Backend => self.records[j].has_dir = true,
-            JobDirOwner::Nobody => {}
-        }
-        self.records[j].started_at = self.clock.1;
-        JobRequest {
-            job,
-            name: def.name.clone(),
-            command: match &def.cmd {
-                Command::Shell(s) => JobCommand::Shell(s.clone()),
-                Command::Argv(v) => JobCommand::Argv(v.clone()),
-            },
-            cwd: def.cwd.clone().unwrap_or_else(|| job_dir.clone()),
-            env: def.env.clone(),
-            log_path: job_dir.join("output.log"),
-            job_dir,
-            run_dir: self.out.clone(),
-            run_tag: self.run_tag.clone(),
-            timeout_ms: def.timeout.as_ref().map(|t| t.0.as_millis() as u64),
-            cpus: def.cpus,
-            memory_mb: def.memory_mb,
-            resources: def
-                .resources
-                .iter()
-                .map(|(r, n)| (self.flow.resources[*r as usize].0.clone(), *n))
-                .collect(),
-            interactive: def.interactive,
-            attempt: 1,
-            attrs: def.attrs.clone(),
-        }
-    }
-
-    /// Writes results.json, tells the observers, prints the summary, picks the exit code.
-    fn finish(mut self, end: DriveEnd) -> Result<RunReport, Error> {
-        let finished_us = now_us();
-        let abandoned = matches!(end, DriveEnd::Abandoned);
-        let n = self.flow.jobs.len();
-        // After an abandoned run, whatever is not terminal was being killed.
-        let sig = self.interrupted.map(|s| s.name()).unwrap_or("SIGINT");
-        let fallback_running = format!("killed by {sig} while running");
-        let fallback_waiting = format!("run interrupted by {sig}");
-        let outcome = |i: usize| -> (Status, String) {
-            let s = self.sched.status(i as JobIx);
-            match s {
-                s if s.is_terminal() => (s, self.sched.reason(i as JobIx).to_string()),
-                Status::Running => (Status::Killed, fallback_running.clone()),
-                Status::Queued => (Status::Killed, "killed while queued".to_string()),
-                _ => (Status::Skipped, fallback_waiting.clone()),
-            }
-        };
-        let finals: Vec<(Status, String)> = (0..n).map(outcome).collect();
-        if abandoned {
-            for (i, (s, _)) in finals.iter().enumerate() {
-                let old = self.sched.status(i as JobIx);
-                if old != *s {
-                    self.counts.shift(old, *s);
-                }
-                if self.records[i].finished_at == 0 && self.records[i].started_at > 0 {
-                    self.records[i].finished_at = finished_us;
-                }
-            }
-        }
-        let out = self.out.clone();
-        let flow_ref = &self.flow;
-        let records = &self.records;
-        let outcome_fn = |i: usize| (finals[i].0, finals[i].1.as_str());
-        let log_of = |i: usize| {
-            out.join("jobs")
-                .join(job_dir_name(&flow_ref.jobs[i].name))
-                .join("output.log")
-        };
-        let t = Instant::now();
-        let results = records::write_results(
-            &out,
-            &records::ResultsInput {
-                flow: flow_ref,
-                started_us: self.started_us,
-                finished_us,
-                interrupted: self.interrupted.is_some(),
-                outcome: &outcome_fn,
-                records,
-                log_of: &log_of,
-            },
-        )
-        .map_err(|e| Error::Output(format!("{}: cannot write results.json: {e}", out.display())))?;
-        tracing::info!("results.json written: {:.3} s", t.elapsed().as_secs_f64());
-
-        let summary = Summary {
-            passed: self.counts.get(Status::Passed),
-            failed: self.counts.get(Status::Failed),
-            killed: self.counts.get(Status::Killed),
-            skipped: self.counts.get(Status::Skipped),
-            interrupted: self.interrupted.is_some(),
-            duration_s: (finished_us - self.started_us) as f64 / 1e6,
-            results_path: results.clone(),
-        };
-        self.pending_events.push(RunEvent::RunFinished {
-            time_us: finished_us,
-            summary,
-        });
-        let events = std::mem::take(&mut self.pending_events);
-        self.hub.publish(events);
-        let hub = std::mem::take(&mut self.hub);
-        for e in hub.finish() {
-            self.display.message(&format!("flowrun: {e}"));
-        }
-
-        let failures: Vec<(String, String, &'static str)> = finals
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, _))| *s != Status::Passed)
-            .map(|(i, (s, r))| {
-                (
-                    self.flow.jobs[i].name.clone(),
-                    r.clone(),
-                    records::status_name(*s),
-                )
-            })
-            .collect();
-        self.display.summary(
-            &self.counts,
-            &self.flow.name,
-            &failures,
-            &results.display().to_string(),
-        );
-
-        let exit_code = match self.interrupted {
-            Some(Interrupt::Sigint) => EXIT_SIGINT,
-            Some(Interrupt::Sigterm) => EXIT_SIGTERM,
-            None if failures.is_empty() => EXIT_PASSED,
-            None => EXIT_JOBS_FAILED,
-        };
-        // A million-job run holds hundreds of megabytes of small allocations; freeing them one
-        // by one just before the process exits takes longer than the scheduling did.
-        std::mem::forget(self);
-        Ok(RunReport { exit_code, results })
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn exit_outcome(code: i32) -> Outcome {
-    if code == 0 {
-        Outcome::Passed
-    } else {
-        Outcome::Failed {
-            reason: format!("exit code {code}"),
-        }
-    }
-}
-
-/// The verdict on a job that exited with `code` and whose log was scanned. A pattern failure
-/// gives the reason even when the exit code failed too.
-fn judge_log(code: i32, verdict: &LogVerdict) -> (Outcome, Option<Box<FailMatch>>) {
-    match verdict {
-        LogVerdict::Clean => (exit_outcome(code), None),
-        LogVerdict::FailMatched {
-            line,
-            text,
-            context,
-            ..
-        } => (
-            Outcome::Failed {
-                reason: format!("fail pattern matched at line {line}: {text}"),
-            },
-            Some(Box::new(FailMatch {
-                line: *line,
-                text: text.clone(),
-                context: context.clone(),
-            })),
-        ),
-        LogVerdict::PassMissing { pattern } => (
-            Outcome::Failed {
-                reason: format!("pass pattern never matched: {pattern}"),
-            },
-            None,
-        ),
-        LogVerdict::Unreadable(why) => (
-            Outcome::Failed {
-                reason: why.clone(),
-            },
-            None,
-        ),
-    }
-}
-
-fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| format!(" ({})", s.as_str()))
-        .unwrap_or_default()
-}
-
-/// The expanded plan, for `--dry-run`.
-pub fn plan(flow: &Flow) -> String {
-    let mut s = String::new();
-    for j in &flow.jobs {
-        let cmd = match &j.cmd {
-            Command::Shell(c) => c.clone(),
-            Command::Argv(v) => format!("{v:?}"),
-        };
-        let needs: Vec<&str> = j
-            .needs
-            .iter()
-            .map(|&d| flow.jobs[d as usize].name.as_str())
-            .collect();
-        s.push_str(&format!(
-            "{}  [backend {}, priority {}{}]  {}\n",
-            j.name,
-            flow.backends[j.backend].name,
-            j.priority,
-            if needs.is_empty() {
-                String::new()
-            } else {
-                format!(", needs {}", needs.join(" "))
-            },
-            cmd
-        ));
-    }
-    s.push_str(&format!("{} jobs\n", flow.jobs.len()));
-    s
-}
-
-/// The flow as a Graphviz DOT digraph (edges from a dependency to its dependent).
-pub fn graph(flow: &Flow) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut s = format!("digraph {} {{\n  rankdir=LR;\n", q(&flow.name));
-    for j in &flow.jobs {
-        s.push_str(&format!("  {};\n", q(&j.name)));
-    }
-    for j in &flow.jobs {
-        for &d in &j.needs {
-            s.push_str(&format!(
-                "  {} -> {};\n",
-                q(&flow.jobs[d as usize].name),
-                q(&j.name)
-            ));
-        }
-    }
-    s.push_str("}\n");
-    s
+    let report = summary::finish(state, out, end);
+    // Log scans still running after a second signal must not keep the process alive.
+    runtime.shutdown_background();
+    Ok(report)
 }

@@ -1,262 +1,282 @@
-//! What the run remembers of each job for results.json, and the writer of results.json.
-//! The schema is documented in docs/results.md.
+//! What the run remembers of each job, and [`Ledger::transition`]: the one place where every
+//! change of a job's status is recorded (times, counts, the observer event). A journal of the
+//! run (for resume) hooks in there; the facts backends report arrive through the other
+//! methods of [`Ledger`], only for inputs the core applied.
 
-use std::{
-    io::{BufWriter, Write},
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+use std::{path::PathBuf, sync::Arc};
+
+use crate::{
+    backend::{JobEnd, Usage},
+    flow::Flow,
+    observe::{JobStatusEvent, RunEvent},
+    outcome::FailMatch,
+    sched::{JobIx, Reason, Status},
 };
 
-use serde::Serialize;
-
-use crate::{flow::Flow, sched::Status};
-
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+/// Facts few jobs have, kept apart so that a million-job run stays small.
+#[derive(Debug, Default, Clone)]
+pub struct Extra {
+    /// A fail-pattern match.
+    pub fail: Option<FailMatch>,
+    /// Log files the backend wrote instead of the default one.
+    pub logs: Vec<PathBuf>,
+    /// The cluster's id of the job.
+    pub native_id: Option<Arc<str>>,
+    /// What the job used.
+    pub usage: Usage,
+    /// The backend's detail on the job's end, when it says more than the reason.
+    pub detail: Option<String>,
 }
 
-/// RFC 3339 UTC with microseconds, e.g. `2026-11-22T21:54:41.123456Z`.
-pub fn rfc3339_us(us: i64) -> String {
-    let mut buf = [0u8; TS_LEN];
-    Timestamps::default().format(us, &mut buf).to_string()
-}
-
-/// A second since the epoch and its `YYYY-MM-DDTHH:MM:SS.` text.
-type CachedSecond = (i64, [u8; 20]);
-
-const TS_LEN: usize = "2026-11-22T21:54:41.123456Z".len();
-
-/// Formats many timestamps fast: a results.json of a million jobs holds three million of them,
-/// and they fall into few distinct seconds, so the calendar part (done by the `time` crate) is
-/// computed once per second and only the microseconds are formatted per call.
-#[derive(Default)]
-pub struct Timestamps {
-    /// A few recent seconds: a job's queued, started and finished times alternate between
-    /// the run's start and the moment it ran.
-    cached: [std::cell::Cell<Option<CachedSecond>>; 4],
-}
-
-impl Timestamps {
-    /// Formats `us` (µs since the epoch) into `buf`.
-    pub fn format<'b>(&self, us: i64, buf: &'b mut [u8; TS_LEN]) -> &'b str {
-        let (secs, micros) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
-        let slot = &self.cached[secs.rem_euclid(4) as usize];
-        let prefix = match slot.get() {
-            Some((s, p)) if s == secs => p,
-            _ => {
-                let mut p = [b'0'; 20];
-                if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) {
-                    let text = format!(
-                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
-                        t.year(),
-                        t.month() as u8,
-                        t.day(),
-                        t.hour(),
-                        t.minute(),
-                        t.second()
-                    );
-                    p.copy_from_slice(&text.as_bytes()[..20]);
-                }
-                slot.set(Some((secs, p)));
-                p
-            }
-        };
-        buf[..20].copy_from_slice(&prefix);
-        let mut m = micros;
-        for i in (20..26).rev() {
-            buf[i] = b'0' + (m % 10) as u8;
-            m /= 10;
-        }
-        buf[26] = b'Z';
-        std::str::from_utf8(buf).expect("ASCII")
-    }
-}
-
-/// A timestamp field of results.json: null when it never happened.
-struct Ts<'a>(i64, &'a Timestamps);
-
-impl Serialize for Ts<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 > 0 {
-            let mut buf = [0u8; TS_LEN];
-            s.serialize_str(self.1.format(self.0, &mut buf))
-        } else {
-            s.serialize_none()
-        }
-    }
-}
-
-/// A fail-pattern match.
-#[derive(Debug, Clone)]
-pub struct FailMatch {
-    /// 1-based line number.
-    pub line: u64,
-    /// The line.
-    pub text: String,
-    /// Up to 4 lines after it.
-    pub context: Vec<String>,
-}
-
-/// Per-job facts gathered during the run (0 means "never happened" for times).
+/// Per-job facts gathered during the run (0 means "never happened" for times, in µs since the
+/// epoch).
 #[derive(Debug, Default, Clone)]
 pub struct JobRecord {
     /// Became queued.
     pub queued_at: i64,
     /// Started (the backend's STARTED event, else its submission).
     pub started_at: i64,
-    /// Ended.
+    /// Ended (the backend's event, else when the host decided).
     pub finished_at: i64,
     /// The exit code, when the job exited.
     pub exit_code: Option<i32>,
-    /// A fail-pattern match.
-    pub fail: Option<Box<FailMatch>>,
-    /// Log files the backend wrote instead of the default one.
-    pub logs: Option<Box<Vec<PathBuf>>>,
+    /// Attempts handed to a backend (the current one's number; 0 = never submitted).
+    pub attempt: u32,
     /// Whether the job's directory (and so its log) exists.
     pub has_dir: bool,
+    /// Everything else.
+    pub extra: Option<Box<Extra>>,
 }
 
-#[derive(Serialize)]
-struct Counts {
-    passed: u64,
-    failed: u64,
-    killed: u64,
-    skipped: u64,
-}
+impl JobRecord {
+    /// Seconds from start to end, when it ran.
+    pub fn duration_s(&self) -> Option<f64> {
+        (self.started_at > 0 && self.finished_at >= self.started_at)
+            .then(|| (self.finished_at - self.started_at) as f64 / 1e6)
+    }
 
-#[derive(Serialize)]
-struct JobOut<'a> {
-    name: &'a str,
-    status: &'static str,
-    reason: &'a str,
-    backend: &'a str,
-    exit_code: Option<i32>,
-    queued_at: Ts<'a>,
-    started_at: Ts<'a>,
-    finished_at: Ts<'a>,
-    duration_s: Option<f64>,
-    log: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fail_line: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fail_text: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fail_context: Option<&'a [String]>,
-}
-
-/// The name of a status in results.json.
-pub fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Scheduled => "scheduled",
-        Status::Queued => "queued",
-        Status::Running => "running",
-        Status::Passed => "passed",
-        Status::Failed => "failed",
-        Status::Killed => "killed",
-        Status::Skipped => "skipped",
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
     }
 }
 
-/// Everything results.json is written from.
-pub struct ResultsInput<'a> {
-    /// The flow.
-    pub flow: &'a Flow,
-    /// Start and end, µs since the epoch.
-    pub started_us: i64,
-    /// End.
-    pub finished_us: i64,
-    /// Interrupted by a signal.
-    pub interrupted: bool,
-    /// Final status and reason per job.
-    pub outcome: &'a dyn Fn(usize) -> (Status, &'a str),
-    /// Per-job facts.
-    pub records: &'a [JobRecord],
-    /// The default log path of a job.
-    pub log_of: &'a dyn Fn(usize) -> PathBuf,
+/// Counts per status, indexed by [`Status::index`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    /// Per status.
+    pub by_status: [u64; 7],
 }
 
-/// Writes `<dir>/results.json` (atomically: a temporary file, then a rename).
-pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<PathBuf> {
-    let path = dir.join("results.json");
-    let tmp = dir.join(".results.json.tmp");
-    let mut counts = Counts {
-        passed: 0,
-        failed: 0,
-        killed: 0,
-        skipped: 0,
-    };
-    for i in 0..input.flow.jobs.len() {
-        match (input.outcome)(i).0 {
-            Status::Passed => counts.passed += 1,
-            Status::Failed => counts.failed += 1,
-            Status::Killed => counts.killed += 1,
-            Status::Skipped => counts.skipped += 1,
-            _ => {}
+impl Counts {
+    /// Moves one job from `old` to `new`.
+    pub fn shift(&mut self, old: Status, new: Status) {
+        let o = old.index();
+        self.by_status[o] = self.by_status[o].saturating_sub(1);
+        self.by_status[new.index()] += 1;
+    }
+    /// The count of a status.
+    pub fn get(&self, s: Status) -> u64 {
+        self.by_status[s.index()]
+    }
+}
+
+/// A `resources` attribute text and the job shape (cpus, resources) it was built from.
+type ResourcesText = (u32, Vec<(u32, u64)>, Arc<str>);
+
+/// Names shared by the events of a run (so that building an event allocates nothing for them).
+struct EventNames {
+    jobs: Vec<Arc<str>>,
+    backends: Vec<Arc<str>>,
+    /// The last `resources` text and what it was built from: jobs of a matrix share it.
+    resources: Option<ResourcesText>,
+}
+
+/// The run's record of its jobs, and the events they produce.
+pub struct Ledger {
+    /// Per job.
+    pub records: Vec<JobRecord>,
+    /// Jobs per status.
+    pub counts: Counts,
+    /// Events waiting for the next publish; only built when someone observes.
+    pub events: Vec<RunEvent>,
+    names: Option<EventNames>,
+}
+
+impl Ledger {
+    /// A ledger of `flow`'s jobs, all Scheduled; `observed` says whether events are built.
+    pub fn new(flow: &Flow, observed: bool) -> Self {
+        let n = flow.jobs.len();
+        let mut counts = Counts::default();
+        counts.by_status[Status::Scheduled.index()] = n as u64;
+        Ledger {
+            records: vec![JobRecord::default(); n],
+            counts,
+            events: Vec::new(),
+            names: observed.then(|| EventNames {
+                jobs: flow
+                    .jobs
+                    .iter()
+                    .map(|j| Arc::from(j.name.as_str()))
+                    .collect(),
+                backends: flow
+                    .backends
+                    .iter()
+                    .map(|b| Arc::from(b.name.as_str()))
+                    .collect(),
+                resources: None,
+            }),
         }
     }
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-    let stamps = Timestamps::default();
-    let ts = |us: i64| Ts(us, &stamps);
-    write!(
-        w,
-        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"counts\": {},\n  \"jobs\": [",
-        serde_json::to_string(&input.flow.name)?,
-        serde_json::to_string(&ts(input.started_us))?,
-        serde_json::to_string(&ts(input.finished_us))?,
-        input.interrupted,
-        serde_json::to_string(&counts)?,
-    )?;
-    for (i, job) in input.flow.jobs.iter().enumerate() {
-        let (status, reason) = (input.outcome)(i);
-        let r = &input.records[i];
-        let log = match &r.logs {
-            Some(logs) if !logs.is_empty() => Some(logs[0].to_string_lossy().into_owned()),
-            _ if r.has_dir => Some((input.log_of)(i).to_string_lossy().into_owned()),
-            _ => None,
+
+    /// A job changed status, at `now_us`: the one place every change is recorded.
+    /// `log` gives the job's default log path (asked only for observed terminal changes).
+    pub fn transition(
+        &mut self,
+        flow: &Flow,
+        job: JobIx,
+        (old, new): (Status, Status),
+        reason: Option<&Reason>,
+        now_us: i64,
+        log: impl FnOnce() -> PathBuf,
+    ) {
+        let j = job as usize;
+        self.counts.shift(old, new);
+        let rec = &mut self.records[j];
+        match new {
+            Status::Queued => {
+                if rec.queued_at == 0 {
+                    rec.queued_at = now_us;
+                }
+                // Back from a busy backend: it has not started, and the next offer is the same
+                // attempt.
+                if old == Status::Running {
+                    rec.started_at = 0;
+                    rec.attempt = rec.attempt.saturating_sub(1);
+                }
+            }
+            Status::Running => {
+                rec.started_at = now_us;
+                rec.attempt += 1;
+            }
+            s if s.is_terminal() && rec.finished_at == 0 && rec.started_at > 0 => {
+                rec.finished_at = now_us
+            }
+            _ => {}
+        }
+        let Some(names) = &mut self.names else {
+            return;
         };
-        let out = JobOut {
-            name: &job.name,
-            status: status_name(status),
-            reason,
-            backend: &input.flow.backends[job.backend].name,
-            exit_code: r.exit_code,
-            queued_at: ts(r.queued_at),
-            started_at: ts(r.started_at),
-            finished_at: ts(r.finished_at),
-            duration_s: (r.started_at > 0 && r.finished_at >= r.started_at)
-                .then(|| (r.finished_at - r.started_at) as f64 / 1e6),
-            log,
-            fail_line: r.fail.as_ref().map(|f| f.line),
-            fail_text: r.fail.as_ref().map(|f| f.text.as_str()),
-            fail_context: r.fail.as_ref().map(|f| f.context.as_slice()),
-        };
-        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
-        serde_json::to_writer(&mut w, &out)?;
+        let rec = &self.records[j];
+        let def = &flow.jobs[j];
+        let terminal = new.is_terminal();
+        let extra = rec.extra.as_deref().filter(|_| terminal);
+        let resources = (new == Status::Running).then(|| match &names.resources {
+            Some((cpus, res, text)) if *cpus == def.cpus && *res == def.resources => text.clone(),
+            _ => {
+                let mut text = format!("cpus={}", def.cpus.max(1));
+                for &(r, n) in &def.resources {
+                    text.push_str(&format!(",{}={n}", flow.resources[r as usize].0));
+                }
+                let text: Arc<str> = text.into();
+                names.resources = Some((def.cpus, def.resources.clone(), text.clone()));
+                text
+            }
+        });
+        let fail = extra.and_then(|x| x.fail.as_ref());
+        self.events.push(RunEvent::JobStatus(JobStatusEvent {
+            time_us: now_us,
+            job_ix: job,
+            job: names.jobs[j].clone(),
+            backend: names.backends[def.backend].clone(),
+            attempt: rec.attempt.max(1),
+            old,
+            new,
+            reason: reason.map(|r| r.to_string()).unwrap_or_default(),
+            reason_kind: reason.map(Reason::kind),
+            exit_code: if terminal { rec.exit_code } else { None },
+            duration_s: if terminal { rec.duration_s() } else { None },
+            log: (terminal && rec.has_dir).then(|| match extra.and_then(|x| x.logs.first()) {
+                Some(first) => first.clone(),
+                None => log(),
+            }),
+            fail_line: fail.map(|f| f.line),
+            fail_text: fail.map(|f| f.text.clone()),
+            native_id: rec.extra.as_deref().and_then(|x| x.native_id.clone()),
+            resources,
+            cpu_s: extra.and_then(|x| x.usage.cpu_s),
+            max_rss_mb: extra.and_then(|x| x.usage.max_rss_mb),
+            detail: extra.and_then(|x| x.detail.clone()),
+        }));
     }
-    w.write_all(b"\n  ]\n}\n")?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+
+    /// The backend started the job at `time_us`.
+    pub fn started(&mut self, job: JobIx, time_us: i64, native_id: Option<String>) {
+        let rec = &mut self.records[job as usize];
+        rec.started_at = time_us;
+        if let Some(id) = native_id {
+            rec.extra().native_id = Some(id.into());
+        }
+    }
+
+    /// The backend reported the job's end at `time_us`, with what it knows of it.
+    pub fn ended(&mut self, job: JobIx, time_us: i64, end: &EndFacts) {
+        let rec = &mut self.records[job as usize];
+        rec.finished_at = time_us;
+        if rec.started_at == 0 {
+            rec.started_at = time_us;
+        }
+        rec.exit_code = end.end.exit_code();
+        let detail = match &end.end {
+            // The backend's reason is the job's reason already.
+            JobEnd::Failed(..) => None,
+            _ => Some(end.detail.trim()).filter(|d| !d.is_empty()),
+        };
+        let has_usage = end.usage != Usage::default();
+        if !end.logs.is_empty() || end.native_id.is_some() || has_usage || detail.is_some() {
+            let x = rec.extra();
+            x.logs = end.logs.clone();
+            if let Some(id) = &end.native_id {
+                x.native_id = Some(id.as_str().into());
+            }
+            x.usage = end.usage.clone();
+            x.detail = detail.map(str::to_string);
+        }
+    }
+
+    /// The backend lost the job at `time_us`.
+    pub fn lost(&mut self, job: JobIx, time_us: i64) {
+        self.records[job as usize].finished_at = time_us;
+    }
+
+    /// The backend refused the job at `time_us`: it never started.
+    pub fn rejected(&mut self, job: JobIx, time_us: i64) {
+        let rec = &mut self.records[job as usize];
+        rec.started_at = 0;
+        rec.finished_at = time_us;
+    }
+
+    /// The log's verdict named a failing line.
+    pub fn fail_matched(&mut self, job: JobIx, fail: FailMatch) {
+        self.records[job as usize].extra().fail = Some(fail);
+    }
+
+    /// Takes the events built so far.
+    pub fn take_events(&mut self) -> Vec<RunEvent> {
+        std::mem::take(&mut self.events)
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_microseconds() {
-        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339_us(1_795_391_681_123_456),
-            "2026-11-22T23:54:41.123456Z"
-        );
-        assert_eq!(
-            rfc3339_us(1_795_391_681_000_007),
-            "2026-11-22T23:54:41.000007Z"
-        );
-    }
+/// What a backend's FINISHED event says of the job.
+#[derive(Debug, Clone)]
+pub struct EndFacts {
+    /// How it ended.
+    pub end: JobEnd,
+    /// The backend's detail.
+    pub detail: String,
+    /// Log files written instead of the default one.
+    pub logs: Vec<PathBuf>,
+    /// The cluster's id.
+    pub native_id: Option<String>,
+    /// What it used.
+    pub usage: Usage,
 }

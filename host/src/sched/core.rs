@@ -4,54 +4,70 @@
 //!
 //! * Statuses go Scheduled -> Queued -> Running -> Passed | Failed | Killed, or straight to
 //!   Skipped / Killed for a job that never ran. Every change is reported as an
-//!   [`Action::Status`]; every job that did not pass carries a non-empty reason.
+//!   [`Action::Status`]; every job that did not pass carries a [`Reason`].
 //! * Dependencies: [`When::AllPassed`] jobs are skipped as soon as one dependency ends without
 //!   passing ("dependency failed: X", "dependency killed: X", "dependency skipped: X");
 //!   [`When::AnyPassed`] jobs wait for every dependency and are skipped when none passed ("no
 //!   dependency passed: a, b"); [`When::Always`] jobs run once every dependency ended. A job
 //!   without dependencies is ready at [`SchedulerApi::start`], whatever its `when`. Propagation
 //!   uses a worklist (no recursion), so arbitrarily long chains are linear.
-//! * Dispatch: ready jobs start in order of priority (higher first), then name (ascending), then
-//!   index. Jobs are grouped into classes of equal (backend, slots, resources); a class whose
-//!   head cannot start (backend cap full, resource short, backend in busy backoff) never holds
-//!   back other classes. Limits: the global `max_parallel` (running jobs), each backend's
-//!   `max_parallel` (sum of the `slots` of its running jobs) and each resource capacity (sum of
-//!   the amounts of running jobs). A job larger than its backend cap (or asking more of a
-//!   resource than its capacity) may still run alone, when that backend (resource) is idle, so
-//!   that it never deadlocks. A cap of 0 counts as 1.
+//! * Dispatch: ready jobs start in order of priority (higher first), then their order in the
+//!   flow. Jobs are grouped into classes of equal (backend, slots, resources); a class whose
+//!   head cannot start (backend cap full, resource short, backend in busy backoff, the
+//!   backend's batch full) never holds back other classes. Limits: the global `max_parallel`
+//!   (running jobs), each backend's `max_parallel` (sum of the `slots` of its running jobs) and
+//!   each resource capacity (sum of the amounts of running jobs). A job larger than its backend
+//!   cap (or asking more of a resource than its capacity) may still run alone, when that
+//!   backend (resource) is idle, so that it never deadlocks. A cap of 0 counts as 1.
 //! * Submits and kills are batched per backend until [`SchedulerApi::drain_actions`], which
 //!   returns the status actions in order, then one `Kill` per backend, then one `Submit` per
-//!   backend (in dispatch order).
+//!   backend (in dispatch order). A Submit holds at most the backend's `max_batch` jobs: the
+//!   next batch forms once answers come in, so no job is believed running while it waits
+//!   anywhere but in the core.
 //! * Answers: `Accepted` resets the backend's busy backoff; `Busy` puts the job back to Queued and
 //!   makes the backend back off (10 ms, doubling per consecutive busy answer up to 1 s; several
 //!   busy answers within one backoff window count once); `Rejected` fails the job; `Lost` fails
-//!   it.
+//!   it. Events may overtake answers: a start or an end of a job still in flight implies its
+//!   acceptance, and the answer that comes after is ignored. A second end of a job is ignored.
+//! * Judging: an end may carry its verdict (`Finished`) or announce it (`Ended`, then `Judged`
+//!   once the log is scanned); the job keeps its slot until the verdict.
 //! * Kills requested by the scheduler (the `Kill` input, a timeout, an interrupt) win: a job
 //!   that ends in any way after a kill request (finished, rejected, lost) ends Killed with the
-//!   kill reason, except a `Busy` answer, which makes it Killed "killed while queued". A kill
+//!   kill reason, except a `Busy` answer, which makes it Killed while queued. A kill
 //!   requested while the submission is in flight is sent once the backend accepts the job.
-//! * Timeouts start when the job is submitted; at the deadline the job is killed with "timed
-//!   out after TEXT".
-//! * Interrupt: nothing starts any more; running jobs get a kill ("killed by SIGINT while
-//!   running"), queued jobs are Killed "killed while queued", scheduled ones Skipped "run
-//!   interrupted by SIGINT". A second interrupt sends the kills again.
+//! * Deadlines: a timeout starts when the job is submitted; at the deadline the job is killed
+//!   with "timed out after TEXT". For a backend that enforces timeouts itself the deadline is
+//!   the timeout plus the host's margin (a backstop). Once a kill is sent, the backend has its
+//!   kill grace plus the margin to report the job's end; after that the core gives up on the
+//!   job: it fails "lost by backend B: did not report after kill (...)", its slot is free, and
+//!   whatever the backend says about it later is ignored.
+//! * Interrupt: nothing starts any more but `when = "always"` jobs (the cleanup people write
+//!   them for); running jobs get a kill ("killed by SIGINT while running"), queued jobs are
+//!   Killed "killed while queued", scheduled ones Skipped "run interrupted by SIGINT". Always
+//!   jobs are left to run once their dependencies end, each for at most the cleanup limit. A
+//!   second interrupt sends the kills again. [`Input::Abandon`] (the loop's answer to a second
+//!   signal) ends every job at once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::api::{
-    Action, BackendIx, Input, Interrupt, JobIx, Outcome, SchedSpec, SchedulerApi, Status, When,
+    Action, BackendIx, DependencyEnd, Input, Interrupt, JobIx, Outcome, Reason, SchedSpec,
+    SchedulerApi, Status, When,
 };
+use crate::flow::Job;
 
 /// The submission was emitted and not answered yet.
 const IN_FLIGHT: u8 = 1;
 /// The scheduler asked for a kill (the reason is in `reasons`).
 const KILL_REQ: u8 = 2;
-/// A Kill action was emitted.
+/// A Kill action was emitted (the job's deadline is now its kill deadline).
 const KILL_SENT: u8 = 4;
 /// At least one dependency passed.
 const DEP_PASSED: u8 = 8;
+/// The backend reported the job's end; the verdict is pending.
+const ENDED: u8 = 16;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -81,6 +97,11 @@ struct Backend {
     backoff: Duration,
     /// No submits before this.
     until: Option<Instant>,
+    max_batch: usize,
+    /// Added to a timeout when the backend enforces timeouts itself.
+    timeout_slack: Duration,
+    /// How long after a kill the core waits for the job's end.
+    kill_wait: Duration,
     submits: Vec<JobIx>,
     kills: Vec<JobIx>,
 }
@@ -94,7 +115,7 @@ pub struct Scheduler {
     status: Vec<Status>,
     flags: Vec<u8>,
     when: Vec<When>,
-    /// Position of the job in the order (priority desc, name asc, index asc).
+    /// Position of the job in the order (priority desc, index asc).
     rank: Vec<u32>,
     /// The job at each rank.
     by_rank: Vec<JobIx>,
@@ -104,14 +125,14 @@ pub struct Scheduler {
     /// Index into `timeouts`, or `NO_TIMEOUT`.
     timeout_ix: Vec<u32>,
     /// Terminal reasons; while running with `KILL_REQ`, the kill reason.
-    reasons: Vec<Option<Box<str>>>,
+    reasons: Vec<Option<Box<Reason>>>,
     /// Dependencies (CSR).
     deps_off: Vec<u32>,
     deps: Vec<JobIx>,
     /// Dependents (CSR).
     rdeps_off: Vec<u32>,
     rdeps: Vec<JobIx>,
-    /// Distinct timeouts.
+    /// Distinct timeouts; the last one is the cleanup limit after an interrupt.
     timeouts: Vec<(Duration, Box<str>)>,
     classes: Vec<Class>,
     backends: Vec<Backend>,
@@ -119,7 +140,8 @@ pub struct Scheduler {
     res_used: Vec<u64>,
     max_parallel: u64,
     running: u64,
-    /// Deadlines of running jobs (lazily cleaned against `deadline_of`).
+    /// Deadlines of running jobs, timeouts and kill deadlines alike (lazily cleaned against
+    /// `deadline_of`; `KILL_SENT` says which kind a job's deadline is).
     deadlines: BinaryHeap<Reverse<(Instant, JobIx)>>,
     deadline_of: HashMap<JobIx, Instant>,
     actions: Vec<Action>,
@@ -133,14 +155,6 @@ pub struct Scheduler {
 
 fn to_u32(n: usize, what: &str) -> u32 {
     u32::try_from(n).unwrap_or_else(|_| panic!("scheduler: too many {what} ({n})"))
-}
-
-fn non_empty(s: &str, default: &str) -> Box<str> {
-    if s.is_empty() {
-        default.into()
-    } else {
-        s.into()
-    }
 }
 
 impl Scheduler {
@@ -158,47 +172,45 @@ impl Scheduler {
         self.classes[self.class[j as usize] as usize].backend
     }
 
+    fn backend_name(&self, j: JobIx) -> Box<str> {
+        self.backends[self.backend_of(j) as usize].name.clone()
+    }
+
     fn now(&self) -> Instant {
         self.now.expect("scheduler: time is set by start/handle")
+    }
+
+    fn has(&self, j: JobIx, flag: u8) -> bool {
+        self.flags[j as usize] & flag != 0
     }
 
     /// Changes a job's status to a non-terminal one.
     fn set_status(&mut self, j: JobIx, new: Status) {
         let old = std::mem::replace(&mut self.status[j as usize], new);
-        self.actions.push(Action::Status {
-            job: j,
-            old,
-            new,
-            reason: String::new(),
-        });
+        self.actions.push(Action::Status { job: j, old, new });
     }
 
     /// Ends a job (releasing nothing: the caller did) and queues it for propagation.
-    fn end(&mut self, j: JobIx, new: Status, reason: Option<Box<str>>) {
+    fn end(&mut self, j: JobIx, new: Status, reason: Option<Reason>) {
         debug_assert!(new.is_terminal());
-        debug_assert!(new == Status::Passed || reason.as_deref().is_some_and(|r| !r.is_empty()));
+        debug_assert!((new == Status::Passed) == reason.is_none());
         let ju = j as usize;
         let old = std::mem::replace(&mut self.status[ju], new);
         debug_assert!(!old.is_terminal());
-        let text = reason.as_deref().map(String::from).unwrap_or_default();
-        self.reasons[ju] = reason;
-        self.flags[ju] &= !(IN_FLIGHT | KILL_REQ | KILL_SENT);
+        self.reasons[ju] = reason.map(Box::new);
+        self.flags[ju] &= !(IN_FLIGHT | KILL_REQ | KILL_SENT | ENDED);
         self.terminal += 1;
-        self.actions.push(Action::Status {
-            job: j,
-            old,
-            new,
-            reason: text,
-        });
+        self.actions.push(Action::Status { job: j, old, new });
         self.worklist.push(j);
     }
 
     /// A dependency-free or dependency-satisfied job becomes ready.
     fn make_ready(&mut self, j: JobIx) {
         if let Some(sig) = self.interrupted {
-            let r = format!("run interrupted by {}", sig.name());
-            self.end(j, Status::Skipped, Some(r.into()));
-            return;
+            if self.when[j as usize] != When::Always {
+                self.end(j, Status::Skipped, Some(Reason::InterruptedWaiting(sig)));
+                return;
+            }
         }
         self.set_status(j, Status::Queued);
         let c = self.class[j as usize] as usize;
@@ -225,28 +237,29 @@ impl Scheduler {
                 }
                 match self.when[du] {
                     When::AllPassed if st != Status::Passed => {
-                        let how = match st {
-                            Status::Failed => "failed",
-                            Status::Killed => "killed",
-                            _ => "skipped",
+                        let ended = match st {
+                            Status::Failed => DependencyEnd::Failed,
+                            Status::Killed => DependencyEnd::Killed,
+                            _ => DependencyEnd::Skipped,
                         };
-                        let r = format!("dependency {how}: {}", self.name(j));
-                        self.end(d, Status::Skipped, Some(r.into()));
+                        let job = self.name(j).into();
+                        self.end(d, Status::Skipped, Some(Reason::Dependency { ended, job }));
                     }
                     _ if self.remaining[du] > 0 => {}
                     When::AnyPassed if self.flags[du] & DEP_PASSED == 0 => {
                         let deps = self.deps_of(d);
-                        let mut r = String::from("no dependency passed: ");
+                        let mut names = String::new();
                         for (i, &x) in deps.iter().take(5).enumerate() {
                             if i > 0 {
-                                r.push_str(", ");
+                                names.push_str(", ");
                             }
-                            r.push_str(self.name(x));
+                            names.push_str(self.name(x));
                         }
                         if deps.len() > 5 {
-                            r.push_str(", ...");
+                            names.push_str(", ...");
                         }
-                        self.end(d, Status::Skipped, Some(r.into()));
+                        let r = Reason::NoDependencyPassed(names.into());
+                        self.end(d, Status::Skipped, Some(r));
                     }
                     _ => self.make_ready(d),
                 }
@@ -258,7 +271,7 @@ impl Scheduler {
     fn fits(&self, c: usize) -> bool {
         let cl = &self.classes[c];
         let b = &self.backends[cl.backend as usize];
-        if b.until.is_some() {
+        if b.until.is_some() || b.submits.len() >= b.max_batch {
             return false;
         }
         if let Some(cap) = b.cap {
@@ -285,8 +298,9 @@ impl Scheduler {
     }
 
     /// Starts queued jobs while the limits allow, best rank first among the classes that fit.
+    /// After an interrupt only `when = "always"` jobs are queued, so only they start.
     fn dispatch(&mut self) {
-        if self.interrupted.is_some() || !self.started {
+        if !self.started {
             return;
         }
         let mut cands = std::mem::take(&mut self.cands);
@@ -321,6 +335,7 @@ impl Scheduler {
 
     fn submit(&mut self, j: JobIx, c: usize, now: Instant) {
         let ju = j as usize;
+        debug_assert!(self.interrupted.is_none() || self.when[ju] == When::Always);
         self.set_status(j, Status::Running);
         self.flags[ju] |= IN_FLIGHT;
         self.running += 1;
@@ -331,12 +346,42 @@ impl Scheduler {
         let b = &mut self.backends[cl.backend as usize];
         b.used += cl.slots;
         b.submits.push(j);
+        let slack = b.timeout_slack;
         let t = self.timeout_ix[ju];
         if t != NO_TIMEOUT {
-            let at = now + self.timeouts[t as usize].0;
-            self.deadlines.push(Reverse((at, j)));
-            self.deadline_of.insert(j, at);
+            let (after, _) = &self.timeouts[t as usize];
+            // A timeout too large for the clock is no deadline at all.
+            if let Some(at) = now.checked_add(*after).and_then(|at| at.checked_add(slack)) {
+                self.set_deadline(j, at);
+            }
         }
+        if self.interrupted.is_some() {
+            self.limit_cleanup(j, now);
+        }
+    }
+
+    /// Bounds an `always` job that runs during an interrupt by the cleanup limit, when its own
+    /// timeout is longer.
+    fn limit_cleanup(&mut self, j: JobIx, now: Instant) {
+        let ju = j as usize;
+        let cleanup = to_u32(self.timeouts.len() - 1, "timeouts");
+        let own = self.timeout_ix[ju];
+        if own == NO_TIMEOUT || self.timeouts[own as usize].0 > self.timeouts[cleanup as usize].0 {
+            self.timeout_ix[ju] = cleanup;
+            if self.status[ju] == Status::Running && !self.has(j, KILL_SENT | ENDED) {
+                let at = now.checked_add(self.timeouts[cleanup as usize].0);
+                if let Some(at) = at {
+                    if self.deadline_of.get(&j).is_none_or(|&d| at < d) {
+                        self.set_deadline(j, at);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_deadline(&mut self, j: JobIx, at: Instant) {
+        self.deadlines.push(Reverse((at, j)));
+        self.deadline_of.insert(j, at);
     }
 
     /// Gives back what a running job holds.
@@ -349,39 +394,72 @@ impl Scheduler {
             self.res_used[r as usize] -= a;
         }
         self.backends[cl.backend as usize].used -= cl.slots;
-        if self.timeout_ix[ju] != NO_TIMEOUT {
+        if !self.deadline_of.is_empty() {
             self.deadline_of.remove(&j);
         }
     }
 
     /// The scheduler asks for the kill of a running job (once).
-    fn request_kill(&mut self, j: JobIx, reason: Box<str>) {
+    fn request_kill(&mut self, j: JobIx, reason: Reason) {
         let ju = j as usize;
-        if self.flags[ju] & KILL_REQ != 0 {
+        if self.flags[ju] & (KILL_REQ | ENDED) != 0 {
             return;
         }
         self.flags[ju] |= KILL_REQ;
-        self.reasons[ju] = Some(reason);
+        self.reasons[ju] = Some(Box::new(reason));
         if self.flags[ju] & IN_FLIGHT == 0 {
+            self.send_kill(j);
+        } else {
+            // Until the kill is sent there is nothing to wait for.
+            self.deadline_of.remove(&j);
+        }
+    }
+
+    /// Emits a kill and starts the kill deadline.
+    fn send_kill(&mut self, j: JobIx) {
+        self.flags[j as usize] |= KILL_SENT;
+        let bk = self.backend_of(j) as usize;
+        let b = &mut self.backends[bk];
+        b.kills.push(j);
+        let wait = b.kill_wait;
+        match self.now().checked_add(wait) {
+            Some(at) => self.set_deadline(j, at),
+            None => {
+                self.deadline_of.remove(&j);
+            }
+        }
+    }
+
+    /// The backend took the job: implied by a start or an end that overtook the answer.
+    fn accept(&mut self, j: JobIx, send_pending_kill: bool) {
+        let ju = j as usize;
+        if self.flags[ju] & IN_FLIGHT == 0 {
+            return;
+        }
+        self.flags[ju] &= !IN_FLIGHT;
+        let bk = self.backend_of(j) as usize;
+        let b = &mut self.backends[bk];
+        b.backoff = Duration::ZERO;
+        b.until = None;
+        if send_pending_kill && self.flags[ju] & KILL_REQ != 0 {
             self.send_kill(j);
         }
     }
 
-    fn send_kill(&mut self, j: JobIx) {
-        self.flags[j as usize] |= KILL_SENT;
-        let b = self.backend_of(j);
-        self.backends[b as usize].kills.push(j);
-    }
-
     /// A running job ended: with the kill reason if the scheduler asked for a kill.
-    fn end_running(&mut self, j: JobIx, new: Status, reason: Option<Box<str>>) {
+    fn end_running(&mut self, j: JobIx, outcome: Outcome) {
         self.release(j);
         let ju = j as usize;
         if self.flags[ju] & KILL_REQ != 0 {
-            let r = self.reasons[ju].take();
+            let r = self.reasons[ju].take().map(|r| *r);
             self.end(j, Status::Killed, r);
         } else {
-            self.end(j, new, reason);
+            let (st, r) = match outcome {
+                Outcome::Passed => (Status::Passed, None),
+                Outcome::Failed(r) => (Status::Failed, Some(r)),
+                Outcome::Killed(r) => (Status::Killed, Some(r)),
+            };
+            self.end(j, st, r);
         }
     }
 
@@ -390,7 +468,12 @@ impl Scheduler {
     }
 
     fn in_flight(&self, j: JobIx) -> bool {
-        self.is_running(j) && self.flags[j as usize] & IN_FLIGHT != 0
+        self.is_running(j) && self.has(j, IN_FLIGHT)
+    }
+
+    /// Running and its end not reported yet.
+    fn awaiting_end(&self, j: JobIx) -> bool {
+        self.is_running(j) && !self.has(j, ENDED)
     }
 
     fn expire_backoffs(&mut self, now: Instant) {
@@ -401,72 +484,140 @@ impl Scheduler {
         }
     }
 
-    fn expire_timeouts(&mut self, now: Instant) {
+    fn expire_deadlines(&mut self, now: Instant) {
         while let Some(&Reverse((at, j))) = self.deadlines.peek() {
             let live = self.deadline_of.get(&j) == Some(&at);
             if live && at > now {
                 break;
             }
             self.deadlines.pop();
-            if live {
-                self.deadline_of.remove(&j);
+            if !live {
+                continue;
+            }
+            self.deadline_of.remove(&j);
+            if self.has(j, KILL_SENT) {
+                self.give_up(j);
+            } else {
                 let text = &self.timeouts[self.timeout_ix[j as usize] as usize].1;
-                let r = format!("timed out after {text}");
-                self.request_kill(j, r.into());
+                let r = Reason::Timeout(text.clone());
+                self.request_kill(j, r);
             }
         }
     }
 
+    /// The backend did not report a killed job in time: the job fails as lost, and its slot
+    /// goes to the next job. Whatever the backend says about it later is ignored.
+    fn give_up(&mut self, j: JobIx) {
+        let ju = j as usize;
+        let kill = self.reasons[ju]
+            .take()
+            .unwrap_or_else(|| Box::new(Reason::Killed("killed".into())));
+        let b = &self.backends[self.backend_of(j) as usize];
+        let reason = Reason::KillUnconfirmed {
+            backend: b.name.clone(),
+            waited: b.kill_wait,
+            kill,
+        };
+        self.release(j);
+        self.end(j, Status::Failed, Some(reason));
+    }
+
+    /// Takes back the submissions not drained yet (never handed to a backend) that `keep`
+    /// does not keep: they end Killed while queued.
+    fn unsubmit(&mut self, sig: Interrupt, keep: impl Fn(&Self, JobIx) -> bool) {
+        for b in 0..self.backends.len() {
+            let pending = std::mem::take(&mut self.backends[b].submits);
+            let mut kept = Vec::new();
+            for j in pending {
+                if keep(self, j) {
+                    kept.push(j);
+                } else {
+                    self.release(j);
+                    self.end(j, Status::Killed, Some(Reason::InterruptedQueued(sig)));
+                }
+            }
+            self.backends[b].submits = kept;
+        }
+    }
+
     fn interrupt(&mut self, sig: Interrupt) {
-        let first = self.interrupted.is_none();
-        self.interrupted = Some(sig);
-        let skipped = format!("run interrupted by {}", sig.name());
-        let killed = format!("killed by {} while running", sig.name());
         let n = to_u32(self.status.len(), "jobs");
+        if self.interrupted.is_some() {
+            // A second interrupt sends the kills again.
+            for j in 0..n {
+                if self.is_running(j) && self.flags[j as usize] & (KILL_SENT | ENDED) == KILL_SENT {
+                    // The kill deadline keeps running from the first kill.
+                    let b = self.backend_of(j) as usize;
+                    self.backends[b].kills.push(j);
+                }
+            }
+            return;
+        }
+        self.interrupted = Some(sig);
+        let always = |s: &Self, j: JobIx| s.when[j as usize] == When::Always;
+        self.unsubmit(sig, always);
         // Scheduled ones first, so that none is skipped for a killed queued dependency instead.
         for j in 0..n {
+            if self.status[j as usize] == Status::Scheduled && !always(self, j) {
+                self.end(j, Status::Skipped, Some(Reason::InterruptedWaiting(sig)));
+            }
+        }
+        let now = self.now();
+        for j in 0..n {
+            match self.status[j as usize] {
+                Status::Running if always(self, j) => self.limit_cleanup(j, now),
+                _ if always(self, j) => {}
+                Status::Queued => self.end(j, Status::Killed, Some(Reason::InterruptedQueued(sig))),
+                Status::Running => self.request_kill(j, Reason::InterruptedRunning(sig)),
+                _ => {}
+            }
+        }
+        self.propagate();
+    }
+
+    fn abandon(&mut self, sig: Interrupt) {
+        let sig = *self.interrupted.get_or_insert(sig);
+        self.unsubmit(sig, |_, _| false);
+        let n = to_u32(self.status.len(), "jobs");
+        for j in 0..n {
             if self.status[j as usize] == Status::Scheduled {
-                self.end(j, Status::Skipped, Some(skipped.as_str().into()));
+                self.end(j, Status::Skipped, Some(Reason::InterruptedWaiting(sig)));
             }
         }
         for j in 0..n {
             let ju = j as usize;
             match self.status[ju] {
-                Status::Queued => self.end(j, Status::Killed, Some("killed while queued".into())),
+                Status::Queued => self.end(j, Status::Killed, Some(Reason::InterruptedQueued(sig))),
                 Status::Running => {
-                    if self.flags[ju] & KILL_REQ == 0 {
-                        self.request_kill(j, killed.as_str().into());
-                    } else if !first && self.flags[ju] & IN_FLIGHT == 0 {
-                        // A second interrupt sends the kills again.
-                        self.send_kill(j);
+                    if self.flags[ju] & ENDED == 0 {
+                        // Best effort: nobody waits for the answer.
+                        let b = self.backend_of(j) as usize;
+                        self.backends[b].kills.push(j);
                     }
+                    let reason = match self.reasons[ju].take() {
+                        Some(r) if self.flags[ju] & KILL_REQ != 0 => *r,
+                        _ => Reason::InterruptedRunning(sig),
+                    };
+                    self.release(j);
+                    self.end(j, Status::Killed, Some(reason));
                 }
                 _ => {}
             }
         }
-        // Every dependent is terminal by now: this only drains the worklist.
         self.propagate();
     }
 
-    fn on_input(&mut self, input: Input, now: Instant) {
+    fn on_input(&mut self, input: Input, now: Instant) -> bool {
         match input {
             Input::Accepted(j) => {
                 if !self.in_flight(j) {
-                    return;
+                    return false;
                 }
-                let ju = j as usize;
-                self.flags[ju] &= !IN_FLIGHT;
-                let bk = self.backend_of(j) as usize;
-                let b = &mut self.backends[bk];
-                b.backoff = Duration::ZERO;
-                b.until = None;
-                if self.flags[ju] & KILL_REQ != 0 {
-                    self.send_kill(j);
-                }
+                self.accept(j, true);
             }
             Input::Busy(j) => {
                 if !self.in_flight(j) {
-                    return;
+                    return false;
                 }
                 let ju = j as usize;
                 self.release(j);
@@ -481,7 +632,12 @@ impl Scheduler {
                     b.until = Some(now + b.backoff);
                 }
                 if self.flags[ju] & KILL_REQ != 0 {
-                    self.end(j, Status::Killed, Some("killed while queued".into()));
+                    let r = match self.reasons[ju].take().map(|r| *r) {
+                        Some(Reason::InterruptedRunning(sig)) => Reason::InterruptedQueued(sig),
+                        Some(r) => r,
+                        None => Reason::Killed("killed".into()),
+                    };
+                    self.end(j, Status::Killed, Some(r));
                 } else {
                     self.flags[ju] &= !IN_FLIGHT;
                     self.set_status(j, Status::Queued);
@@ -489,79 +645,93 @@ impl Scheduler {
                     self.classes[c].heap.push(Reverse(self.rank[ju]));
                 }
             }
-            Input::Rejected(j, err) => {
-                if !self.is_running(j) {
-                    return;
+            Input::Rejected(j, error) => {
+                if !self.in_flight(j) {
+                    return false;
                 }
-                let b = &self.backends[self.backend_of(j) as usize].name;
-                let r = format!("rejected by backend {b}: {err}");
-                self.end_running(j, Status::Failed, Some(r.into()));
-            }
-            Input::Started(_) => {}
-            Input::Finished(j, outcome) => {
-                if !self.is_running(j) {
-                    return;
-                }
-                let (st, r) = match outcome {
-                    Outcome::Passed => (Status::Passed, None),
-                    Outcome::Failed { reason } => {
-                        (Status::Failed, Some(non_empty(&reason, "failed")))
-                    }
-                    Outcome::Killed { reason } => {
-                        (Status::Killed, Some(non_empty(&reason, "killed")))
-                    }
+                let backend = self.backend_name(j);
+                let r = Reason::Rejected {
+                    backend,
+                    error: error.into(),
                 };
-                self.end_running(j, st, r);
+                self.end_running(j, Outcome::Failed(r));
+            }
+            Input::Started(j) => {
+                if !self.awaiting_end(j) {
+                    return false;
+                }
+                self.accept(j, true);
+            }
+            Input::Finished(j, outcome) => {
+                if !self.awaiting_end(j) {
+                    return false;
+                }
+                self.accept(j, false);
+                self.end_running(j, outcome);
+            }
+            Input::Ended(j) => {
+                if !self.awaiting_end(j) {
+                    return false;
+                }
+                self.accept(j, false);
+                self.flags[j as usize] |= ENDED;
+                // The end is in: no kill or timeout is due any more.
+                self.deadline_of.remove(&j);
+            }
+            Input::Judged(j, outcome) => {
+                if !self.is_running(j) || !self.has(j, ENDED) {
+                    return false;
+                }
+                self.end_running(j, outcome);
             }
             Input::Lost(j, why) => {
-                if !self.is_running(j) {
-                    return;
+                if !self.awaiting_end(j) {
+                    return false;
                 }
-                let b = &self.backends[self.backend_of(j) as usize].name;
-                let r = format!("lost by backend {b}: {why}");
-                self.end_running(j, Status::Failed, Some(r.into()));
+                self.accept(j, false);
+                let backend = self.backend_name(j);
+                let r = Reason::Lost {
+                    backend,
+                    why: why.into(),
+                };
+                self.end_running(j, Outcome::Failed(r));
             }
             Input::Kill(j, reason) => {
                 let Some(&st) = self.status.get(j as usize) else {
-                    return;
+                    return false;
                 };
-                let reason = non_empty(&reason, "killed");
                 match st {
                     Status::Scheduled | Status::Queued => self.end(j, Status::Killed, Some(reason)),
                     Status::Running => self.request_kill(j, reason),
-                    _ => {}
+                    _ => return false,
                 }
             }
             Input::Interrupt(sig) => self.interrupt(sig),
+            Input::Abandon(sig) => self.abandon(sig),
             Input::Tick => {}
         }
+        true
     }
 }
 
 impl SchedulerApi for Scheduler {
-    fn new(spec: SchedSpec) -> Self {
+    fn new(jobs: &[Job], spec: SchedSpec) -> Self {
         let SchedSpec {
-            jobs,
             backends,
             resources,
             max_parallel,
+            margin,
+            cleanup_limit,
         } = spec;
         let n = jobs.len();
         to_u32(n, "jobs");
 
-        // Order: priority desc, name asc, index asc.
-        // Keys inline (not behind `jobs[i]`) for cache locality; indices are distinct, so the
-        // unstable sort is deterministic.
-        let mut keys: Vec<(Reverse<i64>, &str, JobIx)> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (Reverse(j.priority), j.name.as_str(), i as JobIx))
-            .collect();
-        if !keys.is_sorted() {
-            keys.sort_unstable();
+        // Order: priority desc, then the flow's order (the job's index).
+        let mut by_rank: Vec<JobIx> = (0..n as JobIx).collect();
+        if jobs.windows(2).any(|w| w[0].priority < w[1].priority) {
+            // Stable: equal priorities keep the flow's order.
+            by_rank.sort_by_key(|&j| Reverse(jobs[j as usize].priority));
         }
-        let by_rank: Vec<JobIx> = keys.iter().map(|k| k.2).collect();
-        drop(keys);
         let mut rank = vec![0u32; n];
         for (r, &j) in by_rank.iter().enumerate() {
             rank[j as usize] = r as u32;
@@ -579,7 +749,8 @@ impl SchedulerApi for Scheduler {
         let mut classes: Vec<Class> = Vec::new();
         let mut class_ix: HashMap<ClassKey, u32> = HashMap::new();
         let mut timeouts: Vec<(Duration, Box<str>)> = Vec::new();
-        let mut timeout_of: HashMap<(Duration, String), u32> = HashMap::new();
+        let mut timeout_of: HashMap<&(Duration, String), u32> = HashMap::new();
+        let mut res: Vec<(u32, u64)> = Vec::new();
         name_off.push(0);
         deps_off.push(0);
         for job in jobs {
@@ -598,13 +769,13 @@ impl SchedulerApi for Scheduler {
             when.push(job.when);
             remaining.push(job.needs.len() as u32);
             assert!(
-                (job.backend as usize) < backends.len(),
+                job.backend < backends.len(),
                 "scheduler: job {} has unknown backend {}",
                 job.name,
                 job.backend
             );
-            let mut res = job.resources;
-            res.retain(|r| r.1 > 0);
+            res.clear();
+            res.extend(job.resources.iter().copied().filter(|r| r.1 > 0));
             res.sort_unstable();
             // Merge repeated resources.
             res.dedup_by(|b, a| {
@@ -620,34 +791,34 @@ impl SchedulerApi for Scheduler {
                     "scheduler: unknown resource {r}"
                 );
             }
-            let key = (job.backend, u64::from(job.slots.max(1)), res);
+            let backend = job.backend as BackendIx;
+            let slots = u64::from(job.cpus.max(1));
             let last = class.last().map(|&c: &u32| &classes[c as usize]);
-            let same_as_last = last.is_some_and(|l| {
-                (l.backend, l.slots, &*l.resources) == (key.0, key.1, key.2.as_slice())
-            });
+            let same_as_last = last
+                .is_some_and(|l| (l.backend, l.slots, &*l.resources) == (backend, slots, &res[..]));
             let found = if same_as_last {
                 class.last().copied()
             } else {
-                class_ix.get(&key).copied()
+                class_ix.get(&(backend, slots, res.clone())).copied()
             };
             let c = match found {
                 Some(c) => c,
                 None => {
                     let c = to_u32(classes.len(), "classes");
                     classes.push(Class {
-                        backend: key.0,
-                        slots: key.1,
-                        resources: key.2.clone().into_boxed_slice(),
+                        backend,
+                        slots,
+                        resources: res.clone().into_boxed_slice(),
                         heap: BinaryHeap::new(),
                     });
-                    class_ix.insert(key, c);
+                    class_ix.insert((backend, slots, res.clone()), c);
                     c
                 }
             };
             class.push(c);
-            timeout_ix.push(match job.timeout {
+            timeout_ix.push(match &job.timeout {
                 None => NO_TIMEOUT,
-                Some(t) => match timeout_of.get(&t) {
+                Some(t) => match timeout_of.get(t) {
                     Some(&i) => i,
                     None => {
                         let i = to_u32(timeouts.len(), "timeouts");
@@ -658,6 +829,15 @@ impl SchedulerApi for Scheduler {
                 },
             });
         }
+        drop(timeout_of);
+        timeouts.push((
+            cleanup_limit,
+            format!(
+                "{} (the limit for cleanup jobs after an interrupt)",
+                humantime::format_duration(cleanup_limit)
+            )
+            .into(),
+        ));
         // Dependents, in CSR form.
         let mut rdeps_off = Vec::with_capacity(n + 1);
         let mut acc = 0u32;
@@ -705,6 +885,13 @@ impl SchedulerApi for Scheduler {
                     used: 0,
                     backoff: Duration::ZERO,
                     until: None,
+                    max_batch: b.max_batch.max(1),
+                    timeout_slack: if b.enforces_timeout {
+                        margin
+                    } else {
+                        Duration::ZERO
+                    },
+                    kill_wait: b.kill_grace.saturating_add(margin),
                     submits: Vec::new(),
                     kills: Vec::new(),
                 })
@@ -749,13 +936,14 @@ impl SchedulerApi for Scheduler {
         self.dispatch();
     }
 
-    fn handle(&mut self, input: Input, now: Instant) {
+    fn handle(&mut self, input: Input, now: Instant) -> bool {
         self.now = Some(now);
         self.expire_backoffs(now);
-        self.on_input(input, now);
-        self.expire_timeouts(now);
+        let applied = self.on_input(input, now);
+        self.expire_deadlines(now);
         self.propagate();
         self.dispatch();
+        applied
     }
 
     fn drain_actions(&mut self) -> Vec<Action> {
@@ -776,15 +964,19 @@ impl SchedulerApi for Scheduler {
         out
     }
 
+    fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+            || self
+                .backends
+                .iter()
+                .any(|b| !b.kills.is_empty() || !b.submits.is_empty())
+    }
+
     fn next_wakeup(&self) -> Option<Instant> {
         if self.is_done() {
             return None;
         }
-        // After an interrupt nothing starts: backoffs no longer matter.
-        let backoff = match self.interrupted {
-            None => self.backends.iter().filter_map(|b| b.until).min(),
-            Some(_) => None,
-        };
+        let backoff = self.backends.iter().filter_map(|b| b.until).min();
         let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
         match (backoff, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -796,16 +988,20 @@ impl SchedulerApi for Scheduler {
         self.terminal == self.status.len()
     }
 
+    fn interrupted(&self) -> Option<Interrupt> {
+        self.interrupted
+    }
+
     fn status(&self, job: JobIx) -> Status {
         self.status[job as usize]
     }
 
-    fn reason(&self, job: JobIx) -> &str {
+    fn reason(&self, job: JobIx) -> Option<&Reason> {
         let ju = job as usize;
         if self.status[ju].is_terminal() {
-            self.reasons[ju].as_deref().unwrap_or("")
+            self.reasons[ju].as_deref()
         } else {
-            ""
+            None
         }
     }
 }

@@ -1,47 +1,100 @@
-//! Spec builders shared by the scheduler's tests and its benchmark
-//! (`host/examples/sched_bench.rs`).
+//! Flow fragments shared by the scheduler's tests, the run loop's tests and the scheduler's
+//! benchmark (`host/examples/sched_bench.rs`): jobs are the flow's own [`Job`]s, the rest a
+//! [`SchedSpec`].
 
-use super::{BackendSpec, JobSpec, SchedSpec, When};
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-/// A job named `name` on backend 0, no dependencies, one slot.
-pub fn job(name: &str) -> JobSpec {
-    JobSpec {
+use super::{BackendSpec, SchedSpec, Scheduler, SchedulerApi};
+use crate::flow::{Command, Job, Location, When};
+
+/// Jobs and what the scheduler is built from besides them.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// The jobs, as the flow loader would give them.
+    pub jobs: Vec<Job>,
+    /// Backends, resources, caps.
+    pub spec: SchedSpec,
+}
+
+impl Fixture {
+    /// A scheduler over the fixture.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(&self.jobs, self.spec.clone())
+    }
+}
+
+fn location() -> Location {
+    static FILE: OnceLock<Arc<Path>> = OnceLock::new();
+    Location {
+        file: FILE
+            .get_or_init(|| Arc::from(Path::new("fixture.toml")))
+            .clone(),
+        line: 1,
+        column: 1,
+    }
+}
+
+/// A job named `name` on backend 0 running `true`, no dependencies, one cpu.
+pub fn job(name: &str) -> Job {
+    Job {
         name: name.to_string(),
+        cmd: Command::Shell("true".into()),
+        cwd: None,
+        env: Vec::new(),
+        timeout: None,
         priority: 0,
         backend: 0,
         needs: Vec::new(),
         when: When::AllPassed,
-        slots: 1,
+        cpus: 1,
+        memory_mb: None,
         resources: Vec::new(),
-        timeout: None,
+        patterns: None,
+        interactive: false,
+        attrs: Vec::new(),
+        location: location(),
     }
 }
 
-/// A backend with an optional cap.
+/// A timeout of `ms` milliseconds, with its text.
+pub fn timeout_ms(ms: u64) -> Option<(Duration, String)> {
+    Some((Duration::from_millis(ms), format!("{ms}ms")))
+}
+
+/// A backend with an optional cap, batches of 1024, a kill grace of 1 s, not enforcing
+/// timeouts.
 pub fn backend(name: &str, cap: Option<u32>) -> BackendSpec {
     BackendSpec {
         name: name.to_string(),
         max_parallel: cap,
+        max_batch: 1024,
+        enforces_timeout: false,
+        kill_grace: Duration::from_secs(1),
     }
 }
 
-/// A spec of `jobs` on one uncapped backend named `local`.
-pub fn spec(jobs: Vec<JobSpec>) -> SchedSpec {
-    SchedSpec {
+/// A fixture of `jobs` on one uncapped backend named `local`.
+pub fn spec(jobs: Vec<Job>) -> Fixture {
+    Fixture {
         jobs,
-        backends: vec![backend("local", None)],
-        resources: Vec::new(),
-        max_parallel: None,
+        spec: SchedSpec {
+            backends: vec![backend("local", None)],
+            ..SchedSpec::default()
+        },
     }
 }
 
 /// `n` independent jobs.
-pub fn independent(n: usize) -> SchedSpec {
+pub fn independent(n: usize) -> Fixture {
     spec((0..n).map(|i| job(&format!("job{i:07}"))).collect())
 }
 
 /// A chain of `n` jobs, each needing the one before.
-pub fn chain(n: usize) -> SchedSpec {
+pub fn chain(n: usize) -> Fixture {
     spec(
         (0..n)
             .map(|i| {
@@ -56,7 +109,7 @@ pub fn chain(n: usize) -> SchedSpec {
 }
 
 /// One head, `n` jobs needing it, one tail needing them all.
-pub fn fan(n: usize) -> SchedSpec {
+pub fn fan(n: usize) -> Fixture {
     let mut jobs = vec![job("head")];
     for i in 0..n {
         let mut j = job(&format!("mid{i:07}"));
@@ -70,18 +123,18 @@ pub fn fan(n: usize) -> SchedSpec {
 }
 
 /// `n` independent jobs under a backend cap of 8.
-pub fn capped(n: usize) -> SchedSpec {
+pub fn capped(n: usize) -> Fixture {
     let mut s = independent(n);
-    s.backends[0].max_parallel = Some(8);
+    s.spec.backends[0].max_parallel = Some(8);
     s
 }
 
 /// `n` independent jobs each taking one of 8 licenses.
-pub fn resource_capped(n: usize) -> SchedSpec {
+pub fn resource_capped(n: usize) -> Fixture {
     let mut s = independent(n);
     for j in &mut s.jobs {
         j.resources = vec![(0, 1)];
     }
-    s.resources = vec![8];
+    s.spec.resources = vec![8];
     s
 }

@@ -1,15 +1,18 @@
-//! Property tests: random DAGs, priorities, caps, resources, outcomes and interrupts, driven by
-//! a simulated backend answering in random order, checked against a naive reference model
-//! rebuilt from the actions alone.
+//! Property tests: random DAGs, priorities, caps, batch limits, resources, outcomes,
+//! interrupts and abandons, driven by a simulated backend that answers in random order, lets
+//! events overtake answers, repeats ends, scans some logs before its verdict and ignores some
+//! kills; checked against a naive reference model rebuilt from the actions alone.
 
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::fixtures::job;
 use super::*;
+use crate::flow::Job;
 
 /// What the simulated backend does with a job.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Plan {
     Pass,
     Fail,
@@ -18,6 +21,10 @@ enum Plan {
     BusyThenPass(u8),
     Reject,
     Lose,
+    /// Ends, then the verdict comes after a log scan.
+    Judged,
+    /// Accepted, then nothing until killed; `true`: it ignores the kill too.
+    Hang(bool),
 }
 
 fn plan() -> impl Strategy<Value = Plan> {
@@ -28,26 +35,32 @@ fn plan() -> impl Strategy<Value = Plan> {
         1 => (1u8..4).prop_map(Plan::BusyThenPass),
         1 => Just(Plan::Reject),
         1 => Just(Plan::Lose),
+        2 => Just(Plan::Judged),
+        1 => any::<bool>().prop_map(Plan::Hang),
     ]
 }
 
 #[derive(Debug, Clone)]
 struct Case {
+    jobs: Vec<Job>,
     spec: SchedSpec,
     plans: Vec<Plan>,
     /// Interrupt after this many driver steps.
     interrupt_at: Option<u32>,
+    /// Abandon after this many steps.
+    abandon_at: Option<u32>,
     /// Random Kill inputs: (step, job).
     kills: Vec<(u32, u32)>,
     seed: u64,
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let backends = prop::collection::vec(prop::option::of(1u32..5), 1..4);
+    let backends =
+        prop::collection::vec((prop::option::of(1u32..5), 1usize..4, any::<bool>()), 1..4);
     let resources = prop::collection::vec(1u64..6, 0..3);
     let max_parallel = prop::option::of(1u32..7);
-    (backends, resources, max_parallel, 1usize..30).prop_flat_map(|(caps, res, max_parallel, n)| {
-        let nb = caps.len() as u32;
+    (backends, resources, max_parallel, 1usize..30).prop_flat_map(|(bes, res, max_parallel, n)| {
+        let nb = bes.len();
         let res2 = res.clone();
         let jobs = prop::collection::vec(
             (
@@ -65,29 +78,30 @@ fn case() -> impl Strategy<Value = Case> {
                     0..3,
                 ),
                 prop::option::of(1u64..300),
-                prop::sample::select(vec!["a", "b", "c"]),
             ),
             n,
         );
         let plans = prop::collection::vec(plan(), n);
         let interrupt_at = prop::option::weighted(0.3, 0u32..60);
+        let abandon_at = prop::option::weighted(0.15, 0u32..80);
         let kills = prop::collection::vec((0u32..80, 0..n as u32), 0..3);
         (
             jobs,
             plans,
             interrupt_at,
+            abandon_at,
             kills,
             any::<u64>(),
-            Just(caps),
+            Just(bes),
             Just(res2),
             Just(max_parallel),
         )
             .prop_map(
-                |(jobs, plans, interrupt_at, kills, seed, caps, res, max_parallel)| {
+                |(jobs, plans, interrupt_at, abandon_at, kills, seed, bes, res, max_parallel)| {
                     let jobs = jobs
                         .into_iter()
                         .enumerate()
-                        .map(|(i, (prio, be, needs, when, slots, rs, to, pre))| {
+                        .map(|(i, (prio, be, needs, when, cpus, rs, to))| {
                             let mut needs: Vec<u32> = if i == 0 {
                                 Vec::new()
                             } else {
@@ -113,36 +127,39 @@ fn case() -> impl Strategy<Value = Case> {
                                 v.dedup_by_key(|x| x.0);
                                 v
                             };
-                            JobSpec {
-                                // Short prefixes make ties in name order up to the index.
-                                name: format!("{pre}{}", i % 7),
-                                priority: prio,
-                                backend: be,
-                                needs,
-                                when,
-                                slots,
-                                resources,
-                                timeout: to
-                                    .map(|ms| (Duration::from_millis(ms), format!("{ms}ms"))),
-                            }
+                            let mut j = job(&format!("j{i}"));
+                            j.priority = prio;
+                            j.backend = be;
+                            j.needs = needs;
+                            j.when = when;
+                            j.cpus = cpus;
+                            j.resources = resources;
+                            j.timeout = to.map(|ms| (Duration::from_millis(ms), format!("{ms}ms")));
+                            j
                         })
                         .collect();
                     Case {
+                        jobs,
                         spec: SchedSpec {
-                            jobs,
-                            backends: caps
+                            backends: bes
                                 .iter()
                                 .enumerate()
-                                .map(|(i, &c)| BackendSpec {
+                                .map(|(i, &(cap, batch, enforces))| BackendSpec {
                                     name: format!("be{i}"),
-                                    max_parallel: c,
+                                    max_parallel: cap,
+                                    max_batch: batch,
+                                    enforces_timeout: enforces,
+                                    kill_grace: Duration::from_millis(50),
                                 })
                                 .collect(),
                             resources: res,
                             max_parallel,
+                            margin: Duration::from_millis(100),
+                            cleanup_limit: Duration::from_millis(500),
                         },
                         plans,
                         interrupt_at,
+                        abandon_at,
                         kills,
                         seed,
                     }
@@ -169,59 +186,58 @@ struct ModelBackend {
     count: u32,
     backoff_ms: u64,
     until: Option<Instant>,
+    /// Jobs started in the current drain (the batch being formed).
+    batch: usize,
 }
 
 /// The naive reference model, rebuilt from the actions.
 struct Model {
+    jobs: Vec<Job>,
     spec: SchedSpec,
     status: Vec<Status>,
     in_flight: Vec<bool>,
-    /// Rank by naive comparison.
+    /// Rank by naive comparison: priority desc, then the flow's order.
     rank: Vec<usize>,
     backends: Vec<ModelBackend>,
     res_used: Vec<u64>,
     running: u32,
     interrupted: bool,
+    abandoned: bool,
     started: bool,
 }
 
 impl Model {
-    fn new(spec: &SchedSpec) -> Model {
-        let n = spec.jobs.len();
+    fn new(c: &Case) -> Model {
+        let n = c.jobs.len();
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (&spec.jobs[a], &spec.jobs[b]);
-            (std::cmp::Reverse(x.priority), &x.name, a).cmp(&(
-                std::cmp::Reverse(y.priority),
-                &y.name,
-                b,
-            ))
-        });
+        order.sort_by_key(|&a| (std::cmp::Reverse(c.jobs[a].priority), a));
         let mut rank = vec![0; n];
         for (r, &j) in order.iter().enumerate() {
             rank[j] = r;
         }
         Model {
-            spec: spec.clone(),
+            jobs: c.jobs.clone(),
+            spec: c.spec.clone(),
             status: vec![Status::Scheduled; n],
             in_flight: vec![false; n],
             rank,
-            backends: vec![ModelBackend::default(); spec.backends.len()],
-            res_used: vec![0; spec.resources.len()],
+            backends: vec![ModelBackend::default(); c.spec.backends.len()],
+            res_used: vec![0; c.spec.resources.len()],
             running: 0,
             interrupted: false,
+            abandoned: false,
             started: false,
         }
     }
 
     fn slots(&self, j: usize) -> u64 {
-        u64::from(self.spec.jobs[j].slots.max(1))
+        u64::from(self.jobs[j].cpus.max(1))
     }
 
     /// Could job `j` start right now (naively)?
     fn fits(&self, j: usize) -> bool {
-        let job = &self.spec.jobs[j];
-        if self.interrupted {
+        let job = &self.jobs[j];
+        if self.abandoned || (self.interrupted && job.when != When::Always) {
             return false;
         }
         if let Some(m) = self.spec.max_parallel {
@@ -229,11 +245,12 @@ impl Model {
                 return false;
             }
         }
-        let b = &self.backends[job.backend as usize];
-        if b.until.is_some() {
+        let b = &self.backends[job.backend];
+        let bs = &self.spec.backends[job.backend];
+        if b.until.is_some() || b.batch >= bs.max_batch.max(1) {
             return false;
         }
-        if let Some(cap) = self.spec.backends[job.backend as usize].max_parallel {
+        if let Some(cap) = bs.max_parallel {
             if b.used > 0 && b.used + self.slots(j) > u64::from(cap) {
                 return false;
             }
@@ -243,7 +260,7 @@ impl Model {
             .all(|&(r, a)| self.res_used[r as usize] + a <= self.spec.resources[r as usize])
     }
 
-    /// Before the scheduler handles `input` at `now`: the backoff rule.
+    /// The backoff rule: an acceptance (said or implied) resets it, a busy answer grows it.
     fn before_input(&mut self, input: &Input, now: Instant) {
         for b in &mut self.backends {
             if b.until.is_some_and(|u| u <= now) {
@@ -251,14 +268,20 @@ impl Model {
             }
         }
         match *input {
-            Input::Accepted(j) if self.in_flight[j as usize] => {
-                let b = &mut self.backends[self.spec.jobs[j as usize].backend as usize];
+            Input::Accepted(j)
+            | Input::Started(j)
+            | Input::Finished(j, _)
+            | Input::Ended(j)
+            | Input::Lost(j, _)
+                if self.in_flight[j as usize] =>
+            {
+                let b = &mut self.backends[self.jobs[j as usize].backend];
                 b.backoff_ms = 0;
                 b.until = None;
                 self.in_flight[j as usize] = false;
             }
             Input::Busy(j) if self.in_flight[j as usize] => {
-                let b = &mut self.backends[self.spec.jobs[j as usize].backend as usize];
+                let b = &mut self.backends[self.jobs[j as usize].backend];
                 if b.until.is_none_or(|u| now >= u) {
                     b.backoff_ms = if b.backoff_ms == 0 {
                         10
@@ -269,14 +292,18 @@ impl Model {
                 }
             }
             Input::Interrupt(_) => self.interrupted = true,
+            Input::Abandon(_) => {
+                self.interrupted = true;
+                self.abandoned = true;
+            }
             _ => {}
         }
     }
 
     fn take(&mut self, j: usize, sign: bool) {
-        let job = &self.spec.jobs[j];
-        let slots = u64::from(job.slots.max(1));
-        let b = &mut self.backends[job.backend as usize];
+        let job = &self.jobs[j];
+        let slots = u64::from(job.cpus.max(1));
+        let b = &mut self.backends[job.backend];
         if sign {
             b.used += slots;
             b.count += 1;
@@ -316,15 +343,13 @@ impl Model {
     /// Applies the actions of one drain, checking every rule.
     fn apply(&mut self, actions: &[Action], s: &Scheduler) {
         let mut started: Vec<Vec<JobIx>> = vec![Vec::new(); self.spec.backends.len()];
+        for b in &mut self.backends {
+            b.batch = 0;
+        }
         let mut seen_batch = false;
         for a in actions {
             match a {
-                Action::Status {
-                    job,
-                    old,
-                    new,
-                    reason,
-                } => {
+                Action::Status { job, old, new } => {
                     assert!(!seen_batch, "status actions come before the batches");
                     let j = *job as usize;
                     assert_eq!(self.status[j], *old, "job {j}: old status");
@@ -336,20 +361,24 @@ impl Model {
                             | (Running, Queued | Passed | Failed | Killed)
                     );
                     assert!(ok, "job {j}: bad transition {old:?} -> {new:?}");
+                    let reason = s.reason(*job);
                     if new.is_terminal() && *new != Passed {
-                        assert!(!reason.is_empty(), "job {j}: empty reason for {new:?}");
-                        assert_eq!(s.reason(*job), reason);
-                    } else {
-                        assert!(reason.is_empty());
+                        assert!(reason.is_some(), "job {j}: no reason for {new:?}");
+                    } else if new.is_terminal() {
+                        assert!(reason.is_none());
                     }
-                    let deps = &self.spec.jobs[j].needs;
+                    let deps = &self.jobs[j].needs;
+                    let when = self.jobs[j].when;
                     let dst = |x: &u32| self.status[*x as usize];
                     match (old, new) {
                         (Scheduled, Queued) | (Queued, Running) => {
                             assert!(self.started);
-                            assert!(!self.interrupted, "job {j} readied/started after interrupt");
+                            assert!(
+                                !self.interrupted || when == When::Always,
+                                "job {j} readied/started after interrupt"
+                            );
                             assert!(deps.iter().all(|d| dst(d).is_terminal()));
-                            match self.spec.jobs[j].when {
+                            match when {
                                 When::AllPassed => assert!(deps.iter().all(|d| dst(d) == Passed)),
                                 When::AnyPassed => assert!(
                                     deps.is_empty() || deps.iter().any(|d| dst(d) == Passed)
@@ -358,8 +387,8 @@ impl Model {
                             }
                         }
                         (Scheduled, Skipped) => {
-                            let ok = self.interrupted
-                                || match self.spec.jobs[j].when {
+                            let ok = (self.interrupted && (when != When::Always || self.abandoned))
+                                || match when {
                                     When::AllPassed => deps
                                         .iter()
                                         .any(|d| dst(d).is_terminal() && dst(d) != Passed),
@@ -369,7 +398,7 @@ impl Model {
                                     }
                                     When::Always => false,
                                 };
-                            assert!(ok, "job {j} skipped wrongly: {reason}");
+                            assert!(ok, "job {j} skipped wrongly: {reason:?}");
                         }
                         _ => {}
                     }
@@ -386,7 +415,8 @@ impl Model {
                         assert!(self.fits(j), "job {j} started without fitting");
                         self.take(j, true);
                         self.in_flight[j] = true;
-                        started[self.spec.jobs[j].backend as usize].push(*job);
+                        self.backends[self.jobs[j].backend].batch += 1;
+                        started[self.jobs[j].backend].push(*job);
                     }
                     if *old == Running {
                         self.take(j, false);
@@ -397,6 +427,7 @@ impl Model {
                 }
                 Action::Submit(b, js) => {
                     seen_batch = true;
+                    assert!(js.len() <= self.spec.backends[*b as usize].max_batch.max(1));
                     assert_eq!(&started[*b as usize], js, "submit batch = dispatch order");
                     started[*b as usize].clear();
                 }
@@ -404,8 +435,13 @@ impl Model {
                     seen_batch = true;
                     assert!(!js.is_empty());
                     for &j in js {
-                        assert_eq!(self.spec.jobs[j as usize].backend, *b);
-                        assert_eq!(self.status[j as usize], Status::Running);
+                        assert_eq!(self.jobs[j as usize].backend, *b as usize);
+                        let st = self.status[j as usize];
+                        // A best-effort kill on abandon goes to jobs the core already ended.
+                        assert!(
+                            st == Status::Running || (self.abandoned && st == Status::Killed),
+                            "kill of a job {st:?}"
+                        );
                     }
                 }
             }
@@ -425,10 +461,24 @@ impl Model {
     }
 }
 
+/// The simulated backend's view of a job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sim {
+    Idle,
+    /// Submitted, no answer yet.
+    Pending,
+    /// Accepted (said or implied).
+    Accepted,
+    /// Ended, verdict pending.
+    Ended,
+    /// Its end was reported (it may be reported again, as a duplicate).
+    Done,
+}
+
 fn run_case(c: Case) {
-    let n = c.spec.jobs.len();
-    let mut s = Scheduler::new(c.spec.clone());
-    let mut m = Model::new(&c.spec);
+    let n = c.jobs.len();
+    let mut s = Scheduler::new(&c.jobs, c.spec.clone());
+    let mut m = Model::new(&c);
     let mut rng = Rng(c.seed | 1);
     let t0 = Instant::now();
     let mut now = t0;
@@ -440,113 +490,223 @@ fn run_case(c: Case) {
             _ => 0,
         })
         .collect();
-    let mut pending: Vec<JobIx> = Vec::new();
-    let mut accepted: Vec<JobIx> = Vec::new();
-    let mut killed_sent = vec![false; n];
+    let mut sim = vec![Sim::Idle; n];
+    let mut killed_at: Vec<Option<Instant>> = vec![None; n];
 
     m.started = true;
     s.start(now);
     let acts = s.drain_actions();
     m.apply(&acts, &s);
-    let absorb = |acts: &[Action], pending: &mut Vec<JobIx>, killed_sent: &mut Vec<bool>| {
-        for a in acts {
-            match a {
-                Action::Submit(_, js) => pending.extend_from_slice(js),
-                Action::Kill(_, js) => {
-                    for &j in js {
-                        killed_sent[j as usize] = true;
+    let absorb =
+        |acts: &[Action], sim: &mut Vec<Sim>, killed_at: &mut Vec<Option<Instant>>, now| {
+            for a in acts {
+                match a {
+                    Action::Submit(_, js) => {
+                        for &j in js {
+                            sim[j as usize] = Sim::Pending;
+                        }
                     }
+                    Action::Kill(_, js) => {
+                        for &j in js {
+                            killed_at[j as usize].get_or_insert(now);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
+        };
+    absorb(&acts, &mut sim, &mut killed_at, now);
+
+    let finish = |j: usize, killed: bool, rng: &mut Rng| -> Input {
+        let ju = j as JobIx;
+        match c.plans[j] {
+            Plan::Fail => Input::Finished(ju, Outcome::Failed(Reason::ExitCode(1))),
+            Plan::Kill => Input::Finished(ju, Outcome::Killed(Reason::Killed("oom".into()))),
+            Plan::Lose => Input::Lost(ju, "gone".into()),
+            _ if killed && rng.below(2) == 0 => {
+                Input::Finished(ju, Outcome::Killed(Reason::Killed("killed".into())))
+            }
+            _ => Input::Finished(ju, Outcome::Passed),
         }
     };
-    absorb(&acts, &mut pending, &mut killed_sent);
 
     let mut step = 0u32;
     while !s.is_done() {
         step += 1;
         assert!(step < 100_000, "run does not terminate");
-        // Drop jobs the scheduler has ended.
-        pending.retain(|&j| s.status(j) == Status::Running);
-        accepted.retain(|&j| s.status(j) == Status::Running);
-        let input = if c.interrupt_at.is_some_and(|k| step == k || step == k + 5) {
+        // Forget what the core has ended (its late events become duplicates).
+        for j in 0..n {
+            if s.status(j as JobIx).is_terminal()
+                && matches!(sim[j], Sim::Pending | Sim::Accepted | Sim::Ended)
+            {
+                sim[j] = Sim::Done;
+            } else if s.status(j as JobIx) == Status::Queued && sim[j] != Sim::Idle {
+                sim[j] = Sim::Idle;
+                killed_at[j] = None;
+            }
+        }
+        let pending: Vec<usize> = (0..n).filter(|&j| sim[j] == Sim::Pending).collect();
+        let movable: Vec<usize> = (0..n)
+            .filter(|&j| match (sim[j], c.plans[j]) {
+                (Sim::Accepted, Plan::Hang(ignores)) => killed_at[j].is_some() && !ignores,
+                (Sim::Accepted, _) | (Sim::Ended, _) => true,
+                _ => false,
+            })
+            .collect();
+        // Jobs whose end was reported: any further end is a duplicate.
+        let done: Vec<usize> = (0..n)
+            .filter(|&j| matches!(sim[j], Sim::Done | Sim::Ended))
+            .collect();
+        let duplicate;
+        let input = if c.abandon_at == Some(step) {
+            duplicate = false;
+            Input::Abandon(Interrupt::Sigint)
+        } else if c.interrupt_at.is_some_and(|k| step == k || step == k + 5) {
+            duplicate = false;
             Input::Interrupt(if rng.below(2) == 0 {
                 Interrupt::Sigint
             } else {
-                Interrupt::Sigterm
+                Interrupt::Sighup
             })
         } else if let Some(&(_, j)) = c.kills.iter().find(|k| k.0 == step) {
-            Input::Kill(j, "user kill".into())
+            duplicate = false;
+            Input::Kill(j, Reason::Killed("user kill".into()))
         } else {
-            let choices = pending.len() + accepted.len();
+            let choices = pending.len() + movable.len() + done.len().min(2);
             let r = rng.below(choices + 2);
             if r < pending.len() {
-                let j = pending.swap_remove(r);
-                let ju = j as usize;
-                if busy_left[ju] > 0 {
-                    busy_left[ju] -= 1;
-                    Input::Busy(j)
-                } else if matches!(c.plans[ju], Plan::Reject) {
-                    Input::Rejected(j, "no".into())
+                duplicate = false;
+                let j = pending[r];
+                if busy_left[j] > 0 {
+                    busy_left[j] -= 1;
+                    sim[j] = Sim::Idle;
+                    Input::Busy(j as JobIx)
+                } else if matches!(c.plans[j], Plan::Reject) {
+                    sim[j] = Sim::Done;
+                    Input::Rejected(j as JobIx, "no".into())
                 } else {
-                    accepted.push(j);
-                    Input::Accepted(j)
+                    // Sometimes the start or the end overtakes the answer.
+                    sim[j] = Sim::Accepted;
+                    match rng.below(4) {
+                        0 => Input::Started(j as JobIx),
+                        1 if !matches!(c.plans[j], Plan::Hang(_) | Plan::Judged) => {
+                            sim[j] = Sim::Done;
+                            finish(j, false, &mut rng)
+                        }
+                        _ => Input::Accepted(j as JobIx),
+                    }
+                }
+            } else if r < pending.len() + movable.len() {
+                duplicate = false;
+                let j = movable[r - pending.len()];
+                let killed = killed_at[j].is_some();
+                match (sim[j], c.plans[j]) {
+                    (Sim::Ended, _) => {
+                        sim[j] = Sim::Done;
+                        let o = if rng.below(3) == 0 {
+                            Outcome::Failed(Reason::PassMissing {
+                                pattern: "x".into(),
+                            })
+                        } else {
+                            Outcome::Passed
+                        };
+                        Input::Judged(j as JobIx, o)
+                    }
+                    (_, Plan::Judged) if !killed || rng.below(2) == 0 => {
+                        sim[j] = Sim::Ended;
+                        Input::Ended(j as JobIx)
+                    }
+                    (_, Plan::Hang(_)) => {
+                        sim[j] = Sim::Done;
+                        Input::Finished(j as JobIx, Outcome::Killed(Reason::Killed("k".into())))
+                    }
+                    _ => {
+                        sim[j] = Sim::Done;
+                        finish(j, killed, &mut rng)
+                    }
                 }
             } else if r < choices {
-                let j = accepted.swap_remove(r - pending.len());
-                let ju = j as usize;
-                match c.plans[ju] {
-                    Plan::Fail => Input::Finished(
-                        j,
-                        Outcome::Failed {
-                            reason: "exit 1".into(),
-                        },
-                    ),
-                    Plan::Kill => Input::Finished(
-                        j,
-                        Outcome::Killed {
-                            reason: "oom".into(),
-                        },
-                    ),
-                    Plan::Lose => Input::Lost(j, "gone".into()),
-                    _ if killed_sent[ju] && rng.below(2) == 0 => Input::Finished(
-                        j,
-                        Outcome::Killed {
-                            reason: String::new(),
-                        },
-                    ),
+                // A duplicate end, or an answer after the end.
+                duplicate = true;
+                let j = done[rng.below(done.len())];
+                let ended = sim[j] == Sim::Ended;
+                let j = j as JobIx;
+                match rng.below(5) {
+                    0 => Input::Lost(j, "again".into()),
+                    1 => Input::Accepted(j),
+                    2 if ended => Input::Ended(j),
+                    2 => Input::Judged(j, Outcome::Passed),
+                    3 => Input::Started(j),
                     _ => Input::Finished(j, Outcome::Passed),
                 }
             } else {
-                if choices == 0 {
-                    // Nothing in flight: the scheduler must ask for a wakeup.
-                    let w = s.next_wakeup().expect("stuck: nothing running, no wakeup");
-                    now = now.max(w);
+                duplicate = false;
+                if pending.is_empty() && movable.is_empty() {
+                    // Nothing to answer: time must bring the next thing, or a user gives up.
+                    match s.next_wakeup() {
+                        Some(w) => now = now.max(w),
+                        None if m.interrupted => {
+                            let wait = s.next_wakeup();
+                            panic!("stuck after an interrupt: wakeup {wait:?}");
+                        }
+                        None => {
+                            m.before_input(&Input::Interrupt(Interrupt::Sigterm), now);
+                            s.handle(Input::Interrupt(Interrupt::Sigterm), now);
+                            let acts = s.drain_actions();
+                            m.apply(&acts, &s);
+                            absorb(&acts, &mut sim, &mut killed_at, now);
+                            continue;
+                        }
+                    }
                 } else {
                     now += Duration::from_millis(rng.below(40) as u64);
                 }
                 Input::Tick
             }
         };
-        if let Input::Started(_) = input {
-            unreachable!()
-        }
+        let before: Vec<Status> = (0..n).map(|j| s.status(j as JobIx)).collect();
         m.before_input(&input, now);
-        s.handle(input, now);
+        let applied = s.handle(input.clone(), now);
         if let Some(w) = s.next_wakeup() {
             assert!(w > now, "next_wakeup in the past: would spin");
         }
         let acts = s.drain_actions();
+        if duplicate {
+            assert!(!applied, "a duplicate was applied: {input:?}");
+            // Only the next batch may go out (it waits for an input after a full one).
+            for (j, &b) in before.iter().enumerate() {
+                let a = s.status(j as JobIx);
+                assert!(
+                    b == a || (b, a) == (Status::Queued, Status::Running),
+                    "a duplicate changed job {j}: {input:?}: {b:?} -> {a:?}"
+                );
+            }
+        }
+        // A job given up on had its kill long enough ago.
+        for a in &acts {
+            if let Action::Status {
+                job,
+                new: Status::Failed,
+                ..
+            } = a
+            {
+                if let Some(Reason::KillUnconfirmed { waited, .. }) = s.reason(*job) {
+                    let sent = killed_at[*job as usize].expect("given up without a kill");
+                    assert!(now >= sent + *waited, "gave up too early");
+                    let b = &c.spec.backends[c.jobs[*job as usize].backend];
+                    assert_eq!(*waited, b.kill_grace + c.spec.margin);
+                }
+            }
+        }
         m.apply(&acts, &s);
-        absorb(&acts, &mut pending, &mut killed_sent);
+        absorb(&acts, &mut sim, &mut killed_at, now);
     }
     for j in 0..n as u32 {
         let st = s.status(j);
         assert!(st.is_terminal());
         assert_eq!(st, m.status[j as usize]);
         if st != Status::Passed {
-            assert!(!s.reason(j).is_empty());
+            assert!(s.reason(j).is_some());
         }
     }
     assert_eq!(m.running, 0);

@@ -15,10 +15,10 @@ struct H {
 }
 
 impl H {
-    fn new(spec: SchedSpec) -> H {
+    fn new(f: Fixture) -> H {
         let t0 = Instant::now();
         H {
-            s: Scheduler::new(spec),
+            s: f.scheduler(),
             t0,
             now: t0,
         }
@@ -40,8 +40,26 @@ impl H {
     fn st(&self, j: JobIx) -> Status {
         self.s.status(j)
     }
-    fn why(&self, j: JobIx) -> &str {
-        self.s.reason(j)
+    fn why(&self, j: JobIx) -> String {
+        self.s.reason(j).map(|r| r.to_string()).unwrap_or_default()
+    }
+    /// The status changes among `a`, each with its reason as text.
+    fn statuses(&self, a: &[Action]) -> Vec<(JobIx, Status, Status, String)> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Status { job, old, new } => Some((
+                    *job,
+                    *old,
+                    *new,
+                    if new.is_terminal() {
+                        self.why(*job)
+                    } else {
+                        String::new()
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -67,18 +85,8 @@ fn kills(a: &[Action]) -> Vec<(BackendIx, Vec<JobIx>)> {
         .collect()
 }
 
-fn statuses(a: &[Action]) -> Vec<(JobIx, Status, Status, String)> {
-    a.iter()
-        .filter_map(|a| match a {
-            Action::Status {
-                job,
-                old,
-                new,
-                reason,
-            } => Some((*job, *old, *new, reason.clone())),
-            _ => None,
-        })
-        .collect()
+fn text(s: &Scheduler, j: JobIx) -> String {
+    s.reason(j).map(|r| r.to_string()).unwrap_or_default()
 }
 
 fn passed() -> Outcome {
@@ -86,7 +94,15 @@ fn passed() -> Outcome {
 }
 
 fn failed(r: &str) -> Outcome {
-    Outcome::Failed { reason: r.into() }
+    Outcome::Failed(Reason::Backend(r.into()))
+}
+
+fn killed(r: &str) -> Outcome {
+    Outcome::Killed(Reason::Killed(r.into()))
+}
+
+fn kill(j: JobIx, r: &str) -> Input {
+    Input::Kill(j, Reason::Killed(r.into()))
 }
 
 /// Accepts then finishes `j` with `o`, returning the actions.
@@ -104,7 +120,7 @@ fn simple_chain_passes_with_status_path() {
     assert_eq!(h.st(0), Status::Scheduled);
     let a = h.start();
     assert_eq!(
-        statuses(&a),
+        h.statuses(&a),
         vec![
             (0, Status::Scheduled, Status::Queued, String::new()),
             (0, Status::Queued, Status::Running, String::new()),
@@ -113,7 +129,7 @@ fn simple_chain_passes_with_status_path() {
     assert_eq!(submits(&a), vec![(0, vec![0])]);
     let a = accept_finish(&mut h, 0, passed());
     assert_eq!(
-        statuses(&a),
+        h.statuses(&a),
         vec![
             (0, Status::Running, Status::Passed, String::new()),
             (1, Status::Scheduled, Status::Queued, String::new()),
@@ -147,12 +163,7 @@ fn all_passed_dependency_reasons() {
     assert_eq!(h.st(4), Status::Skipped);
     assert_eq!(h.why(4), "dependency skipped: b");
     h.feed(Input::Accepted(2));
-    h.feed(Input::Finished(
-        2,
-        Outcome::Killed {
-            reason: "oom".into(),
-        },
-    ));
+    h.feed(Input::Finished(2, killed("oom")));
     assert_eq!(h.st(2), Status::Killed);
     assert_eq!(h.why(2), "oom");
     assert_eq!(h.why(3), "dependency killed: c");
@@ -168,7 +179,7 @@ fn all_passed_skips_at_once_without_waiting_for_other_deps() {
     let a = accept_finish(&mut h, 0, failed("x"));
     assert_eq!(h.st(2), Status::Skipped);
     assert_eq!(h.why(2), "dependency failed: a");
-    assert!(statuses(&a).contains(&(
+    assert!(h.statuses(&a).contains(&(
         2,
         Status::Scheduled,
         Status::Skipped,
@@ -206,7 +217,7 @@ fn any_passed_and_always() {
 
 #[test]
 fn any_passed_none_passed_lists_up_to_five() {
-    let mut jobs: Vec<JobSpec> = ["a", "b", "c", "d", "e", "f", "g"]
+    let mut jobs: Vec<crate::flow::Job> = ["a", "b", "c", "d", "e", "f", "g"]
         .iter()
         .map(|n| job(n))
         .collect();
@@ -231,7 +242,7 @@ fn any_passed_none_passed_lists_up_to_five() {
 }
 
 #[test]
-fn priority_order_with_ties_by_name() {
+fn priority_order_with_ties_in_the_flows_order() {
     let mut jobs = Vec::new();
     for (n, p) in [("d", 0), ("c", 5), ("b", 0), ("a", -1), ("e", 5)] {
         let mut j = job(n);
@@ -239,15 +250,15 @@ fn priority_order_with_ties_by_name() {
         jobs.push(j);
     }
     let mut s = spec(jobs);
-    s.backends[0].max_parallel = Some(1);
+    s.spec.backends[0].max_parallel = Some(1);
     let mut h = H::new(s);
     let mut order = submitted(&h.start());
     while order.len() < 5 {
         let last = *order.last().unwrap();
         order.extend(submitted(&accept_finish(&mut h, last, passed())));
     }
-    // c(5), e(5), b(0), d(0), a(-1).
-    assert_eq!(order, vec![1, 4, 2, 0, 3]);
+    // c(5), e(5), d(0), b(0), a(-1): equal priorities start as the flow lists them.
+    assert_eq!(order, vec![1, 4, 0, 2, 3]);
 }
 
 #[test]
@@ -261,7 +272,7 @@ fn blocked_job_does_not_hold_back_other_backends() {
     let mut lo = job("lo");
     lo.backend = 1;
     let mut s = spec(vec![a, hi, lo]);
-    s.backends = vec![backend("b0", Some(1)), backend("b1", None)];
+    s.spec.backends = vec![backend("b0", Some(1)), backend("b1", None)];
     let mut h = H::new(s);
     let a = h.start();
     assert_eq!(submits(&a), vec![(0, vec![0]), (1, vec![2])]);
@@ -283,11 +294,11 @@ fn blocked_resource_job_does_not_hold_back_smaller_ones() {
     let mut small = job("small");
     small.resources = vec![(0, 1)];
     let mut s = spec(vec![a, big, small, job("free")]);
-    s.resources = vec![4];
+    s.spec.resources = vec![4];
     let mut h = H::new(s);
     let a = h.start();
-    // a (priority 10), then free and small (priority 0, by name).
-    assert_eq!(submitted(&a), vec![0, 3, 2]);
+    // a (priority 10), then small and free (priority 0, in the flow's order).
+    assert_eq!(submitted(&a), vec![0, 2, 3]);
     let a = accept_finish(&mut h, 0, passed());
     assert_eq!(submitted(&a), vec![1]);
 }
@@ -296,12 +307,12 @@ fn blocked_resource_job_does_not_hold_back_smaller_ones() {
 fn backend_cap_counts_slots_and_big_job_runs_alone() {
     let mut big = job("big");
     big.priority = 10;
-    big.slots = 8;
+    big.cpus = 8;
     let mut two = job("two");
-    two.slots = 2;
+    two.cpus = 2;
     two.priority = 5;
     let mut s = spec(vec![big, two, job("one"), job("one2")]);
-    s.backends[0].max_parallel = Some(3);
+    s.spec.backends[0].max_parallel = Some(3);
     let mut h = H::new(s);
     let a = h.start();
     // big (8 slots > cap 3) runs alone.
@@ -322,8 +333,8 @@ fn global_max_parallel_and_submit_batching() {
         jobs.push(j);
     }
     let mut s = spec(jobs);
-    s.backends = vec![backend("b0", None), backend("b1", None)];
-    s.max_parallel = Some(3);
+    s.spec.backends = vec![backend("b0", None), backend("b1", None)];
+    s.spec.max_parallel = Some(3);
     let mut h = H::new(s);
     let a = h.start();
     assert_eq!(submits(&a), vec![(0, vec![0, 2]), (1, vec![1])]);
@@ -338,8 +349,8 @@ fn global_max_parallel_and_submit_batching() {
 #[test]
 fn zero_caps_count_as_one() {
     let mut s = spec(vec![job("a"), job("b")]);
-    s.backends[0].max_parallel = Some(0);
-    s.max_parallel = Some(0);
+    s.spec.backends[0].max_parallel = Some(0);
+    s.spec.max_parallel = Some(0);
     let mut h = H::new(s);
     assert_eq!(submitted(&h.start()), vec![0]);
     assert_eq!(submitted(&accept_finish(&mut h, 0, passed())), vec![1]);
@@ -348,7 +359,7 @@ fn zero_caps_count_as_one() {
 #[test]
 fn kills_are_batched_per_backend() {
     let mut s = spec(vec![job("a"), job("b"), job("c")]);
-    s.backends = vec![backend("b0", None), backend("b1", None)];
+    s.spec.backends = vec![backend("b0", None), backend("b1", None)];
     s.jobs[1].backend = 1;
     let mut h = H::new(s);
     h.start();
@@ -356,7 +367,7 @@ fn kills_are_batched_per_backend() {
         h.feed(Input::Accepted(j));
     }
     for j in [2, 1, 0] {
-        h.s.handle(Input::Kill(j, "stop".into()), h.now);
+        h.s.handle(kill(j, "stop"), h.now);
     }
     assert_eq!(
         kills(&h.s.drain_actions()),
@@ -373,7 +384,7 @@ fn resource_capacity() {
         jobs.push(j);
     }
     let mut s = spec(jobs);
-    s.resources = vec![5, 10];
+    s.spec.resources = vec![5, 10];
     let mut h = H::new(s);
     let a = h.start();
     assert_eq!(submitted(&a), vec![0, 1]);
@@ -387,7 +398,7 @@ fn oversized_resource_job_runs_alone() {
     big.resources = vec![(0, 10)];
     big.priority = 1;
     let mut s = spec(vec![big, job("x")]);
-    s.resources = vec![4];
+    s.spec.resources = vec![4];
     let mut h = H::new(s);
     assert_eq!(submitted(&h.start()), vec![0, 1]);
     accept_finish(&mut h, 0, passed());
@@ -397,7 +408,7 @@ fn oversized_resource_job_runs_alone() {
 #[test]
 fn answers_rejected_lost_failed_killed() {
     let mut s = spec(vec![job("a"), job("b"), job("c"), job("d")]);
-    s.backends[0].name = "slurm".into();
+    s.spec.backends[0].name = "slurm".into();
     let mut h = H::new(s);
     h.start();
     h.feed(Input::Rejected(0, "sbatch: invalid partition".into()));
@@ -412,17 +423,11 @@ fn answers_rejected_lost_failed_killed() {
     h.feed(Input::Lost(1, "node died".into()));
     assert_eq!(h.why(1), "lost by backend slurm: node died");
     assert_eq!(h.st(1), Status::Failed);
-    accept_finish(&mut h, 2, failed(""));
-    assert_eq!(h.why(2), "failed");
-    accept_finish(
-        &mut h,
-        3,
-        Outcome::Killed {
-            reason: String::new(),
-        },
-    );
+    accept_finish(&mut h, 2, failed("command not found: simv"));
+    assert_eq!(h.why(2), "command not found: simv");
+    accept_finish(&mut h, 3, killed("killed by the backend"));
     assert_eq!(h.st(3), Status::Killed);
-    assert_eq!(h.why(3), "killed");
+    assert_eq!(h.why(3), "killed by the backend");
     assert!(h.s.is_done());
     // Late or duplicate answers are ignored.
     h.feed(Input::Finished(0, passed()));
@@ -433,7 +438,7 @@ fn answers_rejected_lost_failed_killed() {
 #[test]
 fn busy_backoff_doubles_caps_and_resets() {
     let mut s = spec(vec![job("a"), job("b")]);
-    s.backends = vec![backend("b0", None), backend("b1", None)];
+    s.spec.backends = vec![backend("b0", None), backend("b1", None)];
     s.jobs[1].backend = 1;
     let mut h = H::new(s);
     h.start();
@@ -442,7 +447,7 @@ fn busy_backoff_doubles_caps_and_resets() {
     for _ in 0..10 {
         let a = h.feed(Input::Busy(0));
         assert_eq!(
-            statuses(&a),
+            h.statuses(&a),
             vec![(0, Status::Running, Status::Queued, String::new())]
         );
         assert!(submitted(&a).is_empty(), "no resubmit during backoff");
@@ -501,45 +506,40 @@ fn kill_input_per_status() {
     let mut d = job("d");
     d.needs = vec![2];
     let mut s = spec(vec![job("a"), job("b"), c, d]);
-    s.backends[0].max_parallel = Some(1);
+    s.spec.backends[0].max_parallel = Some(1);
     let mut h = H::new(s);
     h.start();
     h.feed(Input::Accepted(0));
-    let a = h.feed(Input::Kill(2, "user".into()));
+    let a = h.feed(kill(2, "user"));
     assert_eq!(h.st(2), Status::Killed);
     assert_eq!(h.why(2), "user");
     assert_eq!(h.why(3), "dependency killed: c");
     assert!(kills(&a).is_empty());
-    h.feed(Input::Kill(1, "user2".into()));
+    h.feed(kill(1, "user2"));
     assert_eq!(h.st(1), Status::Killed);
     assert_eq!(h.why(1), "user2");
-    let a = h.feed(Input::Kill(0, "stop".into()));
+    let a = h.feed(kill(0, "stop"));
     assert_eq!(kills(&a), vec![(0, vec![0])]);
     assert_eq!(h.st(0), Status::Running);
     // Only once.
-    assert!(kills(&h.feed(Input::Kill(0, "again".into()))).is_empty());
+    assert!(kills(&h.feed(kill(0, "again"))).is_empty());
     // The backend says passed: still Killed with the kill reason.
     h.feed(Input::Finished(0, passed()));
     assert_eq!(h.st(0), Status::Killed);
     assert_eq!(h.why(0), "stop");
     assert!(h.s.is_done());
     // Terminal: ignored.
-    assert!(h.feed(Input::Kill(0, "x".into())).is_empty());
+    assert!(h.feed(kill(0, "x")).is_empty());
 }
 
 #[test]
 fn kill_in_flight_then_accepted() {
     let mut h = H::new(spec(vec![job("a")]));
     h.start();
-    assert!(kills(&h.feed(Input::Kill(0, "stop".into()))).is_empty());
+    assert!(kills(&h.feed(kill(0, "stop"))).is_empty());
     let a = h.feed(Input::Accepted(0));
     assert_eq!(kills(&a), vec![(0, vec![0])]);
-    h.feed(Input::Finished(
-        0,
-        Outcome::Killed {
-            reason: "SIGKILL".into(),
-        },
-    ));
+    h.feed(Input::Finished(0, killed("SIGKILL")));
     assert_eq!(h.st(0), Status::Killed);
     assert_eq!(h.why(0), "stop");
 }
@@ -548,16 +548,12 @@ fn kill_in_flight_then_accepted() {
 fn kill_in_flight_then_busy() {
     let mut h = H::new(spec(vec![job("a"), job("b")]));
     h.start();
-    h.feed(Input::Kill(0, "stop".into()));
+    h.feed(kill(0, "stop"));
     let a = h.feed(Input::Busy(0));
+    // A user's kill keeps its reason; an interrupt's becomes "killed while queued".
     assert_eq!(
-        statuses(&a),
-        vec![(
-            0,
-            Status::Running,
-            Status::Killed,
-            "killed while queued".into()
-        )]
+        h.statuses(&a),
+        vec![(0, Status::Running, Status::Killed, "stop".into())]
     );
     assert!(kills(&a).is_empty());
     h.feed(Input::Accepted(1));
@@ -569,7 +565,7 @@ fn kill_in_flight_then_busy() {
 fn kill_in_flight_then_rejected() {
     let mut h = H::new(spec(vec![job("a")]));
     h.start();
-    h.feed(Input::Kill(0, "stop".into()));
+    h.feed(kill(0, "stop"));
     h.feed(Input::Rejected(0, "nope".into()));
     assert_eq!(h.st(0), Status::Killed);
     assert_eq!(h.why(0), "stop");
@@ -590,8 +586,10 @@ fn timeout_kills_with_text() {
     h.at_ms(5100);
     let a = h.feed(Input::Tick);
     assert_eq!(kills(&a), vec![(0, vec![0])]);
-    assert_eq!(h.s.next_wakeup(), None);
+    // Now the backend has its kill grace (1 s) plus the margin (30 s) to report the end.
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(5100 + 31_000)));
     h.feed(Input::Finished(0, failed("signal 9")));
+    assert_eq!(h.s.next_wakeup(), None);
     assert_eq!(h.st(0), Status::Killed);
     assert_eq!(h.why(0), "timed out after 5s");
 }
@@ -645,7 +643,7 @@ fn interrupt_kills_running_kills_queued_skips_scheduled() {
     let mut f = job("f");
     f.backend = 1;
     let mut s = spec(vec![a, b, c, d, e, f]);
-    s.backends = vec![backend("b0", Some(2)), backend("b1", None)];
+    s.spec.backends = vec![backend("b0", Some(2)), backend("b1", None)];
     let mut h = H::new(s);
     h.start();
     for j in [0, 1, 2] {
@@ -669,12 +667,7 @@ fn interrupt_kills_running_kills_queued_skips_scheduled() {
     assert_eq!(h.why(0), "killed by SIGINT while running");
     for j in [1, 2, 5] {
         assert!(!h.s.is_done());
-        h.feed(Input::Finished(
-            j,
-            Outcome::Killed {
-                reason: "sig".into(),
-            },
-        ));
+        h.feed(Input::Finished(j, killed("sig")));
     }
     assert!(h.s.is_done());
     assert_eq!(h.why(5), "killed by SIGINT while running");
@@ -735,7 +728,7 @@ fn drive(s: &mut Scheduler, outcome: impl Fn(JobIx) -> Outcome, batch: usize) ->
 #[test]
 fn million_chain_failing_at_head() {
     let n = 1_000_000;
-    let mut s = Scheduler::new(chain(n));
+    let mut s = chain(n).scheduler();
     let now = Instant::now();
     s.start(now);
     s.drain_actions();
@@ -743,14 +736,14 @@ fn million_chain_failing_at_head() {
     let a = s.drain_actions();
     assert_eq!(a.len(), n);
     assert!(s.is_done());
-    assert_eq!(s.reason(1), "dependency failed: job0000000");
-    assert_eq!(s.reason(999_999), "dependency skipped: job0999998");
+    assert_eq!(text(&s, 1), "dependency failed: job0000000");
+    assert_eq!(text(&s, 999_999), "dependency skipped: job0999998");
 }
 
 #[test]
 fn scale_independent_100k() {
     let n = 100_000;
-    let mut s = Scheduler::new(independent(n));
+    let mut s = independent(n).scheduler();
     let order = drive(&mut s, |_| Outcome::Passed, 1024);
     assert_eq!(order, (0..n as u32).collect::<Vec<_>>());
     assert!(s.is_done());
@@ -759,7 +752,7 @@ fn scale_independent_100k() {
 #[test]
 fn scale_chain_100k() {
     let n = 100_000;
-    let mut s = Scheduler::new(chain(n));
+    let mut s = chain(n).scheduler();
     let order = drive(&mut s, |_| Outcome::Passed, 1);
     assert_eq!(order, (0..n as u32).collect::<Vec<_>>());
     assert!(s.is_done());
@@ -768,7 +761,7 @@ fn scale_chain_100k() {
 #[test]
 fn scale_fan_100k() {
     let n = 100_000;
-    let mut s = Scheduler::new(fan(n));
+    let mut s = fan(n).scheduler();
     let order = drive(
         &mut s,
         |j| {
@@ -782,13 +775,13 @@ fn scale_fan_100k() {
     );
     assert_eq!(order.len(), n + 1);
     assert_eq!(s.status(n as u32 + 1), Status::Skipped);
-    assert_eq!(s.reason(n as u32 + 1), "dependency failed: mid0000049");
+    assert_eq!(text(&s, n as u32 + 1), "dependency failed: mid0000049");
 }
 
 #[test]
 fn scale_capped_100k() {
     for sp in [capped(100_000), resource_capped(100_000)] {
-        let mut s = Scheduler::new(sp);
+        let mut s = sp.scheduler();
         let now = Instant::now();
         s.start(now);
         let mut running: VecDeque<JobIx> = VecDeque::new();
@@ -808,4 +801,308 @@ fn scale_capped_100k() {
         assert_eq!(order, (0..100_000).collect::<Vec<_>>());
         assert!(s.is_done());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules moved out of the run loop
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_start_or_an_end_overtaking_the_answer_implies_acceptance() {
+    let mut a = job("a");
+    a.timeout = timeout_ms(10);
+    let mut h = H::new(spec(vec![a, job("b"), job("c")]));
+    h.start();
+    // a: killed (timeout) while in flight; its start arrives before the answer: the kill goes.
+    h.at_ms(10);
+    assert!(kills(&h.feed(Input::Tick)).is_empty(), "in flight: not yet");
+    assert_eq!(kills(&h.feed(Input::Started(0))), vec![(0, vec![0])]);
+    assert!(
+        !h.s.handle(Input::Accepted(0), h.now),
+        "the answer after is ignored"
+    );
+    // b: its end comes before the answer.
+    assert!(h.s.handle(Input::Finished(1, passed()), h.now));
+    assert_eq!(h.st(1), Status::Passed);
+    assert!(!h.s.handle(Input::Accepted(1), h.now));
+    assert!(!h.s.handle(Input::Busy(1), h.now));
+    assert!(!h.s.handle(Input::Rejected(1, "late".into()), h.now));
+    assert_eq!(h.st(1), Status::Passed);
+    // c: lost before the answer.
+    assert!(h.s.handle(Input::Lost(2, "gone".into()), h.now));
+    assert_eq!(h.why(2), "lost by backend local: gone");
+    assert!(!h.s.handle(Input::Accepted(2), h.now));
+}
+
+#[test]
+fn an_implied_acceptance_resets_the_busy_backoff() {
+    let mut h = H::new(spec(vec![job("a"), job("b"), job("c")]));
+    h.start();
+    h.feed(Input::Busy(0));
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(10)));
+    h.feed(Input::Started(1));
+    assert_eq!(
+        h.s.next_wakeup(),
+        None,
+        "the backend took a job: no more backoff"
+    );
+}
+
+#[test]
+fn second_ends_and_stray_inputs_are_ignored() {
+    let mut h = H::new(spec(vec![job("a"), job("b"), job("c")]));
+    h.start();
+    for j in 0..3 {
+        h.feed(Input::Accepted(j));
+    }
+    assert!(h.s.handle(Input::Finished(0, failed("x")), h.now));
+    h.s.drain_actions();
+    for dup in [
+        Input::Finished(0, passed()),
+        Input::Lost(0, "late".into()),
+        Input::Started(0),
+        Input::Ended(0),
+        Input::Judged(0, passed()),
+    ] {
+        assert!(!h.s.handle(dup.clone(), h.now), "{dup:?}");
+        assert!(h
+            .s
+            .drain_actions()
+            .iter()
+            .all(|a| !matches!(a, Action::Status { job: 0, .. })));
+    }
+    assert_eq!((h.st(0), h.why(0)), (Status::Failed, "x".into()));
+    // A verdict without an announced end, and jobs that do not exist.
+    assert!(!h.s.handle(Input::Judged(1, passed()), h.now));
+    assert!(!h.s.handle(Input::Finished(99, passed()), h.now));
+    assert!(!h.s.handle(Input::Accepted(99), h.now));
+    assert_eq!(h.st(1), Status::Running);
+}
+
+#[test]
+fn an_ended_job_keeps_its_slot_until_its_verdict_and_ignores_other_ends() {
+    let mut s = spec(vec![job("a"), job("b")]);
+    s.spec.backends[0].max_parallel = Some(1);
+    let mut h = H::new(s);
+    h.start();
+    h.feed(Input::Accepted(0));
+    assert!(h.s.handle(Input::Ended(0), h.now));
+    assert!(
+        submitted(&h.s.drain_actions()).is_empty(),
+        "the slot is held"
+    );
+    // The backend reports again while the log is scanned: ignored.
+    assert!(!h.s.handle(Input::Lost(0, "double".into()), h.now));
+    assert!(!h.s.handle(Input::Finished(0, passed()), h.now));
+    assert_eq!(h.st(0), Status::Running);
+    let a = h.feed(Input::Judged(
+        0,
+        Outcome::Failed(Reason::PassMissing {
+            pattern: "^OK$".into(),
+        }),
+    ));
+    assert_eq!(h.why(0), "pass pattern never matched: ^OK$");
+    assert_eq!(submitted(&a), vec![1]);
+}
+
+#[test]
+fn an_interrupt_does_not_kill_a_job_whose_end_is_being_judged() {
+    let mut h = H::new(spec(vec![job("a")]));
+    h.start();
+    h.feed(Input::Accepted(0));
+    h.feed(Input::Ended(0));
+    assert!(kills(&h.feed(Input::Interrupt(Interrupt::Sigint))).is_empty());
+    h.feed(Input::Judged(0, passed()));
+    assert_eq!(h.st(0), Status::Passed);
+}
+
+#[test]
+fn submits_come_in_batches_of_the_backends_limit_after_the_answers() {
+    let mut s = independent(10);
+    s.spec.backends[0].max_batch = 4;
+    let mut h = H::new(s);
+    let a = h.start();
+    assert_eq!(submits(&a), vec![(0, vec![0, 1, 2, 3])]);
+    // Jobs beyond the batch stay Queued: nothing is believed running that was not handed over.
+    assert_eq!(h.st(4), Status::Queued);
+    assert!(!h.s.has_actions());
+    // The first answer lets the next batch form.
+    h.s.handle(Input::Accepted(0), h.now);
+    assert!(h.s.has_actions());
+    for j in 1..4 {
+        h.s.handle(Input::Accepted(j), h.now);
+    }
+    assert_eq!(submits(&h.s.drain_actions()), vec![(0, vec![4, 5, 6, 7])]);
+    // An interrupt before the next drain takes the formed batch back: killed while queued.
+    for j in 4..8 {
+        h.s.handle(Input::Accepted(j), h.now);
+    }
+    h.s.handle(Input::Interrupt(Interrupt::Sigint), h.now);
+    let a = h.s.drain_actions();
+    assert!(submitted(&a).is_empty());
+    assert_eq!(
+        (h.st(8), h.why(8)),
+        (Status::Killed, "killed while queued".into())
+    );
+    assert_eq!(kills(&a), vec![(0, (0..8).collect())]);
+}
+
+#[test]
+fn a_backend_that_does_not_report_after_a_kill_loses_the_job_and_frees_its_slot() {
+    let mut a = job("a");
+    a.timeout = timeout_ms(100);
+    let mut s = spec(vec![a, job("b")]);
+    s.spec.backends[0].max_parallel = Some(1);
+    s.spec.backends[0].kill_grace = Duration::from_millis(500);
+    s.spec.margin = Duration::from_millis(250);
+    let mut h = H::new(s);
+    h.start();
+    h.feed(Input::Accepted(0));
+    h.at_ms(100);
+    assert_eq!(kills(&h.feed(Input::Tick)), vec![(0, vec![0])]);
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(850)), "grace + margin");
+    h.at_ms(849);
+    assert!(h.feed(Input::Tick).is_empty());
+    h.at_ms(850);
+    let a = h.feed(Input::Tick);
+    assert_eq!(h.st(0), Status::Failed);
+    assert_eq!(
+        h.why(0),
+        "lost by backend local: did not report after kill (timed out after 100ms), waited 750ms"
+    );
+    assert_eq!(h.s.reason(0).map(Reason::kind), Some("lost"));
+    assert_eq!(submitted(&a), vec![1], "the slot goes on");
+    // What the backend says later is ignored.
+    assert!(!h.s.handle(Input::Finished(0, passed()), h.now));
+    assert_eq!(h.st(0), Status::Failed);
+}
+
+#[test]
+fn a_backend_that_enforces_timeouts_gets_the_margin_before_the_hosts_kill() {
+    let mut a = job("a");
+    a.timeout = timeout_ms(1000);
+    let mut s = spec(vec![a]);
+    s.spec.backends[0].enforces_timeout = true;
+    s.spec.margin = Duration::from_millis(300);
+    let mut h = H::new(s);
+    h.start();
+    h.feed(Input::Accepted(0));
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(1300)));
+    h.at_ms(1300);
+    assert_eq!(kills(&h.feed(Input::Tick)), vec![(0, vec![0])]);
+    h.feed(Input::Finished(0, killed("cancelled")));
+    assert_eq!(h.why(0), "timed out after 1000ms");
+}
+
+#[test]
+fn a_timeout_too_large_for_the_clock_is_no_deadline() {
+    let mut a = job("a");
+    a.timeout = Some((Duration::MAX, "584942417355y".into()));
+    let mut h = H::new(spec(vec![a]));
+    h.start();
+    assert_eq!(h.s.next_wakeup(), None);
+    accept_finish(&mut h, 0, passed());
+    assert!(h.s.is_done());
+}
+
+#[test]
+fn on_interrupt_always_jobs_still_run_bounded_by_the_cleanup_limit() {
+    // a runs; b (always) needs a; c (all-passed) needs a; d (always, queued behind the cap)
+    // has no dependencies; e (always) was running already.
+    let mut b = job("b");
+    b.needs = vec![0];
+    b.when = When::Always;
+    let mut c = job("c");
+    c.needs = vec![0];
+    let mut d = job("d");
+    d.when = When::Always;
+    let mut e = job("e");
+    e.when = When::Always;
+    e.priority = 10;
+    let mut a = job("a");
+    a.priority = 10;
+    let mut s = spec(vec![a, b, c, d, e]);
+    s.spec.max_parallel = Some(2);
+    s.spec.cleanup_limit = Duration::from_millis(400);
+    let mut h = H::new(s);
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![0, 4]);
+    h.feed(Input::Accepted(0));
+    h.feed(Input::Accepted(4));
+    h.at_ms(100);
+    let a = h.feed(Input::Interrupt(Interrupt::Sigint));
+    assert_eq!(
+        kills(&a),
+        vec![(0, vec![0])],
+        "the always job e is not killed"
+    );
+    assert_eq!(h.st(2), Status::Skipped);
+    assert_eq!(h.why(2), "run interrupted by SIGINT");
+    assert_eq!((h.st(1), h.st(3)), (Status::Scheduled, Status::Queued));
+    // e now has the cleanup limit as its deadline.
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(500)));
+    // a ends (killed): b becomes ready and, ranked before d, starts in a's slot.
+    let a = h.feed(Input::Finished(0, killed("k")));
+    assert_eq!(h.why(0), "killed by SIGINT while running");
+    assert_eq!(submitted(&a), vec![1]);
+    assert_eq!(h.st(3), Status::Queued);
+    let a = accept_finish(&mut h, 1, passed());
+    assert_eq!(h.st(1), Status::Passed, "the cleanup ran");
+    assert_eq!(submitted(&a), vec![3]);
+    accept_finish(&mut h, 3, passed());
+    // e runs past the cleanup limit: killed for it.
+    h.at_ms(500);
+    assert_eq!(kills(&h.feed(Input::Tick)), vec![(0, vec![4])]);
+    h.feed(Input::Finished(4, killed("k")));
+    assert_eq!(
+        h.why(4),
+        "timed out after 400ms (the limit for cleanup jobs after an interrupt)"
+    );
+    assert!(h.s.is_done());
+    assert_eq!(h.s.interrupted(), Some(Interrupt::Sigint));
+}
+
+#[test]
+fn abandon_ends_every_job_at_once_with_the_cores_reasons() {
+    // a running (timed out, kill pending), b running, c queued, d scheduled, e ended (being
+    // judged), f always and scheduled.
+    let mut a = job("a");
+    a.timeout = timeout_ms(10);
+    let mut d = job("d");
+    d.needs = vec![1];
+    let mut f = job("f");
+    f.needs = vec![1];
+    f.when = When::Always;
+    let mut s = spec(vec![a, job("b"), job("c"), d, job("e"), f]);
+    s.spec.max_parallel = Some(3);
+    // e is submitted in the first batch: give it the rank.
+    s.jobs[4].priority = 1;
+    let mut h = H::new(s);
+    assert_eq!(submitted(&h.start()), vec![4, 0, 1]);
+    for j in [4, 0, 1] {
+        h.feed(Input::Accepted(j));
+    }
+    h.feed(Input::Ended(4));
+    h.at_ms(10);
+    assert_eq!(kills(&h.feed(Input::Tick)), vec![(0, vec![0])]);
+    h.feed(Input::Interrupt(Interrupt::Sigterm));
+    let a = h.feed(Input::Abandon(Interrupt::Sigint));
+    assert!(h.s.is_done());
+    assert_eq!(h.s.next_wakeup(), None);
+    let got: Vec<(Status, String)> = (0..6).map(|j| (h.st(j), h.why(j))).collect();
+    let want = [
+        (Status::Killed, "timed out after 10ms"),
+        (Status::Killed, "killed by SIGTERM while running"),
+        (Status::Killed, "killed while queued"),
+        (Status::Skipped, "run interrupted by SIGTERM"),
+        (Status::Killed, "killed by SIGTERM while running"),
+        (Status::Skipped, "run interrupted by SIGTERM"),
+    ];
+    for (j, ((gs, gr), (ws, wr))) in got.iter().zip(want).enumerate() {
+        assert_eq!((gs, gr.as_str()), (&ws, wr), "job {j}");
+    }
+    // Best-effort kills for what still ran (the judged job e had ended already).
+    assert_eq!(kills(&a), vec![(0, vec![0, 1])]);
+    // Whatever comes after is ignored.
+    assert!(!h.s.handle(Input::Finished(1, passed()), h.now));
 }

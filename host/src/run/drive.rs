@@ -1,0 +1,471 @@
+//! The drive loop: waits for backend events, log verdicts, signals and the core's deadlines,
+//! feeds each to the core as an input, and carries out the core's actions. It decides
+//! nothing: whether an event counts, what a job's status and reason are, when the run is over
+//! are the core's answers; how a job's end is judged is [`crate::outcome::judge`]'s.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender},
+};
+
+use super::{
+    display::Display,
+    driver::BackendHandle,
+    outdir::job_dir_name,
+    records::{EndFacts, Ledger},
+    results::now_us,
+};
+use crate::{
+    backend::{BackendEvent, EventSender, JobDirOwner, JobRequest, RunContext, SubmitReply},
+    flow::{Command, Flow},
+    observe::{ObserverHub, Phases, RunEvent},
+    outcome::{judge, needs_log_scan, scan_logs, Judgement, SCAN_TIME_LIMIT},
+    sched::{Action, Input, Interrupt, JobIx, Scheduler, SchedulerApi, Status},
+};
+
+/// Messages into the loop.
+pub enum LoopMsg {
+    /// A backend's event, with the time it was sent (µs since the epoch): every job's times
+    /// are its own, not those of the batch the loop read it in.
+    Event(BackendEvent, i64),
+    /// The verdict on a job whose log was scanned.
+    Judged(JobIx, Judgement),
+}
+
+/// The loop's end of every backend's event sink.
+pub struct LoopSender(pub UnboundedSender<LoopMsg>);
+
+impl EventSender for LoopSender {
+    fn send(&self, event: BackendEvent) {
+        let _ = self.0.send(LoopMsg::Event(event, now_us()));
+    }
+}
+
+/// Where interrupts come from: the process's signals, or a test.
+pub enum Signals {
+    /// SIGINT, SIGTERM and SIGHUP of this process.
+    Os {
+        /// SIGINT.
+        int: Signal,
+        /// SIGTERM.
+        term: Signal,
+        /// SIGHUP.
+        hup: Signal,
+    },
+    /// Interrupts sent by a test.
+    Channel(UnboundedReceiver<Interrupt>),
+}
+
+impl Signals {
+    /// Hooks the process's signals (inside a tokio runtime). From now on SIGINT, SIGTERM and
+    /// SIGHUP no longer end the process by themselves.
+    pub fn os() -> std::io::Result<Self> {
+        Ok(Signals::Os {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Interrupt {
+        match self {
+            Signals::Os { int, term, hup } => tokio::select! {
+                _ = int.recv() => Interrupt::Sigint,
+                _ = term.recv() => Interrupt::Sigterm,
+                _ = hup.recv() => Interrupt::Sighup,
+            },
+            Signals::Channel(rx) => match rx.recv().await {
+                Some(sig) => sig,
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// How the drive loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveEnd {
+    /// Every job is terminal.
+    Done,
+    /// A second signal: every job was ended at once.
+    Abandoned,
+}
+
+/// The run's state while it is driven.
+pub struct RunState {
+    /// The flow.
+    pub flow: Flow,
+    /// The run's directory and tag.
+    pub ctx: RunContext,
+    /// The core.
+    pub sched: Scheduler,
+    /// Per backend instance.
+    pub backends: Vec<Option<BackendHandle>>,
+    /// The observers.
+    pub hub: ObserverHub,
+    /// The built-in status display.
+    pub display: Display,
+    /// What is recorded of every job.
+    pub ledger: Ledger,
+    /// The phases before the run (for RUN_STARTED).
+    pub phases: Phases,
+    /// When the run started, µs since the epoch.
+    pub started_us: i64,
+    scans: Option<UnboundedSender<LoopMsg>>,
+    abandoned: bool,
+    /// The time, read once per batch of messages rather than per message: a million-job run
+    /// would otherwise spend a noticeable share of its time reading the clock.
+    clock: (Instant, i64),
+}
+
+impl RunState {
+    /// A run of `flow` over the created instances, before it starts.
+    pub fn new(
+        flow: Flow,
+        ctx: RunContext,
+        sched: Scheduler,
+        backends: Vec<Option<BackendHandle>>,
+        hub: ObserverHub,
+        display: Display,
+        phases: Phases,
+    ) -> Self {
+        let ledger = Ledger::new(&flow, !hub.is_empty());
+        RunState {
+            flow,
+            ctx,
+            sched,
+            backends,
+            hub,
+            display,
+            ledger,
+            phases,
+            started_us: now_us(),
+            scans: None,
+            abandoned: false,
+            clock: (Instant::now(), now_us()),
+        }
+    }
+
+    /// The directory of a job.
+    pub fn job_dir(&self, job: usize) -> PathBuf {
+        job_dir(&self.ctx, &self.flow.jobs[job].name)
+    }
+
+    fn tick_clock(&mut self) {
+        self.clock = (Instant::now(), now_us());
+    }
+
+    fn feed(&mut self, input: Input) -> bool {
+        self.sched.handle(input, self.clock.0)
+    }
+
+    /// Drives the run until every job is terminal (or a second signal abandons it).
+    pub async fn drive(
+        &mut self,
+        mut rx: UnboundedReceiver<LoopMsg>,
+        mut signals: Signals,
+    ) -> DriveEnd {
+        // The loop keeps a sender for log-scan results; backends hold the others.
+        let (scan_tx, mut scan_rx) = unbounded_channel();
+        self.scans = Some(scan_tx);
+        if !self.hub.is_empty() {
+            let jobs = self
+                .flow
+                .jobs
+                .iter()
+                .map(|j| (j.name.clone(), self.flow.backends[j.backend].name.clone()))
+                .collect();
+            self.hub.publish(vec![RunEvent::RunStarted {
+                time_us: self.started_us,
+                flow: self.flow.name.clone(),
+                run_dir: self.ctx.run_dir.clone(),
+                jobs,
+                phases: self.phases.clone(),
+            }]);
+        }
+        self.tick_clock();
+        self.sched.start(self.clock.0);
+        self.apply_actions();
+        let mut tick = tokio::time::interval(self.display.tick_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut buf = Vec::with_capacity(4096);
+        let mut events_open = true;
+        while !self.sched.is_done() {
+            let wake = self.sched.next_wakeup();
+            tokio::select! {
+                biased;
+                sig = signals.recv() => self.on_signal(sig),
+                n = rx.recv_many(&mut buf, 4096), if events_open => {
+                    // Every backend is gone: the core's deadlines still end their jobs.
+                    events_open = n > 0;
+                    self.tick_clock();
+                    for msg in buf.drain(..) { self.on_message(msg); }
+                }
+                Some(msg) = scan_rx.recv() => {
+                    self.tick_clock();
+                    self.on_message(msg);
+                }
+                _ = sleep_until(wake), if wake.is_some() => {
+                    self.tick_clock();
+                    self.feed(Input::Tick);
+                }
+                _ = tick.tick() => self.display.refresh(&self.ledger.counts),
+                // The core's next batch goes out once the events above are drained.
+                _ = std::future::ready(()), if self.sched.has_actions() => self.tick_clock(),
+            }
+            self.apply_actions();
+        }
+        if self.abandoned {
+            DriveEnd::Abandoned
+        } else {
+            DriveEnd::Done
+        }
+    }
+
+    fn on_signal(&mut self, sig: Interrupt) {
+        self.tick_clock();
+        self.ledger.events.push(RunEvent::KillSignal {
+            time_us: self.clock.1,
+            signal: sig.name(),
+        });
+        if self.sched.interrupted().is_some() {
+            self.display.message(&format!(
+                "flowrun: {} again: exiting now after a best-effort kill",
+                sig.name()
+            ));
+            self.abandoned = true;
+            self.feed(Input::Abandon(sig));
+        } else {
+            self.display.message(&format!(
+                "flowrun: {}: starting nothing more but `when = \"always\"` jobs, killing {} running job(s); {} again to exit at once",
+                sig.name(),
+                self.ledger.counts.get(Status::Running),
+                sig.name()
+            ));
+            self.feed(Input::Interrupt(sig));
+        }
+    }
+
+    fn on_message(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Event(event, time_us) => self.on_backend_event(event, time_us),
+            LoopMsg::Judged(job, judgement) => {
+                if self.feed(Input::Judged(job, judgement.outcome)) {
+                    if let Some(fail) = judgement.fail {
+                        self.ledger.fail_matched(job, fail);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_backend_event(&mut self, event: BackendEvent, time_us: i64) {
+        let job = event.job();
+        let j = job as usize;
+        if j >= self.flow.jobs.len() {
+            return; // not one of ours
+        }
+        let interactive = self.flow.jobs[j].interactive;
+        match event {
+            BackendEvent::Started {
+                interactive: holds_terminal,
+                native_id,
+                ..
+            } => {
+                if self.feed(Input::Started(job)) {
+                    self.ledger.started(job, time_us, native_id);
+                    if holds_terminal {
+                        self.display.pause();
+                    }
+                }
+            }
+            BackendEvent::Lost { why, .. } => {
+                if self.feed(Input::Lost(job, why)) {
+                    self.ledger.lost(job, time_us);
+                    if interactive {
+                        self.display.resume();
+                    }
+                }
+            }
+            BackendEvent::Finished {
+                end,
+                detail,
+                logs,
+                native_id,
+                usage,
+                ..
+            } => {
+                let def = &self.flow.jobs[j];
+                let shell = matches!(def.cmd, Command::Shell(_));
+                let has_patterns = def.patterns.as_ref().is_some_and(|p| !p.is_empty());
+                let log_written = self.ledger.records[j].has_dir || !logs.is_empty();
+                let facts = EndFacts {
+                    end,
+                    detail,
+                    logs,
+                    native_id,
+                    usage,
+                };
+                let applied = if needs_log_scan(&facts.end, has_patterns, log_written) {
+                    let applied = self.feed(Input::Ended(job));
+                    if applied {
+                        self.scan_then_judge(job, &facts, shell);
+                    }
+                    applied
+                } else {
+                    let outcome = judge(&facts.end, shell, None).outcome;
+                    self.feed(Input::Finished(job, outcome))
+                };
+                if applied {
+                    self.ledger.ended(job, time_us, &facts);
+                    if interactive {
+                        self.display.resume();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scans the job's logs off the loop (a multi-gigabyte log must not stall scheduling, and
+    /// signals stay served meanwhile); the verdict comes back as [`LoopMsg::Judged`].
+    fn scan_then_judge(&mut self, job: JobIx, facts: &EndFacts, shell: bool) {
+        let j = job as usize;
+        let paths = if facts.logs.is_empty() {
+            vec![self.job_dir(j).join("output.log")]
+        } else {
+            facts.logs.clone()
+        };
+        let Some(patterns) = self.flow.jobs[j].patterns.clone() else {
+            return;
+        };
+        let Some(tx) = self.scans.clone() else {
+            return;
+        };
+        let end = facts.end.clone();
+        tokio::task::spawn_blocking(move || {
+            let verdict = scan_logs(&paths, &patterns, SCAN_TIME_LIMIT);
+            let _ = tx.send(LoopMsg::Judged(job, judge(&end, shell, Some(&verdict))));
+        });
+    }
+
+    /// Carries out the core's actions: status changes are recorded, kills and one batch per
+    /// backend handed over, and the answers fed back.
+    fn apply_actions(&mut self) {
+        for action in self.sched.drain_actions() {
+            match action {
+                Action::Status { job, old, new } => self.on_status(job, old, new),
+                Action::Kill(b, jobs) => {
+                    if let Some(handle) = &self.backends[b as usize] {
+                        handle.kill(&jobs);
+                    }
+                }
+                Action::Submit(b, jobs) => self.submit(b as usize, jobs),
+            }
+        }
+        let events = self.ledger.take_events();
+        if !events.is_empty() {
+            self.hub.publish(events);
+        }
+    }
+
+    fn on_status(&mut self, job: JobIx, old: Status, new: Status) {
+        let reason = self.sched.reason(job);
+        let (ctx, flow) = (&self.ctx, &self.flow);
+        self.ledger
+            .transition(flow, job, (old, new), reason, self.clock.1, || {
+                job_dir(ctx, &flow.jobs[job as usize].name).join("output.log")
+            });
+    }
+
+    fn submit(&mut self, b: usize, jobs: Vec<JobIx>) {
+        let Some(handle) = self.backends[b].clone() else {
+            for job in jobs {
+                self.feed(Input::Rejected(job, "the backend was not created".into()));
+            }
+            return;
+        };
+        let owner = handle.caps.job_dir;
+        let mut requests = Vec::with_capacity(jobs.len());
+        for &job in &jobs {
+            let j = job as usize;
+            let job_dir = job_dir_text(&self.ctx, &self.flow.jobs[j].name);
+            let rec = &mut self.ledger.records[j];
+            match owner {
+                _ if rec.has_dir => {}
+                JobDirOwner::Host => {
+                    // A failure surfaces when the backend cannot write the log; it must not
+                    // stop the run.
+                    if let Err(e) = std::fs::create_dir_all(&job_dir) {
+                        tracing::warn!("cannot create {job_dir}: {e}");
+                    }
+                    rec.has_dir = true;
+                }
+                JobDirOwner::Backend => rec.has_dir = true,
+                JobDirOwner::Nobody => {}
+            }
+            let mut log_path = String::with_capacity(job_dir.len() + LOG_NAME.len() + 1);
+            log_path.push_str(&job_dir);
+            log_path.push('/');
+            log_path.push_str(LOG_NAME);
+            requests.push(JobRequest {
+                ix: job,
+                job: &self.flow.jobs[j],
+                attempt: rec.attempt.max(1),
+                log_path,
+                job_dir,
+                run: &self.ctx,
+            });
+        }
+        let replies = handle.submit(&requests);
+        drop(requests);
+        self.tick_clock();
+        for (job, reply) in jobs.into_iter().zip(replies) {
+            match reply {
+                SubmitReply::Accepted => {
+                    self.feed(Input::Accepted(job));
+                }
+                SubmitReply::Busy => {
+                    self.feed(Input::Busy(job));
+                }
+                SubmitReply::Rejected(e) => {
+                    if self.feed(Input::Rejected(job, e)) {
+                        self.ledger.rejected(job, self.clock.1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The log's file name in a job directory (attempt 1).
+pub const LOG_NAME: &str = "output.log";
+
+/// `<run>/jobs/<encoded name>`.
+pub fn job_dir(ctx: &RunContext, name: &str) -> PathBuf {
+    PathBuf::from(job_dir_text(ctx, name))
+}
+
+/// [`job_dir`] as text, built with one allocation (it is built for every job handed over).
+pub fn job_dir_text(ctx: &RunContext, name: &str) -> String {
+    let encoded = job_dir_name(name);
+    let mut s = String::with_capacity(ctx.run_dir_text.len() + 6 + encoded.len());
+    s.push_str(&ctx.run_dir_text);
+    s.push_str("/jobs/");
+    s.push_str(&encoded);
+    s
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The loop's channel and the sender backends report to.
+pub fn channel() -> (Arc<dyn EventSender>, UnboundedReceiver<LoopMsg>) {
+    let (tx, rx) = unbounded_channel();
+    (Arc::new(LoopSender(tx)), rx)
+}

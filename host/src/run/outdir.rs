@@ -1,0 +1,348 @@
+//! The run's output directory: where it is, that it holds this run only, and the job
+//! directories inside it.
+//!
+//! * `--out DIR` must not exist or be empty: a directory that holds anything (a previous run's
+//!   results and logs) is refused, so that no job is ever judged on an older run's lines. The
+//!   default is a new `flowrun-out/<flow>/<timestamp>` directory, created atomically (a
+//!   concurrent run gets `<timestamp>-1`), with `flowrun-out/<flow>/latest` pointing at it.
+//! * A lock (`DIR/.flowrun.lock`, flock) refuses a second run into the same directory while
+//!   the first one runs; it is removed when the run ends.
+//! * Job directories are `DIR/jobs/<name>`, with the name encoded one-to-one into a single
+//!   path component ([`job_dir_name`]).
+//! * The directory is created only once every backend and observer is created: a run that
+//!   fails before any job starts leaves no directory behind and does not move `latest`.
+
+use std::{
+    borrow::Cow,
+    fs::File,
+    io::{ErrorKind, Write},
+    path::{Path, PathBuf},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+
+use crate::errors::Error;
+
+/// The lock file inside the run directory.
+pub const LOCK_FILE: &str = ".flowrun.lock";
+
+/// The longest file name most file systems take (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// How much of a long encoded name is kept before its hash.
+const LONG_NAME_PREFIX: usize = 200;
+
+/// A job or flow name as one path component, one-to-one: `/`, `%`, control bytes and a
+/// leading `.` become `%XX` (so no name is `.`, `..`, hidden or a path, and `a/b` and `a_b`
+/// stay apart); a result longer than NAME_MAX keeps a prefix and appends `%~` and a hash of the
+/// whole name (`%~` never appears in an encoding otherwise).
+pub fn job_dir_name(name: &str) -> Cow<'_, str> {
+    let escape =
+        |i: usize, b: u8| b == b'/' || b == b'%' || b < 0x20 || b == 0x7f || (i == 0 && b == b'.');
+    let bytes = name.as_bytes();
+    if name.is_empty() {
+        return Cow::Borrowed("%~");
+    }
+    let encoded: Cow<'_, str> = if !bytes.iter().enumerate().any(|(i, &b)| escape(i, b)) {
+        Cow::Borrowed(name)
+    } else {
+        let mut s = String::with_capacity(name.len() + 8);
+        for (i, ch) in name.char_indices() {
+            match u8::try_from(ch) {
+                Ok(b) if escape(i, b) => s.push_str(&format!("%{b:02X}")),
+                _ => s.push(ch),
+            }
+        }
+        Cow::Owned(s)
+    };
+    if encoded.len() <= NAME_MAX {
+        return encoded;
+    }
+    // Cut at a character boundary that does not split a %XX triple.
+    let mut cut = LONG_NAME_PREFIX;
+    while !encoded.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &encoded[..cut];
+    let tail = head.len().saturating_sub(2);
+    if let Some(p) = head.as_bytes()[tail..].iter().position(|&b| b == b'%') {
+        cut = tail + p;
+    }
+    let hash = Sha256::digest(name.as_bytes());
+    Cow::Owned(format!("{}%~{}", &encoded[..cut], hex::encode(&hash[..16])))
+}
+
+/// The run's directory, locked for this run.
+pub struct OutDir {
+    /// The directory (absolute).
+    pub path: PathBuf,
+    lock: Option<Flock<File>>,
+}
+
+impl OutDir {
+    /// Removes the lock file and unlocks: the run is over.
+    pub fn release(mut self) {
+        let _ = std::fs::remove_file(self.path.join(LOCK_FILE));
+        drop(self.lock.take());
+    }
+}
+
+fn output_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Output(format!("{}: {what}: {e}", path.display()))
+}
+
+/// What a directory holds besides the lock file, or an error reading it.
+fn previous_contents(dir: &Path) -> Result<Vec<String>, Error> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| output_error(dir, "cannot read the output directory", e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != LOCK_FILE)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn refuse_previous_run(dir: &Path, names: &[String]) -> Error {
+    let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+    let more = if names.len() > 3 { ", ..." } else { "" };
+    Error::Output(format!(
+        "{}: the output directory is not empty (it holds {}{more}): a run never mixes its logs \
+         and results with another's; remove it or choose another --out",
+        dir.display(),
+        shown.join(", ")
+    ))
+}
+
+/// Refuses `--out DIR` early (before any plugin is loaded) when it cannot hold a new run.
+pub fn check_out(out: &Path) -> Result<(), Error> {
+    match std::fs::metadata(out) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(output_error(out, "cannot use the output directory", e)),
+        Ok(m) if !m.is_dir() => Err(Error::Output(format!(
+            "{}: cannot use the output directory: not a directory",
+            out.display()
+        ))),
+        Ok(_) => {
+            let names = previous_contents(out)?;
+            if names.is_empty() {
+                Ok(())
+            } else {
+                Err(refuse_previous_run(out, &names))
+            }
+        }
+    }
+}
+
+/// Creates (or takes the empty) output directory, locks it and creates `jobs/` in it.
+/// `flow` names the default directory when `out` is `None`.
+pub fn create(flow: &str, out: Option<&Path>) -> Result<OutDir, Error> {
+    let (dir, latest) = match out {
+        Some(out) => {
+            check_out(out)?;
+            std::fs::create_dir_all(out)
+                .map_err(|e| output_error(out, "cannot create the output directory", e))?;
+            (out.to_path_buf(), None)
+        }
+        None => {
+            let base = PathBuf::from("flowrun-out").join(&*job_dir_name(flow));
+            std::fs::create_dir_all(&base)
+                .map_err(|e| output_error(&base, "cannot create the output directory", e))?;
+            let dir = new_timestamped(&base)?;
+            let name = dir.file_name().map(|n| n.to_os_string());
+            (dir, name.map(|n| (base, n)))
+        }
+    };
+    let lock = lock(&dir)?;
+    let names = previous_contents(&dir)?;
+    if !names.is_empty() {
+        // Another run got in between the first look and the lock.
+        return Err(refuse_previous_run(&dir, &names));
+    }
+    let jobs = dir.join("jobs");
+    std::fs::create_dir(&jobs).map_err(|e| output_error(&jobs, "cannot create", e))?;
+    let path = dir
+        .canonicalize()
+        .map_err(|e| output_error(&dir, "cannot resolve the output directory", e))?;
+    if let Some((base, name)) = latest {
+        update_latest(&base, &name);
+    }
+    Ok(OutDir {
+        path,
+        lock: Some(lock),
+    })
+}
+
+/// `base/<UTC timestamp>`, or `-1`, `-2`, ... when taken: `create_dir` is atomic, so two runs
+/// never share one.
+fn new_timestamped(base: &Path) -> Result<PathBuf, Error> {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let mut n = 0;
+    loop {
+        let dir = match n {
+            0 => base.join(&stamp),
+            n => base.join(format!("{stamp}-{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(output_error(&dir, "cannot create the output directory", e)),
+        }
+    }
+}
+
+/// Takes the run's lock, writing this process's id into it.
+fn lock(dir: &Path) -> Result<Flock<File>, Error> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| output_error(&path, "cannot create the run's lock", e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let _ = locked.set_len(0);
+            let _ = writeln!(locked, "{}", std::process::id());
+            Ok(locked)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(Error::Output(format!(
+                "{}: another flowrun (pid {}) is running into this output directory; wait for \
+                 it or choose another --out",
+                dir.display(),
+                pid.trim()
+            )))
+        }
+        Err((_, e)) => Err(output_error(&path, "cannot lock", e)),
+    }
+}
+
+/// Points `base/latest` at `name`, atomically; never replaces anything but a symlink.
+fn update_latest(base: &Path, name: &std::ffi::OsStr) {
+    let link = base.join("latest");
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            tracing::warn!(
+                "not updating {}: it is not a symlink (flowrun never replaces it)",
+                link.display()
+            );
+            return;
+        }
+        _ => {}
+    }
+    let tmp = base.join(format!(".latest.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    // A failure here is cosmetic: the run's directory is printed at the end.
+    if let Err(e) =
+        std::os::unix::fs::symlink(name, &tmp).and_then(|()| std::fs::rename(&tmp, &link))
+    {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!("cannot update {}: {e}", link.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_dir_names_are_one_to_one_single_components() {
+        let names = [
+            "a/b",
+            "a_b",
+            "a%2Fb",
+            ".",
+            "..",
+            ".hidden",
+            "x.y",
+            "",
+            "tab\there",
+            "nl\nx",
+            "caf\u{e9}",
+            "%",
+            "a%",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            let d = job_dir_name(n).into_owned();
+            assert!(
+                !d.is_empty() && d != "." && d != ".." && !d.contains('/'),
+                "{n:?} -> {d:?}"
+            );
+            assert!(!d.starts_with('.'), "{n:?} -> {d:?}");
+            assert!(!d.bytes().any(|b| b < 0x20), "{n:?} -> {d:?}");
+            assert!(seen.insert(d.clone()), "{n:?} collides as {d:?}");
+        }
+        assert_eq!(job_dir_name("sim-dma-3"), "sim-dma-3");
+        assert!(matches!(job_dir_name("sim-dma-3"), Cow::Borrowed(_)));
+        assert_eq!(job_dir_name("a/b"), "a%2Fb");
+        assert_eq!(job_dir_name(".."), "%2E.");
+        assert_eq!(job_dir_name("caf\u{e9}/x"), "caf\u{e9}%2Fx");
+    }
+
+    #[test]
+    fn long_names_keep_a_prefix_and_a_hash_within_name_max() {
+        let a = "x".repeat(300);
+        let b = format!("{}y", "x".repeat(299));
+        let slashes = "/".repeat(100);
+        for n in [&a, &b, &slashes] {
+            let d = job_dir_name(n);
+            assert!(d.len() <= NAME_MAX, "{} bytes", d.len());
+            assert!(d.contains("%~"));
+        }
+        assert_ne!(job_dir_name(&a), job_dir_name(&b));
+        // The cut never splits an escape: every % is followed by two hex digits or by ~.
+        let d = job_dir_name(&slashes);
+        let body = d.split("%~").next().unwrap();
+        assert!(
+            body.len() % 3 == 0 && body.chars().all(|c| "%2F".contains(c)),
+            "{d}"
+        );
+        // At the limit, a name is kept as it is.
+        let n = "z".repeat(NAME_MAX);
+        assert_eq!(job_dir_name(&n), n);
+    }
+
+    #[test]
+    fn an_out_dir_holding_anything_is_refused_and_a_locked_one_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let first = create("f", Some(&out)).unwrap();
+        // Locked by the first run.
+        std::fs::remove_dir(out.join("jobs")).unwrap();
+        match create("f", Some(&out)) {
+            Err(Error::Output(m)) => assert!(m.contains("another flowrun"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+        std::fs::write(out.join("results.json"), "{}").unwrap();
+        first.release();
+        match create("f", Some(&out)) {
+            Err(Error::Output(m)) => {
+                assert!(m.contains("not empty") && m.contains("results.json"), "{m}")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        // An empty directory is fine; a file is not a directory.
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        create("f", Some(&empty)).unwrap().release();
+        assert!(!empty.join(LOCK_FILE).exists(), "the lock goes at the end");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(check_out(&file), Err(Error::Output(_))));
+    }
+}

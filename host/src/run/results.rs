@@ -1,0 +1,258 @@
+//! The writer of results.json (the schema is documented in docs/results.md) and its fast
+//! timestamps.
+
+use std::{
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use super::records::JobRecord;
+use crate::{
+    flow::Flow,
+    sched::{Reason, Status},
+};
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-22T21:54:41.123456Z`.
+pub fn rfc3339_us(us: i64) -> String {
+    let mut buf = [0u8; TS_LEN];
+    Timestamps::default().format(us, &mut buf).to_string()
+}
+
+/// A second since the epoch and its `YYYY-MM-DDTHH:MM:SS.` text.
+type CachedSecond = (i64, [u8; 20]);
+
+const TS_LEN: usize = "2026-11-22T21:54:41.123456Z".len();
+
+/// Formats many timestamps fast: a results.json of a million jobs holds three million of them,
+/// and they fall into few distinct seconds, so the calendar part (done by the `time` crate) is
+/// computed once per second and only the microseconds are formatted per call.
+#[derive(Default)]
+pub struct Timestamps {
+    /// A few recent seconds: a job's queued, started and finished times alternate between
+    /// the run's start and the moment it ran.
+    cached: [std::cell::Cell<Option<CachedSecond>>; 4],
+}
+
+impl Timestamps {
+    /// Formats `us` (µs since the epoch) into `buf`.
+    pub fn format<'b>(&self, us: i64, buf: &'b mut [u8; TS_LEN]) -> &'b str {
+        let (secs, micros) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+        let slot = &self.cached[secs.rem_euclid(4) as usize];
+        let prefix = match slot.get() {
+            Some((s, p)) if s == secs => p,
+            _ => {
+                let mut p = [b'0'; 20];
+                if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) {
+                    let text = format!(
+                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                        t.year(),
+                        t.month() as u8,
+                        t.day(),
+                        t.hour(),
+                        t.minute(),
+                        t.second()
+                    );
+                    p.copy_from_slice(&text.as_bytes()[..20]);
+                }
+                slot.set(Some((secs, p)));
+                p
+            }
+        };
+        buf[..20].copy_from_slice(&prefix);
+        let mut m = micros;
+        for i in (20..26).rev() {
+            buf[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        buf[26] = b'Z';
+        std::str::from_utf8(buf).expect("ASCII")
+    }
+}
+
+/// A timestamp field of results.json: null when it never happened.
+struct Ts<'a>(i64, &'a Timestamps);
+
+impl Serialize for Ts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 > 0 {
+            let mut buf = [0u8; TS_LEN];
+            s.serialize_str(self.1.format(self.0, &mut buf))
+        } else {
+            s.serialize_none()
+        }
+    }
+}
+
+/// A reason, serialised through its `Display` without an intermediate string.
+struct ReasonText<'a>(Option<&'a Reason>);
+
+impl Serialize for ReasonText<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(r) => s.collect_str(r),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    killed: u64,
+    skipped: u64,
+}
+
+#[derive(Serialize)]
+struct JobOut<'a> {
+    name: &'a str,
+    status: &'static str,
+    reason: ReasonText<'a>,
+    reason_kind: Option<&'static str>,
+    backend: &'a str,
+    attempt: u32,
+    exit_code: Option<i32>,
+    queued_at: Ts<'a>,
+    started_at: Ts<'a>,
+    finished_at: Ts<'a>,
+    duration_s: Option<f64>,
+    cpu_s: Option<f64>,
+    max_rss_mb: Option<f64>,
+    native_id: Option<&'a str>,
+    log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_context: Option<&'a [String]>,
+}
+
+/// Everything results.json is written from.
+pub struct ResultsInput<'a> {
+    /// The flow.
+    pub flow: &'a Flow,
+    /// Start and end, µs since the epoch.
+    pub started_us: i64,
+    /// End.
+    pub finished_us: i64,
+    /// Interrupted by a signal.
+    pub interrupted: bool,
+    /// Final status and reason per job.
+    pub outcome: &'a dyn Fn(usize) -> (Status, Option<&'a Reason>),
+    /// Per-job facts.
+    pub records: &'a [JobRecord],
+    /// The default log path of a job.
+    pub log_of: &'a dyn Fn(usize) -> PathBuf,
+}
+
+/// Writes `<dir>/results.json` atomically (a temporary file, then a rename). On failure the
+/// temporary file is removed: nothing half-written is left.
+pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<PathBuf> {
+    let path = dir.join("results.json");
+    let tmp = dir.join(".results.json.tmp");
+    match write_to(&tmp, input).and_then(|()| std::fs::rename(&tmp, &path)) {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_to(tmp: &Path, input: &ResultsInput<'_>) -> std::io::Result<()> {
+    let mut counts = Counts {
+        passed: 0,
+        failed: 0,
+        killed: 0,
+        skipped: 0,
+    };
+    for i in 0..input.flow.jobs.len() {
+        match (input.outcome)(i).0 {
+            Status::Passed => counts.passed += 1,
+            Status::Failed => counts.failed += 1,
+            Status::Killed => counts.killed += 1,
+            Status::Skipped => counts.skipped += 1,
+            _ => {}
+        }
+    }
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
+    let stamps = Timestamps::default();
+    let ts = |us: i64| Ts(us, &stamps);
+    write!(
+        w,
+        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"counts\": {},\n  \"jobs\": [",
+        serde_json::to_string(&input.flow.name)?,
+        serde_json::to_string(&ts(input.started_us))?,
+        serde_json::to_string(&ts(input.finished_us))?,
+        input.interrupted,
+        serde_json::to_string(&counts)?,
+    )?;
+    for (i, job) in input.flow.jobs.iter().enumerate() {
+        let (status, reason) = (input.outcome)(i);
+        let r = &input.records[i];
+        let extra = r.extra.as_deref();
+        let log = match extra.and_then(|x| x.logs.first()) {
+            Some(first) => Some(first.to_string_lossy().into_owned()),
+            None if r.has_dir => Some((input.log_of)(i).to_string_lossy().into_owned()),
+            None => None,
+        };
+        let fail = extra.and_then(|x| x.fail.as_ref());
+        let out = JobOut {
+            name: &job.name,
+            status: status.name(),
+            reason: ReasonText(reason),
+            reason_kind: reason.map(Reason::kind),
+            backend: &input.flow.backends[job.backend].name,
+            attempt: r.attempt,
+            exit_code: r.exit_code,
+            queued_at: ts(r.queued_at),
+            started_at: ts(r.started_at),
+            finished_at: ts(r.finished_at),
+            duration_s: r.duration_s(),
+            cpu_s: extra.and_then(|x| x.usage.cpu_s),
+            max_rss_mb: extra.and_then(|x| x.usage.max_rss_mb),
+            native_id: extra.and_then(|x| x.native_id.as_deref()),
+            log,
+            detail: extra.and_then(|x| x.detail.as_deref()),
+            fail_line: fail.map(|f| f.line),
+            fail_text: fail.map(|f| f.text.as_str()),
+            fail_context: fail.map(|f| f.context.as_slice()),
+        };
+        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(&mut w, &out)?;
+    }
+    w.write_all(b"\n  ]\n}\n")?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_us(1_795_391_681_123_456),
+            "2026-11-22T23:54:41.123456Z"
+        );
+        assert_eq!(
+            rfc3339_us(1_795_391_681_000_007),
+            "2026-11-22T23:54:41.000007Z"
+        );
+    }
+}
