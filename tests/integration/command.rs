@@ -358,6 +358,13 @@ fn a_50_job_dag_runs_in_dependency_order(which: Scheduler) {
             format!("I am {name}\n"),
             "the log of {name}"
         );
+        assert!(
+            run.job(name)["native_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{name} has its native id: {}",
+            run.job(name)
+        );
         // The job went through the scheduler: its own output file is in the job directory.
         let scheduler_out = job_dir(&run, name).join(cluster.scheduler_output());
         assert!(
@@ -523,28 +530,28 @@ fn lsf_emu_an_outage_of_20_seconds_mid_run_fails_no_job() {
     let (ok, text) = cluster.sh("lsf-emu-ctl set LSB_API_CONNTIMEOUT 1");
     assert!(ok, "{text}");
     let dir = cluster.work_dir();
-    // One submission per second, so that some of the independent jobs below go out during
-    // the outage and some after it.
+    // `hold` runs through the outage (it waits for the test's `release` file), so that the
+    // status queries meet it; one submission per second, so that some of the 30 jobs after
+    // it go out during the outage (flowrun submits ready jobs in the flow's order).
     let mut flow = format!(
         "[flow]\nname = \"outage\"\ndefault_backend = \"sched\"\n{}",
         example_backend_with("lsf", "sched", false, &[("submit_rate", "1/s")])
     );
-    for i in 0..20 {
+    let release = dir.path().join("release");
+    flow.push_str(&format!(
+        "[[job]]\nname = \"hold\"\ncmd = \"echo started; until [ -e '{}' ]; do sleep 0.2; done\"\n",
+        release.display()
+    ));
+    for i in 0..30 {
         flow.push_str(&format!("[[job]]\nname = \"w{i}\"\ncmd = \"echo w{i}\"\n"));
     }
-    // A chain, whose jobs become ready one after the other, during the outage and after it.
-    for i in 0..8 {
-        let needs: Vec<String> = (i > 0).then(|| format!("c{}", i - 1)).into_iter().collect();
-        flow.push_str(&format!(
-            "[[job]]\nname = \"c{i}\"\ncmd = \"sleep 2; echo link {i}\"\nneeds = {needs:?}\n"
-        ));
-    }
-    flow.push_str("[[job]]\nname = \"exit3\"\ncmd = \"exit 3\"\nneeds = [\"c2\"]\n");
+    // Judged after the outage, from what the scheduler says then.
+    flow.push_str("[[job]]\nname = \"exit3\"\ncmd = \"exit 3\"\nneeds = [\"hold\"]\n");
     let bg = cluster.spawn_with(dir.path(), "outage", &flow, &[("LSB_NTRIES", "1")]);
     let tag = bg.tag.clone();
-    let log = dir.path().join("out/jobs/c0/output.log");
-    wait_until(Duration::from_secs(60), "c0 to run", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+    let log = dir.path().join("out/jobs/hold/output.log");
+    wait_until(Duration::from_secs(60), "hold to run", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t == "started\n")
     });
     let (ok, text) = cluster.sh("lsf-emu-ctl outage 20");
     assert!(ok, "lsf-emu-ctl outage: {text}");
@@ -554,6 +561,8 @@ fn lsf_emu_an_outage_of_20_seconds_mid_run_fails_no_job() {
         !ok && text.contains("Connection refused by server"),
         "{text}"
     );
+    std::thread::sleep(Duration::from_secs(22));
+    std::fs::write(&release, "").expect("write the release file");
     let run = bg.finish(Duration::from_secs(300));
     assert_eq!(run.code, 1, "{run:#?}");
     // Both kinds of call met the outage and were retried (the engine's warnings say so).
@@ -566,13 +575,10 @@ fn lsf_emu_an_outage_of_20_seconds_mid_run_fails_no_job() {
             run.stderr
         );
     }
-    for i in 0..20 {
+    assert_eq!(run.status("hold"), "passed", "{run:#?}");
+    for i in 0..30 {
         assert_eq!(run.status(&format!("w{i}")), "passed", "{run:#?}");
         assert_eq!(log_of(&run, &format!("w{i}")), format!("w{i}\n"));
-    }
-    for i in 0..8 {
-        assert_eq!(run.status(&format!("c{i}")), "passed", "{run:#?}");
-        assert_eq!(log_of(&run, &format!("c{i}")), format!("link {i}\n"));
     }
     assert_eq!(
         (run.status("exit3"), run.reason("exit3")),
@@ -582,8 +588,9 @@ fn lsf_emu_an_outage_of_20_seconds_mid_run_fails_no_job() {
     assert_eq!(cluster.live_jobs(&tag), "", "jobs left behind");
 }
 
-/// A mistake in a template or regex is reported before anything runs, with the file, the
-/// line of the backend's table and the key, and exit status 2.
+/// A mistake in a template or regex is reported before anything runs, by `flowrun run` and
+/// `flowrun check`, with the file, the line of the backend's table and the key, and exit
+/// status 2.
 #[test]
 fn a_mistake_in_the_templates_is_reported_with_file_line_and_key() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -627,5 +634,18 @@ fn a_mistake_in_the_templates_is_reported_with_file_line_and_key() {
             !dir.path().join("out/jobs/a/output.log").exists(),
             "nothing ran"
         );
+        // `flowrun check` creates the backends, so it reports the same mistake.
+        let check = flowrun_tests::flowrun(dir.path())
+            .arg("check")
+            .arg(&flow_file)
+            .output()
+            .expect("run flowrun check");
+        let check_err = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "flowrun check: {check_err}");
+        assert!(
+            check_err.contains(&at) && check_err.contains(&format!("`{key}`")),
+            "flowrun check names {at} and `{key}`: {check_err}"
+        );
+        assert!(check_err.contains(words), "{check_err}");
     }
 }
