@@ -131,6 +131,14 @@ pub fn parse(text_of_table: &str) -> Result<(EngineConfig, CommandKeys), PluginE
             ),
         ));
     }
+    // The engine's `arrays` would be silently ignored: one template submits one job.
+    if engine.arrays {
+        return Err(PluginError::config(
+            "arrays",
+            "the command backend submits one job per `submit` call, never arrays: remove \
+             `arrays = true`",
+        ));
+    }
     let template = |key: &str, vars: &[Var]| -> Result<Option<Template>, PluginError> {
         table
             .get(key)

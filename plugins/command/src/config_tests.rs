@@ -194,6 +194,10 @@ fn every_mistake_names_its_key() {
             "`cancel_all`: never passes {run_tag}",
         ),
         (
+            vec![("arrays", Some("true"))],
+            "`arrays`: the command backend submits one job per `submit` call",
+        ),
+        (
             vec![("cancel_ok", Some("'(unclosed'"))],
             "`cancel_ok`: \"(unclosed\" is not a valid regex",
         ),
