@@ -150,7 +150,10 @@ pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut()
     }
 }
 
-/// A `flowrun run` running in the background, its stdout and stderr going to files in `dir`.
+/// A `flowrun run` running in the background (for tests that act on the run while it runs:
+/// an interrupt, a job killed from outside), its output going to files in its directory.
+/// Dropped while flowrun still runs (a test failed half-way), it interrupts flowrun so that
+/// no cluster job is left behind.
 pub struct Background {
     /// The flowrun process.
     pub child: std::process::Child,
@@ -160,13 +163,14 @@ pub struct Background {
     pub tag: String,
 }
 
-/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it (`--out <dir>/out`)
-/// in the background, with `env` added to its environment. `flow_name` is the flow's name.
-pub fn spawn_flow(
+/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it with `--out
+/// <dir>/out`, with `env` added to its environment. The flow's `[flow] name` must be
+/// `flow_name` (it is part of the run's tag).
+pub fn spawn_flow<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     dir: &Path,
     flow_name: &str,
     flow_toml: &str,
-    env: &[(String, String)],
+    env: &[(K, V)],
 ) -> Background {
     std::fs::write(dir.join("flow.toml"), flow_toml).expect("write flow.toml");
     let file = |name: &str| std::fs::File::create(dir.join(name)).expect("create an output file");
@@ -180,7 +184,12 @@ pub fn spawn_flow(
         .stderr(file("stderr"))
         .spawn()
         .expect("start flowrun");
-    let tag = format!("flowrun-{flow_name}-{}", child.id());
+    // As the host names a run: non-alphanumeric characters of the flow's name become `_`.
+    let name: String = flow_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let tag = format!("flowrun-{name}-{}", child.id());
     Background {
         child,
         dir: dir.to_path_buf(),
@@ -189,30 +198,47 @@ pub fn spawn_flow(
 }
 
 impl Background {
+    /// The process id of flowrun.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (`INT`, `TERM`, ...) to flowrun.
     pub fn signal(&self, signal: &str) {
+        // The `kill` program rather than libc's: no unsafe code for this.
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "cannot signal flowrun");
+        assert!(
+            status.success(),
+            "kill -{signal} {} failed",
+            self.child.id()
+        );
     }
 
-    /// flowrun's standard error so far.
+    /// Sends flowrun SIGINT, as Ctrl-C at a terminal does.
+    pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// What flowrun wrote to its standard error so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
 
-    /// Waits for flowrun to exit (killing it and failing after `limit`) and reads its results.
+    /// Waits for flowrun to exit (at most `limit`; then it is killed and the test fails) and
+    /// reads its results.
     pub fn finish(mut self, limit: std::time::Duration) -> Run {
         let deadline = std::time::Instant::now() + limit;
         let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait for flowrun") {
-                break s;
+            if let Some(status) = self.child.try_wait().expect("wait for flowrun") {
+                break status;
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
+                let _ = self.child.wait();
                 panic!(
                     "flowrun did not finish within {limit:?}; stderr:\n{}",
                     self.stderr()
@@ -226,6 +252,26 @@ impl Background {
             stderr: std::fs::read(self.dir.join("stderr")).unwrap_or_default(),
         };
         collect(output, &self.dir.join("out"))
+    }
+}
+
+impl Drop for Background {
+    /// A test that fails half-way must not leave flowrun (and its cluster jobs) running: it is
+    /// interrupted, so that it cancels its jobs, and killed if it has not ended in 60 s.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

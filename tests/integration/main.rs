@@ -4,6 +4,7 @@
 
 mod abi_compat;
 mod batch;
+mod command;
 mod count_calls;
 mod example;
 mod fake;
