@@ -5,6 +5,7 @@
 //! - [`flow`]: loading, expanding and validating flow files into a [`flow::Flow`];
 //! - [`sched`]: the pure scheduler core, a state machine fed inputs, returning actions;
 //! - [`run`]: the thin async loop that drives the core against real backends;
+//! - [`display`]: the built-in status display, an in-process observer of the run events;
 //! - [`backend`] and [`observe`]: the core's plain traits for backends and observers, and the
 //!   run events (the observer contract);
 //! - [`plugins`]: discovery, the registry, and the abi_stable edge (`plugins::ffi`);
@@ -14,6 +15,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod display;
 pub mod errors;
 pub mod flow;
 pub mod observe;

@@ -1,10 +1,14 @@
 //! Run events — the contract between the run loop and every observer (the built-in status
 //! display, plugin observers such as JUnit) — and the hub that delivers them.
 //!
-//! Each observer runs on its own thread behind a bounded queue of event batches. The run loop
-//! never blocks on an observer: when an observer's queue is full, events accumulate in the batch
-//! the hub still holds for it and go out, merged, as soon as the queue has room. Nothing is
+//! Each plugin observer runs on its own thread behind a bounded queue of event batches. The run
+//! loop never blocks on an observer: when an observer's queue is full, events accumulate in the
+//! batch the hub still holds for it and go out, merged, as soon as the queue has room. Nothing is
 //! dropped; a slow observer only delays itself.
+//!
+//! In-process observers ([`LocalObserver`], such as the built-in status display) get the very
+//! same batches, by reference, on the loop's thread: they must do O(1) work per event and never
+//! block (the display hands its terminal output to a thread of its own).
 
 use std::{
     path::PathBuf,
@@ -22,10 +26,10 @@ use crate::sched::Status;
 pub struct JobStatusEvent {
     /// When, in microseconds since the Unix epoch.
     pub time_us: i64,
-    /// The job's name.
-    pub job: String,
+    /// The job's name (shared: an event costs no copy of it).
+    pub job: Arc<str>,
     /// The backend instance.
-    pub backend: String,
+    pub backend: Arc<str>,
     /// Before.
     pub old: Status,
     /// After.
@@ -42,6 +46,8 @@ pub struct JobStatusEvent {
     pub fail_line: Option<u64>,
     /// For a fail-pattern match: the line.
     pub fail_text: Option<String>,
+    /// The job is interactive: while it runs it may hold the terminal.
+    pub interactive: bool,
 }
 
 /// The run's totals.
@@ -74,8 +80,9 @@ pub enum RunEvent {
         flow: String,
         /// The output directory.
         run_dir: PathBuf,
-        /// Every job: (name, backend instance).
-        jobs: Vec<(String, String)>,
+        /// Every job: (name, backend instance), the same shared names as in its JOB_STATUS
+        /// events.
+        jobs: Vec<(Arc<str>, Arc<str>)>,
     },
     /// A job changed status.
     JobStatus(JobStatusEvent),
@@ -103,6 +110,15 @@ pub trait Observer: Send + Sync {
     fn finish(&self) -> Result<(), String>;
 }
 
+/// An observer inside the host process, fed on the run loop's thread with every batch the plugin
+/// observers get, before them. It must return promptly: O(1) work per event, no blocking I/O.
+pub trait LocalObserver: Send {
+    /// A batch of events, in order.
+    fn on_events(&mut self, events: &[RunEvent]);
+    /// The run is over (or never started): release the terminal, flush what is left.
+    fn finish(&mut self);
+}
+
 /// A batch of events, shared by every observer's queue.
 type Batch = Arc<Vec<RunEvent>>;
 
@@ -117,10 +133,12 @@ struct Lane {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
-/// Delivers run events to every observer, each on its own thread.
+/// Delivers run events to every observer: plugin observers each on their own thread, local
+/// observers inline.
 #[derive(Default)]
 pub struct ObserverHub {
     lanes: Vec<Lane>,
+    locals: Vec<Box<dyn LocalObserver>>,
 }
 
 impl ObserverHub {
@@ -144,14 +162,25 @@ impl ObserverHub {
         });
     }
 
+    /// Adds an in-process observer.
+    pub fn add_local(&mut self, observer: Box<dyn LocalObserver>) {
+        self.locals.push(observer);
+    }
+
     /// Whether any observer is attached (so the run loop can skip building events).
     pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
+        self.lanes.is_empty() && self.locals.is_empty()
     }
 
     /// Sends a batch to every observer without blocking.
     pub fn publish(&mut self, events: Vec<RunEvent>) {
-        if self.lanes.is_empty() || events.is_empty() {
+        if events.is_empty() {
+            return;
+        }
+        for local in &mut self.locals {
+            local.on_events(&events);
+        }
+        if self.lanes.is_empty() {
             return;
         }
         let shared = Arc::new(events);
@@ -175,9 +204,13 @@ impl ObserverHub {
         }
     }
 
-    /// Delivers what is held, closes the queues and waits for every observer to finish.
-    /// Returns the errors, one line each, named by observer.
+    /// Finishes the local observers (so the summary is out before a slow plugin observer
+    /// finishes), then delivers what is held, closes the queues and waits for every plugin
+    /// observer to finish. Returns the errors, one line each, named by observer.
     pub fn finish(mut self) -> Vec<String> {
+        for local in &mut self.locals {
+            local.finish();
+        }
         let mut errors = Vec::new();
         for lane in &mut self.lanes {
             if let Some(tx) = lane.tx.take() {
@@ -221,6 +254,42 @@ mod tests {
         fn finish(&self) -> Result<(), String> {
             Ok(())
         }
+    }
+
+    /// Records what it is fed.
+    struct Recorder(Arc<Mutex<(Vec<i64>, bool)>>);
+    impl LocalObserver for Recorder {
+        fn on_events(&mut self, events: &[RunEvent]) {
+            let mut seen = self.0.lock().unwrap();
+            for e in events {
+                if let RunEvent::KillSignal { time_us, .. } = e {
+                    seen.0.push(*time_us);
+                }
+            }
+        }
+        fn finish(&mut self) {
+            self.0.lock().unwrap().1 = true;
+        }
+    }
+
+    #[test]
+    fn local_observers_get_every_batch_at_once_and_are_finished() {
+        let seen = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut hub = ObserverHub::default();
+        assert!(hub.is_empty());
+        hub.add_local(Box::new(Recorder(seen.clone())));
+        assert!(!hub.is_empty(), "a local observer needs events built");
+        for i in 0..3 {
+            hub.publish(vec![RunEvent::KillSignal {
+                time_us: i,
+                signal: "SIGINT",
+            }]);
+            // Inline: delivered before publish returns.
+            assert_eq!(seen.lock().unwrap().0.len() as i64, i + 1);
+        }
+        hub.publish(Vec::new());
+        assert!(hub.finish().is_empty());
+        assert_eq!(*seen.lock().unwrap(), (vec![0, 1, 2], true));
     }
 
     #[test]

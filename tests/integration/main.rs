@@ -3,6 +3,7 @@
 //! (`cargo build --workspace`; the README's test command does it).
 
 mod abi_compat;
+mod display;
 mod example;
 mod fake;
 mod junit;

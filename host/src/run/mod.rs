@@ -7,7 +7,6 @@
 //! their own threads through a channel into the loop. Log scans run on tokio's blocking pool.
 //! Each plugin observer has its own thread (see `crate::observe`). Shutdowns run on threads.
 
-mod display;
 mod driver;
 pub mod records;
 
@@ -22,6 +21,7 @@ use crate::{
     backend::{
         BackendEvent, EventSender, JobCommand, JobDirOwner, JobEnd, JobRequest, SubmitReply,
     },
+    display::{Display, DisplayOptions, DEFAULT_STATUS_INTERVAL},
     errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED, EXIT_SIGINT, EXIT_SIGTERM},
     flow::{Command, Flow, When},
     observe::{JobStatusEvent, ObserverHub, RunEvent, Summary},
@@ -31,7 +31,6 @@ use crate::{
         self, Action, Input, Interrupt, JobIx, Outcome, SchedSpec, Scheduler, SchedulerApi, Status,
     },
 };
-use display::{Counts, Display};
 use driver::BackendDriver;
 use records::{now_us, FailMatch, JobRecord};
 
@@ -46,6 +45,9 @@ pub struct RunOptions {
     pub observers: Vec<String>,
     /// Print only the summary.
     pub quiet: bool,
+    /// `--status-interval`: without a terminal, a progress line this often (zero: on every
+    /// change); `None`: the default.
+    pub status_interval: Option<std::time::Duration>,
 }
 
 /// What a run ended with.
@@ -211,6 +213,11 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
         }
     }
 
+    // The built-in display is one more observer of the same events.
+    hub.add_local(Box::new(Display::start(DisplayOptions {
+        quiet: opts.quiet,
+        status_interval: opts.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL),
+    })));
     let mut state = RunState::new(flow, out, drivers, hub, opts);
     let t = Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
@@ -223,6 +230,9 @@ pub fn run(flow: Flow, plugins: &mut PluginSet, opts: &RunOptions) -> Result<Run
     }
     state.finish(end)
 }
+
+/// Events held before they are published.
+const EVENT_BATCH: usize = 4096;
 
 /// How long a second signal waits for backends to kill what still runs.
 const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -272,8 +282,6 @@ struct RunState {
     sched: Scheduler,
     drivers: Vec<Option<BackendDriver>>,
     hub: ObserverHub,
-    display: Display,
-    counts: Counts,
     records: Vec<JobRecord>,
     /// Whether the submit answer of a job was seen (events can overtake answers).
     answered: Vec<bool>,
@@ -284,6 +292,9 @@ struct RunState {
     started_us: i64,
     tx: Option<UnboundedSender<LoopMsg>>,
     pending_events: Vec<RunEvent>,
+    /// Job and backend names as events carry them (empty without observers).
+    event_names: Vec<Arc<str>>,
+    event_backends: Vec<Arc<str>>,
     /// Jobs the core asked to submit that have not been handed over yet: submissions go out in
     /// bounded slices, with the backends' events drained in between, so memory stays bounded
     /// however many jobs become ready at once.
@@ -336,8 +347,6 @@ impl RunState {
             });
         }
         let n = flow.jobs.len();
-        let mut counts = Counts::default();
-        counts.by_status[0] = n as u64;
         let run_tag = format!(
             "flowrun-{}-{}",
             flow.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
@@ -349,8 +358,6 @@ impl RunState {
             out,
             drivers,
             hub,
-            display: Display::new(opts.quiet),
-            counts,
             records: vec![JobRecord::default(); n],
             answered: vec![false; n],
             ended: vec![false; n],
@@ -359,6 +366,8 @@ impl RunState {
             started_us: now_us(),
             tx: None,
             pending_events: Vec::new(),
+            event_names: Vec::new(),
+            event_backends: Vec::new(),
             pending_submits: std::collections::VecDeque::new(),
             clock: (Instant::now(), now_us()),
             flow,
@@ -381,11 +390,24 @@ impl RunState {
         let (scan_tx, mut scan_rx) = unbounded_channel();
         self.tx = Some(scan_tx);
         if !self.hub.is_empty() {
-            let jobs = self
+            // Shared names: each event then costs two reference counts, not two allocations.
+            self.event_backends = self
+                .flow
+                .backends
+                .iter()
+                .map(|b| b.name.as_str().into())
+                .collect();
+            self.event_names = self
                 .flow
                 .jobs
                 .iter()
-                .map(|j| (j.name.clone(), self.flow.backends[j.backend].name.clone()))
+                .map(|j| j.name.as_str().into())
+                .collect();
+            let jobs = self
+                .event_names
+                .iter()
+                .zip(&self.flow.jobs)
+                .map(|(n, j)| (n.clone(), self.event_backends[j.backend].clone()))
                 .collect();
             self.hub.publish(vec![RunEvent::RunStarted {
                 time_us: self.started_us,
@@ -397,8 +419,6 @@ impl RunState {
         self.clock = (Instant::now(), now_us());
         self.sched.start(self.clock.0);
         self.apply_actions();
-        let mut tick = tokio::time::interval(self.display.tick_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut buf = Vec::with_capacity(4096);
         while !self.sched.is_done() {
             let wake = self.sched.next_wakeup();
@@ -423,7 +443,6 @@ impl RunState {
                     self.clock = (Instant::now(), now_us());
                     self.sched.handle(Input::Tick, self.clock.0);
                 }
-                _ = tick.tick() => self.display.refresh(&self.counts),
                 // Queued submissions go out once the events above are drained.
                 _ = std::future::ready(()), if !self.pending_submits.is_empty() => {}
             }
@@ -440,19 +459,9 @@ impl RunState {
             time_us: now_us(),
             signal: sig.name(),
         });
-        if second {
-            self.display.message(&format!(
-                "flowrun: {} again: exiting now after a best-effort kill",
-                sig.name()
-            ));
-        } else {
-            self.display.message(&format!(
-                "flowrun: {}: starting nothing more, killing {} running job(s); {} again to exit at once",
-                sig.name(),
-                self.counts.get(Status::Running),
-                sig.name()
-            ));
-        }
+        // Observers (the display among them) hear of the signal at once, not after the kills.
+        let events = std::mem::take(&mut self.pending_events);
+        self.hub.publish(events);
         self.clock = (Instant::now(), now_us());
         self.sched.handle(Input::Interrupt(sig), self.clock.0);
         // Submissions not yet handed to a backend never will be: to the core they come back
@@ -523,9 +532,7 @@ impl RunState {
                     return;
                 }
                 self.records[job as usize].started_at = self.clock.1;
-                if interactive {
-                    self.display.pause();
-                }
+                let _ = interactive; // the display learns it from the job's RUNNING event
                 self.sched.handle(Input::Started(job), now);
             }
             BackendEvent::Lost { job, why } => {
@@ -534,9 +541,6 @@ impl RunState {
                 }
                 self.ended[job as usize] = true;
                 self.records[job as usize].finished_at = self.clock.1;
-                if self.flow.jobs[job as usize].interactive {
-                    self.display.resume();
-                }
                 self.sched.handle(Input::Lost(job, why), now);
             }
             BackendEvent::Finished {
@@ -554,9 +558,6 @@ impl RunState {
                 rec.finished_at = self.clock.1;
                 if rec.started_at == 0 {
                     rec.started_at = rec.finished_at;
-                }
-                if self.flow.jobs[j].interactive {
-                    self.display.resume();
                 }
                 if !logs.is_empty() {
                     rec.logs = Some(Box::new(logs));
@@ -610,6 +611,12 @@ impl RunState {
     /// loop comes back for the next slice once the backends' events are drained.
     fn apply_actions(&mut self) {
         self.carry_out(); // may queue submissions
+                          // Observers see a job running before its backend gets it: the display must stand aside
+                          // before an interactive job prints its first prompt.
+        if !self.pending_events.is_empty() {
+            let events = std::mem::take(&mut self.pending_events);
+            self.hub.publish(events);
+        }
         if self.submit_slice() {
             self.carry_out(); // what the answers changed (rejections free slots, ...)
         }
@@ -661,7 +668,6 @@ impl RunState {
 
     fn on_status(&mut self, job: JobIx, old: Status, new: Status, reason: String) {
         let j = job as usize;
-        self.counts.shift(old, new);
         let now = self.clock.1;
         let rec = &mut self.records[j];
         match new {
@@ -681,8 +687,8 @@ impl RunState {
         self.pending_events
             .push(RunEvent::JobStatus(JobStatusEvent {
                 time_us: now,
-                job: job_def.name.clone(),
-                backend: self.flow.backends[job_def.backend].name.clone(),
+                job: self.event_names[j].clone(),
+                backend: self.event_backends[job_def.backend].clone(),
                 old,
                 new,
                 reason,
@@ -692,7 +698,14 @@ impl RunState {
                 log: (terminal && rec.has_dir).then(|| self.log_path(j)),
                 fail_line: rec.fail.as_ref().map(|f| f.line),
                 fail_text: rec.fail.as_ref().map(|f| f.text.clone()),
+                interactive: job_def.interactive,
             }));
+        // Bounded batches: a million jobs becoming ready at once must not become a million
+        // events held at once.
+        if self.pending_events.len() >= EVENT_BATCH {
+            let events = std::mem::take(&mut self.pending_events);
+            self.hub.publish(events);
+        }
     }
 
     fn request(&mut self, job: JobIx, backend: usize) -> JobRequest {
@@ -760,13 +773,12 @@ impl RunState {
         };
         let finals: Vec<(Status, String)> = (0..n).map(outcome).collect();
         if abandoned {
-            for (i, (s, _)) in finals.iter().enumerate() {
+            // Observers hear of these ends as of any other (on_status also closes the records).
+            self.clock.1 = finished_us;
+            for (i, (s, reason)) in finals.iter().enumerate() {
                 let old = self.sched.status(i as JobIx);
                 if old != *s {
-                    self.counts.shift(old, *s);
-                }
-                if self.records[i].finished_at == 0 && self.records[i].started_at > 0 {
-                    self.records[i].finished_at = finished_us;
+                    self.on_status(i as JobIx, old, *s, reason.clone());
                 }
             }
         }
@@ -795,11 +807,12 @@ impl RunState {
         .map_err(|e| Error::Output(format!("{}: cannot write results.json: {e}", out.display())))?;
         tracing::info!("results.json written: {:.3} s", t.elapsed().as_secs_f64());
 
+        let final_count = |want: Status| finals.iter().filter(|(s, _)| *s == want).count() as u64;
         let summary = Summary {
-            passed: self.counts.get(Status::Passed),
-            failed: self.counts.get(Status::Failed),
-            killed: self.counts.get(Status::Killed),
-            skipped: self.counts.get(Status::Skipped),
+            passed: final_count(Status::Passed),
+            failed: final_count(Status::Failed),
+            killed: final_count(Status::Killed),
+            skipped: final_count(Status::Skipped),
             interrupted: self.interrupted.is_some(),
             duration_s: (finished_us - self.started_us) as f64 / 1e6,
             results_path: results.clone(),
@@ -810,34 +823,18 @@ impl RunState {
         });
         let events = std::mem::take(&mut self.pending_events);
         self.hub.publish(events);
+        // The display prints the summary from RUN_FINISHED as it finishes, before the plugin
+        // observers are waited for; their errors come after it.
         let hub = std::mem::take(&mut self.hub);
         for e in hub.finish() {
-            self.display.message(&format!("flowrun: {e}"));
+            eprintln!("flowrun: {e}");
         }
 
-        let failures: Vec<(String, String, &'static str)> = finals
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, _))| *s != Status::Passed)
-            .map(|(i, (s, r))| {
-                (
-                    self.flow.jobs[i].name.clone(),
-                    r.clone(),
-                    records::status_name(*s),
-                )
-            })
-            .collect();
-        self.display.summary(
-            &self.counts,
-            &self.flow.name,
-            &failures,
-            &results.display().to_string(),
-        );
-
+        let all_passed = finals.iter().all(|(s, _)| *s == Status::Passed);
         let exit_code = match self.interrupted {
             Some(Interrupt::Sigint) => EXIT_SIGINT,
             Some(Interrupt::Sigterm) => EXIT_SIGTERM,
-            None if failures.is_empty() => EXIT_PASSED,
+            None if all_passed => EXIT_PASSED,
             None => EXIT_JOBS_FAILED,
         };
         // A million-job run holds hundreds of megabytes of small allocations; freeing them one
