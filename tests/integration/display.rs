@@ -446,3 +446,20 @@ cmd = "true"
         "{err}"
     );
 }
+
+#[test]
+fn display_status_interval_rejects_what_is_not_a_duration() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        "[[job]]\nname = \"a\"\ncmd = \"true\"\n",
+        &["--status-interval", "soon"],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("--status-interval") && run.stderr.contains("soon"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.results.is_null(), "nothing ran");
+}

@@ -10,7 +10,7 @@
 //! - Without a terminal (a CI log, a pipe), or on a `dumb` one: a line per job that did not pass,
 //!   as it ends, and a progress line every `--status-interval` (zero: whenever the counts change).
 //! - `-q`: only the summary.
-//! - At the end, the summary ([`summary`]), cause first.
+//! - At the end, the summary (`summary.rs`), cause first.
 //!
 //! The loop's thread only updates counters and queues lines (O(1) per event, one lock per batch);
 //! all writing happens on the display's own thread, so a slow or blocked terminal never slows
@@ -317,6 +317,10 @@ impl Writer {
         }
         .saturating_sub(1);
         let mut text = String::new();
+        if self.live && !b.lines.is_empty() {
+            // Over whatever the terminal echoed at the start of the line (a `^C`).
+            text.push('\r');
+        }
         for mut l in b.lines {
             l.truncate(max);
             text.push_str(&l.render(colour));

@@ -527,12 +527,15 @@ impl RunState {
 
     fn on_backend_event(&mut self, event: BackendEvent, now: Instant) {
         match event {
-            BackendEvent::Started { job, interactive } => {
+            // The display learns of an interactive job from its RUNNING event.
+            BackendEvent::Started {
+                job,
+                interactive: _,
+            } => {
                 if !self.implied_accept(job, now) {
                     return;
                 }
                 self.records[job as usize].started_at = self.clock.1;
-                let _ = interactive; // the display learns it from the job's RUNNING event
                 self.sched.handle(Input::Started(job), now);
             }
             BackendEvent::Lost { job, why } => {
