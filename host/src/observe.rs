@@ -180,9 +180,31 @@ impl ObserverHub {
         for local in &mut self.locals {
             local.on_events(&events);
         }
-        if self.lanes.is_empty() {
+        if !self.lanes.is_empty() {
+            self.send_to_lanes(events);
+        }
+    }
+
+    /// [`ObserverHub::publish`] of the events in `buffer`, which is left empty with its capacity:
+    /// the run loop reuses one buffer rather than growing a new one for every batch.
+    pub fn publish_from(&mut self, buffer: &mut Vec<RunEvent>) {
+        if buffer.is_empty() {
             return;
         }
+        for local in &mut self.locals {
+            local.on_events(buffer);
+        }
+        if self.lanes.is_empty() {
+            buffer.clear();
+        } else {
+            // Moves the events out; the buffer keeps its capacity.
+            let mut events = Vec::with_capacity(buffer.len());
+            events.append(buffer);
+            self.send_to_lanes(events);
+        }
+    }
+
+    fn send_to_lanes(&mut self, events: Vec<RunEvent>) {
         let shared = Arc::new(events);
         for lane in &mut self.lanes {
             let batch = if lane.held.is_empty() {
@@ -288,8 +310,14 @@ mod tests {
             assert_eq!(seen.lock().unwrap().0.len() as i64, i + 1);
         }
         hub.publish(Vec::new());
+        let mut buffer = vec![RunEvent::KillSignal {
+            time_us: 3,
+            signal: "SIGTERM",
+        }];
+        hub.publish_from(&mut buffer);
+        assert!(buffer.is_empty() && buffer.capacity() > 0, "emptied, kept");
         assert!(hub.finish().is_empty());
-        assert_eq!(*seen.lock().unwrap(), (vec![0, 1, 2], true));
+        assert_eq!(*seen.lock().unwrap(), (vec![0, 1, 2, 3], true));
     }
 
     #[test]

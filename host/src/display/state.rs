@@ -1,14 +1,16 @@
 //! What the display knows of the run, built from the event stream alone: counts per status, the
 //! running jobs, the lines to print, and the material of the summary. Every event costs O(1)
-//! (a few hash-map operations and at most one formatted line); everything kept for the summary
+//! (a few hash-map operations, with the Fx hash: the keys are our own job names, and at most one
+//! formatted line); everything kept for the summary
 //! is bounded, whatever the number of jobs.
 
 use std::{
-    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::format::{self, Counts};
 use crate::{
@@ -134,12 +136,12 @@ impl Progress {
             started_us: 0,
             total: 0,
             counts: Counts::default(),
-            running: HashMap::new(),
-            interactive: HashSet::new(),
+            running: HashMap::default(),
+            interactive: HashSet::default(),
             signal: None,
             signals: 0,
             groups: Vec::new(),
-            group_of: HashMap::new(),
+            group_of: HashMap::default(),
             ungrouped: Counts::default(),
             ended: Vec::new(),
             failed_shown: 0,

@@ -365,7 +365,7 @@ impl RunState {
             interrupted: None,
             started_us: now_us(),
             tx: None,
-            pending_events: Vec::new(),
+            pending_events: Vec::with_capacity(EVENT_BATCH),
             event_names: Vec::new(),
             event_backends: Vec::new(),
             pending_submits: std::collections::VecDeque::new(),
@@ -460,8 +460,7 @@ impl RunState {
             signal: sig.name(),
         });
         // Observers (the display among them) hear of the signal at once, not after the kills.
-        let events = std::mem::take(&mut self.pending_events);
-        self.hub.publish(events);
+        self.hub.publish_from(&mut self.pending_events);
         self.clock = (Instant::now(), now_us());
         self.sched.handle(Input::Interrupt(sig), self.clock.0);
         // Submissions not yet handed to a backend never will be: to the core they come back
@@ -617,15 +616,13 @@ impl RunState {
                           // Observers see a job running before its backend gets it: the display must stand aside
                           // before an interactive job prints its first prompt.
         if !self.pending_events.is_empty() {
-            let events = std::mem::take(&mut self.pending_events);
-            self.hub.publish(events);
+            self.hub.publish_from(&mut self.pending_events);
         }
         if self.submit_slice() {
             self.carry_out(); // what the answers changed (rejections free slots, ...)
         }
         if !self.pending_events.is_empty() {
-            let events = std::mem::take(&mut self.pending_events);
-            self.hub.publish(events);
+            self.hub.publish_from(&mut self.pending_events);
         }
     }
 
@@ -706,8 +703,7 @@ impl RunState {
         // Bounded batches: a million jobs becoming ready at once must not become a million
         // events held at once.
         if self.pending_events.len() >= EVENT_BATCH {
-            let events = std::mem::take(&mut self.pending_events);
-            self.hub.publish(events);
+            self.hub.publish_from(&mut self.pending_events);
         }
     }
 
@@ -824,8 +820,7 @@ impl RunState {
             time_us: finished_us,
             summary,
         });
-        let events = std::mem::take(&mut self.pending_events);
-        self.hub.publish(events);
+        self.hub.publish_from(&mut self.pending_events);
         // The display prints the summary from RUN_FINISHED as it finishes, before the plugin
         // observers are waited for; their errors come after it.
         let hub = std::mem::take(&mut self.hub);
