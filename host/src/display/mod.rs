@@ -76,6 +76,8 @@ pub struct Display {
     held: bool,
     /// A progress line whenever the counts change.
     every_change: bool,
+    /// It panicked: it gets no more events.
+    broken: bool,
 }
 
 struct Shared {
@@ -96,11 +98,7 @@ struct Inner {
 impl Display {
     /// Starts a display on stderr.
     pub fn start(opts: DisplayOptions) -> Display {
-        Display::start_with(opts, Caps::detect())
-    }
-
-    /// Starts a display on stderr with the given capabilities.
-    pub fn start_with(opts: DisplayOptions, caps: Caps) -> Display {
+        let caps = Caps::detect();
         let live = caps.live && !opts.quiet;
         let job_lines = match (opts.quiet, live) {
             (true, _) => JobLines::None,
@@ -139,29 +137,43 @@ impl Display {
             live,
             held: false,
             every_change: !live && !opts.quiet && opts.status_interval.is_zero(),
+            broken: false,
         }
     }
 }
 
 impl LocalObserver for Display {
     fn on_events(&mut self, events: &[RunEvent]) {
-        let mut g = self.shared.inner.lock();
-        let lines_before = g.progress.pending.lines.len();
-        for e in events {
-            if let RunEvent::RunStarted { .. } = e {
-                g.started = Some(Instant::now());
+        if self.broken {
+            return;
+        }
+        // This runs on the loop's thread: a bug here must cost the display, never the run.
+        let every_change = self.every_change;
+        let live = self.live;
+        let shared = &self.shared;
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut g = shared.inner.lock();
+            let lines_before = g.progress.pending.lines.len();
+            for e in events {
+                if let RunEvent::RunStarted { .. } = e {
+                    g.started = Some(Instant::now());
+                }
+                g.progress.apply(e);
             }
-            g.progress.apply(e);
-        }
-        let urgent = g.progress.pending.lines.len() != lines_before
-            || g.progress.finished.is_some()
-            || (self.every_change && g.progress.changed);
-        let held = self.live && g.progress.interactive_running();
-        if urgent && !g.urgent {
-            g.urgent = true;
-            self.shared.wake.notify_one();
-        }
-        drop(g);
+            let urgent = g.progress.pending.lines.len() != lines_before
+                || g.progress.finished.is_some()
+                || (every_change && g.progress.changed);
+            if urgent && !g.urgent {
+                g.urgent = true;
+                shared.wake.notify_one();
+            }
+            live && g.progress.interactive_running()
+        }));
+        let Ok(held) = applied else {
+            self.broken = true;
+            eprintln!("flowrun: the status display failed; the run goes on without it");
+            return;
+        };
         if held != self.held {
             // Here, on the loop's thread, before the job is handed to its backend: the live line
             // goes before the job can print its first prompt.
