@@ -137,7 +137,7 @@ interactive = true
 cmd = "printf 'name? '; read line; echo \"got:$line\""
 [[job]]
 name = "background-job"
-cmd = "sleep 3"
+cmd = "sleep 5"
 "#,
         &[],
     );
