@@ -8,6 +8,7 @@ mod display;
 mod example;
 mod fake;
 mod junit;
+mod legacy;
 mod local;
 mod lsf_emu;
 mod observers;
