@@ -72,7 +72,7 @@ impl Sge {
     }
 
     fn spawn(&self, name: &str, flow: &str) -> Background {
-        spawn_flow(self.work(), name, flow, &[("PATH".into(), Sge::path())])
+        spawn_flow(self.work(), name, flow, &[("PATH", Sge::path())])
     }
 
     /// The run's jobs Grid Engine still holds (pending, running or in error): (id, task

@@ -4,7 +4,9 @@
 
 mod abi_compat;
 mod batch;
+mod command;
 mod count_calls;
+mod display;
 mod example;
 mod fake;
 mod gridengine;

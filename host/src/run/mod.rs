@@ -16,7 +16,6 @@
 //! threads through a channel into the loop. Log scans run on tokio's blocking pool. Each
 //! plugin observer has its own thread (see `crate::observe`). Shutdowns run on threads.
 
-mod display;
 pub mod drive;
 mod driver;
 pub mod outdir;
@@ -34,13 +33,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
     backend::RunContext,
+    display::{Display, DisplayOptions, DEFAULT_STATUS_INTERVAL},
     errors::Error,
     flow::Flow,
     observe::Phases,
     plugins::PluginSet,
     sched::{BackendSpec, Interrupt, SchedSpec, Scheduler, SchedulerApi},
 };
-use display::Display;
 use drive::{RunState, Signals};
 use driver::MAX_CALL_BATCH;
 use results::now_us;
@@ -63,6 +62,9 @@ pub struct RunOptions {
     pub kill_margin: Option<Duration>,
     /// The phases before the run (loading the flow), for the RUN_STARTED event.
     pub phases: Phases,
+    /// `--status-interval`: without a terminal, a progress line this often (zero: on every
+    /// change); `None`: the default.
+    pub status_interval: Option<Duration>,
 }
 
 /// What a run ended with.
@@ -190,15 +192,13 @@ pub fn run_with(
         run_tag(&flow.name),
         flow.resources.iter().map(|r| r.0.clone()).collect(),
     );
-    let mut state = RunState::new(
-        flow,
-        ctx,
-        sched,
-        instances.backends,
-        instances.hub,
-        Display::new(opts.quiet),
-        phases,
-    );
+    let mut hub = instances.hub;
+    // The built-in display is one more observer of the same events.
+    hub.add_local(Box::new(Display::start(DisplayOptions {
+        quiet: opts.quiet,
+        status_interval: opts.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL),
+    })));
+    let mut state = RunState::new(flow, ctx, sched, instances.backends, hub, phases);
     let t = std::time::Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
     tracing::info!("run loop: {:.3} s", t.elapsed().as_secs_f64());

@@ -1,5 +1,5 @@
 //! What the run remembers of each job, and [`Ledger::transition`]: the one place where every
-//! change of a job's status is recorded (times, counts, the observer event). A journal of the
+//! change of a job's status is recorded (times, the observer event). A journal of the
 //! run (for resume) hooks in there; the facts backends report arrive through the other
 //! methods of [`Ledger`], only for inputs the core applied.
 
@@ -60,25 +60,9 @@ impl JobRecord {
     }
 }
 
-/// Counts per status, indexed by [`Status::index`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    /// Per status.
-    pub by_status: [u64; 7],
-}
-
-impl Counts {
-    /// Moves one job from `old` to `new`.
-    pub fn shift(&mut self, old: Status, new: Status) {
-        let o = old.index();
-        self.by_status[o] = self.by_status[o].saturating_sub(1);
-        self.by_status[new.index()] += 1;
-    }
-    /// The count of a status.
-    pub fn get(&self, s: Status) -> u64 {
-        self.by_status[s.index()]
-    }
-}
+/// Events held before the loop publishes them (bounded batches: a million jobs becoming ready
+/// at once must not become a million events held at once), and the buffer's capacity.
+pub const EVENT_BATCH: usize = 4096;
 
 /// A `resources` attribute text and the job shape (cpus, resources) it was built from.
 type ResourcesText = (u32, Vec<(u32, u64)>, Arc<str>);
@@ -95,8 +79,6 @@ struct EventNames {
 pub struct Ledger {
     /// Per job.
     pub records: Vec<JobRecord>,
-    /// Jobs per status.
-    pub counts: Counts,
     /// Events waiting for the next publish; only built when someone observes.
     pub events: Vec<RunEvent>,
     names: Option<EventNames>,
@@ -105,13 +87,9 @@ pub struct Ledger {
 impl Ledger {
     /// A ledger of `flow`'s jobs, all Scheduled; `observed` says whether events are built.
     pub fn new(flow: &Flow, observed: bool) -> Self {
-        let n = flow.jobs.len();
-        let mut counts = Counts::default();
-        counts.by_status[Status::Scheduled.index()] = n as u64;
         Ledger {
-            records: vec![JobRecord::default(); n],
-            counts,
-            events: Vec::new(),
+            records: vec![JobRecord::default(); flow.jobs.len()],
+            events: Vec::with_capacity(if observed { EVENT_BATCH } else { 0 }),
             names: observed.then(|| EventNames {
                 jobs: flow
                     .jobs
@@ -128,6 +106,20 @@ impl Ledger {
         }
     }
 
+    /// Every job with its backend, as RUN_STARTED lists them, in the events' shared names;
+    /// `None` when no one observes.
+    pub fn job_list(&self, flow: &Flow) -> Option<Vec<(Arc<str>, Arc<str>)>> {
+        let names = self.names.as_ref()?;
+        Some(
+            names
+                .jobs
+                .iter()
+                .zip(&flow.jobs)
+                .map(|(name, def)| (name.clone(), names.backends[def.backend].clone()))
+                .collect(),
+        )
+    }
+
     /// A job changed status, at `now_us`: the one place every change is recorded.
     /// `log` gives the job's default log path (asked only for observed terminal changes).
     pub fn transition(
@@ -140,7 +132,6 @@ impl Ledger {
         log: impl FnOnce() -> PathBuf,
     ) {
         let j = job as usize;
-        self.counts.shift(old, new);
         let rec = &mut self.records[j];
         match new {
             Status::Queued => {
@@ -206,6 +197,7 @@ impl Ledger {
             cpu_s: extra.and_then(|x| x.usage.cpu_s),
             max_rss_mb: extra.and_then(|x| x.usage.max_rss_mb),
             detail: extra.and_then(|x| x.detail.clone()),
+            interactive: def.interactive,
         }));
     }
 
@@ -258,11 +250,6 @@ impl Ledger {
     /// The log's verdict named a failing line.
     pub fn fail_matched(&mut self, job: JobIx, fail: FailMatch) {
         self.records[job as usize].extra().fail = Some(fail);
-    }
-
-    /// Takes the events built so far.
-    pub fn take_events(&mut self) -> Vec<RunEvent> {
-        std::mem::take(&mut self.events)
     }
 }
 

@@ -387,6 +387,7 @@ impl<D: Dialect> Shared<D> {
                     );
                 }
             }
+            // Rows from the job files count even when the scheduler's query failed.
             out.extend(core.apply_records(&self.dialect, rows, &lookups));
         });
         Step::Worked

@@ -733,6 +733,38 @@ fn jobs_that_vanish_are_resolved_from_their_final_records() {
 }
 
 #[test]
+fn records_in_the_job_files_come_first_and_the_scheduler_is_asked_for_the_rest() {
+    let mut b = Bench::new("", true);
+    b.cluster.set(|c| c.purge_after = Some(Duration::ZERO));
+    let jobs = vec![
+        b.job("filed", "run=3 exit=3"),
+        b.job("stale", "run=3 exit=0"),
+    ];
+    let keys = b.submit(jobs);
+    b.sim.run_for(secs(1.5));
+    let id_of = |exit: &str| {
+        let state = b.cluster.state.lock();
+        let found = state.jobs.iter().find(|(_, j)| j.has(exit));
+        found.map(|(id, _)| id.clone()).expect("submitted")
+    };
+    let ids = [id_of("exit=3"), id_of("exit=0")];
+    let dir = |name: &str| b.dir.path().join("jobs").join(name);
+    // The file's exit status differs from the scheduler's, to show which one counts; the
+    // second job's file belongs to another submission and must be ignored.
+    std::fs::write(dir("filed").join("fake-record"), format!("{}|7", ids[0])).unwrap();
+    std::fs::write(dir("stale").join("fake-record"), "99|9").unwrap();
+    assert!(b.sim.run_to_completion(Duration::from_secs(60)));
+    assert_eq!(b.verdict(keys[0]), Verdict::Exited(7));
+    assert_eq!(b.verdict(keys[1]), Verdict::Exited(0));
+    let asked = b.cluster.call_args("frecords");
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|args| args == &[ids[1].clone()]),
+        "only the job without a record of its own is asked about: {asked:?}"
+    );
+}
+
+#[test]
 fn without_records_a_vanished_job_is_lost_after_lost_after() {
     let mut b = Bench::new("lost_after = \"30s\"\nsubmit_grace = \"0s\"", false);
     b.cluster.set(|c| c.purge_after = Some(Duration::ZERO));
