@@ -5,6 +5,7 @@
 //! `cargo test` does not build cdylib plugins.
 
 use std::{
+    ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
@@ -113,10 +114,16 @@ pub fn collect(output: Output, out: &Path) -> Run {
 /// Writes `flow_toml` to `<dir>/flow.toml` and runs `flowrun run` on it with `--out <dir>/out`
 /// plus `args`.
 pub fn run_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> Run {
+    run_flow_with(dir, flow_toml, args, &[])
+}
+
+/// [`run_flow`] with extra environment variables (such as `FLOWRUN_PLUGIN_PATH`).
+pub fn run_flow_with(dir: &Path, flow_toml: &str, args: &[&str], env: &[(&str, &OsStr)]) -> Run {
     let flow = dir.join("flow.toml");
     std::fs::write(&flow, flow_toml).expect("write flow.toml");
     let out = dir.join("out");
     let output = flowrun(dir)
+        .envs(env.iter().copied())
         .arg("run")
         .arg(&flow)
         .arg("--out")

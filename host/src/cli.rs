@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    errors::{Error, EXIT_INVALID_INPUT, EXIT_JOBS_FAILED, EXIT_PASSED},
+    errors::{Error, EXIT_INVALID_INPUT, EXIT_PASSED},
     flow::{self, Flow, LoadOptions},
     observe::Phases,
-    plugins::{self, PluginSet, Scope},
+    plugins::{self, PluginSet},
     run::{self, RunOptions},
 };
 
@@ -18,7 +18,7 @@ fn version() -> &'static str {
         format!(
             "{} (plugin API {})",
             env!("CARGO_PKG_VERSION"),
-            flowrun_plugin_api::PLUGIN_API_VERSION
+            flowrun_plugin_abi::PLUGIN_API_VERSION
         )
         .into_boxed_str(),
     )
@@ -52,7 +52,14 @@ enum Cmd {
     },
     /// Manage plugins.
     #[command(subcommand)]
-    Plugins(PluginsCmd),
+    Plugins(plugins::command::PluginsCmd),
+    /// Loads a plugin library and reports what it is (flowrun runs itself so, in a child
+    /// process, to judge a library that could crash or hang).
+    #[command(name = "__probe-plugin", hide = true)]
+    ProbePlugin {
+        /// The library.
+        path: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -98,45 +105,6 @@ fn parse_status_interval(text: &str) -> Result<std::time::Duration, String> {
         Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
         Err(_) => flow::parse_duration(text),
     }
-}
-
-#[derive(Subcommand, Debug)]
-enum PluginsCmd {
-    /// List the plugins on the search path, with the kinds they offer; shows shadowed ones.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one plugin.
-    Info {
-        /// The plugin's name.
-        name: String,
-    },
-    /// Validate a plugin library and install it (default: into the user directory).
-    Install {
-        /// The library (`.so`).
-        file: PathBuf,
-        /// Into the user's directory ($XDG_DATA_HOME/flowrun/plugins).
-        #[arg(long, conflicts_with = "site")]
-        user: bool,
-        /// Into the site's directory ($FLOWRUN_SITE_PLUGIN_DIR or /usr/local/lib/flowrun/plugins).
-        #[arg(long)]
-        site: bool,
-    },
-    /// Remove an installed plugin.
-    Remove {
-        /// The plugin's name.
-        name: String,
-        /// From the user's directory only.
-        #[arg(long, conflicts_with = "site")]
-        user: bool,
-        /// From the site's directory only.
-        #[arg(long)]
-        site: bool,
-    },
-    /// Re-hash and re-check every installed plugin; exit 1 if any fails.
-    Verify,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -186,8 +154,8 @@ fn load_flow(path: &Path, plugins: &mut PluginSet, opts: &LoadOptions) -> Result
     match flow::load(path, &catalog, opts) {
         Ok(f) => Ok(f),
         Err(_) => {
-            // Scanned plugins may offer kinds not named after them: read their manifests and
-            // report the errors of that, complete, catalog.
+            // Plugins without an identity note may offer kinds not named after them: probe them
+            // and report the errors of that, complete, catalog.
             let full = plugins.catalog(true);
             flow::load(path, &full, opts).map_err(Error::Flow)
         }
@@ -201,7 +169,7 @@ fn parse_margin(text: &str) -> Result<std::time::Duration, String> {
 fn dispatch(cmd: Cmd) -> Result<i32, Error> {
     match cmd {
         Cmd::Run(args) => {
-            let mut plugins = PluginSet::discover();
+            let mut plugins = PluginSet::discover()?;
             let opts = LoadOptions {
                 backend_override: args.backend.clone(),
             };
@@ -238,7 +206,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             Ok(report.exit_code)
         }
         Cmd::Check { flow } => {
-            let mut plugins = PluginSet::discover();
+            let mut plugins = PluginSet::discover()?;
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
             run::check(&f, &mut plugins, &[])?;
             println!(
@@ -250,157 +218,12 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             Ok(EXIT_PASSED)
         }
         Cmd::Graph { flow } => {
-            let mut plugins = PluginSet::discover();
+            let mut plugins = PluginSet::discover()?;
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
             print!("{}", flow::render::graph(&f));
             Ok(EXIT_PASSED)
         }
-        Cmd::Plugins(p) => plugins_cmd(p),
-    }
-}
-
-fn plugins_cmd(cmd: PluginsCmd) -> Result<i32, Error> {
-    match cmd {
-        PluginsCmd::List { json } => {
-            let mut set = PluginSet::discover();
-            let rows = plugins::list(&mut set);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).expect("rows serialise")
-                );
-            } else {
-                for r in &rows {
-                    let kinds: Vec<String> = r
-                        .backends
-                        .iter()
-                        .map(|k| format!("backend {}", k.0))
-                        .chain(r.observers.iter().map(|k| format!("observer {}", k.0)))
-                        .collect();
-                    let state = match (&r.error, r.shadowed) {
-                        (Some(e), _) => format!("  BROKEN: {e}"),
-                        (None, true) => {
-                            "  (shadowed by an earlier plugin of the same name)".to_string()
-                        }
-                        _ => String::new(),
-                    };
-                    println!(
-                        "{:<12} {:<8} api {:<7} {:<8} {}  [{}]{}",
-                        r.name,
-                        r.version,
-                        r.api_version,
-                        format!("{:?}", r.source).to_lowercase(),
-                        r.path.display(),
-                        kinds.join(", "),
-                        state
-                    );
-                }
-                for w in &set.warnings {
-                    eprintln!("warning: {w}");
-                }
-            }
-            Ok(EXIT_PASSED)
-        }
-        PluginsCmd::Info { name } => {
-            let mut set = PluginSet::discover();
-            let rows = plugins::list(&mut set);
-            let mut found = false;
-            for r in rows.iter().filter(|r| r.name == name) {
-                found = true;
-                println!("name:        {}", r.name);
-                println!("version:     {}", r.version);
-                println!("plugin API:  {}", r.api_version);
-                println!("file:        {}", r.path.display());
-                println!(
-                    "source:      {:?}{}",
-                    r.source,
-                    if r.shadowed { " (shadowed)" } else { "" }
-                );
-                if let Some(s) = &r.sha256 {
-                    println!("sha256:      {s}");
-                }
-                if let Some(t) = &r.installed_at {
-                    println!("installed:   {t}");
-                }
-                for (k, d) in &r.backends {
-                    println!("backend:     {k}  {d}");
-                }
-                for (k, d) in &r.observers {
-                    println!("observer:    {k}  {d}");
-                }
-                if let Some(e) = &r.error {
-                    println!("error:       {e}");
-                }
-                println!();
-            }
-            if !found {
-                return Err(Error::Registry(format!(
-                    "no plugin named `{name}` on the search path; `flowrun plugins list` shows them"
-                )));
-            }
-            Ok(EXIT_PASSED)
-        }
-        PluginsCmd::Install {
-            file,
-            user: _,
-            site,
-        } => {
-            let scope = if site { Scope::Site } else { Scope::User };
-            let e = plugins::install(&file, scope)?;
-            println!(
-                "installed plugin {} {} (plugin API {}) offering [{}] into {}",
-                e.name,
-                e.version,
-                e.api_version,
-                e.backends
-                    .iter()
-                    .chain(e.observers.iter())
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                match scope {
-                    Scope::User => plugins::registry::user_dir(),
-                    Scope::Site => plugins::registry::site_dir(),
-                }
-                .display()
-            );
-            Ok(EXIT_PASSED)
-        }
-        PluginsCmd::Remove { name, user, site } => {
-            let scope = if site {
-                Some(Scope::Site)
-            } else if user {
-                Some(Scope::User)
-            } else {
-                None
-            };
-            let dir = plugins::remove(&name, scope)?;
-            println!("removed plugin {name} from {}", dir.display());
-            Ok(EXIT_PASSED)
-        }
-        PluginsCmd::Verify => {
-            let set = PluginSet::discover();
-            let mut failed = 0;
-            let mut checked = 0;
-            for c in set.candidates().iter().filter(|c| c.entry.is_some()) {
-                checked += 1;
-                match plugins::load_checked(&c.path, c.entry.as_ref()) {
-                    Ok(p) => println!("ok      {} {} {}", p.name, p.version, c.path.display()),
-                    Err(e) => {
-                        failed += 1;
-                        println!("FAILED  {}: {e}", c.name);
-                    }
-                }
-            }
-            for w in &set.warnings {
-                failed += 1;
-                println!("FAILED  {w}");
-            }
-            println!("{checked} installed plugin(s) checked, {failed} failed");
-            if failed > 0 {
-                return Ok(EXIT_JOBS_FAILED);
-            }
-            Ok(EXIT_PASSED)
-        }
+        Cmd::Plugins(p) => plugins::command::run(p),
+        Cmd::ProbePlugin { path } => Ok(plugins::probe::child_main(&path)),
     }
 }

@@ -44,7 +44,7 @@ pub fn run_exit_code(
 }
 
 /// Why a plugin could not be loaded. Each renders as one line.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum PluginLoadError {
     /// The file cannot be opened as a shared library.
@@ -56,13 +56,13 @@ pub enum PluginLoadError {
         detail: String,
     },
     /// The library is not a flowrun plugin.
-    #[error("{path}: not a flowrun plugin (no flowrun root module): build it with flowrun_plugin_api::export_plugin!")]
+    #[error("{path}: not a flowrun plugin (no flowrun root module): build it with flowrun_plugin_sdk::export_plugin!")]
     NoRootModule {
         /// The file.
         path: PathBuf,
     },
     /// The plugin was built against an incompatible plugin API.
-    #[error("plugin '{name}' {version} was built against plugin API {plugin_api}, but this flowrun provides {host_api}: rebuild it against flowrun-plugin-api {wanted}")]
+    #[error("plugin '{name}' {version} was built against plugin API {plugin_api}, but this flowrun provides {host_api}: rebuild it with a flowrun-plugin-sdk for plugin API {wanted}")]
     ApiMismatch {
         /// The plugin's name (its file name when unknown).
         name: String,
@@ -76,7 +76,7 @@ pub enum PluginLoadError {
         wanted: String,
     },
     /// The layout check failed.
-    #[error("{path}: plugin ABI layout does not match this flowrun ({summary}): rebuild it against flowrun-plugin-api {host_api}")]
+    #[error("{path}: plugin ABI layout does not match this flowrun ({summary}): rebuild it with a flowrun-plugin-sdk for plugin API {host_api}")]
     Layout {
         /// The file.
         path: PathBuf,
@@ -110,6 +110,21 @@ pub enum PluginLoadError {
         path: PathBuf,
         /// What failed.
         detail: String,
+    },
+    /// The file cannot be used as a plugin: damaged, not a shared library, or its loading
+    /// crashed, exited or hung in a child process.
+    #[error("{path}: not usable as a plugin: {detail}")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in one line.
+        detail: String,
+    },
+    /// What the child process that loaded the library reported (a complete message).
+    #[error("{message}")]
+    Reported {
+        /// The message.
+        message: String,
     },
     /// The plugin's init failed or panicked.
     #[error("plugin '{name}': {detail}")]

@@ -10,30 +10,39 @@ use std::{
 
 use flowrun_tests::{bin_dir, flowrun, run_flow, workspace_root};
 
-/// Builds the example crate once per test process, into `<target>/site-backend` so that repeated
-/// runs are incremental and never contend with the workspace's own build directory.
+/// Where the example crate builds: `<target>/site-backend`, so that repeated runs are
+/// incremental and never contend with the workspace's own build directory.
+fn example_target() -> PathBuf {
+    bin_dir()
+        .parent()
+        .expect("the profile dir has a parent")
+        .join("site-backend")
+}
+
+/// Runs `cargo VERB` on the example crate, as a site would in its own checkout.
+fn cargo_on_example(verb: &str) -> std::process::Output {
+    let manifest = workspace_root().join("examples/site-backend/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo)
+        .arg(verb)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", example_target())
+        .output()
+        .expect("run cargo")
+}
+
+/// Builds the example crate once per test process.
 fn site_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let target = bin_dir()
-            .parent()
-            .expect("the profile dir has a parent")
-            .join("site-backend");
-        let manifest = workspace_root().join("examples/site-backend/Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .arg("build")
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", &target)
-            .output()
-            .expect("run cargo");
+        let out = cargo_on_example("build");
         assert!(
             out.status.success(),
             "building the example failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let lib = target.join("debug/libflowrun_plugin_site.so");
+        let lib = example_target().join("debug/libflowrun_plugin_site.so");
         assert!(lib.exists(), "{} was not built", lib.display());
         lib
     })
@@ -190,4 +199,21 @@ cmd = ["printenv", "FLOWRUN_JOB_NAME", "FLOWRUN_JOB_DIR", "FLOWRUN_RUN_DIR", "FL
     assert_eq!(lines[2], run_dir.to_str().unwrap());
     assert_eq!(lines[3], "1");
     assert!(lines[4].starts_with("flowrun-env-"), "{log}");
+}
+
+#[test]
+fn the_example_passes_its_own_tests_including_the_backend_contract() {
+    // What a site runs: the crate's own tests, among them the test kit's Contract check (job
+    // environment, cwd, a fresh log, timeouts left to the host) and the observer harness.
+    let out = cargo_on_example("test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example's tests failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("test wrapper::tests::keeps_the_backend_contract ... ok"),
+        "{text}"
+    );
 }

@@ -14,13 +14,12 @@ use std::{
     fs::{File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    sync::Mutex,
 };
 
-use flowrun_plugin_api::{
-    sdk::{parse_config, ObserverImpl},
-    ErrorKind, PluginError, RunEvent, RunEventKind,
+use flowrun_plugin_sdk::{
+    parse_config, ObserverImpl, PluginError, RunEvent, RunEventKind, RunEvents,
 };
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -70,11 +69,11 @@ struct JsonlObserver {
 }
 
 impl JsonlObserver {
-    fn handle(&self, state: &mut State, event: &RunEvent) -> Result<(), String> {
-        match event.kind {
+    fn handle(&self, state: &mut State, event: RunEvent<'_>) -> Result<(), String> {
+        match event.kind() {
             RunEventKind::RUN_STARTED => {
                 state.started = true;
-                let path = Path::new(event.run_dir.as_str()).join(&self.path); // an absolute `path` stays as is
+                let path = Path::new(event.run_dir()).join(&self.path); // an absolute `path` stays as is
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -86,16 +85,16 @@ impl JsonlObserver {
                     .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
                 state.file = Some((path, file));
             }
-            RunEventKind::JOB_STATUS if event.new_status.is_terminal() => {
+            RunEventKind::JOB_STATUS if event.new_status().is_terminal() => {
                 let Some((path, file)) = &mut state.file else {
                     return Ok(());
                 }; // opening failed: reported
                 let line = JobLine {
-                    name: &event.job,
-                    status: event.new_status.name(),
-                    reason: &event.reason,
-                    exit_code: event.exit_code.into_option(),
-                    duration_s: event.duration_s.into_option(),
+                    name: event.job(),
+                    status: event.new_status().name(),
+                    reason: event.reason(),
+                    exit_code: event.exit_code(),
+                    duration_s: event.duration_s(),
                 };
                 let mut text = serde_json::to_string(&line)
                     .map_err(|e| format!("cannot encode a line: {e}"))?;
@@ -111,8 +110,8 @@ impl JsonlObserver {
 }
 
 impl ObserverImpl for JsonlObserver {
-    fn on_events(&self, events: &[RunEvent]) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn on_events(&self, events: RunEvents<'_>) {
+        let mut state = self.state.lock();
         for event in events {
             if let Err(e) = self.handle(&mut state, event) {
                 state.error.get_or_insert(e);
@@ -121,9 +120,9 @@ impl ObserverImpl for JsonlObserver {
     }
 
     fn finish(&self) -> Result<(), PluginError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         if let Some(e) = state.error.take() {
-            return Err(PluginError::new(ErrorKind::IO, format!("jsonl: {e}")));
+            return Err(PluginError::io(format!("jsonl: {e}")));
         }
         if !state.started {
             return Err(PluginError::other(
@@ -132,10 +131,7 @@ impl ObserverImpl for JsonlObserver {
         }
         if let Some((path, file)) = state.file.take() {
             file.sync_all().map_err(|e| {
-                PluginError::new(
-                    ErrorKind::IO,
-                    format!("jsonl: cannot flush {}: {e}", path.display()),
-                )
+                PluginError::io(format!("jsonl: cannot flush {}: {e}", path.display()))
             })?;
         }
         Ok(())
@@ -144,20 +140,20 @@ impl ObserverImpl for JsonlObserver {
 
 #[cfg(test)]
 mod tests {
-    use flowrun_plugin_api::{
-        abi_stable::std_types::ROption, ErrorKind, JobInfo, JobStatus, RunEvent, RunEventKind,
-    };
+    use flowrun_plugin_sdk::{ErrorKind, JobStatus};
+    use flowrun_plugin_testkit::{ObserverHarness, TestEvent};
 
     use super::create;
 
-    fn job_event(job: &str, status: JobStatus, reason: &str, exit_code: Option<i32>) -> RunEvent {
-        let mut e = RunEvent::empty(RunEventKind::JOB_STATUS, 2);
-        e.job = job.into();
-        e.new_status = status;
-        e.reason = reason.into();
-        e.exit_code = exit_code.into();
+    fn job_event(job: &str, status: JobStatus, reason: &str, exit_code: Option<i32>) -> TestEvent {
+        let mut e = TestEvent::job_status(job, JobStatus::RUNNING, status)
+            .at(2)
+            .reason(reason);
+        if let Some(code) = exit_code {
+            e = e.exit_code(code);
+        }
         if status != JobStatus::SKIPPED {
-            e.duration_s = ROption::RSome(0.25);
+            e = e.duration_s(0.25);
         }
         e
     }
@@ -165,16 +161,11 @@ mod tests {
     #[test]
     fn writes_one_line_per_finished_job() {
         let dir = tempfile::tempdir().unwrap();
-        let observer = create("path = \"logs/jobs.jsonl\"").unwrap();
-        let mut start = RunEvent::empty(RunEventKind::RUN_STARTED, 1);
-        start.run_dir = dir.path().to_str().unwrap().into();
-        start.jobs = vec![JobInfo {
-            name: "a".into(),
-            backend: "site".into(),
-        }]
-        .into();
-        observer.on_events(&[
-            start,
+        let observer = ObserverHarness::new(create, "path = \"logs/jobs.jsonl\"").unwrap();
+        observer.send(&[
+            TestEvent::run_started("f", dir.path().to_str().unwrap())
+                .at(1)
+                .job("a", "site"),
             job_event("a", JobStatus::RUNNING, "", None),
             job_event("a", JobStatus::PASSED, "", Some(0)),
             job_event("b \"quoted\"", JobStatus::FAILED, "exit code 2", Some(2)),
@@ -202,18 +193,16 @@ mod tests {
 
     #[test]
     fn errors_surface_at_finish() {
-        assert!(create("")
-            .unwrap()
+        let observer = ObserverHarness::new(create, "").unwrap();
+        assert!(observer
             .finish()
             .unwrap_err()
             .message
             .contains("never started"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
-        let observer = create("path = \"file/jobs.jsonl\"").unwrap();
-        let mut start = RunEvent::empty(RunEventKind::RUN_STARTED, 1);
-        start.run_dir = dir.path().to_str().unwrap().into();
-        observer.on_events(&[start]);
+        let observer = ObserverHarness::new(create, "path = \"file/jobs.jsonl\"").unwrap();
+        observer.send(&[TestEvent::run_started("f", dir.path().to_str().unwrap()).at(1)]);
         let e = observer.finish().unwrap_err();
         assert_eq!(e.kind, ErrorKind::IO);
         assert!(e.message.contains("file"), "{e}");

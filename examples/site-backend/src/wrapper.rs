@@ -25,14 +25,15 @@ use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{
-    sdk::{panic_message, parse_config, parse_duration, BackendImpl, Sink},
-    Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
+use flowrun_plugin_sdk::{
+    config::optional_duration, panic_message, parse_config, Answer, BackendImpl, Capabilities,
+    CapabilityFlags, Command as JobCommand, Event, Job, JobId, Jobs, PluginError, Sink,
 };
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Deserialize;
 
 /// The config table of a `site-wrapper` backend, as the flow writes it (the host has removed
@@ -41,7 +42,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     wrapper: Vec<String>,
-    kill_grace: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    kill_grace: Option<Duration>,
 }
 
 /// The validated config.
@@ -63,13 +65,9 @@ impl WrapperConfig {
                 "must name the wrapper command, such as [\"/usr/bin/env\", \"SITE=1\"]",
             ));
         }
-        let kill_grace = match &raw.kill_grace {
-            Some(text) => parse_duration("kill_grace", text)?,
-            None => Duration::from_secs(5),
-        };
         Ok(WrapperConfig {
             wrapper: raw.wrapper,
-            kill_grace,
+            kill_grace: raw.kill_grace.unwrap_or(Duration::from_secs(5)),
         })
     }
 }
@@ -112,7 +110,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Sends `signal` to the process groups of those `ids` that still run; with `request`, marks
@@ -122,8 +120,9 @@ impl Shared {
         for id in ids {
             if let Some(job) = state.running.get_mut(id) {
                 job.kill_requested |= request;
-                // A job is in `running` only while its leader is unreaped (see `watch`), so the
-                // group id cannot have been reused by an unrelated process.
+                // SAFETY: killpg has no memory-safety requirements. A job is in `running` only
+                // while its leader is unreaped (see `watch`), so the group id cannot have been
+                // reused by an unrelated process.
                 unsafe { libc::killpg(job.pgid, signal) };
             }
         }
@@ -138,31 +137,33 @@ struct SiteWrapper {
 
 impl SiteWrapper {
     /// Starts one job, or says why it cannot start.
-    fn start(&self, job: &JobSpec) -> Result<Child, String> {
-        if !Path::new(job.cwd.as_str()).is_dir() {
-            return Err(format!("working directory does not exist: {}", job.cwd));
+    fn start(&self, job: Job<'_>) -> Result<Child, String> {
+        if !Path::new(job.cwd()).is_dir() {
+            return Err(format!("working directory does not exist: {}", job.cwd()));
         }
+        // Truncated, never appended: the log is this attempt's evidence alone.
         let log = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
-            .open(job.log_path.as_str())
-            .map_err(|e| format!("cannot open the log {}: {e}", job.log_path))?;
+            .open(job.log_path())
+            .map_err(|e| format!("cannot open the log {}: {e}", job.log_path()))?;
         let log_too = log
             .try_clone()
-            .map_err(|e| format!("cannot open the log {}: {e}", job.log_path))?;
+            .map_err(|e| format!("cannot open the log {}: {e}", job.log_path()))?;
 
         let mut argv: Vec<&str> = self.config.wrapper.iter().map(String::as_str).collect();
-        if job.command.shell {
-            argv.extend(["/bin/sh", "-c"]);
+        match job.command() {
+            JobCommand::Shell(script) => argv.extend(["/bin/sh", "-c", script]),
+            JobCommand::Argv(args) => argv.extend(args.iter()),
         }
-        argv.extend(job.command.args.iter().map(|a| a.as_str()));
 
         let mut command = Command::new(argv[0]);
         command
             .args(&argv[1..])
-            .current_dir(job.cwd.as_str())
-            .envs(job.env.iter().map(|kv| (kv.0.as_str(), kv.1.as_str())))
+            .current_dir(job.cwd())
+            // The host's job environment (FLOWRUN_JOB_NAME, ...) is part of `env`.
+            .envs(job.env())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_too))
@@ -193,19 +194,19 @@ impl SiteWrapper {
                 // A panic here must not lose the job: report it lost instead.
                 let outcome = catch_unwind(AssertUnwindSafe(|| exited.and_then(|()| child.wait())));
                 let event = match outcome {
-                    Ok(Ok(_)) if kill_requested => JobEvent::killed(id),
+                    Ok(Ok(_)) if kill_requested => Event::killed(id),
                     Ok(Ok(status)) => match (status.code(), status.signal()) {
-                        (Some(code), _) => JobEvent::exited(id, code),
-                        (None, Some(signal)) => JobEvent::signaled(id, signal),
+                        (Some(code), _) => Event::exited(id, code),
+                        (None, Some(signal)) => Event::signaled(id, signal),
                         (None, None) => {
-                            JobEvent::lost(id, format!("unexpected wait status {status:?}"))
+                            Event::lost(id, format!("unexpected wait status {status:?}"))
                         }
                     },
                     Ok(Err(e)) => {
-                        JobEvent::lost(id, format!("cannot wait for the job's process: {e}"))
+                        Event::lost(id, format!("cannot wait for the job's process: {e}"))
                     }
                     Err(panic) => {
-                        JobEvent::lost(id, format!("plugin panicked: {}", panic_message(&*panic)))
+                        Event::lost(id, format!("plugin panicked: {}", panic_message(&*panic)))
                     }
                 };
                 sink.emit(event);
@@ -233,11 +234,7 @@ impl SiteWrapper {
                     shared.signal(&ids, libc::SIGKILL, true);
                     return;
                 };
-                state = shared
-                    .changed
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                shared.changed.wait_for(&mut state, left);
             }
         };
         if std::thread::Builder::new()
@@ -254,8 +251,10 @@ impl SiteWrapper {
 /// Blocks until process `pid` (our child) has exited, leaving it a zombie for `Child::wait`.
 fn wait_for_exit_without_reaping(pid: u32) -> io::Result<()> {
     loop {
-        // SAFETY: waitid writes into `info`, a plain C struct for which all zeroes is valid.
+        // SAFETY: siginfo_t is a plain C struct, for which all zeroes is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t; waitid only fills it in, and WNOWAIT
+        // leaves the child for `Child::wait` to reap.
         let rc = unsafe {
             libc::waitid(
                 libc::P_PID,
@@ -284,12 +283,13 @@ impl BackendImpl for SiteWrapper {
         }
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<Answer> {
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
-            if job.interactive {
-                answers.push(SubmitAnswer::rejected(
-                    job.id,
+            let id = job.id();
+            if job.interactive() {
+                answers.push(Answer::rejected(
+                    id,
                     "the site-wrapper backend does not run interactive jobs",
                 ));
                 continue;
@@ -298,8 +298,8 @@ impl BackendImpl for SiteWrapper {
             // watcher nor a kill can look for it before it is there.
             let mut state = self.shared.lock();
             if state.closed {
-                answers.push(SubmitAnswer::rejected(
-                    job.id,
+                answers.push(Answer::rejected(
+                    id,
                     "the site-wrapper backend has shut down",
                 ));
                 continue;
@@ -308,28 +308,28 @@ impl BackendImpl for SiteWrapper {
                 Ok(child) => {
                     let pgid = child.id() as libc::pid_t;
                     state.running.insert(
-                        job.id,
+                        id,
                         Running {
                             pgid,
                             kill_requested: false,
                         },
                     );
                     drop(state);
-                    self.sink.emit(JobEvent::started(job.id));
-                    if let Err(why) = self.watch(job.id, child) {
+                    self.sink.emit(Event::started(id));
+                    if let Err(why) = self.watch(id, child) {
                         // Cannot watch it: stop it, and say so. (The child is reaped by nobody;
                         // this only happens when the process is out of threads anyway.)
-                        self.shared.signal(&[job.id], libc::SIGKILL, false);
-                        self.shared.lock().running.remove(&job.id);
-                        self.sink.emit(JobEvent::failed(job.id, why));
+                        self.shared.signal(&[id], libc::SIGKILL, false);
+                        self.shared.lock().running.remove(&id);
+                        self.sink.emit(Event::failed(id, why));
                     }
                 }
                 Err(why) => {
                     drop(state);
-                    self.sink.emit(JobEvent::failed(job.id, why));
+                    self.sink.emit(Event::failed(id, why));
                 }
             }
-            answers.push(SubmitAnswer::accepted(job.id));
+            answers.push(Answer::accepted(id));
         }
         answers
     }
@@ -355,12 +355,7 @@ impl BackendImpl for SiteWrapper {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.shared.changed.wait_for(&mut state, left);
         }
     }
 
@@ -373,11 +368,8 @@ impl BackendImpl for SiteWrapper {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use flowrun_plugin_api::{
-        abi_stable::std_types::{RSlice, RString, RVec, Tuple2},
-        testkit::{check_backend_contract, FakeHost},
-        CommandSpec, EndKind, ErrorKind, JobEventKind, SubmitAnswerKind,
-    };
+    use flowrun_plugin_sdk::{EndKind, ErrorKind, JobEventKind, SubmitAnswerKind};
+    use flowrun_plugin_testkit::{Contract, FakeHost};
 
     use super::create;
 
@@ -386,7 +378,9 @@ mod tests {
 
     #[test]
     fn keeps_the_backend_contract() {
-        check_backend_contract(create, &format!("{ENV_WRAPPER}\nkill_grace = \"1s\"")).unwrap();
+        Contract::new(create, &format!("{ENV_WRAPPER}\nkill_grace = \"1s\""))
+            .check()
+            .unwrap();
     }
 
     #[test]
@@ -397,32 +391,25 @@ mod tests {
             .backend(create, ENV_WRAPPER)
             .map_err(|e| e.to_string())
             .unwrap();
-        let mut shell = host.shell_job(
-            "shell",
-            "echo site=$SITE extra=$EXTRA pwd=$(pwd); echo oops >&2; exit 4",
-        );
-        shell.env = RVec::from(vec![Tuple2(RString::from("EXTRA"), RString::from("x y"))]);
-        let mut argv = host.shell_job("argv", "");
-        argv.command = CommandSpec {
-            shell: false,
-            args: ["printenv", "SITE"]
-                .into_iter()
-                .map(RString::from)
-                .collect(),
-        };
-        let logs = [shell.log_path.to_string(), argv.log_path.to_string()];
-        let cwd = shell.cwd.to_string();
-        let ids = [shell.id, argv.id];
+        let shell = host
+            .shell_job(
+                "shell",
+                "echo site=$SITE extra=$EXTRA pwd=$(pwd); echo oops >&2; exit 4",
+            )
+            .env("EXTRA", "x y");
+        let argv = host.argv_job("argv", &["printenv", "SITE"]);
+        let logs = [
+            shell.job().log_path().to_string(),
+            argv.job().log_path().to_string(),
+        ];
+        let cwd = shell.job().cwd().to_string();
+        let ids = [shell.id(), argv.id()];
         let answers = host.submit_all(&backend, vec![shell, argv], WAIT);
-        assert!(answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED));
-        assert_eq!(
-            host.wait_end(ids[0], WAIT).unwrap().exit_code.into_option(),
-            Some(4)
-        );
-        assert_eq!(
-            host.wait_end(ids[1], WAIT).unwrap().exit_code.into_option(),
-            Some(0)
-        );
+        assert!(answers
+            .iter()
+            .all(|a| a.kind() == SubmitAnswerKind::ACCEPTED));
+        assert_eq!(host.wait_end(ids[0], WAIT).unwrap().exit_code(), Some(4));
+        assert_eq!(host.wait_end(ids[1], WAIT).unwrap().exit_code(), Some(0));
         let shell_log = std::fs::read_to_string(&logs[0]).unwrap();
         assert!(
             shell_log.contains(&format!("site=1 extra=x y pwd={cwd}")),
@@ -444,14 +431,13 @@ mod tests {
             .backend(create, ENV_WRAPPER)
             .map_err(|e| e.to_string())
             .unwrap();
-        let mut job = host.shell_job("nocwd", "true");
-        job.cwd = "/nonexistent/dir".into();
-        let id = job.id;
+        let job = host.shell_job("nocwd", "true").cwd("/nonexistent/dir");
+        let id = job.id();
         host.submit_all(&backend, vec![job], WAIT);
         let end = host.wait_end(id, WAIT).unwrap();
-        assert_eq!(end.end, EndKind::FAILED);
+        assert_eq!(end.end(), EndKind::FAILED);
         assert!(
-            end.reason
+            end.reason()
                 .contains("working directory does not exist: /nonexistent/dir"),
             "{end:?}"
         );
@@ -461,12 +447,12 @@ mod tests {
             .map_err(|e| e.to_string())
             .unwrap();
         let job = host.shell_job("nowrapper", "true");
-        let id = job.id;
+        let id = job.id();
         host.submit_all(&backend, vec![job], WAIT);
         let end = host.wait_end(id, WAIT).unwrap();
-        assert_eq!(end.end, EndKind::FAILED);
+        assert_eq!(end.end(), EndKind::FAILED);
         assert!(
-            end.reason
+            end.reason()
                 .contains("cannot start the wrapper /no/such/wrapper"),
             "{end:?}"
         );
@@ -489,10 +475,10 @@ mod tests {
                 pid_file.display()
             ),
         );
-        let id = job.id;
+        let id = job.id();
         host.submit_all(&backend, vec![job], WAIT);
         let started = host.next_event(WAIT).unwrap();
-        assert_eq!(started.kind, JobEventKind::STARTED);
+        assert_eq!(started.kind(), JobEventKind::STARTED);
         let deadline = Instant::now() + WAIT;
         while std::fs::read_to_string(&pid_file).map_or(true, |s| s.trim().is_empty()) {
             assert!(Instant::now() < deadline, "the job never started its child");
@@ -504,9 +490,9 @@ mod tests {
             .parse()
             .unwrap();
         let start = Instant::now();
-        backend.kill(RSlice::from_slice(&[id]));
+        backend.kill(&[id]);
         let end = host.wait_end(id, WAIT).unwrap();
-        assert_eq!(end.end, EndKind::KILLED, "{end:?}");
+        assert_eq!(end.end(), EndKind::KILLED, "{end:?}");
         assert!(
             start.elapsed() >= Duration::from_millis(250),
             "SIGKILL came before the grace: {:?}",
@@ -537,7 +523,7 @@ mod tests {
             .map_err(|e| e.to_string())
             .unwrap();
         let job = host.shell_job("sleeper", "sleep 300");
-        let id = job.id;
+        let id = job.id();
         host.submit_all(&backend, vec![job], WAIT);
         let start = Instant::now();
         backend.shutdown();
@@ -549,10 +535,10 @@ mod tests {
         let end = host
             .wait_end(id, Duration::from_millis(100))
             .expect("reported before shutdown returned");
-        assert_eq!(end.end, EndKind::KILLED);
+        assert_eq!(end.end(), EndKind::KILLED);
         let late = host.shell_job("late", "true");
         let answers = host.submit_all(&backend, vec![late], WAIT);
-        assert_eq!(answers[0].kind, SubmitAnswerKind::REJECTED);
+        assert_eq!(answers[0].kind(), SubmitAnswerKind::REJECTED);
     }
 
     #[test]
@@ -563,11 +549,10 @@ mod tests {
             .backend(create, ENV_WRAPPER)
             .map_err(|e| e.to_string())
             .unwrap();
-        let mut job = host.shell_job("tty", "true");
-        job.interactive = true;
+        let job = host.shell_job("tty", "true").interactive(true);
         let answers = host.submit_all(&backend, vec![job], WAIT);
-        assert_eq!(answers[0].kind, SubmitAnswerKind::REJECTED);
-        assert!(answers[0].message.contains("interactive"));
+        assert_eq!(answers[0].kind(), SubmitAnswerKind::REJECTED);
+        assert!(answers[0].message().contains("interactive"));
     }
 
     #[test]

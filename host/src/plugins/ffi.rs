@@ -16,8 +16,9 @@ use abi_stable::{
     std_types::{RArc, ROption, RSlice, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
-use flowrun_plugin_api as api;
+use flowrun_plugin_abi as api;
 
+use super::shown;
 use crate::{
     backend::{
         Backend, BackendCaps, BackendEvent, EventSender, JobDirOwner, JobEnd, JobRequest,
@@ -29,8 +30,9 @@ use crate::{
     sched::Status,
 };
 
-/// A loaded plugin library.
-pub struct LoadedPlugin {
+/// What a plugin says it is once loaded (and what a probing child reports).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PluginInfo {
     /// The plugin's name.
     pub name: String,
     /// The plugin's version.
@@ -41,7 +43,19 @@ pub struct LoadedPlugin {
     pub backends: Vec<(String, String)>,
     /// The observer kinds it offers, with descriptions.
     pub observers: Vec<(String, String)>,
+}
+
+/// A loaded plugin library; derefs to its [`PluginInfo`].
+pub struct LoadedPlugin {
+    info: PluginInfo,
     root: api::PluginRoot_Ref,
+}
+
+impl std::ops::Deref for LoadedPlugin {
+    type Target = PluginInfo;
+    fn deref(&self) -> &PluginInfo {
+        &self.info
+    }
 }
 
 /// Whether a plugin built against `plugin_api` may load into a host providing `host_api`:
@@ -97,7 +111,7 @@ fn read_plain_identity(path: &Path) -> Result<PlainIdentity, PluginLoadError> {
     let lib =
         unsafe { libloading::Library::new(path) }.map_err(|e| PluginLoadError::NotALibrary {
             path: path.to_path_buf(),
-            detail: one_line(&e.to_string()),
+            detail: shown(&one_line(&with_sources(&e))),
         })?;
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     let read = |symbol: &[u8]| -> Option<String> {
@@ -105,7 +119,10 @@ fn read_plain_identity(path: &Path) -> Result<PlainIdentity, PluginLoadError> {
         // returning static NUL-terminated strings.
         let f = unsafe { lib.get::<extern "C" fn() -> *const c_char>(symbol) }.ok()?;
         let p = f();
-        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        // SAFETY: a non-null result points to a NUL-terminated string by the same contract.
+        // A library that breaks it is only ever called here after it survived a child
+        // process's probe, or carries the SDK's note (and so these SDK-generated symbols).
+        (!p.is_null()).then(|| shown(&unsafe { CStr::from_ptr(p) }.to_string_lossy()))
     };
     let api_version =
         read(api::API_VERSION_SYMBOL).ok_or_else(|| PluginLoadError::NoRootModule {
@@ -121,6 +138,18 @@ fn read_plain_identity(path: &Path) -> Result<PlainIdentity, PluginLoadError> {
         name,
         version,
     })
+}
+
+/// An error's message followed by its sources' (libloading puts dlerror's text in the source).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn one_line(s: &str) -> String {
@@ -154,21 +183,37 @@ fn summarise_layout_error(report: &str) -> String {
     }
 }
 
-/// Loads the plugin library at `path`: version gate, swapped layout check, root module, init.
-pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
+/// The version gate: a plugin `name` `version` built against ABI `plugin_api` loads into this
+/// host only if [`api_compatible`] says so; otherwise one friendly line.
+pub fn check_api_version(
+    plugin_api: &str,
+    name: &str,
+    version: &str,
+) -> Result<(), PluginLoadError> {
     let host_api = host_api_version();
-    let plain = read_plain_identity(path)?;
     let mismatch = |plugin_api: String, wanted: String| PluginLoadError::ApiMismatch {
-        name: plain.name.clone().unwrap_or_else(|| file_label(path)),
-        version: plain.version.clone().unwrap_or_else(|| "?".into()),
-        plugin_api,
+        name: shown(name),
+        version: shown(version),
+        plugin_api: shown(&plugin_api),
         host_api: host_api.to_string(),
         wanted,
     };
-    let plugin_api = semver::Version::parse(&plain.api_version)
-        .map_err(|_| mismatch(plain.api_version.clone(), format!("0.{}", host_api.minor)))?;
-    api_compatible(&plugin_api, &host_api)
-        .map_err(|wanted| mismatch(plugin_api.to_string(), wanted))?;
+    let parsed = semver::Version::parse(plugin_api)
+        .map_err(|_| mismatch(plugin_api.to_string(), format!("0.{}", host_api.minor)))?;
+    api_compatible(&parsed, &host_api).map_err(|wanted| mismatch(parsed.to_string(), wanted))
+}
+
+/// Loads the plugin library at `path`: version gate, swapped layout check, root module, init.
+/// This runs the library's code in this process: call it only for a library judged safe to
+/// load (see [`super`]).
+pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
+    let host_api = host_api_version();
+    let plain = read_plain_identity(path)?;
+    check_api_version(
+        &plain.api_version,
+        plain.name.as_deref().unwrap_or(&file_label(path)),
+        plain.version.as_deref().unwrap_or("?"),
+    )?;
 
     let header = lib_header_from_path(path).map_err(|e| match e {
         LibraryError::GetSymbolError { .. } => PluginLoadError::NoRootModule {
@@ -176,7 +221,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
         },
         other => PluginLoadError::NotALibrary {
             path: path.to_path_buf(),
-            detail: one_line(&other.to_string()),
+            detail: shown(&one_line(&with_sources(&other))),
         },
     })?;
     let layout = header.layout().ok_or_else(|| PluginLoadError::Layout {
@@ -199,23 +244,25 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     let root = unsafe { header.init_root_module_with_unchecked_layout::<api::PluginRoot_Ref>() }
         .map_err(|e| PluginLoadError::Init {
             name: file_label(path),
-            detail: one_line(&e.to_string()),
+            detail: shown(&one_line(&e.to_string())),
         })?;
 
-    let name = root.plugin_name().to_string();
-    let version = root.plugin_version().to_string();
+    let name = shown(root.plugin_name().as_str());
+    let version = shown(root.plugin_version().as_str());
     let manifest = (root.manifest())();
     let kinds = |v: &RVec<api::KindInfo>| {
         v.iter()
-            .map(|k| (k.name.to_string(), k.description.to_string()))
+            .map(|k| (shown(&k.name), shown(&k.description)))
             .collect()
     };
     let plugin = LoadedPlugin {
-        backends: kinds(&manifest.backends),
-        observers: kinds(&manifest.observers),
-        api_version: root.api_version().to_string(),
-        name,
-        version,
+        info: PluginInfo {
+            backends: kinds(&manifest.backends),
+            observers: kinds(&manifest.observers),
+            api_version: shown(root.api_version().as_str()),
+            name,
+            version,
+        },
         root,
     };
     let host: api::HostServicesBox = api::HostServices_TO::from_value(
@@ -226,8 +273,8 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     );
     if let Err(e) = (plugin.root.init())(host).into_result() {
         return Err(PluginLoadError::Init {
-            name: plugin.name,
-            detail: e.message.to_string(),
+            name: plugin.info.name,
+            detail: shown(&e.message),
         });
     }
     Ok(plugin)

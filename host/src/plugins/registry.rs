@@ -2,7 +2,7 @@
 //! safety checks made before a library is loaded.
 //!
 //! Search path, first match wins:
-//! 1. each directory of `FLOWRUN_PLUGIN_PATH` (scanned: every `lib*.so` in it);
+//! 1. each directory of `FLOWRUN_PLUGIN_PATH` (scanned: every `libflowrun_plugin_*.so` in it);
 //! 2. the user directory, `$XDG_DATA_HOME/flowrun/plugins` (default `~/.local/share/...`);
 //! 3. the site directory, `$FLOWRUN_SITE_PLUGIN_DIR` (default `/usr/local/lib/flowrun/plugins`);
 //! 4. the bundled plugins: the directory of the `flowrun` executable (so that a plain
@@ -12,12 +12,22 @@
 //! The user and site directories are *installed* directories: they hold a `registry.toml`
 //! recording each plugin's name, version, API version, file, sha256, kinds and install time,
 //! written by `flowrun plugins install`. A file whose hash no longer matches is refused.
+//!
+//! Whoever can write a plugin, or the registry that vouches for it, can run code as every
+//! flowrun user, so before anything is trusted: a plugin file, its directory, an installed
+//! directory and its `registry.toml` must be owned by root or the user and not writable by
+//! group or others, and no directory above them may be world-writable without the sticky bit
+//! (anyone could swap the directory). A registry names its files by bare name inside its own
+//! directory. A registry that is unsafe or cannot be parsed is an error for every command, not
+//! silently skipped: a flow would otherwise fail with "unknown kind" for an installed plugin.
 
 use std::{
     io::Read,
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
+
+use flowrun_plugin_sdk::fs::write_atomically_with;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -42,6 +52,16 @@ pub enum DirKind {
 }
 
 impl DirKind {
+    /// The lower-case word `plugins list` and `--json` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirKind::Path => "path",
+            DirKind::User => "user",
+            DirKind::Site => "site",
+            DirKind::Bundled => "bundled",
+        }
+    }
+
     /// Whether the directory holds a registry.toml (else it is scanned).
     pub fn is_installed(self) -> bool {
         matches!(self, DirKind::User | DirKind::Site)
@@ -153,32 +173,61 @@ pub struct RegistryFile {
 }
 
 impl RegistryFile {
-    /// Reads `<dir>/registry.toml`; a missing file is an empty registry.
+    /// Reads `<dir>/registry.toml` after the safety checks of the directory and the file; a
+    /// missing directory or file is an empty registry. Every error is one line.
     pub fn read(dir: &Path) -> Result<RegistryFile, Error> {
-        let path = dir.join(REGISTRY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| {
-                Error::Registry(format!(
-                    "{}: invalid registry: {}; fix or delete it and reinstall the plugins",
-                    path.display(),
-                    e.message().trim()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RegistryFile::default()),
-            Err(e) => Err(Error::Registry(format!("{}: {e}", path.display()))),
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistryFile::default())
+            }
+            _ => check_trusted(dir, "plugin directory").map_err(refused)?,
         }
+        let path = dir.join(REGISTRY_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistryFile::default())
+            }
+            Err(e) => return Err(Error::Registry(format!("{}: {e}", path.display()))),
+        };
+        check_trusted(&path, "registry").map_err(refused)?;
+        let invalid = |what: String| {
+            Error::Registry(format!(
+                "{}: invalid registry: {what}; fix or delete it and reinstall the plugins",
+                path.display()
+            ))
+        };
+        let reg: RegistryFile = toml::from_str(&text)
+            .map_err(|e| invalid(super::shown(&e.message().trim().replace('\n', " "))))?;
+        for entry in &reg.plugins {
+            if !is_bare_file_name(&entry.file) {
+                return Err(invalid(format!(
+                    "plugin `{}` has file = {:?}, which is not a file name inside the registry's directory",
+                    super::shown(&entry.name),
+                    super::shown(&entry.file)
+                )));
+            }
+        }
+        Ok(reg)
     }
 
-    /// Writes `<dir>/registry.toml` atomically.
+    /// Writes `<dir>/registry.toml` atomically (mode 0644).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         let text = toml::to_string_pretty(self).map_err(|e| Error::Registry(e.to_string()))?;
-        let tmp = dir.join(format!(".{REGISTRY_FILE}.tmp"));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, dir.join(REGISTRY_FILE)))
-            .map_err(|e| {
-                Error::Registry(format!("{}: cannot write the registry: {e}", dir.display()))
-            })
+        write_atomically_with(&dir.join(REGISTRY_FILE), 0o644, |f| {
+            std::io::Write::write_all(f, text.as_bytes())
+        })
+        .map_err(|e| Error::Registry(format!("{}: cannot write the registry: {e}", dir.display())))
     }
+}
+
+/// Whether `name` names a file inside a directory: not empty, no `/` or NUL, not `.` or `..`.
+pub fn is_bare_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+fn refused(e: PluginLoadError) -> Error {
+    Error::Registry(e.to_string())
 }
 
 /// The sha256 of a file, hex.
@@ -196,31 +245,59 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Refuses a plugin file, or its directory, that is writable by group or others or owned by
-/// another non-root user: whoever can write it can run code as every flowrun user.
+/// Refuses a plugin file, or its directory, that is not trusted (see [`check_trusted`]):
+/// whoever can write it can run code as every flowrun user.
 pub fn check_ownership(file: &Path) -> Result<(), PluginLoadError> {
-    let me = nix::unistd::geteuid().as_raw();
     let dir = file.parent().unwrap_or(Path::new("/"));
-    for (path, what) in [(file, "file"), (dir, "directory")] {
-        let meta = std::fs::metadata(path).map_err(|e| PluginLoadError::Io {
+    check_trusted(
+        if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        },
+        "plugin directory",
+    )?;
+    check_trusted(file, "plugin file")
+}
+
+/// Refuses `path` (a plugin file, a plugin directory or a registry, named by `what`) when it
+/// is writable by group or others or owned by another non-root user, and when a directory
+/// above it is world-writable without the sticky bit (anyone could rename it and put another
+/// in its place).
+pub fn check_trusted(path: &Path, what: &str) -> Result<(), PluginLoadError> {
+    let io = |path: &Path, e: std::io::Error| PluginLoadError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    let mode = meta.mode();
+    if mode & 0o022 != 0 {
+        return Err(PluginLoadError::Permissions {
             path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        if meta.mode() & 0o022 != 0 {
+            why: format!(
+                "the {what} is writable by group or others (mode {:o})",
+                mode & 0o7777
+            ),
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(PluginLoadError::Permissions {
+            path: path.to_path_buf(),
+            why: format!("the {what} is owned by another user (uid {})", meta.uid()),
+        });
+    }
+    let canonical = path.canonicalize().map_err(|e| io(path, e))?;
+    for ancestor in canonical.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor).map_err(|e| io(ancestor, e))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
             return Err(PluginLoadError::Permissions {
-                path: path.to_path_buf(),
+                path: ancestor.to_path_buf(),
                 why: format!(
-                    "the plugin {what} is writable by group or others (mode {:o})",
-                    meta.mode() & 0o7777
-                ),
-            });
-        }
-        if meta.uid() != 0 && meta.uid() != me {
-            return Err(PluginLoadError::Permissions {
-                path: path.to_path_buf(),
-                why: format!(
-                    "the plugin {what} is owned by another user (uid {})",
-                    meta.uid()
+                    "a directory above the {what} {} is world-writable without the sticky bit (mode {:o})",
+                    path.display(),
+                    mode & 0o7777
                 ),
             });
         }

@@ -2,7 +2,7 @@
 //! (`docs/engine.md`) plus the templates, regexes and state table of README.md, each checked
 //! here so that a mistake is an error naming its key when the backend is created.
 
-use flowrun_plugin_api::{
+use flowrun_plugin_sdk::{
     engine::{self, EngineConfig, EngineDefaults},
     PluginError,
 };

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use flowrun_plugin_api::{
+use flowrun_plugin_sdk::{
     engine::{
         script, CommandOutput, Commands, Dialect, Exit, Job, JobContext, Judgement, Lookup,
         NativeStatus, Scope, Source, Submission, SubmitError, Verdict,

@@ -14,7 +14,7 @@ mod config_tests;
 #[cfg(test)]
 mod policy_tests;
 
-use flowrun_plugin_api::{engine, sdk::*, PluginError};
+use flowrun_plugin_sdk::{engine, BackendImpl, PluginError, Sink};
 
 /// Creates a command-template backend from its `[backends.NAME]` table. Every template and
 /// regex is checked here, so a mistake is reported when the backend is created (by
@@ -25,8 +25,8 @@ pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginEr
     engine::backend("command", dialect, engine_config, sink)
 }
 
-flowrun_plugin_api::export_plugin!(name = "command", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "command", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "command",
     description =
         "runs each job on a batch system driven by command templates (submit, status, cancel)",

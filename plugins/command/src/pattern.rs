@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use flowrun_plugin_api::{engine::NativeStatus, PluginError};
+use flowrun_plugin_sdk::{engine::NativeStatus, PluginError};
 use regex::{Regex, RegexBuilder};
 
 fn compile(key: &str, text: &str) -> Result<Regex, PluginError> {

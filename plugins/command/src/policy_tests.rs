@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     testing::{self, Simulation},
     CommandLine, CommandOutput, CommandRunner, Dialect, Job, JobKey, ManualClock, Update, Verdict,
 };

@@ -10,7 +10,7 @@
 //! job (`["--mem={memory_mb}M"]` for a job without a memory request), which is the only place
 //! placeholders that may have no value are allowed.
 
-use flowrun_plugin_api::PluginError;
+use flowrun_plugin_sdk::PluginError;
 
 /// A placeholder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,24 +1,29 @@
-//! The fake backend's config: parsed key by key from the TOML table so that every error names
-//! the offending key (serde's own messages for a bad value do not say which key held it).
+//! The fake backend's config, parsed with the SDK's config parser (every error names its key)
+//! and then validated.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use flowrun_plugin_api::{sdk::parse_duration, ErrorKind, PluginError};
+use flowrun_plugin_sdk::{config::optional_duration, parse_config, parse_duration, PluginError};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
-/// Every key the fake backend accepts, for the unknown-key message.
-const KNOWN_KEYS: &[&str] = &[
-    "outcome",
-    "outcomes",
-    "duration",
-    "durations",
-    "fail_rate",
-    "seed",
-    "busy_every",
-    "exit_code",
-    "write_logs",
-];
+/// The table as the flow writes it (the host has removed `kind` and `max_parallel`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    outcome: Option<String>,
+    #[serde(default)]
+    outcomes: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    duration: Option<Duration>,
+    #[serde(default)]
+    durations: BTreeMap<String, String>,
+    fail_rate: Option<f64>,
+    seed: Option<i64>,
+    busy_every: Option<i64>,
+    exit_code: Option<i32>,
+    write_logs: Option<bool>,
+}
 
 /// How a fake job ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,50 +143,37 @@ pub struct FakeConfig {
 impl FakeConfig {
     /// Parses and validates the backend table (without `kind` and `max_parallel`).
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let mut table = Keys::parse(text)?;
-        let outcome = match table.take::<String>("outcome")? {
-            Some(s) => Outcome::parse("outcome", &s)?,
+        let raw: RawConfig = parse_config(text)?;
+        let outcome = match &raw.outcome {
+            Some(s) => Outcome::parse("outcome", s)?,
             None => Outcome::Pass,
         };
-        let outcomes = table
-            .take_map("outcomes")?
+        let outcomes = raw
+            .outcomes
             .into_iter()
-            .map(|(glob, v)| {
-                let key = format!("outcomes.\"{glob}\"");
-                let text = v
-                    .as_str()
-                    .ok_or_else(|| PluginError::config(&key, "expected \"pass\" or \"fail\""))?;
-                Ok((glob, Outcome::parse(&key, text)?))
+            .map(|(glob, text)| {
+                let outcome = Outcome::parse(&format!("outcomes.\"{glob}\""), &text)?;
+                Ok((glob, outcome))
             })
             .collect::<Result<Vec<_>, PluginError>>()?;
-        let duration = match table.take::<String>("duration")? {
-            Some(s) => parse_duration("duration", &s)?,
-            None => Duration::ZERO,
-        };
-        let durations = table
-            .take_map("durations")?
+        let durations = raw
+            .durations
             .into_iter()
-            .map(|(glob, v)| {
-                let key = format!("durations.\"{glob}\"");
-                let text = v.as_str().ok_or_else(|| {
-                    PluginError::config(&key, "expected a duration such as \"2s\"")
-                })?;
-                Ok((glob, parse_duration(&key, text)?))
+            .map(|(glob, text)| {
+                let duration = parse_duration(&format!("durations.\"{glob}\""), &text)?;
+                Ok((glob, duration))
             })
             .collect::<Result<Vec<_>, PluginError>>()?;
-        let fail_rate = table.take::<f64>("fail_rate")?.unwrap_or(0.0);
+        let fail_rate = raw.fail_rate.unwrap_or(0.0);
         if !(0.0..=1.0).contains(&fail_rate) {
             return Err(PluginError::config(
                 "fail_rate",
                 format!("must be between 0.0 and 1.0, got {fail_rate}"),
             ));
         }
-        let seed = match table.take::<i64>("seed")? {
-            // TOML integers are signed; reinterpret so any 64-bit seed can be written.
-            Some(s) => s as u64,
-            None => 0,
-        };
-        let busy_every = match table.take::<i64>("busy_every")? {
+        // TOML integers are signed; reinterpret so any 64-bit seed can be written.
+        let seed = raw.seed.map_or(0, |s| s as u64);
+        let busy_every = match raw.busy_every {
             None => None,
             Some(n) if n >= 2 => Some(n as u64),
             Some(n) => {
@@ -191,25 +183,23 @@ impl FakeConfig {
                 ))
             }
         };
-        let exit_code = table.take::<i32>("exit_code")?.unwrap_or(1);
+        let exit_code = raw.exit_code.unwrap_or(1);
         if exit_code == 0 {
             return Err(PluginError::config(
                 "exit_code",
                 "must not be 0: it is the exit code of failing jobs",
             ));
         }
-        let write_logs = table.take::<bool>("write_logs")?.unwrap_or(false);
-        table.finish(KNOWN_KEYS)?;
         Ok(FakeConfig {
             outcome,
             outcomes: GlobRules::build("outcomes", outcomes)?,
-            duration,
+            duration: raw.duration.unwrap_or(Duration::ZERO),
             durations: GlobRules::build("durations", durations)?,
             fail_rate,
             seed,
             busy_every,
             exit_code,
-            write_logs,
+            write_logs: raw.write_logs.unwrap_or(false),
         })
     }
 
@@ -253,57 +243,4 @@ pub fn unit_draw(seed: u64, name: &str) -> f64 {
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// A config table whose keys are taken one by one, each error naming its key.
-struct Keys {
-    table: toml::Table,
-}
-
-impl Keys {
-    fn parse(text: &str) -> Result<Self, PluginError> {
-        let table = text.parse::<toml::Table>().map_err(|e| {
-            PluginError::new(ErrorKind::CONFIG, e.message().trim().replace('\n', " "))
-        })?;
-        Ok(Keys { table })
-    }
-
-    fn take<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>, PluginError> {
-        match self.table.remove(key) {
-            None => Ok(None),
-            Some(value) => {
-                let shown = value.to_string();
-                value.try_into::<T>().map(Some).map_err(|e| {
-                    PluginError::config(
-                        key,
-                        format!("invalid value {shown}: {}", e.message().trim()),
-                    )
-                })
-            }
-        }
-    }
-
-    fn take_map(&mut self, key: &'static str) -> Result<Vec<(String, toml::Value)>, PluginError> {
-        match self.table.remove(key) {
-            None => Ok(Vec::new()),
-            Some(toml::Value::Table(t)) => Ok(t.into_iter().collect()),
-            Some(other) => Err(PluginError::config(
-                key,
-                format!("expected a table of job-name globs, such as {key} = {{ \"sim_*\" = ... }}, got {other}"),
-            )),
-        }
-    }
-
-    fn finish(self, known: &[&str]) -> Result<(), PluginError> {
-        match self.table.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(PluginError::config(
-                key,
-                format!(
-                    "unknown key for the fake backend (known keys: {})",
-                    known.join(", ")
-                ),
-            )),
-        }
-    }
 }

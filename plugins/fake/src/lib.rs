@@ -4,8 +4,9 @@
 //! Two paths, so that a million instant jobs measure the host's scheduler and not the fake:
 //! - a job of duration 0 gets its STARTED and FINISHED events straight from `submit`, on the
 //!   caller's thread (the sink never blocks, so the contract allows it);
-//! - a job with a duration goes into one timer thread's heap of deadlines ([`timer`]), never a
+//! - a job with a duration goes into one timer thread's heap of deadlines (`timer.rs`), never a
 //!   thread per job.
+#![forbid(unsafe_code)]
 
 mod config;
 mod timer;
@@ -15,20 +16,20 @@ use std::{
     io::Write,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
 };
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
+use flowrun_plugin_sdk::{
+    Answer, BackendImpl, Capabilities, CapabilityFlags, Event, JobId, Jobs, PluginError, Sink,
 };
+use parking_lot::Mutex;
 
 pub use config::{FakeConfig, Outcome};
 use timer::{DelayedJob, Timer};
 
-flowrun_plugin_api::export_plugin!(name = "fake", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "fake", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "fake",
     description = "completes jobs by a configured policy without running anything (tests, dry runs, benchmarks)",
     create = create
@@ -90,7 +91,7 @@ impl Core {
             };
             if let Err(e) = append_line(log_path, &line) {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                self.sink.emit(JobEvent::failed(
+                self.sink.emit(Event::failed(
                     id,
                     format!("fake backend cannot write the log {log_path}: {e}"),
                 ));
@@ -107,7 +108,7 @@ impl Core {
                 self.config.exit_code
             }
         };
-        self.sink.emit(JobEvent::exited(id, code));
+        self.sink.emit(Event::exited(id, code));
     }
 
     /// Ends a job as killed (on the host's request, or at shutdown).
@@ -117,10 +118,13 @@ impl Core {
             let _ = append_line(&job.log_path, &format!("fake job {}: killed\n", job.name));
         }
         self.counters.killed.fetch_add(1, Ordering::Relaxed);
-        let mut event = JobEvent::killed(job.id);
-        event.reason = reason.into();
-        self.sink.emit(event);
+        self.sink.emit(Event::killed(job.id).with_reason(reason));
     }
+}
+
+/// Creates or truncates a job's log when the job starts: a log holds this attempt's output alone.
+fn start_log(path: &str) -> std::io::Result<()> {
+    std::fs::File::create(path).map(drop)
 }
 
 fn append_line(path: &str, line: &str) -> std::io::Result<()> {
@@ -147,7 +151,7 @@ struct BusyInner {
 impl BusyState {
     /// Whether to answer BUSY to this offer of `id`.
     fn refuse(&self, id: JobId) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         if inner.turned_away.remove(&id) {
             return false;
         }
@@ -183,47 +187,53 @@ impl BackendImpl for FakeBackend {
         }
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<Answer> {
         let closed = self.closed.load(Ordering::Acquire);
         let counters = &self.core.counters;
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let id = job.id();
             if closed {
-                answers.push(SubmitAnswer::rejected(
-                    job.id,
-                    "the fake backend has shut down",
-                ));
+                answers.push(Answer::rejected(id, "the fake backend has shut down"));
                 continue;
             }
-            if self.busy.as_ref().is_some_and(|b| b.refuse(job.id)) {
+            if self.busy.as_ref().is_some_and(|b| b.refuse(id)) {
                 counters.busy.fetch_add(1, Ordering::Relaxed);
-                answers.push(SubmitAnswer::busy(job.id));
+                answers.push(Answer::busy(id));
                 continue;
             }
             counters.submissions.fetch_add(1, Ordering::Relaxed);
             let config = &self.core.config;
-            let outcome = config.outcome_of(&job.name);
+            let outcome = config.outcome_of(job.name());
             let duration = if self.core.timer_needed {
-                config.duration_of(&job.name)
+                config.duration_of(job.name())
             } else {
                 Default::default()
             };
-            self.core.sink.emit(JobEvent::started(job.id));
+            answers.push(Answer::accepted(id));
+            if config.write_logs {
+                if let Err(e) = start_log(job.log_path()) {
+                    self.core.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.core.sink.emit(Event::failed(
+                        id,
+                        format!("fake backend cannot write the log {}: {e}", job.log_path()),
+                    ));
+                    continue;
+                }
+            }
+            self.core.sink.emit(Event::started(id));
             match &self.timer {
                 Some(timer) if !duration.is_zero() => timer.schedule(
                     duration,
                     DelayedJob {
-                        id: job.id,
-                        name: job.name.to_string(),
-                        log_path: job.log_path.to_string(),
+                        id,
+                        name: job.name().to_string(),
+                        log_path: job.log_path().to_string(),
                         outcome,
                     },
                 ),
-                _ => self
-                    .core
-                    .complete(job.id, &job.name, &job.log_path, outcome),
+                _ => self.core.complete(id, job.name(), job.log_path(), outcome),
             }
-            answers.push(SubmitAnswer::accepted(job.id));
         }
         answers
     }

@@ -4,12 +4,13 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{ErrorKind, JobId, PluginError};
+use flowrun_plugin_sdk::{JobId, PluginError};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::{Core, Outcome};
 
@@ -41,8 +42,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The lock is never held across code that can panic in a way that breaks the state.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 }
 
@@ -64,10 +64,7 @@ impl Timer {
                 .name("fake-timer".into())
                 .spawn(move || run(&shared, &core))
                 .map_err(|e| {
-                    PluginError::new(
-                        ErrorKind::IO,
-                        format!("cannot start the fake backend's timer thread: {e}"),
-                    )
+                    PluginError::io(format!("cannot start the fake backend's timer thread: {e}"))
                 })?
         };
         Ok(Timer {
@@ -131,7 +128,7 @@ impl Timer {
             self.core
                 .kill_pending(job, "the fake backend has shut down");
         }
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.lock().take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -171,17 +168,13 @@ fn run(shared: &Shared, core: &Core) {
             st = shared.lock();
             continue;
         }
-        st = match st.deadlines.peek() {
+        match st.deadlines.peek() {
             Some(Reverse((deadline, _))) => {
                 let wait = deadline.saturating_duration_since(now);
-                shared
-                    .wake
-                    .wait_timeout(st, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
+                shared.wake.wait_for(&mut st, wait);
             }
-            None => shared.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
-        };
+            None => shared.wake.wait(&mut st),
+        }
     }
 }
 

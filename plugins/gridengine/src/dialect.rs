@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     script::{self, ScriptOptions},
     CommandOutput, Commands, Dialect, Job, JobContext, Judgement, Lookup, NativeStatus, Scope,
     Submission, SubmitError, Verdict,

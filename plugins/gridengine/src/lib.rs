@@ -11,7 +11,7 @@ mod texts;
 #[cfg(test)]
 mod policy_tests;
 
-use flowrun_plugin_api::{engine, sdk::*, PluginError};
+use flowrun_plugin_sdk::{engine, BackendImpl, PluginError, Sink};
 use serde::Deserialize;
 
 /// Grid Engine's own keys (the engine's keys are accepted beside them).
@@ -73,8 +73,8 @@ fn parse(config: &str) -> Result<(engine::EngineConfig, Keys), PluginError> {
     Ok((engine_config, keys))
 }
 
-flowrun_plugin_api::export_plugin!(name = "gridengine", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "gridengine", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "gridengine",
     description = "runs each job as a Grid Engine job (qsub, qstat -xml and qacct, qdel)",
     create = create

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     testing::{self, Simulation},
     CommandLine, CommandOutput, CommandRunner, Job, JobKey, ManualClock, Update, Verdict,
 };

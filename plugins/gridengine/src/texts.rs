@@ -2,7 +2,7 @@
 //! cluster: the project's research notes, gridengine.md), parsed. Pure, and unit-tested on
 //! those texts.
 
-use flowrun_plugin_api::engine::{CommandOutput, NativeStatus, Usage};
+use flowrun_plugin_sdk::engine::{CommandOutput, NativeStatus, Usage};
 
 /// Whether a failed command is worth retrying: qmaster is down, hung or busy.
 pub fn is_transient(out: &CommandOutput) -> bool {

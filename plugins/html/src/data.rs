@@ -11,7 +11,7 @@ use std::{
 };
 
 use flowrun_observer_kit::{relative_path, RunModel};
-use flowrun_plugin_api::JobStatus;
+use flowrun_plugin_sdk::JobStatus;
 use serde::Serialize;
 
 use crate::{buckets, context::Context};

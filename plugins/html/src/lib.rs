@@ -20,15 +20,15 @@ use std::{
 };
 
 use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel, Ticker};
-use flowrun_plugin_api::{
-    sdk::{parse_config, parse_duration, ObserverImpl},
-    ErrorKind, JobStatus, PluginError, RunEvent, RunEventKind,
+use flowrun_plugin_sdk::{
+    parse_config, parse_duration, ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent,
+    RunEventKind, RunEvents,
 };
 
 use context::Context;
 
-flowrun_plugin_api::export_plugin!(name = "html", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_observer!(
+flowrun_plugin_sdk::export_plugin!(name = "html", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_observer!(
     kind = "html",
     description = "writes a self-contained HTML report (summary, failure buckets, timeline, job table, resource use), refreshed during the run (config: path, default \"report.html\" in the run directory; refresh, default \"10s\")",
     create = create
@@ -87,7 +87,7 @@ struct HtmlObserver {
 }
 
 impl ObserverImpl for HtmlObserver {
-    fn on_events(&self, events: &[RunEvent]) {
+    fn on_events(&self, events: RunEvents<'_>) {
         self.report.on_events(|r| r.apply(events));
     }
 
@@ -136,14 +136,14 @@ impl Report {
         }
     }
 
-    fn apply(&mut self, events: &[RunEvent]) {
+    fn apply<'e>(&mut self, events: impl IntoIterator<Item = RunEvent<'e>>) {
         let mut started = false;
         for e in events {
             self.model.apply(e);
-            match e.kind {
+            match e.kind() {
                 RunEventKind::RUN_STARTED => started = true,
                 RunEventKind::JOB_STATUS
-                    if matches!(e.new_status, JobStatus::FAILED | JobStatus::KILLED) =>
+                    if matches!(e.new_status(), JobStatus::FAILED | JobStatus::KILLED) =>
                 {
                     self.note_context(e);
                 }
@@ -157,17 +157,17 @@ impl Report {
         }
     }
 
-    fn note_context(&mut self, e: &RunEvent) {
-        if e.log.is_empty() {
+    fn note_context(&mut self, e: RunEvent<'_>) {
+        let Some(log) = e.log() else {
             return;
-        }
+        };
         if self.context_bytes >= CONTEXT_BUDGET {
             self.contexts_omitted += 1;
             return;
         }
         let fail_line = e.attr("fail_line").and_then(|l| l.trim().parse().ok());
-        if let Some(c) = context::read(Path::new(e.log.as_str()), fail_line) {
-            let i = self.model.job_index(e.job.as_str(), e.backend.as_str());
+        if let Some(c) = context::read(Path::new(log), fail_line) {
+            let i = self.model.job_index(e.job(), e.backend());
             self.context_bytes += c.weight();
             self.contexts.insert(i, c);
         }

@@ -1,7 +1,7 @@
 use std::path::Path;
 
-use flowrun_observer_kit::events::{job_status, run_finished, run_started, with_attr};
-use flowrun_plugin_api::{abi_stable::std_types::ROption, RunSummary};
+use flowrun_plugin_sdk::Summary;
+use flowrun_plugin_testkit::{ObserverHarness, TestEvent};
 use serde_json::Value;
 
 use super::*;
@@ -18,18 +18,35 @@ fn embedded(path: &Path) -> Value {
     serde_json::from_str(json).unwrap()
 }
 
-fn ended(t: i64, job: &str, status: JobStatus, reason: &str, log: Option<&Path>) -> RunEvent {
-    let mut e = job_status(t, job, "local", JobStatus::RUNNING, status);
-    e.reason = reason.into();
-    e.duration_s = ROption::RSome(0.25);
-    if let Some(log) = log {
-        e.log = log.to_string_lossy().as_ref().into();
-    }
-    e
+/// RUN_STARTED at `t` µs of flow `flow` in `run_dir`, listing `(job, backend)` pairs.
+fn started(t: i64, flow: &str, run_dir: &str, jobs: &[(&str, &str)]) -> TestEvent {
+    jobs.iter().fold(
+        TestEvent::run_started(flow, run_dir).at(t),
+        |e, (name, backend)| e.job(name, backend),
+    )
 }
 
-fn running(t: i64, job: &str) -> RunEvent {
-    job_status(t, job, "local", JobStatus::QUEUED, JobStatus::RUNNING)
+/// JOB_STATUS of `job` on backend `local`, `old` to `new`, at `t` µs.
+fn status(t: i64, job: &str, old: JobStatus, new: JobStatus) -> TestEvent {
+    TestEvent::job_status(job, old, new).backend("local").at(t)
+}
+
+fn finished(t: i64) -> TestEvent {
+    TestEvent::run_finished(&Summary::default()).at(t)
+}
+
+fn ended(t: i64, job: &str, new: JobStatus, reason: &str, log: Option<&Path>) -> TestEvent {
+    let e = status(t, job, JobStatus::RUNNING, new)
+        .reason(reason)
+        .duration_s(0.25);
+    match log {
+        Some(log) => e.log(&log.to_string_lossy()),
+        None => e,
+    }
+}
+
+fn running(t: i64, job: &str) -> TestEvent {
+    status(t, job, JobStatus::QUEUED, JobStatus::RUNNING)
 }
 
 #[test]
@@ -50,13 +67,8 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
     let mut jobs: Vec<(&str, &str)> = names.iter().map(|(n, _)| (n.as_str(), "local")).collect();
     jobs.push(("ok", "local"));
     jobs.push(("after", "local"));
-    let o = create("").unwrap();
-    o.on_events(&[run_started(
-        1_000_000,
-        "nightly",
-        &run.to_string_lossy(),
-        &jobs,
-    )]);
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[started(1_000_000, "nightly", &run.to_string_lossy(), &jobs)]);
     assert!(
         run.join("report.html").exists(),
         "a report right at the start"
@@ -67,43 +79,35 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
         events.push(running(1_000_100 + k as i64, name));
     }
     for (k, (name, log)) in names.iter().enumerate() {
-        let mut e = ended(
+        let e = ended(
             1_500_000,
             name,
             JobStatus::FAILED,
             &format!("exit code 3 (seed {k})"),
             Some(log),
         );
-        e.exit_code = ROption::RSome(3);
-        events.push(with_attr(
-            with_attr(e, "reason_kind", "exit_code"),
-            "cpu_s",
-            "0.125",
-        ));
+        events.push(
+            e.exit_code(3)
+                .attr("reason_kind", "exit_code")
+                .attr("cpu_s", "0.125"),
+        );
     }
     events.push(running(1_600_000, "ok"));
-    events.push(with_attr(
+    events.push(
         ended(
             1_700_000,
             "ok",
             JobStatus::PASSED,
             "",
             Some(&run.join("elsewhere/ok.log")),
-        ),
-        "max_rss_mb",
-        "204.8",
-    ));
-    let mut skip = job_status(
-        1_700_001,
-        "after",
-        "local",
-        JobStatus::SCHEDULED,
-        JobStatus::SKIPPED,
+        )
+        .attr("max_rss_mb", "204.8"),
     );
-    skip.reason = "dependency failed: sim/seed1".into();
+    let skip = status(1_700_001, "after", JobStatus::SCHEDULED, JobStatus::SKIPPED)
+        .reason("dependency failed: sim/seed1");
     events.push(skip);
-    events.push(run_finished(1_800_000, RunSummary::default()));
-    o.on_events(&events);
+    events.push(finished(1_800_000));
+    o.send(&events);
     o.finish().unwrap();
 
     let d = embedded(&run.join("report.html"));
@@ -151,16 +155,15 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
 fn nothing_in_the_data_can_close_the_script_element() {
     let dir = tempfile::tempdir().unwrap();
     let evil = "</script><script>alert(1)</script><!--";
-    let o = create("").unwrap();
-    o.on_events(&[run_started(
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[started(
         1,
         "f",
         &dir.path().to_string_lossy(),
         &[(evil, "local")],
     )]);
-    let mut e = job_status(2, evil, "local", JobStatus::QUEUED, JobStatus::FAILED);
-    e.reason = evil.into();
-    o.on_events(&[e, run_finished(3, RunSummary::default())]);
+    let e = status(2, evil, JobStatus::QUEUED, JobStatus::FAILED).reason(evil);
+    o.send(&[e, finished(3)]);
     o.finish().unwrap();
     let page = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     assert_eq!(
@@ -179,15 +182,15 @@ fn nothing_in_the_data_can_close_the_script_element() {
 fn the_report_is_rewritten_while_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.html");
-    let o = create("path = \"live.html\"\nrefresh = \"100ms\"").unwrap();
-    o.on_events(&[run_started(
+    let o = ObserverHarness::new(create, "path = \"live.html\"\nrefresh = \"100ms\"").unwrap();
+    o.send(&[started(
         1,
         "f",
         &dir.path().to_string_lossy(),
         &[("a", "local")],
     )]);
     assert_eq!(embedded(&report)["attempts"]["job"], serde_json::json!([]));
-    o.on_events(&[running(2, "a")]);
+    o.send(&[running(2, "a")]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let d = embedded(&report);
@@ -203,10 +206,7 @@ fn the_report_is_rewritten_while_the_run_goes_on() {
         assert!(std::time::Instant::now() < deadline, "never refreshed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    o.on_events(&[
-        ended(3, "a", JobStatus::PASSED, "", None),
-        run_finished(4, RunSummary::default()),
-    ]);
+    o.send(&[ended(3, "a", JobStatus::PASSED, "", None), finished(4)]);
     o.finish().unwrap();
     assert_eq!(embedded(&report)["finished"], true);
 }
@@ -215,9 +215,9 @@ fn the_report_is_rewritten_while_the_run_goes_on() {
 fn an_unwritable_report_is_one_io_error_at_finish() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("blocker"), "").unwrap();
-    let o = create("path = \"blocker/report.html\"").unwrap();
-    o.on_events(&[run_started(1, "f", &dir.path().to_string_lossy(), &[])]);
-    o.on_events(&[run_finished(2, RunSummary::default())]);
+    let o = ObserverHarness::new(create, "path = \"blocker/report.html\"").unwrap();
+    o.send(&[started(1, "f", &dir.path().to_string_lossy(), &[])]);
+    o.send(&[finished(2)]);
     let err = o.finish().unwrap_err();
     assert_eq!(err.kind, ErrorKind::IO);
     assert!(
@@ -253,17 +253,17 @@ fn context_reading_stops_at_the_size_budget() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("big.log");
     std::fs::write(&log, format!("{}\n", "z".repeat(290)).repeat(10)).unwrap();
-    let o = create("").unwrap();
+    let o = ObserverHarness::new(create, "").unwrap();
     let n = 2_000; // ~3 KB of context each: past the 4 MiB budget
     let names: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
     let jobs: Vec<(&str, &str)> = names.iter().map(|s| (s.as_str(), "local")).collect();
-    o.on_events(&[run_started(1, "f", &dir.path().to_string_lossy(), &jobs)]);
-    let events: Vec<RunEvent> = names
+    o.send(&[started(1, "f", &dir.path().to_string_lossy(), &jobs)]);
+    let events: Vec<TestEvent> = names
         .iter()
         .map(|name| ended(2, name, JobStatus::FAILED, "exit code 1", Some(&log)))
         .collect();
-    o.on_events(&events);
-    o.on_events(&[run_finished(3, RunSummary::default())]);
+    o.send(&events);
+    o.send(&[finished(3)]);
     o.finish().unwrap();
     let d = embedded(&dir.path().join("report.html"));
     let kept = d["contexts"].as_object().unwrap().len() as u64;

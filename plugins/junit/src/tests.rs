@@ -2,62 +2,46 @@
 
 use std::path::Path;
 
-use flowrun_plugin_api::{
-    abi_stable::std_types::{ROption, RString, RVec, Tuple2},
-    sdk::observer_to_abi,
-    ErrorKind, JobInfo, JobStatus, RunEvent, RunEventKind, RunSummary,
-};
+use flowrun_plugin_sdk::{ErrorKind, JobStatus, Summary};
+use flowrun_plugin_testkit::{ObserverHarness, TestEvent};
 
 use super::create;
 
 const T0: i64 = 1_700_000_000_000_000; // 2023-11-14T22:13:20 UTC
 
-fn started(run_dir: &Path, flow: &str, jobs: &[(&str, &str)]) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::RUN_STARTED, T0);
-    e.flow = flow.into();
-    e.run_dir = run_dir.to_string_lossy().as_ref().into();
-    e.jobs = jobs
-        .iter()
-        .map(|(n, b)| JobInfo {
-            name: (*n).into(),
-            backend: (*b).into(),
-        })
-        .collect();
-    e
+fn started(run_dir: &Path, flow: &str, jobs: &[(&str, &str)]) -> TestEvent {
+    jobs.iter().fold(
+        TestEvent::run_started(flow, run_dir.to_str().unwrap()).at(T0),
+        |e, (name, backend)| e.job(name, backend),
+    )
 }
 
-fn status(job: &str, new: JobStatus, reason: &str) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::JOB_STATUS, T0 + 1_000_000);
-    e.job = job.into();
-    e.backend = "local".into();
-    e.old_status = JobStatus::RUNNING;
-    e.new_status = new;
-    e.reason = reason.into();
+fn status(job: &str, new: JobStatus, reason: &str) -> TestEvent {
+    let e = TestEvent::job_status(job, JobStatus::RUNNING, new)
+        .at(T0 + 1_000_000)
+        .backend("local")
+        .reason(reason);
     if new.is_terminal() && new != JobStatus::SKIPPED {
-        e.duration_s = ROption::RSome(1.5);
-        e.log = format!("/runs/x/jobs/{job}/output.log").into();
+        e.duration_s(1.5)
+            .log(&format!("/runs/x/jobs/{job}/output.log"))
+    } else {
+        e
     }
-    e
 }
 
-fn finished(summary: RunSummary) -> RunEvent {
-    let mut e = RunEvent::empty(RunEventKind::RUN_FINISHED, T0 + 9_000_000);
-    e.summary = ROption::RSome(summary);
-    e
+fn finished(summary: Summary) -> TestEvent {
+    TestEvent::run_finished(&summary).at(T0 + 9_000_000)
 }
 
 /// Feeds `events` to a `junit` observer made from `config` (through the ABI adapter, as the
 /// host would) and returns the report's text.
-fn report(config: &str, events: Vec<RunEvent>, expect_at: &Path) -> String {
-    let observer = observer_to_abi(create(config).expect("valid config"));
+fn report(config: &str, events: Vec<TestEvent>, expect_at: &Path) -> String {
+    let observer = ObserverHarness::new(create, config).expect("valid config");
     // Two batches, as the host's queue may split them.
     let (first, rest) = events.split_at(events.len() / 2);
-    observer.on_events(first.into());
-    observer.on_events(rest.into());
-    observer
-        .finish()
-        .into_result()
-        .expect("finish writes the report");
+    observer.send(first);
+    observer.send(rest);
+    observer.finish().expect("finish writes the report");
     std::fs::read_to_string(expect_at).expect("the report exists")
 }
 
@@ -74,18 +58,15 @@ fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> &'a str {
 fn a_run_becomes_one_testsuite_with_a_testcase_per_job() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path();
-    let mut fail = status(
+    let fail = status(
         "sim_b",
         JobStatus::FAILED,
         "log matched fail pattern: ERROR",
-    );
-    fail.exit_code = ROption::RSome(0);
-    fail.attrs = RVec::from(vec![
-        Tuple2(RString::from("fail_line"), RString::from("42")),
-        Tuple2(RString::from("fail_text"), RString::from("ERROR: mismatch")),
-    ]);
-    let mut kill = status("slow", JobStatus::KILLED, "timed out after 30m");
-    kill.exit_code = ROption::RNone;
+    )
+    .exit_code(0)
+    .attr("fail_line", "42")
+    .attr("fail_text", "ERROR: mismatch");
+    let kill = status("slow", JobStatus::KILLED, "timed out after 30m");
     let events = vec![
         started(
             run,
@@ -102,7 +83,7 @@ fn a_run_becomes_one_testsuite_with_a_testcase_per_job() {
         fail,
         kill,
         status("report", JobStatus::SKIPPED, "dependency failed: sim_b"),
-        finished(RunSummary {
+        finished(Summary {
             passed: 1,
             failed: 1,
             killed: 1,
@@ -126,7 +107,14 @@ fn a_run_becomes_one_testsuite_with_a_testcase_per_job() {
         ["tests", "failures", "errors", "skipped", "time"].map(|a| attr(suite, a)),
         ["4", "1", "1", "1", "9.000"]
     );
-    assert_eq!(attr(suite, "timestamp"), "2023-11-14T22:13:20");
+    assert_eq!(attr(suite, "timestamp"), "2023-11-14T22:13:20.000+00:00");
+    assert_eq!(
+        ["tests", "failures", "errors", "skipped", "time"].map(|a| attr(root, a)),
+        ["4", "1", "1", "1", "9.000"],
+        "the report's totals are the suite's"
+    );
+    let body = failure_text(&doc, "sim_b");
+    assert!(body.starts_with("exit code: 0\n"), "{body}");
     let cases: Vec<_> = suite
         .children()
         .filter(|n| n.has_tag_name("testcase"))
@@ -215,17 +203,14 @@ fn names_and_reasons_are_escaped() {
     assert_eq!(attr(case, "name"), nasty);
     assert_eq!(attr(case, "classname"), "flow & <co>.local");
     let failure = case.children().find(|n| n.has_tag_name("failure")).unwrap();
-    assert_eq!(
-        attr(failure, "message"),
-        "expected <x> & got \"y\"\\x1b[31m red\\x00"
-    );
+    // quick-junit drops what XML 1.0 cannot hold: ANSI colour sequences, NUL.
+    assert_eq!(attr(failure, "message"), "expected <x> & got \"y\" red");
 }
 
 #[test]
 fn unfinished_jobs_are_errors_and_the_interrupting_signal_is_a_property() {
     let dir = tempfile::tempdir().unwrap();
-    let mut signal = RunEvent::empty(RunEventKind::KILL_SIGNAL, T0 + 2_000_000);
-    signal.signal = "SIGINT".into();
+    let signal = TestEvent::kill_signal("SIGINT").at(T0 + 2_000_000);
     let events = vec![
         started(dir.path(), "f", &[("done", "local"), ("never", "local")]),
         status("done", JobStatus::PASSED, ""),
@@ -288,14 +273,14 @@ fn the_path_is_relative_to_the_run_dir_unless_absolute() {
 
 #[test]
 fn finish_without_a_run_or_into_an_unwritable_place_is_an_error() {
-    let observer = create("").unwrap();
+    let observer = ObserverHarness::new(create, "").unwrap();
     let e = observer.finish().unwrap_err();
     assert!(e.message.contains("never started"), "{e}");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file"), "").unwrap();
-    let observer = create("path = \"file/junit.xml\"").unwrap();
-    observer.on_events(&[started(dir.path(), "f", &[])]);
+    let observer = ObserverHarness::new(create, "path = \"file/junit.xml\"").unwrap();
+    observer.send(&[started(dir.path(), "f", &[])]);
     let e = observer.finish().unwrap_err();
     assert_eq!(e.kind, ErrorKind::IO);
     assert!(e.message.contains("file/junit.xml"), "{e}");
@@ -316,4 +301,13 @@ fn config_errors_name_the_key() {
         create("not toml at all").err().expect("refused").kind,
         ErrorKind::CONFIG
     );
+}
+
+fn failure_text(doc: &roxmltree::Document<'_>, job: &str) -> String {
+    doc.descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(job))
+        .and_then(|c| c.children().find(|n| n.has_tag_name("failure")))
+        .and_then(|f| f.text())
+        .unwrap_or_default()
+        .to_string()
 }

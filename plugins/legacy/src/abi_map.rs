@@ -1,9 +1,9 @@
-//! Where the plugin meets flowrun's plugin ABI types: job specs in, submit answers and job
-//! events out. The rest of the crate works with its own types ([`crate::protocol`]), so an ABI
-//! change touches this file only.
+//! Where the plugin meets flowrun's plugin SDK: job views in, submit answers and job events
+//! out. The rest of the crate works with its own types ([`crate::protocol`]), so an SDK change
+//! touches this file only.
 
-use flowrun_plugin_api::{
-    sdk::attrs_iter, Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, SubmitAnswer,
+use flowrun_plugin_sdk::{
+    Answer as SubmitAnswer, Capabilities, CapabilityFlags, Command, Event as JobEvent, Job, JobId,
 };
 
 use crate::protocol::{Answer, End, Ended, LaunchRequest};
@@ -25,25 +25,29 @@ pub fn capabilities() -> Capabilities {
 }
 
 /// A job spec as the worker needs it.
-pub fn launch_request(job: &JobSpec) -> LaunchRequest {
-    let s = |v: &flowrun_plugin_api::abi_stable::std_types::RString| v.to_string();
+pub fn launch_request(job: Job<'_>) -> LaunchRequest {
+    let (shell, args) = match job.command() {
+        Command::Shell(script) => (true, vec![script.to_string()]),
+        Command::Argv(args) => (false, args.iter().map(str::to_string).collect()),
+    };
     LaunchRequest {
-        id: job.id.0,
-        name: s(&job.name),
-        shell: job.command.shell,
-        args: job.command.args.iter().map(s).collect(),
-        env: attrs_iter(&job.env)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-        cwd: s(&job.cwd),
-        job_dir: s(&job.job_dir),
-        log_path: s(&job.log_path),
-        run_dir: s(&job.run_dir),
-        run_tag: s(&job.run_tag),
-        timeout_ms: job.timeout_ms.into_option(),
-        cpus: job.resources.cpus,
-        memory_mb: job.resources.memory_mb.into_option(),
-        attempt: job.attempt,
+        id: job.id().0,
+        name: job.name().to_string(),
+        shell,
+        args,
+        env: job.env().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: job.cwd().to_string(),
+        job_dir: job.job_dir().to_string(),
+        log_path: job.log_path().to_string(),
+        run_dir: job.run_dir().to_string(),
+        run_tag: job.run_tag().to_string(),
+        // Saturating: a limit beyond u64 milliseconds is no limit in practice.
+        timeout_ms: job
+            .timeout()
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        cpus: job.resources().cpus(),
+        memory_mb: job.resources().memory_mb(),
+        attempt: job.attempt(),
     }
 }
 
@@ -57,13 +61,13 @@ pub fn submit_answer(id: u64, answer: &Answer) -> SubmitAnswer {
 }
 
 /// The job refused without asking the launcher.
-pub fn rejected(job: &JobSpec, why: &str) -> SubmitAnswer {
-    SubmitAnswer::rejected(job.id, why)
+pub fn rejected(job: Job<'_>, why: &str) -> SubmitAnswer {
+    SubmitAnswer::rejected(job.id(), why)
 }
 
 /// Whether the host asks for an interactive job.
-pub fn is_interactive(job: &JobSpec) -> bool {
-    job.interactive
+pub fn is_interactive(job: Job<'_>) -> bool {
+    job.interactive()
 }
 
 /// The STARTED event of a job the launcher started.
@@ -82,9 +86,11 @@ pub fn ended(e: &Ended, native_id: Option<&str>) -> JobEvent {
         End::Exited(code) => JobEvent::exited(id, *code),
         End::Signaled(sig) => JobEvent::signaled(id, *sig),
         End::Failed { reason, code } => {
-            let mut f = JobEvent::failed(id, reason.clone());
-            f.exit_code = (*code).into();
-            f
+            let f = JobEvent::failed(id, reason.clone());
+            match code {
+                Some(code) => f.with_exit_code(*code),
+                None => f,
+            }
         }
         End::Killed => JobEvent::killed(id),
         End::Lost(why) => JobEvent::lost(id, why.clone()),

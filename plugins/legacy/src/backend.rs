@@ -27,9 +27,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    Capabilities, JobId, JobSpec, SubmitAnswer,
+use flowrun_plugin_sdk::{
+    Answer as SubmitAnswer, BackendImpl, Capabilities, JobId, Jobs, Sink, SubmitAnswerKind,
 };
 use parking_lot::Mutex;
 
@@ -618,7 +617,7 @@ impl BackendImpl for LegacyBackend {
         abi_map::capabilities()
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<SubmitAnswer> {
         let mut slot = self.slot.lock();
         let mut out: Vec<Option<SubmitAnswer>> = jobs
             .iter()
@@ -652,9 +651,9 @@ impl BackendImpl for LegacyBackend {
                     Ok(got) => abi_map::submit_answer(id, &got[i]),
                     Err(why) => SubmitAnswer::rejected(JobId(id), why.clone()),
                 };
-                match answer.kind {
-                    flowrun_plugin_api::SubmitAnswerKind::ACCEPTED => totals.accepted += 1,
-                    flowrun_plugin_api::SubmitAnswerKind::BUSY => totals.busy += 1,
+                match answer.kind() {
+                    SubmitAnswerKind::ACCEPTED => totals.accepted += 1,
+                    SubmitAnswerKind::BUSY => totals.busy += 1,
                     _ => totals.rejected += 1,
                 }
                 *slot_answer = Some(answer);

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use flowrun_plugin_api::{sdk, PluginError};
+use flowrun_plugin_sdk::{self as sdk, PluginError};
 use serde::Deserialize;
 
 /// The validated config.

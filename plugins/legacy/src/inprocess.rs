@@ -10,10 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    Capabilities, JobId, JobSpec, SubmitAnswer,
-};
+use flowrun_plugin_sdk::{Answer as SubmitAnswer, BackendImpl, Capabilities, JobId, Jobs, Sink};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::{
@@ -135,7 +132,7 @@ impl BackendImpl for InProcess {
         abi_map::capabilities()
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<SubmitAnswer> {
         let mut guard = self.shared.state.lock();
         let state = &mut *guard;
         let Some(engine) = state.engine.as_mut() else {

@@ -4,14 +4,14 @@
 //! running until they are rewritten.
 //!
 //! Layout (README.md says what a user sees; docs/design/legacy-adapter.md why):
-//! - [`backend`]: the backend in flowrun's process; starts and watches the worker.
-//! - [`worker`]: the worker process (and its guardian), where the launcher is loaded.
-//! - [`engine`]: the poller (FIFO, ticks, limits), independent of processes and of C.
-//! - [`launcher`] and [`sys::launcher_abi`]: the launcher's C ABI.
-//! - [`protocol`]: the frames between backend and worker.
-//! - [`abi_map`]: the one place that touches flowrun's plugin ABI types.
-//! - [`sys`]: every `unsafe` operation, fenced in one module.
-//! - [`inprocess`]: the launcher loaded into flowrun itself, for the benchmark only.
+//! - `backend`: the backend in flowrun's process; starts and watches the worker.
+//! - `worker`: the worker process (and its guardian), where the launcher is loaded.
+//! - `engine`: the poller (FIFO, ticks, limits), independent of processes and of C.
+//! - `launcher` and `sys::launcher_abi`: the launcher's C ABI.
+//! - `protocol`: the frames between backend and worker.
+//! - `abi_map`: the one place that touches flowrun's plugin SDK types.
+//! - `sys`: every `unsafe` operation, fenced in one module.
+//! - `inprocess`: the launcher loaded into flowrun itself, for the benchmark only.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
@@ -29,17 +29,14 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    ErrorKind, PluginError,
-};
+use flowrun_plugin_sdk::{BackendImpl, ErrorKind, PluginError, Sink};
 
 pub use config::Config;
 
 #[allow(unsafe_code)] // the SDK's export macros declare `#[no_mangle]` symbols
 mod exports {
-    flowrun_plugin_api::export_plugin!(name = "legacy", version = env!("CARGO_PKG_VERSION"));
-    flowrun_plugin_api::register_backend!(
+    flowrun_plugin_sdk::export_plugin!(name = "legacy", version = env!("CARGO_PKG_VERSION"));
+    flowrun_plugin_sdk::register_backend!(
         kind = "legacy",
         description = "drives a synchronous poll-style launcher library (C ABI, any language) from a crash-isolated worker process",
         create = super::create

@@ -1,4 +1,4 @@
-//! The backend through the plugin-api test kit (the ABI objects the host uses), with the C
+//! The backend through the plugin test kit (the ABI objects the host uses), with the C
 //! fixture launcher built by the system C compiler. The worker here is this test binary
 //! itself, re-executed: the crate's constructor claims it before the test harness starts.
 
@@ -9,11 +9,8 @@ use std::{
     time::Duration,
 };
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    testkit::{check_backend_contract, FakeHost},
-    EndKind, JobEventKind, PluginError, SubmitAnswerKind,
-};
+use flowrun_plugin_sdk::{BackendImpl, EndKind, JobEventKind, PluginError, Sink, SubmitAnswerKind};
+use flowrun_plugin_testkit::{check_backend_contract, FakeHost, TestJob};
 
 use crate::{config::Config, create, inprocess::InProcess};
 
@@ -81,24 +78,23 @@ fn a_worker_crash_loses_its_jobs_and_the_next_submit_gets_a_new_worker() {
         host.shell_job("a", "sleep 30"),
         host.shell_job("b", "sleep 30"),
     ];
-    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let ids: Vec<_> = jobs.iter().map(TestJob::id).collect();
     let answers = host.submit_all(&backend, jobs, Duration::from_secs(20));
-    assert!(answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED));
+    assert!(answers
+        .iter()
+        .all(|a| a.kind() == SubmitAnswerKind::ACCEPTED));
     for id in ids {
         let end = host.wait_end(id, Duration::from_secs(20)).expect("lost");
-        assert_eq!(end.kind, JobEventKind::LOST, "{end:?}");
-        assert_eq!(end.reason.as_str(), "legacy launcher crashed: SIGSEGV");
+        assert_eq!(end.kind(), JobEventKind::LOST, "{end:?}");
+        assert_eq!(end.reason(), "legacy launcher crashed: SIGSEGV");
     }
     assert!(marker.exists());
     let after = host.shell_job("after", "exit 4");
-    let id = after.id;
+    let id = after.id();
     let answers = host.submit_all(&backend, vec![after], Duration::from_secs(20));
-    assert_eq!(answers[0].kind, SubmitAnswerKind::ACCEPTED, "{answers:?}");
+    assert_eq!(answers[0].kind(), SubmitAnswerKind::ACCEPTED, "{answers:?}");
     let end = host.wait_end(id, Duration::from_secs(20)).unwrap();
-    assert_eq!(
-        (end.end, end.exit_code.into_option()),
-        (EndKind::EXITED, Some(4))
-    );
+    assert_eq!((end.end(), end.exit_code()), (EndKind::EXITED, Some(4)));
     backend.shutdown();
     let stats = backend.stats();
     assert!(stats.contains("workers_started = 2\n"), "{stats}");

@@ -1,6 +1,6 @@
 //! `<job_dir>/cmd.sh`: a script that reproduces a job by hand.
 
-use flowrun_plugin_api::JobSpec;
+use flowrun_plugin_sdk::{Command, Job as JobSpec};
 
 use crate::spawn::REMOVED_VARS;
 
@@ -21,24 +21,21 @@ fn is_shell_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// The text of cmd.sh for `spec`, whose extra variables (FLOWRUN_*) are `flowrun_vars`.
-pub fn render(spec: &JobSpec, flowrun_vars: &[(&str, &str)]) -> String {
+/// The text of cmd.sh for `spec` (its `env` holds the host's FLOWRUN_* variables).
+pub fn render(spec: JobSpec<'_>) -> String {
     let mut s = String::with_capacity(512);
     s.push_str("#!/bin/sh\n");
     s.push_str(&format!(
         "# Reproduces flowrun job {} (attempt {}) as the local backend ran it.\n\
          # The host's environment is inherited; output goes to the terminal here.\n",
-        spec.name, spec.attempt
+        spec.name(),
+        spec.attempt()
     ));
-    s.push_str(&format!("cd {} || exit 1\n", shell_quote(&spec.cwd)));
+    s.push_str(&format!("cd {} || exit 1\n", shell_quote(spec.cwd())));
     s.push_str(&format!("unset {}\n", REMOVED_VARS.join(" ")));
     // Names a shell cannot export go through env(1) on the exec line.
     let mut env_prefix = String::new();
-    let vars = flowrun_vars
-        .iter()
-        .copied()
-        .chain(spec.env.iter().map(|a| (a.0.as_str(), a.1.as_str())));
-    for (k, v) in vars {
+    for (k, v) in spec.env() {
         if is_shell_name(k) {
             s.push_str(&format!("export {k}={}\n", shell_quote(v)));
         } else {
@@ -50,14 +47,15 @@ pub fn render(spec: &JobSpec, flowrun_vars: &[(&str, &str)]) -> String {
         s.push_str("env ");
         s.push_str(&env_prefix);
     }
-    if spec.command.shell {
-        s.push_str("/bin/sh -c ");
-        s.push_str(&shell_quote(
-            spec.command.args.first().map(|a| a.as_str()).unwrap_or(""),
-        ));
-    } else {
-        let argv: Vec<String> = spec.command.args.iter().map(|a| shell_quote(a)).collect();
-        s.push_str(&argv.join(" "));
+    match spec.command() {
+        Command::Shell(script) => {
+            s.push_str("/bin/sh -c ");
+            s.push_str(&shell_quote(script));
+        }
+        Command::Argv(args) => {
+            let argv: Vec<String> = args.iter().map(shell_quote).collect();
+            s.push_str(&argv.join(" "));
+        }
     }
     s.push('\n');
     s

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flowrun_plugin_api::{sdk, PluginError};
+use flowrun_plugin_sdk::{self as sdk, PluginError};
 use serde::Deserialize;
 
 /// Whether job process trees are contained in cgroups.

@@ -44,9 +44,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::{
-    sdk::{BackendImpl, Sink},
-    Capabilities, CapabilityFlags, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
+use flowrun_plugin_sdk::{
+    Answer, BackendImpl, Capabilities, CapabilityFlags, Command, Event, Job as JobSpec, JobId,
+    Jobs, PluginError, Sink,
 };
 use nix::sys::{
     epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
@@ -65,8 +65,8 @@ use crate::{
     tree::{CgroupRoot, CgroupUsage, JobCgroup, ScanTarget},
 };
 
-flowrun_plugin_api::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "local", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "local",
     description = "runs jobs as process trees on this machine (sessions, cgroups, pidfds)",
     create = create
@@ -221,7 +221,7 @@ pub struct LocalBackend {
 }
 
 fn os_error(what: &str, e: impl std::fmt::Display) -> PluginError {
-    PluginError::new(flowrun_plugin_api::ErrorKind::IO, format!("{what}: {e}"))
+    PluginError::io(format!("{what}: {e}"))
 }
 
 impl LocalBackend {
@@ -335,7 +335,7 @@ impl BackendImpl for LocalBackend {
         }
     }
 
-    fn submit(&self, jobs: &[JobSpec]) -> Vec<SubmitAnswer> {
+    fn submit(&self, jobs: Jobs<'_>) -> Vec<Answer> {
         jobs.iter()
             .map(|spec| self.shared.submit_one(spec))
             .collect()
@@ -423,43 +423,43 @@ impl Shared {
         let _ = self.wake.write(1);
     }
 
-    fn submit_one(&self, spec: &JobSpec) -> SubmitAnswer {
+    fn submit_one(&self, spec: JobSpec<'_>) -> Answer {
         {
             let mut state = self.lock();
             if state.shutting_down {
-                return SubmitAnswer::rejected(spec.id, "the local backend is shutting down");
+                return Answer::rejected(spec.id(), "the local backend is shutting down");
             }
-            if spec.interactive {
+            if spec.interactive() {
                 // One job holds the terminal at a time; the host offers the next one later.
                 if state.interactive_job.is_some() {
-                    return SubmitAnswer::busy(spec.id);
+                    return Answer::busy(spec.id());
                 }
-                state.interactive_job = Some(spec.id);
+                state.interactive_job = Some(spec.id());
             }
         }
         match self.start_job(spec) {
             Ok(()) => {
                 self.lock().shortage_since = None;
-                SubmitAnswer::accepted(spec.id)
+                Answer::accepted(spec.id())
             }
             Err(StartFailure::Busy) => {
-                if spec.interactive {
+                if spec.interactive() {
                     self.lock().interactive_job = None;
                 }
                 self.counters
                     .busy_for_shortage
                     .fetch_add(1, Ordering::Relaxed);
-                SubmitAnswer::busy(spec.id)
+                Answer::busy(spec.id())
             }
             Err(StartFailure::Failed(reason)) => {
                 self.counters
                     .failed_to_start
                     .fetch_add(1, Ordering::Relaxed);
-                if spec.interactive {
+                if spec.interactive() {
                     self.lock().interactive_job = None;
                 }
-                self.sink.emit(JobEvent::failed(spec.id, reason));
-                SubmitAnswer::accepted(spec.id)
+                self.sink.emit(Event::failed(spec.id(), reason));
+                Answer::accepted(spec.id())
             }
         }
     }
@@ -494,7 +494,7 @@ impl Shared {
     }
 
     /// Spawns the job and registers it with the reaper.
-    fn start_job(&self, spec: &JobSpec) -> Result<(), StartFailure> {
+    fn start_job(&self, spec: JobSpec<'_>) -> Result<(), StartFailure> {
         let use_cgroups = self.cgroups.is_some() && self.cgroups_working.load(Ordering::Relaxed);
         let cgroup_fds = match (&self.cgroups, use_cgroups) {
             (Some(root), true) => root.fds_for_next_job(),
@@ -508,42 +508,26 @@ impl Shared {
         }
         // Unique even if two runs (or two test hosts) share a run tag: the /proc scan kills
         // whatever carries it.
-        let tag = format!("{}-{}-{}", spec.run_tag, self.instance_tag, spec.id.0);
-        let attempt = spec.attempt.to_string();
-        let flowrun_vars = [
-            ("FLOWRUN_JOB_NAME", spec.name.as_str()),
-            ("FLOWRUN_JOB_DIR", spec.job_dir.as_str()),
-            ("FLOWRUN_RUN_DIR", spec.run_dir.as_str()),
-            ("FLOWRUN_ATTEMPT", attempt.as_str()),
-        ];
-        let env: Vec<(&str, &str)> = flowrun_vars
-            .iter()
-            .copied()
-            .chain(spec.env.iter().map(|a| (a.0.as_str(), a.1.as_str())))
-            .chain([(tree::TAG_VAR, tag.as_str())])
-            .collect();
-        let job_dir = Path::new(spec.job_dir.as_str());
+        let tag = format!("{}-{}-{}", spec.run_tag(), self.instance_tag, spec.id().0);
+        // The FLOWRUN_* job variables come in `env`: the host sets them for every backend.
+        let env: Vec<(&str, &str)> = spec.env().chain([(tree::TAG_VAR, tag.as_str())]).collect();
+        let job_dir = Path::new(spec.job_dir());
         let cmd_sh_path = job_dir.join("cmd.sh");
-        let cmd_sh_text = cmdsh::render(spec, &flowrun_vars);
+        let cmd_sh_text = cmdsh::render(spec);
 
-        let argv: Vec<&str> = if spec.command.shell {
-            let script = spec.command.args.first().map(|s| s.as_str()).unwrap_or("");
-            vec!["/bin/sh", "-c", script]
-        } else {
-            spec.command.args.iter().map(|s| s.as_str()).collect()
+        let argv: Vec<&str> = match spec.command() {
+            Command::Shell(script) => vec!["/bin/sh", "-c", script],
+            Command::Argv(args) => args.iter().collect(),
         };
+        let shell = matches!(spec.command(), Command::Shell(_));
         let program_name = argv.first().copied().unwrap_or("");
 
-        let shell_stderr = match (
-            spec.command.shell,
-            spec.interactive,
-            self.config.split_output,
-        ) {
+        let shell_stderr = match (shell, spec.interactive(), self.config.split_output) {
             (false, _, _) | (_, true, _) => None,
-            (true, false, false) => Some(PathBuf::from(spec.log_path.as_str())),
+            (true, false, false) => Some(PathBuf::from(spec.log_path())),
             (true, false, true) => Some(job_dir.join("stderr.log")),
         };
-        let logs: Vec<String> = if self.config.split_output && !spec.interactive {
+        let logs: Vec<String> = if self.config.split_output && !spec.interactive() {
             ["stdout.log", "stderr.log"]
                 .map(|f| job_dir.join(f).to_string_lossy().into_owned())
                 .into()
@@ -551,7 +535,7 @@ impl Shared {
             Vec::new()
         };
         let stdin = self.devnull.as_raw_fd();
-        let output = match (spec.interactive, logs.as_slice()) {
+        let output = match (spec.interactive(), logs.as_slice()) {
             (true, _) => Output::Inherit,
             (false, [stdout, stderr]) => Output::Split {
                 stdout,
@@ -559,19 +543,19 @@ impl Shared {
                 stdin,
             },
             (false, _) => Output::Log {
-                path: spec.log_path.as_str(),
+                path: spec.log_path(),
                 stdin,
             },
         };
         let start = Box::new(StartContext {
             program: program_name.to_string(),
-            cwd: spec.cwd.to_string(),
-            job_dir: spec.job_dir.to_string(),
+            cwd: spec.cwd().to_string(),
+            job_dir: spec.job_dir().to_string(),
             stdout_log: logs
                 .first()
-                .map_or_else(|| spec.log_path.to_string(), String::clone),
+                .map_or_else(|| spec.log_path().to_string(), String::clone),
         });
-        let grouping = match (spec.interactive, &self.spawner) {
+        let grouping = match (spec.interactive(), &self.spawner) {
             (false, Spawner::Clone(_)) => Grouping::NewSession,
             _ => Grouping::NewProcessGroup,
         };
@@ -589,7 +573,7 @@ impl Shared {
                     if !self.cgroup_warned.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             "local backend: cannot create a cgroup for job {} ({e}); containing jobs by session and environment tag from now on",
-                            spec.name
+                            spec.name()
                         );
                     }
                 }
@@ -611,15 +595,15 @@ impl Shared {
         let plan = Plan {
             argv: &argv,
             env: &env,
-            cwd: spec.cwd.as_str(),
-            job_dir: spec.job_dir.as_str(),
+            cwd: spec.cwd(),
+            job_dir: spec.job_dir(),
             cmd_sh_path: &cmd_sh_path,
             cmd_sh_text: &cmd_sh_text,
             output,
             grouping,
             cgroup: cgroup_fds,
             // An interactive job's process group must exist before it gets the terminal.
-            wait_for_exec: spec.interactive,
+            wait_for_exec: spec.interactive(),
         };
         let release = |cgroup: &mut Option<JobCgroup>| {
             if let (Some(cg), Some(root)) = (cgroup.take(), &self.cgroups) {
@@ -665,7 +649,7 @@ impl Shared {
         }
         let fully_contained = spawned.containment == Containment::Born
             && self.cgroups.as_ref().is_some_and(|c| c.has_kill_file());
-        if spec.interactive && self.stdin_is_tty {
+        if spec.interactive() && self.stdin_is_tty {
             give_terminal(pid);
             // The job may have tried to read the terminal before it was in the foreground,
             // and stopped on SIGTTIN: continue it.
@@ -706,11 +690,11 @@ impl Shared {
             return Err(format!("cannot watch the job process: {e}").into());
         }
         self.fds.pidfds.fetch_add(1, Ordering::Relaxed);
-        state.by_pid.insert(pid, spec.id);
+        state.by_pid.insert(pid, spec.id());
         state.jobs.insert(
-            spec.id,
+            spec.id(),
             Job {
-                id: spec.id,
+                id: spec.id(),
                 pid,
                 pidfd: Some(pidfd),
                 tag,
@@ -726,15 +710,15 @@ impl Shared {
                 sigkill_sent: None,
                 recheck_delay: FIRST_RECHECK,
                 logs,
-                interactive: spec.interactive,
+                interactive: spec.interactive(),
                 shell_stderr,
                 report,
                 start,
             },
         );
         self.counters.started.fetch_add(1, Ordering::Relaxed);
-        let mut started = JobEvent::started(spec.id);
-        if spec.interactive {
+        let mut started = Event::started(spec.id());
+        if spec.interactive() {
             started = started.with_attr("interactive", "1");
         }
         self.sink.emit(started);
@@ -1034,13 +1018,12 @@ impl Shared {
         }
         let mut event = match (job.kill_requested, job.leader_end) {
             (true, end) => {
-                let mut e = JobEvent::killed(id);
+                let e = Event::killed(id);
                 match end {
-                    Some(LeaderEnd::Exited(c)) => e.exit_code = Some(c).into(),
-                    Some(LeaderEnd::Signaled(s)) => e.signal = Some(s).into(),
-                    _ => {}
+                    Some(LeaderEnd::Exited(c)) => e.with_exit_code(c),
+                    Some(LeaderEnd::Signaled(s)) => e.with_signal(s),
+                    _ => e,
                 }
-                e
             }
             (false, Some(LeaderEnd::Exited(127))) => {
                 if let Some(failure) = job.report.failure() {
@@ -1048,22 +1031,20 @@ impl Shared {
                     self.counters
                         .failed_to_start
                         .fetch_add(1, Ordering::Relaxed);
-                    JobEvent::failed(id, start_failure(failure, &job.start))
+                    Event::failed(id, start_failure(failure, &job.start))
                 } else if let Some(name) = job
                     .shell_stderr
                     .as_deref()
                     .and_then(shell_command_not_found)
                 {
-                    let mut e = JobEvent::failed(id, format!("command not found: {name}"));
-                    e.exit_code = Some(127).into();
-                    e
+                    Event::failed(id, format!("command not found: {name}")).with_exit_code(127)
                 } else {
-                    JobEvent::exited(id, 127)
+                    Event::exited(id, 127)
                 }
             }
-            (false, Some(LeaderEnd::Exited(c))) => JobEvent::exited(id, c),
-            (false, Some(LeaderEnd::Signaled(s))) => JobEvent::signaled(id, s),
-            (false, _) => JobEvent::failed(
+            (false, Some(LeaderEnd::Exited(c))) => Event::exited(id, c),
+            (false, Some(LeaderEnd::Signaled(s))) => Event::signaled(id, s),
+            (false, _) => Event::failed(
                 id,
                 "the job's exit status was lost (reaped elsewhere in the process)",
             ),
@@ -1119,7 +1100,7 @@ impl Shared {
             if let Err(p) = outcome {
                 tracing::error!(
                     "local backend: reaper panicked: {}",
-                    flowrun_plugin_api::sdk::panic_message(&*p)
+                    flowrun_plugin_sdk::panic_message(&*p)
                 );
             }
         }

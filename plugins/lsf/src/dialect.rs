@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     script, CommandOutput, Commands, Dialect, EngineDefaults, Job, JobContext, Judgement, Lookup,
     NativeStatus, Scope, Submission, SubmitError, Verdict,
 };

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     testing, CommandLine, CommandOutput, CommandRunner, Engine, EngineEvent, EventSink, Job,
     JobKey, ProcessRunner, Update, Verdict,
 };

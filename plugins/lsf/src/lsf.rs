@@ -3,7 +3,7 @@
 //! notes (IBM's LSF 10.1 documentation, the Lava sources, outputs of real LSF 10.1 clusters
 //! published in other tools' tests), which the LSF emulator of `tests/cluster/lsf-emu` prints.
 
-use flowrun_plugin_api::engine::{CommandOutput, Usage, Verdict};
+use flowrun_plugin_sdk::engine::{CommandOutput, Usage, Verdict};
 
 /// The file in each job's directory that LSF writes its job report into (`bsub -oo`). The job's
 /// own output goes to its log, which the job's script opens itself, so the report is never in

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     testing::{self, Simulation},
     CommandLine, CommandOutput, CommandRunner, Job, JobKey, ManualClock, Update, Usage, Verdict,
 };

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use flowrun_plugin_api::{sdk::parse_config, PluginError};
+use flowrun_plugin_sdk::{parse_config, PluginError};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,7 @@ use std::{
     sync::Once,
 };
 
-use flowrun_plugin_api::{sdk::panic_message, ErrorKind, PluginError};
+use flowrun_plugin_sdk::{panic_message, ErrorKind, PluginError};
 use parking_lot::Mutex;
 
 /// The environment variable that makes observers fail on purpose, for tests of the host's

@@ -5,39 +5,23 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-/// Writes a file through `fill` into a temporary file beside `path`, then renames it over
-/// `path`: a reader (a browser reloading the report, a CI job) sees the old file or the new
-/// one, never half of one. Missing parent directories are created.
+/// Writes a report through `fill` with the SDK's atomic write (a temporary file beside `path`,
+/// synced, renamed over it, mode 0644): a reader (a browser reloading the report, a CI job)
+/// sees the old file or the new one, never half of one. What this adds for reports: missing
+/// parent directories are created (a configured `path` may name a new subdirectory), and the
+/// renderers' many small writes are buffered.
 pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let prefix = format!(
-        ".{}.",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    let mut out = BufWriter::with_capacity(1 << 16, tmp);
-    fill(&mut out)?;
-    let tmp = out.into_inner().map_err(|e| e.into_error())?;
-    // tempfile creates files readable by their owner only; a report is for everyone to read.
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    // Without the sync, a crash soon after the rename can leave an empty file in place of
-    // both the old and the new one.
-    tmp.as_file().sync_data()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    flowrun_plugin_sdk::fs::write_atomically_with(path, 0o644, |file| {
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        fill(&mut out)?;
+        out.flush()
+    })
 }
 
 /// The configured `path` of an output file: relative paths are relative to the run directory.

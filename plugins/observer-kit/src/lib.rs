@@ -6,19 +6,18 @@
 //!   holds at the same time), the host's phases. Attributes the host does not send are `None`.
 //! - [`contain`]: an observer's state behind a lock that turns a panic into one reported error
 //!   and a quiet observer from then on, never into a changed verdict or a flood of messages.
-//! - [`files`]: atomic file replacement and relative paths between run files.
+//! - [`files`]: atomic file replacement (the SDK's, buffered, creating the directory) and
+//!   relative paths between run files.
 //! - [`config`]: the `path` key of file-writing observers.
 //! - [`ticker`]: a periodic thread, for work no event triggers.
-//! - [`events`]: synthetic events for observers' unit tests.
 //!
-//! The crate touches the plugin ABI's types only through `RunEvent` and its fields, so that the
-//! port to the split ABI crates is a change of imports.
+//! Events arrive as the SDK's views ([`flowrun_plugin_sdk::RunEvent`]); unit tests build them
+//! with the test kit's `TestEvent`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod contain;
-pub mod events;
 pub mod files;
 pub mod model;
 pub mod ticker;

@@ -18,7 +18,7 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, collections::HashMap, path::PathBuf};
 
-use flowrun_plugin_api::{JobStatus, RunEvent, RunEventKind, RunSummary};
+use flowrun_plugin_sdk::{JobStatus, RunEvent, RunEventKind, Summary};
 
 /// A host phase (load, expand, validate, schedule, write_results), in epoch microseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,7 +147,7 @@ pub struct RunModel {
     /// When RUN_FINISHED came, if it did.
     pub finished_us: Option<i64>,
     /// The summary of RUN_FINISHED.
-    pub summary: Option<RunSummary>,
+    pub summary: Option<Summary>,
     /// The signal that interrupted the run.
     pub signal: Option<String>,
     /// Backend instance names, in order of first appearance.
@@ -167,14 +167,14 @@ pub struct RunModel {
 }
 
 /// A decimal attribute, if present and finite.
-fn number(event: &RunEvent, key: &str) -> Option<f64> {
+fn number(event: &RunEvent<'_>, key: &str) -> Option<f64> {
     event
         .attr(key)
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|v| v.is_finite())
 }
 
-fn text(event: &RunEvent, key: &str) -> Option<String> {
+fn text(event: &RunEvent<'_>, key: &str) -> Option<String> {
     event
         .attr(key)
         .filter(|v| !v.is_empty())
@@ -205,17 +205,19 @@ pub fn parse_phases(value: &str) -> Vec<Phase> {
 
 impl RunModel {
     /// Takes one event into account.
-    pub fn apply(&mut self, event: &RunEvent) {
-        self.last_event_us = self.last_event_us.max(event.time_us);
-        match event.kind {
+    pub fn apply(&mut self, event: RunEvent<'_>) {
+        let time_us = event.time_us();
+        self.last_event_us = self.last_event_us.max(time_us);
+        match event.kind() {
             RunEventKind::RUN_STARTED => {
-                self.flow = event.flow.to_string();
-                self.run_dir = Some(PathBuf::from(event.run_dir.as_str()));
-                self.started_us = event.time_us;
-                self.jobs.reserve(event.jobs.len());
-                self.by_name.reserve(event.jobs.len());
-                for job in event.jobs.iter() {
-                    self.job_index(job.name.as_str(), job.backend.as_str());
+                self.flow = event.flow().to_string();
+                self.run_dir = Some(PathBuf::from(event.run_dir()));
+                self.started_us = time_us;
+                let jobs = event.jobs();
+                self.jobs.reserve(jobs.len());
+                self.by_name.reserve(jobs.len());
+                for job in jobs {
+                    self.job_index(job.name, job.backend);
                 }
                 if let Some(p) = event.attr("phases") {
                     self.phases.extend(parse_phases(p));
@@ -224,16 +226,16 @@ impl RunModel {
             RunEventKind::JOB_STATUS => self.on_status(event),
             // The first signal is the one that interrupted the run.
             RunEventKind::KILL_SIGNAL if self.signal.is_none() => {
-                self.signal = Some(event.signal.to_string());
+                self.signal = Some(event.signal().to_string());
             }
             RunEventKind::RUN_FINISHED => {
-                self.finished_us = Some(event.time_us);
-                self.summary = event.summary.clone().into_option();
+                self.finished_us = Some(time_us);
+                self.summary = event.summary();
                 if let Some(p) = event.attr("phases") {
                     self.phases.extend(parse_phases(p));
                 }
                 if self.interrupted() {
-                    self.settle_interrupted(event.time_us);
+                    self.settle_interrupted(time_us);
                 }
             }
             _ => {} // a kind added after this plugin was built
@@ -274,17 +276,16 @@ impl RunModel {
         b
     }
 
-    fn on_status(&mut self, event: &RunEvent) {
-        let i = self.job_index(event.job.as_str(), event.backend.as_str());
-        if !event.backend.is_empty() {
-            let b = self.backend_index(event.backend.as_str());
+    fn on_status(&mut self, event: RunEvent<'_>) {
+        let i = self.job_index(event.job(), event.backend());
+        if !event.backend().is_empty() {
+            let b = self.backend_index(event.backend());
             self.jobs[i as usize].backend = b;
         }
-        let new = event.new_status;
+        let new = event.new_status();
         let open = self.jobs[i as usize].open_attempt;
-        self.set_status(i, new, event.time_us);
-        if let (Some(a), true, Some(d)) = (open, new.is_terminal(), event.duration_s.into_option())
-        {
+        self.set_status(i, new, event.time_us());
+        if let (Some(a), true, Some(d)) = (open, new.is_terminal(), event.duration_s()) {
             self.trim_to_host_duration(a, d);
         }
         if new == JobStatus::RUNNING {
@@ -292,26 +293,26 @@ impl RunModel {
                 .attr("attempt")
                 .and_then(|a| a.trim().parse().ok())
                 .unwrap_or(self.jobs[i as usize].attempts + 1);
-            self.open_attempt(i, number, event.time_us, text(event, "resources"));
+            self.open_attempt(i, number, event.time_us(), text(&event, "resources"));
         }
         let job = &mut self.jobs[i as usize];
-        if let Some(id) = text(event, "native_id") {
+        if let Some(id) = text(&event, "native_id") {
             job.native_id = Some(id);
         }
-        if !event.reason.is_empty() || new.is_terminal() {
-            job.reason = event.reason.to_string();
+        if !event.reason().is_empty() || new.is_terminal() {
+            job.reason = event.reason().to_string();
         }
-        if let Some(kind) = text(event, "reason_kind") {
+        if let Some(kind) = text(&event, "reason_kind") {
             job.reason_kind = Some(kind);
         }
         if new.is_terminal() {
-            job.exit_code = event.exit_code.into_option();
-            job.duration_s = event.duration_s.into_option();
-            job.log = (!event.log.is_empty()).then(|| event.log.to_string());
-            job.cpu_s = number(event, "cpu_s");
-            job.max_rss_mb = number(event, "max_rss_mb");
+            job.exit_code = event.exit_code();
+            job.duration_s = event.duration_s();
+            job.log = event.log().map(str::to_string);
+            job.cpu_s = number(&event, "cpu_s");
+            job.max_rss_mb = number(&event, "max_rss_mb");
             job.fail_line = event.attr("fail_line").and_then(|l| l.trim().parse().ok());
-            job.fail_text = text(event, "fail_text");
+            job.fail_text = text(&event, "fail_text");
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, thread::JoinHandle, time::Duration};
 
-use flowrun_plugin_api::{ErrorKind, PluginError};
+use flowrun_plugin_sdk::{ErrorKind, PluginError};
 use parking_lot::{Condvar, Mutex};
 
 /// The running thread; [`Ticker::stop`] ends it.

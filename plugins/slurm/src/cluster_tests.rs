@@ -5,7 +5,8 @@
 
 use std::{fs::File, time::Duration};
 
-use flowrun_plugin_api::{abi_stable::std_types::ROption, testkit::*, *};
+use flowrun_plugin_sdk::{EndKind, Event, JobEventKind, JobId, SubmitAnswerKind};
+use flowrun_plugin_testkit::{check_backend_contract, FakeHost, TestBackend, TestJob};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -50,7 +51,7 @@ fn cluster() -> Option<ClusterLock> {
 
 /// A fake host with its run directory where slurmd can write, and a backend made from
 /// `config`.
-fn fake_host(config: &str) -> (tempfile::TempDir, FakeHost, BackendBox) {
+fn fake_host(config: &str) -> (tempfile::TempDir, FakeHost, TestBackend) {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let host = FakeHost::new(dir.path());
     let backend = host.backend(create, config).unwrap();
@@ -63,11 +64,8 @@ fn keeps_the_backend_contract() {
     check_backend_contract(create, "poll_interval = \"500ms\"").unwrap();
 }
 
-fn attr<'a>(e: &'a JobEvent, key: &str) -> Option<&'a str> {
-    e.attrs
-        .iter()
-        .find(|a| a.0.as_str() == key)
-        .map(|a| a.1.as_str())
+fn attr<'a>(e: &'a Event, key: &str) -> Option<&'a str> {
+    e.attr(key)
 }
 
 fn squeue_state(native_id: &str) -> String {
@@ -101,27 +99,29 @@ fn a_job_killed_while_its_sbatch_is_in_flight_is_cancelled_once_its_id_is_known(
         fake_host("poll_interval = \"500ms\"\nsubmit_rate = \"1/s\"\nsubmit_threads = 2");
     let first = host.shell_job("first", "sleep 300");
     let second = host.shell_job("second", "sleep 300");
-    let ids = [first.id, second.id];
-    let answers = backend.submit(vec![first, second].into());
+    let ids = [first.id(), second.id()];
+    let answers = backend.submit(&[first, second]);
     assert!(
-        answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED),
+        answers
+            .iter()
+            .all(|a| a.kind() == SubmitAnswerKind::ACCEPTED),
         "{answers:?}"
     );
     std::thread::sleep(Duration::from_millis(200));
-    backend.kill(ids[1..].into());
+    backend.kill(&ids[1..]);
     let end = host
         .wait_end(ids[1], Duration::from_secs(60))
         .expect("the killed job ends");
-    assert_eq!(end.end, EndKind::KILLED, "{end:?}");
+    assert_eq!(end.end(), EndKind::KILLED, "{end:?}");
     let native = attr(&end, "native_id")
         .expect("it was submitted, then cancelled")
         .to_string();
     assert_eq!(squeue_state(&native), "CANCELLED");
-    backend.kill(ids[..1].into());
+    backend.kill(&ids[..1]);
     let end = host
         .wait_end(ids[0], Duration::from_secs(60))
         .expect("the first job ends");
-    assert_eq!(end.end, EndKind::KILLED, "{end:?}");
+    assert_eq!(end.end(), EndKind::KILLED, "{end:?}");
     backend.shutdown();
 }
 
@@ -138,10 +138,15 @@ fn same_shape_jobs_go_out_as_one_array() {
         };
         jobs.push(host.shell_job(&format!("m{i}"), &cmd));
     }
-    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-    let logs: Vec<String> = jobs.iter().map(|j| j.log_path.to_string()).collect();
-    let answers = backend.submit(jobs.into());
-    assert!(answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED));
+    let ids: Vec<JobId> = jobs.iter().map(TestJob::id).collect();
+    let logs: Vec<String> = jobs
+        .iter()
+        .map(|j| j.job().log_path().to_string())
+        .collect();
+    let answers = backend.submit(&jobs);
+    assert!(answers
+        .iter()
+        .all(|a| a.kind() == SubmitAnswerKind::ACCEPTED));
     for (i, id) in ids.iter().enumerate().take(5) {
         let end = host
             .wait_end(*id, Duration::from_secs(60))
@@ -152,9 +157,9 @@ fn same_shape_jobs_go_out_as_one_array() {
             "array member ids look like 123_4: {native}"
         );
         if i == 2 {
-            assert_eq!(end.exit_code, ROption::RSome(4), "{end:?}");
+            assert_eq!(end.exit_code(), Some(4), "{end:?}");
         } else {
-            assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+            assert_eq!(end.exit_code(), Some(0), "{end:?}");
             assert_eq!(
                 std::fs::read_to_string(&logs[i]).unwrap(),
                 format!("member {i}\n")
@@ -162,12 +167,12 @@ fn same_shape_jobs_go_out_as_one_array() {
         }
     }
     // One member can be cancelled alone.
-    backend.kill(ids[5..].into());
+    backend.kill(&ids[5..]);
     let end = host
         .wait_end(ids[5], Duration::from_secs(60))
         .expect("the killed member ends");
-    assert_eq!(end.end, EndKind::KILLED, "{end:?}");
-    let stats = backend.stats().to_string();
+    assert_eq!(end.end(), EndKind::KILLED, "{end:?}");
+    let stats = backend.stats();
     assert_eq!(stat(&stats, "sbatch_calls"), 1, "{stats}");
     assert_eq!(stat(&stats, "arrays_submitted"), 1, "{stats}");
     backend.shutdown();
@@ -178,22 +183,22 @@ fn shutdown_cancels_what_still_runs() {
     let Some(_c) = cluster() else { return };
     let (_dir, mut host, backend) = fake_host("poll_interval = \"500ms\"");
     let job = host.shell_job("long", "sleep 300");
-    let id = job.id;
-    backend.submit(vec![job].into());
+    let id = job.id();
+    backend.submit(&[job]);
     // Wait until Slurm runs it.
     let started = host
         .next_event(Duration::from_secs(60))
         .expect("the job starts");
-    assert_eq!((started.id, started.kind), (id, JobEventKind::STARTED));
+    assert_eq!((started.id(), started.kind()), (id, JobEventKind::STARTED));
     let native = attr(&started, "native_id").unwrap().to_string();
     backend.shutdown();
     let end = host
         .wait_end(id, Duration::from_secs(1))
         .expect("shutdown ends the job");
-    assert_eq!(end.end, EndKind::KILLED, "{end:?}");
+    assert_eq!(end.end(), EndKind::KILLED, "{end:?}");
     assert_eq!(squeue_state(&native), "CANCELLED");
-    let answers = backend.submit(vec![host.shell_job("late", "true")].into());
-    assert_eq!(answers[0].kind, SubmitAnswerKind::REJECTED);
+    let answers = backend.submit(&[host.shell_job("late", "true")]);
+    assert_eq!(answers[0].kind(), SubmitAnswerKind::REJECTED);
 }
 
 #[test]
@@ -201,32 +206,32 @@ fn jobs_that_cannot_be_submitted_fail_with_clear_reasons() {
     let Some(_c) = cluster() else { return };
     let (_dir, mut host, backend) = fake_host("partition = \"nosuch\"");
     let bad_partition = host.shell_job("bad-partition", "true");
-    let mut bad_cwd = host.shell_job("bad-cwd", "true");
-    bad_cwd.cwd = "/nonexistent/flowrun-cwd".into();
-    let mut interactive = host.shell_job("interactive", "true");
-    interactive.interactive = true;
-    let ids = [bad_partition.id, bad_cwd.id];
-    let answers = backend.submit(vec![bad_partition, bad_cwd, interactive].into());
-    assert_eq!(answers[0].kind, SubmitAnswerKind::ACCEPTED);
-    assert_eq!(answers[1].kind, SubmitAnswerKind::ACCEPTED);
-    assert_eq!(answers[2].kind, SubmitAnswerKind::REJECTED);
+    let bad_cwd = host
+        .shell_job("bad-cwd", "true")
+        .cwd("/nonexistent/flowrun-cwd");
+    let interactive = host.shell_job("interactive", "true").interactive(true);
+    let ids = [bad_partition.id(), bad_cwd.id()];
+    let answers = backend.submit(&[bad_partition, bad_cwd, interactive]);
+    assert_eq!(answers[0].kind(), SubmitAnswerKind::ACCEPTED);
+    assert_eq!(answers[1].kind(), SubmitAnswerKind::ACCEPTED);
+    assert_eq!(answers[2].kind(), SubmitAnswerKind::REJECTED);
     assert!(
-        answers[2].message.contains("interactive"),
+        answers[2].message().contains("interactive"),
         "{:?}",
         answers[2]
     );
 
     let end = host.wait_end(ids[0], Duration::from_secs(60)).unwrap();
-    assert_eq!(end.end, EndKind::FAILED);
+    assert_eq!(end.end(), EndKind::FAILED);
     assert!(
-        end.reason.starts_with("sbatch failed: ") && end.reason.contains("nosuch"),
+        end.reason().starts_with("sbatch failed: ") && end.reason().contains("nosuch"),
         "{}",
-        end.reason
+        end.reason()
     );
     let end = host.wait_end(ids[1], Duration::from_secs(60)).unwrap();
-    assert_eq!(end.end, EndKind::FAILED);
+    assert_eq!(end.end(), EndKind::FAILED);
     assert_eq!(
-        end.reason.as_str(),
+        end.reason(),
         "working directory does not exist: /nonexistent/flowrun-cwd"
     );
     backend.shutdown();
@@ -238,18 +243,17 @@ fn a_job_slurm_can_never_start_fails_instead_of_pending_forever() {
     let (_dir, mut host, backend) = fake_host("poll_interval = \"500ms\"\nlost_after = \"2s\"");
     // The test cluster's only node has 16 CPUs: Slurm accepts this and pends it with reason
     // PartitionConfig, forever.
-    let mut huge = host.shell_job("huge", "true");
-    huge.resources.cpus = 64;
-    let id = huge.id;
-    backend.submit(vec![huge].into());
+    let huge = host.shell_job("huge", "true").resources(64, None);
+    let id = huge.id();
+    backend.submit(&[huge]);
     let end = host
         .wait_end(id, Duration::from_secs(60))
         .expect("the job ends");
-    assert_eq!(end.end, EndKind::FAILED, "{end:?}");
+    assert_eq!(end.end(), EndKind::FAILED, "{end:?}");
     assert!(
-        end.reason.contains("will never start") && end.reason.contains("PartitionConfig"),
+        end.reason().contains("will never start") && end.reason().contains("PartitionConfig"),
         "{}",
-        end.reason
+        end.reason()
     );
     assert_eq!(squeue_state(attr(&end, "native_id").unwrap()), "CANCELLED");
     backend.shutdown();
@@ -265,12 +269,12 @@ fn finished_jobs_report_their_cpu_time_and_peak_memory_from_sacct() {
         "hungry",
         "python3 -c 'import time\nb = bytearray(150 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\ns = 0\nfor i in range(10**7): s += i\ntime.sleep(1.5)'",
     );
-    let id = job.id;
-    backend.submit(vec![job].into());
+    let id = job.id();
+    backend.submit(&[job]);
     let end = host
         .wait_end(id, Duration::from_secs(120))
         .expect("the job ends");
-    assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+    assert_eq!(end.exit_code(), Some(0), "{end:?}");
     assert_eq!(attr(&end, "usage_source"), Some("sacct"), "{end:?}");
     let cpu: f64 = attr(&end, "cpu_s").unwrap().parse().unwrap();
     let rss: f64 = attr(&end, "max_rss_mb").unwrap().parse().unwrap();
@@ -285,11 +289,11 @@ fn an_array_keeps_to_its_slot_limit() {
     let Some(_c) = cluster() else { return };
     let (_dir, mut host, backend) =
         fake_host("poll_interval = \"500ms\"\narrays = true\narray_slot_limit = 2");
-    let jobs: Vec<JobSpec> = (0..6)
+    let jobs: Vec<TestJob> = (0..6)
         .map(|i| host.shell_job(&format!("slot{i}"), "sleep 2"))
         .collect();
-    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-    backend.submit(jobs.into());
+    let ids: Vec<JobId> = jobs.iter().map(TestJob::id).collect();
+    backend.submit(&jobs);
     let mut most_running = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -318,7 +322,7 @@ fn an_array_keeps_to_its_slot_limit() {
     }
     for id in ids {
         let end = host.wait_end(id, Duration::from_secs(60)).expect("ends");
-        assert_eq!(end.exit_code, ROption::RSome(0), "{end:?}");
+        assert_eq!(end.exit_code(), Some(0), "{end:?}");
     }
     assert!(
         (1..=2).contains(&most_running),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flowrun_plugin_api::{
+use flowrun_plugin_sdk::{
     engine::{self, EngineConfig, EngineDefaults},
     PluginError,
 };

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
-use flowrun_plugin_api::engine::{
+use flowrun_plugin_sdk::engine::{
     CommandOutput, Commands, Dialect, EngineDefaults, Job, JobContext, Judgement, Lookup,
     NativeStatus, Scope, Source, Submission, SubmitError, Verdict,
 };

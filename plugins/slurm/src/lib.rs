@@ -13,7 +13,7 @@ mod cluster_tests;
 #[cfg(test)]
 mod policy_tests;
 
-use flowrun_plugin_api::{engine, sdk::*, PluginError};
+use flowrun_plugin_sdk::{engine, BackendImpl, PluginError, Sink};
 
 /// Creates a Slurm backend from its `[backends.NAME]` table.
 pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginError> {
@@ -21,8 +21,8 @@ pub fn create(config: &str, sink: Sink) -> Result<Box<dyn BackendImpl>, PluginEr
     engine::backend("slurm", dialect::Slurm::new(keys), engine_config, sink)
 }
 
-flowrun_plugin_api::export_plugin!(name = "slurm", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_backend!(
+flowrun_plugin_sdk::export_plugin!(name = "slurm", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_backend!(
     kind = "slurm",
     description = "runs each job as a Slurm batch job (sbatch, squeue/sacct, scancel)",
     create = create

@@ -2,7 +2,7 @@
 //! classified. Everything here is pure, so it is unit-tested on the exact text Slurm 22.05
 //! prints (the project's research notes, clusters.md section 3).
 
-use flowrun_plugin_api::engine::{CommandOutput, Usage, Verdict};
+use flowrun_plugin_sdk::engine::{CommandOutput, Usage, Verdict};
 
 /// Whether a failed Slurm command is worth retrying: the controller or the database is
 /// unreachable or overloaded, rather than the request being wrong.

@@ -19,8 +19,8 @@ use std::{
 };
 
 use flowrun_observer_kit::{relative_path, resolve_in_run_dir, Contained, Ticker};
-use flowrun_plugin_api::{
-    sdk::ObserverImpl, ErrorKind, JobStatus, PluginError, RunEvent, RunEventKind,
+use flowrun_plugin_sdk::{
+    ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent, RunEventKind, RunEvents,
 };
 use nix::{
     errno::Errno,
@@ -28,8 +28,8 @@ use nix::{
     unistd::{symlinkat, unlinkat, UnlinkatFlags},
 };
 
-flowrun_plugin_api::export_plugin!(name = "status-dirs", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_observer!(
+flowrun_plugin_sdk::export_plugin!(name = "status-dirs", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_observer!(
     kind = "status-dirs",
     description = "keeps by-status/{running,passed,failed,killed,skipped}/JOB links to each job's directory (config: path, default \"by-status\" in the run directory)",
     create = create
@@ -79,7 +79,7 @@ struct StatusDirsObserver {
 }
 
 impl ObserverImpl for StatusDirsObserver {
-    fn on_events(&self, events: &[RunEvent]) {
+    fn on_events(&self, events: RunEvents<'_>) {
         self.state.on_events(|s| s.apply(events));
     }
 
@@ -154,12 +154,12 @@ impl StatusDirs {
     }
 
     /// Takes one batch into account; the links move once per job, at the end of the batch.
-    pub fn apply(&mut self, events: &[RunEvent]) {
+    pub fn apply<'e>(&mut self, events: impl IntoIterator<Item = RunEvent<'e>>) {
         if self.error.is_some() {
             return;
         }
         for event in events {
-            match event.kind {
+            match event.kind() {
                 RunEventKind::RUN_STARTED => {
                     if let Err(e) = self.start(event) {
                         self.error = Some(e);
@@ -167,22 +167,18 @@ impl StatusDirs {
                     }
                 }
                 RunEventKind::JOB_STATUS => {
-                    let i = self.job(event.job.as_str());
+                    let i = self.job(event.job());
                     let job = &mut self.jobs[i as usize];
-                    job.status = event.new_status;
+                    job.status = event.new_status();
                     if !self.queued_flag[i as usize] {
                         self.queued_flag[i as usize] = true;
                         self.changed.push(i);
                     }
                 }
-                RunEventKind::KILL_SIGNAL => self.signal = Some(event.signal.to_string()),
+                RunEventKind::KILL_SIGNAL => self.signal = Some(event.signal().to_string()),
                 RunEventKind::RUN_FINISHED => {
-                    let interrupted = self.signal.is_some()
-                        || event
-                            .summary
-                            .as_ref()
-                            .into_option()
-                            .is_some_and(|s| s.interrupted);
+                    let interrupted =
+                        self.signal.is_some() || event.summary().is_some_and(|s| s.interrupted);
                     if interrupted {
                         self.settle_interrupted();
                     }
@@ -196,8 +192,8 @@ impl StatusDirs {
     }
 
     /// Creates (or empties) the status directories and opens them.
-    fn start(&mut self, event: &RunEvent) -> Result<(), String> {
-        let run_dir = PathBuf::from(event.run_dir.as_str());
+    fn start(&mut self, event: RunEvent<'_>) -> Result<(), String> {
+        let run_dir = PathBuf::from(event.run_dir());
         let root = resolve_in_run_dir(&run_dir, &self.configured);
         let io = |what: &str, path: &Path, e: std::io::Error| {
             format!("status-dirs: cannot {what} {}: {e}", path.display())
@@ -223,9 +219,10 @@ impl StatusDirs {
             .to_string_lossy()
             .into_owned();
         self.dirs = Some(Dirs { root, fds });
-        self.jobs.reserve(event.jobs.len());
-        for job in event.jobs.iter() {
-            self.job(job.name.as_str());
+        let jobs = event.jobs();
+        self.jobs.reserve(jobs.len());
+        for job in jobs {
+            self.job(job.name);
         }
         Ok(())
     }

@@ -1,27 +1,34 @@
 use std::{path::Path, time::Duration};
 
-use flowrun_observer_kit::events::{job_status, run_finished, run_started};
-use flowrun_plugin_api::RunSummary;
+use flowrun_plugin_sdk::Summary;
+use flowrun_plugin_testkit::{ObserverHarness, TestEvent};
 
 use super::*;
 
-fn started(run_dir: &Path, jobs: &[&str]) -> RunEvent {
-    let jobs: Vec<(&str, &str)> = jobs.iter().map(|n| (*n, "local")).collect();
-    run_started(1, "f", &run_dir.to_string_lossy(), &jobs)
-}
-
-fn status(job: &str, new: JobStatus) -> RunEvent {
-    job_status(2, job, "local", JobStatus::SCHEDULED, new)
-}
-
-fn finished(interrupted: bool) -> RunEvent {
-    run_finished(
-        3,
-        RunSummary {
-            interrupted,
-            ..RunSummary::default()
-        },
+fn started(run_dir: &Path, jobs: &[&str]) -> TestEvent {
+    jobs.iter().fold(
+        TestEvent::run_started("f", &run_dir.to_string_lossy()).at(1),
+        |e, name| e.job(name, "local"),
     )
+}
+
+fn status(job: &str, new: JobStatus) -> TestEvent {
+    TestEvent::job_status(job, JobStatus::SCHEDULED, new)
+        .backend("local")
+        .at(2)
+}
+
+fn finished(interrupted: bool) -> TestEvent {
+    TestEvent::run_finished(&Summary {
+        interrupted,
+        ..Summary::default()
+    })
+    .at(3)
+}
+
+/// Feeds one batch to the state, as the observer's `on_events` does.
+fn apply(o: &mut StatusDirs, events: &[TestEvent]) {
+    o.apply(events.iter().map(TestEvent::view));
 }
 
 /// The names in `<run>/by-status/<status>`, sorted.
@@ -50,11 +57,14 @@ fn links_move_with_the_status_and_are_relative() {
     std::fs::create_dir_all(run.path().join("jobs/a")).unwrap();
     std::fs::write(run.path().join("jobs/a/output.log"), "log of a").unwrap();
     let mut o = dirs();
-    o.apply(&[started(run.path(), &["a", "b", "grp/c"])]);
-    o.apply(&[
-        status("a", JobStatus::QUEUED),
-        status("a", JobStatus::RUNNING),
-    ]);
+    apply(&mut o, &[started(run.path(), &["a", "b", "grp/c"])]);
+    apply(
+        &mut o,
+        &[
+            status("a", JobStatus::QUEUED),
+            status("a", JobStatus::RUNNING),
+        ],
+    );
     assert!(
         listed(run.path(), "running").is_empty(),
         "not before the delay"
@@ -71,21 +81,27 @@ fn links_move_with_the_status_and_are_relative() {
         "log of a"
     );
 
-    o.apply(&[
-        status("a", JobStatus::FAILED),
-        status("grp/c", JobStatus::RUNNING),
-    ]);
+    apply(
+        &mut o,
+        &[
+            status("a", JobStatus::FAILED),
+            status("grp/c", JobStatus::RUNNING),
+        ],
+    );
     o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["grp_c"]);
     assert_eq!(listed(run.path(), "failed"), ["a"]);
-    o.apply(&[
-        status("grp/c", JobStatus::PASSED),
-        status("b", JobStatus::SKIPPED),
-    ]);
+    apply(
+        &mut o,
+        &[
+            status("grp/c", JobStatus::PASSED),
+            status("b", JobStatus::SKIPPED),
+        ],
+    );
     assert!(listed(run.path(), "running").is_empty());
     assert_eq!(listed(run.path(), "passed"), ["grp_c"]);
     assert_eq!(listed(run.path(), "skipped"), ["b"]);
-    o.apply(&[finished(false)]);
+    apply(&mut o, &[finished(false)]);
     assert_eq!(o.error, None);
 
     // Moving the run directory keeps every link working.
@@ -99,13 +115,13 @@ fn links_move_with_the_status_and_are_relative() {
 #[test]
 fn a_long_job_shows_in_running_after_the_delay_and_a_short_one_never_does() {
     let run = tempfile::tempdir().unwrap();
-    let o = create("").unwrap();
-    o.on_events(&[started(run.path(), &["long", "short"])]);
-    o.on_events(&[
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[started(run.path(), &["long", "short"])]);
+    o.send(&[
         status("long", JobStatus::RUNNING),
         status("short", JobStatus::RUNNING),
     ]);
-    o.on_events(&[status("short", JobStatus::PASSED)]);
+    o.send(&[status("short", JobStatus::PASSED)]);
     assert_eq!(listed(run.path(), "passed"), ["short"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while listed(run.path(), "running").is_empty() {
@@ -116,7 +132,7 @@ fn a_long_job_shows_in_running_after_the_delay_and_a_short_one_never_does() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(listed(run.path(), "running"), ["long"]);
-    o.on_events(&[status("long", JobStatus::FAILED), finished(false)]);
+    o.send(&[status("long", JobStatus::FAILED), finished(false)]);
     assert!(o.finish().is_ok());
     assert!(listed(run.path(), "running").is_empty());
     assert_eq!(listed(run.path(), "failed"), ["long"]);
@@ -125,8 +141,8 @@ fn a_long_job_shows_in_running_after_the_delay_and_a_short_one_never_does() {
 #[test]
 fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
     let run = tempfile::tempdir().unwrap();
-    let o = create("path = \"links\"").unwrap();
-    o.on_events(&[
+    let o = ObserverHarness::new(create, "path = \"links\"").unwrap();
+    o.send(&[
         started(run.path(), &["a"]),
         status("a", JobStatus::QUEUED),
         status("a", JobStatus::RUNNING),
@@ -149,17 +165,20 @@ fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
 fn a_retry_waiting_in_the_queue_has_no_link() {
     let run = tempfile::tempdir().unwrap();
     let mut o = dirs();
-    o.apply(&[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)]);
+    apply(
+        &mut o,
+        &[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)],
+    );
     o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
-    o.apply(&[status("a", JobStatus::QUEUED)]);
+    apply(&mut o, &[status("a", JobStatus::QUEUED)]);
     assert!(listed(run.path(), "running").is_empty());
     o.link_long_runners(later());
     assert!(
         listed(run.path(), "running").is_empty(),
         "a stale start links nothing"
     );
-    o.apply(&[status("a", JobStatus::RUNNING)]);
+    apply(&mut o, &[status("a", JobStatus::RUNNING)]);
     o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
 }
@@ -167,13 +186,13 @@ fn a_retry_waiting_in_the_queue_has_no_link() {
 #[test]
 fn an_abandoned_run_files_what_was_in_flight_as_the_host_does() {
     let run = tempfile::tempdir().unwrap();
-    let o = create("").unwrap();
-    o.on_events(&[
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[
         started(run.path(), &["r", "q", "w"]),
         status("r", JobStatus::RUNNING),
         status("q", JobStatus::QUEUED),
     ]);
-    o.on_events(&[finished(true)]);
+    o.send(&[finished(true)]);
     assert_eq!(listed(run.path(), "killed"), ["q", "r"]);
     assert_eq!(listed(run.path(), "skipped"), ["w"]);
     assert!(listed(run.path(), "running").is_empty());
@@ -185,8 +204,8 @@ fn links_of_an_earlier_run_in_the_same_directory_are_cleared() {
     let stale = run.path().join("by-status/failed");
     std::fs::create_dir_all(&stale).unwrap();
     std::os::unix::fs::symlink("../../jobs/old", stale.join("old")).unwrap();
-    let o = create("").unwrap();
-    o.on_events(&[started(run.path(), &["a"]), status("a", JobStatus::PASSED)]);
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[started(run.path(), &["a"]), status("a", JobStatus::PASSED)]);
     assert!(listed(run.path(), "failed").is_empty());
     assert_eq!(listed(run.path(), "passed"), ["a"]);
 }
@@ -196,9 +215,9 @@ fn an_unwritable_directory_is_one_error_at_finish() {
     let run = tempfile::tempdir().unwrap();
     // A regular file where a directory must go: even root cannot create it.
     std::fs::write(run.path().join("blocker"), "").unwrap();
-    let o = create("path = \"blocker/by-status\"").unwrap();
-    o.on_events(&[started(run.path(), &["a"])]);
-    o.on_events(&[
+    let o = ObserverHarness::new(create, "path = \"blocker/by-status\"").unwrap();
+    o.send(&[started(run.path(), &["a"])]);
+    o.send(&[
         status("a", JobStatus::RUNNING),
         status("a", JobStatus::PASSED),
     ]);

@@ -7,10 +7,10 @@ mod render;
 use std::path::PathBuf;
 
 use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel};
-use flowrun_plugin_api::{sdk::ObserverImpl, ErrorKind, PluginError, RunEvent};
+use flowrun_plugin_sdk::{ErrorKind, ObserverImpl, PluginError, RunEvents};
 
-flowrun_plugin_api::export_plugin!(name = "trace", version = env!("CARGO_PKG_VERSION"));
-flowrun_plugin_api::register_observer!(
+flowrun_plugin_sdk::export_plugin!(name = "trace", version = env!("CARGO_PKG_VERSION"));
+flowrun_plugin_sdk::register_observer!(
     kind = "trace",
     description = "writes the run as a Chrome trace (Perfetto, chrome://tracing): one track per backend slot (config: path, default \"trace.json\" in the run directory)",
     create = create
@@ -31,7 +31,7 @@ struct TraceObserver {
 }
 
 impl ObserverImpl for TraceObserver {
-    fn on_events(&self, events: &[RunEvent]) {
+    fn on_events(&self, events: RunEvents<'_>) {
         self.model.on_events(|m| {
             for e in events {
                 m.apply(e);

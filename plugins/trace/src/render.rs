@@ -17,7 +17,7 @@
 use std::io::{self, Write};
 
 use flowrun_observer_kit::RunModel;
-use flowrun_plugin_api::JobStatus;
+use flowrun_plugin_sdk::JobStatus;
 use serde::Serialize;
 use serde_json::{json, Value};
 

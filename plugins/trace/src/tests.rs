@@ -1,11 +1,16 @@
-use flowrun_observer_kit::events::{job_status, kill_signal, run_finished, run_started, with_attr};
-use flowrun_plugin_api::{abi_stable::std_types::ROption, JobStatus, RunSummary};
+use flowrun_plugin_sdk::{JobStatus, Summary};
+use flowrun_plugin_testkit::{ObserverHarness, TestEvent};
 use serde_json::Value;
 
 use super::*;
 
 fn read(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// JOB_STATUS of `job` on `backend`, `old` to `new`, at `t` µs.
+fn status(t: i64, job: &str, backend: &str, old: JobStatus, new: JobStatus) -> TestEvent {
+    TestEvent::job_status(job, old, new).backend(backend).at(t)
 }
 
 fn complete<'a>(trace: &'a Value, name: &str) -> Vec<&'a Value> {
@@ -21,40 +26,32 @@ fn complete<'a>(trace: &'a Value, name: &str) -> Vec<&'a Value> {
 fn every_attempt_is_a_complete_event_on_its_backend_slot() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().to_string_lossy().into_owned();
-    let o = create("").unwrap();
-    let started = with_attr(
-        run_started(
-            1_000,
-            "f",
-            &run_dir,
-            &[("a", "local"), ("b", "local"), ("c", "fake")],
-        ),
-        "phases",
-        "load=100:400;expand=400:500;validate=500:900",
-    );
-    let mut a_end = job_status(5_000, "a", "local", JobStatus::RUNNING, JobStatus::FAILED);
-    a_end.reason = "exit code 3".into();
-    a_end.exit_code = ROption::RSome(3);
-    a_end.log = format!("{run_dir}/jobs/a/output.log").as_str().into();
-    let a_end = with_attr(with_attr(a_end, "cpu_s", "0.5"), "max_rss_mb", "210");
-    o.on_events(&[
+    let o = ObserverHarness::new(create, "").unwrap();
+    let started = TestEvent::run_started("f", &run_dir)
+        .job("a", "local")
+        .job("b", "local")
+        .job("c", "fake")
+        .attr("phases", "load=100:400;expand=400:500;validate=500:900")
+        .at(1_000);
+    let a_end = status(5_000, "a", "local", JobStatus::RUNNING, JobStatus::FAILED)
+        .reason("exit code 3")
+        .exit_code(3)
+        .log(&format!("{run_dir}/jobs/a/output.log"))
+        .attr("cpu_s", "0.5")
+        .attr("max_rss_mb", "210");
+    o.send(&[
         started,
-        with_attr(
-            job_status(2_000, "a", "local", JobStatus::QUEUED, JobStatus::RUNNING),
-            "resources",
-            "cpus=1,vcs=1",
-        ),
-        job_status(2_500, "b", "local", JobStatus::QUEUED, JobStatus::RUNNING),
-        job_status(2_600, "c", "fake", JobStatus::QUEUED, JobStatus::RUNNING),
+        status(2_000, "a", "local", JobStatus::QUEUED, JobStatus::RUNNING)
+            .attr("resources", "cpus=1,vcs=1"),
+        status(2_500, "b", "local", JobStatus::QUEUED, JobStatus::RUNNING),
+        status(2_600, "c", "fake", JobStatus::QUEUED, JobStatus::RUNNING),
         a_end,
-        job_status(6_000, "b", "local", JobStatus::RUNNING, JobStatus::PASSED),
-        job_status(6_100, "c", "fake", JobStatus::RUNNING, JobStatus::PASSED),
+        status(6_000, "b", "local", JobStatus::RUNNING, JobStatus::PASSED),
+        status(6_100, "c", "fake", JobStatus::RUNNING, JobStatus::PASSED),
     ]);
-    o.on_events(&[with_attr(
-        run_finished(7_000, RunSummary::default()),
-        "phases",
-        "schedule=900:6900;write_results=6900:6990",
-    )]);
+    o.send(&[TestEvent::run_finished(&Summary::default())
+        .attr("phases", "schedule=900:6900;write_results=6900:6990")
+        .at(7_000)]);
     o.finish().unwrap();
 
     let trace = read(&dir.path().join("trace.json"));
@@ -100,18 +97,18 @@ fn every_attempt_is_a_complete_event_on_its_backend_slot() {
 #[test]
 fn without_phases_and_after_an_abandoned_run_the_trace_is_still_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let o = create("path = \"sub/t.json\"").unwrap();
-    o.on_events(&[
-        run_started(1_000, "f", &dir.path().to_string_lossy(), &[("a", "local")]),
-        job_status(2_000, "a", "local", JobStatus::QUEUED, JobStatus::RUNNING),
-        kill_signal(3_000, "SIGINT"),
-        run_finished(
-            4_000,
-            RunSummary {
-                interrupted: true,
-                ..RunSummary::default()
-            },
-        ),
+    let o = ObserverHarness::new(create, "path = \"sub/t.json\"").unwrap();
+    o.send(&[
+        TestEvent::run_started("f", &dir.path().to_string_lossy())
+            .job("a", "local")
+            .at(1_000),
+        status(2_000, "a", "local", JobStatus::QUEUED, JobStatus::RUNNING),
+        TestEvent::kill_signal("SIGINT").at(3_000),
+        TestEvent::run_finished(&Summary {
+            interrupted: true,
+            ..Summary::default()
+        })
+        .at(4_000),
     ]);
     o.finish().unwrap();
     let trace = read(&dir.path().join("sub/t.json"));
@@ -134,8 +131,8 @@ fn without_phases_and_after_an_abandoned_run_the_trace_is_still_whole() {
 fn an_unwritable_path_is_one_io_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("blocker"), "").unwrap();
-    let o = create("path = \"blocker/trace.json\"").unwrap();
-    o.on_events(&[run_started(1, "f", &dir.path().to_string_lossy(), &[])]);
+    let o = ObserverHarness::new(create, "path = \"blocker/trace.json\"").unwrap();
+    o.send(&[TestEvent::run_started("f", &dir.path().to_string_lossy()).at(1)]);
     let err = o.finish().unwrap_err();
     assert_eq!(err.kind, ErrorKind::IO);
     assert!(

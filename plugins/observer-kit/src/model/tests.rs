@@ -1,41 +1,54 @@
 use super::*;
-use crate::events::{
-    job_status as status, kill_signal, run_finished, run_started, with_attr as with,
-};
-use flowrun_plugin_api::abi_stable::std_types::ROption;
+use flowrun_plugin_testkit::TestEvent;
 
-fn started(jobs: &[(&str, &str)]) -> RunEvent {
-    run_started(1_000_000, "f", "/r", jobs)
+/// Feeds `event` to the model as the observer's `on_events` does.
+fn apply(m: &mut RunModel, event: &TestEvent) {
+    m.apply(event.view());
 }
 
-fn run(t: i64, job: &str) -> RunEvent {
+fn started(jobs: &[(&str, &str)]) -> TestEvent {
+    jobs.iter().fold(
+        TestEvent::run_started("f", "/r").at(1_000_000),
+        |e, (name, backend)| e.job(name, backend),
+    )
+}
+
+fn status(t: i64, job: &str, backend: &str, old: JobStatus, new: JobStatus) -> TestEvent {
+    TestEvent::job_status(job, old, new).backend(backend).at(t)
+}
+
+fn run(t: i64, job: &str) -> TestEvent {
     status(t, job, "local", JobStatus::QUEUED, JobStatus::RUNNING)
 }
 
-fn end(t: i64, job: &str, s: JobStatus) -> RunEvent {
+fn end(t: i64, job: &str, s: JobStatus) -> TestEvent {
     status(t, job, "local", JobStatus::RUNNING, s)
+}
+
+fn with(event: TestEvent, key: &str, value: &str) -> TestEvent {
+    event.attr(key, value)
 }
 
 #[test]
 fn lanes_are_reused_lowest_first_and_never_shared_at_once() {
     let mut m = RunModel::default();
-    m.apply(&started(&[
-        ("a", "local"),
-        ("b", "local"),
-        ("c", "local"),
-        ("d", "fake"),
-    ]));
-    m.apply(&run(10, "a"));
-    m.apply(&run(11, "b"));
-    m.apply(&end(12, "a", JobStatus::PASSED));
-    m.apply(&run(13, "c")); // takes a's lane 0, not a new one
-    m.apply(&status(
-        14,
-        "d",
-        "fake",
-        JobStatus::QUEUED,
-        JobStatus::RUNNING,
-    ));
+    apply(
+        &mut m,
+        &started(&[
+            ("a", "local"),
+            ("b", "local"),
+            ("c", "local"),
+            ("d", "fake"),
+        ]),
+    );
+    apply(&mut m, &run(10, "a"));
+    apply(&mut m, &run(11, "b"));
+    apply(&mut m, &end(12, "a", JobStatus::PASSED));
+    apply(&mut m, &run(13, "c")); // takes a's lane 0, not a new one
+    apply(
+        &mut m,
+        &status(14, "d", "fake", JobStatus::QUEUED, JobStatus::RUNNING),
+    );
     let lanes: Vec<(u32, u32)> = m.attempts.iter().map(|a| (a.job, a.lane)).collect();
     assert_eq!(lanes, [(0, 0), (1, 1), (2, 0), (3, 0)]);
     assert_eq!(m.lanes(0), 2);
@@ -50,29 +63,31 @@ fn lanes_are_reused_lowest_first_and_never_shared_at_once() {
 #[test]
 fn terminal_attrs_are_read_and_absent_ones_stay_unknown() {
     let mut m = RunModel::default();
-    m.apply(&started(&[("a", "local"), ("b", "local")]));
-    m.apply(&with(
-        with(run(10, "a"), "resources", "cpus=2,vcs=1"),
-        "attempt",
-        "1",
-    ));
-    let mut fin = end(2_000_010, "a", JobStatus::FAILED);
-    fin.reason = "exit code 3".into();
-    fin.exit_code = ROption::RSome(3);
-    fin.duration_s = ROption::RSome(2.0);
-    fin.log = "/r/jobs/a/output.log".into();
+    apply(&mut m, &started(&[("a", "local"), ("b", "local")]));
+    apply(
+        &mut m,
+        &with(
+            with(run(10, "a"), "resources", "cpus=2,vcs=1"),
+            "attempt",
+            "1",
+        ),
+    );
+    let fin = end(2_000_010, "a", JobStatus::FAILED)
+        .reason("exit code 3")
+        .exit_code(3)
+        .duration_s(2.0)
+        .log("/r/jobs/a/output.log");
     let fin = with(
         with(with(fin, "cpu_s", "1.25"), "max_rss_mb", "212.5"),
         "reason_kind",
         "exit_code",
     );
-    m.apply(&with(fin, "native_id", "4242"));
-    m.apply(&run(20, "b"));
-    m.apply(&with(
-        end(30, "b", JobStatus::PASSED),
-        "cpu_s",
-        "not a number",
-    ));
+    apply(&mut m, &with(fin, "native_id", "4242"));
+    apply(&mut m, &run(20, "b"));
+    apply(
+        &mut m,
+        &with(end(30, "b", JobStatus::PASSED), "cpu_s", "not a number"),
+    );
 
     let a = &m.jobs[0];
     assert_eq!((a.cpu_s, a.max_rss_mb), (Some(1.25), Some(212.5)));
@@ -92,30 +107,31 @@ fn terminal_attrs_are_read_and_absent_ones_stay_unknown() {
 #[test]
 fn an_abandoned_run_settles_unfinished_jobs_as_the_host_records_them() {
     let mut m = RunModel::default();
-    m.apply(&started(&[
-        ("r", "local"),
-        ("q", "local"),
-        ("w", "local"),
-        ("p", "local"),
-    ]));
-    m.apply(&run(10, "p"));
-    m.apply(&end(11, "p", JobStatus::PASSED));
-    m.apply(&run(12, "r"));
-    m.apply(&status(
-        13,
-        "q",
-        "local",
-        JobStatus::SCHEDULED,
-        JobStatus::QUEUED,
-    ));
-    m.apply(&kill_signal(14, "SIGTERM"));
-    m.apply(&run_finished(
-        20,
-        RunSummary {
+    apply(
+        &mut m,
+        &started(&[
+            ("r", "local"),
+            ("q", "local"),
+            ("w", "local"),
+            ("p", "local"),
+        ]),
+    );
+    apply(&mut m, &run(10, "p"));
+    apply(&mut m, &end(11, "p", JobStatus::PASSED));
+    apply(&mut m, &run(12, "r"));
+    apply(
+        &mut m,
+        &status(13, "q", "local", JobStatus::SCHEDULED, JobStatus::QUEUED),
+    );
+    apply(&mut m, &TestEvent::kill_signal("SIGTERM").at(14));
+    apply(
+        &mut m,
+        &TestEvent::run_finished(&Summary {
             interrupted: true,
-            ..RunSummary::default()
-        },
-    ));
+            ..Summary::default()
+        })
+        .at(20),
+    );
     let got: Vec<(&str, &str)> = m
         .jobs
         .iter()
@@ -157,9 +173,12 @@ fn phases_parse_and_malformed_entries_are_skipped() {
         ]
     );
     let mut m = RunModel::default();
-    m.apply(&with(started(&[]), "phases", "load=1:2"));
-    let fin = RunEvent::empty(RunEventKind::RUN_FINISHED, 30);
-    m.apply(&with(fin, "phases", "schedule=2:20;write_results=20:29"));
+    apply(&mut m, &with(started(&[]), "phases", "load=1:2"));
+    let fin = TestEvent::run_finished(&Summary::default()).at(30);
+    apply(
+        &mut m,
+        &with(fin, "phases", "schedule=2:20;write_results=20:29"),
+    );
     let names: Vec<&str> = m.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["load", "schedule", "write_results"]);
 }
@@ -167,17 +186,14 @@ fn phases_parse_and_malformed_entries_are_skipped() {
 #[test]
 fn a_retry_opens_a_second_attempt() {
     let mut m = RunModel::default();
-    m.apply(&started(&[("a", "local")]));
-    m.apply(&run(10, "a"));
-    m.apply(&status(
-        20,
-        "a",
-        "local",
-        JobStatus::RUNNING,
-        JobStatus::QUEUED,
-    ));
-    m.apply(&with(run(30, "a"), "attempt", "2"));
-    m.apply(&end(40, "a", JobStatus::PASSED));
+    apply(&mut m, &started(&[("a", "local")]));
+    apply(&mut m, &run(10, "a"));
+    apply(
+        &mut m,
+        &status(20, "a", "local", JobStatus::RUNNING, JobStatus::QUEUED),
+    );
+    apply(&mut m, &with(run(30, "a"), "attempt", "2"));
+    apply(&mut m, &end(40, "a", JobStatus::PASSED));
     let got: Vec<(u32, i64, Option<i64>, &str)> = m
         .attempts
         .iter()
@@ -193,15 +209,14 @@ fn a_retry_opens_a_second_attempt() {
 #[test]
 fn the_hosts_duration_sets_where_an_attempt_starts() {
     let mut m = RunModel::default();
-    m.apply(&started(&[("a", "local"), ("b", "local")]));
-    m.apply(&run(1_000, "a"));
-    m.apply(&run(1_000, "b"));
-    let mut end_a = end(5_000, "a", JobStatus::PASSED);
-    end_a.duration_s = ROption::RSome(0.003); // handed to the backend at 2_000
-    m.apply(&end_a);
-    let mut end_b = end(5_000, "b", JobStatus::PASSED);
-    end_b.duration_s = ROption::RSome(1.0); // longer than the events say: the span never grows
-    m.apply(&end_b);
+    apply(&mut m, &started(&[("a", "local"), ("b", "local")]));
+    apply(&mut m, &run(1_000, "a"));
+    apply(&mut m, &run(1_000, "b"));
+    let end_a = end(5_000, "a", JobStatus::PASSED).duration_s(0.003); // handed over at 2_000
+    apply(&mut m, &end_a);
+    // Longer than the events say: the span never grows.
+    let end_b = end(5_000, "b", JobStatus::PASSED).duration_s(1.0);
+    apply(&mut m, &end_b);
     let spans: Vec<(i64, Option<i64>)> =
         m.attempts.iter().map(|a| (a.start_us, a.end_us)).collect();
     assert_eq!(spans, [(2_000, Some(5_000)), (1_000, Some(5_000))]);

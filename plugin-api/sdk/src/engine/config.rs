@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::{sdk, PluginError};
+use crate::{config as sdk, PluginError};
 
 /// The engine's keys, as `docs/engine.md` lists them. `max_parallel` is one too, but the host
 /// applies it and strips it from the table before the backend sees it.
@@ -166,8 +166,7 @@ pub fn parse_config<T: DeserializeOwned>(
                 "{}; the cluster engine's keys are accepted too: {}",
                 e.message,
                 ENGINE_KEYS.join(", ")
-            )
-            .into();
+            );
         }
         e
     })?;

@@ -1,7 +1,8 @@
-//! The one place where the engine meets the ABI: a [`BackendImpl`] over an [`Engine`], turning
-//! the host's job specs into [`Job`]s and the engine's events into the host's events.
+//! The one place where the engine meets the host: a [`BackendImpl`] over an [`Engine`], turning
+//! the SDK's views of the host's jobs into [`Job`]s and the engine's events into the SDK's
+//! [`Event`]s.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use super::{
     command::{CommandRunner, ProcessRunner},
@@ -11,8 +12,8 @@ use super::{
     run::{Engine, EventSink},
 };
 use crate::{
-    sdk::{BackendImpl, Sink},
-    Capabilities, CapabilityFlags, ErrorKind, JobEvent, JobId, JobSpec, PluginError, SubmitAnswer,
+    Answer, BackendImpl, Capabilities, CapabilityFlags, Command, ErrorKind, Event, Job as JobView,
+    JobId, Jobs, PluginError, Sink,
 };
 
 /// A backend running `dialect` on the engine, with the real command runner. `kind` names the
@@ -60,66 +61,64 @@ struct ClusterBackend<D: Dialect> {
     scheduler: String,
 }
 
-/// The host's job spec as the engine's plain job.
-pub fn job_from_spec(spec: &JobSpec) -> Job {
-    let args: Vec<String> = spec.command.args.iter().map(|a| a.to_string()).collect();
+/// The host's job (the SDK's view of it) as the engine's plain, owned job.
+pub fn job_from_spec(spec: JobView<'_>) -> Job {
+    let resources = spec.resources();
     Job {
-        key: JobKey(spec.id.0),
-        name: spec.name.to_string(),
-        command: if spec.command.shell {
-            JobCommand::Shell(args.into_iter().next().unwrap_or_default())
-        } else {
-            JobCommand::Argv(args)
+        key: JobKey(spec.id().0),
+        name: spec.name().to_string(),
+        command: match spec.command() {
+            Command::Shell(script) => JobCommand::Shell(script.to_string()),
+            Command::Argv(args) => JobCommand::Argv(args.iter().map(str::to_string).collect()),
         },
-        cwd: PathBuf::from(spec.cwd.as_str()),
+        cwd: PathBuf::from(spec.cwd()),
         env: spec
-            .env
-            .iter()
-            .map(|kv| (kv.0.to_string(), kv.1.to_string()))
+            .env()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        job_dir: PathBuf::from(spec.job_dir.as_str()),
-        log_path: PathBuf::from(spec.log_path.as_str()),
-        run_dir: PathBuf::from(spec.run_dir.as_str()),
-        run_tag: spec.run_tag.to_string(),
-        timeout: spec.timeout_ms.into_option().map(Duration::from_millis),
-        cpus: spec.resources.cpus.max(1),
-        memory_mb: spec.resources.memory_mb.into_option(),
-        named_resources: spec
-            .resources
-            .named
-            .iter()
-            .map(|kv| (kv.0.to_string(), kv.1))
+        job_dir: PathBuf::from(spec.job_dir()),
+        log_path: PathBuf::from(spec.log_path()),
+        run_dir: PathBuf::from(spec.run_dir()),
+        run_tag: spec.run_tag().to_string(),
+        timeout: spec.timeout(),
+        cpus: resources.cpus().max(1),
+        memory_mb: resources.memory_mb(),
+        named_resources: resources
+            .named()
+            .map(|(name, amount)| (name.to_string(), amount))
             .collect(),
-        attempt: spec.attempt,
+        attempt: spec.attempt(),
         attrs: spec
-            .attrs
-            .iter()
-            .map(|kv| (kv.0.to_string(), kv.1.to_string()))
+            .attrs()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
 }
 
-/// The engine's event as the host's.
-pub fn event_to_abi(event: EngineEvent) -> JobEvent {
+/// The engine's event as the host's (the SDK's [`Event`], which the [`Sink`] sends across the
+/// ABI).
+pub fn event_to_abi(event: EngineEvent) -> Event {
     let id = JobId(event.job.0);
     match event.update {
-        Update::Started { native_id } => JobEvent::started(id).with_attr("native_id", native_id),
+        Update::Started { native_id } => Event::started(id).with_attr("native_id", native_id),
         Update::Finished {
             verdict,
             native_id,
             usage,
         } => {
             let mut e = match verdict {
-                Verdict::Exited(code) => JobEvent::exited(id, code),
-                Verdict::Signaled(signal) => JobEvent::signaled(id, signal),
+                Verdict::Exited(code) => Event::exited(id, code),
+                Verdict::Signaled(signal) => Event::signaled(id, signal),
                 Verdict::Failed {
                     reason, exit_code, ..
                 } => {
-                    let mut e = JobEvent::failed(id, reason);
-                    e.exit_code = exit_code.into();
-                    e
+                    let e = Event::failed(id, reason);
+                    match exit_code {
+                        Some(code) => e.with_exit_code(code),
+                        None => e,
+                    }
                 }
-                Verdict::Killed => JobEvent::killed(id),
+                Verdict::Killed => Event::killed(id),
             };
             if let Some(n) = native_id {
                 e = e.with_attr("native_id", n);
@@ -138,7 +137,7 @@ pub fn event_to_abi(event: EngineEvent) -> JobEvent {
             e
         }
         Update::Lost { reason, native_id } => {
-            let mut e = JobEvent::lost(id, reason);
+            let mut e = Event::lost(id, reason);
             if let Some(n) = native_id {
                 e = e.with_attr("native_id", n);
             }
@@ -173,14 +172,14 @@ impl<D: Dialect> BackendImpl for ClusterBackend<D> {
         }
     }
 
-    fn submit(&self, specs: &[JobSpec]) -> Vec<SubmitAnswer> {
-        let mut answers: Vec<Option<SubmitAnswer>> = vec![None; specs.len()];
+    fn submit(&self, specs: Jobs<'_>) -> Vec<Answer> {
+        let mut answers: Vec<Option<Answer>> = vec![None; specs.len()];
         let mut jobs = Vec::with_capacity(specs.len());
         let mut positions = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
-            if spec.interactive {
-                answers[i] = Some(SubmitAnswer::rejected(
-                    spec.id,
+            if spec.interactive() {
+                answers[i] = Some(Answer::rejected(
+                    spec.id(),
                     format!(
                         "the {} backend cannot run interactive jobs (they need your terminal); \
                          use a local backend for this job",
@@ -188,22 +187,21 @@ impl<D: Dialect> BackendImpl for ClusterBackend<D> {
                     ),
                 ));
             } else {
+                positions.push((i, spec.id()));
                 jobs.push(job_from_spec(spec));
-                positions.push(i);
             }
         }
-        for (i, result) in positions.into_iter().zip(self.engine.submit(jobs)) {
-            let id = specs[i].id;
+        for ((i, id), result) in positions.into_iter().zip(self.engine.submit(jobs)) {
             answers[i] = Some(match result {
-                Ok(()) => SubmitAnswer::accepted(id),
-                Err(why) => SubmitAnswer::rejected(id, why),
+                Ok(()) => Answer::accepted(id),
+                Err(why) => Answer::rejected(id, why),
             });
         }
         answers
             .into_iter()
             .zip(specs)
             .map(|(a, spec)| {
-                a.unwrap_or_else(|| SubmitAnswer::rejected(spec.id, "internal error: unanswered"))
+                a.unwrap_or_else(|| Answer::rejected(spec.id(), "internal error: unanswered"))
             })
             .collect()
     }
@@ -227,9 +225,13 @@ mod tests {
     use super::*;
     use crate::engine::Usage;
     use crate::{
-        abi_stable::std_types::{ROption, RString, RVec, Tuple2},
-        CommandSpec, EndKind, JobEventKind, Resources,
+        abi::{
+            abi_stable::std_types::{ROption, RString, RVec, Tuple2},
+            CommandSpec, JobSpec, Resources,
+        },
+        EndKind, JobEventKind,
     };
+    use std::time::Duration;
 
     #[test]
     fn specs_become_plain_jobs() {
@@ -256,7 +258,7 @@ mod tests {
             attempt: 2,
             attrs: RVec::new(),
         };
-        let job = job_from_spec(&spec);
+        let job = job_from_spec(Jobs::from_abi(std::slice::from_ref(&spec)).get(0).unwrap());
         assert_eq!(job.key, JobKey(7));
         assert_eq!(
             job.command,
@@ -266,13 +268,6 @@ mod tests {
         assert_eq!(job.timeout, Some(Duration::from_millis(1500)));
         assert_eq!((job.cpus, job.memory_mb), (1, Some(64)));
         assert_eq!(job.named_resources, vec![("lic".to_string(), 2)]);
-    }
-
-    fn attr<'a>(e: &'a JobEvent, key: &str) -> Option<&'a str> {
-        e.attrs
-            .iter()
-            .find(|a| a.0.as_str() == key)
-            .map(|a| a.1.as_str())
     }
 
     #[test]
@@ -293,12 +288,15 @@ mod tests {
                 }),
             },
         });
-        assert_eq!((e.kind, e.end), (JobEventKind::FINISHED, EndKind::FAILED));
-        assert_eq!(e.exit_code, ROption::RSome(5));
-        assert_eq!(attr(&e, "native_id"), Some("12_3"));
-        assert_eq!(attr(&e, "cpu_s"), Some("1.25"));
-        assert_eq!(attr(&e, "max_rss_mb"), Some("215.9375"));
-        assert_eq!(attr(&e, "usage_source"), Some("sacct"));
+        assert_eq!(
+            (e.kind(), e.end()),
+            (JobEventKind::FINISHED, EndKind::FAILED)
+        );
+        assert_eq!(e.exit_code(), Some(5));
+        assert_eq!(e.attr("native_id"), Some("12_3"));
+        assert_eq!(e.attr("cpu_s"), Some("1.25"));
+        assert_eq!(e.attr("max_rss_mb"), Some("215.9375"));
+        assert_eq!(e.attr("usage_source"), Some("sacct"));
         let e = event_to_abi(EngineEvent {
             job: JobKey(3),
             update: Update::Finished {
@@ -311,6 +309,6 @@ mod tests {
                 }),
             },
         });
-        assert_eq!(e.attrs.len(), 0, "{e:?}");
+        assert_eq!(e.attrs().len(), 0, "{e:?}");
     }
 }
