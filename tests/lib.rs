@@ -170,8 +170,8 @@ pub struct Background {
     pub tag: String,
 }
 
-/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it with `--out
-/// <dir>/out`, with `env` added to its environment. The flow's `[flow] name` must be
+/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it with
+/// `--out <dir>/out`, with `env` added to its environment. The flow's `[flow] name` must be
 /// `flow_name` (it is part of the run's tag).
 pub fn spawn_flow<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     dir: &Path,
