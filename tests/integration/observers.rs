@@ -40,7 +40,7 @@ needs = ["build"]
 fail_patterns = ["^UVM_ERROR"]
 
 [[job]]
-name = "crash-{n}"
+name = "crash/{n}"
 matrix = { n = [1, 2] }
 cmd = "echo about to fail; exit 3"
 
@@ -62,7 +62,7 @@ cmd = "true"
 backend = "fake"
 
 [[job]]
-name = "report"
+name = "nightly/report"
 cmd = "true"
 needs = ["sim-2"]
 "#;
@@ -131,6 +131,9 @@ fn trace_processes(trace: &Value) -> BTreeMap<u64, String> {
 /// Checks status-dirs' links against results.json: each job's link sits in the directory of
 /// its final status, is relative, and leads into the job's directory.
 fn check_links(run: &Run) {
+    // A job's link is named as the host names its directory (`nightly/report` lives in
+    // `jobs/nightly%2Freport`), so the link of every job that ran leads to its own log.
+    let dir_name = |name: &str| flowrun_plugin_sdk::run_dir::job_dir_name(name).into_owned();
     let root = run.out.join("by-status");
     for status in ["running", "passed", "failed", "killed", "skipped"] {
         let listed: Vec<String> = std::fs::read_dir(root.join(status))
@@ -142,14 +145,16 @@ fn check_links(run: &Run) {
         let mut want: Vec<String> = jobs(run)
             .iter()
             .filter(|j| j["status"] == status)
-            .map(|j| j["name"].as_str().unwrap().to_string())
+            .map(|j| dir_name(j["name"].as_str().unwrap()))
             .collect();
         want.sort();
         assert_eq!(listed, want, "by-status/{status}");
     }
     for job in jobs(run) {
         let name = job["name"].as_str().unwrap();
-        let link = root.join(job["status"].as_str().unwrap()).join(name);
+        let link = root
+            .join(job["status"].as_str().unwrap())
+            .join(dir_name(name));
         let target = std::fs::read_link(&link).unwrap();
         assert!(
             target.is_relative(),
@@ -157,8 +162,13 @@ fn check_links(run: &Run) {
             link.display(),
             target.display()
         );
-        assert_eq!(target, Path::new("../../jobs").join(name));
+        assert_eq!(target, Path::new("../../jobs").join(dir_name(name)));
         if let Some(log) = job["log"].as_str() {
+            assert_eq!(
+                Path::new(log).parent().unwrap(),
+                run.out.join("jobs").join(dir_name(name)),
+                "{name}: the host's job directory"
+            );
             assert_eq!(
                 std::fs::read(link.join("output.log")).unwrap(),
                 std::fs::read(log).unwrap(),
@@ -300,7 +310,7 @@ fn a_mixed_run_feeds_every_observer_in_agreement_with_results_json() {
     let dir = tempfile::tempdir().unwrap();
     let run = mixed_run(dir.path());
     assert_eq!(run.status("hang"), "killed");
-    assert_eq!(run.status("report"), "skipped");
+    assert_eq!(run.status("nightly/report"), "skipped");
     assert_eq!(run.status("fake-bad-1"), "failed");
 
     check_links(&run);
@@ -352,20 +362,27 @@ fn a_mixed_run_feeds_every_observer_in_agreement_with_results_json() {
         .position(|n| n == "fake-bad-1")
         .unwrap();
     assert_eq!(data["logs"][fake_bad.to_string()], Value::Null);
-    assert!(
-        data["logs"].as_object().unwrap().keys().all(|k| {
-            let i: usize = k.parse().unwrap();
-            data["jobs"]["backend"][i]
-                == data["backends"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .position(|b| b == "fake")
-                    .unwrap()
-        }),
-        "local jobs' logs are at the default place: {}",
-        data["logs"]
-    );
+    // A local job's log is at the default place (`logBase + name + "/output.log"`) unless the
+    // host encodes its name for its directory: then the report lists its real path.
+    let fake = data["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|b| b == "fake")
+        .unwrap();
+    for (k, link) in data["logs"].as_object().unwrap() {
+        let i: usize = k.parse().unwrap();
+        if data["jobs"]["backend"][i] == fake {
+            continue;
+        }
+        let name = data["jobs"]["name"][i].as_str().unwrap();
+        assert!(name.contains('/'), "{name}'s log is listed: {link}");
+        assert_eq!(
+            link.as_str().unwrap(),
+            format!("jobs/{}/output.log", name.replace('/', "%2F")),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -666,6 +683,25 @@ fn headless(browser: &Path, profile: &Path, url: &str, args: &[&str]) -> String 
 }
 
 /// The values of attribute `attr` of the elements whose opening tag contains `tag_has`.
+/// A URL path with its `%XX` escapes decoded (as a browser resolves a relative link).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
 fn attr_values(dom: &str, tag_has: &str, attr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = dom;
@@ -741,9 +777,27 @@ fn the_report_renders_in_headless_chromium() {
         assert!(at.is_some(), "a {} bar for {name}", job["status"]);
     }
     assert!(
-        !bar_jobs.iter().any(|n| n == "report"),
+        !bar_jobs.iter().any(|n| n == "nightly/report"),
         "the skipped job has no bar"
     );
+    // Every log link leads to a file, for job names the host encodes in their directory's
+    // name too (`crash/1` lives in `jobs/crash%2F1`, so its link holds `crash%252F1`).
+    let links: Vec<String> = attr_values(&dom, "href=\"", "href")
+        .into_iter()
+        .filter(|h| h.ends_with("output.log"))
+        .collect();
+    assert!(
+        links.iter().any(|h| h.contains("crash%252F")),
+        "a link to a slashed job's log: {links:?}"
+    );
+    for link in &links {
+        let path = run.out.join(percent_decode(link));
+        assert!(
+            path.is_file(),
+            "the link {link} leads to {}",
+            path.display()
+        );
+    }
     // The table's rows, in the flow's order, with their statuses.
     let row_jobs = attr_values(&dom, "role=\"row\" data-job", "data-job");
     let row_statuses = attr_values(&dom, "role=\"row\" data-job", "data-status");

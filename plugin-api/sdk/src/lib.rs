@@ -34,6 +34,7 @@ pub mod identity;
 mod job;
 mod logging;
 mod observer;
+pub mod run_dir;
 #[cfg(feature = "runtime")]
 mod runtime;
 

@@ -5,7 +5,7 @@
 // indexes into `reasons`/`kinds`, attempts, native id); `attempts.<field>[attemptIndex]`
 // (job, n = its number from 1, start and dur in microseconds from the run's start, dur null
 // while running, lane, status code, res = index into `resourceSets`); `logs` maps job indexes whose log is not the
-// default (`logBase + name with / as _ + /output.log`) to a link or null; `buckets` lists the
+// default (`logBase + name + /output.log`) to a link or null; `buckets` lists the
 // failure buckets, biggest first; `contexts` maps job indexes to log lines.
 //
 // Everything scales with the number of jobs: the timeline and the charts are canvases that
@@ -68,7 +68,7 @@
   function logOf(i) {
     if (Object.prototype.hasOwnProperty.call(D.logs, i)) return D.logs[i];
     if (J.attempts[i] === 0) return null;
-    return D.logBase + J.name[i].split('/').join('_') + '/output.log';
+    return D.logBase + J.name[i] + '/output.log';
   }
   const href = (path) => path.split('/').map(encodeURIComponent).join('/');
   function jobLink(i) {

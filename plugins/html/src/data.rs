@@ -41,7 +41,8 @@ pub struct Document<'a> {
     /// The run's `jobs` directory as seen from the report's directory, with a trailing `/`.
     log_base: String,
     jobs: JobColumns<'a>,
-    /// Logs that are not `logBase + name (with / as _) + "/output.log"`, by job index: the
+    /// Logs that are not `logBase + name + "/output.log"`, by job index (a name the host encodes
+    /// for its directory, `a/b` in `a%2Fb`, is listed here with its real path): the
     /// relative link, or `null` for a job that ran without a log.
     logs: HashMap<u32, Option<String>>,
     reasons: Vec<&'a str>,
@@ -170,7 +171,7 @@ pub fn build<'a>(
                 .log
                 .as_ref()
                 .map(|l| relative_path(&report_dir, &PathBuf::from(l)));
-            let default = format!("{log_base}{}/output.log", job.name.replace('/', "_"));
+            let default = format!("{log_base}{}/output.log", job.name);
             match link {
                 Some(l) if l.to_string_lossy() == default => {}
                 other => {

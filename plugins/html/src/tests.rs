@@ -58,7 +58,7 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
         let name = format!("sim/seed{seed}");
         let log = run
             .join("jobs")
-            .join(name.replace('/', "_"))
+            .join(&*flowrun_plugin_sdk::run_dir::job_dir_name(&name))
             .join("output.log");
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         std::fs::write(&log, format!("start\nseed {seed}\nexiting with 3\n")).unwrap();
@@ -122,8 +122,18 @@ fn the_report_buckets_failures_links_logs_and_keeps_unknowns_null() {
     assert_eq!(buckets[0]["jobs"], serde_json::json!([0, 1, 2]));
     assert_eq!(buckets[1]["key"], "dependency failed: <path>");
     assert_eq!(buckets[1]["status"], "skipped");
-    // The failed jobs' logs are where the default says; ok's is not, and is linked relatively.
-    assert_eq!(d["logs"], serde_json::json!({"3": "elsewhere/ok.log"}));
+    // The failed jobs' names hold a `/`, which the host encodes in their directories' names,
+    // so the default (`logBase + name + "/output.log"`) would miss them: they are listed, as
+    // is ok's log, which is elsewhere; all relative to the report.
+    assert_eq!(
+        d["logs"],
+        serde_json::json!({
+            "0": "jobs/sim%2Fseed1/output.log",
+            "1": "jobs/sim%2Fseed2/output.log",
+            "2": "jobs/sim%2Fseed3/output.log",
+            "3": "elsewhere/ok.log"
+        })
+    );
     // Each failure shows its log's tail.
     let context = &d["contexts"]["1"];
     assert_eq!(

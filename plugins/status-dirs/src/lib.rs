@@ -20,7 +20,8 @@ use std::{
 
 use flowrun_observer_kit::{relative_path, resolve_in_run_dir, Contained, Ticker};
 use flowrun_plugin_sdk::{
-    ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent, RunEventKind, RunEvents,
+    run_dir::job_dir_name, ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent, RunEventKind,
+    RunEvents,
 };
 use nix::{
     errno::Errno,
@@ -132,11 +133,6 @@ pub struct StatusDirs {
     error: Option<String>,
 }
 
-/// The directory name the host gives a job: its name with `/` as `_` (host/src/run).
-fn job_dir_name(name: &str) -> String {
-    name.replace('/', "_")
-}
-
 impl StatusDirs {
     fn new(configured: PathBuf) -> Self {
         StatusDirs {
@@ -232,7 +228,7 @@ impl StatusDirs {
             return i;
         }
         let i = self.jobs.len() as u32;
-        let dir_name = job_dir_name(name);
+        let dir_name = job_dir_name(name).into_owned();
         self.jobs.push(JobLinks {
             target: format!("{}/{dir_name}", self.jobs_from_status_dir),
             dir_name,

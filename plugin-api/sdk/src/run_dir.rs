@@ -1,0 +1,115 @@
+//! Where the host puts things in a run directory, for plugins that point at them (an observer
+//! linking to a job's directory or log) to name them exactly as the host does.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
+/// The longest file name most file systems take (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// How much of a long encoded name is kept before its hash.
+const LONG_NAME_PREFIX: usize = 200;
+
+/// A job or flow name as one path component, one-to-one: `/`, `%`, control bytes and a
+/// leading `.` become `%XX` (so no name is `.`, `..`, hidden or a path, and `a/b` and `a_b`
+/// stay apart); a result longer than NAME_MAX keeps a prefix and appends `%~` and a hash of the
+/// whole name (`%~` never appears in an encoding otherwise).
+pub fn job_dir_name(name: &str) -> Cow<'_, str> {
+    let escape =
+        |i: usize, b: u8| b == b'/' || b == b'%' || b < 0x20 || b == 0x7f || (i == 0 && b == b'.');
+    let bytes = name.as_bytes();
+    if name.is_empty() {
+        return Cow::Borrowed("%~");
+    }
+    let encoded: Cow<'_, str> = if !bytes.iter().enumerate().any(|(i, &b)| escape(i, b)) {
+        Cow::Borrowed(name)
+    } else {
+        let mut s = String::with_capacity(name.len() + 8);
+        for (i, ch) in name.char_indices() {
+            match u8::try_from(ch) {
+                Ok(b) if escape(i, b) => s.push_str(&format!("%{b:02X}")),
+                _ => s.push(ch),
+            }
+        }
+        Cow::Owned(s)
+    };
+    if encoded.len() <= NAME_MAX {
+        return encoded;
+    }
+    // Cut at a character boundary that does not split a %XX triple.
+    let mut cut = LONG_NAME_PREFIX;
+    while !encoded.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &encoded[..cut];
+    let tail = head.len().saturating_sub(2);
+    if let Some(p) = head.as_bytes()[tail..].iter().position(|&b| b == b'%') {
+        cut = tail + p;
+    }
+    let hash = Sha256::digest(name.as_bytes());
+    Cow::Owned(format!("{}%~{}", &encoded[..cut], hex::encode(&hash[..16])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_dir_names_are_one_to_one_single_components() {
+        let names = [
+            "a/b",
+            "a_b",
+            "a%2Fb",
+            ".",
+            "..",
+            ".hidden",
+            "x.y",
+            "",
+            "tab\there",
+            "nl\nx",
+            "caf\u{e9}",
+            "%",
+            "a%",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            let d = job_dir_name(n).into_owned();
+            assert!(
+                !d.is_empty() && d != "." && d != ".." && !d.contains('/'),
+                "{n:?} -> {d:?}"
+            );
+            assert!(!d.starts_with('.'), "{n:?} -> {d:?}");
+            assert!(!d.bytes().any(|b| b < 0x20), "{n:?} -> {d:?}");
+            assert!(seen.insert(d.clone()), "{n:?} collides as {d:?}");
+        }
+        assert_eq!(job_dir_name("sim-dma-3"), "sim-dma-3");
+        assert!(matches!(job_dir_name("sim-dma-3"), Cow::Borrowed(_)));
+        assert_eq!(job_dir_name("a/b"), "a%2Fb");
+        assert_eq!(job_dir_name(".."), "%2E.");
+        assert_eq!(job_dir_name("caf\u{e9}/x"), "caf\u{e9}%2Fx");
+    }
+
+    #[test]
+    fn long_names_keep_a_prefix_and_a_hash_within_name_max() {
+        let a = "x".repeat(300);
+        let b = format!("{}y", "x".repeat(299));
+        let slashes = "/".repeat(100);
+        for n in [&a, &b, &slashes] {
+            let d = job_dir_name(n);
+            assert!(d.len() <= NAME_MAX, "{} bytes", d.len());
+            assert!(d.contains("%~"));
+        }
+        assert_ne!(job_dir_name(&a), job_dir_name(&b));
+        // The cut never splits an escape: every % is followed by two hex digits or by ~.
+        let d = job_dir_name(&slashes);
+        let body = d.split("%~").next().unwrap();
+        assert!(
+            body.len() % 3 == 0 && body.chars().all(|c| "%2F".contains(c)),
+            "{d}"
+        );
+        // At the limit, a name is kept as it is.
+        let n = "z".repeat(NAME_MAX);
+        assert_eq!(job_dir_name(&n), n);
+    }
+}
