@@ -5,6 +5,8 @@
 //! - [`flow`]: loading, expanding and validating flow files into a [`flow::Flow`];
 //! - [`sched`]: the pure scheduler core, a state machine fed inputs, returning actions; it owns
 //!   every rule about a job's status and its typed reason;
+//! - [`journal`]: the run's journal (every state change, appended as it happens) and reading
+//!   it back;
 //! - [`run`]: the thin async loop that drives the core against any backend (plugins, or
 //!   in-process doubles in its tests), the run directory, results.json;
 //! - [`backend`] and [`observe`]: the core's plain traits for backends and observers, and the
@@ -19,6 +21,7 @@ pub mod backend;
 pub mod cli;
 pub mod errors;
 pub mod flow;
+pub mod journal;
 pub mod observe;
 pub mod outcome;
 pub mod plugins;

@@ -15,8 +15,46 @@ use super::{
 use crate::{
     errors::run_exit_code,
     observe::{Phases, RunEvent, Summary},
-    sched::{JobIx, SchedulerApi, Status},
+    run::{records::JobRecord, results::ResultsSource},
+    sched::{JobIx, Reason, SchedulerApi, Status},
 };
+
+/// results.json of the live run: the core's statuses and reasons, the ledger's records.
+struct LiveResults<'a> {
+    state: &'a RunState,
+    finished_us: i64,
+}
+
+impl ResultsSource for LiveResults<'_> {
+    fn flow(&self) -> &str {
+        &self.state.flow.name
+    }
+    fn run_dir(&self) -> &str {
+        &self.state.ctx.run_dir_text
+    }
+    fn times(&self) -> (i64, i64) {
+        (self.state.started_us, self.finished_us)
+    }
+    fn interrupted(&self) -> bool {
+        self.state.sched.interrupted().is_some()
+    }
+    fn len(&self) -> usize {
+        self.state.flow.jobs.len()
+    }
+    fn name(&self, i: usize) -> &str {
+        &self.state.flow.jobs[i].name
+    }
+    fn backend(&self, i: usize) -> &str {
+        &self.state.flow.backends[self.state.flow.jobs[i].backend].name
+    }
+    fn outcome(&self, i: usize) -> (Status, Option<&Reason>) {
+        let j = i as JobIx;
+        (self.state.sched.status(j), self.state.sched.reason(j))
+    }
+    fn record(&self, i: usize) -> &JobRecord {
+        &self.state.ledger.records[i]
+    }
+}
 
 /// How long observers may take to finish (write their reports).
 const OBSERVER_WAIT: Duration = Duration::from_secs(30);
@@ -35,23 +73,29 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
 
     let t = Instant::now();
     let write_start = now_us();
-    let written = {
-        let (flow, sched, ctx) = (&state.flow, &state.sched, &state.ctx);
-        let outcome = |i: usize| (sched.status(i as JobIx), sched.reason(i as JobIx));
-        let log_of = |i: usize| super::drive::job_dir(ctx, &flow.jobs[i].name).join("output.log");
-        results::write_results(
-            &out.path,
-            &results::ResultsInput {
-                flow,
-                started_us: state.started_us,
-                finished_us,
-                interrupted: sched.interrupted().is_some(),
-                outcome: &outcome,
-                records: &state.ledger.records,
-                log_of: &log_of,
-            },
-        )
-    };
+    let journal_error = state.ledger.journal.take().and_then(|mut jn| {
+        jn.run_end(finished_us, state.sched.interrupted());
+        let (stats, error) = jn.finish();
+        tracing::info!(
+            "journal: {} frames, {} bytes, {} syncs",
+            stats.frames,
+            stats.bytes,
+            stats.syncs
+        );
+        error
+    });
+    if let Some(e) = &journal_error {
+        state
+            .display
+            .message(&format!("flowrun: the journal is incomplete: {e}"));
+    }
+    let written = results::write_results(
+        &out.path,
+        &LiveResults {
+            state: &state,
+            finished_us,
+        },
+    );
     phases.0.push(("write_results", write_start, now_us()));
     tracing::info!("results.json written: {:.3} s", t.elapsed().as_secs_f64());
     let results_path = out.path.join("results.json");
