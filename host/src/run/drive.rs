@@ -358,6 +358,8 @@ impl RunState {
                 Action::Status { job, old, new } => self.on_status(job, old, new),
                 Action::Kill(b, jobs) => {
                     if let Some(handle) = &self.backends[b as usize] {
+                        // What happened before a plugin call is written before it.
+                        self.ledger.flush_journal();
                         handle.kill(&jobs);
                     }
                 }
@@ -368,6 +370,7 @@ impl RunState {
         if !events.is_empty() {
             self.hub.publish(events);
         }
+        self.ledger.flush_journal();
     }
 
     fn on_status(&mut self, job: JobIx, old: Status, new: Status) {
@@ -418,6 +421,7 @@ impl RunState {
                 run: &self.ctx,
             });
         }
+        self.ledger.flush_journal();
         let replies = handle.submit(&requests);
         drop(requests);
         self.tick_clock();

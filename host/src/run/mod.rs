@@ -36,6 +36,7 @@ use crate::{
     backend::RunContext,
     errors::Error,
     flow::Flow,
+    journal::{self, Journal, RunStart},
     observe::Phases,
     plugins::PluginSet,
     sched::{BackendSpec, Interrupt, SchedSpec, Scheduler, SchedulerApi},
@@ -109,6 +110,53 @@ fn kill_grace(config_toml: &str) -> Duration {
                 .and_then(|s| crate::flow::parse_duration(s).ok())
         })
         .unwrap_or(DEFAULT_KILL_GRACE)
+}
+
+/// Starts the run's journal: its identity and the job table. A journal that cannot be created
+/// costs the run its crash safety, not its jobs: one warning, and the run goes on.
+fn open_journal(state: &RunState) -> Option<Journal> {
+    let t = std::time::Instant::now();
+    let flow = &state.flow;
+    let hashes = journal::definition_hashes(flow);
+    let start = RunStart {
+        segment: 0,
+        mode: journal::Mode::New,
+        started_us: state.started_us,
+        pid: std::process::id(),
+        supervisor_pid: 0,
+        flow: flow.name.clone(),
+        flow_file: flow.file.to_string_lossy().into_owned(),
+        run_dir: state.ctx.run_dir_text.clone(),
+        run_tag: state.ctx.run_tag.clone(),
+        flow_hash: journal::flow_hash(flow, &hashes),
+        jobs: flow.jobs.len() as u32,
+        backends: flow
+            .backends
+            .iter()
+            .map(|b| journal::BackendInfo {
+                name: b.name.clone(),
+                kind: b.kind.clone(),
+            })
+            .collect(),
+    };
+    let table = flow
+        .jobs
+        .iter()
+        .zip(&hashes)
+        .map(|(j, h)| (j.name.as_str(), h, j.backend as u32));
+    match Journal::create(&state.ctx.run_dir, &start, table) {
+        Ok(j) => {
+            tracing::info!("journal started: {:.3} s", t.elapsed().as_secs_f64());
+            Some(j)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot create the journal in {}: {e}; the run goes on without one (it cannot be resumed)",
+                state.ctx.run_dir.display()
+            );
+            None
+        }
+    }
 }
 
 fn run_tag(flow: &str) -> String {
@@ -199,6 +247,9 @@ pub fn run_with(
         Display::new(opts.quiet),
         phases,
     );
+    if journal::enabled() {
+        state.ledger.journal = open_journal(&state);
+    }
     let t = std::time::Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
     tracing::info!("run loop: {:.3} s", t.elapsed().as_secs_f64());
