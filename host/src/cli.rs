@@ -50,6 +50,18 @@ enum Cmd {
         /// The flow file.
         flow: PathBuf,
     },
+    /// Show a running or finished run from its journal (counts, running jobs, failures, whether
+    /// the host is alive). Reads only.
+    Status {
+        /// The run directory (default: the `latest` run under flowrun-out, when there is one).
+        run_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Print again every second until the run ends or its host is gone.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Manage plugins.
     #[command(subcommand)]
     Plugins(PluginsCmd),
@@ -242,6 +254,11 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             print!("{}", flow::render::graph(&f));
             Ok(EXIT_PASSED)
         }
+        Cmd::Status {
+            run_dir,
+            json,
+            watch,
+        } => crate::journal::status::status(run_dir.as_deref(), json, watch),
         Cmd::Plugins(p) => plugins_cmd(p),
     }
 }

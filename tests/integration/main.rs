@@ -9,6 +9,7 @@ mod fake;
 mod junit;
 mod local;
 mod lsf_emu;
+mod nights;
 mod observers;
 mod plugins;
 mod scheduling;

@@ -27,8 +27,7 @@ struct ClusterLock {
 /// Takes the cluster and brings it up; None when privileged tests are off.
 #[allow(clippy::incompatible_msrv)] // File::lock: Rust 1.89; the CI toolchain is newer
 fn cluster() -> Option<ClusterLock> {
-    if !privileged("root and a Grid Engine (tests/cluster/sge-up installs Debian's)")
-    {
+    if !privileged("root and a Grid Engine (tests/cluster/sge-up installs Debian's)") {
         return None;
     }
     let guard = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());

@@ -21,6 +21,7 @@ pub mod codec;
 pub mod hash;
 pub mod record;
 pub mod replay;
+pub mod status;
 pub mod writer;
 
 #[cfg(test)]
