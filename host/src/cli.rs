@@ -98,6 +98,16 @@ struct RunArgs {
     /// Print only the summary.
     #[arg(short, long)]
     quiet: bool,
+    /// Continue an earlier run in place (default: the flow's `latest`): jobs that passed there
+    /// with an unchanged definition are not rerun; the rest runs. With --dry-run, lists what
+    /// would run.
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["out", "rerun_failed"])]
+    resume: Option<PathBuf>,
+    /// A new run in which the jobs that passed in RUN_DIR (default: the flow's `latest`) with an
+    /// unchanged definition count as passed without running; everything else runs.
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
+    rerun_failed: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +227,17 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 flow.jobs.len(),
                 t.elapsed().as_secs_f64()
             );
+            let nonempty = |p: PathBuf| (!p.as_os_str().is_empty()).then_some(p);
+            let continue_from = match (args.resume, args.rerun_failed) {
+                (Some(d), _) => Some(run::resume::Continue::Resume(nonempty(d))),
+                (None, Some(d)) => Some(run::resume::Continue::RerunFailed(nonempty(d))),
+                (None, None) => None,
+            };
+            if let (true, Some(c)) = (args.dry_run, &continue_from) {
+                run::check(&flow, &mut plugins, &args.observer)?;
+                print!("{}", run::resume::plan(&flow, c)?);
+                return Ok(EXIT_PASSED);
+            }
             if args.dry_run {
                 run::check(&flow, &mut plugins, &args.observer)?;
                 print!("{}", flow::render::plan(&flow));
@@ -232,6 +253,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                     quiet: args.quiet,
                     kill_margin: args.kill_margin,
                     phases: Phases(vec![load]),
+                    continue_from,
                 },
             )?;
             Ok(report.exit_code)

@@ -32,7 +32,6 @@ fn status_json(home: &Path, run_dir: &Path) -> Value {
         .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
-#[allow(dead_code)] // used by the resume tests below
 /// How many times job `name` ran (each run appends one line to its marker file).
 fn executions(marks: &Path, name: &str) -> usize {
     std::fs::read_to_string(marks.join(name))
@@ -129,7 +128,7 @@ fn after_a_sigkill_of_flowrun_the_journal_keeps_every_verdict_and_no_job_is_left
 }
 
 #[test]
-fn a_journal_cut_inside_its_last_record_is_read_up_to_the_cut() {
+fn a_journal_cut_inside_its_last_record_is_read_up_to_the_cut_and_resumes() {
     let dir = tempdir();
     run_and_kill(dir.path());
     let out = dir.path().join("out");
@@ -142,6 +141,14 @@ fn a_journal_cut_inside_its_last_record_is_read_up_to_the_cut() {
     let after = status_json(dir.path(), &out);
     assert_eq!(after["torn_tail"], true, "{after}");
     assert_eq!(after["counts"], before["counts"], "{after}");
+    // The resumed host cuts the torn bytes off before it appends: its records are readable.
+    std::fs::write(dir.path().join("marks/resumed"), "").unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(executions(&dir.path().join("marks"), "q1"), 1);
+    let st = status_json(dir.path(), &out);
+    assert_eq!(st["torn_tail"], false, "{st}");
+    assert_eq!(st["counts"]["passed"], 7, "{st}");
 }
 
 #[test]
@@ -166,4 +173,171 @@ fn status_of_a_finished_run_reports_it_finished_with_its_failures() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("finished"), "{text}");
     assert!(text.contains("failed   bad: exit code 3"), "{text}");
+}
+
+// --- --resume -------------------------------------------------------------------------------
+
+fn resume(dir: &Path, args: &[&str]) -> Run {
+    let o = flowrun(dir)
+        .args(["run", "flow.toml", "-q"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    collect(o, &dir.join("out"))
+}
+
+#[test]
+fn resume_after_a_sigkill_reruns_only_what_did_not_pass_and_ends_like_an_uninterrupted_run() {
+    let dir = tempdir();
+    let marks = run_and_kill(dir.path());
+    std::fs::write(marks.join("resumed"), "").unwrap();
+    // --dry-run --resume lists what would run, and runs nothing.
+    let plan = flowrun(dir.path())
+        .args(["run", "flow.toml", "--dry-run", "--resume", "out"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("5 of 7 jobs passed there unchanged"),
+        "{text}"
+    );
+    assert!(text.contains("  slow\n  after\n"), "{text}");
+    assert_eq!(executions(&marks, "slow"), 1);
+
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    for i in 1..=5 {
+        let name = format!("q{i}");
+        assert_eq!(executions(&marks, &name), 1, "{name} ran again");
+        let from = run.job(&name)["reused_from"].as_str().unwrap_or("");
+        assert!(from.contains("/out (run flowrun-nights-"), "{name}: {from}");
+    }
+    assert_eq!(executions(&marks, "slow"), 2);
+    assert_eq!(executions(&marks, "after"), 1);
+    assert!(run.job("slow")["reused_from"].is_null(), "{run:#?}");
+    assert_eq!(run.results["resumes"], 1);
+    // The same flow, uninterrupted, ends the same way.
+    let full = flowrun(dir.path())
+        .args(["run", "flow.toml", "-q", "--out", "full"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let full = collect(full, &dir.path().join("full"));
+    assert_eq!(full.code, 0, "{full:#?}");
+    let verdicts = |r: &Run| -> Vec<(String, String)> {
+        r.results["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| (j["name"].to_string(), j["status"].to_string()))
+            .collect()
+    };
+    assert_eq!(verdicts(&run), verdicts(&full));
+    assert_eq!(run.results["counts"], full.results["counts"]);
+    // The journal now holds both hosts; status reads the whole.
+    let st = status_json(dir.path(), &run.out);
+    assert_eq!(st["segments"], 2, "{st}");
+    assert_eq!(st["finished"], true, "{st}");
+    assert_eq!(st["counts"]["passed"], 7, "{st}");
+}
+
+fn chain_flow(marks: &Path, b_cmd: &str) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"chain\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\nneeds = [\"a\"]\ncmd = \"echo ran >> {m}/b; {b_cmd}\"\n\
+         [[job]]\nname = \"c\"\nneeds = [\"b\"]\ncmd = \"echo ran >> {m}/c\"\n\
+         [[job]]\nname = \"d\"\ncmd = \"echo ran >> {m}/d\"\n"
+    )
+}
+
+#[test]
+fn a_changed_job_definition_reruns_that_job_and_its_dependents_only() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let first = flowrun_tests::run_flow(dir.path(), &chain_flow(&marks, "true"), &["-q"]);
+    assert_eq!(first.code, 0, "{first:#?}");
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        chain_flow(&marks, "echo changed"),
+    )
+    .unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let ran: Vec<usize> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| executions(&marks, n))
+        .collect();
+    assert_eq!(ran, [1, 2, 2, 1]);
+    assert!(run.job("a")["reused_from"].is_string());
+    assert!(run.job("c")["reused_from"].is_null());
+}
+
+#[test]
+fn rerun_failed_runs_exactly_the_failures_and_their_dependents_in_a_new_directory() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let mut flow = String::from("[flow]\nname = \"rerun\"\n");
+    for i in 0..40 {
+        // Jobs 7 and 23 fail until `fixed` exists; each has a dependent.
+        let check = if i == 7 || i == 23 {
+            format!("; test -e {m}/fixed")
+        } else {
+            String::new()
+        };
+        flow.push_str(&format!(
+            "[[job]]\nname = \"j{i}\"\ncmd = \"echo ran >> {m}/j{i}{check}\"\n"
+        ));
+    }
+    for i in [7, 23] {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"after{i}\"\nneeds = [\"j{i}\"]\ncmd = \"echo ran >> {m}/after{i}\"\n"
+        ));
+    }
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q", "-j", "8"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    assert_eq!(first.status("after7"), "skipped");
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    let o = flowrun(dir.path())
+        .args([
+            "run",
+            "flow.toml",
+            "-q",
+            "--out",
+            "again",
+            "--rerun-failed",
+            "out",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let again = collect(o, &dir.path().join("again"));
+    assert_eq!(again.code, 0, "{again:#?}");
+    for i in 0..40 {
+        let want = if i == 7 || i == 23 { 2 } else { 1 };
+        assert_eq!(executions(&marks, &format!("j{i}")), want, "j{i}");
+    }
+    assert_eq!(executions(&marks, "after7"), 1);
+    assert_eq!(executions(&marks, "after23"), 1);
+    // The passes carried over point at the first run's evidence.
+    let j0 = again.job("j0");
+    assert!(
+        j0["reused_from"].as_str().unwrap().contains("/out (run"),
+        "{j0}"
+    );
+    assert!(
+        j0["log"].as_str().unwrap().contains("/out/jobs/j0/"),
+        "{j0}"
+    );
+    assert_eq!(again.results["resumes"], 0);
+    // The first run is untouched.
+    let st = status_json(dir.path(), &dir.path().join("out"));
+    assert_eq!(st["counts"]["failed"], 2, "{st}");
 }

@@ -426,6 +426,7 @@ fn put_extra(b: &mut Vec<u8>, base: i64, x: &Extra) {
     for a in &x.earlier {
         put_attempt(b, base, a);
     }
+    b.put_opt_str(x.reused_from.as_deref());
 }
 
 fn put_attempt(b: &mut Vec<u8>, base: i64, a: &Attempt) {
@@ -506,6 +507,7 @@ fn get_extra(g: &mut Get<'_>, base: i64, depth: u32) -> Result<Extra, Malformed>
             record,
         });
     }
+    let reused_from = g.opt_str()?.map(Box::<str>::from);
     Ok(Extra {
         fail,
         logs,
@@ -513,6 +515,7 @@ fn get_extra(g: &mut Get<'_>, base: i64, depth: u32) -> Result<Extra, Malformed>
         usage,
         detail,
         earlier,
+        reused_from,
     })
 }
 

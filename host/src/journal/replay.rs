@@ -305,4 +305,7 @@ impl crate::run::results::ResultsSource for Replay {
     fn record(&self, i: usize) -> &JobRecord {
         &self.state[i].record
     }
+    fn resumes(&self) -> u32 {
+        self.segments.saturating_sub(1)
+    }
 }

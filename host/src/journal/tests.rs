@@ -123,6 +123,7 @@ fn full_record(base: i64) -> JobRecord {
                     ..Default::default()
                 },
             }],
+            reused_from: Some("/x/old (run t)".into()),
         })),
     }
 }

@@ -113,6 +113,8 @@ pub struct RunState {
     pub phases: Phases,
     /// When the run started, µs since the epoch.
     pub started_us: i64,
+    /// How many times the run was resumed before this host continued it.
+    pub resumes: u32,
     scans: Option<UnboundedSender<LoopMsg>>,
     abandoned: bool,
     /// The time, read once per batch of messages rather than per message: a million-job run
@@ -142,6 +144,7 @@ impl RunState {
             ledger,
             phases,
             started_us: now_us(),
+            resumes: 0,
             scans: None,
             abandoned: false,
             clock: (Instant::now(), now_us()),

@@ -22,6 +22,7 @@ mod driver;
 pub mod outdir;
 pub mod records;
 pub mod results;
+pub mod resume;
 pub mod setup;
 mod summary;
 
@@ -64,6 +65,8 @@ pub struct RunOptions {
     pub kill_margin: Option<Duration>,
     /// The phases before the run (loading the flow), for the RUN_STARTED event.
     pub phases: Phases,
+    /// `--resume` or `--rerun-failed`: the earlier run this one builds on.
+    pub continue_from: Option<resume::Continue>,
 }
 
 /// What a run ended with.
@@ -114,13 +117,21 @@ fn kill_grace(config_toml: &str) -> Duration {
 
 /// Starts the run's journal: its identity and the job table. A journal that cannot be created
 /// costs the run its crash safety, not its jobs: one warning, and the run goes on.
-fn open_journal(state: &RunState) -> Option<Journal> {
+/// `resumed` is the journal of the run this one continues in place.
+fn open_journal(
+    state: &RunState,
+    hashes: &[journal::Hash],
+    resumed: Option<&journal::Replay>,
+) -> Option<Journal> {
     let t = std::time::Instant::now();
     let flow = &state.flow;
-    let hashes = journal::definition_hashes(flow);
     let start = RunStart {
-        segment: 0,
-        mode: journal::Mode::New,
+        segment: resumed.map_or(0, |r| r.segments),
+        mode: if resumed.is_some() {
+            journal::Mode::Resume
+        } else {
+            journal::Mode::New
+        },
         started_us: state.started_us,
         pid: std::process::id(),
         supervisor_pid: 0,
@@ -128,7 +139,7 @@ fn open_journal(state: &RunState) -> Option<Journal> {
         flow_file: flow.file.to_string_lossy().into_owned(),
         run_dir: state.ctx.run_dir_text.clone(),
         run_tag: state.ctx.run_tag.clone(),
-        flow_hash: journal::flow_hash(flow, &hashes),
+        flow_hash: journal::flow_hash(flow, hashes),
         jobs: flow.jobs.len() as u32,
         backends: flow
             .backends
@@ -142,9 +153,18 @@ fn open_journal(state: &RunState) -> Option<Journal> {
     let table = flow
         .jobs
         .iter()
-        .zip(&hashes)
+        .zip(hashes)
         .map(|(j, h)| (j.name.as_str(), h, j.backend as u32));
-    match Journal::create(&state.ctx.run_dir, &start, table) {
+    let opened = match resumed {
+        None => Journal::create(&state.ctx.run_dir, &start, table),
+        Some(r) => Journal::reopen(
+            &state.ctx.run_dir.join(journal::JOURNAL_FILE),
+            r.valid_len,
+            &start,
+            table,
+        ),
+    };
+    match opened {
         Ok(j) => {
             tracing::info!("journal started: {:.3} s", t.elapsed().as_secs_f64());
             Some(j)
@@ -177,7 +197,14 @@ pub fn run_with(
     opts: &RunOptions,
     interrupts: Option<UnboundedReceiver<Interrupt>>,
 ) -> Result<RunReport, Error> {
-    if let Some(out) = &opts.out {
+    let earlier = match &opts.continue_from {
+        Some(resume::Continue::Resume(d) | resume::Continue::RerunFailed(d)) => {
+            Some(resume::read(&flow, d.as_deref())?)
+        }
+        None => None,
+    };
+    let in_place = matches!(opts.continue_from, Some(resume::Continue::Resume(_)));
+    if let (Some(out), false) = (&opts.out, in_place) {
         outdir::check_out(out)?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -195,7 +222,11 @@ pub fn run_with(
     let (sender, rx) = drive::channel();
     let observers = setup::observer_specs(&flow, &opts.observers);
     let instances = setup::create(&flow, factory, &observers, sender)?;
-    let out = match outdir::create(&flow.name, opts.out.as_deref()) {
+    let created = match (&earlier, in_place) {
+        (Some(e), true) => outdir::reopen(&e.dir),
+        _ => outdir::create(&flow.name, opts.out.as_deref()),
+    };
+    let out = match created {
         Ok(out) => out,
         Err(e) => {
             instances.shutdown(CHECK_SHUTDOWN_WAIT);
@@ -247,9 +278,22 @@ pub fn run_with(
         Display::new(opts.quiet),
         phases,
     );
+    let hashes = journal::definition_hashes(&state.flow);
     if journal::enabled() {
-        state.ledger.journal = open_journal(&state);
+        let resumed = earlier.as_ref().filter(|_| in_place).map(|e| &e.replay);
+        state.ledger.journal = open_journal(&state, &hashes, resumed);
     }
+    if let Some(e) = &earlier {
+        if in_place {
+            state.resumes = e.replay.segments;
+        }
+        let now = std::time::Instant::now();
+        for (j, rec) in resume::reusable(&state.flow, &hashes, e) {
+            state.ledger.records[j as usize] = rec;
+            state.sched.handle(crate::sched::Input::Reused(j), now);
+        }
+    }
+    drop(hashes);
     let t = std::time::Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
     tracing::info!("run loop: {:.3} s", t.elapsed().as_secs_f64());

@@ -30,6 +30,9 @@ pub struct Extra {
     pub detail: Option<String>,
     /// The attempts before the current one, oldest first (a job that was retried).
     pub earlier: Vec<Attempt>,
+    /// The verdict is not this run's work but the recorded evidence of the earlier run that
+    /// produced it (`--resume`, `--rerun-failed`): that run's directory and tag.
+    pub reused_from: Option<Box<str>>,
 }
 
 /// An attempt of a job that was followed by another (a retry): how it ended and what was

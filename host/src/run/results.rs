@@ -136,6 +136,9 @@ struct JobOut<'a> {
     fail_text: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fail_context: Option<&'a [String]>,
+    /// The verdict comes from this earlier run's evidence, not from this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reused_from: Option<&'a str>,
 }
 
 /// What results.json is written from: the live run (the core's statuses and the ledger) or a
@@ -163,6 +166,10 @@ pub trait ResultsSource {
     fn outcome(&self, i: usize) -> (Status, Option<&Reason>);
     /// What was recorded of job `i`.
     fn record(&self, i: usize) -> &JobRecord;
+    /// How many times the run was resumed (`--resume`).
+    fn resumes(&self) -> u32 {
+        0
+    }
 }
 
 /// The default log of job `name` in the run directory `run_dir`.
@@ -213,11 +220,12 @@ fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
     let (started_us, finished_us) = input.times();
     write!(
         w,
-        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"counts\": {},\n  \"jobs\": [",
+        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"resumes\": {},\n  \"counts\": {},\n  \"jobs\": [",
         serde_json::to_string(input.flow())?,
         serde_json::to_string(&ts(started_us))?,
         serde_json::to_string(&ts(finished_us))?,
         input.interrupted(),
+        input.resumes(),
         serde_json::to_string(&counts)?,
     )?;
     let run_dir = input.run_dir();
@@ -252,6 +260,7 @@ fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
             fail_line: fail.map(|f| f.line),
             fail_text: fail.map(|f| f.text.as_str()),
             fail_context: fail.map(|f| f.context.as_slice()),
+            reused_from: extra.and_then(|x| x.reused_from.as_deref()),
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &out)?;

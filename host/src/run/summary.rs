@@ -54,6 +54,9 @@ impl ResultsSource for LiveResults<'_> {
     fn record(&self, i: usize) -> &JobRecord {
         &self.state.ledger.records[i]
     }
+    fn resumes(&self) -> u32 {
+        self.state.resumes
+    }
 }
 
 /// How long observers may take to finish (write their reports).

@@ -214,6 +214,11 @@ pub enum Input {
     /// Time passed (timeouts, kill deadlines and busy backoffs are due): the core looks at
     /// `now`.
     Tick,
+    /// The job passed in an earlier run of this flow with the same definition (`--resume`,
+    /// `--rerun-failed`): it counts as passed without running, and its dependents go on as
+    /// after any pass. Only before [`SchedulerApi::start`] and only for a job still
+    /// `Scheduled`; ignored otherwise.
+    Reused(JobIx),
 }
 
 /// An action for the run loop to carry out, in order.

@@ -609,6 +609,12 @@ impl Scheduler {
 
     fn on_input(&mut self, input: Input, now: Instant) -> bool {
         match input {
+            Input::Reused(j) => {
+                if self.started || self.status.get(j as usize) != Some(&Status::Scheduled) {
+                    return false;
+                }
+                self.end(j, Status::Passed, None);
+            }
             Input::Accepted(j) => {
                 if !self.in_flight(j) {
                     return false;

@@ -1106,3 +1106,28 @@ fn abandon_ends_every_job_at_once_with_the_cores_reasons() {
     // Whatever comes after is ignored.
     assert!(!h.s.handle(Input::Finished(1, passed()), h.now));
 }
+
+// --- reuse of an earlier run's passes (--resume, --rerun-failed) ----------------------------
+
+#[test]
+fn reused_jobs_pass_without_running_and_release_their_dependents() {
+    // a -> b -> c: a passed before; b and c run, in order.
+    let mut h = H::new(chain(3));
+    assert!(h.s.handle(Input::Reused(0), h.now));
+    // Before the start nothing is submitted, whatever became ready.
+    let before = h.s.drain_actions();
+    assert!(
+        !before.iter().any(|a| matches!(a, Action::Submit(..))),
+        "{before:?}"
+    );
+    assert_eq!(h.st(0), Status::Passed);
+    assert_eq!(h.st(1), Status::Queued);
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![1]);
+    assert_eq!(h.st(2), Status::Scheduled);
+    // After the start, and for a job that is not waiting, the input is ignored.
+    assert!(!h.s.handle(Input::Reused(2), h.now));
+    assert_eq!(h.st(2), Status::Scheduled);
+    h.feed(Input::Finished(1, Outcome::Passed));
+    assert_eq!(h.st(2), Status::Running);
+}
