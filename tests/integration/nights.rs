@@ -341,3 +341,111 @@ fn rerun_failed_runs_exactly_the_failures_and_their_dependents_in_a_new_director
     let st = status_json(dir.path(), &dir.path().join("out"));
     assert_eq!(st["counts"]["failed"], 2, "{st}");
 }
+
+// --- retries --------------------------------------------------------------------------------
+
+/// `flaky` fails its first two attempts and passes the third; `dep` needs it and fails if it
+/// starts before that third attempt ended.
+fn flaky_flow(marks: &Path, retries: &str) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"retry\"\n\
+         [[job]]\nname = \"flaky\"\n{retries}\n\
+         cmd = \"n=$(cat {m}/flaky 2>/dev/null | wc -l); echo ran >> {m}/flaky; echo attempt $FLOWRUN_ATTEMPT; [ $n -ge 2 ]\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"flaky\"]\n\
+         cmd = \"echo ran >> {m}/dep; test $(cat {m}/flaky | wc -l) -eq 3\"\n"
+    )
+}
+
+#[test]
+fn a_job_that_fails_twice_then_passes_with_two_retries_passes_flaky_with_every_attempt_kept() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let flow = flaky_flow(&marks, "retries = 2\nretry_on = [\"exit_code\"]");
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(executions(&marks, "flaky"), 3);
+    // The dependent started once, after the last attempt (it checks).
+    assert_eq!(executions(&marks, "dep"), 1);
+    assert_eq!(run.status("dep"), "passed");
+    let job = run.job("flaky");
+    assert_eq!(job["status"], "passed", "{job}");
+    assert_eq!(job["flaky"], true, "{job}");
+    assert_eq!(job["attempt"], 3, "{job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], i as u64 + 1, "{a}");
+        assert_eq!(a["status"], "failed", "{a}");
+        assert_eq!(a["reason"], "exit code 1", "{a}");
+    }
+    // Each attempt its own log, with its own FLOWRUN_ATTEMPT.
+    let jobdir = run.out.join("jobs/flaky");
+    let logs = [
+        ("output.log", "attempt 1"),
+        ("output.attempt-2.log", "attempt 2"),
+        ("output.attempt-3.log", "attempt 3"),
+    ];
+    for (file, text) in logs {
+        let log = std::fs::read_to_string(jobdir.join(file)).unwrap();
+        assert_eq!(log.trim(), text, "{file}");
+    }
+    assert!(attempts[0]["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.log"));
+    assert!(attempts[1]["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.attempt-2.log"));
+    assert!(job["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.attempt-3.log"));
+    assert!(run.job("dep")["flaky"].is_null());
+}
+
+#[test]
+fn with_one_retry_the_job_fails_with_both_attempts_recorded_and_its_dependent_skipped() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let flow = flaky_flow(&marks, "retries = 1\nretry_on = [\"any\"]");
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(executions(&marks, "flaky"), 2);
+    assert_eq!(executions(&marks, "dep"), 0);
+    let job = run.job("flaky");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job}");
+    assert!(job["flaky"].is_null(), "{job}");
+    assert_eq!(run.status("dep"), "skipped");
+}
+
+#[test]
+fn by_default_retries_cover_lost_and_killed_jobs_not_exit_codes() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let run = flowrun_tests::run_flow(dir.path(), &flaky_flow(&marks, "retries = 2"), &["-q"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(executions(&marks, "flaky"), 1);
+    assert_eq!(run.job("flaky")["attempt"], 1);
+}
+
+#[test]
+fn an_unknown_retry_on_kind_is_invalid_input_naming_the_kinds() {
+    let dir = tempdir();
+    let flow =
+        "[flow]\nname = \"r\"\n[[job]]\nname = \"a\"\ncmd = \"true\"\nretry_on = [\"exitcode\"]\n";
+    let run = flowrun_tests::run_flow(dir.path(), flow, &["-q"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("invalid `retry_on` entry \"exitcode\""),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("exit_code"), "{}", run.stderr);
+}

@@ -336,7 +336,8 @@ impl RunState {
     fn scan_then_judge(&mut self, job: JobIx, facts: &EndFacts, shell: bool) {
         let j = job as usize;
         let paths = if facts.logs.is_empty() {
-            vec![self.job_dir(j).join("output.log")]
+            let attempt = self.ledger.records[j].attempt;
+            vec![self.job_dir(j).join(&*log_name(attempt))]
         } else {
             facts.logs.clone()
         };
@@ -367,6 +368,11 @@ impl RunState {
                     }
                 }
                 Action::Submit(b, jobs) => self.submit(b as usize, jobs),
+                Action::Retry {
+                    job,
+                    status,
+                    reason,
+                } => self.ledger.retry(job, status, reason, self.clock.1),
             }
         }
         let events = self.ledger.take_events();
@@ -379,9 +385,10 @@ impl RunState {
     fn on_status(&mut self, job: JobIx, old: Status, new: Status) {
         let reason = self.sched.reason(job);
         let (ctx, flow) = (&self.ctx, &self.flow);
+        let attempt = self.ledger.records[job as usize].attempt;
         self.ledger
             .transition(flow, job, (old, new), reason, self.clock.1, || {
-                job_dir(ctx, &flow.jobs[job as usize].name).join("output.log")
+                job_dir(ctx, &flow.jobs[job as usize].name).join(&*log_name(attempt))
             });
     }
 
@@ -411,10 +418,11 @@ impl RunState {
                 JobDirOwner::Backend => rec.has_dir = true,
                 JobDirOwner::Nobody => {}
             }
-            let mut log_path = String::with_capacity(job_dir.len() + LOG_NAME.len() + 1);
+            let log = log_name(rec.attempt);
+            let mut log_path = String::with_capacity(job_dir.len() + log.len() + 1);
             log_path.push_str(&job_dir);
             log_path.push('/');
-            log_path.push_str(LOG_NAME);
+            log_path.push_str(&log);
             requests.push(JobRequest {
                 ix: job,
                 job: &self.flow.jobs[j],
@@ -448,6 +456,16 @@ impl RunState {
 
 /// The log's file name in a job directory (attempt 1).
 pub const LOG_NAME: &str = "output.log";
+
+/// The log of attempt `attempt` in its job directory: [`LOG_NAME`] for the first (and for a
+/// job that never ran), `output.attempt-N.log` for a retry, so that every attempt keeps its
+/// own log.
+pub fn log_name(attempt: u32) -> std::borrow::Cow<'static, str> {
+    match attempt {
+        0 | 1 => LOG_NAME.into(),
+        n => format!("output.attempt-{n}.log").into(),
+    }
+}
 
 /// `<run>/jobs/<encoded name>`.
 pub fn job_dir(ctx: &RunContext, name: &str) -> PathBuf {

@@ -285,6 +285,30 @@ impl Ledger {
         }
     }
 
+    /// An attempt of the job ended with `status` for `reason`, and the core queued the job
+    /// for another ([`crate::sched::Action::Retry`]): the attempt goes to the job's earlier
+    /// attempts (and the journal), and the next one starts afresh.
+    pub fn retry(&mut self, job: JobIx, status: Status, reason: Reason, now_us: i64) {
+        self.counts.shift(Status::Running, Status::Queued);
+        let rec = &mut self.records[job as usize];
+        if rec.finished_at == 0 && rec.started_at > 0 {
+            rec.finished_at = now_us;
+        }
+        let mut record = rec.clone();
+        if let Some(x) = record.extra.as_deref_mut() {
+            x.earlier.clear();
+        }
+        let ended = Attempt {
+            status,
+            reason: Some(reason),
+            record,
+        };
+        if let Some(jn) = &mut self.journal {
+            jn.attempt_ended(job, &ended);
+        }
+        rec.begin_next_attempt(ended);
+    }
+
     /// Writes the journal's records so far (one `write`): before every plugin call and after
     /// every batch of events.
     #[inline]

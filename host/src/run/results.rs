@@ -139,6 +139,12 @@ struct JobOut<'a> {
     /// The verdict comes from this earlier run's evidence, not from this run.
     #[serde(skip_serializing_if = "Option::is_none")]
     reused_from: Option<&'a str>,
+    /// Passed after a failed attempt.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    flaky: bool,
+    /// The attempts before the last (which the job's own fields describe), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<AttemptOut<'a>>,
 }
 
 /// What results.json is written from: the live run (the core's statuses and the ledger) or a
@@ -172,15 +178,33 @@ pub trait ResultsSource {
     }
 }
 
-/// The default log of job `name` in the run directory `run_dir`.
+/// The default log of job `name` in the run directory `run_dir` (attempt 1).
 pub fn default_log(run_dir: &str, name: &str) -> String {
-    let mut s = String::with_capacity(run_dir.len() + name.len() + 20);
+    attempt_log(run_dir, name, 1)
+}
+
+/// The default log of attempt `attempt` of job `name`.
+pub fn attempt_log(run_dir: &str, name: &str, attempt: u32) -> String {
+    let mut s = String::with_capacity(run_dir.len() + name.len() + 30);
     s.push_str(run_dir);
     s.push_str("/jobs/");
     s.push_str(&super::outdir::job_dir_name(name));
     s.push('/');
-    s.push_str(super::drive::LOG_NAME);
+    s.push_str(&super::drive::log_name(attempt));
     s
+}
+
+/// One earlier attempt in results.json.
+#[derive(Serialize)]
+struct AttemptOut<'a> {
+    attempt: u32,
+    status: &'static str,
+    reason: ReasonText<'a>,
+    reason_kind: Option<&'static str>,
+    exit_code: Option<i32>,
+    started_at: Ts<'a>,
+    finished_at: Ts<'a>,
+    log: Option<String>,
 }
 
 /// Writes `<dir>/results.json` atomically (a temporary file, then a rename). On failure the
@@ -236,7 +260,7 @@ fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
         let extra = r.extra.as_deref();
         let log = match extra.and_then(|x| x.logs.first()) {
             Some(first) => Some(first.to_string_lossy().into_owned()),
-            None if r.has_dir => Some(default_log(run_dir, name)),
+            None if r.has_dir => Some(attempt_log(run_dir, name, r.attempt)),
             None => None,
         };
         let fail = extra.and_then(|x| x.fail.as_ref());
@@ -261,6 +285,27 @@ fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
             fail_text: fail.map(|f| f.text.as_str()),
             fail_context: fail.map(|f| f.context.as_slice()),
             reused_from: extra.and_then(|x| x.reused_from.as_deref()),
+            flaky: status == Status::Passed && !r.earlier().is_empty(),
+            attempts: r
+                .earlier()
+                .iter()
+                .map(|a| AttemptOut {
+                    attempt: a.record.attempt,
+                    status: a.status.name(),
+                    reason: ReasonText(a.reason.as_ref()),
+                    reason_kind: a.reason.as_ref().map(Reason::kind),
+                    exit_code: a.record.exit_code,
+                    started_at: ts(a.record.started_at),
+                    finished_at: ts(a.record.finished_at),
+                    log: match a.record.extra.as_deref().and_then(|x| x.logs.first()) {
+                        Some(first) => Some(first.to_string_lossy().into_owned()),
+                        None if a.record.has_dir => {
+                            Some(attempt_log(run_dir, name, a.record.attempt))
+                        }
+                        None => None,
+                    },
+                })
+                .collect(),
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &out)?;

@@ -239,6 +239,17 @@ pub enum Action {
         /// After.
         new: Status,
     },
+    /// An attempt of a running job failed and the job gets another (`retries`): it is
+    /// `Queued` again (this action stands for the change from `Running`), and the failure does
+    /// not reach its dependents.
+    Retry {
+        /// The job.
+        job: JobIx,
+        /// How the attempt ended (failed or killed).
+        status: Status,
+        /// Why.
+        reason: Reason,
+    },
 }
 
 /// The scheduler's interface, as the run loop and the tests use it.

@@ -151,6 +151,8 @@ pub struct Scheduler {
     interrupted: Option<Interrupt>,
     terminal: usize,
     now: Option<Instant>,
+    /// Jobs with `retries`: the attempts they have left and what is retried.
+    retries: HashMap<JobIx, (u32, crate::flow::RetryOn)>,
 }
 
 fn to_u32(n: usize, what: &str) -> u32 {
@@ -459,8 +461,41 @@ impl Scheduler {
                 Outcome::Failed(r) => (Status::Failed, Some(r)),
                 Outcome::Killed(r) => (Status::Killed, Some(r)),
             };
-            self.end(j, st, r);
+            match r {
+                Some(r) if self.may_retry(j, &r) => self.retry(j, st, r),
+                r => self.end(j, st, r),
+            }
         }
+    }
+
+    /// Whether a failed attempt of `j` (not one the scheduler killed) is followed by another:
+    /// the job has attempts left, `retry_on` covers the failure and the run is not stopping.
+    fn may_retry(&mut self, j: JobIx, r: &Reason) -> bool {
+        if self.interrupted.is_some() {
+            return false;
+        }
+        match self.retries.get_mut(&j) {
+            Some((left, on)) if *left > 0 && on.covers(r.kind()) => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The attempt failed and the job runs again: it is queued (the failure does not reach its
+    /// dependents), and the loop records the attempt ([`Action::Retry`]).
+    fn retry(&mut self, j: JobIx, status: Status, reason: Reason) {
+        let ju = j as usize;
+        self.flags[ju] &= !(IN_FLIGHT | KILL_REQ | KILL_SENT | ENDED);
+        self.status[ju] = Status::Queued;
+        self.actions.push(Action::Retry {
+            job: j,
+            status,
+            reason,
+        });
+        let c = self.class[ju] as usize;
+        self.classes[c].heap.push(Reverse(self.rank[ju]));
     }
 
     fn is_running(&self, j: JobIx) -> bool {
@@ -915,6 +950,12 @@ impl SchedulerApi for Scheduler {
             interrupted: None,
             terminal: 0,
             now: None,
+            retries: jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.retries > 0)
+                .map(|(i, j)| (i as JobIx, (j.retries, j.retry_on)))
+                .collect(),
         }
     }
 
