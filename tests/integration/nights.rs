@@ -219,6 +219,7 @@ fn resume_after_a_sigkill_reruns_only_what_did_not_pass_and_ends_like_an_uninter
     assert_eq!(executions(&marks, "after"), 1);
     assert!(run.job("slow")["reused_from"].is_null(), "{run:#?}");
     assert_eq!(run.results["resumes"], 1);
+    assert!(run.stderr.contains("reused: 5 job(s)"), "{}", run.stderr);
     // The same flow, uninterrupted, ends the same way.
     let full = flowrun(dir.path())
         .args(["run", "flow.toml", "-q", "--out", "full"])
@@ -404,6 +405,12 @@ fn a_job_that_fails_twice_then_passes_with_two_retries_passes_flaky_with_every_a
         .unwrap()
         .ends_with("/output.attempt-3.log"));
     assert!(run.job("dep")["flaky"].is_null());
+    assert!(
+        run.stderr
+            .contains("flaky: 1 job(s) passed after a failed attempt (flaky)"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -59,6 +59,41 @@ impl ResultsSource for LiveResults<'_> {
     }
 }
 
+/// The summary's lines on attempts: jobs that passed after a failed attempt (flaky), and jobs
+/// whose pass was carried over from an earlier run.
+fn attempts_summary(state: &RunState) -> Vec<String> {
+    let (mut flaky, mut reused) = (Vec::new(), 0usize);
+    for (i, rec) in state.ledger.records.iter().enumerate() {
+        if state.sched.status(i as JobIx) != Status::Passed {
+            continue;
+        }
+        if !rec.earlier().is_empty() {
+            flaky.push(state.flow.jobs[i].name.as_str());
+        }
+        if rec.extra.as_deref().is_some_and(|x| x.reused_from.is_some()) {
+            reused += 1;
+        }
+    }
+    let mut lines = Vec::new();
+    if !flaky.is_empty() {
+        let more = match flaky.len() {
+            n if n > 5 => format!(", ... {} more", n - 5),
+            _ => String::new(),
+        };
+        lines.push(format!(
+            "flaky: {} job(s) passed after a failed attempt ({}{more})",
+            flaky.len(),
+            flaky[..flaky.len().min(5)].join(", ")
+        ));
+    }
+    if reused > 0 {
+        lines.push(format!(
+            "reused: {reused} job(s) passed in an earlier run with the same definition and were not rerun"
+        ));
+    }
+    lines
+}
+
 /// How long observers may take to finish (write their reports).
 const OBSERVER_WAIT: Duration = Duration::from_secs(30);
 /// How long backends may take to shut down after a run that ended.
@@ -152,6 +187,9 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
     state
         .display
         .summary(&counts, &state.flow.name, &failures, &results_text);
+    for line in attempts_summary(&state) {
+        state.display.message(&line);
+    }
     out.release();
 
     let wait = match end {
