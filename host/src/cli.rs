@@ -108,6 +108,16 @@ struct RunArgs {
     /// unchanged definition count as passed without running; everything else runs.
     #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
     rerun_failed: Option<PathBuf>,
+    /// Stop at the first failure: start nothing more, kill what runs (--max-fail 1).
+    #[arg(long, conflicts_with = "max_fail")]
+    fail_fast: bool,
+    /// Once N jobs failed (after their retries), start nothing more and kill what runs; the
+    /// rest is reported killed or skipped, "stopped after N failures".
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_fail: Option<u32>,
+    /// With --fail-fast or --max-fail: let the running jobs finish instead of killing them.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -254,6 +264,12 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                     kill_margin: args.kill_margin,
                     phases: Phases(vec![load]),
                     continue_from,
+                    max_fail: if args.fail_fast {
+                        Some(1)
+                    } else {
+                        args.max_fail
+                    },
+                    max_fail_wait: args.wait,
                 },
             )?;
             Ok(report.exit_code)

@@ -456,3 +456,90 @@ fn an_unknown_retry_on_kind_is_invalid_input_naming_the_kinds() {
     );
     assert!(run.stderr.contains("exit_code"), "{}", run.stderr);
 }
+
+// --- stop early -----------------------------------------------------------------------------
+
+#[test]
+fn fail_fast_kills_what_runs_and_starts_nothing_more() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let mut flow = format!(
+        "[flow]\nname = \"ff\"\n\
+         [[job]]\nname = \"slow\"\ncmd = \"echo ran >> {m}/slow; exec sleep 60\"\n\
+         [[job]]\nname = \"bad\"\ncmd = \"sleep 0.5; exit 1\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"slow\"]\ncmd = \"echo ran >> {m}/dep\"\n"
+    );
+    for i in 1..=4 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"q{i}\"\ncmd = \"echo ran >> {m}/q{i}\"\n"
+        ));
+    }
+    let t = Instant::now();
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q", "-j", "2", "--fail-fast"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the slow job was not killed"
+    );
+    assert_eq!(run.status("bad"), "failed");
+    assert_eq!(run.status("slow"), "killed", "{run:#?}");
+    assert_eq!(run.reason("slow"), "stopped after 1 failure");
+    assert_eq!(run.job("slow")["reason_kind"], "stopped");
+    assert_eq!(run.status("dep"), "skipped");
+    assert_eq!(run.reason("dep"), "stopped after 1 failure");
+    for i in 1..=4 {
+        let name = format!("q{i}");
+        assert_eq!(run.status(&name), "killed", "{name}");
+        assert_eq!(run.reason(&name), "stopped after 1 failure", "{name}");
+        assert_eq!(executions(&marks, &name), 0, "{name} started");
+    }
+}
+
+fn max_fail_flow(marks: &Path) -> String {
+    let m = marks.display();
+    let mut flow = format!(
+        "[flow]\nname = \"mf\"\n\
+         [[job]]\nname = \"w\"\ncmd = \"sleep 4; echo ran >> {m}/w\"\n"
+    );
+    for i in 1..=5 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"f{i}\"\ncmd = \"echo ran >> {m}/f{i}; exit 1\"\n"
+        ));
+    }
+    flow
+}
+
+#[test]
+fn max_fail_3_with_wait_lets_the_running_job_finish_and_starts_no_fourth_failure() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let args = ["-q", "-j", "2", "--max-fail", "3", "--wait"];
+    let run = flowrun_tests::run_flow(dir.path(), &max_fail_flow(&marks), &args);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("w"), "passed", "{run:#?}");
+    for i in 1..=3 {
+        assert_eq!(run.status(&format!("f{i}")), "failed");
+    }
+    for i in 4..=5 {
+        let name = format!("f{i}");
+        assert_eq!(run.status(&name), "killed", "{name}");
+        assert_eq!(run.reason(&name), "stopped after 3 failures");
+        assert_eq!(executions(&marks, &name), 0, "{name} started");
+    }
+}
+
+#[test]
+fn max_fail_3_without_wait_kills_the_running_job() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let args = ["-q", "-j", "2", "--max-fail", "3"];
+    let run = flowrun_tests::run_flow(dir.path(), &max_fail_flow(&marks), &args);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("w"), "killed", "{run:#?}");
+    assert_eq!(run.reason("w"), "stopped after 3 failures");
+    assert_eq!(executions(&marks, "w"), 0);
+}

@@ -296,6 +296,10 @@ fn put_reason(b: &mut Vec<u8>, r: &Reason) {
             b.put_u8(16);
             b.put_str(text);
         }
+        Reason::Stopped(n) => {
+            b.put_u8(17);
+            b.put_u64((*n).into());
+        }
     }
 }
 
@@ -352,6 +356,7 @@ fn get_reason(g: &mut Get<'_>, depth: u32) -> Result<Reason, Malformed> {
             kill: Box::new(get_reason(g, depth + 1)?),
         },
         16 => Reason::Killed(s(g)?),
+        17 => Reason::Stopped(g.u32()?),
         _ => return Err(Malformed("unknown reason")),
     })
 }

@@ -83,6 +83,7 @@ fn every_reason() -> Vec<Reason> {
             kill: Box::new(Reason::Timeout("1s".into())),
         },
         Reason::Killed("killed by the backend".into()),
+        Reason::Stopped(3),
     ]
 }
 

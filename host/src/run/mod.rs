@@ -67,6 +67,10 @@ pub struct RunOptions {
     pub phases: Phases,
     /// `--resume` or `--rerun-failed`: the earlier run this one builds on.
     pub continue_from: Option<resume::Continue>,
+    /// `--max-fail N` (`--fail-fast`: 1).
+    pub max_fail: Option<u32>,
+    /// `--wait`: after `--max-fail`, running jobs finish.
+    pub max_fail_wait: bool,
 }
 
 /// What a run ended with.
@@ -262,6 +266,8 @@ pub fn run_with(
         max_parallel: opts.max_parallel.or(flow.max_parallel),
         margin: opts.kill_margin.unwrap_or(SchedSpec::DEFAULT_MARGIN),
         cleanup_limit: SchedSpec::DEFAULT_CLEANUP_LIMIT,
+        max_fail: opts.max_fail,
+        max_fail_wait: opts.max_fail_wait,
     };
     let sched = Scheduler::new(&flow.jobs, spec);
     let ctx = RunContext::new(

@@ -70,7 +70,11 @@ fn attempts_summary(state: &RunState) -> Vec<String> {
         if !rec.earlier().is_empty() {
             flaky.push(state.flow.jobs[i].name.as_str());
         }
-        if rec.extra.as_deref().is_some_and(|x| x.reused_from.is_some()) {
+        if rec
+            .extra
+            .as_deref()
+            .is_some_and(|x| x.reused_from.is_some())
+        {
             reused += 1;
         }
     }

@@ -112,6 +112,11 @@ pub struct SchedSpec {
     /// After an interrupt, `when = "always"` jobs still run (cleanup); each of them is killed
     /// after at most this long.
     pub cleanup_limit: Duration,
+    /// `--max-fail N` (`--fail-fast` is 1): once N jobs failed (after their retries), start
+    /// nothing more.
+    pub max_fail: Option<u32>,
+    /// `--wait`: after `max_fail`, let running jobs finish rather than kill them.
+    pub max_fail_wait: bool,
 }
 
 impl SchedSpec {
@@ -129,6 +134,8 @@ impl Default for SchedSpec {
             max_parallel: None,
             margin: Self::DEFAULT_MARGIN,
             cleanup_limit: Self::DEFAULT_CLEANUP_LIMIT,
+            max_fail: None,
+            max_fail_wait: false,
         }
     }
 }

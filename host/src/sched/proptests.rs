@@ -161,6 +161,8 @@ fn case() -> impl Strategy<Value = Case> {
                             max_parallel,
                             margin: Duration::from_millis(100),
                             cleanup_limit: Duration::from_millis(500),
+                            max_fail: None,
+                            max_fail_wait: false,
                         },
                         plans,
                         interrupt_at,

@@ -1200,3 +1200,43 @@ fn a_lost_job_is_retried_by_default() {
     h.feed(Input::Finished(0, Outcome::Passed));
     assert_eq!(h.st(0), Status::Passed);
 }
+
+// --- --max-fail -----------------------------------------------------------------------------
+
+#[test]
+fn after_max_fail_failures_nothing_starts_and_the_rest_ends_stopped() {
+    // Four independent jobs and one needing job 3, one slot.
+    let mut f = independent(4);
+    f.jobs.push(job("after"));
+    f.jobs[4].needs = vec![3];
+    f.spec.max_parallel = Some(2);
+    f.spec.max_fail = Some(1);
+    let mut h = H::new(f);
+    assert_eq!(submitted(&h.start()), vec![0, 1]);
+    h.feed(Input::Accepted(0));
+    h.feed(Input::Accepted(1));
+    let a = h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    assert!(submitted(&a).is_empty(), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Kill(0, js) if js == &[1])),
+        "{a:?}"
+    );
+    assert_eq!(
+        (h.st(2), h.why(2).as_str()),
+        (Status::Killed, "stopped after 1 failure")
+    );
+    assert_eq!(
+        (h.st(4), h.why(4).as_str()),
+        (Status::Skipped, "stopped after 1 failure")
+    );
+    h.feed(Input::Finished(
+        1,
+        Outcome::Killed(Reason::Killed("x".into())),
+    ));
+    assert_eq!(
+        (h.st(1), h.why(1).as_str()),
+        (Status::Killed, "stopped after 1 failure")
+    );
+    assert!(h.s.is_done());
+}
