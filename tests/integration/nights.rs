@@ -543,3 +543,70 @@ fn max_fail_3_without_wait_kills_the_running_job() {
     assert_eq!(run.reason("w"), "stopped after 3 failures");
     assert_eq!(executions(&marks, "w"), 0);
 }
+
+#[test]
+fn sigkill_mid_run_with_200_fake_and_20_local_jobs_then_resume_reruns_no_passed_job() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"mixed\"\n\
+         [backends.fk]\nkind = \"fake\"\nduration = \"40ms\"\nmax_parallel = 4\n\
+         [[job]]\nname = \"f-{{i}}\"\nbackend = \"fk\"\ncmd = \"true\"\nmatrix = {{ i = {{ range = [1, 200] }} }}\n\
+         [[job]]\nname = \"quick-{{i}}\"\ncmd = \"echo ran >> {m}/quick-{{i}}\"\nmatrix = {{ i = {{ range = [1, 10] }} }}\n\
+         [[job]]\nname = \"slow-{{i}}\"\ncmd = \"echo ran >> {m}/slow-{{i}}; test -e {m}/resumed || exec sleep 60\"\nmatrix = {{ i = {{ range = [1, 10] }} }}\n"
+    );
+    let child = start_flow(dir.path(), &flow, &["-q", "-j", "30"]);
+    let out = dir.path().join("out");
+    wait_until(
+        Duration::from_secs(60),
+        "local jobs passed and fake jobs under way",
+        || {
+            out.join("journal").exists() && {
+                let st = status_json(dir.path(), &out);
+                st["counts"]["passed"].as_u64().unwrap_or(0) >= 30
+                    && (1..=10).all(|i| marks.join(format!("slow-{i}")).exists())
+            }
+        },
+    );
+    send_signal(&child, libc::SIGKILL);
+    let crashed = collect(child.wait_with_output().unwrap(), &out);
+    assert_eq!(crashed.code, -1);
+    let st = status_json(dir.path(), &out);
+    let passed_before = st["counts"]["passed"].as_u64().unwrap();
+    assert!(passed_before < 220, "the run was not cut short: {st}");
+    assert_eq!(
+        st["counts"]["running"].as_u64().unwrap() >= 10,
+        true,
+        "{st}"
+    );
+
+    std::fs::write(marks.join("resumed"), "").unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let jobs = run.results["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 220);
+    let reused = jobs.iter().filter(|j| j["reused_from"].is_string()).count() as u64;
+    assert_eq!(
+        reused, passed_before,
+        "every pass before the crash, and only those, carried over"
+    );
+    for i in 1..=10 {
+        assert_eq!(
+            executions(&marks, &format!("quick-{i}")),
+            1,
+            "quick-{i} reran"
+        );
+        assert_eq!(executions(&marks, &format!("slow-{i}")), 2, "slow-{i}");
+    }
+    // The same as an uninterrupted run.
+    let o = flowrun(dir.path())
+        .args(["run", "flow.toml", "-q", "-j", "30", "--out", "full"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let full = collect(o, &dir.path().join("full"));
+    assert_eq!(full.code, 0, "{full:#?}");
+    assert_eq!(run.results["counts"], full.results["counts"]);
+}
