@@ -5,41 +5,13 @@ use std::{
     io::Write,
     path::Path,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use flowrun_tests::{collect, flowrun, run_flow};
+use flowrun_tests::{collect, flowrun, processes_with, run_flow, unique_sleep};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-/// A number unique to one test, used as a `sleep` duration (`sleep 3100.0421007`), so that
-/// every sleeper a test starts can be found by its command line.
-fn unique_sleep() -> String {
-    static N: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "3100.{:04}{:03}",
-        std::process::id() % 10_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Pids of live processes whose command line contains `marker` (like `pgrep -f`).
-fn processes_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(marker) {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod count_calls;
 mod example;
 mod fake;
 mod junit;
+mod legacy;
 mod local;
 mod lsf_emu;
 mod nights;

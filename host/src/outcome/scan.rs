@@ -481,32 +481,59 @@ mod tests {
         );
     }
 
+    /// Whether this process has `path` open on some descriptor (as the scanner does).
+    fn opened_by_this_process(path: &Path) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+    }
+
     #[test]
     fn a_log_is_read_up_to_its_size_when_the_scan_began() {
         let dir = tempfile::tempdir().unwrap();
-        let p = log(dir.path(), "a.log", "x\n".repeat(512).as_bytes());
+        let line = format!("{}\n", "x".repeat(4095));
+        let p = dir.path().join("a.log");
         // A writer that escaped the job appends far faster than lines are matched: a scan to
-        // the end of the file would never end.
+        // the end of the file would never end. It starts once the scanner has the file open,
+        // so that how late the scanner thread got the CPU does not decide how much there is
+        // to read (on a loaded machine that made the scan itself run out of time). A scan that
+        // ends before it is seen holding the file proves nothing: try again with a longer log.
+        let mut lines = 64;
+        let rx = loop {
+            std::fs::write(&p, line.repeat(lines)).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let scanned = p.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(scan(&[scanned], &patterns(&["^never$"], &[])));
+            });
+            let seen_open = loop {
+                if opened_by_this_process(&p) {
+                    break true;
+                }
+                if rx.try_recv().is_ok() {
+                    break false;
+                }
+                std::thread::yield_now();
+            };
+            if seen_open {
+                break rx;
+            }
+            assert!(lines < 32_768, "never saw the scanner hold the log open");
+            lines *= 8;
+        };
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
             let (p, stop) = (p.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
-                let chunk = "x\n".repeat(32 * 1024);
+                let chunk = line.repeat(16);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     f.write_all(chunk.as_bytes()).unwrap();
                 }
             })
         };
-        while std::fs::metadata(&p).unwrap().len() < 256 * 1024 {
-            std::thread::yield_now();
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let scanned = p.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(scan(&[scanned], &patterns(&["^never$"], &[])));
-        });
-        let verdict = rx.recv_timeout(Duration::from_secs(20));
+        let verdict = rx.recv_timeout(Duration::from_secs(60));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();
         assert_eq!(
