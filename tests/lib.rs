@@ -150,6 +150,158 @@ pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut()
     }
 }
 
+/// A `flowrun run` running in the background (for tests that act on the run while it runs:
+/// an interrupt, a job killed from outside), its output going to files in its directory.
+/// Dropped while flowrun still runs (a test failed half-way), it interrupts flowrun so that
+/// no cluster job is left behind.
+pub struct Background {
+    /// The flowrun process.
+    pub child: std::process::Child,
+    /// The test's directory: `flow.toml`, `out/`, `stdout`, `stderr`.
+    pub dir: PathBuf,
+    /// The run's tag, `flowrun-<flow>-<pid>`: what cluster backends name the run's jobs.
+    pub tag: String,
+}
+
+/// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it with `--out
+/// <dir>/out`, with `env` added to its environment. The flow's `[flow] name` must be
+/// `flow_name` (it is part of the run's tag).
+pub fn spawn_flow<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    flow_name: &str,
+    flow_toml: &str,
+    env: &[(K, V)],
+) -> Background {
+    std::fs::write(dir.join("flow.toml"), flow_toml).expect("write flow.toml");
+    let file = |name: &str| std::fs::File::create(dir.join(name)).expect("create an output file");
+    let child = flowrun(dir)
+        .arg("run")
+        .arg(dir.join("flow.toml"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("start flowrun");
+    // As the host names a run: non-alphanumeric characters of the flow's name become `_`.
+    let name: String = flow_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let tag = format!("flowrun-{name}-{}", child.id());
+    Background {
+        child,
+        dir: dir.to_path_buf(),
+        tag,
+    }
+}
+
+impl Background {
+    /// The process id of flowrun.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, ...) to flowrun.
+    pub fn signal(&self, signal: &str) {
+        // The `kill` program rather than libc's: no unsafe code for this.
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{signal} {} failed",
+            self.child.id()
+        );
+    }
+
+    /// Sends flowrun SIGINT, as Ctrl-C at a terminal does.
+    pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// What flowrun wrote to its standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits for flowrun to exit (at most `limit`; then it is killed and the test fails) and
+    /// reads its results.
+    pub fn finish(mut self, limit: std::time::Duration) -> Run {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for flowrun") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "flowrun did not finish within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let output = Output {
+            status,
+            stdout: std::fs::read(self.dir.join("stdout")).unwrap_or_default(),
+            stderr: std::fs::read(self.dir.join("stderr")).unwrap_or_default(),
+        };
+        collect(output, &self.dir.join("out"))
+    }
+}
+
+impl Drop for Background {
+    /// A test that fails half-way must not leave flowrun (and its cluster jobs) running: it is
+    /// interrupted, so that it cancels its jobs, and killed if it has not ended in 60 s.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as results.json writes them
+/// (`2026-11-22T22:14:14.530906Z`).
+pub fn epoch_secs(text: &str) -> f64 {
+    let parts = || -> Option<(Vec<i64>, Vec<f64>)> {
+        let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+        let d = date
+            .split('-')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<i64>>>()?;
+        let t = time
+            .split(':')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<f64>>>()?;
+        (d.len() == 3 && t.len() == 3).then_some((d, t))
+    };
+    let (d, t) = parts().unwrap_or_else(|| panic!("not an RFC 3339 UTC time: {text:?}"));
+    let (y, m, day) = (d[0], d[1], d[2]);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
+}
+
 /// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run flow.toml --out out` plus
 /// `args` in `dir`, with piped output; finish it with [`collect`] on `wait_with_output`.
 pub fn start_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> std::process::Child {
@@ -219,6 +371,246 @@ pub fn max_overlap(run: &Run, filter: impl Fn(&str) -> bool) -> usize {
     max as usize
 }
 
+/// `flowrun` on a pseudo-terminal of a chosen size, through script(1), which copies the
+/// terminal's output to a pipe and the pipe to the terminal's input. Read what the terminal got
+/// with [`PtyRun::output`]; type with [`PtyRun::type_in`].
+pub struct PtyRun {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    started: std::time::Instant,
+}
+
+/// Quotes `s` for sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl PtyRun {
+    /// Starts `flowrun ARGS` in `dir` on a `cols`x`rows` terminal with `TERM=xterm-256color`,
+    /// isolated from the user's plugins as [`flowrun`] is, with no `NO_COLOR` unless `env` sets
+    /// it; `env` is applied last.
+    pub fn start(dir: &Path, args: &[&str], cols: u16, rows: u16, env: &[(&str, &str)]) -> Self {
+        let mut line = format!(
+            "stty cols {cols} rows {rows}; exec {}",
+            sh_quote(&flowrun_path().display().to_string())
+        );
+        for a in args {
+            line.push(' ');
+            line.push_str(&sh_quote(a));
+        }
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &line, "/dev/null"])
+            .current_dir(dir)
+            .env("XDG_DATA_HOME", dir.join("xdg-data"))
+            .env("FLOWRUN_SITE_PLUGIN_DIR", dir.join("site-plugins"))
+            .env_remove("FLOWRUN_PLUGIN_PATH")
+            .env_remove("NO_COLOR")
+            .env_remove("COLUMNS")
+            .env("TERM", "xterm-256color");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start script(1)");
+        let mut stdout = child.stdout.take().expect("piped");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        PtyRun {
+            child,
+            output,
+            reader: Some(reader),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// What the terminal received so far.
+    pub fn output(&self) -> Vec<u8> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the terminal's output contains `text`; panics after `timeout`.
+    pub fn wait_for(&self, text: &str, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            if let Some(at) = String::from_utf8_lossy(&out).find(text) {
+                return at;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{text:?} never appeared on the terminal:\n{}",
+                String::from_utf8_lossy(&out)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Types `bytes` on the terminal (`b"\x03"` is Ctrl-C).
+    pub fn type_in(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        stdin.write_all(bytes).expect("write to the terminal");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for flowrun to exit (panics after `timeout`, killing it): its exit code, all the
+    /// terminal's output, and the seconds it ran.
+    pub fn wait(mut self, timeout: std::time::Duration) -> (i32, Vec<u8>, f64) {
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait for script(1)") {
+                break s;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "flowrun did not exit within {timeout:?}:\n{}",
+                    String::from_utf8_lossy(&self.output())
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let secs = self.started.elapsed().as_secs_f64();
+        drop(self.child.stdin.take());
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status.code().unwrap_or(-1), self.output(), secs)
+    }
+}
+
+/// `bytes` without escape sequences (CSI such as colours; other ESC pairs).
+pub fn strip_escapes(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next_if_eq(&'[').is_some() {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// A minimal terminal: `cols` wide, printable characters one column each (the tests use ASCII
+/// names), carriage return, newline, and the automatic wrap at the right margin that makes an
+/// over-long status line leave its first part behind. Escape sequences are ignored.
+#[derive(Debug)]
+pub struct Terminal {
+    cols: usize,
+    rows: Vec<Vec<char>>,
+    row: usize,
+    col: usize,
+    /// Each line that wrapped (a character was written past the right margin), as it was
+    /// then.
+    pub wrapped: Vec<String>,
+}
+
+impl Terminal {
+    /// A terminal that has shown `output` (escape sequences removed first).
+    pub fn replay(cols: usize, output: &[u8]) -> Terminal {
+        let mut t = Terminal {
+            cols,
+            rows: vec![Vec::new()],
+            row: 0,
+            col: 0,
+            wrapped: Vec::new(),
+        };
+        for c in strip_escapes(output).chars() {
+            match c {
+                '\r' => t.col = 0,
+                '\n' => {
+                    t.row += 1;
+                    if t.row == t.rows.len() {
+                        t.rows.push(Vec::new());
+                    }
+                }
+                c if c.is_control() => {}
+                c => {
+                    if t.col == t.cols {
+                        t.wrapped.push(t.rows[t.row].iter().collect());
+                        t.col = 0;
+                        t.row += 1;
+                        if t.row == t.rows.len() {
+                            t.rows.push(Vec::new());
+                        }
+                    }
+                    let line = &mut t.rows[t.row];
+                    if line.len() <= t.col {
+                        line.resize(t.col + 1, ' ');
+                    }
+                    line[t.col] = c;
+                    t.col += 1;
+                }
+            }
+        }
+        t
+    }
+
+    /// The screen's lines (the whole scrollback), trailing blanks removed.
+    pub fn lines(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|r| r.iter().collect::<String>().trim_end().to_string())
+            .collect()
+    }
+}
+
+/// Whether `s` is (starts like) the display's progress line: `[00:12] 45/100 ...`.
+pub fn is_progress_line(s: &str) -> bool {
+    let s = s.trim_start();
+    let Some(rest) = s.strip_prefix('[') else {
+        return false;
+    };
+    let Some((clock, rest)) = rest.split_once("] ") else {
+        return false;
+    };
+    if clock.is_empty() || !clock.chars().all(|c| c.is_ascii_digit() || c == ':') {
+        return false;
+    }
+    let frac = rest.split(' ').next().unwrap_or("");
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    matches!(frac.split_once('/'), Some((a, b)) if digits(a) && digits(b))
+}
+
+/// The live-line frames in a terminal's output: each text drawn after a carriage return that
+/// is not the end of a line, escape sequences removed.
+pub fn live_frames(output: &[u8]) -> Vec<String> {
+    let text = strip_escapes(output);
+    text.split('\r')
+        .skip(1)
+        .filter(|seg| !seg.starts_with('\n'))
+        .map(|seg| seg.split('\n').next().unwrap_or("").to_string())
+        .filter(|f| is_progress_line(f))
+        .collect()
+}
+
 /// A number unique to one test, used as a `sleep` duration (`sleep 3100.0421007`), so that
 /// every sleeper a test starts can be found by its command line.
 pub fn unique_sleep() -> String {
@@ -245,4 +637,14 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn epoch_seconds_of_rfc_3339_times() {
+        assert_eq!(super::epoch_secs("1970-01-01T00:00:01.500000Z"), 1.5);
+        assert_eq!(super::epoch_secs("2026-12-01T13:15:58Z"), 1_796_130_958.0);
+        assert_eq!(super::epoch_secs("2000-03-01T00:00:00Z"), 951_868_800.0);
+    }
 }

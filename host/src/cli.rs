@@ -118,6 +118,18 @@ struct RunArgs {
     /// With --fail-fast or --max-fail: let the running jobs finish instead of killing them.
     #[arg(long)]
     wait: bool,
+    /// Without a terminal (CI logs, pipes): print a progress line this often, such as 30s or
+    /// 2m; 0 prints one whenever the counts change. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_status_interval)]
+    status_interval: Option<std::time::Duration>,
+}
+
+/// `--status-interval`: a duration (`10s`, `500ms`, `2m`), or a bare number of seconds.
+fn parse_status_interval(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(_) => flow::parse_duration(text),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,11 +203,11 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWRUN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Log lines share stderr with the status display: its writer takes the line out of their way.
+    let ansi = crate::display::Caps::detect().colour;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::display::LogWriter)
         .with_ansi(ansi)
         .try_init();
 }
@@ -270,6 +282,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                         args.max_fail
                     },
                     max_fail_wait: args.wait,
+                    status_interval: args.status_interval,
                 },
             )?;
             Ok(report.exit_code)

@@ -9,6 +9,7 @@
 //!   it back;
 //! - [`run`]: the thin async loop that drives the core against any backend (plugins, or
 //!   in-process doubles in its tests), the run directory, results.json;
+//! - [`display`]: the built-in status display, an in-process observer of the run events;
 //! - [`backend`] and [`observe`]: the core's plain traits for backends and observers, and the
 //!   run events (the observer contract);
 //! - [`plugins`]: discovery, the registry, and the abi_stable edge (`plugins::ffi`);
@@ -19,6 +20,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod display;
 pub mod errors;
 pub mod flow;
 pub mod journal;

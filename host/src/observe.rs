@@ -4,8 +4,12 @@
 //! Each plugin observer runs on its own thread behind a bounded queue of event batches. The run
 //! loop never blocks on an observer: when an observer's queue is full, events accumulate in the
 //! batch the hub still holds for it and go out, merged, as soon as the queue has room. Nothing
-//! is dropped; a slow observer only delays itself. In-process observers ([`LocalObserver`],
-//! such as the built-in display) get the very same batches, on the loop's thread.
+//! is dropped; a slow observer only delays itself.
+//!
+//! In-process observers ([`LocalObserver`], such as the built-in status display) get the very
+//! same batches, by reference, on the loop's thread, before the plugin observers: they must do
+//! O(1) work per event and never block (the display hands its terminal output to a thread of
+//! its own).
 //!
 //! Events are cheap to build: names are shared (`Arc<str>`), and what only some events carry
 //! is an `Option` left empty.
@@ -64,6 +68,8 @@ pub struct JobStatusEvent {
     pub max_rss_mb: Option<f64>,
     /// On a terminal status: the backend's extra detail, when it gave one besides the reason.
     pub detail: Option<String>,
+    /// The job is interactive: while it runs it may hold the terminal.
+    pub interactive: bool,
 }
 
 /// The host's phases, as `(name, start µs, end µs)` since the epoch: rendered
@@ -107,6 +113,19 @@ pub struct Summary {
     pub duration_s: f64,
     /// results.json.
     pub results_path: PathBuf,
+    /// Why results.json could not be written (then there is no file at `results_path`).
+    pub results_error: Option<String>,
+    /// Jobs that passed after a failed attempt (`retries`).
+    pub flaky: u64,
+    /// The first [`Summary::FLAKY_NAMES`] of them, in the flow's order.
+    pub flaky_names: Vec<String>,
+    /// Jobs whose pass was carried over from an earlier run (`--resume`, `--rerun-failed`).
+    pub reused: u64,
+}
+
+impl Summary {
+    /// Flaky jobs named in the summary; the rest are counted.
+    pub const FLAKY_NAMES: usize = 5;
 }
 
 /// One event of a run.
@@ -120,8 +139,9 @@ pub enum RunEvent {
         flow: String,
         /// The output directory.
         run_dir: PathBuf,
-        /// Every job: (name, backend instance).
-        jobs: Vec<(String, String)>,
+        /// Every job: (name, backend instance), the same shared names as in its JOB_STATUS
+        /// events.
+        jobs: Vec<(Arc<str>, Arc<str>)>,
         /// The host's phases before the run: `load` (reading, expanding and validating the
         /// flow), `setup` (creating backends and observers).
         phases: Phases,
@@ -147,21 +167,21 @@ pub enum RunEvent {
     },
 }
 
-/// An in-process observer (the built-in display): gets every batch the plugin observers get,
-/// in order, on the run loop's thread, so it must be quick.
-pub trait LocalObserver {
-    /// A batch of events, in order.
-    fn on_events(&mut self, events: &[RunEvent]);
-    /// The run is over.
-    fn finish(&mut self);
-}
-
 /// An observer. Called from one thread of its own.
 pub trait Observer: Send + Sync {
     /// A batch of events, in order.
     fn on_events(&self, events: &[RunEvent]);
     /// The run is over.
     fn finish(&self) -> Result<(), String>;
+}
+
+/// An observer inside the host process, fed on the run loop's thread with every batch the plugin
+/// observers get, before them. It must return promptly: O(1) work per event, no blocking I/O.
+pub trait LocalObserver: Send {
+    /// A batch of events, in order.
+    fn on_events(&mut self, events: &[RunEvent]);
+    /// The run is over (or never started): release the terminal, flush what is left.
+    fn finish(&mut self);
 }
 
 /// A batch of events, shared by every observer's queue.
@@ -219,15 +239,37 @@ impl ObserverHub {
 
     /// Sends a batch to every observer without blocking on any plugin observer.
     pub fn publish(&mut self, events: Vec<RunEvent>) {
-        if self.is_empty() || events.is_empty() {
+        if events.is_empty() {
             return;
         }
         for local in &mut self.locals {
             local.on_events(&events);
         }
-        if self.lanes.is_empty() {
+        if !self.lanes.is_empty() {
+            self.send_to_lanes(events);
+        }
+    }
+
+    /// [`ObserverHub::publish`] of the events in `buffer`, which is left empty with its capacity:
+    /// the run loop reuses one buffer rather than growing a new one for every batch.
+    pub fn publish_from(&mut self, buffer: &mut Vec<RunEvent>) {
+        if buffer.is_empty() {
             return;
         }
+        for local in &mut self.locals {
+            local.on_events(buffer);
+        }
+        if self.lanes.is_empty() {
+            buffer.clear();
+        } else {
+            // Moves the events out; the buffer keeps its capacity.
+            let mut events = Vec::with_capacity(buffer.len());
+            events.append(buffer);
+            self.send_to_lanes(events);
+        }
+    }
+
+    fn send_to_lanes(&mut self, events: Vec<RunEvent>) {
         let shared = Arc::new(events);
         for lane in &mut self.lanes {
             let batch = if lane.held.is_empty() {
@@ -249,9 +291,10 @@ impl ObserverHub {
         }
     }
 
-    /// Delivers what is held, closes the queues and waits for every observer to finish, for at
-    /// most `wait` in all: an observer that hangs costs its own output, not the run's end.
-    /// Returns the errors, one line each, named by observer.
+    /// Finishes the local observers (so the summary is out before a slow plugin observer
+    /// finishes), then delivers what is held, closes the queues and waits for every plugin
+    /// observer to finish, for at most `wait` in all: an observer that hangs costs its own
+    /// output, not the run's end. Returns the errors, one line each, named by observer.
     pub fn finish(mut self, wait: Duration) -> Vec<String> {
         for local in &mut self.locals {
             local.finish();
@@ -381,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn local_observers_get_the_same_batches_as_plugin_observers() {
+    fn local_observers_get_the_same_batches_as_plugin_observers_at_once() {
         let local = Arc::new(Mutex::new((Vec::new(), false)));
         let plugin = Arc::new(Mutex::new(Vec::new()));
         let mut hub = ObserverHub::default();
@@ -392,15 +435,21 @@ mod tests {
             "a local observer alone makes the loop build events"
         );
         hub.add("sizes".into(), Box::new(Sizes(plugin.clone())));
-        for n in [3, 1, 5] {
+        for (i, n) in [3, 1, 5].into_iter().enumerate() {
             hub.publish(kill_signals(n));
+            // Inline: delivered before publish returns.
+            assert_eq!(local.lock().unwrap().0.len(), i + 1);
         }
         hub.publish(Vec::new());
+        let mut buffer = kill_signals(2);
+        hub.publish_from(&mut buffer);
+        assert!(buffer.is_empty() && buffer.capacity() > 0, "emptied, kept");
+        hub.publish_from(&mut buffer);
         assert!(hub.finish(Duration::from_secs(60)).is_empty());
         let local = local.lock().unwrap();
-        assert_eq!(local.0, [3, 1, 5]);
+        assert_eq!(local.0, [3, 1, 5, 2]);
         assert!(local.1, "finished");
-        assert_eq!(*plugin.lock().unwrap(), [3, 1, 5]);
+        assert_eq!(*plugin.lock().unwrap(), [3, 1, 5, 2]);
     }
 
     /// Never returns from its first batch.

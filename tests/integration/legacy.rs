@@ -153,11 +153,9 @@ fn signal(pid: u32, sig: i32) {
 #[test]
 fn legacy_exit_codes_signals_launcher_verdicts_and_fresh_logs() {
     let dir = tempfile::tempdir().unwrap();
-    // A log left from an earlier run: the adapter creates the log anew before each launch,
-    // although the fixture opens it for appending.
-    let stale = dir.path().join("out/jobs/fresh");
-    std::fs::create_dir_all(&stale).unwrap();
-    std::fs::write(stale.join("output.log"), "stale\n").unwrap();
+    // A log already there when the job starts (the host refuses an out dir from an earlier
+    // run, so a job before it plants one): the adapter creates the log anew before each
+    // launch, although the fixture opens it for appending.
     let run = run_flow(
         dir.path(),
         &flow(
@@ -180,7 +178,11 @@ cmd = ["printf", "%s|%s\n", "a b", "c"]
 name = "licence"
 cmd = "exit 42"
 [[job]]
+name = "planter"
+cmd = 'mkdir -p "$FLOWRUN_RUN_DIR/jobs/fresh" && echo stale > "$FLOWRUN_RUN_DIR/jobs/fresh/output.log"'
+[[job]]
 name = "fresh"
+needs = ["planter"]
 cmd = "echo new"
 [[job]]
 name = "nosuch"
@@ -210,6 +212,7 @@ cmd = ["/nonexistent/simv", "+seed=1"]
         ("failed", "fixture: exit code 42 means the licence was lost")
     );
     assert_eq!(run.job("licence")["exit_code"], 42);
+    assert_eq!(run.status("planter"), "passed", "{run:#?}");
     assert_eq!(log("fresh"), "new\n");
     assert_eq!(
         run.reason("nosuch"),

@@ -1107,6 +1107,41 @@ fn unkwn_zombi_and_suspended_states_show_and_act_like_lsf() {
 }
 
 #[test]
+fn dash_j_names_an_array_by_its_own_name() {
+    // IBM: an array and its elements are referenced by the array's name. flowrun's LSF
+    // backend names every job of a run, arrays too, after the run, and sweeps the run by name.
+    let emu = Emu::new(&[]);
+    let array = emu.bsub(&["-J", "sweep[1-3]%1", "-o", "/dev/null", "sleep 60"]);
+    let single = emu.bsub(&["-J", "sweep", "-o", "/dev/null", "sleep 60"]);
+    let other = emu.bsub(&["-J", "sweeper", "-o", "/dev/null", "sleep 60"]);
+    let out = emu.run(
+        "bjobs",
+        &["-noheader", "-o", "jobid jobindex", "-J", "sweep"],
+    );
+    let mut rows: Vec<&str> = out.stdout.lines().collect();
+    rows.sort_unstable();
+    let mut want = vec![
+        format!("{array} 1"),
+        format!("{array} 2"),
+        format!("{array} 3"),
+        format!("{single} 0"),
+    ];
+    want.sort_unstable();
+    assert_eq!(rows, want, "{out:?}");
+    let out = emu.run("bkill", &["-J", "sweep", "0"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("Job <{array}> is being terminated\nJob <{single}> is being terminated\n")
+    );
+    for spec in [format!("{array}[3]"), single.to_string()] {
+        emu.wait_stat(&spec, &["EXIT"], Duration::from_secs(30));
+    }
+    assert_eq!(emu.stat(&other.to_string()), "RUN");
+    emu.stop();
+}
+
+#[test]
 fn held_jobs_wait_in_psusp_until_resumed() {
     let emu = Emu::new(&[]);
     let job = emu.bsub(&["-H", "-o", "held.out", "echo ran"]).to_string();

@@ -3,12 +3,17 @@
 //! (`cargo build --workspace`; the README's test command does it).
 
 mod abi_compat;
+mod batch;
+mod command;
 mod count_calls;
+mod display;
 mod example;
 mod fake;
+mod gridengine;
 mod junit;
 mod legacy;
 mod local;
+mod lsf;
 mod lsf_emu;
 mod nights;
 mod observers;

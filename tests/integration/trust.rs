@@ -438,7 +438,7 @@ fn on_a_full_disk_the_summary_is_printed_and_says_where_results_could_not_be_wri
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("2 jobs"), "the summary: {err}");
-    assert!(err.contains("exit code 3 (fails)"), "{err}");
+    assert!(err.contains("FAILED fails: exit code 3"), "{err}");
     assert!(
         err.contains(&format!(
             "NOT WRITTEN: {}",

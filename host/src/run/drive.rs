@@ -11,10 +11,9 @@ use tokio::{
 };
 
 use super::{
-    display::Display,
     driver::BackendHandle,
     outdir::job_dir_name,
-    records::{EndFacts, Ledger},
+    records::{EndFacts, Ledger, EVENT_BATCH},
     results::now_us,
 };
 use crate::{
@@ -103,10 +102,8 @@ pub struct RunState {
     pub sched: Scheduler,
     /// Per backend instance.
     pub backends: Vec<Option<BackendHandle>>,
-    /// The observers.
+    /// The observers (the built-in status display among them).
     pub hub: ObserverHub,
-    /// The built-in status display.
-    pub display: Display,
     /// What is recorded of every job.
     pub ledger: Ledger,
     /// The phases before the run (for RUN_STARTED).
@@ -130,7 +127,6 @@ impl RunState {
         sched: Scheduler,
         backends: Vec<Option<BackendHandle>>,
         hub: ObserverHub,
-        display: Display,
         phases: Phases,
     ) -> Self {
         let ledger = Ledger::new(&flow, !hub.is_empty());
@@ -140,7 +136,6 @@ impl RunState {
             sched,
             backends,
             hub,
-            display,
             ledger,
             phases,
             started_us: now_us(),
@@ -173,13 +168,7 @@ impl RunState {
         // The loop keeps a sender for log-scan results; backends hold the others.
         let (scan_tx, mut scan_rx) = unbounded_channel();
         self.scans = Some(scan_tx);
-        if !self.hub.is_empty() {
-            let jobs = self
-                .flow
-                .jobs
-                .iter()
-                .map(|j| (j.name.clone(), self.flow.backends[j.backend].name.clone()))
-                .collect();
+        if let Some(jobs) = self.ledger.job_list(&self.flow) {
             self.hub.publish(vec![RunEvent::RunStarted {
                 time_us: self.started_us,
                 flow: self.flow.name.clone(),
@@ -191,8 +180,6 @@ impl RunState {
         self.tick_clock();
         self.sched.start(self.clock.0);
         self.apply_actions();
-        let mut tick = tokio::time::interval(self.display.tick_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut buf = Vec::with_capacity(4096);
         let mut events_open = true;
         while !self.sched.is_done() {
@@ -214,7 +201,6 @@ impl RunState {
                     self.tick_clock();
                     self.feed(Input::Tick);
                 }
-                _ = tick.tick() => self.display.refresh(&self.ledger.counts),
                 // The core's next batch goes out once the events above are drained.
                 _ = std::future::ready(()), if self.sched.has_actions() => self.tick_clock(),
             }
@@ -233,20 +219,13 @@ impl RunState {
             time_us: self.clock.1,
             signal: sig.name(),
         });
+        // Observers (the display, which says what happens next) hear of the signal at once,
+        // before the kills it causes.
+        self.publish_events();
         if self.sched.interrupted().is_some() {
-            self.display.message(&format!(
-                "flowrun: {} again: exiting now after a best-effort kill",
-                sig.name()
-            ));
             self.abandoned = true;
             self.feed(Input::Abandon(sig));
         } else {
-            self.display.message(&format!(
-                "flowrun: {}: starting nothing more but `when = \"always\"` jobs, killing {} running job(s); {} again to exit at once",
-                sig.name(),
-                self.ledger.counts.get(Status::Running),
-                sig.name()
-            ));
             self.feed(Input::Interrupt(sig));
         }
     }
@@ -270,26 +249,17 @@ impl RunState {
         if j >= self.flow.jobs.len() {
             return; // not one of ours
         }
-        let interactive = self.flow.jobs[j].interactive;
         match event {
-            BackendEvent::Started {
-                interactive: holds_terminal,
-                native_id,
-                ..
-            } => {
+            // The display stands aside for an interactive job from its RUNNING event (published
+            // before the job was handed over) to its end's.
+            BackendEvent::Started { native_id, .. } => {
                 if self.feed(Input::Started(job)) {
                     self.ledger.started(job, time_us, native_id);
-                    if holds_terminal {
-                        self.display.pause();
-                    }
                 }
             }
             BackendEvent::Lost { why, .. } => {
                 if self.feed(Input::Lost(job, why)) {
                     self.ledger.lost(job, time_us);
-                    if interactive {
-                        self.display.resume();
-                    }
                 }
             }
             BackendEvent::Finished {
@@ -323,9 +293,6 @@ impl RunState {
                 };
                 if applied {
                     self.ledger.ended(job, time_us, &facts);
-                    if interactive {
-                        self.display.resume();
-                    }
                 }
             }
         }
@@ -367,19 +334,34 @@ impl RunState {
                         handle.kill(&jobs);
                     }
                 }
-                Action::Submit(b, jobs) => self.submit(b as usize, jobs),
+                Action::Submit(b, jobs) => {
+                    // Observers see a job running before its backend has it: the display must
+                    // clear its line before an interactive job can print its first prompt.
+                    self.publish_events();
+                    self.submit(b as usize, jobs)
+                }
                 Action::Retry {
                     job,
                     status,
                     reason,
-                } => self.ledger.retry(job, status, reason, self.clock.1),
+                } => {
+                    let (ctx, flow) = (&self.ctx, &self.flow);
+                    self.ledger
+                        .retry(flow, job, status, reason, self.clock.1, |attempt| {
+                            job_dir(ctx, &flow.jobs[job as usize].name).join(&*log_name(attempt))
+                        });
+                }
             }
         }
-        let events = self.ledger.take_events();
-        if !events.is_empty() {
-            self.hub.publish(events);
-        }
+        self.publish_events();
+    }
+
+    /// Writes the journal's records so far, then hands the events built so far to the
+    /// observers: what an observer (a plugin among them) is told has happened is on disk
+    /// first, and the journal is written at every point a batch of events goes out.
+    pub fn publish_events(&mut self) {
         self.ledger.flush_journal();
+        self.hub.publish_from(&mut self.ledger.events);
     }
 
     fn on_status(&mut self, job: JobIx, old: Status, new: Status) {
@@ -390,6 +372,9 @@ impl RunState {
             .transition(flow, job, (old, new), reason, self.clock.1, || {
                 job_dir(ctx, &flow.jobs[job as usize].name).join(&*log_name(attempt))
             });
+        if self.ledger.events.len() >= EVENT_BATCH {
+            self.publish_events();
+        }
     }
 
     fn submit(&mut self, b: usize, jobs: Vec<JobIx>) {

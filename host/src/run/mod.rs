@@ -16,7 +16,6 @@
 //! threads through a channel into the loop. Log scans run on tokio's blocking pool. Each
 //! plugin observer has its own thread (see `crate::observe`). Shutdowns run on threads.
 
-mod display;
 pub mod drive;
 mod driver;
 pub mod outdir;
@@ -35,6 +34,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
     backend::RunContext,
+    display::{Display, DisplayOptions, DEFAULT_STATUS_INTERVAL},
     errors::Error,
     flow::Flow,
     journal::{self, Journal, RunStart},
@@ -42,7 +42,6 @@ use crate::{
     plugins::PluginSet,
     sched::{BackendSpec, Interrupt, SchedSpec, Scheduler, SchedulerApi},
 };
-use display::Display;
 use drive::{RunState, Signals};
 use driver::MAX_CALL_BATCH;
 use results::now_us;
@@ -71,6 +70,9 @@ pub struct RunOptions {
     pub max_fail: Option<u32>,
     /// `--wait`: after `--max-fail`, running jobs finish.
     pub max_fail_wait: bool,
+    /// `--status-interval`: without a terminal, a progress line this often (zero: on every
+    /// change); `None`: the default.
+    pub status_interval: Option<Duration>,
 }
 
 /// What a run ended with.
@@ -275,15 +277,13 @@ pub fn run_with(
         run_tag(&flow.name),
         flow.resources.iter().map(|r| r.0.clone()).collect(),
     );
-    let mut state = RunState::new(
-        flow,
-        ctx,
-        sched,
-        instances.backends,
-        instances.hub,
-        Display::new(opts.quiet),
-        phases,
-    );
+    let mut hub = instances.hub;
+    // The built-in display is one more observer of the same events.
+    hub.add_local(Box::new(Display::start(DisplayOptions {
+        quiet: opts.quiet,
+        status_interval: opts.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL),
+    })));
+    let mut state = RunState::new(flow, ctx, sched, instances.backends, hub, phases);
     let hashes = journal::definition_hashes(&state.flow);
     if journal::enabled() {
         let resumed = earlier.as_ref().filter(|_| in_place).map(|e| &e.replay);

@@ -1,5 +1,5 @@
 //! What the run remembers of each job, and [`Ledger::transition`]: the one place where every
-//! change of a job's status is recorded (times, counts, the observer event, the journal); the
+//! change of a job's status is recorded (times, the observer event, the journal); the
 //! facts backends report arrive through the other methods of [`Ledger`], only for inputs the
 //! core applied. A [`JobRecord`] is also what the journal's end records hold, so results.json
 //! is written from the same records live and after a crash.
@@ -105,25 +105,9 @@ impl JobRecord {
     }
 }
 
-/// Counts per status, indexed by [`Status::index`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    /// Per status.
-    pub by_status: [u64; 7],
-}
-
-impl Counts {
-    /// Moves one job from `old` to `new`.
-    pub fn shift(&mut self, old: Status, new: Status) {
-        let o = old.index();
-        self.by_status[o] = self.by_status[o].saturating_sub(1);
-        self.by_status[new.index()] += 1;
-    }
-    /// The count of a status.
-    pub fn get(&self, s: Status) -> u64 {
-        self.by_status[s.index()]
-    }
-}
+/// Events held before the loop publishes them (bounded batches: a million jobs becoming ready
+/// at once must not become a million events held at once), and the buffer's capacity.
+pub const EVENT_BATCH: usize = 4096;
 
 /// A `resources` attribute text and the job shape (cpus, resources) it was built from.
 type ResourcesText = (u32, Vec<(u32, u64)>, Arc<str>);
@@ -140,8 +124,6 @@ struct EventNames {
 pub struct Ledger {
     /// Per job.
     pub records: Vec<JobRecord>,
-    /// Jobs per status.
-    pub counts: Counts,
     /// Events waiting for the next publish; only built when someone observes.
     pub events: Vec<RunEvent>,
     /// The run's journal, when it keeps one.
@@ -152,13 +134,9 @@ pub struct Ledger {
 impl Ledger {
     /// A ledger of `flow`'s jobs, all Scheduled; `observed` says whether events are built.
     pub fn new(flow: &Flow, observed: bool) -> Self {
-        let n = flow.jobs.len();
-        let mut counts = Counts::default();
-        counts.by_status[Status::Scheduled.index()] = n as u64;
         Ledger {
-            records: vec![JobRecord::default(); n],
-            counts,
-            events: Vec::new(),
+            records: vec![JobRecord::default(); flow.jobs.len()],
+            events: Vec::with_capacity(if observed { EVENT_BATCH } else { 0 }),
             journal: None,
             names: observed.then(|| EventNames {
                 jobs: flow
@@ -176,6 +154,20 @@ impl Ledger {
         }
     }
 
+    /// Every job with its backend, as RUN_STARTED lists them, in the events' shared names;
+    /// `None` when no one observes.
+    pub fn job_list(&self, flow: &Flow) -> Option<Vec<(Arc<str>, Arc<str>)>> {
+        let names = self.names.as_ref()?;
+        Some(
+            names
+                .jobs
+                .iter()
+                .zip(&flow.jobs)
+                .map(|(name, def)| (name.clone(), names.backends[def.backend].clone()))
+                .collect(),
+        )
+    }
+
     /// A job changed status, at `now_us`: the one place every change is recorded.
     /// `log` gives the job's default log path (asked only for observed terminal changes).
     pub fn transition(
@@ -188,7 +180,6 @@ impl Ledger {
         log: impl FnOnce() -> PathBuf,
     ) {
         let j = job as usize;
-        self.counts.shift(old, new);
         let rec = &mut self.records[j];
         match new {
             Status::Queued => {
@@ -224,13 +215,38 @@ impl Ledger {
             }
             _ => {}
         }
+        self.push_event(
+            flow,
+            job,
+            (old, new),
+            reason,
+            now_us,
+            new.is_terminal(),
+            log,
+        );
+    }
+
+    /// The observer event of a change of `job`'s status, when someone observes. `ended`: an
+    /// attempt ended (a terminal status, or a retry), so the event carries the attempt's facts
+    /// (exit code, duration, log, usage, fail line).
+    #[allow(clippy::too_many_arguments)]
+    fn push_event(
+        &mut self,
+        flow: &Flow,
+        job: JobIx,
+        (old, new): (Status, Status),
+        reason: Option<&Reason>,
+        now_us: i64,
+        ended: bool,
+        log: impl FnOnce() -> PathBuf,
+    ) {
         let Some(names) = &mut self.names else {
             return;
         };
+        let j = job as usize;
         let rec = &self.records[j];
         let def = &flow.jobs[j];
-        let terminal = new.is_terminal();
-        let extra = rec.extra.as_deref().filter(|_| terminal);
+        let extra = rec.extra.as_deref().filter(|_| ended);
         let resources = (new == Status::Running).then(|| match &names.resources {
             Some((cpus, res, text)) if *cpus == def.cpus && *res == def.resources => text.clone(),
             _ => {
@@ -254,9 +270,9 @@ impl Ledger {
             new,
             reason: reason.map(|r| r.to_string()).unwrap_or_default(),
             reason_kind: reason.map(Reason::kind),
-            exit_code: if terminal { rec.exit_code } else { None },
-            duration_s: if terminal { rec.duration_s() } else { None },
-            log: (terminal && rec.has_dir).then(|| match extra.and_then(|x| x.logs.first()) {
+            exit_code: if ended { rec.exit_code } else { None },
+            duration_s: if ended { rec.duration_s() } else { None },
+            log: (ended && rec.has_dir).then(|| match extra.and_then(|x| x.logs.first()) {
                 Some(first) => first.clone(),
                 None => log(),
             }),
@@ -267,6 +283,7 @@ impl Ledger {
             cpu_s: extra.and_then(|x| x.usage.cpu_s),
             max_rss_mb: extra.and_then(|x| x.usage.max_rss_mb),
             detail: extra.and_then(|x| x.detail.clone()),
+            interactive: def.interactive,
         }));
     }
 
@@ -288,12 +305,34 @@ impl Ledger {
     /// An attempt of the job ended with `status` for `reason`, and the core queued the job
     /// for another ([`crate::sched::Action::Retry`]): the attempt goes to the job's earlier
     /// attempts (and the journal), and the next one starts afresh.
-    pub fn retry(&mut self, job: JobIx, status: Status, reason: Reason, now_us: i64) {
-        self.counts.shift(Status::Running, Status::Queued);
+    ///
+    /// Observers get the change from `Running` back to `Queued` (the one the core's action
+    /// stands for), with the failed attempt's reason, number and facts, so that their counts
+    /// stay right and the job's next `Running` is a new attempt of the same job.
+    pub fn retry(
+        &mut self,
+        flow: &Flow,
+        job: JobIx,
+        status: Status,
+        reason: Reason,
+        now_us: i64,
+        log: impl FnOnce(u32) -> PathBuf,
+    ) {
         let rec = &mut self.records[job as usize];
         if rec.finished_at == 0 && rec.started_at > 0 {
             rec.finished_at = now_us;
         }
+        let attempt = rec.attempt;
+        self.push_event(
+            flow,
+            job,
+            (Status::Running, Status::Queued),
+            Some(&reason),
+            now_us,
+            true,
+            || log(attempt),
+        );
+        let rec = &mut self.records[job as usize];
         let mut record = rec.clone();
         if let Some(x) = record.extra.as_deref_mut() {
             x.earlier.clear();
@@ -358,11 +397,6 @@ impl Ledger {
     /// The log's verdict named a failing line.
     pub fn fail_matched(&mut self, job: JobIx, fail: FailMatch) {
         self.records[job as usize].extra().fail = Some(fail);
-    }
-
-    /// Takes the events built so far.
-    pub fn take_events(&mut self) -> Vec<RunEvent> {
-        std::mem::take(&mut self.events)
     }
 }
 

@@ -1,7 +1,8 @@
-//! The end of a run, in the order that loses nothing: results.json first, then the observers,
-//! then the summary (printed whatever happened to results.json), and only then the backends'
-//! shutdowns, each bounded: a plugin that hangs or crashes in shutdown cannot cost the
-//! results. Then the exit code, from the one function that maps a run to it.
+//! The end of a run, in the order that loses nothing: results.json first, then the observers
+//! (the built-in display prints the summary as it finishes, whatever happened to results.json,
+//! and then the plugin observers' errors are printed), and only then the backends' shutdowns,
+//! each bounded: a plugin that hangs or crashes in shutdown cannot cost the results. Then the
+//! exit code, from the one function that maps a run to it.
 
 use std::time::{Duration, Instant};
 
@@ -59,16 +60,20 @@ impl ResultsSource for LiveResults<'_> {
     }
 }
 
-/// The summary's lines on attempts: jobs that passed after a failed attempt (flaky), and jobs
-/// whose pass was carried over from an earlier run.
-fn attempts_summary(state: &RunState) -> Vec<String> {
-    let (mut flaky, mut reused) = (Vec::new(), 0usize);
+/// The summary's facts on attempts, from the records (as results.json has them): the jobs that
+/// passed after a failed attempt (flaky: how many, the first few names) and the jobs whose pass
+/// was carried over from an earlier run.
+fn attempts_summary(state: &RunState) -> (u64, Vec<String>, u64) {
+    let (mut flaky, mut names, mut reused) = (0u64, Vec::new(), 0u64);
     for (i, rec) in state.ledger.records.iter().enumerate() {
         if state.sched.status(i as JobIx) != Status::Passed {
             continue;
         }
         if !rec.earlier().is_empty() {
-            flaky.push(state.flow.jobs[i].name.as_str());
+            flaky += 1;
+            if names.len() < Summary::FLAKY_NAMES {
+                names.push(state.flow.jobs[i].name.clone());
+            }
         }
         if rec
             .extra
@@ -78,24 +83,7 @@ fn attempts_summary(state: &RunState) -> Vec<String> {
             reused += 1;
         }
     }
-    let mut lines = Vec::new();
-    if !flaky.is_empty() {
-        let more = match flaky.len() {
-            n if n > 5 => format!(", ... {} more", n - 5),
-            _ => String::new(),
-        };
-        lines.push(format!(
-            "flaky: {} job(s) passed after a failed attempt ({}{more})",
-            flaky.len(),
-            flaky[..flaky.len().min(5)].join(", ")
-        ));
-    }
-    if reused > 0 {
-        lines.push(format!(
-            "reused: {reused} job(s) passed in an earlier run with the same definition and were not rerun"
-        ));
-    }
-    lines
+    (flaky, names, reused)
 }
 
 /// How long observers may take to finish (write their reports).
@@ -106,11 +94,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// runs (their shutdown kills without grace).
 const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
-/// Writes results.json, tells the observers, prints the summary, shuts the backends down and
-/// picks the exit code.
+/// Writes results.json, tells the observers (the display prints the summary), shuts the
+/// backends down and picks the exit code.
 pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
     let finished_us = now_us();
-    let n = state.flow.jobs.len();
     let mut phases = Phases(vec![("schedule", state.started_us, finished_us)]);
 
     let t = Instant::now();
@@ -127,9 +114,7 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         error
     });
     if let Some(e) = &journal_error {
-        state
-            .display
-            .message(&format!("flowrun: the journal is incomplete: {e}"));
+        crate::display::message(&format!("flowrun: the journal is incomplete: {e}"));
     }
     let written = results::write_results(
         &out.path,
@@ -142,57 +127,41 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
     tracing::info!("results.json written: {:.3} s", t.elapsed().as_secs_f64());
     let results_path = out.path.join("results.json");
 
-    let counts = state.ledger.counts;
+    // The core's final statuses, as results.json has them.
+    let n = state.flow.jobs.len();
+    let mut by_status = [0u64; Status::ALL.len()];
+    for i in 0..n {
+        by_status[state.sched.status(i as JobIx).index()] += 1;
+    }
+    let count = |s: Status| by_status[s.index()];
+    let (flaky, flaky_names, reused) = attempts_summary(&state);
     let summary = Summary {
-        passed: counts.get(Status::Passed),
-        failed: counts.get(Status::Failed),
-        killed: counts.get(Status::Killed),
-        skipped: counts.get(Status::Skipped),
+        passed: count(Status::Passed),
+        failed: count(Status::Failed),
+        killed: count(Status::Killed),
+        skipped: count(Status::Skipped),
         interrupted: state.sched.interrupted().is_some(),
         duration_s: (finished_us - state.started_us) as f64 / 1e6,
         results_path: results_path.clone(),
+        results_error: written.as_ref().err().map(|e| e.to_string()),
+        flaky,
+        flaky_names,
+        reused,
     };
     state.ledger.events.push(RunEvent::RunFinished {
         time_us: finished_us,
         summary,
         phases,
     });
-    let events = state.ledger.take_events();
-    state.hub.publish(events);
+    state.publish_events();
     let hub = std::mem::take(&mut state.hub);
     let observer_wait = match end {
         DriveEnd::Done => OBSERVER_WAIT,
         DriveEnd::Abandoned => ABANDON_WAIT,
     };
+    // The display is finished first: the summary is out before these lines, which follow it.
     for e in hub.finish(observer_wait) {
-        state.display.message(&format!("flowrun: {e}"));
-    }
-
-    let failures: Vec<(String, String, &'static str)> = (0..n)
-        .filter_map(|i| {
-            let s = state.sched.status(i as JobIx);
-            (s != Status::Passed).then(|| {
-                let reason = state
-                    .sched
-                    .reason(i as JobIx)
-                    .map(|r| r.to_string())
-                    .unwrap_or_default();
-                (state.flow.jobs[i].name.clone(), reason, s.name())
-            })
-        })
-        .collect();
-    let results_text = match &written {
-        Ok(path) => path.display().to_string(),
-        Err(e) => format!(
-            "NOT WRITTEN: {}: {e}; the summary above is all that is left of this run",
-            results_path.display()
-        ),
-    };
-    state
-        .display
-        .summary(&counts, &state.flow.name, &failures, &results_text);
-    for line in attempts_summary(&state) {
-        state.display.message(&line);
+        eprintln!("flowrun: {e}");
     }
     out.release();
 
@@ -205,11 +174,8 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         tracing::warn!("backend {name}: shutdown did not finish in time; not waiting for it");
     }
 
-    let exit_code = run_exit_code(
-        state.sched.interrupted(),
-        written.is_ok(),
-        failures.is_empty(),
-    );
+    let all_passed = count(Status::Passed) == n as u64;
+    let exit_code = run_exit_code(state.sched.interrupted(), written.is_ok(), all_passed);
     // A million-job run holds hundreds of megabytes of small allocations; freeing them one
     // by one just before the process exits takes longer than the scheduling did.
     std::mem::forget(state);

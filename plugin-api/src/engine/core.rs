@@ -101,6 +101,8 @@ struct Tracked {
     doomed: Option<String>,
     /// Ended, and waiting for its final record, since then.
     awaiting_since: Option<Instant>,
+    /// The last snapshot showed it suspended.
+    suspended: bool,
 }
 
 impl Tracked {
@@ -345,6 +347,7 @@ impl Core {
                         stuck_since: None,
                         doomed: None,
                         awaiting_since: None,
+                        suspended: false,
                     },
                 );
                 self.queue.push_back(key);
@@ -658,8 +661,11 @@ impl Core {
                 continue; // submitted after the query started: not expected in it
             }
             let Some(row) = rows.get(&native_id) else {
-                if now.duration_since(at) < cfg.submit_grace {
-                    continue; // just submitted: not visible yet is normal
+                // Just submitted: not visible yet is normal. A job flowrun killed is looked up
+                // at once (a scheduler may drop a cancelled pending job without a trace, and
+                // its cancel said so).
+                if now.duration_since(at) < cfg.submit_grace && !job.kill_requested {
+                    continue;
                 }
                 let since = *job.missing_since.get_or_insert(now);
                 if now.duration_since(since) > cfg.lost_after {
@@ -691,6 +697,22 @@ impl Core {
             ) {
                 job.awaiting_since = None;
             }
+            // A suspension is worth a word: the job holds its slot and its time limit may run.
+            match (&judgement, job.suspended) {
+                (Judgement::Suspended(reason), false) => tracing::warn!(
+                    "{} job {native_id} ({}) is suspended: {reason}",
+                    dialect.scheduler(),
+                    job.job.name
+                ),
+                (Judgement::Suspended(_), true) => {}
+                (_, true) => tracing::info!(
+                    "{} job {native_id} ({}) is no longer suspended",
+                    dialect.scheduler(),
+                    job.job.name
+                ),
+                (_, false) => {}
+            }
+            job.suspended = matches!(judgement, Judgement::Suspended(_));
             match judgement {
                 Judgement::Queued => {}
                 Judgement::Stuck(reason) => {
@@ -703,7 +725,7 @@ impl Core {
                         self.cancel_queue.push_back(native_id);
                     }
                 }
-                Judgement::Running => {
+                Judgement::Running | Judgement::Suspended(_) => {
                     if !job.started_reported {
                         job.started_reported = true;
                         out.push(Self::event(key, Update::Started { native_id }));
@@ -740,6 +762,17 @@ impl Core {
             }
         }
         (out, lookups)
+    }
+
+    /// The jobs of `native_ids` that are still tracked, for the dialect to read their files.
+    pub fn jobs_of(&self, native_ids: &[String]) -> Vec<(String, Job)> {
+        native_ids
+            .iter()
+            .filter_map(|n| {
+                let key = self.by_native.get(n)?;
+                Some((n.clone(), self.jobs.get(key)?.job.clone()))
+            })
+            .collect()
     }
 
     /// Applies final records for `wanted` ids. Rows that are not final (accounting lags) or

@@ -87,6 +87,27 @@ pub struct Submission {
     pub array: Option<ArrayPlan>,
 }
 
+impl Submission {
+    /// The first and last task index of an array (`None` for a single job), for the
+    /// scheduler's `FIRST-LAST` range.
+    pub fn index_range(&self) -> Option<(u32, u32)> {
+        let plan = self.array.as_ref()?;
+        Some((
+            plan.first_index,
+            plan.first_index + self.jobs.len() as u32 - 1,
+        ))
+    }
+
+    /// The native ids of the unit's jobs from the one id the scheduler printed: `[id]` for a
+    /// single job, `member(id, index)` for each member of an array, in order.
+    pub fn native_ids(&self, id: &str, member: impl Fn(&str, u32) -> String) -> Vec<String> {
+        match self.index_range() {
+            None => vec![id.to_string()],
+            Some((first, last)) => (first..=last).map(|i| member(id, i)).collect(),
+        }
+    }
+}
+
 /// What a status query covers: every job of the run the scheduler has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scope {
@@ -197,8 +218,12 @@ pub enum Judgement {
     /// cluster offers). If it stays so for `lost_after`, the engine cancels it, and it fails
     /// with this reason.
     Stuck(String),
-    /// Running (or suspended, or winding down).
+    /// Running (or winding down).
     Running,
+    /// Started, and paused by the scheduler or by someone with the right to (LSF's USUSP and
+    /// SSUSP, Grid Engine's `s`): not final. The engine treats it as running, and logs (a
+    /// warning) when the job is suspended and when it runs again, with this reason.
+    Suspended(String),
     /// In an explicit unknown state (LSF's UNKWN): not final; if it stays unknown for
     /// `lost_after` the job is lost, with this reason.
     Unknown(String),
@@ -234,6 +259,11 @@ pub enum SubmitError {
     Command(CommandOutput),
     /// The unit's jobs fail with this reason, without a retry.
     Rejected(String),
+    /// A command failed in a way that leaves open whether the scheduler took the unit (LSF's
+    /// bsub exiting 255 without a word, as a dropped connection does): retried as a transient
+    /// failure, and the run's jobs are cancelled by name at shutdown, in case a copy was
+    /// taken.
+    Ambiguous(CommandOutput),
 }
 
 /// A scheduler's dialect: everything the engine needs that is specific to one batch system.
@@ -274,6 +304,7 @@ pub trait Dialect: Send + Sync + 'static {
                 generator: format!("flowrun's {} backend", self.scheduler()),
                 redirect_to_log: in_array,
                 exit_status_file: None,
+                reserved_exit_codes: Vec::new(),
             },
         )
     }
@@ -319,13 +350,14 @@ pub trait Dialect: Send + Sync + 'static {
     /// What a row means for a job.
     fn judge(&self, status: &NativeStatus, job: &JobContext) -> Judgement;
 
-    /// Whether the engine should ask [`Dialect::final_records`] for this reason.
+    /// Whether the engine should look a job up in the final records for this reason
+    /// ([`Dialect::record_in_job_files`], then [`Dialect::final_records`]).
     fn looks_up(&self, why: Lookup) -> bool {
         let _ = why;
         false
     }
 
-    /// The second source of final states (Slurm's `sacct`, LSF's job report, `qacct`): rows
+    /// The second source of final states (Slurm's `sacct`, Grid Engine's `qacct`): rows
     /// for `ids` where known. Called at most once per poll interval, right after the
     /// snapshot. Rows that are not final are ignored; an error changes no job.
     fn final_records(
@@ -336,6 +368,17 @@ pub trait Dialect: Send + Sync + 'static {
     ) -> Result<Vec<NativeStatus>, CommandOutput> {
         let _ = (cmd, scope, ids);
         Ok(Vec::new())
+    }
+
+    /// A final record that the job left in its own files (LSF's job report, written into the
+    /// job directory; an exit status the job's script wrote), for a job the engine looks up
+    /// (see [`Dialect::looks_up`]). Asked on the monitor's thread, outside the engine's lock,
+    /// before [`Dialect::final_records`], which is asked only about the jobs this answers
+    /// `None` for. Keep it to reading a few small files; make sure that what it reads belongs
+    /// to this submission (`native_id`), not to an earlier run of the same job directory.
+    fn record_in_job_files(&self, job: &Job, native_id: &str) -> Option<NativeStatus> {
+        let _ = (job, native_id);
+        None
     }
 
     /// Cancels native jobs (never an empty list; at most `cancel_batch` ids). An id that has

@@ -298,6 +298,14 @@ impl<D: Dialect> Shared<D> {
                 };
                 out.extend(core.unit_failed(&keys, &failure, now));
             }
+            Err(SubmitError::Ambiguous(output)) => {
+                let failure = SubmitFailure {
+                    transient: true,
+                    message: format!("{} failed: {}", output.program, output.failure()),
+                    ambiguous: true,
+                };
+                out.extend(core.unit_failed(&keys, &failure, now));
+            }
             Err(SubmitError::Rejected(message)) => {
                 let failure = SubmitFailure {
                     transient: false,
@@ -351,18 +359,36 @@ impl<D: Dialect> Shared<D> {
         if lookups.is_empty() {
             return Step::Worked;
         }
-        self.core.lock().counts.record_queries += 1;
-        let result = self.dialect.final_records(&cmd, &scope, &lookups);
-        self.changed(|core, out| match result {
-            Ok(rows) => out.extend(core.apply_records(&self.dialect, rows, &lookups)),
-            Err(output) => {
-                core.counts.query_failures += 1;
-                tracing::warn!(
-                    "{} final-state query failed ({}); retrying at the next poll",
-                    self.dialect.scheduler(),
-                    output.failure()
-                );
+        // What the jobs left in their own files first; the scheduler is asked about the rest.
+        let jobs = self.core.lock().jobs_of(&lookups);
+        let mut rows = Vec::new();
+        let mut ask = Vec::new();
+        for (native_id, job) in &jobs {
+            match self.dialect.record_in_job_files(job, native_id) {
+                Some(row) => rows.push(row),
+                None => ask.push(native_id.clone()),
             }
+        }
+        let result = if ask.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.core.lock().counts.record_queries += 1;
+            self.dialect.final_records(&cmd, &scope, &ask)
+        };
+        self.changed(|core, out| {
+            match result {
+                Ok(records) => rows.extend(records),
+                Err(output) => {
+                    core.counts.query_failures += 1;
+                    tracing::warn!(
+                        "{} final-state query failed ({}); retrying at the next poll",
+                        self.dialect.scheduler(),
+                        output.failure()
+                    );
+                }
+            }
+            // Rows from the job files count even when the scheduler's query failed.
+            out.extend(core.apply_records(&self.dialect, rows, &lookups));
         });
         Step::Worked
     }

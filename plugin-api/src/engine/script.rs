@@ -20,6 +20,10 @@ pub struct ScriptOptions {
     /// The script records the command's exit status in this file (for schedulers that forget
     /// finished jobs) instead of `exec`ing it.
     pub exit_status_file: Option<std::path::PathBuf>,
+    /// Exit statuses the scheduler gives a meaning of its own (Grid Engine reschedules a job
+    /// that exits 99 and holds one that exits 100 in error): when the command exits with one,
+    /// the script exits 1 instead, and the exit status file (required) keeps the real one.
+    pub reserved_exit_codes: Vec<i32>,
 }
 
 /// Quotes `word` for bash. Fails on a NUL byte, which no shell word can hold.
@@ -92,13 +96,30 @@ pub fn job_script(job: &Job, options: &ScriptOptions) -> Result<String, String> 
         line.push_str(&quote(word)?);
     }
     match &options.exit_status_file {
+        None if !options.reserved_exit_codes.is_empty() => {
+            return Err("reserved exit codes need an exit status file".into())
+        }
         // `exec`: the command replaces the shell, so the scheduler records its own status.
         None => s.push_str(&format!("exec{line}\n")),
-        Some(file) => s.push_str(&format!(
-            "{rest}\nstatus=$?\nprintf '%s\\n' \"$status\" >{file}\nexit \"$status\"\n",
-            rest = line.trim_start(),
-            file = quote_path(file)?
-        )),
+        Some(file) => {
+            s.push_str(&format!(
+                "{rest}\nstatus=$?\nprintf '%s\\n' \"$status\" >{file}\n",
+                rest = line.trim_start(),
+                file = quote_path(file)?
+            ));
+            if !options.reserved_exit_codes.is_empty() {
+                let codes: Vec<String> = options
+                    .reserved_exit_codes
+                    .iter()
+                    .map(i32::to_string)
+                    .collect();
+                s.push_str(&format!(
+                    "case $status in {}) exit 1 ;; esac\n",
+                    codes.join("|")
+                ));
+            }
+            s.push_str("exit \"$status\"\n");
+        }
     }
     Ok(s)
 }
@@ -165,6 +186,7 @@ mod tests {
             generator: "a test".into(),
             redirect_to_log: false,
             exit_status_file: None,
+            reserved_exit_codes: Vec::new(),
         }
     }
 
@@ -247,6 +269,34 @@ mod tests {
             "to the log\n"
         );
         assert_eq!(std::fs::read_to_string(status).unwrap(), "7\n");
+    }
+
+    #[test]
+    fn reserved_exit_codes_reach_the_scheduler_as_1_and_the_file_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("status");
+        let opts = ScriptOptions {
+            exit_status_file: Some(status.clone()),
+            reserved_exit_codes: vec![99, 100],
+            ..options()
+        };
+        for (code, seen) in [(99, 1), (100, 1), (3, 3), (0, 0)] {
+            let j = job(JobCommand::Shell(format!("exit {code}")), dir.path());
+            let (got, _) = run(&job_script(&j, &opts).unwrap(), dir.path(), &[]);
+            assert_eq!(got, seen, "the command exited {code}");
+            assert_eq!(
+                std::fs::read_to_string(&status).unwrap(),
+                format!("{code}\n")
+            );
+        }
+        let no_file = ScriptOptions {
+            exit_status_file: None,
+            ..opts
+        };
+        let j = job(JobCommand::Shell("true".into()), dir.path());
+        assert!(job_script(&j, &no_file)
+            .unwrap_err()
+            .contains("exit status file"));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use super::{
     clock::{Clock, ManualClock},
     command::CommandRunner,
     config::EngineConfig,
-    core::EngineEvent,
-    dialect::{Dialect, Job, JobCommand, JobKey},
+    core::{EngineEvent, Update},
+    dialect::{Dialect, Job, JobCommand, JobKey, Verdict},
     run::{EventSink, Shared, Step, SubmitWorker},
 };
 
@@ -163,6 +163,34 @@ impl<D: Dialect> Simulation<D> {
     /// Kills jobs, as the host does.
     pub fn kill(&self, keys: &[JobKey]) {
         self.shared.kill(keys)
+    }
+
+    /// Submits jobs that must all be accepted (panics otherwise); returns their keys.
+    pub fn submit_accepted(&self, jobs: Vec<Job>) -> Vec<JobKey> {
+        let keys = jobs.iter().map(|j| j.key).collect();
+        let answers = self.shared.submit(jobs);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        keys
+    }
+
+    /// The end (FINISHED or LOST) of a job; panics unless it ended exactly once.
+    pub fn end_of(&self, key: JobKey) -> Update {
+        let ends: Vec<Update> = self
+            .events()
+            .into_iter()
+            .filter(|(_, e)| e.job == key && !matches!(e.update, Update::Started { .. }))
+            .map(|(_, e)| e.update)
+            .collect();
+        assert_eq!(ends.len(), 1, "job {key:?} must end exactly once: {ends:?}");
+        ends[0].clone()
+    }
+
+    /// The verdict of a job that finished; panics if it did not (or was lost).
+    pub fn verdict(&self, key: JobKey) -> Verdict {
+        match self.end_of(key) {
+            Update::Finished { verdict, .. } => verdict,
+            other => panic!("job {key:?} did not finish: {other:?}"),
+        }
     }
 
     /// The events so far, with the simulated time of each.

@@ -8,7 +8,9 @@
 //! `exit=N`, `stuck` (pends forever for a reason that means it never starts), `unknown`
 //! (shows an unknown state once it runs), `ghost` (never visible to `fstat`), `needs-record`
 //! (its failure shows without an exit code), `no-record` (absent from the records),
-//! `ignore-cancel`, `reject` (submission refused).
+//! `ignore-cancel`, `reject` (submission refused), `suspended` (shows a suspended state while
+//! it runs). The dialect also reads a record a job may leave in its job directory
+//! (`fake-record`: `ID|STATE|EXIT`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -73,7 +75,13 @@ impl FakeJob {
         }
         if t < self.end() {
             return (
-                if self.has("unknown") { "UNKN" } else { "RUN" },
+                if self.has("unknown") {
+                    "UNKN"
+                } else if self.has("suspended") {
+                    "SUSP"
+                } else {
+                    "RUN"
+                },
                 None,
                 "",
                 None,
@@ -111,6 +119,8 @@ struct ClusterState {
     records: bool,
     /// `fcancel` fails until then.
     cancel_fails_until: Duration,
+    /// The next this many `fsubmit` calls take the job but exit 255 without a word.
+    silent_submit_failures: usize,
     on_submit: Option<SubmitHook>,
 }
 
@@ -256,6 +266,11 @@ impl CommandRunner for FakeCluster {
             }
         }
         match program {
+            "fsubmit" if st.silent_submit_failures > 0 => {
+                st.silent_submit_failures -= 1;
+                self.submit(&mut st, args);
+                CommandOutput::exited(program, 255, "", "")
+            }
             "fsubmit" => self.submit(&mut st, args),
             "fstat" => {
                 let mut out = String::new();
@@ -372,10 +387,11 @@ impl Dialect for FakeDialect {
             assert!(script.is_file(), "the job script is written");
             args.extend(["--cmd".into(), shell_line(job)]);
         }
-        let out = cmd
-            .run("fsubmit", &args)
-            .checked()
-            .map_err(SubmitError::Command)?;
+        let out = cmd.run("fsubmit", &args);
+        if out.code() == Some(255) && out.text().trim().is_empty() {
+            return Err(SubmitError::Ambiguous(out));
+        }
+        let out = out.checked().map_err(SubmitError::Command)?;
         Ok(out.stdout.lines().map(String::from).collect())
     }
 
@@ -404,6 +420,7 @@ impl Dialect for FakeDialect {
             }
             ("PEND", _) => Judgement::Queued,
             ("RUN", _) => Judgement::Running,
+            ("SUSP", _) => Judgement::Suspended("suspended by Fake".into()),
             ("UNKN", _) => Judgement::Unknown("Fake lost contact with the job".into()),
             ("DONE", _) => Judgement::Final(Verdict::Exited(0)),
             ("EXIT", Some(n)) => Judgement::Final(Verdict::Exited(n)),
@@ -449,6 +466,22 @@ impl Dialect for FakeDialect {
                 }
             })
             .collect())
+    }
+
+    fn record_in_job_files(&self, job: &Job, native_id: &str) -> Option<NativeStatus> {
+        let text = std::fs::read_to_string(job.job_dir.join("fake-record")).ok()?;
+        let p: Vec<&str> = text.trim().split('|').collect();
+        (p[0] == native_id).then(|| NativeStatus {
+            id: p[0].into(),
+            state: p[1].into(),
+            exit_code: p[2].parse().ok(),
+            usage: Some(Usage {
+                cpu_s: Some(0.25),
+                max_rss_mb: None,
+                source: "fake-record",
+            }),
+            ..Default::default()
+        })
     }
 
     fn cancel(&self, cmd: &Commands, ids: &[String]) -> Result<(), CommandOutput> {
@@ -696,6 +729,38 @@ fn jobs_that_vanish_are_resolved_from_their_final_records() {
     assert!(
         b.cluster.calls("frecords").len() <= polls,
         "at most one records query per poll"
+    );
+}
+
+#[test]
+fn records_in_the_job_files_come_first_and_the_scheduler_is_asked_for_the_rest() {
+    let mut b = Bench::new("", true);
+    b.cluster.set(|c| c.purge_after = Some(Duration::ZERO));
+    let jobs = vec![
+        b.job("filed", "run=3 exit=3"),
+        b.job("stale", "run=3 exit=0"),
+    ];
+    let keys = b.submit(jobs);
+    b.sim.run_for(secs(1.5));
+    let id_of = |exit: &str| {
+        let state = b.cluster.state.lock();
+        let found = state.jobs.iter().find(|(_, j)| j.has(exit));
+        found.map(|(id, _)| id.clone()).expect("submitted")
+    };
+    let ids = [id_of("exit=3"), id_of("exit=0")];
+    let dir = |name: &str| b.dir.path().join("jobs").join(name);
+    // The file's exit status differs from the scheduler's, to show which one counts; the
+    // second job's file belongs to another submission and must be ignored.
+    std::fs::write(dir("filed").join("fake-record"), format!("{}|7", ids[0])).unwrap();
+    std::fs::write(dir("stale").join("fake-record"), "99|9").unwrap();
+    assert!(b.sim.run_to_completion(Duration::from_secs(60)));
+    assert_eq!(b.verdict(keys[0]), Verdict::Exited(7));
+    assert_eq!(b.verdict(keys[1]), Verdict::Exited(0));
+    let asked = b.cluster.call_args("frecords");
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|args| args == &[ids[1].clone()]),
+        "only the job without a record of its own is asked about: {asked:?}"
     );
 }
 
@@ -1168,4 +1233,85 @@ fn the_scripts_are_written_where_the_scheduler_runs_them() {
         .unwrap()
         .collect();
     assert_eq!(arrays.len(), 1);
+}
+
+#[test]
+fn a_record_the_job_left_in_its_directory_resolves_it_before_the_scheduler_is_asked() {
+    let mut b = Bench::new("lost_after = \"20s\"", true);
+    // Finished jobs leave the snapshot at once, and the scheduler keeps no record of them.
+    b.cluster.set(|c| c.purge_after = Some(Duration::ZERO));
+    let jobs = vec![
+        b.job("filed", "run=2 exit=3 no-record"),
+        b.job("stale", "run=2 no-record"),
+        b.job("asked", "run=2 exit=5"),
+    ];
+    for (job, record) in jobs.iter().zip(["101|EXIT|3", "999|DONE|0", ""]) {
+        std::fs::create_dir_all(&job.job_dir).unwrap();
+        if !record.is_empty() {
+            std::fs::write(job.job_dir.join("fake-record"), record).unwrap();
+        }
+    }
+    let keys = b.submit(jobs);
+    assert!(b.sim.run_to_completion(Duration::from_secs(120)));
+    let Update::Finished {
+        verdict,
+        native_id,
+        usage,
+    } = b.end_of(keys[0]).1
+    else {
+        panic!("{:?}", b.end_of(keys[0]))
+    };
+    assert_eq!(
+        (verdict, native_id.as_deref()),
+        (Verdict::Exited(3), Some("101"))
+    );
+    assert_eq!(usage.unwrap().source, "fake-record");
+    // A record naming another job is not this job's: it is looked up, and lost.
+    assert!(matches!(b.end_of(keys[1]).1, Update::Lost { .. }));
+    assert_eq!(b.verdict(keys[2]), Verdict::Exited(5));
+    let asked: Vec<Vec<String>> = b.cluster.call_args("frecords");
+    assert!(
+        asked.iter().all(|ids| !ids.contains(&"101".to_string())),
+        "the scheduler was asked about a job its files answered for: {asked:?}"
+    );
+    assert!(asked.iter().any(|ids| ids.contains(&"103".to_string())));
+}
+
+#[test]
+fn a_suspended_job_counts_as_started_and_ends_as_it_ends() {
+    let mut b = Bench::new("", false);
+    let key = b.submit_one("paused", "run=5 suspended exit=2");
+    assert!(b.sim.run_to_completion(Duration::from_secs(60)));
+    let events = b.events_of(key);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(events[0].1, Update::Started { .. }), "{events:?}");
+    assert!(
+        events[0].0 < secs(3.0),
+        "started while suspended: {events:?}"
+    );
+    assert_eq!(b.verdict(key), Verdict::Exited(2));
+}
+
+#[test]
+fn an_ambiguous_submission_is_retried_and_its_copy_cancelled_by_name_at_shutdown() {
+    let mut b = Bench::new("", false);
+    // The scheduler took the first try, but its answer was lost.
+    b.cluster.set(|c| c.silent_submit_failures = 1);
+    let key = b.submit_one("twice", "run=600");
+    b.sim.run_while_not(Duration::from_secs(60), |s| {
+        s.events()
+            .iter()
+            .any(|(_, e)| matches!(e.update, Update::Started { .. }))
+    });
+    assert_eq!(b.cluster.calls("fsubmit").len(), 2, "retried once");
+    assert_eq!(b.stat("submit_retries"), 1);
+    assert_eq!(b.cluster.live_jobs().len(), 2, "the copy and the retry");
+    b.sim.shutdown();
+    assert_eq!(b.verdict(key), Verdict::Killed);
+    assert_eq!(
+        b.cluster.calls("fcancel-all").len(),
+        1,
+        "the safety net ran"
+    );
+    assert!(b.cluster.live_jobs().is_empty(), "nothing left behind");
 }

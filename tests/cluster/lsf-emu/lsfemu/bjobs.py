@@ -1,6 +1,5 @@
 """bjobs: shows the emulated cluster's jobs, in LSF's default, wide, -o and -json formats."""
 
-import fnmatch
 import re
 import sys
 import time
@@ -142,9 +141,7 @@ def main(argv):
         shown = [v for v in shown if v.row["project"] == opts["-P"]]
     if "-J" in opts:
         pattern = opts["-J"]
-        shown = [v for v in shown
-                 if fnmatch.fnmatchcase(v.row["name"], pattern)
-                 or fnmatch.fnmatchcase(v.display_name, pattern)]
+        shown = [v for v in shown if v.name_matches(pattern)]
         if not shown and not specs:
             errors.append(texts.job_not_found(pattern))
     shown.sort(key=display_order)

@@ -4,7 +4,6 @@ They only record what is asked in the job table (and finish pending jobs at once
 does); the daemon delivers the signals, the INT, TERM, KILL sequence of a kill
 JOB_TERMINATE_INTERVAL seconds apart, and the state changes that follow."""
 
-import fnmatch
 import os
 import signal
 import sys
@@ -116,8 +115,7 @@ def select_targets(client, specs, opts, by_filter):
     user = opts.get("-u", client.user)
     pool = [v for v in views if not v.finished and (user == "all" or v.row["user"] == user)]
     if "-J" in opts:
-        pool = [v for v in pool if fnmatch.fnmatchcase(v.row["name"], opts["-J"])
-                or fnmatch.fnmatchcase(v.display_name, opts["-J"])]
+        pool = [v for v in pool if v.name_matches(opts["-J"])]
     if "-q" in opts:
         pool = [v for v in pool if v.row["queue"] == opts["-q"]]
     if "0" not in opts["ids"] and pool:

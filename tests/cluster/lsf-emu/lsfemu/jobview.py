@@ -1,6 +1,7 @@
 """A job row as the commands show it, and the job ids users type (`123`, `123[4]`,
 `"123[1-5,7]"`)."""
 
+import fnmatch
 import re
 
 from . import texts
@@ -55,6 +56,14 @@ class JobView:
     @property
     def job_spec(self):
         return f"{self.id}[{self.idx}]" if self.row["array_name"] is not None else str(self.id)
+
+    def name_matches(self, pattern):
+        """`-J PATTERN`: the job's name, an element's `name[4]`, or the array's own name, by
+        which IBM says an array and its elements are referenced [ibm "Job arrays"]."""
+        names = [self.row["name"], self.display_name]
+        if self.row["array_name"] is not None:
+            names.append(self.row["array_name"])
+        return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
     @property
     def display_name(self):

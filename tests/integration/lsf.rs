@@ -1,0 +1,447 @@
+//! The LSF backend (`kind = "lsf"`) through the CLI, against the LSF emulator of
+//! `tests/cluster/lsf-emu` (formats from IBM's LSF 10.1 documentation and the Lava sources; it
+//! is not LSF). Unprivileged: the emulator needs only python3. Each test has its own emulated
+//! cluster, stopped at its end (which fails if a job process is left).
+//!
+//! With `FLOWRUN_TEST_LSF=real` the same tests run against the real LSF first on `PATH`
+//! (`source profile.lsf`): the tests that need an emulator knob say SKIPPED and pass; the
+//! others run unchanged. `FLOWRUN_TEST_LSF_QUEUE` picks the queue, `FLOWRUN_TEST_LSF_DIR` a
+//! directory the execution hosts see (default: the system's temporary directory).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use flowrun_tests::{spawn_flow, wait_until, workspace_root, Background};
+
+use crate::batch;
+
+fn real_lsf() -> bool {
+    std::env::var("FLOWRUN_TEST_LSF").as_deref() == Ok("real")
+}
+
+/// One LSF cluster for one test: an emulated one (its state in a directory of the test), or
+/// the real one on PATH.
+struct Lsf {
+    dir: tempfile::TempDir,
+    /// PATH for flowrun and for the test's own LSF commands.
+    path: String,
+}
+
+impl Lsf {
+    /// A cluster with `knobs`; `None` (after saying so) against a real LSF, which has no
+    /// knobs. `speedups` are knobs that only shorten the test (a real LSF runs it unchanged,
+    /// slower).
+    fn new(test: &str, knobs: &[(&str, &str)], speedups: &[(&str, &str)]) -> Option<Lsf> {
+        let base = std::env::var_os("FLOWRUN_TEST_LSF_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("flowrun-lsf-test-")
+            .tempdir_in(base)
+            .unwrap();
+        let system_path = std::env::var("PATH").unwrap_or_default();
+        if real_lsf() {
+            if !knobs.is_empty() {
+                eprintln!("SKIPPED (needs the LSF emulator): {test} sets {knobs:?}");
+                return None;
+            }
+            return Some(Lsf {
+                dir,
+                path: system_path,
+            });
+        }
+        let emulator = workspace_root().join("tests/cluster/lsf-emu/bin");
+        let lsf = Lsf {
+            dir,
+            path: format!("{}:{system_path}", emulator.display()),
+        };
+        for (key, value) in knobs.iter().chain(speedups) {
+            lsf.ctl(&["set", key, value]);
+        }
+        Some(lsf)
+    }
+
+    fn work(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.work().join("emulator-state")
+    }
+
+    /// The environment flowrun runs with.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("PATH".to_string(), self.path.clone())];
+        if !real_lsf() {
+            env.push(("LSF_EMU_DIR".into(), self.state().display().to_string()));
+        }
+        env
+    }
+
+    /// Runs an LSF command (or `lsf-emu-ctl`) of this cluster.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new(program)
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let out = self.run("lsf-emu-ctl", args);
+        assert!(out.status.success(), "lsf-emu-ctl {args:?}: {out:?}");
+    }
+
+    /// A backend table for this cluster, with `extra` keys.
+    fn backend(&self, name: &str, extra: &str) -> String {
+        let queue = match std::env::var("FLOWRUN_TEST_LSF_QUEUE") {
+            Ok(q) if !extra.contains("queue =") => format!("queue = {q:?}\n"),
+            _ => String::new(),
+        };
+        format!("[backends.{name}]\nkind = \"lsf\"\npoll_interval = \"1s\"\n{queue}{extra}\n")
+    }
+
+    /// A flow of `jobs` on one backend `lsf` with `extra` keys.
+    fn flow(&self, name: &str, extra: &str, jobs: &str) -> String {
+        format!(
+            "[flow]\nname = \"{name}\"\ndefault_backend = \"lsf\"\n{}{jobs}",
+            self.backend("lsf", extra)
+        )
+    }
+
+    fn spawn(&self, name: &str, flow: &str) -> Background {
+        spawn_flow(self.work(), name, flow, &self.env())
+    }
+
+    /// Every LSF job (or element) of the run `tag`, any state bjobs still holds:
+    /// (id, STAT, exit reason, output file).
+    fn jobs(&self, tag: &str) -> Vec<[String; 4]> {
+        let format = "jobid jobindex stat exit_reason output_file delimiter='|'";
+        let out = self.run("bjobs", &["-a", "-noheader", "-o", format, "-J", tag]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                let id = match f.get(1)? {
+                    &"0" => f[0].to_string(),
+                    index => format!("{}[{index}]", f[0]),
+                };
+                Some([id, f[2].into(), f[3].into(), f.get(4)?.to_string()])
+            })
+            .collect()
+    }
+
+    /// The LSF job of flowrun job `name` (its report goes to its job directory).
+    fn job(&self, tag: &str, name: &str) -> Option<[String; 4]> {
+        let report = format!("/jobs/{name}/lsf-report.txt");
+        self.jobs(tag).into_iter().find(|j| j[3].ends_with(&report))
+    }
+
+    /// The run's jobs LSF has not finished.
+    fn unfinished(&self, tag: &str) -> Vec<[String; 4]> {
+        let finished = ["DONE", "EXIT"];
+        let jobs = self.jobs(tag);
+        jobs.into_iter()
+            .filter(|j| !finished.contains(&j[1].as_str()))
+            .collect()
+    }
+
+    /// Ends the emulated cluster: fails if a process of any job is still running.
+    fn stop(self) {
+        if !real_lsf() {
+            self.ctl(&["stop"]);
+        }
+    }
+}
+
+#[test]
+fn a_50_job_dag_passes_in_dependency_order() {
+    let Some(lsf) = Lsf::new("the DAG", &[], &[]) else {
+        return;
+    };
+    let (jobs, needs) = batch::dag_50();
+    let run = lsf
+        .spawn("dag50", &lsf.flow("dag50", "", &jobs))
+        .finish(Duration::from_secs(600));
+    batch::assert_dag_50(&run, &needs);
+    lsf.stop();
+}
+
+#[test]
+fn failures_carry_their_lsf_reasons() {
+    // A `-W` minute of 2 s, and bkill's signals 1 s apart: the emulator's knobs for time.
+    let speedups = [
+        ("RUNLIMIT_SECONDS_PER_MINUTE", "2"),
+        ("JOB_TERMINATE_INTERVAL", "1"),
+    ];
+    let Some(lsf) = Lsf::new("failure reasons", &[], &speedups) else {
+        return;
+    };
+    let hog = "python3 -c 'import time; x = bytearray(300 << 20); time.sleep(60)'";
+    let jobs = format!(
+        "[[job]]\nname = \"exit3\"\ncmd = \"exit 3\"\n\
+         [[job]]\nname = \"runlimit\"\ncmd = \"sleep 600\"\ntimeout = \"1m\"\n\
+         [[job]]\nname = \"memlimit\"\ncmd = \"{hog}\"\nresources = {{ memory = \"64M\" }}\n\
+         [[job]]\nname = \"outside\"\ncmd = \"sleep 600\"\n\
+         [[job]]\nname = \"noqueue\"\ncmd = \"true\"\nbackend = \"nosuch\"\n"
+    );
+    let flow = format!(
+        "{}{}",
+        lsf.flow("reasons", "", ""),
+        lsf.backend("nosuch", "queue = \"nosuch\"")
+    ) + &jobs;
+    let bg = lsf.spawn("reasons", &flow);
+    let tag = bg.tag.clone();
+    wait_until(Duration::from_secs(120), "job `outside` to run", || {
+        lsf.job(&tag, "outside").is_some_and(|j| j[1] == "RUN")
+    });
+    let outside = lsf.job(&tag, "outside").unwrap();
+    let out = lsf.run("bkill", &[&outside[0]]);
+    assert!(out.status.success(), "{out:?}");
+    let run = bg.finish(Duration::from_secs(300));
+    assert_eq!(run.code, 1, "{run:#?}");
+    let reason = |name| (run.status(name), run.reason(name));
+    assert_eq!(reason("exit3"), ("failed", "exit code 3"));
+    assert_eq!(run.job("exit3")["exit_code"], 3);
+    assert_eq!(reason("runlimit"), ("failed", "LSF run limit"));
+    assert_eq!(reason("memlimit"), ("failed", "LSF memory limit"));
+    assert_eq!(reason("outside"), ("failed", "killed outside flowrun"));
+    assert_eq!(
+        reason("noqueue"),
+        (
+            "failed",
+            "bsub failed: nosuch: No such queue. Job not submitted."
+        )
+    );
+    assert!(lsf.unfinished(&tag).is_empty(), "{:?}", lsf.jobs(&tag));
+    lsf.stop();
+}
+
+/// Six sleepers, and a job waiting in flowrun for one of them. On the emulated cluster (4
+/// slots) four run and two wait for a slot in LSF when this returns.
+fn sleepers(lsf: &Lsf, name: &str) -> (Background, String) {
+    let jobs = batch::sleepers(6);
+    let bg = lsf.spawn(name, &lsf.flow(name, "", &jobs));
+    let tag = bg.tag.clone();
+    wait_until(
+        Duration::from_secs(300),
+        "the sleepers to be queued or run",
+        || {
+            let jobs = lsf.jobs(&tag);
+            let count = |stat: &str| jobs.iter().filter(|j| j[1] == stat).count();
+            match real_lsf() {
+                true => jobs.len() == 6 && count("RUN") >= 1,
+                false => count("RUN") == 4 && count("PEND") == 2,
+            }
+        },
+    );
+    (bg, tag)
+}
+
+#[test]
+fn ctrl_c_leaves_nothing_of_the_run_queued() {
+    let Some(lsf) = Lsf::new("Ctrl-C", &[], &[("SLOTS", "4")]) else {
+        return;
+    };
+    let (bg, tag) = sleepers(&lsf, "ctrlc");
+    bg.signal("INT");
+    let run = bg.finish(Duration::from_secs(120));
+    assert_eq!(run.code, 130, "{run:#?}");
+    assert_eq!(run.results["interrupted"], true);
+    for i in 0..6 {
+        assert_eq!(run.status(&format!("sleep{i}")), "killed", "{run:#?}");
+    }
+    assert_eq!(run.status("after"), "skipped");
+    assert!(
+        lsf.unfinished(&tag).is_empty(),
+        "left behind: {:?}",
+        lsf.jobs(&tag)
+    );
+    let jobs = lsf.jobs(&tag);
+    assert_eq!(jobs.len(), 6, "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j[2].starts_with("TERM_OWNER")),
+        "{jobs:?}"
+    );
+    lsf.stop();
+}
+
+#[test]
+fn a_flowrun_kill_ends_the_jobs_killed_by_lsf() {
+    let Some(lsf) = Lsf::new("a flowrun kill", &[], &[("SLOTS", "4")]) else {
+        return;
+    };
+    let (bg, tag) = sleepers(&lsf, "killed");
+    bg.signal("TERM");
+    let run = bg.finish(Duration::from_secs(120));
+    assert_eq!(run.code, 143, "{run:#?}");
+    for i in 0..6 {
+        let name = format!("sleep{i}");
+        assert_eq!(run.status(&name), "killed", "{run:#?}");
+        assert!(
+            run.reason(&name).starts_with("killed by SIGTERM"),
+            "{run:#?}"
+        );
+        // The kill reached LSF: bkill ended the job (running or pending), as its owner.
+        let job = lsf.job(&tag, &name).expect("the LSF job");
+        assert_eq!(
+            (job[1].as_str(), job[2].as_str()),
+            ("EXIT", "TERM_OWNER: job killed by owner")
+        );
+    }
+    lsf.stop();
+}
+
+#[test]
+fn a_20_second_mbatchd_outage_is_survived() {
+    let Some(lsf) = Lsf::new("an mbatchd outage", &[("LSB_API_CONNTIMEOUT", "2")], &[]) else {
+        return;
+    };
+    let jobs = batch::outage_flow();
+    let bg = lsf.spawn("outage", &lsf.flow("outage", "", &jobs));
+    let tag = bg.tag.clone();
+    wait_until(Duration::from_secs(300), "the 6 roots to run", || {
+        lsf.jobs(&tag).iter().filter(|j| j[1] == "RUN").count() == 6
+    });
+    lsf.ctl(&["outage", "20"]);
+    let began = Instant::now();
+    let run = bg.finish(Duration::from_secs(300));
+    assert!(
+        began.elapsed() >= Duration::from_secs(20),
+        "the run ended during the outage"
+    );
+    batch::assert_outage(&run);
+    lsf.stop();
+}
+
+#[test]
+fn status_queries_are_batched_for_a_300_job_flow() {
+    let Some(lsf) = Lsf::new("300 jobs", &[], &[("SLOTS", "32")]) else {
+        return;
+    };
+    let shims = batch::count_calls(lsf.work(), &lsf.path, &["bsub", "bjobs", "bkill"]);
+    let jobs = batch::many(300);
+    let flow = lsf.flow("many", "submit_rate = \"100/s\"", &jobs);
+    let mut env = lsf.env();
+    env[0].1 = format!("{}:{}", shims.display(), lsf.path);
+    let began = Instant::now();
+    let run = spawn_flow(lsf.work(), "many", &flow, &env).finish(Duration::from_secs(900));
+    let took = began.elapsed().as_secs_f64();
+    batch::assert_many(&run, 300);
+    assert_eq!(
+        batch::calls(&shims, "bsub", 1.0).0,
+        300,
+        "one bsub per job without arrays"
+    );
+    // One bjobs per poll interval (1 s) for the whole run: never two within half an interval
+    // (the shims log when a call's shell starts, which lags under load), never more calls
+    // than the run had intervals.
+    let (bjobs, most) = batch::calls(&shims, "bjobs", 0.5);
+    eprintln!("300 jobs: {bjobs} bjobs calls in {took:.1} s");
+    assert!(
+        bjobs >= 1 && (bjobs as f64) <= took + 1.0,
+        "{bjobs} bjobs calls in {took:.1} s"
+    );
+    assert_eq!(most, 1, "two bjobs calls within half a poll interval");
+    assert_eq!(batch::calls(&shims, "bkill", 1.0).0, 0, "nothing to kill");
+    lsf.stop();
+}
+
+#[test]
+fn arrays_keep_to_their_slot_limit() {
+    let Some(lsf) = Lsf::new("arrays", &[], &[]) else {
+        return;
+    };
+    let shims = batch::count_calls(lsf.work(), &lsf.path, &["bsub", "bjobs", "bkill"]);
+    let trace = lsf.work().join("trace");
+    let jobs = batch::traced_members(&trace, "LSB_JOBID");
+    let flow = lsf.flow("arrays", "arrays = true\narray_slot_limit = 2", &jobs);
+    let mut env = lsf.env();
+    env[0].1 = format!("{}:{}", shims.display(), lsf.path);
+    let run = spawn_flow(lsf.work(), "arrays", &flow, &env).finish(Duration::from_secs(300));
+    let bsub = batch::call_args(&shims, "bsub");
+    assert!(bsub.len() <= 3, "{bsub:?}");
+    assert!(
+        bsub.iter().any(|a| a.contains("]%2 ")),
+        "an array with its slot limit: {bsub:?}"
+    );
+    batch::assert_members(&run, &trace, bsub.len());
+    lsf.stop();
+}
+
+#[test]
+fn patterns_read_the_jobs_own_output_not_lsfs_report() {
+    let Some(lsf) = Lsf::new("patterns", &[], &[]) else {
+        return;
+    };
+    let run = lsf
+        .spawn(
+            "patterns",
+            &lsf.flow("patterns", "", batch::patterns_flow()),
+        )
+        .finish(Duration::from_secs(300));
+    batch::assert_patterns(&run);
+    // LSF's report is beside the log, and says the job passed.
+    let report = run.out.join("jobs/reported/lsf-report.txt");
+    let report = std::fs::read_to_string(report).unwrap();
+    assert!(report.contains("Successfully completed."), "{report}");
+    lsf.stop();
+}
+
+#[test]
+fn jobs_bjobs_forgot_are_resolved_from_their_reports_or_lost_with_a_reason() {
+    // CLEAN_PERIOD 0: bjobs forgets every job the moment it ends.
+    let Some(lsf) = Lsf::new("CLEAN_PERIOD", &[("CLEAN_PERIOD", "0")], &[]) else {
+        return;
+    };
+    // The last job leaves LSF no place for its report.
+    let blocked = "rm -f $FLOWRUN_JOB_DIR/lsf-report.txt; mkdir $FLOWRUN_JOB_DIR/lsf-report.txt";
+    let jobs = format!(
+        "[[job]]\nname = \"passes\"\ncmd = \"echo ok\"\n\
+         [[job]]\nname = \"exit3\"\ncmd = \"sleep 1; exit 3\"\n\
+         [[job]]\nname = \"noreport\"\ncmd = \"{blocked}\"\n"
+    );
+    let run = lsf
+        .spawn("forgot", &lsf.flow("forgot", "lost_after = \"5s\"", &jobs))
+        .finish(Duration::from_secs(300));
+    assert_eq!(run.status("passes"), "passed", "{run:#?}");
+    assert_eq!(
+        (run.status("exit3"), run.reason("exit3")),
+        ("failed", "exit code 3")
+    );
+    assert_eq!(run.status("noreport"), "failed", "{run:#?}");
+    let reason = run.reason("noreport");
+    assert!(
+        reason.contains("no longer known to bjobs") && reason.contains("lsf-report.txt"),
+        "{reason}"
+    );
+    lsf.stop();
+}
+
+#[test]
+fn esub_lines_and_8_digit_ids_are_read() {
+    for stream in ["stdout", "stderr"] {
+        let knobs = [
+            (
+                "BANNER",
+                "Memory reservation is (MB): 1024\\nMemory Limit is (MB): 1024\\n",
+            ),
+            ("BANNER_STREAM", stream),
+            ("FIRST_JOB_ID", "12345678"),
+        ];
+        let Some(lsf) = Lsf::new("esub lines and 8-digit ids", &knobs, &[]) else {
+            return;
+        };
+        let bg = lsf.spawn("esub", &lsf.flow("esub", "", batch::patterns_flow()));
+        let tag = bg.tag.clone();
+        let run = bg.finish(Duration::from_secs(300));
+        batch::assert_patterns(&run);
+        let jobs = lsf.jobs(&tag);
+        assert_eq!(jobs.len(), 3, "{jobs:?}");
+        assert!(jobs.iter().all(|j| j[0].len() == 8), "{jobs:?}");
+        lsf.stop();
+    }
+}
