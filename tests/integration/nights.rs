@@ -413,6 +413,62 @@ fn a_job_that_fails_twice_then_passes_with_two_retries_passes_flaky_with_every_a
     );
 }
 
+/// The status display through the CLI (plain output): each retried attempt gets a RETRY line,
+/// the job is counted once (no progress line ever counts more jobs done than the run has, or
+/// more running than `-j`), and the summary counts two passes, not failures.
+#[test]
+fn the_display_shows_each_retry_and_counts_the_retried_job_once() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let flow = flaky_flow(&marks, "retries = 2\nretry_on = [\"exit_code\"]");
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["--status-interval", "0"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let err = &run.stderr;
+    let summary_at = err.find("\nflow retry:").expect("a summary");
+    let live = &err[..summary_at];
+    for attempt in [1, 2] {
+        let line = live
+            .lines()
+            .filter(|l| l.contains("] RETRY   flaky ("))
+            .nth(attempt - 1)
+            .unwrap_or_else(|| panic!("no RETRY line for attempt {attempt}: {err}"));
+        assert!(
+            line.ends_with(&format!("attempt {attempt}: exit code 1")),
+            "{line}"
+        );
+    }
+    assert_eq!(live.matches("] RETRY ").count(), 2, "{err}");
+    assert!(
+        !live.contains("FAILED"),
+        "a retried attempt is no failure: {err}"
+    );
+    let progress: Vec<&str> = live
+        .lines()
+        .filter(|l| flowrun_tests::is_progress_line(l))
+        .collect();
+    assert!(!progress.is_empty(), "{err}");
+    for l in &progress {
+        let frac = l.split("] ").nth(1).unwrap().split(' ').next().unwrap();
+        let (done, total) = frac.split_once('/').unwrap();
+        assert_eq!(total, "2", "{l}");
+        assert!(done.parse::<u32>().unwrap() <= 2, "{l}");
+        assert!(
+            !l.contains(" 2 running"),
+            "one job can run at a time here: {l}"
+        );
+    }
+    assert!(
+        err[summary_at..].contains("2 jobs in ")
+            && err[summary_at..].contains(": 2 passed, 0 failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("flaky: 1 job(s) passed after a failed attempt (flaky)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn with_one_retry_the_job_fails_with_both_attempts_recorded_and_its_dependent_skipped() {
     let dir = tempdir();
@@ -495,6 +551,47 @@ fn fail_fast_kills_what_runs_and_starts_nothing_more() {
         assert_eq!(run.reason(&name), "stopped after 1 failure", "{name}");
         assert_eq!(executions(&marks, &name), 0, "{name} started");
     }
+}
+
+/// The status display after `--fail-fast` (plain output): the failure that stopped the run is
+/// shown with its log; the jobs killed and skipped because of the stop are one group each in
+/// the summary, under the reason that says so, and get no log tail.
+#[test]
+fn the_display_groups_the_jobs_a_stop_ended_under_the_failure_that_stopped_the_run() {
+    let dir = tempdir();
+    let mut flow = String::from(
+        "[flow]\nname = \"ff\"\n\
+         [[job]]\nname = \"slow\"\ncmd = \"exec sleep 60\"\n\
+         [[job]]\nname = \"bad\"\ncmd = \"echo broken; sleep 0.5; exit 1\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"slow\"]\ncmd = \"true\"\n",
+    );
+    for i in 1..=3 {
+        flow.push_str(&format!("[[job]]\nname = \"q{i}\"\ncmd = \"true\"\n"));
+    }
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-j", "2", "--fail-fast"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let err = &run.stderr;
+    let summary_at = err.find("\nflow ff:").expect("a summary");
+    let (before, summary) = err.split_at(summary_at);
+    // Only the failure gets its log tail above the totals.
+    assert!(before.contains("FAILED bad: exit code 1"), "{err}");
+    assert!(before.contains("| broken"), "{err}");
+    assert!(!before.contains("KILLED slow:"), "{err}");
+    assert!(
+        summary.contains(": 0 passed, 1 failed, 4 killed, 1 skipped"),
+        "{summary}"
+    );
+    let rows: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.contains("stopped after 1 failure"))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "one row for the kills, one for the skips: {summary}"
+    );
+    assert!(rows.iter().any(|l| l.starts_with("killed")), "{summary}");
+    assert!(rows.iter().any(|l| l.starts_with("skipped")), "{summary}");
 }
 
 fn max_fail_flow(marks: &Path) -> String {
