@@ -50,6 +50,18 @@ enum Cmd {
         /// The flow file.
         flow: PathBuf,
     },
+    /// Show a running or finished run from its journal (counts, running jobs, failures, whether
+    /// the host is alive). Reads only.
+    Status {
+        /// The run directory (default: the `latest` run under flowrun-out, when there is one).
+        run_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Print again every second until the run ends or its host is gone.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Manage plugins.
     #[command(subcommand)]
     Plugins(plugins::command::PluginsCmd),
@@ -93,6 +105,26 @@ struct RunArgs {
     /// Print only the summary.
     #[arg(short, long)]
     quiet: bool,
+    /// Continue an earlier run in place (default: the flow's `latest`): jobs that passed there
+    /// with an unchanged definition are not rerun; the rest runs. With --dry-run, lists what
+    /// would run.
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["out", "rerun_failed"])]
+    resume: Option<PathBuf>,
+    /// A new run in which the jobs that passed in RUN_DIR (default: the flow's `latest`) with an
+    /// unchanged definition count as passed without running; everything else runs.
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
+    rerun_failed: Option<PathBuf>,
+    /// Stop at the first failure: start nothing more, kill what runs (--max-fail 1).
+    #[arg(long, conflicts_with = "max_fail")]
+    fail_fast: bool,
+    /// Once N jobs failed (after their retries), start nothing more and kill what runs; the
+    /// rest is reported killed or skipped, "stopped after N failures".
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_fail: Option<u32>,
+    /// With --fail-fast or --max-fail: let the running jobs finish instead of killing them.
+    #[arg(long)]
+    wait: bool,
     /// Without a terminal (CI logs, pipes): print a progress line this often, such as 30s or
     /// 2m; 0 prints one whenever the counts change. [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_status_interval)]
@@ -185,6 +217,17 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 flow.jobs.len(),
                 t.elapsed().as_secs_f64()
             );
+            let nonempty = |p: PathBuf| (!p.as_os_str().is_empty()).then_some(p);
+            let continue_from = match (args.resume, args.rerun_failed) {
+                (Some(d), _) => Some(run::resume::Continue::Resume(nonempty(d))),
+                (None, Some(d)) => Some(run::resume::Continue::RerunFailed(nonempty(d))),
+                (None, None) => None,
+            };
+            if let (true, Some(c)) = (args.dry_run, &continue_from) {
+                run::check(&flow, &mut plugins, &args.observer)?;
+                print!("{}", run::resume::plan(&flow, c)?);
+                return Ok(EXIT_PASSED);
+            }
             if args.dry_run {
                 run::check(&flow, &mut plugins, &args.observer)?;
                 print!("{}", flow::render::plan(&flow));
@@ -200,6 +243,13 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                     quiet: args.quiet,
                     kill_margin: args.kill_margin,
                     phases: Phases(vec![load]),
+                    continue_from,
+                    max_fail: if args.fail_fast {
+                        Some(1)
+                    } else {
+                        args.max_fail
+                    },
+                    max_fail_wait: args.wait,
                     status_interval: args.status_interval,
                 },
             )?;
@@ -225,5 +275,10 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
         }
         Cmd::Plugins(p) => plugins::command::run(p),
         Cmd::ProbePlugin { path } => Ok(plugins::probe::child_main(&path)),
+        Cmd::Status {
+            run_dir,
+            json,
+            watch,
+        } => crate::journal::status::status(run_dir.as_deref(), json, watch),
     }
 }

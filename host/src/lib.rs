@@ -5,6 +5,8 @@
 //! - [`flow`]: loading, expanding and validating flow files into a [`flow::Flow`];
 //! - [`sched`]: the pure scheduler core, a state machine fed inputs, returning actions; it owns
 //!   every rule about a job's status and its typed reason;
+//! - [`journal`]: the run's journal (every state change, appended as it happens) and reading
+//!   it back;
 //! - [`run`]: the thin async loop that drives the core against any backend (plugins, or
 //!   in-process doubles in its tests), the run directory, results.json;
 //! - [`display`]: the built-in status display, an in-process observer of the run events;
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod display;
 pub mod errors;
 pub mod flow;
+pub mod journal;
 pub mod observe;
 pub mod outcome;
 pub mod plugins;

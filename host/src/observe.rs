@@ -115,6 +115,17 @@ pub struct Summary {
     pub results_path: PathBuf,
     /// Why results.json could not be written (then there is no file at `results_path`).
     pub results_error: Option<String>,
+    /// Jobs that passed after a failed attempt (`retries`).
+    pub flaky: u64,
+    /// The first [`Summary::FLAKY_NAMES`] of them, in the flow's order.
+    pub flaky_names: Vec<String>,
+    /// Jobs whose pass was carried over from an earlier run (`--resume`, `--rerun-failed`).
+    pub reused: u64,
+}
+
+impl Summary {
+    /// Flaky jobs named in the summary; the rest are counted.
+    pub const FLAKY_NAMES: usize = 5;
 }
 
 /// One event of a run.

@@ -15,6 +15,7 @@ mod legacy;
 mod local;
 mod lsf;
 mod lsf_emu;
+mod nights;
 mod observers;
 mod plugins;
 mod scheduling;

@@ -354,10 +354,49 @@ pub fn job_end_line(
     reason: &str,
     max: usize,
 ) -> Line {
+    let word = status.name().to_ascii_uppercase();
+    job_line(
+        elapsed,
+        (&word, status_style(status)),
+        name,
+        duration_s,
+        reason,
+        max,
+    )
+}
+
+/// The line printed when an attempt of a job failed and the job is queued for another
+/// (`retries`): `[00:12] RETRY   sim-dma-1 (1.2s): attempt 1: exit code 3`.
+pub fn retry_line(
+    elapsed: Duration,
+    name: &str,
+    attempt: u32,
+    duration_s: Option<f64>,
+    reason: &str,
+    max: usize,
+) -> Line {
+    let reason = format!("attempt {attempt}: {reason}");
+    job_line(
+        elapsed,
+        ("RETRY", Style::Warn),
+        name,
+        duration_s,
+        &reason,
+        max,
+    )
+}
+
+fn job_line(
+    elapsed: Duration,
+    (word, style): (&str, Style),
+    name: &str,
+    duration_s: Option<f64>,
+    reason: &str,
+    max: usize,
+) -> Line {
     let mut line = Line::default();
     line.push(format!("[{}] ", clock(elapsed)), Style::Plain);
-    let word = status.name().to_ascii_uppercase();
-    line.push(format!("{word:<7}"), status_style(status));
+    line.push(format!("{word:<7}"), style);
     line.push(format!(" {name}"), Style::Plain);
     if let Some(d) = duration_s {
         line.push(format!(" ({})", seconds(d)), Style::Plain);

@@ -205,6 +205,12 @@ impl Drop for Display {
     }
 }
 
+/// Prints a line of the host's own (not a job's) on stderr, whatever the display shows: under
+/// the screen lock, in place of the live line, which the display redraws at its next tick.
+pub fn message(text: &str) {
+    term::screen().print(&format!("{text}\n"));
+}
+
 /// The width plain output is formatted for.
 fn plain_width() -> usize {
     term::columns_env().unwrap_or(term::PLAIN_WIDTH)

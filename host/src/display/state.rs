@@ -145,6 +145,8 @@ pub struct Progress {
     pub pending: Pending,
     /// The counts changed since the last progress line.
     pub changed: bool,
+    /// Failed attempts that were retried.
+    pub retried: u64,
 }
 
 impl Progress {
@@ -176,6 +178,7 @@ impl Progress {
             finished: None,
             pending: Pending::default(),
             changed: false,
+            retried: 0,
         }
     }
 
@@ -286,6 +289,14 @@ impl Progress {
             if e.interactive {
                 self.interactive.remove(&*e.job);
             }
+            // A failed attempt that the core retries (a busy backend's hand-back has no
+            // reason): the job is queued again and counted once, as queued; it gets a line, as
+            // a failure would, and the attempt's end counts for nothing else.
+            if e.new == Status::Queued && e.reason_kind.is_some() {
+                self.retried += 1;
+                self.note_retry(e);
+                return;
+            }
         }
         match e.new {
             Status::Passed => self.note_usage(e),
@@ -297,6 +308,25 @@ impl Progress {
         }
     }
 
+    fn note_retry(&mut self, e: &JobStatusEvent) {
+        if self.job_lines == JobLines::None || self.signal.is_some() {
+            return;
+        }
+        if self.pending.lines.len() < MAX_PENDING_LINES {
+            let reason = group_reason(&e.reason, &self.run_jobs_dir);
+            self.pending.lines.push(format::retry_line(
+                self.elapsed_at(e.time_us),
+                &e.job,
+                e.attempt,
+                e.duration_s,
+                &reason,
+                self.line_width.saturating_sub(1),
+            ));
+        } else {
+            self.pending.dropped += 1;
+        }
+    }
+
     fn note_usage(&mut self, e: &JobStatusEvent) {
         self.slowest.offer(e.duration_s, &e.job);
         self.most_cpu.offer(e.cpu_s, &e.job);
@@ -305,11 +335,13 @@ impl Progress {
 
     fn note_not_passed(&mut self, e: &JobStatusEvent) {
         let reason = group_reason(&e.reason, &self.run_jobs_dir);
-        let after_signal = self.signal.is_some();
+        // Jobs killed after a kill signal, or by `--fail-fast`/`--max-fail` (reason kind
+        // `stopped`), are the signal's or the first failures' doing: those are what to see.
+        let consequence = self.signal.is_some() || e.reason_kind == Some("stopped");
         // The job's own line.
         let wanted = match self.job_lines {
             JobLines::None => false,
-            JobLines::Failures => e.new != Status::Skipped && !after_signal,
+            JobLines::Failures => e.new != Status::Skipped && !consequence,
             JobLines::NotPassed => true,
         };
         if wanted {
@@ -329,7 +361,7 @@ impl Progress {
         // Its log, for the summary. Kills caused by a kill signal are the signal's doing.
         let shown = match e.new {
             Status::Failed => Some(&mut self.failed_shown),
-            Status::Killed if !after_signal => Some(&mut self.killed_shown),
+            Status::Killed if !consequence => Some(&mut self.killed_shown),
             _ => None,
         };
         if let Some(shown) = shown {
@@ -510,6 +542,89 @@ pub(crate) mod tests {
                 "[01:01] SKIPPED b: dependency failed: a",
             ]
         );
+    }
+
+    /// A retried attempt: the job goes back to queued and runs again, counted once all along;
+    /// the failed attempt gets a RETRY line, not a FAILED one, and no place in the summary.
+    #[test]
+    fn a_retried_attempt_requeues_the_job_and_counts_it_once() {
+        let mut p = Progress::new(JobLines::NotPassed, true, 100);
+        p.apply(&started(&["flaky", "other"]));
+        run(&mut p, "flaky", 1.0);
+        run(&mut p, "other", 1.0);
+        let RunEvent::JobStatus(mut retry) = status("flaky", Status::Running, Status::Queued, 3.0)
+        else {
+            unreachable!()
+        };
+        retry.reason = "exit code 1".into();
+        retry.reason_kind = Some("exit_code");
+        retry.duration_s = Some(2.0);
+        p.apply(&RunEvent::JobStatus(retry));
+        assert_eq!(p.counts.get(Status::Queued), 1);
+        assert_eq!(p.counts.get(Status::Running), 1);
+        assert_eq!(p.counts.done(), 0);
+        assert_eq!(p.longest_running(10), vec!["other"]);
+        assert_eq!(p.retried, 1);
+        // The next attempt.
+        let RunEvent::JobStatus(mut again) = status("flaky", Status::Queued, Status::Running, 3.5)
+        else {
+            unreachable!()
+        };
+        again.attempt = 2;
+        p.apply(&RunEvent::JobStatus(again));
+        assert_eq!(p.counts.get(Status::Queued), 0);
+        assert_eq!(p.counts.get(Status::Running), 2);
+        p.apply(&ended("flaky", Status::Passed, "", 5.0, Some(1.5)));
+        p.apply(&ended("other", Status::Passed, "", 5.0, Some(4.0)));
+        assert_eq!(p.counts.get(Status::Passed), 2);
+        assert_eq!(p.counts.done(), 2);
+        assert_eq!(p.counts.get(Status::Running), 0);
+        let lines: Vec<String> = p.pending.lines.iter().map(|l| l.plain()).collect();
+        assert_eq!(
+            lines,
+            vec!["[00:03] RETRY   flaky (2.0s): attempt 1: exit code 1"]
+        );
+        assert!(p.ended.is_empty() && p.sorted_groups().is_empty());
+        // A busy backend's hand-back (no reason) is no retry.
+        run(&mut p, "x", 6.0);
+        p.apply(&status("x", Status::Running, Status::Queued, 6.0));
+        assert_eq!(p.retried, 1);
+        assert_eq!(p.pending.lines.len(), 1);
+    }
+
+    /// `--fail-fast`/`--max-fail`: the jobs killed because the run stopped are the failure's
+    /// doing; on a terminal they get no line and no log tail, and they are grouped by their
+    /// reason in the summary.
+    #[test]
+    fn jobs_killed_by_a_stop_are_the_first_failures_doing() {
+        let mut p = Progress::new(JobLines::Failures, true, 80);
+        p.apply(&started(&["a", "b", "c"]));
+        p.apply(&ended("a", Status::Failed, "exit code 1", 1.0, Some(1.0)));
+        for (job, st) in [("b", Status::Killed), ("c", Status::Skipped)] {
+            let RunEvent::JobStatus(mut e) = ended(job, st, "stopped after 1 failure", 2.0, None)
+            else {
+                unreachable!()
+            };
+            e.reason_kind = Some("stopped");
+            p.apply(&RunEvent::JobStatus(e));
+        }
+        let lines: Vec<String> = p.pending.lines.iter().map(|l| l.plain()).collect();
+        assert_eq!(lines, vec!["[00:01] FAILED  a (1.0s): exit code 1"]);
+        assert_eq!(p.ended.len(), 1);
+        let groups: Vec<(Status, &str, u64)> = p
+            .sorted_groups()
+            .iter()
+            .map(|g| (g.status, g.reason.as_str(), g.count))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                (Status::Failed, "exit code 1", 1),
+                (Status::Killed, "stopped after 1 failure", 1),
+                (Status::Skipped, "stopped after 1 failure", 1),
+            ]
+        );
+        assert_eq!(p.counts.done(), 3);
     }
 
     #[test]

@@ -109,6 +109,28 @@ pub fn render(p: &Progress, tails: &[Option<Tail>], width: usize, colour: bool) 
         seconds(s.duration_s),
     );
 
+    // Passes that need a second look (a job that passed only on a retry) or that this run did
+    // not see (carried over from an earlier run).
+    if s.flaky > 0 {
+        let more = match s.flaky.saturating_sub(s.flaky_names.len() as u64) {
+            0 => String::new(),
+            n => format!(", ... {n} more"),
+        };
+        let line = format!(
+            "flaky: {} job(s) passed after a failed attempt ({}{more})",
+            s.flaky,
+            s.flaky_names.join(", ")
+        );
+        let _ = writeln!(out, "{}", format::truncate(&line, width));
+    }
+    if s.reused > 0 {
+        let _ = writeln!(
+            out,
+            "reused: {} job(s) passed in an earlier run with the same definition and were not rerun",
+            s.reused
+        );
+    }
+
     // 3. The reasons, cause first.
     let groups = p.sorted_groups();
     if !groups.is_empty() {
@@ -286,6 +308,7 @@ mod tests {
                 duration_s,
                 results_path: "/runs/r1/results.json".into(),
                 results_error: None,
+                ..Summary::default()
             },
             phases: Default::default(),
         });
@@ -399,6 +422,51 @@ mod tests {
             "{text}"
         );
         insta::assert_snapshot!(text);
+    }
+
+    /// Jobs that passed only on a retry, and passes carried over from an earlier run
+    /// (`--resume`), get a line each under the totals.
+    #[test]
+    fn flaky_and_reused_lines() {
+        let mut p = Progress::new(JobLines::NotPassed, false, 100);
+        let names: Vec<String> = (1..=7).map(|i| format!("sim-{i}")).collect();
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        p.apply(&started(&all));
+        for n in &names {
+            p.apply(&ended(n, Status::Passed, "", 1.0, Some(1.0)));
+        }
+        let c = p.counts;
+        p.apply(&RunEvent::RunFinished {
+            time_us: 0,
+            summary: Summary {
+                passed: c.get(Status::Passed),
+                duration_s: 3.0,
+                results_path: "/runs/r1/results.json".into(),
+                flaky: 6,
+                flaky_names: names[..Summary::FLAKY_NAMES].to_vec(),
+                reused: 1,
+                ..Summary::default()
+            },
+            phases: Default::default(),
+        });
+        let text = render(&p, &[], 100, false);
+        assert!(
+            text.contains(
+                "flaky: 6 job(s) passed after a failed attempt (sim-1, sim-2, sim-3, sim-4, sim-5, ... 1 more)"
+            ),
+            "{text}"
+        );
+        insta::assert_snapshot!(text);
+        // Without either, neither line.
+        let mut p = Progress::new(JobLines::NotPassed, false, 100);
+        p.apply(&started(&["only"]));
+        p.apply(&ended("only", Status::Passed, "", 0.2, Some(0.2)));
+        finished(&mut p, 0.25, false);
+        let text = render(&p, &[], 80, false);
+        assert!(
+            !text.contains("flaky:") && !text.contains("reused:"),
+            "{text}"
+        );
     }
 
     /// Wider terminals show more names per reason.

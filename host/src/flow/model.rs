@@ -143,8 +143,53 @@ pub struct Job {
     pub interactive: bool,
     /// `attrs`: free-form string pairs handed to the backend.
     pub attrs: Vec<(String, String)>,
+    /// `retries`, default 0: how many more attempts a job whose attempt failed gets (the
+    /// failure reaches its dependents only after the last).
+    pub retries: u32,
+    /// `retry_on`: which failures are retried.
+    pub retry_on: RetryOn,
     /// Where the job's `[[job]]` table is.
     pub location: Location,
+}
+
+/// Which failures `retries` retries (`retry_on`, a list of reason kinds as results.json
+/// writes them, or `"any"`): a set of bits over [`RetryOn::KINDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetryOn(pub u16);
+
+impl RetryOn {
+    /// The reason kinds `retry_on` may name (those of an attempt that ran or was handed over).
+    pub const KINDS: [&'static str; 9] = [
+        "exit_code",
+        "signal",
+        "fail_pattern",
+        "pass_missing",
+        "log_unreadable",
+        "backend",
+        "timeout",
+        "lost",
+        "killed",
+    ];
+    /// The default: jobs the backend lost or killed (a node failure, a preemption).
+    pub const DEFAULT: RetryOn = RetryOn(1 << 7 | 1 << 8);
+    /// Every failure.
+    pub const ANY: RetryOn = RetryOn((1 << 9) - 1);
+
+    /// The bit of a reason kind, if `retry_on` may name it.
+    pub fn bit(kind: &str) -> Option<u16> {
+        Self::KINDS.iter().position(|k| *k == kind).map(|i| 1 << i)
+    }
+
+    /// Whether a failure of this kind is retried.
+    pub fn covers(self, kind: &str) -> bool {
+        Self::bit(kind).is_some_and(|b| self.0 & b != 0)
+    }
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 impl Job {
@@ -167,6 +212,8 @@ impl Job {
             patterns: None,
             interactive: false,
             attrs: Vec::new(),
+            retries: 0,
+            retry_on: RetryOn::DEFAULT,
             location,
         }
     }

@@ -17,7 +17,7 @@ use toml::{
 use super::{
     diag::{did_you_mean, shorten, Diagnostic, SourceMap},
     expand::{is_var_name, Axis, Matrix, Template, TemplateError},
-    model::{Job, Location, Patterns, When},
+    model::{Job, Location, Patterns, RetryOn, When},
     names, parse_duration, MAX_JOBS,
 };
 
@@ -129,6 +129,8 @@ const JOB_KEYS: &[&str] = &[
     "interactive",
     "attrs",
     "matrix",
+    "retries",
+    "retry_on",
 ];
 
 /// One `key = "value"` of a table of strings.
@@ -1111,6 +1113,27 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
                 ),
             },
             "priority" => job.shared.priority = ctx.int(&what, v).unwrap_or(0),
+            "retries" => job.shared.retries = ctx.int_in(&what, v, 0, 100).unwrap_or(0) as u32,
+            "retry_on" => {
+                if let Some(list) = ctx.string_list(&what, v) {
+                    let mut on = 0u16;
+                    for (kind, span) in list {
+                        match (kind.as_str(), RetryOn::bit(&kind)) {
+                            ("any", _) => on |= RetryOn::ANY.0,
+                            (_, Some(b)) => on |= b,
+                            (_, None) => ctx.error(
+                                span,
+                                format!("invalid `retry_on` entry {kind:?}"),
+                                Some(format!(
+                                    "`retry_on` lists reason kinds: any, {}",
+                                    RetryOn::KINDS.join(", ")
+                                )),
+                            ),
+                        }
+                    }
+                    job.shared.retry_on = RetryOn(on);
+                }
+            }
             "backend" => {
                 if let Some(s) = ctx.string(&what, v) {
                     job.backend = Some((s, ctx.loc(v.span())));

@@ -110,6 +110,8 @@ pub struct RunState {
     pub phases: Phases,
     /// When the run started, µs since the epoch.
     pub started_us: i64,
+    /// How many times the run was resumed before this host continued it.
+    pub resumes: u32,
     scans: Option<UnboundedSender<LoopMsg>>,
     abandoned: bool,
     /// The time, read once per batch of messages rather than per message: a million-job run
@@ -137,6 +139,7 @@ impl RunState {
             ledger,
             phases,
             started_us: now_us(),
+            resumes: 0,
             scans: None,
             abandoned: false,
             clock: (Instant::now(), now_us()),
@@ -300,7 +303,8 @@ impl RunState {
     fn scan_then_judge(&mut self, job: JobIx, facts: &EndFacts, shell: bool) {
         let j = job as usize;
         let paths = if facts.logs.is_empty() {
-            vec![self.job_dir(j).join("output.log")]
+            let attempt = self.ledger.records[j].attempt;
+            vec![self.job_dir(j).join(&*log_name(attempt))]
         } else {
             facts.logs.clone()
         };
@@ -325,6 +329,8 @@ impl RunState {
                 Action::Status { job, old, new } => self.on_status(job, old, new),
                 Action::Kill(b, jobs) => {
                     if let Some(handle) = &self.backends[b as usize] {
+                        // What happened before a plugin call is written before it.
+                        self.ledger.flush_journal();
                         handle.kill(&jobs);
                     }
                 }
@@ -334,22 +340,37 @@ impl RunState {
                     self.publish_events();
                     self.submit(b as usize, jobs)
                 }
+                Action::Retry {
+                    job,
+                    status,
+                    reason,
+                } => {
+                    let (ctx, flow) = (&self.ctx, &self.flow);
+                    self.ledger
+                        .retry(flow, job, status, reason, self.clock.1, |attempt| {
+                            job_dir(ctx, &flow.jobs[job as usize].name).join(&*log_name(attempt))
+                        });
+                }
             }
         }
         self.publish_events();
     }
 
-    /// Hands the events built so far to the observers.
+    /// Writes the journal's records so far, then hands the events built so far to the
+    /// observers: what an observer (a plugin among them) is told has happened is on disk
+    /// first, and the journal is written at every point a batch of events goes out.
     pub fn publish_events(&mut self) {
+        self.ledger.flush_journal();
         self.hub.publish_from(&mut self.ledger.events);
     }
 
     fn on_status(&mut self, job: JobIx, old: Status, new: Status) {
         let reason = self.sched.reason(job);
         let (ctx, flow) = (&self.ctx, &self.flow);
+        let attempt = self.ledger.records[job as usize].attempt;
         self.ledger
             .transition(flow, job, (old, new), reason, self.clock.1, || {
-                job_dir(ctx, &flow.jobs[job as usize].name).join("output.log")
+                job_dir(ctx, &flow.jobs[job as usize].name).join(&*log_name(attempt))
             });
         if self.ledger.events.len() >= EVENT_BATCH {
             self.publish_events();
@@ -382,10 +403,11 @@ impl RunState {
                 JobDirOwner::Backend => rec.has_dir = true,
                 JobDirOwner::Nobody => {}
             }
-            let mut log_path = String::with_capacity(job_dir.len() + LOG_NAME.len() + 1);
+            let log = log_name(rec.attempt);
+            let mut log_path = String::with_capacity(job_dir.len() + log.len() + 1);
             log_path.push_str(&job_dir);
             log_path.push('/');
-            log_path.push_str(LOG_NAME);
+            log_path.push_str(&log);
             requests.push(JobRequest {
                 ix: job,
                 job: &self.flow.jobs[j],
@@ -395,6 +417,7 @@ impl RunState {
                 run: &self.ctx,
             });
         }
+        self.ledger.flush_journal();
         let replies = handle.submit(&requests);
         drop(requests);
         self.tick_clock();
@@ -418,6 +441,16 @@ impl RunState {
 
 /// The log's file name in a job directory (attempt 1).
 pub const LOG_NAME: &str = "output.log";
+
+/// The log of attempt `attempt` in its job directory: [`LOG_NAME`] for the first (and for a
+/// job that never ran), `output.attempt-N.log` for a retry, so that every attempt keeps its
+/// own log.
+pub fn log_name(attempt: u32) -> std::borrow::Cow<'static, str> {
+    match attempt {
+        0 | 1 => LOG_NAME.into(),
+        n => format!("output.attempt-{n}.log").into(),
+    }
+}
 
 /// `<run>/jobs/<encoded name>`.
 pub fn job_dir(ctx: &RunContext, name: &str) -> PathBuf {

@@ -21,6 +21,7 @@ mod driver;
 pub mod outdir;
 pub mod records;
 pub mod results;
+pub mod resume;
 pub mod setup;
 mod summary;
 
@@ -36,6 +37,7 @@ use crate::{
     display::{Display, DisplayOptions, DEFAULT_STATUS_INTERVAL},
     errors::Error,
     flow::Flow,
+    journal::{self, Journal, RunStart},
     observe::Phases,
     plugins::PluginSet,
     sched::{BackendSpec, Interrupt, SchedSpec, Scheduler, SchedulerApi},
@@ -62,6 +64,12 @@ pub struct RunOptions {
     pub kill_margin: Option<Duration>,
     /// The phases before the run (loading the flow), for the RUN_STARTED event.
     pub phases: Phases,
+    /// `--resume` or `--rerun-failed`: the earlier run this one builds on.
+    pub continue_from: Option<resume::Continue>,
+    /// `--max-fail N` (`--fail-fast`: 1).
+    pub max_fail: Option<u32>,
+    /// `--wait`: after `--max-fail`, running jobs finish.
+    pub max_fail_wait: bool,
     /// `--status-interval`: without a terminal, a progress line this often (zero: on every
     /// change); `None`: the default.
     pub status_interval: Option<Duration>,
@@ -113,6 +121,70 @@ fn kill_grace(config_toml: &str) -> Duration {
         .unwrap_or(DEFAULT_KILL_GRACE)
 }
 
+/// Starts the run's journal: its identity and the job table. A journal that cannot be created
+/// costs the run its crash safety, not its jobs: one warning, and the run goes on.
+/// `resumed` is the journal of the run this one continues in place.
+fn open_journal(
+    state: &RunState,
+    hashes: &[journal::Hash],
+    resumed: Option<&journal::Replay>,
+) -> Option<Journal> {
+    let t = std::time::Instant::now();
+    let flow = &state.flow;
+    let start = RunStart {
+        segment: resumed.map_or(0, |r| r.segments),
+        mode: if resumed.is_some() {
+            journal::Mode::Resume
+        } else {
+            journal::Mode::New
+        },
+        started_us: state.started_us,
+        pid: std::process::id(),
+        supervisor_pid: 0,
+        flow: flow.name.clone(),
+        flow_file: flow.file.to_string_lossy().into_owned(),
+        run_dir: state.ctx.run_dir_text.clone(),
+        run_tag: state.ctx.run_tag.clone(),
+        flow_hash: journal::flow_hash(flow, hashes),
+        jobs: flow.jobs.len() as u32,
+        backends: flow
+            .backends
+            .iter()
+            .map(|b| journal::BackendInfo {
+                name: b.name.clone(),
+                kind: b.kind.clone(),
+            })
+            .collect(),
+    };
+    let table = flow
+        .jobs
+        .iter()
+        .zip(hashes)
+        .map(|(j, h)| (j.name.as_str(), h, j.backend as u32));
+    let opened = match resumed {
+        None => Journal::create(&state.ctx.run_dir, &start, table),
+        Some(r) => Journal::reopen(
+            &state.ctx.run_dir.join(journal::JOURNAL_FILE),
+            r.valid_len,
+            &start,
+            table,
+        ),
+    };
+    match opened {
+        Ok(j) => {
+            tracing::info!("journal started: {:.3} s", t.elapsed().as_secs_f64());
+            Some(j)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot create the journal in {}: {e}; the run goes on without one (it cannot be resumed)",
+                state.ctx.run_dir.display()
+            );
+            None
+        }
+    }
+}
+
 fn run_tag(flow: &str) -> String {
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -131,7 +203,14 @@ pub fn run_with(
     opts: &RunOptions,
     interrupts: Option<UnboundedReceiver<Interrupt>>,
 ) -> Result<RunReport, Error> {
-    if let Some(out) = &opts.out {
+    let earlier = match &opts.continue_from {
+        Some(resume::Continue::Resume(d) | resume::Continue::RerunFailed(d)) => {
+            Some(resume::read(&flow, d.as_deref())?)
+        }
+        None => None,
+    };
+    let in_place = matches!(opts.continue_from, Some(resume::Continue::Resume(_)));
+    if let (Some(out), false) = (&opts.out, in_place) {
         outdir::check_out(out)?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -149,7 +228,11 @@ pub fn run_with(
     let (sender, rx) = drive::channel();
     let observers = setup::observer_specs(&flow, &opts.observers);
     let instances = setup::create(&flow, factory, &observers, sender)?;
-    let out = match outdir::create(&flow.name, opts.out.as_deref()) {
+    let created = match (&earlier, in_place) {
+        (Some(e), true) => outdir::reopen(&e.dir),
+        _ => outdir::create(&flow.name, opts.out.as_deref()),
+    };
+    let out = match created {
         Ok(out) => out,
         Err(e) => {
             instances.shutdown(CHECK_SHUTDOWN_WAIT);
@@ -185,6 +268,8 @@ pub fn run_with(
         max_parallel: opts.max_parallel.or(flow.max_parallel),
         margin: opts.kill_margin.unwrap_or(SchedSpec::DEFAULT_MARGIN),
         cleanup_limit: SchedSpec::DEFAULT_CLEANUP_LIMIT,
+        max_fail: opts.max_fail,
+        max_fail_wait: opts.max_fail_wait,
     };
     let sched = Scheduler::new(&flow.jobs, spec);
     let ctx = RunContext::new(
@@ -199,6 +284,22 @@ pub fn run_with(
         status_interval: opts.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL),
     })));
     let mut state = RunState::new(flow, ctx, sched, instances.backends, hub, phases);
+    let hashes = journal::definition_hashes(&state.flow);
+    if journal::enabled() {
+        let resumed = earlier.as_ref().filter(|_| in_place).map(|e| &e.replay);
+        state.ledger.journal = open_journal(&state, &hashes, resumed);
+    }
+    if let Some(e) = &earlier {
+        if in_place {
+            state.resumes = e.replay.segments;
+        }
+        let now = std::time::Instant::now();
+        for (j, rec) in resume::reusable(&state.flow, &hashes, e) {
+            state.ledger.records[j as usize] = rec;
+            state.sched.handle(crate::sched::Input::Reused(j), now);
+        }
+    }
+    drop(hashes);
     let t = std::time::Instant::now();
     let end = runtime.block_on(state.drive(rx, signals));
     tracing::info!("run loop: {:.3} s", t.elapsed().as_secs_f64());

@@ -128,6 +128,21 @@ pub fn create(flow: &str, out: Option<&Path>) -> Result<OutDir, Error> {
     })
 }
 
+/// Takes an earlier run's directory again to continue it (`--resume`): locks it (refusing a
+/// directory whose host still runs) and keeps what it holds.
+pub fn reopen(dir: &Path) -> Result<OutDir, Error> {
+    let lock = lock(dir)?;
+    let jobs = dir.join("jobs");
+    std::fs::create_dir_all(&jobs).map_err(|e| output_error(&jobs, "cannot create", e))?;
+    let path = dir
+        .canonicalize()
+        .map_err(|e| output_error(dir, "cannot resolve the output directory", e))?;
+    Ok(OutDir {
+        path,
+        lock: Some(lock),
+    })
+}
+
 /// `base/<UTC timestamp>`, or `-1`, `-2`, ... when taken: `create_dir` is atomic, so two runs
 /// never share one.
 fn new_timestamped(base: &Path) -> Result<PathBuf, Error> {

@@ -1,20 +1,22 @@
 //! What the run remembers of each job, and [`Ledger::transition`]: the one place where every
-//! change of a job's status is recorded (times, the observer event). A journal of the
-//! run (for resume) hooks in there; the facts backends report arrive through the other
-//! methods of [`Ledger`], only for inputs the core applied.
+//! change of a job's status is recorded (times, the observer event, the journal); the
+//! facts backends report arrive through the other methods of [`Ledger`], only for inputs the
+//! core applied. A [`JobRecord`] is also what the journal's end records hold, so results.json
+//! is written from the same records live and after a crash.
 
 use std::{path::PathBuf, sync::Arc};
 
 use crate::{
     backend::{JobEnd, Usage},
     flow::Flow,
+    journal::Journal,
     observe::{JobStatusEvent, RunEvent},
     outcome::FailMatch,
     sched::{JobIx, Reason, Status},
 };
 
 /// Facts few jobs have, kept apart so that a million-job run stays small.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Extra {
     /// A fail-pattern match.
     pub fail: Option<FailMatch>,
@@ -26,11 +28,28 @@ pub struct Extra {
     pub usage: Usage,
     /// The backend's detail on the job's end, when it says more than the reason.
     pub detail: Option<String>,
+    /// The attempts before the current one, oldest first (a job that was retried).
+    pub earlier: Vec<Attempt>,
+    /// The verdict is not this run's work but the recorded evidence of the earlier run that
+    /// produced it (`--resume`, `--rerun-failed`): that run's directory and tag.
+    pub reused_from: Option<Box<str>>,
+}
+
+/// An attempt of a job that was followed by another (a retry): how it ended and what was
+/// recorded of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// How the attempt ended.
+    pub status: Status,
+    /// Why it did not pass.
+    pub reason: Option<Reason>,
+    /// Its times, exit code, log and the rest (its own `earlier` is empty).
+    pub record: JobRecord,
 }
 
 /// Per-job facts gathered during the run (0 means "never happened" for times, in µs since the
 /// epoch).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct JobRecord {
     /// Became queued.
     pub queued_at: i64,
@@ -55,8 +74,34 @@ impl JobRecord {
             .then(|| (self.finished_at - self.started_at) as f64 / 1e6)
     }
 
-    fn extra(&mut self) -> &mut Extra {
+    /// The rare facts, created when first needed.
+    pub fn extra_mut(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Default::default)
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra_mut()
+    }
+
+    /// The attempts before the current one.
+    pub fn earlier(&self) -> &[Attempt] {
+        self.extra.as_deref().map_or(&[], |x| &x.earlier)
+    }
+
+    /// An attempt ended and the job will run again: `ended` (what this record said of it) goes
+    /// to the earlier attempts, and the facts of one attempt start afresh. The queue time and
+    /// the attempt count stay.
+    pub fn begin_next_attempt(&mut self, mut ended: Attempt) {
+        if let Some(x) = ended.record.extra.as_deref_mut() {
+            x.earlier.clear();
+        }
+        let earlier = self.extra.take().map(|x| x.earlier).unwrap_or_default();
+        self.started_at = 0;
+        self.finished_at = 0;
+        self.exit_code = None;
+        let mut earlier = earlier;
+        earlier.push(ended);
+        self.extra_mut().earlier = earlier;
     }
 }
 
@@ -81,6 +126,8 @@ pub struct Ledger {
     pub records: Vec<JobRecord>,
     /// Events waiting for the next publish; only built when someone observes.
     pub events: Vec<RunEvent>,
+    /// The run's journal, when it keeps one.
+    pub journal: Option<Journal>,
     names: Option<EventNames>,
 }
 
@@ -90,6 +137,7 @@ impl Ledger {
         Ledger {
             records: vec![JobRecord::default(); flow.jobs.len()],
             events: Vec::with_capacity(if observed { EVENT_BATCH } else { 0 }),
+            journal: None,
             names: observed.then(|| EventNames {
                 jobs: flow
                     .jobs
@@ -143,24 +191,62 @@ impl Ledger {
                 if old == Status::Running {
                     rec.started_at = 0;
                     rec.attempt = rec.attempt.saturating_sub(1);
+                    if let Some(jn) = &mut self.journal {
+                        jn.requeued(job);
+                    }
+                } else if let Some(jn) = &mut self.journal {
+                    jn.queued(job, rec.queued_at);
                 }
             }
             Status::Running => {
                 rec.started_at = now_us;
                 rec.attempt += 1;
+                if let Some(jn) = &mut self.journal {
+                    jn.submitted(job, rec.attempt, now_us);
+                }
             }
-            s if s.is_terminal() && rec.finished_at == 0 && rec.started_at > 0 => {
-                rec.finished_at = now_us
+            s if s.is_terminal() => {
+                if rec.finished_at == 0 && rec.started_at > 0 {
+                    rec.finished_at = now_us;
+                }
+                if let Some(jn) = &mut self.journal {
+                    jn.ended(job, new, reason, rec);
+                }
             }
             _ => {}
         }
+        self.push_event(
+            flow,
+            job,
+            (old, new),
+            reason,
+            now_us,
+            new.is_terminal(),
+            log,
+        );
+    }
+
+    /// The observer event of a change of `job`'s status, when someone observes. `ended`: an
+    /// attempt ended (a terminal status, or a retry), so the event carries the attempt's facts
+    /// (exit code, duration, log, usage, fail line).
+    #[allow(clippy::too_many_arguments)]
+    fn push_event(
+        &mut self,
+        flow: &Flow,
+        job: JobIx,
+        (old, new): (Status, Status),
+        reason: Option<&Reason>,
+        now_us: i64,
+        ended: bool,
+        log: impl FnOnce() -> PathBuf,
+    ) {
         let Some(names) = &mut self.names else {
             return;
         };
+        let j = job as usize;
         let rec = &self.records[j];
         let def = &flow.jobs[j];
-        let terminal = new.is_terminal();
-        let extra = rec.extra.as_deref().filter(|_| terminal);
+        let extra = rec.extra.as_deref().filter(|_| ended);
         let resources = (new == Status::Running).then(|| match &names.resources {
             Some((cpus, res, text)) if *cpus == def.cpus && *res == def.resources => text.clone(),
             _ => {
@@ -184,9 +270,9 @@ impl Ledger {
             new,
             reason: reason.map(|r| r.to_string()).unwrap_or_default(),
             reason_kind: reason.map(Reason::kind),
-            exit_code: if terminal { rec.exit_code } else { None },
-            duration_s: if terminal { rec.duration_s() } else { None },
-            log: (terminal && rec.has_dir).then(|| match extra.and_then(|x| x.logs.first()) {
+            exit_code: if ended { rec.exit_code } else { None },
+            duration_s: if ended { rec.duration_s() } else { None },
+            log: (ended && rec.has_dir).then(|| match extra.and_then(|x| x.logs.first()) {
                 Some(first) => first.clone(),
                 None => log(),
             }),
@@ -205,8 +291,69 @@ impl Ledger {
     pub fn started(&mut self, job: JobIx, time_us: i64, native_id: Option<String>) {
         let rec = &mut self.records[job as usize];
         rec.started_at = time_us;
+        if let Some(jn) = &mut self.journal {
+            jn.started(job, time_us);
+            if let Some(id) = &native_id {
+                jn.native_id(job, id);
+            }
+        }
         if let Some(id) = native_id {
             rec.extra().native_id = Some(id.into());
+        }
+    }
+
+    /// An attempt of the job ended with `status` for `reason`, and the core queued the job
+    /// for another ([`crate::sched::Action::Retry`]): the attempt goes to the job's earlier
+    /// attempts (and the journal), and the next one starts afresh.
+    ///
+    /// Observers get the change from `Running` back to `Queued` (the one the core's action
+    /// stands for), with the failed attempt's reason, number and facts, so that their counts
+    /// stay right and the job's next `Running` is a new attempt of the same job.
+    pub fn retry(
+        &mut self,
+        flow: &Flow,
+        job: JobIx,
+        status: Status,
+        reason: Reason,
+        now_us: i64,
+        log: impl FnOnce(u32) -> PathBuf,
+    ) {
+        let rec = &mut self.records[job as usize];
+        if rec.finished_at == 0 && rec.started_at > 0 {
+            rec.finished_at = now_us;
+        }
+        let attempt = rec.attempt;
+        self.push_event(
+            flow,
+            job,
+            (Status::Running, Status::Queued),
+            Some(&reason),
+            now_us,
+            true,
+            || log(attempt),
+        );
+        let rec = &mut self.records[job as usize];
+        let mut record = rec.clone();
+        if let Some(x) = record.extra.as_deref_mut() {
+            x.earlier.clear();
+        }
+        let ended = Attempt {
+            status,
+            reason: Some(reason),
+            record,
+        };
+        if let Some(jn) = &mut self.journal {
+            jn.attempt_ended(job, &ended);
+        }
+        rec.begin_next_attempt(ended);
+    }
+
+    /// Writes the journal's records so far (one `write`): before every plugin call and after
+    /// every batch of events.
+    #[inline]
+    pub fn flush_journal(&mut self) {
+        if let Some(jn) = &mut self.journal {
+            jn.flush();
         }
     }
 

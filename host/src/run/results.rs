@@ -10,10 +10,7 @@ use std::{
 use serde::Serialize;
 
 use super::records::JobRecord;
-use crate::{
-    flow::Flow,
-    sched::{Reason, Status},
-};
+use crate::sched::{Reason, Status};
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
@@ -139,29 +136,80 @@ struct JobOut<'a> {
     fail_text: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fail_context: Option<&'a [String]>,
+    /// The verdict comes from this earlier run's evidence, not from this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reused_from: Option<&'a str>,
+    /// Passed after a failed attempt.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    flaky: bool,
+    /// The attempts before the last (which the job's own fields describe), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<AttemptOut<'a>>,
 }
 
-/// Everything results.json is written from.
-pub struct ResultsInput<'a> {
-    /// The flow.
-    pub flow: &'a Flow,
-    /// Start and end, µs since the epoch.
-    pub started_us: i64,
-    /// End.
-    pub finished_us: i64,
-    /// Interrupted by a signal.
-    pub interrupted: bool,
-    /// Final status and reason per job.
-    pub outcome: &'a dyn Fn(usize) -> (Status, Option<&'a Reason>),
-    /// Per-job facts.
-    pub records: &'a [JobRecord],
-    /// The default log path of a job.
-    pub log_of: &'a dyn Fn(usize) -> PathBuf,
+/// What results.json is written from: the live run (the core's statuses and the ledger) or a
+/// journal read back (the supervisor after a crash). Both hold the same [`JobRecord`]s.
+pub trait ResultsSource {
+    /// The flow's name.
+    fn flow(&self) -> &str;
+    /// The run directory as text (default log paths are built from it).
+    fn run_dir(&self) -> &str;
+    /// The run's start and end, µs since the epoch.
+    fn times(&self) -> (i64, i64);
+    /// The signal that interrupted the run, if one did.
+    fn interrupted(&self) -> bool;
+    /// How many jobs.
+    fn len(&self) -> usize;
+    /// Whether there are no jobs.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Job `i`'s name.
+    fn name(&self, i: usize) -> &str;
+    /// The name of job `i`'s backend instance.
+    fn backend(&self, i: usize) -> &str;
+    /// Job `i`'s final status and reason.
+    fn outcome(&self, i: usize) -> (Status, Option<&Reason>);
+    /// What was recorded of job `i`.
+    fn record(&self, i: usize) -> &JobRecord;
+    /// How many times the run was resumed (`--resume`).
+    fn resumes(&self) -> u32 {
+        0
+    }
+}
+
+/// The default log of job `name` in the run directory `run_dir` (attempt 1).
+pub fn default_log(run_dir: &str, name: &str) -> String {
+    attempt_log(run_dir, name, 1)
+}
+
+/// The default log of attempt `attempt` of job `name`.
+pub fn attempt_log(run_dir: &str, name: &str, attempt: u32) -> String {
+    let mut s = String::with_capacity(run_dir.len() + name.len() + 30);
+    s.push_str(run_dir);
+    s.push_str("/jobs/");
+    s.push_str(&super::outdir::job_dir_name(name));
+    s.push('/');
+    s.push_str(&super::drive::log_name(attempt));
+    s
+}
+
+/// One earlier attempt in results.json.
+#[derive(Serialize)]
+struct AttemptOut<'a> {
+    attempt: u32,
+    status: &'static str,
+    reason: ReasonText<'a>,
+    reason_kind: Option<&'static str>,
+    exit_code: Option<i32>,
+    started_at: Ts<'a>,
+    finished_at: Ts<'a>,
+    log: Option<String>,
 }
 
 /// Writes `<dir>/results.json` atomically (a temporary file, then a rename). On failure the
 /// temporary file is removed: nothing half-written is left.
-pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<PathBuf> {
+pub fn write_results(dir: &Path, input: &dyn ResultsSource) -> std::io::Result<PathBuf> {
     let path = dir.join("results.json");
     let tmp = dir.join(".results.json.tmp");
     match write_to(&tmp, input).and_then(|()| std::fs::rename(&tmp, &path)) {
@@ -173,15 +221,16 @@ pub fn write_results(dir: &Path, input: &ResultsInput<'_>) -> std::io::Result<Pa
     }
 }
 
-fn write_to(tmp: &Path, input: &ResultsInput<'_>) -> std::io::Result<()> {
+fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
     let mut counts = Counts {
         passed: 0,
         failed: 0,
         killed: 0,
         skipped: 0,
     };
-    for i in 0..input.flow.jobs.len() {
-        match (input.outcome)(i).0 {
+    let n = input.len();
+    for i in 0..n {
+        match input.outcome(i).0 {
             Status::Passed => counts.passed += 1,
             Status::Failed => counts.failed += 1,
             Status::Killed => counts.killed += 1,
@@ -192,31 +241,35 @@ fn write_to(tmp: &Path, input: &ResultsInput<'_>) -> std::io::Result<()> {
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
     let stamps = Timestamps::default();
     let ts = |us: i64| Ts(us, &stamps);
+    let (started_us, finished_us) = input.times();
     write!(
         w,
-        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"counts\": {},\n  \"jobs\": [",
-        serde_json::to_string(&input.flow.name)?,
-        serde_json::to_string(&ts(input.started_us))?,
-        serde_json::to_string(&ts(input.finished_us))?,
-        input.interrupted,
+        "{{\n  \"flow\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"interrupted\": {},\n  \"resumes\": {},\n  \"counts\": {},\n  \"jobs\": [",
+        serde_json::to_string(input.flow())?,
+        serde_json::to_string(&ts(started_us))?,
+        serde_json::to_string(&ts(finished_us))?,
+        input.interrupted(),
+        input.resumes(),
         serde_json::to_string(&counts)?,
     )?;
-    for (i, job) in input.flow.jobs.iter().enumerate() {
-        let (status, reason) = (input.outcome)(i);
-        let r = &input.records[i];
+    let run_dir = input.run_dir();
+    for i in 0..n {
+        let (status, reason) = input.outcome(i);
+        let name = input.name(i);
+        let r = input.record(i);
         let extra = r.extra.as_deref();
         let log = match extra.and_then(|x| x.logs.first()) {
             Some(first) => Some(first.to_string_lossy().into_owned()),
-            None if r.has_dir => Some((input.log_of)(i).to_string_lossy().into_owned()),
+            None if r.has_dir => Some(attempt_log(run_dir, name, r.attempt)),
             None => None,
         };
         let fail = extra.and_then(|x| x.fail.as_ref());
         let out = JobOut {
-            name: &job.name,
+            name,
             status: status.name(),
             reason: ReasonText(reason),
             reason_kind: reason.map(Reason::kind),
-            backend: &input.flow.backends[job.backend].name,
+            backend: input.backend(i),
             attempt: r.attempt,
             exit_code: r.exit_code,
             queued_at: ts(r.queued_at),
@@ -231,6 +284,28 @@ fn write_to(tmp: &Path, input: &ResultsInput<'_>) -> std::io::Result<()> {
             fail_line: fail.map(|f| f.line),
             fail_text: fail.map(|f| f.text.as_str()),
             fail_context: fail.map(|f| f.context.as_slice()),
+            reused_from: extra.and_then(|x| x.reused_from.as_deref()),
+            flaky: status == Status::Passed && !r.earlier().is_empty(),
+            attempts: r
+                .earlier()
+                .iter()
+                .map(|a| AttemptOut {
+                    attempt: a.record.attempt,
+                    status: a.status.name(),
+                    reason: ReasonText(a.reason.as_ref()),
+                    reason_kind: a.reason.as_ref().map(Reason::kind),
+                    exit_code: a.record.exit_code,
+                    started_at: ts(a.record.started_at),
+                    finished_at: ts(a.record.finished_at),
+                    log: match a.record.extra.as_deref().and_then(|x| x.logs.first()) {
+                        Some(first) => Some(first.to_string_lossy().into_owned()),
+                        None if a.record.has_dir => {
+                            Some(attempt_log(run_dir, name, a.record.attempt))
+                        }
+                        None => None,
+                    },
+                })
+                .collect(),
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &out)?;

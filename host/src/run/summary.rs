@@ -16,8 +16,75 @@ use super::{
 use crate::{
     errors::run_exit_code,
     observe::{Phases, RunEvent, Summary},
-    sched::{JobIx, SchedulerApi, Status},
+    run::{records::JobRecord, results::ResultsSource},
+    sched::{JobIx, Reason, SchedulerApi, Status},
 };
+
+/// results.json of the live run: the core's statuses and reasons, the ledger's records.
+struct LiveResults<'a> {
+    state: &'a RunState,
+    finished_us: i64,
+}
+
+impl ResultsSource for LiveResults<'_> {
+    fn flow(&self) -> &str {
+        &self.state.flow.name
+    }
+    fn run_dir(&self) -> &str {
+        &self.state.ctx.run_dir_text
+    }
+    fn times(&self) -> (i64, i64) {
+        (self.state.started_us, self.finished_us)
+    }
+    fn interrupted(&self) -> bool {
+        self.state.sched.interrupted().is_some()
+    }
+    fn len(&self) -> usize {
+        self.state.flow.jobs.len()
+    }
+    fn name(&self, i: usize) -> &str {
+        &self.state.flow.jobs[i].name
+    }
+    fn backend(&self, i: usize) -> &str {
+        &self.state.flow.backends[self.state.flow.jobs[i].backend].name
+    }
+    fn outcome(&self, i: usize) -> (Status, Option<&Reason>) {
+        let j = i as JobIx;
+        (self.state.sched.status(j), self.state.sched.reason(j))
+    }
+    fn record(&self, i: usize) -> &JobRecord {
+        &self.state.ledger.records[i]
+    }
+    fn resumes(&self) -> u32 {
+        self.state.resumes
+    }
+}
+
+/// The summary's facts on attempts, from the records (as results.json has them): the jobs that
+/// passed after a failed attempt (flaky: how many, the first few names) and the jobs whose pass
+/// was carried over from an earlier run.
+fn attempts_summary(state: &RunState) -> (u64, Vec<String>, u64) {
+    let (mut flaky, mut names, mut reused) = (0u64, Vec::new(), 0u64);
+    for (i, rec) in state.ledger.records.iter().enumerate() {
+        if state.sched.status(i as JobIx) != Status::Passed {
+            continue;
+        }
+        if !rec.earlier().is_empty() {
+            flaky += 1;
+            if names.len() < Summary::FLAKY_NAMES {
+                names.push(state.flow.jobs[i].name.clone());
+            }
+        }
+        if rec
+            .extra
+            .as_deref()
+            .is_some_and(|x| x.reused_from.is_some())
+        {
+            reused += 1;
+        }
+    }
+    (flaky, names, reused)
+}
 
 /// How long observers may take to finish (write their reports).
 const OBSERVER_WAIT: Duration = Duration::from_secs(30);
@@ -35,23 +102,27 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
 
     let t = Instant::now();
     let write_start = now_us();
-    let written = {
-        let (flow, sched, ctx) = (&state.flow, &state.sched, &state.ctx);
-        let outcome = |i: usize| (sched.status(i as JobIx), sched.reason(i as JobIx));
-        let log_of = |i: usize| super::drive::job_dir(ctx, &flow.jobs[i].name).join("output.log");
-        results::write_results(
-            &out.path,
-            &results::ResultsInput {
-                flow,
-                started_us: state.started_us,
-                finished_us,
-                interrupted: sched.interrupted().is_some(),
-                outcome: &outcome,
-                records: &state.ledger.records,
-                log_of: &log_of,
-            },
-        )
-    };
+    let journal_error = state.ledger.journal.take().and_then(|mut jn| {
+        jn.run_end(finished_us, state.sched.interrupted());
+        let (stats, error) = jn.finish();
+        tracing::info!(
+            "journal: {} frames, {} bytes, {} syncs",
+            stats.frames,
+            stats.bytes,
+            stats.syncs
+        );
+        error
+    });
+    if let Some(e) = &journal_error {
+        crate::display::message(&format!("flowrun: the journal is incomplete: {e}"));
+    }
+    let written = results::write_results(
+        &out.path,
+        &LiveResults {
+            state: &state,
+            finished_us,
+        },
+    );
     phases.0.push(("write_results", write_start, now_us()));
     tracing::info!("results.json written: {:.3} s", t.elapsed().as_secs_f64());
     let results_path = out.path.join("results.json");
@@ -63,6 +134,7 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         by_status[state.sched.status(i as JobIx).index()] += 1;
     }
     let count = |s: Status| by_status[s.index()];
+    let (flaky, flaky_names, reused) = attempts_summary(&state);
     let summary = Summary {
         passed: count(Status::Passed),
         failed: count(Status::Failed),
@@ -72,6 +144,9 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         duration_s: (finished_us - state.started_us) as f64 / 1e6,
         results_path: results_path.clone(),
         results_error: written.as_ref().err().map(|e| e.to_string()),
+        flaky,
+        flaky_names,
+        reused,
     };
     state.ledger.events.push(RunEvent::RunFinished {
         time_us: finished_us,

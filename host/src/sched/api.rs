@@ -112,6 +112,11 @@ pub struct SchedSpec {
     /// After an interrupt, `when = "always"` jobs still run (cleanup); each of them is killed
     /// after at most this long.
     pub cleanup_limit: Duration,
+    /// `--max-fail N` (`--fail-fast` is 1): once N jobs failed (after their retries), start
+    /// nothing more.
+    pub max_fail: Option<u32>,
+    /// `--wait`: after `max_fail`, let running jobs finish rather than kill them.
+    pub max_fail_wait: bool,
 }
 
 impl SchedSpec {
@@ -129,6 +134,8 @@ impl Default for SchedSpec {
             max_parallel: None,
             margin: Self::DEFAULT_MARGIN,
             cleanup_limit: Self::DEFAULT_CLEANUP_LIMIT,
+            max_fail: None,
+            max_fail_wait: false,
         }
     }
 }
@@ -214,6 +221,11 @@ pub enum Input {
     /// Time passed (timeouts, kill deadlines and busy backoffs are due): the core looks at
     /// `now`.
     Tick,
+    /// The job passed in an earlier run of this flow with the same definition (`--resume`,
+    /// `--rerun-failed`): it counts as passed without running, and its dependents go on as
+    /// after any pass. Only before [`SchedulerApi::start`] and only for a job still
+    /// `Scheduled`; ignored otherwise.
+    Reused(JobIx),
 }
 
 /// An action for the run loop to carry out, in order.
@@ -233,6 +245,17 @@ pub enum Action {
         old: Status,
         /// After.
         new: Status,
+    },
+    /// An attempt of a running job failed and the job gets another (`retries`): it is
+    /// `Queued` again (this action stands for the change from `Running`), and the failure does
+    /// not reach its dependents.
+    Retry {
+        /// The job.
+        job: JobIx,
+        /// How the attempt ended (failed or killed).
+        status: Status,
+        /// Why.
+        reason: Reason,
     },
 }
 

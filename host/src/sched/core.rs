@@ -151,6 +151,15 @@ pub struct Scheduler {
     interrupted: Option<Interrupt>,
     terminal: usize,
     now: Option<Instant>,
+    /// Jobs with `retries`: the attempts they have left and what is retried.
+    retries: HashMap<JobIx, (u32, crate::flow::RetryOn)>,
+    /// Jobs that ended Failed so far.
+    failures: u32,
+    /// `--max-fail`, and whether running jobs may finish then.
+    max_fail: Option<u32>,
+    max_fail_wait: bool,
+    /// The run stopped after `max_fail` failures.
+    stopped: bool,
 }
 
 fn to_u32(n: usize, what: &str) -> u32 {
@@ -200,12 +209,20 @@ impl Scheduler {
         self.reasons[ju] = reason.map(Box::new);
         self.flags[ju] &= !(IN_FLIGHT | KILL_REQ | KILL_SENT | ENDED);
         self.terminal += 1;
+        if new == Status::Failed {
+            self.failures += 1;
+        }
         self.actions.push(Action::Status { job: j, old, new });
         self.worklist.push(j);
     }
 
     /// A dependency-free or dependency-satisfied job becomes ready.
     fn make_ready(&mut self, j: JobIx) {
+        if self.stopped {
+            let max = self.max_fail.unwrap_or(1).max(1);
+            self.end(j, Status::Skipped, Some(Reason::Stopped(max)));
+            return;
+        }
         if let Some(sig) = self.interrupted {
             if self.when[j as usize] != When::Always {
                 self.end(j, Status::Skipped, Some(Reason::InterruptedWaiting(sig)));
@@ -459,8 +476,41 @@ impl Scheduler {
                 Outcome::Failed(r) => (Status::Failed, Some(r)),
                 Outcome::Killed(r) => (Status::Killed, Some(r)),
             };
-            self.end(j, st, r);
+            match r {
+                Some(r) if self.may_retry(j, &r) => self.retry(j, st, r),
+                r => self.end(j, st, r),
+            }
         }
+    }
+
+    /// Whether a failed attempt of `j` (not one the scheduler killed) is followed by another:
+    /// the job has attempts left, `retry_on` covers the failure and the run is not stopping.
+    fn may_retry(&mut self, j: JobIx, r: &Reason) -> bool {
+        if self.interrupted.is_some() || self.stopped {
+            return false;
+        }
+        match self.retries.get_mut(&j) {
+            Some((left, on)) if *left > 0 && on.covers(r.kind()) => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The attempt failed and the job runs again: it is queued (the failure does not reach its
+    /// dependents), and the loop records the attempt ([`Action::Retry`]).
+    fn retry(&mut self, j: JobIx, status: Status, reason: Reason) {
+        let ju = j as usize;
+        self.flags[ju] &= !(IN_FLIGHT | KILL_REQ | KILL_SENT | ENDED);
+        self.status[ju] = Status::Queued;
+        self.actions.push(Action::Retry {
+            job: j,
+            status,
+            reason,
+        });
+        let c = self.class[ju] as usize;
+        self.classes[c].heap.push(Reverse(self.rank[ju]));
     }
 
     fn is_running(&self, j: JobIx) -> bool {
@@ -540,6 +590,41 @@ impl Scheduler {
         }
     }
 
+    /// `--max-fail N`: once N jobs failed, nothing more starts. Jobs not handed over yet are
+    /// killed (queued) or skipped (waiting), running ones killed unless `--wait`; all with
+    /// "stopped after N failures". Unlike an interrupt, `when = "always"` jobs do not run
+    /// either: the run is not being torn down by its user, it is cut short by its results.
+    fn stop_after_failures(&mut self) {
+        let Some(max) = self.max_fail else {
+            return;
+        };
+        if self.stopped || self.interrupted.is_some() || self.failures < max.max(1) {
+            return;
+        }
+        self.stopped = true;
+        let why = Reason::Stopped(max.max(1));
+        for b in 0..self.backends.len() {
+            for j in std::mem::take(&mut self.backends[b].submits) {
+                self.release(j);
+                self.end(j, Status::Killed, Some(why.clone()));
+            }
+        }
+        let n = to_u32(self.status.len(), "jobs");
+        for j in 0..n {
+            if self.status[j as usize] == Status::Scheduled {
+                self.end(j, Status::Skipped, Some(why.clone()));
+            }
+        }
+        for j in 0..n {
+            match self.status[j as usize] {
+                Status::Queued => self.end(j, Status::Killed, Some(why.clone())),
+                Status::Running if !self.max_fail_wait => self.request_kill(j, why.clone()),
+                _ => {}
+            }
+        }
+        self.propagate();
+    }
+
     fn interrupt(&mut self, sig: Interrupt) {
         let n = to_u32(self.status.len(), "jobs");
         if self.interrupted.is_some() {
@@ -609,6 +694,12 @@ impl Scheduler {
 
     fn on_input(&mut self, input: Input, now: Instant) -> bool {
         match input {
+            Input::Reused(j) => {
+                if self.started || self.status.get(j as usize) != Some(&Status::Scheduled) {
+                    return false;
+                }
+                self.end(j, Status::Passed, None);
+            }
             Input::Accepted(j) => {
                 if !self.in_flight(j) {
                     return false;
@@ -722,6 +813,8 @@ impl SchedulerApi for Scheduler {
             max_parallel,
             margin,
             cleanup_limit,
+            max_fail,
+            max_fail_wait,
         } = spec;
         let n = jobs.len();
         to_u32(n, "jobs");
@@ -909,6 +1002,16 @@ impl SchedulerApi for Scheduler {
             interrupted: None,
             terminal: 0,
             now: None,
+            retries: jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.retries > 0)
+                .map(|(i, j)| (i as JobIx, (j.retries, j.retry_on)))
+                .collect(),
+            failures: 0,
+            max_fail,
+            max_fail_wait,
+            stopped: false,
         }
     }
 
@@ -942,6 +1045,7 @@ impl SchedulerApi for Scheduler {
         let applied = self.on_input(input, now);
         self.expire_deadlines(now);
         self.propagate();
+        self.stop_after_failures();
         self.dispatch();
         applied
     }

@@ -56,6 +56,8 @@ pub fn job(name: &str) -> Job {
         patterns: None,
         interactive: false,
         attrs: Vec::new(),
+        retries: 0,
+        retry_on: crate::flow::RetryOn::DEFAULT,
         location: location(),
     }
 }

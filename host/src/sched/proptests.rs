@@ -135,6 +135,11 @@ fn case() -> impl Strategy<Value = Case> {
                             j.cpus = cpus;
                             j.resources = resources;
                             j.timeout = to.map(|ms| (Duration::from_millis(ms), format!("{ms}ms")));
+                            // Attempts: some jobs get retries, half of them on any failure.
+                            j.retries = ((prio.unsigned_abs() + i as u64) % 3) as u32;
+                            if i % 2 == 0 {
+                                j.retry_on = crate::flow::RetryOn::ANY;
+                            }
                             j
                         })
                         .collect();
@@ -156,6 +161,8 @@ fn case() -> impl Strategy<Value = Case> {
                             max_parallel,
                             margin: Duration::from_millis(100),
                             cleanup_limit: Duration::from_millis(500),
+                            max_fail: None,
+                            max_fail_wait: false,
                         },
                         plans,
                         interrupt_at,
@@ -196,6 +203,8 @@ struct Model {
     spec: SchedSpec,
     status: Vec<Status>,
     in_flight: Vec<bool>,
+    /// Attempts each job has left (`retries`).
+    retries_left: Vec<u32>,
     /// Rank by naive comparison: priority desc, then the flow's order.
     rank: Vec<usize>,
     backends: Vec<ModelBackend>,
@@ -220,6 +229,7 @@ impl Model {
             spec: c.spec.clone(),
             status: vec![Status::Scheduled; n],
             in_flight: vec![false; n],
+            retries_left: c.jobs.iter().map(|j| j.retries).collect(),
             rank,
             backends: vec![ModelBackend::default(); c.spec.backends.len()],
             res_used: vec![0; c.spec.resources.len()],
@@ -424,6 +434,25 @@ impl Model {
                     }
                     self.status[j] = *new;
                     self.check_limits();
+                }
+                Action::Retry { job, status, .. } => {
+                    assert!(!seen_batch, "retries come before the batches");
+                    let j = *job as usize;
+                    assert_eq!(
+                        self.status[j],
+                        Status::Running,
+                        "job {j}: retry of a job not running"
+                    );
+                    assert!(matches!(status, Status::Failed | Status::Killed));
+                    assert!(!self.interrupted, "job {j}: retried after an interrupt");
+                    assert!(
+                        self.retries_left[j] > 0,
+                        "job {j}: retried more than `retries`"
+                    );
+                    self.retries_left[j] -= 1;
+                    self.take(j, false);
+                    self.in_flight[j] = false;
+                    self.status[j] = Status::Queued;
                 }
                 Action::Submit(b, js) => {
                     seen_batch = true;

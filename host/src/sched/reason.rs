@@ -96,6 +96,9 @@ pub enum Reason {
         /// Why the job was being killed.
         kill: Box<Reason>,
     },
+    /// The run stopped starting jobs after this many failures (`--fail-fast`, `--max-fail N`):
+    /// "stopped after 3 failures". The job was killed while it ran or queued, or skipped.
+    Stopped(u32),
     /// The job was killed, for this reason ("killed by the backend", or what the kill request
     /// said).
     Killed(Box<str>),
@@ -119,6 +122,7 @@ impl Reason {
             Reason::Rejected { .. } => "rejected",
             Reason::Lost { .. } | Reason::KillUnconfirmed { .. } => "lost",
             Reason::Killed(_) => "killed",
+            Reason::Stopped(_) => "stopped",
         }
     }
 }
@@ -151,6 +155,8 @@ impl fmt::Display for Reason {
             Reason::LogUnreadable(why) => write!(f, "cannot read log: {why}"),
             Reason::Backend(text) | Reason::Killed(text) => f.write_str(text),
             Reason::Timeout(text) => write!(f, "timed out after {text}"),
+            Reason::Stopped(1) => f.write_str("stopped after 1 failure"),
+            Reason::Stopped(n) => write!(f, "stopped after {n} failures"),
             Reason::Dependency { ended, job } => {
                 let how = match ended {
                     DependencyEnd::Failed => "failed",
@@ -229,6 +235,8 @@ mod tests {
                 "Slurm time limit",
                 "backend",
             ),
+            (Reason::Stopped(1), "stopped after 1 failure", "stopped"),
+            (Reason::Stopped(3), "stopped after 3 failures", "stopped"),
             (
                 Reason::Timeout("30m".into()),
                 "timed out after 30m",

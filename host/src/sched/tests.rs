@@ -1106,3 +1106,137 @@ fn abandon_ends_every_job_at_once_with_the_cores_reasons() {
     // Whatever comes after is ignored.
     assert!(!h.s.handle(Input::Finished(1, passed()), h.now));
 }
+
+// --- reuse of an earlier run's passes (--resume, --rerun-failed) ----------------------------
+
+#[test]
+fn reused_jobs_pass_without_running_and_release_their_dependents() {
+    // a -> b -> c: a passed before; b and c run, in order.
+    let mut h = H::new(chain(3));
+    assert!(h.s.handle(Input::Reused(0), h.now));
+    // Before the start nothing is submitted, whatever became ready.
+    let before = h.s.drain_actions();
+    assert!(
+        !before.iter().any(|a| matches!(a, Action::Submit(..))),
+        "{before:?}"
+    );
+    assert_eq!(h.st(0), Status::Passed);
+    assert_eq!(h.st(1), Status::Queued);
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![1]);
+    assert_eq!(h.st(2), Status::Scheduled);
+    // After the start, and for a job that is not waiting, the input is ignored.
+    assert!(!h.s.handle(Input::Reused(2), h.now));
+    assert_eq!(h.st(2), Status::Scheduled);
+    h.feed(Input::Finished(1, Outcome::Passed));
+    assert_eq!(h.st(2), Status::Running);
+}
+
+// --- retries --------------------------------------------------------------------------------
+
+#[test]
+fn a_retried_failure_reaches_no_dependent_until_the_last_attempt() {
+    let mut f = chain(2);
+    f.jobs[0].retries = 2;
+    f.jobs[0].retry_on = crate::flow::RetryOn::ANY;
+    let mut h = H::new(f);
+    assert_eq!(submitted(&h.start()), vec![0]);
+    for attempt in 1..=2 {
+        let a = h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+        assert!(
+            a.iter().any(|a| matches!(
+                a,
+                Action::Retry {
+                    job: 0,
+                    status: Status::Failed,
+                    ..
+                }
+            )),
+            "attempt {attempt}: {a:?}"
+        );
+        // Submitted again at once; the dependent still waits.
+        assert_eq!(submitted(&a), vec![0], "attempt {attempt}");
+        assert_eq!(h.st(0), Status::Running);
+        assert_eq!(h.st(1), Status::Scheduled);
+    }
+    let a = h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Retry { .. })),
+        "{a:?}"
+    );
+    assert_eq!(h.st(0), Status::Failed);
+    assert_eq!(h.st(1), Status::Skipped);
+}
+
+#[test]
+fn kills_the_scheduler_asked_for_and_failures_retry_on_does_not_cover_are_not_retried() {
+    let mut f = independent(2);
+    for j in &mut f.jobs {
+        j.retries = 3;
+    }
+    let mut h = H::new(f);
+    h.start();
+    // Default retry_on: lost and killed by the backend, not exit codes.
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(2))));
+    assert_eq!(h.st(0), Status::Failed);
+    // A kill the scheduler asked for ends the job, whatever retry_on says.
+    h.feed(Input::Kill(1, Reason::Killed("killed by the test".into())));
+    h.feed(Input::Finished(
+        1,
+        Outcome::Killed(Reason::Killed("x".into())),
+    ));
+    assert_eq!(h.st(1), Status::Killed);
+    assert_eq!(h.why(1), "killed by the test");
+}
+
+#[test]
+fn a_lost_job_is_retried_by_default() {
+    let mut f = independent(1);
+    f.jobs[0].retries = 1;
+    let mut h = H::new(f);
+    h.start();
+    let a = h.feed(Input::Lost(0, "NODE_FAIL".into()));
+    assert_eq!(submitted(&a), vec![0]);
+    h.feed(Input::Finished(0, Outcome::Passed));
+    assert_eq!(h.st(0), Status::Passed);
+}
+
+// --- --max-fail -----------------------------------------------------------------------------
+
+#[test]
+fn after_max_fail_failures_nothing_starts_and_the_rest_ends_stopped() {
+    // Four independent jobs and one needing job 3, one slot.
+    let mut f = independent(4);
+    f.jobs.push(job("after"));
+    f.jobs[4].needs = vec![3];
+    f.spec.max_parallel = Some(2);
+    f.spec.max_fail = Some(1);
+    let mut h = H::new(f);
+    assert_eq!(submitted(&h.start()), vec![0, 1]);
+    h.feed(Input::Accepted(0));
+    h.feed(Input::Accepted(1));
+    let a = h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    assert!(submitted(&a).is_empty(), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Kill(0, js) if js == &[1])),
+        "{a:?}"
+    );
+    assert_eq!(
+        (h.st(2), h.why(2).as_str()),
+        (Status::Killed, "stopped after 1 failure")
+    );
+    assert_eq!(
+        (h.st(4), h.why(4).as_str()),
+        (Status::Skipped, "stopped after 1 failure")
+    );
+    h.feed(Input::Finished(
+        1,
+        Outcome::Killed(Reason::Killed("x".into())),
+    ));
+    assert_eq!(
+        (h.st(1), h.why(1).as_str()),
+        (Status::Killed, "stopped after 1 failure")
+    );
+    assert!(h.s.is_done());
+}

@@ -302,8 +302,12 @@ impl RunModel {
         if !event.reason().is_empty() || new.is_terminal() {
             job.reason = event.reason().to_string();
         }
-        if let Some(kind) = text(&event, "reason_kind") {
-            job.reason_kind = Some(kind);
+        // A final status says the job's last word on why; a retried attempt's reason (sent with
+        // its change back to QUEUED) must not stay on a job that then passed.
+        match text(&event, "reason_kind") {
+            Some(kind) => job.reason_kind = Some(kind),
+            None if new.is_terminal() => job.reason_kind = None,
+            None => {}
         }
         if new.is_terminal() {
             job.exit_code = event.exit_code();

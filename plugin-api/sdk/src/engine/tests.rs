@@ -751,7 +751,11 @@ fn records_in_the_job_files_come_first_and_the_scheduler_is_asked_for_the_rest()
     let dir = |name: &str| b.dir.path().join("jobs").join(name);
     // The file's exit status differs from the scheduler's, to show which one counts; the
     // second job's file belongs to another submission and must be ignored.
-    std::fs::write(dir("filed").join("fake-record"), format!("{}|EXIT|7", ids[0])).unwrap();
+    std::fs::write(
+        dir("filed").join("fake-record"),
+        format!("{}|EXIT|7", ids[0]),
+    )
+    .unwrap();
     std::fs::write(dir("stale").join("fake-record"), "99|EXIT|9").unwrap();
     assert!(b.sim.run_to_completion(Duration::from_secs(60)));
     assert_eq!(b.verdict(keys[0]), Verdict::Exited(7));

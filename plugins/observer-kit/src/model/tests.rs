@@ -221,3 +221,25 @@ fn the_hosts_duration_sets_where_an_attempt_starts() {
         m.attempts.iter().map(|a| (a.start_us, a.end_us)).collect();
     assert_eq!(spans, [(2_000, Some(5_000)), (1_000, Some(5_000))]);
 }
+
+/// A retried attempt reaches observers as RUNNING -> QUEUED with the attempt's reason; when the
+/// next attempt passes, the job keeps neither that reason nor its kind, and two attempts.
+#[test]
+fn a_retried_job_that_passes_keeps_no_reason_of_its_failed_attempt() {
+    let mut m = RunModel::default();
+    apply(&mut m, &started(&[("a", "local")]));
+    apply(&mut m, &with(run(10, "a"), "attempt", "1"));
+    let retry =
+        status(20, "a", "local", JobStatus::RUNNING, JobStatus::QUEUED).reason("exit code 1");
+    apply(&mut m, &with(retry, "reason_kind", "exit_code"));
+    assert_eq!(m.jobs[0].reason, "exit code 1");
+    assert_eq!(m.count(JobStatus::QUEUED), 1);
+    assert_eq!(m.count(JobStatus::RUNNING), 0);
+    apply(&mut m, &with(run(30, "a"), "attempt", "2"));
+    apply(&mut m, &end(40, "a", JobStatus::PASSED));
+    let a = &m.jobs[0];
+    assert_eq!(a.status, JobStatus::PASSED);
+    assert_eq!((a.reason.as_str(), a.reason_kind.as_deref()), ("", None));
+    assert_eq!(m.attempts.len(), 2);
+    assert_eq!(m.count(JobStatus::PASSED), 1);
+}

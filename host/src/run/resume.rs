@@ -1,0 +1,128 @@
+//! Building on an earlier run of the flow: `--resume` continues it in place, `--rerun-failed`
+//! starts a new run directory. Either way the jobs that passed there with the same definition
+//! (hash, see [`crate::journal::hash`]) count as passed without running; their records are the
+//! earlier run's evidence, marked with where they come from (`reused_from` in results.json).
+//! Everything else runs: jobs that failed, were killed, skipped or never ended (a local job
+//! that died with its host), and every job whose definition, or that of anything it needs,
+//! changed.
+
+use std::path::{Path, PathBuf};
+
+use super::{outdir::job_dir_name, records::JobRecord, results::default_log};
+use crate::{
+    errors::Error,
+    flow::Flow,
+    journal::{Hash, Replay, JOURNAL_FILE},
+    sched::Status,
+};
+
+/// How the run builds on an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Continue {
+    /// `--resume [RUN_DIR]`: the same directory, the journal continued.
+    Resume(Option<PathBuf>),
+    /// `--rerun-failed [RUN_DIR]`: a new directory.
+    RerunFailed(Option<PathBuf>),
+}
+
+/// An earlier run, read from its journal.
+pub struct Earlier {
+    /// Its directory (absolute).
+    pub dir: PathBuf,
+    /// Its journal.
+    pub replay: Replay,
+}
+
+/// The flow's `latest` run directory (where `--resume` and `--rerun-failed` look by default).
+pub fn latest_of(flow: &str) -> PathBuf {
+    PathBuf::from("flowrun-out")
+        .join(&*job_dir_name(flow))
+        .join("latest")
+}
+
+/// Reads the earlier run in `dir` (or the flow's latest), refusing one of another flow.
+pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
+    let dir = dir.map_or_else(|| latest_of(&flow.name), Path::to_path_buf);
+    let dir = dir.canonicalize().map_err(|e| {
+        Error::Output(format!(
+            "{}: no earlier run to build on: {e}; give its directory (flowrun run FLOW --resume RUN_DIR)",
+            dir.display()
+        ))
+    })?;
+    let replay = Replay::read(&dir.join(JOURNAL_FILE)).map_err(|e| {
+        Error::Output(format!(
+            "{e}; the run cannot be continued (it was run without a journal, or is not a run directory)"
+        ))
+    })?;
+    if replay.first.flow != flow.name {
+        return Err(Error::Output(format!(
+            "{}: it holds a run of flow `{}`, not `{}`",
+            dir.display(),
+            replay.first.flow,
+            flow.name
+        )));
+    }
+    Ok(Earlier { dir, replay })
+}
+
+/// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
+/// same definition, each with the record to carry over.
+pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
+    let r = &earlier.replay;
+    let old: std::collections::HashMap<&str, usize> = r
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.0.as_str(), i))
+        .collect();
+    let from: Box<str> = format!("{} (run {})", earlier.dir.display(), r.last.run_tag).into();
+    let mut out = Vec::new();
+    for (j, (job, hash)) in flow.jobs.iter().zip(hashes).enumerate() {
+        let Some(&o) = old.get(job.name.as_str()) else {
+            continue;
+        };
+        let state = &r.state[o];
+        if state.status != Status::Passed || &r.jobs[o].1 != hash {
+            continue;
+        }
+        let mut rec = state.record.clone();
+        let has_dir = rec.has_dir;
+        let x = rec.extra_mut();
+        if x.reused_from.is_none() {
+            x.reused_from = Some(from.clone());
+        }
+        if x.logs.is_empty() && has_dir {
+            x.logs.push(default_log(&r.first.run_dir, &job.name).into());
+        }
+        out.push((j as u32, rec));
+    }
+    out
+}
+
+/// `--dry-run` with `--resume` or `--rerun-failed`: which jobs would run and how many count as
+/// passed already.
+pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
+    let (Continue::Resume(d) | Continue::RerunFailed(d)) = how;
+    let earlier = read(flow, d.as_deref())?;
+    let hashes = crate::journal::definition_hashes(flow);
+    let mut reused = vec![false; flow.jobs.len()];
+    for (j, _) in reusable(flow, &hashes, &earlier) {
+        reused[j as usize] = true;
+    }
+    let n = reused.iter().filter(|&&r| r).count();
+    let mut s = format!(
+        "{}: {} of {} jobs passed there unchanged and are not rerun; {} would run:\n",
+        earlier.dir.display(),
+        n,
+        flow.jobs.len(),
+        flow.jobs.len() - n
+    );
+    for (job, r) in flow.jobs.iter().zip(&reused) {
+        if !r {
+            s.push_str("  ");
+            s.push_str(&job.name);
+            s.push('\n');
+        }
+    }
+    Ok(s)
+}

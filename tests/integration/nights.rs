@@ -1,0 +1,705 @@
+//! Nights that survive (issue 15): the journal a run writes as it goes, what another shell
+//! reads of it (`flowrun status`), results after the host is SIGKILLed, and `--resume`.
+
+use std::{
+    path::Path,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use flowrun_tests::{collect, flowrun, send_signal, start_flow, wait_until, Run};
+use serde_json::Value;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `flowrun status RUN_DIR --json`, parsed.
+fn status_json(home: &Path, run_dir: &Path) -> Value {
+    let o = flowrun(home)
+        .arg("status")
+        .arg(run_dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// How many times job `name` ran (each run appends one line to its marker file).
+fn executions(marks: &Path, name: &str) -> usize {
+    std::fs::read_to_string(marks.join(name))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Five quick jobs, a slow one (it sleeps unless `resumed` exists) and one after it. Every job
+/// appends a line to its marker file in `marks` when it runs.
+fn crash_flow(marks: &Path) -> String {
+    let m = marks.display();
+    let mut s = String::from("[flow]\nname = \"nights\"\n");
+    for i in 1..=5 {
+        s.push_str(&format!(
+            "[[job]]\nname = \"q{i}\"\ncmd = \"echo ran >> {m}/q{i}\"\n"
+        ));
+    }
+    s.push_str(&format!(
+        "[[job]]\nname = \"slow\"\ncmd = \"echo ran >> {m}/slow; echo $$ > {m}/slow.pid; test -e {m}/resumed || exec sleep 120\"\n"
+    ));
+    s.push_str(&format!(
+        "[[job]]\nname = \"after\"\nneeds = [\"slow\"]\ncmd = \"echo ran >> {m}/after\"\n"
+    ));
+    s
+}
+
+/// Starts the crash flow, waits until the quick jobs passed in the journal and the slow one
+/// runs, then SIGKILLs flowrun. Returns the marks directory.
+fn run_and_kill(dir: &Path) -> std::path::PathBuf {
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let child: Child = start_flow(dir, &crash_flow(&marks), &["-q"]);
+    let out = dir.join("out");
+    wait_until(
+        Duration::from_secs(60),
+        "the quick jobs passed in the journal",
+        || {
+            out.join("journal").exists()
+                && marks.join("slow.pid").exists()
+                && status_json(dir, &out)["counts"]["passed"] == 5
+        },
+    );
+    let live = status_json(dir, &out);
+    assert_eq!(live["host_alive"], true, "{live}");
+    assert_eq!(live["finished"], false, "{live}");
+    send_signal(&child, libc::SIGKILL);
+    let crashed: Run = collect(child.wait_with_output().unwrap(), &out);
+    assert_eq!(crashed.code, -1, "{crashed:#?}");
+    marks
+}
+
+#[test]
+fn after_a_sigkill_of_flowrun_the_journal_keeps_every_verdict_and_no_job_is_left() {
+    let dir = tempdir();
+    let marks = run_and_kill(dir.path());
+    let out = dir.path().join("out");
+    // The local job dies with its host (the backend's watchdog).
+    let pid: i32 = std::fs::read_to_string(marks.join("slow.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    wait_until(
+        Duration::from_secs(5),
+        "the slow job to die with flowrun",
+        || !pid_alive(pid),
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let st = status_json(dir.path(), &out);
+    assert_eq!(st["host_alive"], false, "{st}");
+    assert_eq!(st["finished"], false, "{st}");
+    assert_eq!(st["counts"]["passed"], 5, "{st}");
+    assert_eq!(st["counts"]["running"], 1, "{st}");
+    assert_eq!(st["counts"]["scheduled"], 1, "{st}");
+    let running: Vec<&Value> = st["jobs"].as_array().unwrap().iter().collect();
+    assert_eq!(running.len(), 1, "{st}");
+    assert_eq!(running[0]["name"], "slow");
+    // The text form says the same, and names the way on.
+    let o = flowrun(dir.path())
+        .arg("status")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("passed 5"), "{text}");
+    assert!(text.contains("running  slow"), "{text}");
+    assert!(text.contains("--resume"), "{text}");
+}
+
+#[test]
+fn a_journal_cut_inside_its_last_record_is_read_up_to_the_cut_and_resumes() {
+    let dir = tempdir();
+    run_and_kill(dir.path());
+    let out = dir.path().join("out");
+    let journal = out.join("journal");
+    let before = status_json(dir.path(), &out);
+    // A torn write: garbage that looks like the start of a frame.
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    std::fs::write(&journal, &bytes).unwrap();
+    let after = status_json(dir.path(), &out);
+    assert_eq!(after["torn_tail"], true, "{after}");
+    assert_eq!(after["counts"], before["counts"], "{after}");
+    // The resumed host cuts the torn bytes off before it appends: its records are readable.
+    std::fs::write(dir.path().join("marks/resumed"), "").unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(executions(&dir.path().join("marks"), "q1"), 1);
+    let st = status_json(dir.path(), &out);
+    assert_eq!(st["torn_tail"], false, "{st}");
+    assert_eq!(st["counts"]["passed"], 7, "{st}");
+}
+
+#[test]
+fn status_of_a_finished_run_reports_it_finished_with_its_failures() {
+    let dir = tempdir();
+    let flow = "[flow]\nname = \"done\"\n[[job]]\nname = \"ok\"\ncmd = \"true\"\n[[job]]\nname = \"bad\"\ncmd = \"exit 3\"\n";
+    let child = start_flow(dir.path(), flow, &["-q"]);
+    let run = collect(child.wait_with_output().unwrap(), &dir.path().join("out"));
+    assert_eq!(run.code, 1, "{run:#?}");
+    let st = status_json(dir.path(), &run.out);
+    assert_eq!(st["finished"], true, "{st}");
+    assert_eq!(st["host_alive"], false, "{st}");
+    assert_eq!(st["counts"]["passed"], 1);
+    assert_eq!(st["counts"]["failed"], 1);
+    assert_eq!(st["jobs"][0]["name"], "bad");
+    assert_eq!(st["jobs"][0]["reason_kind"], "exit_code");
+    let o = flowrun(dir.path())
+        .arg("status")
+        .arg(&run.out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("finished"), "{text}");
+    assert!(text.contains("failed   bad: exit code 3"), "{text}");
+}
+
+// --- --resume -------------------------------------------------------------------------------
+
+fn resume(dir: &Path, args: &[&str]) -> Run {
+    let o = flowrun(dir)
+        .args(["run", "flow.toml", "-q"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    collect(o, &dir.join("out"))
+}
+
+#[test]
+fn resume_after_a_sigkill_reruns_only_what_did_not_pass_and_ends_like_an_uninterrupted_run() {
+    let dir = tempdir();
+    let marks = run_and_kill(dir.path());
+    std::fs::write(marks.join("resumed"), "").unwrap();
+    // --dry-run --resume lists what would run, and runs nothing.
+    let plan = flowrun(dir.path())
+        .args(["run", "flow.toml", "--dry-run", "--resume", "out"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("5 of 7 jobs passed there unchanged"),
+        "{text}"
+    );
+    assert!(text.contains("  slow\n  after\n"), "{text}");
+    assert_eq!(executions(&marks, "slow"), 1);
+
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    for i in 1..=5 {
+        let name = format!("q{i}");
+        assert_eq!(executions(&marks, &name), 1, "{name} ran again");
+        let from = run.job(&name)["reused_from"].as_str().unwrap_or("");
+        assert!(from.contains("/out (run flowrun-nights-"), "{name}: {from}");
+    }
+    assert_eq!(executions(&marks, "slow"), 2);
+    assert_eq!(executions(&marks, "after"), 1);
+    assert!(run.job("slow")["reused_from"].is_null(), "{run:#?}");
+    assert_eq!(run.results["resumes"], 1);
+    assert!(run.stderr.contains("reused: 5 job(s)"), "{}", run.stderr);
+    // The same flow, uninterrupted, ends the same way.
+    let full = flowrun(dir.path())
+        .args(["run", "flow.toml", "-q", "--out", "full"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let full = collect(full, &dir.path().join("full"));
+    assert_eq!(full.code, 0, "{full:#?}");
+    let verdicts = |r: &Run| -> Vec<(String, String)> {
+        r.results["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| (j["name"].to_string(), j["status"].to_string()))
+            .collect()
+    };
+    assert_eq!(verdicts(&run), verdicts(&full));
+    assert_eq!(run.results["counts"], full.results["counts"]);
+    // The journal now holds both hosts; status reads the whole.
+    let st = status_json(dir.path(), &run.out);
+    assert_eq!(st["segments"], 2, "{st}");
+    assert_eq!(st["finished"], true, "{st}");
+    assert_eq!(st["counts"]["passed"], 7, "{st}");
+}
+
+fn chain_flow(marks: &Path, b_cmd: &str) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"chain\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\nneeds = [\"a\"]\ncmd = \"echo ran >> {m}/b; {b_cmd}\"\n\
+         [[job]]\nname = \"c\"\nneeds = [\"b\"]\ncmd = \"echo ran >> {m}/c\"\n\
+         [[job]]\nname = \"d\"\ncmd = \"echo ran >> {m}/d\"\n"
+    )
+}
+
+#[test]
+fn a_changed_job_definition_reruns_that_job_and_its_dependents_only() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let first = flowrun_tests::run_flow(dir.path(), &chain_flow(&marks, "true"), &["-q"]);
+    assert_eq!(first.code, 0, "{first:#?}");
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        chain_flow(&marks, "echo changed"),
+    )
+    .unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let ran: Vec<usize> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| executions(&marks, n))
+        .collect();
+    assert_eq!(ran, [1, 2, 2, 1]);
+    assert!(run.job("a")["reused_from"].is_string());
+    assert!(run.job("c")["reused_from"].is_null());
+}
+
+#[test]
+fn rerun_failed_runs_exactly_the_failures_and_their_dependents_in_a_new_directory() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let mut flow = String::from("[flow]\nname = \"rerun\"\n");
+    for i in 0..40 {
+        // Jobs 7 and 23 fail until `fixed` exists; each has a dependent.
+        let check = if i == 7 || i == 23 {
+            format!("; test -e {m}/fixed")
+        } else {
+            String::new()
+        };
+        flow.push_str(&format!(
+            "[[job]]\nname = \"j{i}\"\ncmd = \"echo ran >> {m}/j{i}{check}\"\n"
+        ));
+    }
+    for i in [7, 23] {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"after{i}\"\nneeds = [\"j{i}\"]\ncmd = \"echo ran >> {m}/after{i}\"\n"
+        ));
+    }
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q", "-j", "8"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    assert_eq!(first.status("after7"), "skipped");
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    let o = flowrun(dir.path())
+        .args([
+            "run",
+            "flow.toml",
+            "-q",
+            "--out",
+            "again",
+            "--rerun-failed",
+            "out",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let again = collect(o, &dir.path().join("again"));
+    assert_eq!(again.code, 0, "{again:#?}");
+    for i in 0..40 {
+        let want = if i == 7 || i == 23 { 2 } else { 1 };
+        assert_eq!(executions(&marks, &format!("j{i}")), want, "j{i}");
+    }
+    assert_eq!(executions(&marks, "after7"), 1);
+    assert_eq!(executions(&marks, "after23"), 1);
+    // The passes carried over point at the first run's evidence.
+    let j0 = again.job("j0");
+    assert!(
+        j0["reused_from"].as_str().unwrap().contains("/out (run"),
+        "{j0}"
+    );
+    assert!(
+        j0["log"].as_str().unwrap().contains("/out/jobs/j0/"),
+        "{j0}"
+    );
+    assert_eq!(again.results["resumes"], 0);
+    // The first run is untouched.
+    let st = status_json(dir.path(), &dir.path().join("out"));
+    assert_eq!(st["counts"]["failed"], 2, "{st}");
+}
+
+// --- retries --------------------------------------------------------------------------------
+
+/// `flaky` fails its first two attempts and passes the third; `dep` needs it and fails if it
+/// starts before that third attempt ended.
+fn flaky_flow(marks: &Path, retries: &str) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"retry\"\n\
+         [[job]]\nname = \"flaky\"\n{retries}\n\
+         cmd = \"n=$(cat {m}/flaky 2>/dev/null | wc -l); echo ran >> {m}/flaky; echo attempt $FLOWRUN_ATTEMPT; [ $n -ge 2 ]\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"flaky\"]\n\
+         cmd = \"echo ran >> {m}/dep; test $(cat {m}/flaky | wc -l) -eq 3\"\n"
+    )
+}
+
+#[test]
+fn a_job_that_fails_twice_then_passes_with_two_retries_passes_flaky_with_every_attempt_kept() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let flow = flaky_flow(&marks, "retries = 2\nretry_on = [\"exit_code\"]");
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(executions(&marks, "flaky"), 3);
+    // The dependent started once, after the last attempt (it checks).
+    assert_eq!(executions(&marks, "dep"), 1);
+    assert_eq!(run.status("dep"), "passed");
+    let job = run.job("flaky");
+    assert_eq!(job["status"], "passed", "{job}");
+    assert_eq!(job["flaky"], true, "{job}");
+    assert_eq!(job["attempt"], 3, "{job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], i as u64 + 1, "{a}");
+        assert_eq!(a["status"], "failed", "{a}");
+        assert_eq!(a["reason"], "exit code 1", "{a}");
+    }
+    // Each attempt its own log, with its own FLOWRUN_ATTEMPT.
+    let jobdir = run.out.join("jobs/flaky");
+    let logs = [
+        ("output.log", "attempt 1"),
+        ("output.attempt-2.log", "attempt 2"),
+        ("output.attempt-3.log", "attempt 3"),
+    ];
+    for (file, text) in logs {
+        let log = std::fs::read_to_string(jobdir.join(file)).unwrap();
+        assert_eq!(log.trim(), text, "{file}");
+    }
+    assert!(attempts[0]["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.log"));
+    assert!(attempts[1]["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.attempt-2.log"));
+    assert!(job["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.attempt-3.log"));
+    assert!(run.job("dep")["flaky"].is_null());
+    assert!(
+        run.stderr
+            .contains("flaky: 1 job(s) passed after a failed attempt (flaky)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The status display through the CLI (plain output): each retried attempt gets a RETRY line,
+/// the job is counted once (no progress line ever counts more jobs done than the run has, or
+/// more running than `-j`), and the summary counts two passes, not failures.
+#[test]
+fn the_display_shows_each_retry_and_counts_the_retried_job_once() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let flow = flaky_flow(&marks, "retries = 2\nretry_on = [\"exit_code\"]");
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["--status-interval", "0"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let err = &run.stderr;
+    let summary_at = err.find("\nflow retry:").expect("a summary");
+    let live = &err[..summary_at];
+    for attempt in [1, 2] {
+        let line = live
+            .lines()
+            .filter(|l| l.contains("] RETRY   flaky ("))
+            .nth(attempt - 1)
+            .unwrap_or_else(|| panic!("no RETRY line for attempt {attempt}: {err}"));
+        assert!(
+            line.ends_with(&format!("attempt {attempt}: exit code 1")),
+            "{line}"
+        );
+    }
+    assert_eq!(live.matches("] RETRY ").count(), 2, "{err}");
+    assert!(
+        !live.contains("FAILED"),
+        "a retried attempt is no failure: {err}"
+    );
+    let progress: Vec<&str> = live
+        .lines()
+        .filter(|l| flowrun_tests::is_progress_line(l))
+        .collect();
+    assert!(!progress.is_empty(), "{err}");
+    for l in &progress {
+        let frac = l.split("] ").nth(1).unwrap().split(' ').next().unwrap();
+        let (done, total) = frac.split_once('/').unwrap();
+        assert_eq!(total, "2", "{l}");
+        assert!(done.parse::<u32>().unwrap() <= 2, "{l}");
+        assert!(
+            !l.contains(" 2 running"),
+            "one job can run at a time here: {l}"
+        );
+    }
+    assert!(
+        err[summary_at..].contains("2 jobs in ")
+            && err[summary_at..].contains(": 2 passed, 0 failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("flaky: 1 job(s) passed after a failed attempt (flaky)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn with_one_retry_the_job_fails_with_both_attempts_recorded_and_its_dependent_skipped() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let flow = flaky_flow(&marks, "retries = 1\nretry_on = [\"any\"]");
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(executions(&marks, "flaky"), 2);
+    assert_eq!(executions(&marks, "dep"), 0);
+    let job = run.job("flaky");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job}");
+    assert!(job["flaky"].is_null(), "{job}");
+    assert_eq!(run.status("dep"), "skipped");
+}
+
+#[test]
+fn by_default_retries_cover_lost_and_killed_jobs_not_exit_codes() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let run = flowrun_tests::run_flow(dir.path(), &flaky_flow(&marks, "retries = 2"), &["-q"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(executions(&marks, "flaky"), 1);
+    assert_eq!(run.job("flaky")["attempt"], 1);
+}
+
+#[test]
+fn an_unknown_retry_on_kind_is_invalid_input_naming_the_kinds() {
+    let dir = tempdir();
+    let flow =
+        "[flow]\nname = \"r\"\n[[job]]\nname = \"a\"\ncmd = \"true\"\nretry_on = [\"exitcode\"]\n";
+    let run = flowrun_tests::run_flow(dir.path(), flow, &["-q"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("invalid `retry_on` entry \"exitcode\""),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("exit_code"), "{}", run.stderr);
+}
+
+// --- stop early -----------------------------------------------------------------------------
+
+#[test]
+fn fail_fast_kills_what_runs_and_starts_nothing_more() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let mut flow = format!(
+        "[flow]\nname = \"ff\"\n\
+         [[job]]\nname = \"slow\"\ncmd = \"echo ran >> {m}/slow; exec sleep 60\"\n\
+         [[job]]\nname = \"bad\"\ncmd = \"sleep 0.5; exit 1\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"slow\"]\ncmd = \"echo ran >> {m}/dep\"\n"
+    );
+    for i in 1..=4 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"q{i}\"\ncmd = \"echo ran >> {m}/q{i}\"\n"
+        ));
+    }
+    let t = Instant::now();
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q", "-j", "2", "--fail-fast"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the slow job was not killed"
+    );
+    assert_eq!(run.status("bad"), "failed");
+    assert_eq!(run.status("slow"), "killed", "{run:#?}");
+    assert_eq!(run.reason("slow"), "stopped after 1 failure");
+    assert_eq!(run.job("slow")["reason_kind"], "stopped");
+    assert_eq!(run.status("dep"), "skipped");
+    assert_eq!(run.reason("dep"), "stopped after 1 failure");
+    for i in 1..=4 {
+        let name = format!("q{i}");
+        assert_eq!(run.status(&name), "killed", "{name}");
+        assert_eq!(run.reason(&name), "stopped after 1 failure", "{name}");
+        assert_eq!(executions(&marks, &name), 0, "{name} started");
+    }
+}
+
+/// The status display after `--fail-fast` (plain output): the failure that stopped the run is
+/// shown with its log; the jobs killed and skipped because of the stop are one group each in
+/// the summary, under the reason that says so, and get no log tail.
+#[test]
+fn the_display_groups_the_jobs_a_stop_ended_under_the_failure_that_stopped_the_run() {
+    let dir = tempdir();
+    let mut flow = String::from(
+        "[flow]\nname = \"ff\"\n\
+         [[job]]\nname = \"slow\"\ncmd = \"exec sleep 60\"\n\
+         [[job]]\nname = \"bad\"\ncmd = \"echo broken; sleep 0.5; exit 1\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"slow\"]\ncmd = \"true\"\n",
+    );
+    for i in 1..=3 {
+        flow.push_str(&format!("[[job]]\nname = \"q{i}\"\ncmd = \"true\"\n"));
+    }
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-j", "2", "--fail-fast"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let err = &run.stderr;
+    let summary_at = err.find("\nflow ff:").expect("a summary");
+    let (before, summary) = err.split_at(summary_at);
+    // Only the failure gets its log tail above the totals.
+    assert!(before.contains("FAILED bad: exit code 1"), "{err}");
+    assert!(before.contains("| broken"), "{err}");
+    assert!(!before.contains("KILLED slow:"), "{err}");
+    assert!(
+        summary.contains(": 0 passed, 1 failed, 4 killed, 1 skipped"),
+        "{summary}"
+    );
+    let rows: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.contains("stopped after 1 failure"))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "one row for the kills, one for the skips: {summary}"
+    );
+    assert!(rows.iter().any(|l| l.starts_with("killed")), "{summary}");
+    assert!(rows.iter().any(|l| l.starts_with("skipped")), "{summary}");
+}
+
+fn max_fail_flow(marks: &Path) -> String {
+    let m = marks.display();
+    let mut flow = format!(
+        "[flow]\nname = \"mf\"\n\
+         [[job]]\nname = \"w\"\ncmd = \"sleep 4; echo ran >> {m}/w\"\n"
+    );
+    for i in 1..=5 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"f{i}\"\ncmd = \"echo ran >> {m}/f{i}; exit 1\"\n"
+        ));
+    }
+    flow
+}
+
+#[test]
+fn max_fail_3_with_wait_lets_the_running_job_finish_and_starts_no_fourth_failure() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let args = ["-q", "-j", "2", "--max-fail", "3", "--wait"];
+    let run = flowrun_tests::run_flow(dir.path(), &max_fail_flow(&marks), &args);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("w"), "passed", "{run:#?}");
+    for i in 1..=3 {
+        assert_eq!(run.status(&format!("f{i}")), "failed");
+    }
+    for i in 4..=5 {
+        let name = format!("f{i}");
+        assert_eq!(run.status(&name), "killed", "{name}");
+        assert_eq!(run.reason(&name), "stopped after 3 failures");
+        assert_eq!(executions(&marks, &name), 0, "{name} started");
+    }
+}
+
+#[test]
+fn max_fail_3_without_wait_kills_the_running_job() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let args = ["-q", "-j", "2", "--max-fail", "3"];
+    let run = flowrun_tests::run_flow(dir.path(), &max_fail_flow(&marks), &args);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("w"), "killed", "{run:#?}");
+    assert_eq!(run.reason("w"), "stopped after 3 failures");
+    assert_eq!(executions(&marks, "w"), 0);
+}
+
+#[test]
+fn sigkill_mid_run_with_200_fake_and_20_local_jobs_then_resume_reruns_no_passed_job() {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"mixed\"\n\
+         [backends.fk]\nkind = \"fake\"\nduration = \"40ms\"\nmax_parallel = 4\n\
+         [[job]]\nname = \"f-{{i}}\"\nbackend = \"fk\"\ncmd = \"true\"\nmatrix = {{ i = {{ range = [1, 200] }} }}\n\
+         [[job]]\nname = \"quick-{{i}}\"\ncmd = \"echo ran >> {m}/quick-{{i}}\"\nmatrix = {{ i = {{ range = [1, 10] }} }}\n\
+         [[job]]\nname = \"slow-{{i}}\"\ncmd = \"echo ran >> {m}/slow-{{i}}; test -e {m}/resumed || exec sleep 60\"\nmatrix = {{ i = {{ range = [1, 10] }} }}\n"
+    );
+    let child = start_flow(dir.path(), &flow, &["-q", "-j", "30"]);
+    let out = dir.path().join("out");
+    wait_until(
+        Duration::from_secs(60),
+        "local jobs passed and fake jobs under way",
+        || {
+            out.join("journal").exists() && {
+                let st = status_json(dir.path(), &out);
+                st["counts"]["passed"].as_u64().unwrap_or(0) >= 30
+                    && (1..=10).all(|i| marks.join(format!("slow-{i}")).exists())
+            }
+        },
+    );
+    send_signal(&child, libc::SIGKILL);
+    let crashed = collect(child.wait_with_output().unwrap(), &out);
+    assert_eq!(crashed.code, -1);
+    let st = status_json(dir.path(), &out);
+    let passed_before = st["counts"]["passed"].as_u64().unwrap();
+    assert!(passed_before < 220, "the run was not cut short: {st}");
+    assert!(st["counts"]["running"].as_u64().unwrap() >= 10, "{st}");
+
+    std::fs::write(marks.join("resumed"), "").unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let jobs = run.results["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 220);
+    let reused = jobs.iter().filter(|j| j["reused_from"].is_string()).count() as u64;
+    assert_eq!(
+        reused, passed_before,
+        "every pass before the crash, and only those, carried over"
+    );
+    for i in 1..=10 {
+        assert_eq!(
+            executions(&marks, &format!("quick-{i}")),
+            1,
+            "quick-{i} reran"
+        );
+        assert_eq!(executions(&marks, &format!("slow-{i}")), 2, "slow-{i}");
+    }
+    // The same as an uninterrupted run.
+    let o = flowrun(dir.path())
+        .args(["run", "flow.toml", "-q", "-j", "30", "--out", "full"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let full = collect(o, &dir.path().join("full"));
+    assert_eq!(full.code, 0, "{full:#?}");
+    assert_eq!(run.results["counts"], full.results["counts"]);
+}
