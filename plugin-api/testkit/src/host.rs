@@ -63,6 +63,12 @@ impl FakeHost {
         &self.run_dir
     }
 
+    /// The run's tag (`flowrun-testkit-<pid>`), which cluster backends give the run's jobs as
+    /// the scheduler's job name: what a test asks the scheduler about.
+    pub fn run_tag(&self) -> &str {
+        &self.run_tag
+    }
+
     /// A sink feeding this host, as the real host passes one to each backend.
     pub fn sink(&self) -> Sink {
         Sink::from_abi(abi::EventSink_TO::from_ptr(

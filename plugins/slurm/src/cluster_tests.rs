@@ -6,7 +6,7 @@
 use std::{fs::File, time::Duration};
 
 use flowrun_plugin_sdk::{EndKind, Event, JobEventKind, JobId, SubmitAnswerKind};
-use flowrun_plugin_testkit::{check_backend_contract, FakeHost, TestBackend, TestJob};
+use flowrun_plugin_testkit::{Contract, FakeHost, TestBackend, TestJob};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -61,7 +61,12 @@ fn fake_host(config: &str) -> (tempfile::TempDir, FakeHost, TestBackend) {
 #[test]
 fn keeps_the_backend_contract() {
     let Some(_c) = cluster() else { return };
-    check_backend_contract(create, "poll_interval = \"500ms\"").unwrap();
+    // Slurm's time limits are whole minutes, and it kills a job some seconds after its limit:
+    // the contract's 2 s timeout job ends after a minute or more.
+    Contract::new(create, "poll_interval = \"500ms\"")
+        .wait(Duration::from_secs(240))
+        .check()
+        .unwrap();
 }
 
 fn attr<'a>(e: &'a Event, key: &str) -> Option<&'a str> {
@@ -305,14 +310,14 @@ fn an_array_keeps_to_its_slot_limit() {
                 "RUNNING",
                 "-o",
                 "%i",
-                "--name=flowrun-testkit",
+                &format!("--name={}", host.run_tag()),
             ])
             .output()
             .expect("run squeue");
         let running = String::from_utf8_lossy(&out.stdout).lines().count();
         most_running = most_running.max(running);
         let pending = std::process::Command::new("squeue")
-            .args(["-h", "-o", "%i", "--name=flowrun-testkit"])
+            .args(["-h", "-o", "%i", &format!("--name={}", host.run_tag())])
             .output()
             .expect("run squeue");
         if pending.stdout.is_empty() || std::time::Instant::now() > deadline {
