@@ -4,6 +4,9 @@
 //! The test command builds the whole workspace first (`cargo build --workspace`), because
 //! `cargo test` does not build cdylib plugins.
 
+// Unsafe code only in `signal_pid` and `is_root`, allowed there.
+#![deny(unsafe_code)]
+
 use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
@@ -325,8 +328,24 @@ pub fn start_flow(dir: &Path, flow_toml: &str, args: &[&str]) -> std::process::C
 
 /// Sends signal `sig` to a child process.
 pub fn send_signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid, which it still is until we wait for it.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    signal_pid(child.id(), sig);
+}
+
+/// Sends signal `sig` to process `pid`, which the caller knows to be alive and not reaped (its
+/// own child, or a job of a run it holds).
+#[allow(unsafe_code)] // the tests' only unsafe: libc's kill and geteuid
+pub fn signal_pid(pid: u32, sig: i32) {
+    // SAFETY: kill(2) reads and writes no memory of ours; the pid is still the caller's process
+    // (see above), so no unrelated process can receive the signal.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Whether the tests run as root (effective uid 0).
+#[allow(unsafe_code)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions, cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// A results.json timestamp in microseconds (monotonic over the run, not calendar-exact).

@@ -17,6 +17,8 @@
 //!   patterns of its log) in one pure function;
 //! - [`errors`]: user-facing errors and their exit codes.
 #![warn(missing_docs)]
+// The one unsafe edge is loading plugin libraries (`plugins::ffi`); everything else is safe.
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod cli;

@@ -1,5 +1,7 @@
 //! The `flowrun` binary: everything is in the library; see `flowrun::cli`.
 
+#![forbid(unsafe_code)]
+
 fn main() {
     std::process::exit(flowrun::cli::main());
 }

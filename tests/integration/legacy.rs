@@ -146,8 +146,7 @@ fn start_long_job(dir: &Path) -> (Child, PathBuf, String) {
 }
 
 fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
-    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    flowrun_tests::signal_pid(pid, sig);
 }
 
 #[test]

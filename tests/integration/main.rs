@@ -2,6 +2,8 @@
 //! real `flowrun` binary and real plugin libraries, so the workspace must be built first
 //! (`cargo build --workspace`; the README's test command does it).
 
+#![forbid(unsafe_code)]
+
 mod abi_compat;
 mod batch;
 mod command;

@@ -483,8 +483,7 @@ fn an_interrupted_run_leaves_every_observer_agreeing_with_results_json() {
     let out = dir.path().join("out");
     // long-1, long-2 and fake-long run; quick is done.
     wait_running_links(&out, 3);
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    flowrun_tests::send_signal(&child, libc::SIGINT);
     let run = collect(child.wait_with_output().unwrap(), &out);
     assert_eq!(run.code, 130, "{run:#?}");
     assert_eq!(run.reason("long-1"), "killed by SIGINT while running");

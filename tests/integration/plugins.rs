@@ -987,7 +987,7 @@ fn a_plugin_owned_by_another_user_is_refused() {
         return;
     }
     assert!(
-        nix_is_root(),
+        flowrun_tests::is_root(),
         "FLOWRUN_PRIVILEGED_TESTS=1 but not root: cannot chown a plugin to another user"
     );
     let home = tempfile::tempdir().unwrap();
@@ -1003,11 +1003,6 @@ fn a_plugin_owned_by_another_user_is_refused() {
         "{}",
         run.stderr
     );
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -428,8 +428,7 @@ fn wait_running(dir: &Path, n: usize) {
 }
 
 fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    flowrun_tests::send_signal(child, sig);
 }
 
 fn no_sleep_survives(dir: &Path) {

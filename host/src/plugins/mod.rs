@@ -17,6 +17,7 @@
 //! why.
 
 pub mod command;
+#[allow(unsafe_code)] // dlopen and abi_stable's root module: the crate's only unsafe
 pub mod ffi;
 pub mod inspect;
 pub mod probe;

@@ -96,6 +96,11 @@ pub fn __new_observer(
 /// ```ignore
 /// flowrun_plugin_sdk::export_plugin!(name = "site", version = env!("CARGO_PKG_VERSION"));
 /// ```
+// The expansion's `#[no_mangle]`, `#[link_section]` and unsafe block carry no
+// `#[allow(unsafe_code)]` on purpose: rustc does not report lints on code that comes from
+// another crate's macro, so a plugin crate may `#![forbid(unsafe_code)]` (the in-tree plugins
+// without unsafe of their own do), while an `allow` in the expansion would make that forbid a
+// hard error (E0453, checked with rustc 1.95). The unsafe block still carries its SAFETY note.
 #[macro_export]
 macro_rules! export_plugin {
     (name = $name:expr, version = $version:expr $(,)?) => {

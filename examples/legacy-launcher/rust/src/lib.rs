@@ -40,17 +40,18 @@ pub struct Status {
 pub struct Launcher; // no state: every job stands alone
 pub struct Job(Child);
 
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32; // libc's: a negative pid signals a process group
-}
+extern "C" { fn kill(pid: i32, sig: i32) -> i32; } // libc's: a negative pid signals a group
 
+/// Copies `s`, a NUL-terminated string valid for the call (the header's rule for flowrun's).
 unsafe fn text(s: *const c_char) -> String {
-    CStr::from_ptr(s).to_string_lossy().into_owned()
+    // SAFETY: `s` is such a string, by this function's contract.
+    unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
 }
 
-/// A NULL-terminated array of strings.
+/// Copies `p`, a NULL-terminated array of strings valid for the call.
 unsafe fn list(p: *const *const c_char) -> Vec<String> {
-    (0..).map(|i| *p.add(i)).take_while(|s| !s.is_null()).map(|s| text(s)).collect()
+    // SAFETY: reading stops at the NULL entry, within the array; the entries before are strings.
+    (0..).map(|i| unsafe { *p.add(i) }).take_while(|s| !s.is_null()).map(|s| unsafe { text(s) }).collect()
 }
 
 /// A string handed to flowrun, which gives it back to flowrun_legacy_free_string.
@@ -64,50 +65,44 @@ pub extern "C" fn flowrun_legacy_abi_version() -> u32 {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn flowrun_legacy_open(
-    _: *const c_char,
-    l: *mut *mut Launcher,
-    _: *mut *mut c_char,
-) -> i32 {
-    *l = Box::into_raw(Box::new(Launcher));
+pub unsafe extern "C" fn flowrun_legacy_open(_: *const c_char, l: *mut *mut Launcher, _: *mut *mut c_char) -> i32 {
+    // SAFETY: `l` is flowrun's out-parameter, valid for writing during the call.
+    unsafe { *l = Box::into_raw(Box::new(Launcher)) };
     OK
 }
 
+/// Starts the job; every pointer of `spec` is as the header describes it, valid for the call.
 unsafe fn start(spec: &JobSpec) -> std::io::Result<Child> {
-    let args = list(spec.argv);
+    // SAFETY: the pointers are as the header says (this function's contract), and copied here.
+    let (args, env, log_path, cwd) = unsafe { (list(spec.argv), list(spec.env), text(spec.log_path), text(spec.cwd)) };
     let mut cmd = Command::new(if spec.shell == 0 { args[0].as_str() } else { "/bin/sh" });
     cmd.args(if spec.shell == 0 { args[1..].to_vec() } else { vec!["-c".into(), args[0].clone()] });
-    cmd.envs(list(spec.env).iter().filter_map(|entry| entry.split_once('=')));
-    let log = OpenOptions::new().append(true).open(text(spec.log_path))?; // flowrun created it
-    cmd.current_dir(text(spec.cwd)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.envs(env.iter().filter_map(|entry| entry.split_once('=')));
+    let log = OpenOptions::new().append(true).open(log_path)?; // flowrun created it
+    cmd.current_dir(cwd).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     cmd.process_group(0).spawn() // a group of its own, so that kill reaches all of it
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn flowrun_legacy_launch(
-    _launcher: *mut Launcher,
-    spec: *const JobSpec,
-    job: *mut *mut Job,
-    native_id: *mut *mut c_char,
-    error: *mut *mut c_char,
-) -> i32 {
-    match start(&*spec) {
+pub unsafe extern "C" fn flowrun_legacy_launch(_: *mut Launcher, spec: *const JobSpec, job: *mut *mut Job,
+    native_id: *mut *mut c_char, error: *mut *mut c_char) -> i32 {
+    // SAFETY: `spec` points to flowrun's job spec, whose pointers are valid during the call.
+    match unsafe { start(&*spec) } {
         Ok(child) => {
-            *native_id = give(format!("pid {}", child.id()));
-            *job = Box::into_raw(Box::new(Job(child)));
+            // SAFETY: `native_id` and `job` are flowrun's out-parameters, valid for writing.
+            unsafe { (*native_id, *job) = (give(format!("pid {}", child.id())), Box::into_raw(Box::new(Job(child)))) };
             OK
         }
-        Err(e) => {
-            *error = give(e.to_string());
-            ERROR
-        }
+        // SAFETY: `error` is flowrun's out-parameter, valid for writing.
+        Err(e) => unsafe { *error = give(e.to_string()); ERROR },
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn flowrun_legacy_poll(_: *mut Launcher, job: *mut Job, st: *mut Status) -> i32 {
-    let st = &mut *st;
-    match (*job).0.try_wait() {
+    // SAFETY: `st` is flowrun's to write; `job` ours, not freed; one thread, so neither aliased.
+    let (st, job) = unsafe { (&mut *st, &mut *job) };
+    match job.0.try_wait() {
         Ok(None) => OK, // still running: the state stays RUNNING
         Ok(Some(end)) => {
             (st.state, st.code) =
@@ -123,9 +118,11 @@ pub unsafe extern "C" fn flowrun_legacy_poll(_: *mut Launcher, job: *mut Job, st
 
 #[no_mangle]
 pub unsafe extern "C" fn flowrun_legacy_kill(_: *mut Launcher, job: *mut Job, _: *mut *mut c_char) -> i32 {
-    let child = &mut (*job).0;
+    // SAFETY: a handle this launcher made and flowrun has not freed yet, used from one thread.
+    let child = unsafe { &mut (*job).0 };
     if child.try_wait().ok().flatten().is_none() {
-        kill(-(child.id() as i32), 9); // SIGKILL, the whole group
+        // SAFETY: kill(2) touches no memory; the unreaped child's pid is still its group's id.
+        unsafe { kill(-(child.id() as i32), 9) }; // SIGKILL, the whole group
         let _ = child.wait();
     }
     OK
@@ -133,15 +130,18 @@ pub unsafe extern "C" fn flowrun_legacy_kill(_: *mut Launcher, job: *mut Job, _:
 
 #[no_mangle]
 pub unsafe extern "C" fn flowrun_legacy_free_job(_: *mut Launcher, job: *mut Job) {
-    drop(Box::from_raw(job));
+    // SAFETY: from `Box::into_raw` in `flowrun_legacy_launch`; flowrun frees each job once.
+    drop(unsafe { Box::from_raw(job) });
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn flowrun_legacy_free_string(s: *mut c_char) {
-    drop(CString::from_raw(s));
+    // SAFETY: every string handed out is from `CString::into_raw` (`give`), freed once.
+    drop(unsafe { CString::from_raw(s) });
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn flowrun_legacy_close(launcher: *mut Launcher) {
-    drop(Box::from_raw(launcher));
+    // SAFETY: from `Box::into_raw` in `flowrun_legacy_open`; flowrun closes it once.
+    drop(unsafe { Box::from_raw(launcher) });
 }
