@@ -40,8 +40,8 @@ fn executions(marks: &Path, name: &str) -> usize {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    // As kill(pid, 0) would say (a zombie counts), without unsafe code in the test binary.
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Five quick jobs, a slow one (it sleeps unless `resumed` exists) and one after it. Every job
