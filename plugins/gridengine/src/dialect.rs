@@ -1,5 +1,5 @@
 //! Grid Engine's dialect for the cluster engine: what the engine needs that is Grid Engine's.
-//! README.md says what the user sees; docs/engine.md walks through this file.
+//! README.md says what the user sees; docs/plugin-authoring.md walks through this file.
 
 use std::{collections::HashSet, time::Duration};
 

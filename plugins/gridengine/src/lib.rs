@@ -2,7 +2,8 @@
 //! submitted with `qsub` (a generated bash script, never `-b y`), tracked with one `qstat -xml`
 //! per poll interval, resolved from `qacct` once it left the queue, and deleted with `qdel`.
 //! The policy is the SDK's cluster engine (docs/engine.md); this crate is Grid Engine's
-//! dialect, and the worked example of docs/engine.md. See README.md for the keys.
+//! dialect, and the worked example of docs/plugin-authoring.md ("A batch-system backend on the
+//! engine"). See README.md for the keys.
 #![forbid(unsafe_code)]
 
 mod dialect;
