@@ -9,7 +9,10 @@
 #     other processes and not counted; in-process, the launcher's work is flowrun's);
 #   - worker CPU per job: the worker process's own user + system time (getrusage, reported in
 #     the backend's stats; its jobs not counted);
-#   - all CPU per job: flowrun, guardian, worker and jobs together (RUSAGE_CHILDREN).
+#   - all CPU per job: flowrun, guardian, worker and jobs together (RUSAGE_CHILDREN);
+#   - the poller's ticks and launcher poll calls (the backend's stats);
+#   - the 1-minute load average when the run ended (the CPU figures are the ones to compare
+#     on a busy machine).
 # The worker's overhead is (host + worker CPU) with the worker minus host CPU in-process.
 #
 # Usage: benches/legacy.sh           (builds nothing; uses target/release/flowrun)
@@ -68,9 +71,13 @@ for rep in $(seq "$REPEAT"); do
             wall=$(field "$out.measure" wall); own=$(field "$out.measure" own_cpu); total=$(field "$out.measure" total_cpu)
             worker=$(sed -n 's/.*worker_cpu_s = \([0-9.]*\).*/\1/p' "$out.stderr" | tail -1)
             worker=${worker:-0}
-            printf '%-8s %-10s: %s jobs (%s passed) in %6.2f s; host CPU %.3f ms/job, worker CPU %.3f ms/job, all CPU %.3f ms/job\n' \
+            # Both modes report the poller's ticks and its launcher poll calls.
+            ticks=$(sed -n 's/.*[ ,]ticks = \([0-9]*\).*/\1/p' "$out.stderr" | tail -1)
+            polls=$(sed -n 's/.*[ ,]polls = \([0-9]*\).*/\1/p' "$out.stderr" | tail -1)
+            printf '%-8s %-10s: %s jobs (%s passed) in %6.2f s; host CPU %.3f ms/job, worker CPU %.3f ms/job, all CPU %.3f ms/job; %s ticks, %s polls; load %s\n' \
                 "$interval" "$mode" "$N" "$passed" "$wall" "$(echo "$own * 1000 / $N" | bc -l)" \
-                "$(echo "$worker * 1000 / $N" | bc -l)" "$(echo "$total * 1000 / $N" | bc -l)"
+                "$(echo "$worker * 1000 / $N" | bc -l)" "$(echo "$total * 1000 / $N" | bc -l)" \
+                "${ticks:-?}" "${polls:-?}" "$(cut -d' ' -f1 /proc/loadavg)"
             echo "$interval $mode $wall $(echo "$own * 1000 / $N" | bc -l) $(echo "$worker * 1000 / $N" | bc -l) $(echo "$total * 1000 / $N" | bc -l)" >>"$WORK/results.txt"
         done
     done

@@ -17,7 +17,7 @@ use crate::{
     abi_map,
     config::Config,
     engine::{Engine, Pacing},
-    protocol::Answer,
+    protocol::{Answer, WorkerStats},
     sys::launcher_abi::LauncherLibrary,
 };
 
@@ -27,6 +27,8 @@ const LAUNCH_BUDGET: Duration = Duration::from_millis(50);
 struct State {
     /// `None` once shut down.
     engine: Option<Engine<LauncherLibrary>>,
+    /// The engine's counters as shutdown left them: the host asks for the stats after it.
+    stats_at_shutdown: WorkerStats,
     /// The launcher's ids of running jobs.
     native: HashMap<u64, Option<String>>,
 }
@@ -63,6 +65,7 @@ impl InProcess {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 engine: Some(engine),
+                stats_at_shutdown: WorkerStats::default(),
                 native: HashMap::new(),
             }),
             wake: Condvar::new(),
@@ -177,6 +180,7 @@ impl BackendImpl for InProcess {
             };
             let ended = engine.kill_all();
             self.emit_ended(&mut guard, &ended);
+            guard.stats_at_shutdown = engine.stats();
             self.shared.wake.notify_all();
             engine
         };
@@ -188,13 +192,13 @@ impl BackendImpl for InProcess {
 
     fn stats(&self) -> String {
         let guard = self.shared.state.lock();
-        let Some(engine) = guard.engine.as_ref() else {
-            return "in_process = true\n".into();
-        };
-        let s = engine.stats();
+        let s = guard
+            .engine
+            .as_ref()
+            .map_or(guard.stats_at_shutdown, |engine| engine.stats());
         format!(
-            "in_process = true\nticks = {}\npolls = {}\nmax_polls_in_a_tick = {}\n",
-            s.ticks, s.polls, s.max_polls_in_a_tick
+            "in_process = true\nticks = {}\npolls = {}\nmax_polls_in_a_tick = {}\nlaunched = {}\ndeferred = {}\n",
+            s.ticks, s.polls, s.max_polls_in_a_tick, s.launched, s.deferred
         )
     }
 }

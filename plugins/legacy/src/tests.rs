@@ -100,3 +100,28 @@ fn a_worker_crash_loses_its_jobs_and_the_next_submit_gets_a_new_worker() {
     assert!(stats.contains("workers_started = 2\n"), "{stats}");
     assert!(stats.contains("worker_crashes = 1\n"), "{stats}");
 }
+
+#[test]
+fn the_in_process_variant_still_has_its_stats_after_shutdown() {
+    // The host asks a backend for its stats only after shutting it down (the benchmark reads
+    // the in-process variant's polls from them).
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = FakeHost::new(&dir.path().join("run"));
+    let backend = host.backend(create_in_process, &config("")).unwrap();
+    let jobs = vec![host.shell_job("a", "exit 0"), host.shell_job("b", "exit 0")];
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let answers = host.submit_all(&backend, jobs, Duration::from_secs(20));
+    assert!(answers.iter().all(|a| a.kind == SubmitAnswerKind::ACCEPTED));
+    for id in ids {
+        host.wait_end(id, Duration::from_secs(20)).expect("ended");
+    }
+    backend.shutdown();
+    let stats = backend.stats();
+    assert!(stats.contains("launched = 2\n"), "{stats}");
+    let polls: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("polls = "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(polls >= 2, "every job was polled to its end: {stats}");
+}
