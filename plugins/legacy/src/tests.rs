@@ -111,7 +111,9 @@ fn the_in_process_variant_still_has_its_stats_after_shutdown() {
     let jobs = vec![host.shell_job("a", "exit 0"), host.shell_job("b", "exit 0")];
     let ids: Vec<_> = jobs.iter().map(|j| j.id()).collect();
     let answers = host.submit_all(&backend, jobs, Duration::from_secs(20));
-    assert!(answers.iter().all(|a| a.kind() == SubmitAnswerKind::ACCEPTED));
+    assert!(answers
+        .iter()
+        .all(|a| a.kind() == SubmitAnswerKind::ACCEPTED));
     for id in ids {
         host.wait_end(id, Duration::from_secs(20)).expect("ended");
     }
