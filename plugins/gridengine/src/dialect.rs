@@ -185,7 +185,12 @@ impl Dialect for GridEngine {
                 (Some(100), Some(137)) => failed("killed outside flowrun".into(), true),
                 (Some(37), _) => failed(format!("Grid Engine limit (failed {})", s.reason), true),
                 (code, status) => failed(
-                    format!("Grid Engine: failed {} (exit status {status:?})", s.reason),
+                    match status {
+                        Some(status) => {
+                            format!("Grid Engine: failed {} (exit status {status})", s.reason)
+                        }
+                        None => format!("Grid Engine: failed {} (no exit status)", s.reason),
+                    },
                     code.is_some_and(|c| c >= 100),
                 ),
             },

@@ -252,9 +252,16 @@ fn qsub_gets_a_bash_script_its_limits_and_its_output_file() {
 #[test]
 fn ends_come_from_qacct_once_the_job_left_qstat() {
     let mut b = Bench::new("");
-    let (keys, jobs) = b.submit(&["exit3", "outside", "limit", "reserved", "rescheduled"]);
+    let (keys, jobs) = b.submit(&[
+        "exit3",
+        "outside",
+        "limit",
+        "reserved",
+        "rescheduled",
+        "no-output-file",
+    ]);
     b.sim.run_for(Duration::from_secs(2));
-    for id in 41..=45 {
+    for id in 41..=46 {
         b.ge.queue(&id.to_string(), "r");
     }
     b.sim.run_for(Duration::from_secs(2));
@@ -273,6 +280,7 @@ fn ends_come_from_qacct_once_the_job_left_qstat() {
     std::fs::write(jobs[3].job_dir.join("gridengine-exit-status"), "100\n").unwrap();
     b.ge.end("44", "0", "1");
     b.ge.queue("45", "Rr");
+    b.ge.end("46", "26  : opening input/output file", "0");
     // Missing jobs are looked up once their submit_grace (10 s) is over.
     b.sim.run_for(Duration::from_secs(10));
     let Update::Finished {
@@ -300,6 +308,11 @@ fn ends_come_from_qacct_once_the_job_left_qstat() {
         b.reason(keys[2])
     );
     assert_eq!(b.sim.verdict(keys[3]), Verdict::Exited(100));
+    // Any other failure names Grid Engine's reason and the exit status as a number.
+    assert_eq!(
+        b.reason(keys[5]),
+        "Grid Engine: failed 26  : opening input/output file (exit status 0)"
+    );
     assert_eq!(b.sim.tracked(), 1, "a restarted job runs on");
     // One qstat per poll; qacct by the run's name, only while a job needs it.
     let qacct = b.ge.calls("qacct");
