@@ -177,7 +177,13 @@ fn built() -> &'static Built {
         // The workspace's shared settings and dependency versions, so the copies build as they
         // do here; the SDK copy pins the older ABI.
         let root_manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-        let shared = &root_manifest[root_manifest.find("[workspace.package]").unwrap()..];
+        // Everything after `[workspace]` itself: lints, package, dependencies, profiles.
+        let shared_start = ["[workspace.lints", "[workspace.package]"]
+            .iter()
+            .filter_map(|t| root_manifest.find(t))
+            .min()
+            .unwrap();
+        let shared = &root_manifest[shared_start..];
         let shared = shared
             .replace(
                 &format!("path = \"plugin-api/abi\", version = \"={host_api}\""),
