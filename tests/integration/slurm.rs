@@ -245,29 +245,13 @@ fn a_50_job_dag_passes_in_dependency_order() {
         return;
     };
     let dir = temp_dir();
-    // Five layers of ten jobs; every job of layer L > 0 needs two jobs of layer L - 1.
-    let mut flow = format!(
-        "[flow]\nname = \"dag50\"\ndefault_backend = \"slurm\"\n{}",
+    // Five layers of ten jobs; every job of layer L > 0 needs two jobs of layer L - 1: the
+    // DAG the LSF and Grid Engine tests run too.
+    let (jobs, needs) = crate::batch::dag_50();
+    let flow = format!(
+        "[flow]\nname = \"dag50\"\ndefault_backend = \"slurm\"\n{}{jobs}",
         backend_table("slurm", "")
     );
-    let mut needs = Vec::new();
-    for layer in 0..5 {
-        for i in 0..10 {
-            let name = format!("l{layer}_{i}");
-            let deps: Vec<String> = if layer == 0 {
-                vec![]
-            } else {
-                vec![
-                    format!("l{}_{i}", layer - 1),
-                    format!("l{}_{}", layer - 1, (i + 1) % 10),
-                ]
-            };
-            flow.push_str(&format!(
-                "[[job]]\nname = \"{name}\"\ncmd = \"echo I am $FLOWRUN_JOB_NAME\"\nneeds = {deps:?}\n"
-            ));
-            needs.push((name, deps));
-        }
-    }
     let began = Instant::now();
     let run = flowrun_tests::run_flow(dir.path(), &flow, &[]);
     eprintln!("50-job DAG took {:?}", began.elapsed());
