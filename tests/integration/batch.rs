@@ -159,6 +159,28 @@ pub fn calls(shims: &Path, command: &str, window_s: f64) -> (u64, u64) {
     (words.next().unwrap(), words.next().unwrap())
 }
 
+/// Checks that `command` was called at most once per poll interval of one second over a run of
+/// `took_s` seconds, and never in a burst.
+///
+/// The shims log when a call's shell starts, which on a loaded machine (CI: 2 cores, the whole
+/// suite in parallel) lags the backend's own call by a varying delay, so gaps between logged calls
+/// are not the backend's gaps. Two bounds hold whatever the lag: the number of calls (no more
+/// than the run had intervals), and no three calls within one interval (two true gaps of one
+/// interval each would need more than a second of extra lag to look that close). A backend that
+/// polls per job, or polls again at once after a slow query, fails both.
+pub fn assert_once_per_interval(shims: &Path, command: &str, took_s: f64) {
+    let (count, most) = calls(shims, command, 1.0);
+    eprintln!("{count} {command} calls in {took_s:.1} s");
+    assert!(
+        (count as f64) <= took_s + 1.0,
+        "{count} {command} calls in a {took_s:.1} s run with a 1 s poll interval"
+    );
+    assert!(
+        most <= 2,
+        "{most} {command} calls within one second: a burst of queries"
+    );
+}
+
 /// The arguments of every logged call of `command`.
 pub fn call_args(shims: &Path, command: &str) -> Vec<String> {
     std::fs::read_to_string(shims.join("calls.log"))

@@ -460,8 +460,10 @@ fn status_queries_are_batched_for_a_300_job_flow() {
         "one sbatch per job without arrays"
     );
     // One squeue and at most one sacct per poll interval (1 s), never one call per job: no
-    // more calls than the run has intervals. (The wrappers log when a call's shell started,
-    // which under load lags by up to a few hundred ms, so gaps are checked loosely.)
+    // more calls than the run has intervals, and never three within one interval. (The
+    // wrappers log when a call's shell started, which on a loaded machine lags the backend's
+    // call by a varying delay: see batch::assert_once_per_interval for why these two bounds
+    // hold whatever the lag.)
     let run_s = epoch_secs(run.results["finished_at"].as_str().unwrap())
         - epoch_secs(run.results["started_at"].as_str().unwrap());
     for name in ["squeue", "sacct"] {
@@ -472,11 +474,11 @@ fn status_queries_are_batched_for_a_300_job_flow() {
             "{name}: {} calls in a {run_s:.1}s run",
             times.len()
         );
-        for pair in times.windows(2) {
+        for three in times.windows(3) {
             assert!(
-                pair[1] - pair[0] >= 0.5,
-                "{name} called twice within {:.3}s",
-                pair[1] - pair[0]
+                three[2] - three[0] >= 1.0,
+                "{name} called three times within {:.3}s: a burst of queries",
+                three[2] - three[0]
             );
         }
     }
