@@ -402,7 +402,7 @@ pub fn max_overlap(run: &Run, filter: impl Fn(&str) -> bool) -> usize {
 /// with [`PtyRun::output`]; type with [`PtyRun::type_in`].
 pub struct PtyRun {
     child: std::process::Child,
-    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    output: std::sync::Arc<parking_lot::Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     started: std::time::Instant,
 }
@@ -444,7 +444,7 @@ impl PtyRun {
             .spawn()
             .expect("start script(1)");
         let mut stdout = child.stdout.take().expect("piped");
-        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let output = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
         let sink = output.clone();
         let reader = std::thread::spawn(move || {
             use std::io::Read;
@@ -453,7 +453,7 @@ impl PtyRun {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                sink.lock().extend_from_slice(&buf[..n]);
             }
         });
         PtyRun {
@@ -466,7 +466,7 @@ impl PtyRun {
 
     /// What the terminal received so far.
     pub fn output(&self) -> Vec<u8> {
-        self.output.lock().unwrap().clone()
+        self.output.lock().clone()
     }
 
     /// Waits until the terminal's output contains `text`; panics after `timeout`.

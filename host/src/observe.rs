@@ -345,7 +345,8 @@ impl ObserverHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{mpsc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::mpsc;
 
     /// Blocks on its first batch until released.
     struct Stuck {
@@ -354,10 +355,10 @@ mod tests {
     }
     impl Observer for Stuck {
         fn on_events(&self, events: &[RunEvent]) {
-            let _ = self.release.lock().unwrap().recv();
+            let _ = self.release.lock().recv();
             for e in events {
                 if let RunEvent::KillSignal { time_us, .. } = e {
-                    self.seen.lock().unwrap().push(*time_us);
+                    self.seen.lock().push(*time_us);
                 }
             }
         }
@@ -387,7 +388,7 @@ mod tests {
         }
         drop(release); // unblocks every later recv()
         assert!(hub.finish(Duration::from_secs(60)).is_empty());
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock();
         assert_eq!(seen.len(), QUEUE_BATCHES * 20);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "events stay in order");
     }
@@ -396,10 +397,10 @@ mod tests {
     struct Local(Arc<Mutex<(Vec<usize>, bool)>>);
     impl LocalObserver for Local {
         fn on_events(&mut self, events: &[RunEvent]) {
-            self.0.lock().unwrap().0.push(events.len());
+            self.0.lock().0.push(events.len());
         }
         fn finish(&mut self) {
-            self.0.lock().unwrap().1 = true;
+            self.0.lock().1 = true;
         }
     }
 
@@ -407,7 +408,7 @@ mod tests {
     struct Sizes(Arc<Mutex<Vec<usize>>>);
     impl Observer for Sizes {
         fn on_events(&self, events: &[RunEvent]) {
-            self.0.lock().unwrap().push(events.len());
+            self.0.lock().push(events.len());
         }
         fn finish(&self) -> Result<(), String> {
             Ok(())
@@ -438,7 +439,7 @@ mod tests {
         for (i, n) in [3, 1, 5].into_iter().enumerate() {
             hub.publish(kill_signals(n));
             // Inline: delivered before publish returns.
-            assert_eq!(local.lock().unwrap().0.len(), i + 1);
+            assert_eq!(local.lock().0.len(), i + 1);
         }
         hub.publish(Vec::new());
         let mut buffer = kill_signals(2);
@@ -446,10 +447,10 @@ mod tests {
         assert!(buffer.is_empty() && buffer.capacity() > 0, "emptied, kept");
         hub.publish_from(&mut buffer);
         assert!(hub.finish(Duration::from_secs(60)).is_empty());
-        let local = local.lock().unwrap();
+        let local = local.lock();
         assert_eq!(local.0, [3, 1, 5, 2]);
         assert!(local.1, "finished");
-        assert_eq!(*plugin.lock().unwrap(), [3, 1, 5, 2]);
+        assert_eq!(*plugin.lock(), [3, 1, 5, 2]);
     }
 
     /// Never returns from its first batch.

@@ -7,7 +7,6 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -15,11 +14,12 @@ use flowrun_tests::{
     bin_dir, collect, flowrun, plugin_path, processes_with, run_flow, unique_sleep, wait_until,
     workspace_root, Run,
 };
+use parking_lot::Mutex;
 
 /// The fixture launcher built with extra `-D` flags, once per variant and test process.
 fn fixture(variant: &'static str, defines: &[&str]) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<&'static str, PathBuf>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut built = BUILT.lock();
     if let Some(p) = built.get_or_insert_with(HashMap::new).get(variant) {
         return p.clone();
     }

@@ -9,11 +9,11 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use flowrun_tests::{privileged, workspace_root};
+use parking_lot::{Mutex, MutexGuard};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 /// Taken by every user of the test Grid Engine (tests, benchmarks) through flock.
@@ -30,7 +30,7 @@ fn cluster() -> Option<ClusterLock> {
     if !privileged("root and a Grid Engine (tests/cluster/sge-up installs Debian's)") {
         return None;
     }
-    let guard = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = CLUSTER.lock();
     let file = File::create(CLUSTER_LOCK_FILE).expect("create the cluster lock file");
     file.lock().expect("lock the cluster lock file");
     let out = Command::new(script("sge-up"))

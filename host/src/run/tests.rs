@@ -4,10 +4,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{mpsc, Arc, Mutex},
+    sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use regex::{Regex, RegexSet};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
@@ -101,14 +102,14 @@ impl Backend for Double {
     }
 
     fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
-        let mut seen = self.seen.lock().unwrap();
+        let mut seen = self.seen.lock();
         seen.batches.push(jobs.len());
         let mut replies = Vec::new();
         for r in jobs {
             let act = (self.act)(&r.job.name);
-            *self.run_dir.lock().unwrap() = Some(r.run.run_dir.clone());
+            *self.run_dir.lock() = Some(r.run.run_dir.clone());
             if let Act::Busy(n) = act {
-                let mut busy = self.busy.lock().unwrap();
+                let mut busy = self.busy.lock();
                 let left = busy.entry(r.ix).or_insert(n);
                 if *left > 0 {
                     *left -= 1;
@@ -126,9 +127,9 @@ impl Backend for Double {
                 PathBuf::from(&r.log_path),
             ));
             if let Some(tx) = &self.submitted {
-                let _ = tx.lock().unwrap().send(r.job.name.clone());
+                let _ = tx.lock().send(r.job.name.clone());
             }
-            self.acts.lock().unwrap().insert(r.ix, act.clone());
+            self.acts.lock().insert(r.ix, act.clone());
             let (job, sender, log) = (r.ix, self.sender.clone(), PathBuf::from(&r.log_path));
             let run_dir = r.run.run_dir.clone();
             match act {
@@ -196,8 +197,8 @@ impl Backend for Double {
     }
 
     fn kill(&self, jobs: &[JobIx]) {
-        self.seen.lock().unwrap().kills.extend_from_slice(jobs);
-        let acts = self.acts.lock().unwrap();
+        self.seen.lock().kills.extend_from_slice(jobs);
+        let acts = self.acts.lock();
         for &job in jobs {
             match acts.get(&job) {
                 Some(Act::Silent) => {}
@@ -214,9 +215,8 @@ impl Backend for Double {
     }
 
     fn shutdown(&self) {
-        let dir = self.run_dir.lock().unwrap().clone();
-        self.seen.lock().unwrap().results_at_shutdown =
-            dir.map(|d| d.join("results.json").is_file());
+        let dir = self.run_dir.lock().clone();
+        self.seen.lock().results_at_shutdown = dir.map(|d| d.join("results.json").is_file());
     }
 
     fn stats(&self) -> String {
@@ -229,7 +229,7 @@ struct Recorder(Arc<Mutex<Vec<RunEvent>>>);
 
 impl Observer for Recorder {
     fn on_events(&self, events: &[RunEvent]) {
-        self.0.lock().unwrap().extend_from_slice(events);
+        self.0.lock().extend_from_slice(events);
     }
     fn finish(&self) -> Result<(), String> {
         Ok(())
@@ -422,7 +422,7 @@ fn jobs_run_through_in_process_doubles_with_results_and_events() {
         (Some("4242"), Some("node n17"))
     );
     // The observer saw the same story.
-    let events = doubles.events.lock().unwrap();
+    let events = doubles.events.lock();
     match &events[0] {
         RunEvent::RunStarted { jobs, phases, .. } => {
             assert_eq!(jobs.len(), 4);
@@ -480,7 +480,7 @@ fn every_job_gets_the_host_environment_after_its_own() {
     let mut doubles = Doubles::new(|_| Act::Exit(0));
     let r = run(flow(vec![a], ""), &mut doubles, |_| {}, None);
     assert_eq!(r.code, 0);
-    let seen = doubles.seen.lock().unwrap();
+    let seen = doubles.seen.lock();
     let (_, attempt, env, cwd, log) = &seen.requests[0];
     let run_dir = r.out.canonicalize().unwrap();
     let job_dir = run_dir.join("jobs/sim%2Fa");
@@ -518,7 +518,7 @@ fn events_overtaking_answers_and_second_ends_change_nothing() {
     assert_eq!(r.job("a")["exit_code"], 0);
     assert_eq!((r.status("b"), r.reason("b")), ("failed", "exit code 4"));
     assert_eq!(r.job("b")["exit_code"], 4);
-    let events = doubles.events.lock().unwrap();
+    let events = doubles.events.lock();
     let ends = events
         .iter()
         .filter(|e| matches!(e, RunEvent::JobStatus(s) if s.new.is_terminal()))
@@ -536,7 +536,7 @@ fn submissions_go_out_in_the_backends_batches_and_busy_ones_come_back() {
     doubles.caps.max_batch = Some(3);
     let r = run(flow(jobs, ""), &mut doubles, |_| {}, None);
     assert_eq!(r.code, 0);
-    let seen = doubles.seen.lock().unwrap();
+    let seen = doubles.seen.lock();
     assert!(
         seen.batches.iter().all(|&n| (1..=3).contains(&n)),
         "{:?}",
@@ -578,7 +578,7 @@ fn a_backend_that_never_reports_after_a_kill_loses_the_job_and_the_run_goes_on()
     );
     assert_eq!(r.job("stuck")["reason_kind"], "lost");
     assert_eq!((r.status("after"), r.status("other")), ("passed", "passed"));
-    assert_eq!(doubles.seen.lock().unwrap().kills, vec![0]);
+    assert_eq!(doubles.seen.lock().kills, vec![0]);
 }
 
 /// Sends `sig` to the run once `job` was submitted, and `second` after that.
@@ -674,7 +674,7 @@ fn a_second_signal_abandons_the_run_with_the_cores_reasons() {
         ("skipped", "run interrupted by SIGINT")
     );
     // Two kills: the interrupt's and the abandon's best effort.
-    assert_eq!(doubles.seen.lock().unwrap().kills, vec![0, 0]);
+    assert_eq!(doubles.seen.lock().kills, vec![0, 0]);
 }
 
 #[test]
@@ -737,7 +737,7 @@ fn results_come_before_any_shutdown_and_a_failure_to_write_them_is_exit_2() {
     let mut doubles = Doubles::new(|_| Act::Exit(0));
     let r = run(flow(vec![named("a")], ""), &mut doubles, |_| {}, None);
     assert_eq!(r.code, 0);
-    assert_eq!(doubles.seen.lock().unwrap().results_at_shutdown, Some(true));
+    assert_eq!(doubles.seen.lock().results_at_shutdown, Some(true));
 
     let mut doubles = Doubles::new(|_| Act::BreakResults);
     let r = run(flow(vec![named("a")], ""), &mut doubles, |_| {}, None);
@@ -796,6 +796,6 @@ fn minus_j_lifts_a_backends_default_cap_but_not_an_explicit_one() {
     f.backends[0].max_parallel = Some(1);
     let r = run(f, &mut doubles, |o| o.max_parallel = Some(5), None);
     assert_eq!(r.code, 0);
-    let seen = doubles.seen.lock().unwrap();
+    let seen = doubles.seen.lock();
     assert!(seen.batches.iter().all(|&n| n == 1), "{:?}", seen.batches);
 }
