@@ -2,6 +2,7 @@
 //! timestamps.
 
 use std::{
+    fs::File,
     io::{BufWriter, Write},
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
@@ -207,21 +208,17 @@ struct AttemptOut<'a> {
     log: Option<String>,
 }
 
-/// Writes `<dir>/results.json` atomically (a temporary file, then a rename). On failure the
-/// temporary file is removed: nothing half-written is left.
+/// Writes `<dir>/results.json` with the SDK's atomic write, as every file others read while
+/// flowrun runs (the registry, reports): a temporary file of a fresh name beside it, synced,
+/// renamed over it, mode 0644. A reader (`status --watch`, a CI job) sees the old file or the
+/// new one; on failure the temporary file is removed and nothing half-written is left.
 pub fn write_results(dir: &Path, input: &dyn ResultsSource) -> std::io::Result<PathBuf> {
     let path = dir.join("results.json");
-    let tmp = dir.join(".results.json.tmp");
-    match write_to(&tmp, input).and_then(|()| std::fs::rename(&tmp, &path)) {
-        Ok(()) => Ok(path),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    flowrun_plugin_sdk::fs::write_atomically_with(&path, 0o644, |file| write_to(file, input))?;
+    Ok(path)
 }
 
-fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
+fn write_to(file: &mut File, input: &dyn ResultsSource) -> std::io::Result<()> {
     let mut counts = Counts {
         passed: 0,
         failed: 0,
@@ -238,7 +235,7 @@ fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
             _ => {}
         }
     }
-    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
+    let mut w = BufWriter::with_capacity(1 << 20, file);
     let stamps = Timestamps::default();
     let ts = |us: i64| Ts(us, &stamps);
     let (started_us, finished_us) = input.times();
@@ -311,7 +308,7 @@ fn write_to(tmp: &Path, input: &dyn ResultsSource) -> std::io::Result<()> {
         serde_json::to_writer(&mut w, &out)?;
     }
     w.write_all(b"\n  ]\n}\n")?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    w.flush()
 }
 
 #[cfg(test)]
@@ -329,5 +326,88 @@ mod tests {
             rfc3339_us(1_795_391_681_000_007),
             "2026-11-22T23:54:41.000007Z"
         );
+    }
+
+    /// A finished run of one passed job.
+    struct OneJob(JobRecord);
+
+    impl ResultsSource for OneJob {
+        fn flow(&self) -> &str {
+            "f"
+        }
+        fn run_dir(&self) -> &str {
+            "/nowhere"
+        }
+        fn times(&self) -> (i64, i64) {
+            (1, 2)
+        }
+        fn interrupted(&self) -> bool {
+            false
+        }
+        fn len(&self) -> usize {
+            1
+        }
+        fn name(&self, _: usize) -> &str {
+            "a"
+        }
+        fn backend(&self, _: usize) -> &str {
+            "local"
+        }
+        fn outcome(&self, _: usize) -> (Status, Option<&Reason>) {
+            (Status::Passed, None)
+        }
+        fn record(&self, _: usize) -> &JobRecord {
+            &self.0
+        }
+    }
+
+    /// A temporary name left in the run directory (by a crash, or planted as a link) must not
+    /// decide where results.json's bytes go: the old writer's fixed `.results.json.tmp` was
+    /// opened with `File::create`, which follows a link and overwrote the file it named.
+    #[test]
+    fn results_json_is_replaced_atomically_without_following_a_stale_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&victim, run.join(".results.json.tmp")).unwrap();
+        std::fs::write(run.join("results.json"), "old").unwrap();
+
+        let path = write_results(&run, &OneJob(JobRecord::default())).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["jobs"][0]["name"], "a");
+        assert_eq!(v["counts"]["passed"], 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        let mut names: Vec<_> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".results.json.tmp", "results.json"],
+            "no temporary left"
+        );
+    }
+
+    /// A write that fails (here the rename, over a directory in results.json's place) leaves
+    /// no temporary file behind and what was in the place untouched.
+    #[test]
+    fn a_failed_results_write_leaves_no_temporary_file() {
+        let run = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(run.path().join("results.json/inside")).unwrap();
+        assert!(write_results(run.path(), &OneJob(JobRecord::default())).is_err());
+        let names: Vec<_> = std::fs::read_dir(run.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["results.json"]);
+        assert!(run.path().join("results.json/inside").is_dir());
     }
 }
