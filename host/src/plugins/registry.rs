@@ -27,7 +27,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flowrun_plugin_sdk::fs::write_atomically_with;
+use flowrun_plugin_sdk::fs::write_atomically;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -214,10 +214,9 @@ impl RegistryFile {
     /// Writes `<dir>/registry.toml` atomically (mode 0644).
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         let text = toml::to_string_pretty(self).map_err(|e| Error::Registry(e.to_string()))?;
-        write_atomically_with(&dir.join(REGISTRY_FILE), 0o644, |f| {
-            std::io::Write::write_all(f, text.as_bytes())
+        write_atomically(&dir.join(REGISTRY_FILE), text.as_bytes()).map_err(|e| {
+            Error::Registry(format!("{}: cannot write the registry: {e}", dir.display()))
         })
-        .map_err(|e| Error::Registry(format!("{}: cannot write the registry: {e}", dir.display())))
     }
 }
 
@@ -305,7 +304,7 @@ pub fn check_trusted(path: &Path, what: &str) -> Result<(), PluginLoadError> {
     Ok(())
 }
 
-/// The plugin libraries of a scanned directory (`lib*.so`), sorted.
+/// The plugin libraries of a scanned directory (`libflowrun_plugin_*.so`), sorted.
 pub fn scan_dir(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();

@@ -375,9 +375,9 @@ impl RunModel {
         });
     }
 
-    /// The host's rule for jobs without a final status after an abandoned run (see
-    /// `RunState::finish` in host/src/run): running -> killed, queued -> killed, waiting ->
-    /// skipped.
+    /// The host's rule for jobs without a final status after an abandoned run (the core's
+    /// `Input::Abandon`, whose final statuses the host publishes, so this is a safety net):
+    /// running -> killed, queued -> killed, waiting -> skipped.
     fn settle_interrupted(&mut self, time_us: i64) {
         let sig = self.signal.clone().unwrap_or_else(|| "SIGINT".to_string());
         for i in 0..self.jobs.len() as u32 {
