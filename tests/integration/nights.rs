@@ -39,6 +39,14 @@ fn executions(marks: &Path, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A scratch directory and its `marks` directory, for [`executions`].
+fn with_marks() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    (dir, marks)
+}
+
 fn pid_alive(pid: i32) -> bool {
     // As kill(pid, 0) would say (a zombie counts), without unsafe code in the test binary.
     Path::new(&format!("/proc/{pid}")).exists()
@@ -343,6 +351,142 @@ fn rerun_failed_runs_exactly_the_failures_and_their_dependents_in_a_new_director
     assert_eq!(st["counts"]["failed"], 2, "{st}");
 }
 
+// --- --no-deps ------------------------------------------------------------------------------
+
+/// `a` passes; `b` fails while `marks/b_fails` exists; `c` needs `a`, `d` needs `b`. Every job
+/// appends a line to its marker file when it runs.
+fn no_deps_flow(marks: &Path) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"nodeps\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\ncmd = \"echo ran >> {m}/b; test ! -e {m}/b_fails\"\n\
+         [[job]]\nname = \"c\"\nneeds = [\"a\"]\ncmd = \"echo ran >> {m}/c\"\n\
+         [[job]]\nname = \"d\"\nneeds = [\"b\"]\ncmd = \"echo ran >> {m}/d\"\n"
+    )
+}
+
+/// `flowrun run flow.toml -q ARGS` in `dir` (`args` split at spaces), the results read from
+/// `dir/OUT`.
+fn run_in(dir: &Path, out: &str, args: &str) -> Run {
+    let o = flowrun(dir)
+        .args(["run", "flow.toml", "-q"])
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    collect(o, &dir.join(out))
+}
+
+#[test]
+fn only_with_no_deps_runs_just_the_named_jobs_taking_their_dependencies_last_results() {
+    let (dir, marks) = with_marks();
+    std::fs::write(marks.join("b_fails"), "").unwrap();
+    std::fs::write(dir.path().join("flow.toml"), no_deps_flow(&marks)).unwrap();
+    // The first run (the flow's `latest`): b fails, d is skipped.
+    let first = run_in(dir.path(), "flowrun-out/nodeps/latest", "");
+    assert_eq!(first.code, 1, "{first:#?}");
+    assert_eq!(first.status("d"), "skipped");
+    // b would pass now, but --no-deps takes its last result as given: it does not run, and d,
+    // which needs it, is skipped for it; c runs again on a's earlier pass.
+    std::fs::remove_file(marks.join("b_fails")).unwrap();
+    let args = "--out two --only c --only d --no-deps";
+    let two = run_in(dir.path(), "two", args);
+    assert_eq!(two.code, 1, "{two:#?}");
+    assert_eq!(
+        ["a", "b", "c", "d"].map(|j| executions(&marks, j)),
+        [1, 1, 2, 0]
+    );
+    let first_dir = dir
+        .path()
+        .join("flowrun-out/nodeps/latest")
+        .canonicalize()
+        .unwrap();
+    for (job, status) in [("a", "passed"), ("b", "failed")] {
+        let rec = two.job(job);
+        assert_eq!(rec["status"], status, "{rec}");
+        let from = rec["reused_from"].as_str().unwrap();
+        assert!(from.starts_with(&*first_dir.to_string_lossy()), "{rec}");
+    }
+    assert_eq!(two.job("b")["reason"], "exit code 1");
+    assert_eq!(two.status("c"), "passed");
+    assert!(two.job("c")["reused_from"].is_null(), "c ran in this run");
+    let d = two.job("d");
+    assert_eq!(
+        (d["status"].as_str(), d["reason"].as_str()),
+        (Some("skipped"), Some("dependency failed: b")),
+        "{d}"
+    );
+    // Naming b too runs it, and then d.
+    let args = "--out three --only b --only d --no-deps";
+    let three = run_in(dir.path(), "three", args);
+    assert_eq!(three.code, 0, "{three:#?}");
+    assert_eq!(
+        ["a", "b", "c", "d"].map(|j| executions(&marks, j)),
+        [1, 2, 2, 1]
+    );
+}
+
+#[test]
+fn rerun_failed_with_no_deps_reruns_the_named_failures_on_their_dependencies_earlier_passes() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    // a passes; b needs a and fails until `fixed` exists; c needs b.
+    let flow = format!(
+        "[flow]\nname = \"nodeps\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\nneeds = [\"a\"]\ncmd = \"echo ran >> {m}/b; test -e {m}/fixed\"\n\
+         [[job]]\nname = \"c\"\nneeds = [\"b\"]\ncmd = \"echo ran >> {m}/c\"\n"
+    );
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    let args = "--out again --rerun-failed out --only b --no-deps";
+    let again = run_in(dir.path(), "again", args);
+    assert_eq!(again.code, 0, "{again:#?}");
+    // Only b ran; c is not selected (nor needed), a's pass was taken from the first run.
+    assert_eq!(["a", "b", "c"].map(|j| executions(&marks, j)), [1, 2, 0]);
+    assert_eq!(again.status("b"), "passed");
+    assert!(again.job("a")["reused_from"].as_str().is_some());
+    assert!(again.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["name"] != "c"));
+}
+
+#[test]
+fn no_deps_refuses_a_dependency_with_no_result_to_take_naming_it() {
+    let (dir, marks) = with_marks();
+    let flow = no_deps_flow(&marks);
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(first.code, 0, "{first:#?}");
+    // b changed since: its earlier pass says nothing of what it does now.
+    let changed = flow.replace("test ! -e", "test ! -f");
+    std::fs::write(dir.path().join("flow.toml"), changed).unwrap();
+    let args = "--out two --rerun-failed out --only d --no-deps";
+    let two = run_in(dir.path(), "two", args);
+    assert_eq!(two.code, 2, "{two:#?}");
+    assert!(
+        two.stderr.contains("`b` changed since") && two.stderr.contains("add them to --only"),
+        "{}",
+        two.stderr
+    );
+    assert!(
+        !dir.path().join("two").exists(),
+        "no run directory for a refused run"
+    );
+    assert_eq!(executions(&marks, "d"), 1);
+    // --no-deps needs --only.
+    let o = flowrun(dir.path())
+        .args(["run", "flow.toml", "--no-deps"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--only"));
+}
+
 // --- retries --------------------------------------------------------------------------------
 
 /// `flaky` fails its first two attempts and passes the third; `dep` needs it and fails if it
@@ -485,6 +629,47 @@ fn with_one_retry_the_job_fails_with_both_attempts_recorded_and_its_dependent_sk
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job}");
     assert!(job["flaky"].is_null(), "{job}");
     assert_eq!(run.status("dep"), "skipped");
+}
+
+/// `retry_backoff` (a `[flow]` default here): the second attempt starts at least the backoff
+/// after the first ended, the third at least twice the backoff after the second.
+#[test]
+fn retry_backoff_delays_each_retry_doubling_from_the_flow_default() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"backoff\"\nretry_backoff = \"400ms\"\n\
+         [[job]]\nname = \"flaky\"\nretries = 2\nretry_on = \"exit_code\"\n\
+         cmd = \"date +%s%N >> {m}/start; n=$(wc -l < {m}/start); date +%s%N >> {m}/end; [ $n -ge 3 ]\"\n"
+    );
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let times = |file: &str| -> Vec<u128> {
+        std::fs::read_to_string(marks.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let (start, end) = (times("start"), times("end"));
+    assert_eq!((start.len(), end.len()), (3, 3), "{start:?} {end:?}");
+    let ms = |ns: u128| ns / 1_000_000;
+    assert!(
+        ms(start[1] - end[0]) >= 400,
+        "retry 1 after {} ms",
+        ms(start[1] - end[0])
+    );
+    assert!(
+        ms(start[2] - end[1]) >= 800,
+        "retry 2 after {} ms",
+        ms(start[2] - end[1])
+    );
+    let job = run.job("flaky");
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_u64()),
+        (Some("passed"), Some(3))
+    );
+    assert_eq!(job["flaky"], true, "{job}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::{
     errors::Error,
     flow::Flow,
     journal::{Hash, Replay, JOURNAL_FILE},
-    sched::Status,
+    sched::{Reason, Status},
 };
 
 /// How the run builds on an earlier one.
@@ -69,13 +69,8 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
 /// same definition, each with the record to carry over.
 pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
     let r = &earlier.replay;
-    let old: std::collections::HashMap<&str, usize> = r
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.0.as_str(), i))
-        .collect();
-    let from: Box<str> = format!("{} (run {})", earlier.dir.display(), r.last.run_tag).into();
+    let old = earlier.index();
+    let from = earlier.label();
     let mut out = Vec::new();
     for (j, (job, hash)) in flow.jobs.iter().zip(hashes).enumerate() {
         let Some(&o) = old.get(job.name.as_str()) else {
@@ -85,18 +80,108 @@ pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, Jo
         if state.status != Status::Passed || &r.jobs[o].1 != hash {
             continue;
         }
-        let mut rec = state.record.clone();
+        out.push((j as u32, earlier.carried_record(o, &job.name, &from)));
+    }
+    out
+}
+
+impl Earlier {
+    /// The earlier run's jobs by name: their index in its journal.
+    fn index(&self) -> std::collections::HashMap<&str, usize> {
+        let jobs = self.replay.jobs.iter().enumerate();
+        jobs.map(|(i, e)| (e.0.as_str(), i)).collect()
+    }
+
+    /// How results.json names this run in `reused_from`: "DIR (run TAG)".
+    fn label(&self) -> Box<str> {
+        format!("{} (run {})", self.dir.display(), self.replay.last.run_tag).into()
+    }
+
+    /// The record of job `o` of the earlier run, carried into this one: marked with where it
+    /// comes from, its log pointing into the earlier run's directory.
+    fn carried_record(&self, o: usize, name: &str, from: &str) -> JobRecord {
+        let mut rec = self.replay.state[o].record.clone();
         let has_dir = rec.has_dir;
         let x = rec.extra_mut();
         if x.reused_from.is_none() {
-            x.reused_from = Some(from.clone());
+            x.reused_from = Some(from.into());
         }
         if x.logs.is_empty() && has_dir {
-            x.logs.push(default_log(&r.first.run_dir, &job.name).into());
+            x.logs
+                .push(default_log(&self.replay.first.run_dir, name).into());
         }
-        out.push((j as u32, rec));
+        rec
     }
-    out
+}
+
+/// How a job that `--no-deps` does not run ended in the earlier run, fed to the core.
+pub enum Given {
+    /// It passed there, with the same definition ([`crate::sched::Input::Reused`]).
+    Passed,
+    /// It failed, was killed or skipped there, for this reason
+    /// ([`crate::sched::Input::Carried`]): its dependents are skipped as after that end here.
+    Ended(Status, Reason),
+}
+
+/// `--no-deps`: the jobs `given` (indices into `flow`, the dependencies of the selected jobs)
+/// are not run; each takes its end in `earlier` as given, with that run's record. A job that
+/// has no end there to take (it is not in that run, never ended there, or its definition or
+/// that of something it needs changed since) is an error naming it: its result would be a
+/// guess.
+pub fn given(
+    flow: &Flow,
+    hashes: &[Hash],
+    earlier: &Earlier,
+    given: &[u32],
+) -> Result<Vec<(u32, JobRecord, Given)>, Error> {
+    let r = &earlier.replay;
+    let old = earlier.index();
+    let from = earlier.label();
+    let mut out = Vec::with_capacity(given.len());
+    let mut problems = Vec::new();
+    for &j in given {
+        let name = flow.jobs[j as usize].name.as_str();
+        let problem = match old.get(name) {
+            None => Some("is not in that run"),
+            Some(&o) if r.jobs[o].1 != hashes[j as usize] => {
+                Some("changed since (its definition or that of a job it needs)")
+            }
+            Some(&o) => {
+                let state = &r.state[o];
+                let end = match (state.status, &state.reason) {
+                    (Status::Passed, _) => Some(Given::Passed),
+                    (st, Some(reason)) if st.is_terminal() => {
+                        Some(Given::Ended(st, (**reason).clone()))
+                    }
+                    _ => None,
+                };
+                match end {
+                    Some(end) => {
+                        out.push((j, earlier.carried_record(o, name, &from), end));
+                        None
+                    }
+                    None => Some("never ended there"),
+                }
+            }
+        };
+        if let Some(p) = problem {
+            problems.push(format!("`{name}` {p}"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(out);
+    }
+    let shown = problems.len().min(5);
+    let more = match problems.len() - shown {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    Err(Error::Output(format!(
+        "--no-deps takes the results of the jobs the selected ones need from {}, but {}{more}; \
+         run them too (add them to --only), or drop --no-deps",
+        earlier.dir.display(),
+        problems[..shown].join(", ")
+    )))
 }
 
 /// `--dry-run` with `--resume` or `--rerun-failed`: which jobs would run and how many count as

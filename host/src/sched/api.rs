@@ -226,6 +226,11 @@ pub enum Input {
     /// after any pass. Only before [`SchedulerApi::start`] and only for a job still
     /// `Scheduled`; ignored otherwise.
     Reused(JobIx),
+    /// `--no-deps`: the job is not run; it ended with this status (Failed, Killed or Skipped)
+    /// and reason in the earlier run this one takes its dependencies' results from, and its
+    /// dependents see that end. Only before [`SchedulerApi::start`] and only for a job still
+    /// `Scheduled`; ignored otherwise (and for Passed, which is [`Input::Reused`]).
+    Carried(JobIx, Status, Reason),
 }
 
 /// An action for the run loop to carry out, in order.
