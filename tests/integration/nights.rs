@@ -183,6 +183,80 @@ fn status_of_a_finished_run_reports_it_finished_with_its_failures() {
     assert!(text.contains("failed   bad: exit code 3"), "{text}");
 }
 
+/// `flowrun status --watch --json` follows a running run from another process: it prints the
+/// counts again as jobs end (here each job waits for a go file the test writes only once the
+/// watcher has shown the previous pass), and exits 0 by itself once the run has ended.
+#[test]
+fn status_watch_follows_a_running_run_and_exits_when_it_ends() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let mut flow = String::from("[flow]\nname = \"watched\"\n");
+    for i in 1..=3 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"w{i}\"\ncmd = \"while ! test -e {m}/go{i}; do sleep 0.05; done\"\n"
+        ));
+    }
+    let run = start_flow(dir.path(), &flow, &["-q"]);
+    let out = dir.path().join("out");
+    wait_until(Duration::from_secs(60), "the journal", || {
+        out.join("journal").exists()
+    });
+    let mut watcher = flowrun(dir.path())
+        .args(["status", "--watch", "--json"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let stdout = watcher.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).expect("one JSON object a line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let next_passed = |want: u64, seen: &mut Vec<Value>| loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("no status with {want} passed: {e}; seen {seen:?}"));
+        let passed = v["counts"]["passed"].as_u64().unwrap();
+        assert!(passed <= want, "{v}");
+        seen.push(v);
+        if passed == want {
+            return;
+        }
+    };
+    next_passed(0, &mut seen);
+    for i in 1..=3 {
+        std::fs::write(marks.join(format!("go{i}")), "").unwrap();
+        next_passed(i, &mut seen);
+    }
+    let status = watcher.wait().unwrap();
+    reader.join().unwrap();
+    while let Ok(v) = rx.try_recv() {
+        seen.push(v);
+    }
+    assert_eq!(status.code(), Some(0), "the watcher ends with the run");
+    let last = seen.last().unwrap();
+    assert_eq!(last["finished"], true, "{last}");
+    assert_eq!(last["counts"]["passed"], 3, "{last}");
+    // The counts it printed changed as the run went on, and never went back.
+    let passed: Vec<u64> = seen
+        .iter()
+        .map(|v| v["counts"]["passed"].as_u64().unwrap())
+        .collect();
+    assert!(passed.windows(2).all(|w| w[0] <= w[1]), "{passed:?}");
+    for want in 0..=3 {
+        assert!(passed.contains(&want), "{passed:?}");
+    }
+    let done = collect(run.wait_with_output().unwrap(), &out);
+    assert_eq!(done.code, 0, "{done:#?}");
+}
+
 // --- --resume -------------------------------------------------------------------------------
 
 fn resume(dir: &Path, args: &[&str]) -> Run {
@@ -349,6 +423,146 @@ fn rerun_failed_runs_exactly_the_failures_and_their_dependents_in_a_new_director
     // The first run is untouched.
     let st = status_json(dir.path(), &dir.path().join("out"));
     assert_eq!(st["counts"]["failed"], 2, "{st}");
+}
+
+/// A job whose first attempt failed runs its second when flowrun is SIGKILLed; `--resume`
+/// goes on with attempt 2 (not 1: its log and FLOWRUN_ATTEMPT say so), with only the retries it
+/// has left, and results.json lists the attempt of the first host with those of the second.
+#[test]
+fn retries_continue_across_a_resume_with_every_attempt_recorded() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    // Every attempt fails (the second, once resumed), a fifth execution would pass. With
+    // retries = 2 the job fails after attempt 3; a resume that forgot the retry used before
+    // the kill would run a fourth attempt, and pass.
+    let flow = format!(
+        "[flow]\nname = \"resumed-retry\"\n\
+         [[job]]\nname = \"flaky\"\nretries = 2\nretry_on = \"exit_code\"\n\
+         cmd = \"echo $FLOWRUN_ATTEMPT >> {m}/flaky; echo attempt $FLOWRUN_ATTEMPT; \
+                n=$(wc -l < {m}/flaky); [ $n -eq 1 ] && exit 1; \
+                test -e {m}/resumed || exec sleep 120; [ $n -ge 5 ]\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"flaky\"]\ncmd = \"echo ran >> {m}/dep\"\n"
+    );
+    let child: Child = start_flow(dir.path(), &flow, &["-q"]);
+    let out = dir.path().join("out");
+    wait_until(Duration::from_secs(60), "the second attempt runs", || {
+        executions(&marks, "flaky") == 2
+    });
+    send_signal(&child, libc::SIGKILL);
+    child.wait_with_output().unwrap();
+    std::fs::write(marks.join("resumed"), "").unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    // FLOWRUN_ATTEMPT of every execution: 1 and 2 before the kill; 2 again (it died with its
+    // host, without a verdict) and 3 after.
+    let attempts = std::fs::read_to_string(marks.join("flaky")).unwrap();
+    assert_eq!(attempts.lines().collect::<Vec<_>>(), ["1", "2", "2", "3"]);
+    let job = run.job("flaky");
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_u64()),
+        (Some("failed"), Some(3)),
+        "{job}"
+    );
+    let earlier = job["attempts"].as_array().unwrap();
+    let summary: Vec<_> = earlier
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64(),
+                a["status"].as_str(),
+                a["reason"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Some(1), Some("failed"), Some("exit code 1")),
+            (Some(2), Some("failed"), Some("exit code 1"))
+        ],
+        "{job}"
+    );
+    assert!(earlier[0]["log"].as_str().unwrap().ends_with("/output.log"));
+    assert!(job["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.attempt-3.log"));
+    // Each attempt's log is its own (attempt 1's survived the resume).
+    let jobdir = out.join("jobs/flaky");
+    let log = |f: &str| std::fs::read_to_string(jobdir.join(f)).unwrap();
+    assert_eq!(log("output.log").trim(), "attempt 1");
+    assert_eq!(log("output.attempt-3.log").trim(), "attempt 3");
+    assert_eq!(run.status("dep"), "skipped");
+    assert_eq!(executions(&marks, "dep"), 0);
+    assert_eq!(run.results["resumes"], 1);
+}
+
+/// 1,000 local jobs, 10 of which fail (until a file exists) and each of those 10 has a
+/// dependent: `--rerun-failed` runs exactly those 20, each once; the 980 passes are reused.
+#[test]
+fn rerun_failed_of_a_1000_job_run_with_10_failures_runs_exactly_them_and_their_dependents() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let failing = |i: usize| i % 7 == 0 && i < 70;
+    let mut flow = String::from("[flow]\nname = \"thousand\"\n");
+    for i in 0..900 {
+        let check = if failing(i) {
+            format!("; test -e {m}/fixed")
+        } else {
+            String::new()
+        };
+        flow.push_str(&format!(
+            "[[job]]\nname = \"t{i}\"\ncmd = \"echo t{i} >> {m}/all{check}\"\n"
+        ));
+    }
+    for i in 0..100 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"d{i}\"\nneeds = [\"t{i}\"]\ncmd = \"echo d{i} >> {m}/all\"\n"
+        ));
+    }
+    let ran = || -> std::collections::HashMap<String, usize> {
+        let text = std::fs::read_to_string(marks.join("all")).unwrap();
+        let mut n = std::collections::HashMap::new();
+        for name in text.lines() {
+            *n.entry(name.to_string()).or_insert(0) += 1;
+        }
+        n
+    };
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q", "-j", "8"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    assert_eq!(
+        first.results["counts"]["failed"], 10,
+        "{}",
+        first.results["counts"]
+    );
+    assert_eq!(
+        first.results["counts"]["skipped"], 10,
+        "{}",
+        first.results["counts"]
+    );
+    assert_eq!(ran().values().sum::<usize>(), 990);
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    std::fs::remove_file(marks.join("all")).unwrap();
+    let again = run_in(dir.path(), "again", "--out again --rerun-failed out -j 8");
+    assert_eq!(again.code, 0, "{again:#?}");
+    let mut want: Vec<String> = (0..70)
+        .filter(|&i| failing(i))
+        .flat_map(|i| [format!("t{i}"), format!("d{i}")])
+        .collect();
+    want.sort();
+    let runs = ran();
+    let mut got: Vec<String> = runs.keys().cloned().collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(runs.values().all(|&n| n == 1), "{runs:?}");
+    assert_eq!(again.results["counts"]["passed"], 1000);
+    let reused = again.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["reused_from"].is_string())
+        .count();
+    assert_eq!(reused, 980);
 }
 
 // --- --no-deps ------------------------------------------------------------------------------

@@ -311,6 +311,15 @@ pub fn run_with(
                 state.sched.handle(crate::sched::Input::Reused(j), now);
             }
         }
+        if in_place {
+            for (j, rec) in resume::attempts_so_far(&state.flow, &hashes, e) {
+                let retried = rec.earlier().len() as u32;
+                state.ledger.records[j as usize] = rec;
+                state
+                    .sched
+                    .handle(crate::sched::Input::RetriesUsed(j, retried), now);
+            }
+        }
         for (j, rec, end) in given {
             let input = match end {
                 resume::Given::Passed => crate::sched::Input::Reused(j),

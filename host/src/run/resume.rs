@@ -68,19 +68,39 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
 /// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
 /// same definition, each with the record to carry over.
 pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
-    let r = &earlier.replay;
-    let old = earlier.index();
     let from = earlier.label();
+    earlier
+        .unchanged(flow, hashes)
+        .filter(|&(_, o)| earlier.replay.state[o].status == Status::Passed)
+        .map(|(j, o)| {
+            (
+                j,
+                earlier.carried_record(o, &flow.jobs[j as usize].name, &from),
+            )
+        })
+        .collect()
+}
+
+/// `--resume`: the jobs that run again unchanged after attempts of theirs ended in the earlier
+/// run (a retry was due, or the next attempt died with the host), each with a record holding
+/// those attempts and their count, so that the attempt numbers (and `FLOWRUN_ATTEMPT`, and the
+/// logs) continue where they were and results.json lists every attempt. An attempt that died
+/// with its host left no verdict: it runs again under its number, as a job's only attempt
+/// would.
+pub fn attempts_so_far(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
     let mut out = Vec::new();
-    for (j, (job, hash)) in flow.jobs.iter().zip(hashes).enumerate() {
-        let Some(&o) = old.get(job.name.as_str()) else {
-            continue;
-        };
-        let state = &r.state[o];
-        if state.status != Status::Passed || &r.jobs[o].1 != hash {
+    for (j, o) in earlier.unchanged(flow, hashes) {
+        let state = &earlier.replay.state[o];
+        let ended = state.record.earlier();
+        if state.status.is_terminal() || ended.is_empty() {
             continue;
         }
-        out.push((j as u32, earlier.carried_record(o, &job.name, &from)));
+        let mut rec = JobRecord {
+            attempt: ended.len() as u32,
+            ..JobRecord::default()
+        };
+        rec.extra_mut().earlier = ended.to_vec();
+        out.push((j, rec));
     }
     out
 }
@@ -90,6 +110,21 @@ impl Earlier {
     fn index(&self) -> std::collections::HashMap<&str, usize> {
         let jobs = self.replay.jobs.iter().enumerate();
         jobs.map(|(i, e)| (e.0.as_str(), i)).collect()
+    }
+
+    /// The jobs of `flow` (index, and index in the earlier run) whose definition hash there
+    /// is `hashes`' (so also of every job they need).
+    fn unchanged<'a>(
+        &'a self,
+        flow: &'a Flow,
+        hashes: &'a [Hash],
+    ) -> impl Iterator<Item = (u32, usize)> + 'a {
+        let old = self.index();
+        let jobs = flow.jobs.iter().zip(hashes).enumerate();
+        jobs.filter_map(move |(j, (job, hash))| {
+            let o = *old.get(job.name.as_str())?;
+            (&self.replay.jobs[o].1 == hash).then_some((j as u32, o))
+        })
     }
 
     /// How results.json names this run in `reused_from`: "DIR (run TAG)".

@@ -250,8 +250,13 @@ impl Scheduler {
         self.worklist.push(j);
     }
 
-    /// A dependency-free or dependency-satisfied job becomes ready.
+    /// A dependency-free or dependency-satisfied job becomes ready. Before the start it stays
+    /// `Scheduled` ([`SchedulerApi::start`] readies it): an earlier run's pass of it may still
+    /// be fed ([`Input::Reused`] after the reuse of a job it needs).
     fn make_ready(&mut self, j: JobIx) {
+        if !self.started {
+            return;
+        }
         if self.stopped {
             let max = self.max_fail.unwrap_or(1).max(1);
             self.end(j, Status::Skipped, Some(Reason::Stopped(max)));
@@ -770,6 +775,13 @@ impl Scheduler {
                 if status == Status::Failed {
                     self.failures -= 1;
                 }
+            }
+            Input::RetriesUsed(j, n) => {
+                let Some(rt) = self.retries.get_mut(&j).filter(|_| !self.started) else {
+                    return false;
+                };
+                rt.left = rt.left.saturating_sub(n);
+                rt.taken = rt.taken.saturating_add(n);
             }
             Input::Accepted(j) => {
                 if !self.in_flight(j) {

@@ -1121,7 +1121,8 @@ fn reused_jobs_pass_without_running_and_release_their_dependents() {
         "{before:?}"
     );
     assert_eq!(h.st(0), Status::Passed);
-    assert_eq!(h.st(1), Status::Queued);
+    // Ready, but not queued before the start: its own earlier pass may still come.
+    assert_eq!(h.st(1), Status::Scheduled);
     let a = h.start();
     assert_eq!(submitted(&a), vec![1]);
     assert_eq!(h.st(2), Status::Scheduled);
@@ -1130,6 +1131,26 @@ fn reused_jobs_pass_without_running_and_release_their_dependents() {
     assert_eq!(h.st(2), Status::Scheduled);
     h.feed(Input::Finished(1, Outcome::Passed));
     assert_eq!(h.st(2), Status::Running);
+}
+
+#[test]
+fn a_job_reused_after_a_job_it_needs_passes_without_running() {
+    // a -> b -> c: a and b passed before (fed in the flow's order); only c runs.
+    let mut h = H::new(chain(3));
+    assert!(h.s.handle(Input::Reused(0), h.now));
+    assert!(h.s.handle(Input::Reused(1), h.now));
+    assert_eq!(h.st(1), Status::Passed);
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![2]);
+    let statuses: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Status { job: 1, old, new } => Some((*old, *new)),
+            _ => None,
+        })
+        .collect();
+    // Straight to passed: it never was ready to run.
+    assert_eq!(statuses, [(Status::Scheduled, Status::Passed)], "{a:?}");
 }
 
 #[test]
@@ -1330,6 +1351,35 @@ fn the_retry_wait_doubles_up_to_an_hour() {
         h.at_ms(t);
         assert_eq!(submitted(&h.feed(Input::Tick)), vec![0]);
     }
+}
+
+#[test]
+fn retries_used_in_a_resumed_run_are_not_given_again_and_the_backoff_doubles_on() {
+    let mut f = independent(2);
+    for j in &mut f.jobs {
+        j.retries = 2;
+        j.retry_on = crate::flow::RetryOn::ANY;
+        j.retry_backoff = Duration::from_millis(100);
+    }
+    let mut h = H::new(f);
+    assert!(h.s.handle(Input::RetriesUsed(0, 1), h.now));
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![0, 1]);
+    // After the start it is ignored.
+    assert!(!h.s.handle(Input::RetriesUsed(1, 2), h.now));
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    h.feed(Input::Finished(1, Outcome::Failed(Reason::ExitCode(1))));
+    // Job 0 is on its second retry: it waits twice the backoff; job 1 on its first.
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(100)));
+    h.at_ms(100);
+    assert_eq!(submitted(&h.feed(Input::Tick)), vec![1]);
+    h.at_ms(200);
+    assert_eq!(submitted(&h.feed(Input::Tick)), vec![0]);
+    // Its last retry is spent: the next failure ends it.
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    assert_eq!(h.st(0), Status::Failed);
+    h.feed(Input::Finished(1, Outcome::Failed(Reason::ExitCode(1))));
+    assert_eq!(h.st(1), Status::Queued);
 }
 
 // --- --max-fail -----------------------------------------------------------------------------
