@@ -118,7 +118,7 @@ struct RunArgs {
     /// With --only: run only the jobs the globs name, not what they need; each needed job's end
     /// in an earlier run (the --rerun-failed RUN_DIR, else the flow's `latest`) is taken as
     /// given: a pass releases its dependents, a failure skips them.
-    #[arg(long, requires = "only", conflicts_with_all = ["resume", "dry_run"])]
+    #[arg(long, requires = "only", conflicts_with = "resume")]
     no_deps: bool,
     /// Stop at the first failure: start nothing more, kill what runs (--max-fail 1).
     #[arg(long, conflicts_with = "max_fail")]
@@ -213,7 +213,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             let t = std::time::Instant::now();
             let load_start = run::results::now_us();
             let mut flow = load_flow(&args.flow, &mut plugins, &opts)?;
-            let mut no_deps = None;
+            let mut no_deps: Option<Vec<u32>> = None;
             if !args.only.is_empty() {
                 let (selected, named) =
                     flow::select_named(flow, &args.only).map_err(Error::Flow)?;
@@ -235,6 +235,14 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 (None, Some(d)) => Some(run::resume::Continue::RerunFailed(nonempty(d))),
                 (None, None) => None,
             };
+            if let (true, Some(given)) = (args.dry_run, &no_deps) {
+                run::check(&flow, &mut plugins, &args.observer)?;
+                print!(
+                    "{}",
+                    run::resume::plan_no_deps(&flow, &continue_from, given)?
+                );
+                return Ok(EXIT_PASSED);
+            }
             if let (true, Some(c)) = (args.dry_run, &continue_from) {
                 run::check(&flow, &mut plugins, &args.observer)?;
                 print!("{}", run::resume::plan(&flow, c)?);

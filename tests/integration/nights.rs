@@ -580,15 +580,19 @@ fn no_deps_flow(marks: &Path) -> String {
     )
 }
 
-/// `flowrun run flow.toml -q ARGS` in `dir` (`args` split at spaces), the results read from
-/// `dir/OUT`.
-fn run_in(dir: &Path, out: &str, args: &str) -> Run {
-    let o = flowrun(dir)
-        .args(["run", "flow.toml", "-q"])
+/// `flowrun ARGS` in `dir` (`args` split at spaces).
+fn flowrun_in(dir: &Path, args: &str) -> std::process::Output {
+    flowrun(dir)
         .args(args.split_whitespace())
         .current_dir(dir)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `flowrun run flow.toml -q ARGS` in `dir` (`args` split at spaces), the results read from
+/// `dir/OUT`.
+fn run_in(dir: &Path, out: &str, args: &str) -> Run {
+    let o = flowrun_in(dir, &format!("run flow.toml -q {args}"));
     collect(o, &dir.join(out))
 }
 
@@ -601,6 +605,18 @@ fn only_with_no_deps_runs_just_the_named_jobs_taking_their_dependencies_last_res
     let first = run_in(dir.path(), "flowrun-out/nodeps/latest", "");
     assert_eq!(first.code, 1, "{first:#?}");
     assert_eq!(first.status("d"), "skipped");
+    // --dry-run says what would run and what would be taken as given, and runs nothing.
+    let plan = flowrun_in(
+        dir.path(),
+        "run flow.toml --dry-run --only c --only d --no-deps",
+    );
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("2 needed job(s) not run, their ends taken from there:\n  a (passed)\n  b (failed: exit code 1)\n2 would run:\n  c\n  d\n"),
+        "{text}"
+    );
+    assert_eq!(executions(&marks, "c"), 1);
     // b would pass now, but --no-deps takes its last result as given: it does not run, and d,
     // which needs it, is skipped for it; c runs again on a's earlier pass.
     std::fs::remove_file(marks.join("b_fails")).unwrap();
@@ -692,11 +708,7 @@ fn no_deps_refuses_a_dependency_with_no_result_to_take_naming_it() {
     );
     assert_eq!(executions(&marks, "d"), 1);
     // --no-deps needs --only.
-    let o = flowrun(dir.path())
-        .args(["run", "flow.toml", "--no-deps"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let o = flowrun_in(dir.path(), "run flow.toml --no-deps");
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--only"));
 }
@@ -884,6 +896,26 @@ fn retry_backoff_delays_each_retry_doubling_from_the_flow_default() {
         (Some("passed"), Some(3))
     );
     assert_eq!(job["flaky"], true, "{job}");
+}
+
+#[test]
+fn a_bad_retry_backoff_is_invalid_input_at_its_file_and_line() {
+    let dir = tempdir();
+    let flow = "[flow]\nname = \"bad-backoff\"\nretry_backoff = 30\n\
+                [[job]]\nname = \"a\"\ncmd = \"true\"\nretries = 1\nretry_backoff = \"2h\"\n";
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let o = flowrun_in(dir.path(), "check flow.toml");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("flow.toml:3:17: error: `flow.retry_backoff` must be a duration string"),
+        "{err}"
+    );
+    assert!(err.contains("write `retry_backoff = \"30s\"`"), "{err}");
+    assert!(
+        err.contains("flow.toml:8:17: error: `retry_backoff` \"2h\" is too long"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -246,3 +246,46 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
     }
     Ok(s)
 }
+
+/// `--dry-run` with `--only GLOB --no-deps`: which jobs would run, and the end of each needed
+/// job that would be taken from the earlier run (refused as a real run would be).
+pub fn plan_no_deps(flow: &Flow, how: &Option<Continue>, needed: &[u32]) -> Result<String, Error> {
+    let dir = match how {
+        Some(Continue::Resume(d) | Continue::RerunFailed(d)) => d.as_deref(),
+        None => None,
+    };
+    let earlier = read(flow, dir)?;
+    let hashes = crate::journal::definition_hashes(flow);
+    let taken = given(flow, &hashes, &earlier, needed)?;
+    let mut reused = vec![false; flow.jobs.len()];
+    if how.is_some() {
+        for (j, _) in reusable(flow, &hashes, &earlier) {
+            reused[j as usize] = true;
+        }
+    }
+    let mut s = format!(
+        "{}: {} needed job(s) not run, their ends taken from there:\n",
+        earlier.dir.display(),
+        taken.len()
+    );
+    for (j, _, end) in &taken {
+        reused[*j as usize] = true;
+        let end = match end {
+            Given::Passed => "passed".to_string(),
+            Given::Ended(st, reason) => format!("{}: {reason}", st.name()),
+        };
+        s.push_str(&format!("  {} ({end})\n", flow.jobs[*j as usize].name));
+    }
+    let run: Vec<&str> = flow
+        .jobs
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| !**r)
+        .map(|(j, _)| j.name.as_str())
+        .collect();
+    s.push_str(&format!("{} would run:\n", run.len()));
+    for name in run {
+        s.push_str(&format!("  {name}\n"));
+    }
+    Ok(s)
+}
