@@ -546,6 +546,15 @@ fn run_case(c: Case) {
     let mut sim = vec![Sim::Idle; n];
     let mut killed_at: Vec<Option<Instant>> = vec![None; n];
 
+    // A resumed run: some jobs used a retry before (`--resume`), and have one fewer left.
+    for j in (1..n).step_by(5) {
+        if c.jobs[j].retries > 0 {
+            let input = Input::RetriesUsed(j as JobIx, 1);
+            m.before_input(&input, now);
+            assert!(s.handle(input, now));
+            m.retries_left[j] -= 1;
+        }
+    }
     m.started = true;
     s.start(now);
     let acts = s.drain_actions();
