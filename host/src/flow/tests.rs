@@ -1477,6 +1477,9 @@ cmd = "report --all"
 needs = ["mid-*"]
 when = "always"
 timeout = "1h 30m"
+retries = 2
+retry_on = ["exit_code", "lost"]
+retry_backoff = "30s"
 priority = 5
 resources = { cpus = 2, memory = "1G", lic = 1 }
 pass_patterns = ["^DONE$"]
@@ -1497,6 +1500,7 @@ env = { A = "1" }
             "    when: always",
             "    resources: cpus 2, memory 1024 MiB, lic 1",
             "    timeout: 1h 30m",
+            "    retries: 2 on exit_code, lost, backoff 30s (doubling)",
             "    pass: `^DONE$`",
             "    fail: `ERROR`",
             "    env: A=1",
