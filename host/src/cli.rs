@@ -115,6 +115,11 @@ struct RunArgs {
     /// unchanged definition count as passed without running; everything else runs.
     #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
     rerun_failed: Option<PathBuf>,
+    /// With --only: run only the jobs the globs name, not what they need; each needed job's end
+    /// in an earlier run (the --rerun-failed RUN_DIR, else the flow's `latest`) is taken as
+    /// given: a pass releases its dependents, a failure skips them.
+    #[arg(long, requires = "only", conflicts_with = "resume")]
+    no_deps: bool,
     /// Stop at the first failure: start nothing more, kill what runs (--max-fail 1).
     #[arg(long, conflicts_with = "max_fail")]
     fail_fast: bool,
@@ -208,8 +213,15 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             let t = std::time::Instant::now();
             let load_start = run::results::now_us();
             let mut flow = load_flow(&args.flow, &mut plugins, &opts)?;
+            let mut no_deps: Option<Vec<u32>> = None;
             if !args.only.is_empty() {
-                flow = flow::select(flow, &args.only).map_err(Error::Flow)?;
+                let (selected, named) =
+                    flow::select_named(flow, &args.only).map_err(Error::Flow)?;
+                flow = selected;
+                no_deps = args.no_deps.then(|| {
+                    let needed_only = named.iter().enumerate().filter(|(_, n)| !**n);
+                    needed_only.map(|(j, _)| j as u32).collect()
+                });
             }
             let load = ("load", load_start, run::results::now_us());
             tracing::info!(
@@ -223,6 +235,14 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 (None, Some(d)) => Some(run::resume::Continue::RerunFailed(nonempty(d))),
                 (None, None) => None,
             };
+            if let (true, Some(given)) = (args.dry_run, &no_deps) {
+                run::check(&flow, &mut plugins, &args.observer)?;
+                print!(
+                    "{}",
+                    run::resume::plan_no_deps(&flow, &continue_from, given)?
+                );
+                return Ok(EXIT_PASSED);
+            }
             if let (true, Some(c)) = (args.dry_run, &continue_from) {
                 run::check(&flow, &mut plugins, &args.observer)?;
                 print!("{}", run::resume::plan(&flow, c)?);
@@ -244,6 +264,7 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                     kill_margin: args.kill_margin,
                     phases: Phases(vec![load]),
                     continue_from,
+                    no_deps,
                     max_fail: if args.fail_fast {
                         Some(1)
                     } else {

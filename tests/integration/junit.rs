@@ -34,6 +34,26 @@ fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("<{}> lacks {name}", node.tag_name().name()))
 }
 
+/// The `<testcase>` of job `name` in the report `doc` (its `text`, for the message).
+fn testcase<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+    name: &str,
+    text: &str,
+) -> roxmltree::Node<'a, 'i> {
+    doc.descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+        .unwrap_or_else(|| panic!("no testcase {name}:\n{text}"))
+}
+
+/// The `tests`, `failures`, `errors` and `skipped` counts of the report's `<testsuite>`.
+fn suite_counts<'a>(doc: &'a roxmltree::Document<'_>) -> [&'a str; 4] {
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .expect("a <testsuite>");
+    ["tests", "failures", "errors", "skipped"].map(|a| attr(suite, a))
+}
+
 /// Checks the report at `path` against the run of [`JOBS`].
 fn check_report(path: &std::path::Path) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -45,16 +65,8 @@ fn check_report(path: &std::path::Path) {
         .expect("a <testsuite>");
     assert_eq!(attr(suite, "name"), "junit-e2e");
     // failures = failed jobs, errors = killed jobs, skipped = skipped jobs.
-    assert_eq!(
-        ["tests", "failures", "errors", "skipped"].map(|a| attr(suite, a)),
-        ["4", "1", "1", "1"],
-        "{text}"
-    );
-    let case = |name: &str| {
-        doc.descendants()
-            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
-            .unwrap_or_else(|| panic!("no testcase {name}:\n{text}"))
-    };
+    assert_eq!(suite_counts(&doc), ["4", "1", "1", "1"], "{text}");
+    let case = |name: &str| testcase(&doc, name, &text);
     let has = |name: &str, tag: &str| case(name).children().any(|n| n.has_tag_name(tag));
     assert_eq!(attr(case("good"), "classname"), "junit-e2e.fake");
     assert!(!has("good", "failure") && !has("good", "error") && !has("good", "skipped"));
@@ -100,4 +112,87 @@ fn a_bad_junit_config_is_invalid_input_naming_the_key() {
     let run = run_flow(dir.path(), &flow, &[]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("pth"), "{}", run.stderr);
+}
+
+/// `flaky` fails its first two attempts and passes its third; `bad` fails both of its.
+#[test]
+fn retried_attempts_are_flaky_failures_of_a_job_that_passed_and_rerun_failures_of_one_that_did_not()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"junit-flaky\"\nretry_on = \"exit_code\"\n\
+         [[job]]\nname = \"flaky\"\nretries = 2\n\
+         cmd = \"echo ran >> {m}/flaky; echo attempt $FLOWRUN_ATTEMPT; [ $(wc -l < {m}/flaky) -ge 3 ]\"\n\
+         [[job]]\nname = \"bad\"\nretries = 1\ncmd = \"exit 3\"\n"
+    );
+    let run = run_flow(dir.path(), &flow, &["--observer", "junit"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let path = run.out.join("junit.xml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc =
+        roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("invalid XML ({e}):\n{text}"));
+    // A flaky pass is a pass: retried attempts count as neither failures nor errors.
+    assert_eq!(suite_counts(&doc), ["2", "1", "0", "0"], "{text}");
+    let case = |name: &str| testcase(&doc, name, &text);
+    let tags = |name: &str| -> Vec<String> {
+        case(name)
+            .children()
+            .filter(|n| n.is_element())
+            .map(|n| n.tag_name().name().to_string())
+            .collect()
+    };
+    assert_eq!(
+        tags("flaky"),
+        ["flakyFailure", "flakyFailure", "system-out"],
+        "{text}"
+    );
+    let flaky: Vec<_> = case("flaky")
+        .children()
+        .filter(|n| n.has_tag_name("flakyFailure"))
+        .collect();
+    let jobdir = run.out.join("jobs/flaky");
+    for (attempt, log) in flaky.iter().zip(["output.log", "output.attempt-2.log"]) {
+        assert_eq!(attr(*attempt, "message"), "exit code 1", "{text}");
+        assert_eq!(attr(*attempt, "type"), "failed", "{text}");
+        let body: String = attempt
+            .descendants()
+            .filter(|n| n.is_text())
+            .filter_map(|n| n.text())
+            .collect();
+        assert!(body.contains("exit code: 1"), "{text}");
+        let out = attempt
+            .children()
+            .find(|n| n.has_tag_name("system-out"))
+            .and_then(|n| n.text())
+            .unwrap_or_else(|| panic!("no <system-out> in a flakyFailure:\n{text}"));
+        assert_eq!(
+            out,
+            format!("log: {}", jobdir.join(log).display()),
+            "{text}"
+        );
+    }
+    // The case's own output is the last attempt's log.
+    let own = case("flaky")
+        .children()
+        .find(|n| n.has_tag_name("system-out"))
+        .and_then(|n| n.text())
+        .unwrap();
+    assert_eq!(
+        own,
+        format!("log: {}", jobdir.join("output.attempt-3.log").display())
+    );
+    // A job that never passed: its last attempt is the failure, the earlier one a rerun.
+    assert_eq!(
+        tags("bad"),
+        ["failure", "rerunFailure", "system-out"],
+        "{text}"
+    );
+    let rerun = case("bad")
+        .children()
+        .find(|n| n.has_tag_name("rerunFailure"))
+        .unwrap();
+    assert_eq!(attr(rerun, "message"), "exit code 3", "{text}");
 }

@@ -39,6 +39,14 @@ fn executions(marks: &Path, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A scratch directory and its `marks` directory, for [`executions`].
+fn with_marks() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempdir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    (dir, marks)
+}
+
 fn pid_alive(pid: i32) -> bool {
     // As kill(pid, 0) would say (a zombie counts), without unsafe code in the test binary.
     Path::new(&format!("/proc/{pid}")).exists()
@@ -173,6 +181,80 @@ fn status_of_a_finished_run_reports_it_finished_with_its_failures() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("finished"), "{text}");
     assert!(text.contains("failed   bad: exit code 3"), "{text}");
+}
+
+/// `flowrun status --watch --json` follows a running run from another process: it prints the
+/// counts again as jobs end (here each job waits for a go file the test writes only once the
+/// watcher has shown the previous pass), and exits 0 by itself once the run has ended.
+#[test]
+fn status_watch_follows_a_running_run_and_exits_when_it_ends() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let mut flow = String::from("[flow]\nname = \"watched\"\n");
+    for i in 1..=3 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"w{i}\"\ncmd = \"while ! test -e {m}/go{i}; do sleep 0.05; done\"\n"
+        ));
+    }
+    let run = start_flow(dir.path(), &flow, &["-q"]);
+    let out = dir.path().join("out");
+    wait_until(Duration::from_secs(60), "the journal", || {
+        out.join("journal").exists()
+    });
+    let mut watcher = flowrun(dir.path())
+        .args(["status", "--watch", "--json"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let stdout = watcher.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).expect("one JSON object a line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let next_passed = |want: u64, seen: &mut Vec<Value>| loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("no status with {want} passed: {e}; seen {seen:?}"));
+        let passed = v["counts"]["passed"].as_u64().unwrap();
+        assert!(passed <= want, "{v}");
+        seen.push(v);
+        if passed == want {
+            return;
+        }
+    };
+    next_passed(0, &mut seen);
+    for i in 1..=3 {
+        std::fs::write(marks.join(format!("go{i}")), "").unwrap();
+        next_passed(i, &mut seen);
+    }
+    let status = watcher.wait().unwrap();
+    reader.join().unwrap();
+    while let Ok(v) = rx.try_recv() {
+        seen.push(v);
+    }
+    assert_eq!(status.code(), Some(0), "the watcher ends with the run");
+    let last = seen.last().unwrap();
+    assert_eq!(last["finished"], true, "{last}");
+    assert_eq!(last["counts"]["passed"], 3, "{last}");
+    // The counts it printed changed as the run went on, and never went back.
+    let passed: Vec<u64> = seen
+        .iter()
+        .map(|v| v["counts"]["passed"].as_u64().unwrap())
+        .collect();
+    assert!(passed.windows(2).all(|w| w[0] <= w[1]), "{passed:?}");
+    for want in 0..=3 {
+        assert!(passed.contains(&want), "{passed:?}");
+    }
+    let done = collect(run.wait_with_output().unwrap(), &out);
+    assert_eq!(done.code, 0, "{done:#?}");
 }
 
 // --- --resume -------------------------------------------------------------------------------
@@ -343,6 +425,294 @@ fn rerun_failed_runs_exactly_the_failures_and_their_dependents_in_a_new_director
     assert_eq!(st["counts"]["failed"], 2, "{st}");
 }
 
+/// A job whose first attempt failed runs its second when flowrun is SIGKILLed; `--resume`
+/// goes on with attempt 2 (not 1: its log and FLOWRUN_ATTEMPT say so), with only the retries it
+/// has left, and results.json lists the attempt of the first host with those of the second.
+#[test]
+fn retries_continue_across_a_resume_with_every_attempt_recorded() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    // Every attempt fails (the second, once resumed), a fifth execution would pass. With
+    // retries = 2 the job fails after attempt 3; a resume that forgot the retry used before
+    // the kill would run a fourth attempt, and pass.
+    let flow = format!(
+        "[flow]\nname = \"resumed-retry\"\n\
+         [[job]]\nname = \"flaky\"\nretries = 2\nretry_on = \"exit_code\"\n\
+         cmd = \"echo $FLOWRUN_ATTEMPT >> {m}/flaky; echo attempt $FLOWRUN_ATTEMPT; \
+                n=$(wc -l < {m}/flaky); [ $n -eq 1 ] && exit 1; \
+                test -e {m}/resumed || exec sleep 120; [ $n -ge 5 ]\"\n\
+         [[job]]\nname = \"dep\"\nneeds = [\"flaky\"]\ncmd = \"echo ran >> {m}/dep\"\n"
+    );
+    let child: Child = start_flow(dir.path(), &flow, &["-q"]);
+    let out = dir.path().join("out");
+    wait_until(Duration::from_secs(60), "the second attempt runs", || {
+        executions(&marks, "flaky") == 2
+    });
+    send_signal(&child, libc::SIGKILL);
+    child.wait_with_output().unwrap();
+    std::fs::write(marks.join("resumed"), "").unwrap();
+    let run = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    // FLOWRUN_ATTEMPT of every execution: 1 and 2 before the kill; 2 again (it died with its
+    // host, without a verdict) and 3 after.
+    let attempts = std::fs::read_to_string(marks.join("flaky")).unwrap();
+    assert_eq!(attempts.lines().collect::<Vec<_>>(), ["1", "2", "2", "3"]);
+    let job = run.job("flaky");
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_u64()),
+        (Some("failed"), Some(3)),
+        "{job}"
+    );
+    let earlier = job["attempts"].as_array().unwrap();
+    let summary: Vec<_> = earlier
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64(),
+                a["status"].as_str(),
+                a["reason"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Some(1), Some("failed"), Some("exit code 1")),
+            (Some(2), Some("failed"), Some("exit code 1"))
+        ],
+        "{job}"
+    );
+    assert!(earlier[0]["log"].as_str().unwrap().ends_with("/output.log"));
+    assert!(job["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output.attempt-3.log"));
+    // Each attempt's log is its own (attempt 1's survived the resume).
+    let jobdir = out.join("jobs/flaky");
+    let log = |f: &str| std::fs::read_to_string(jobdir.join(f)).unwrap();
+    assert_eq!(log("output.log").trim(), "attempt 1");
+    assert_eq!(log("output.attempt-3.log").trim(), "attempt 3");
+    assert_eq!(run.status("dep"), "skipped");
+    assert_eq!(executions(&marks, "dep"), 0);
+    assert_eq!(run.results["resumes"], 1);
+}
+
+/// 1,000 local jobs, 10 of which fail (until a file exists) and each of those 10 has a
+/// dependent: `--rerun-failed` runs exactly those 20, each once; the 980 passes are reused.
+#[test]
+fn rerun_failed_of_a_1000_job_run_with_10_failures_runs_exactly_them_and_their_dependents() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let failing = |i: usize| i % 7 == 0 && i < 70;
+    let mut flow = String::from("[flow]\nname = \"thousand\"\n");
+    for i in 0..900 {
+        let check = if failing(i) {
+            format!("; test -e {m}/fixed")
+        } else {
+            String::new()
+        };
+        flow.push_str(&format!(
+            "[[job]]\nname = \"t{i}\"\ncmd = \"echo t{i} >> {m}/all{check}\"\n"
+        ));
+    }
+    for i in 0..100 {
+        flow.push_str(&format!(
+            "[[job]]\nname = \"d{i}\"\nneeds = [\"t{i}\"]\ncmd = \"echo d{i} >> {m}/all\"\n"
+        ));
+    }
+    let ran = || -> std::collections::HashMap<String, usize> {
+        let text = std::fs::read_to_string(marks.join("all")).unwrap();
+        let mut n = std::collections::HashMap::new();
+        for name in text.lines() {
+            *n.entry(name.to_string()).or_insert(0) += 1;
+        }
+        n
+    };
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q", "-j", "8"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    assert_eq!(
+        first.results["counts"]["failed"], 10,
+        "{}",
+        first.results["counts"]
+    );
+    assert_eq!(
+        first.results["counts"]["skipped"], 10,
+        "{}",
+        first.results["counts"]
+    );
+    assert_eq!(ran().values().sum::<usize>(), 990);
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    std::fs::remove_file(marks.join("all")).unwrap();
+    let again = run_in(dir.path(), "again", "--out again --rerun-failed out -j 8");
+    assert_eq!(again.code, 0, "{again:#?}");
+    let mut want: Vec<String> = (0..70)
+        .filter(|&i| failing(i))
+        .flat_map(|i| [format!("t{i}"), format!("d{i}")])
+        .collect();
+    want.sort();
+    let runs = ran();
+    let mut got: Vec<String> = runs.keys().cloned().collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(runs.values().all(|&n| n == 1), "{runs:?}");
+    assert_eq!(again.results["counts"]["passed"], 1000);
+    let reused = again.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["reused_from"].is_string())
+        .count();
+    assert_eq!(reused, 980);
+}
+
+// --- --no-deps ------------------------------------------------------------------------------
+
+/// `a` passes; `b` fails while `marks/b_fails` exists; `c` needs `a`, `d` needs `b`. Every job
+/// appends a line to its marker file when it runs.
+fn no_deps_flow(marks: &Path) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"nodeps\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\ncmd = \"echo ran >> {m}/b; test ! -e {m}/b_fails\"\n\
+         [[job]]\nname = \"c\"\nneeds = [\"a\"]\ncmd = \"echo ran >> {m}/c\"\n\
+         [[job]]\nname = \"d\"\nneeds = [\"b\"]\ncmd = \"echo ran >> {m}/d\"\n"
+    )
+}
+
+/// `flowrun ARGS` in `dir` (`args` split at spaces).
+fn flowrun_in(dir: &Path, args: &str) -> std::process::Output {
+    flowrun(dir)
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// `flowrun run flow.toml -q ARGS` in `dir` (`args` split at spaces), the results read from
+/// `dir/OUT`.
+fn run_in(dir: &Path, out: &str, args: &str) -> Run {
+    let o = flowrun_in(dir, &format!("run flow.toml -q {args}"));
+    collect(o, &dir.join(out))
+}
+
+#[test]
+fn only_with_no_deps_runs_just_the_named_jobs_taking_their_dependencies_last_results() {
+    let (dir, marks) = with_marks();
+    std::fs::write(marks.join("b_fails"), "").unwrap();
+    std::fs::write(dir.path().join("flow.toml"), no_deps_flow(&marks)).unwrap();
+    // The first run (the flow's `latest`): b fails, d is skipped.
+    let first = run_in(dir.path(), "flowrun-out/nodeps/latest", "");
+    assert_eq!(first.code, 1, "{first:#?}");
+    assert_eq!(first.status("d"), "skipped");
+    // --dry-run says what would run and what would be taken as given, and runs nothing.
+    let plan = flowrun_in(
+        dir.path(),
+        "run flow.toml --dry-run --only c --only d --no-deps",
+    );
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("2 needed job(s) not run, their ends taken from there:\n  a (passed)\n  b (failed: exit code 1)\n2 would run:\n  c\n  d\n"),
+        "{text}"
+    );
+    assert_eq!(executions(&marks, "c"), 1);
+    // b would pass now, but --no-deps takes its last result as given: it does not run, and d,
+    // which needs it, is skipped for it; c runs again on a's earlier pass.
+    std::fs::remove_file(marks.join("b_fails")).unwrap();
+    let args = "--out two --only c --only d --no-deps";
+    let two = run_in(dir.path(), "two", args);
+    assert_eq!(two.code, 1, "{two:#?}");
+    assert_eq!(
+        ["a", "b", "c", "d"].map(|j| executions(&marks, j)),
+        [1, 1, 2, 0]
+    );
+    let first_dir = dir
+        .path()
+        .join("flowrun-out/nodeps/latest")
+        .canonicalize()
+        .unwrap();
+    for (job, status) in [("a", "passed"), ("b", "failed")] {
+        let rec = two.job(job);
+        assert_eq!(rec["status"], status, "{rec}");
+        let from = rec["reused_from"].as_str().unwrap();
+        assert!(from.starts_with(&*first_dir.to_string_lossy()), "{rec}");
+    }
+    assert_eq!(two.job("b")["reason"], "exit code 1");
+    assert_eq!(two.status("c"), "passed");
+    assert!(two.job("c")["reused_from"].is_null(), "c ran in this run");
+    let d = two.job("d");
+    assert_eq!(
+        (d["status"].as_str(), d["reason"].as_str()),
+        (Some("skipped"), Some("dependency failed: b")),
+        "{d}"
+    );
+    // Naming b too runs it, and then d.
+    let args = "--out three --only b --only d --no-deps";
+    let three = run_in(dir.path(), "three", args);
+    assert_eq!(three.code, 0, "{three:#?}");
+    assert_eq!(
+        ["a", "b", "c", "d"].map(|j| executions(&marks, j)),
+        [1, 2, 2, 1]
+    );
+}
+
+#[test]
+fn rerun_failed_with_no_deps_reruns_the_named_failures_on_their_dependencies_earlier_passes() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    // a passes; b needs a and fails until `fixed` exists; c needs b.
+    let flow = format!(
+        "[flow]\nname = \"nodeps\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\nneeds = [\"a\"]\ncmd = \"echo ran >> {m}/b; test -e {m}/fixed\"\n\
+         [[job]]\nname = \"c\"\nneeds = [\"b\"]\ncmd = \"echo ran >> {m}/c\"\n"
+    );
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    let args = "--out again --rerun-failed out --only b --no-deps";
+    let again = run_in(dir.path(), "again", args);
+    assert_eq!(again.code, 0, "{again:#?}");
+    // Only b ran; c is not selected (nor needed), a's pass was taken from the first run.
+    assert_eq!(["a", "b", "c"].map(|j| executions(&marks, j)), [1, 2, 0]);
+    assert_eq!(again.status("b"), "passed");
+    assert!(again.job("a")["reused_from"].as_str().is_some());
+    assert!(again.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["name"] != "c"));
+}
+
+#[test]
+fn no_deps_refuses_a_dependency_with_no_result_to_take_naming_it() {
+    let (dir, marks) = with_marks();
+    let flow = no_deps_flow(&marks);
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(first.code, 0, "{first:#?}");
+    // b changed since: its earlier pass says nothing of what it does now.
+    let changed = flow.replace("test ! -e", "test ! -f");
+    std::fs::write(dir.path().join("flow.toml"), changed).unwrap();
+    let args = "--out two --rerun-failed out --only d --no-deps";
+    let two = run_in(dir.path(), "two", args);
+    assert_eq!(two.code, 2, "{two:#?}");
+    assert!(
+        two.stderr.contains("`b` changed since") && two.stderr.contains("add them to --only"),
+        "{}",
+        two.stderr
+    );
+    assert!(
+        !dir.path().join("two").exists(),
+        "no run directory for a refused run"
+    );
+    assert_eq!(executions(&marks, "d"), 1);
+    // --no-deps needs --only.
+    let o = flowrun_in(dir.path(), "run flow.toml --no-deps");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--only"));
+}
+
 // --- retries --------------------------------------------------------------------------------
 
 /// `flaky` fails its first two attempts and passes the third; `dep` needs it and fails if it
@@ -485,6 +855,67 @@ fn with_one_retry_the_job_fails_with_both_attempts_recorded_and_its_dependent_sk
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job}");
     assert!(job["flaky"].is_null(), "{job}");
     assert_eq!(run.status("dep"), "skipped");
+}
+
+/// `retry_backoff` (a `[flow]` default here): the second attempt starts at least the backoff
+/// after the first ended, the third at least twice the backoff after the second.
+#[test]
+fn retry_backoff_delays_each_retry_doubling_from_the_flow_default() {
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"backoff\"\nretry_backoff = \"400ms\"\n\
+         [[job]]\nname = \"flaky\"\nretries = 2\nretry_on = \"exit_code\"\n\
+         cmd = \"date +%s%N >> {m}/start; n=$(wc -l < {m}/start); date +%s%N >> {m}/end; [ $n -ge 3 ]\"\n"
+    );
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let times = |file: &str| -> Vec<u128> {
+        std::fs::read_to_string(marks.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let (start, end) = (times("start"), times("end"));
+    assert_eq!((start.len(), end.len()), (3, 3), "{start:?} {end:?}");
+    let ms = |ns: u128| ns / 1_000_000;
+    assert!(
+        ms(start[1] - end[0]) >= 400,
+        "retry 1 after {} ms",
+        ms(start[1] - end[0])
+    );
+    assert!(
+        ms(start[2] - end[1]) >= 800,
+        "retry 2 after {} ms",
+        ms(start[2] - end[1])
+    );
+    let job = run.job("flaky");
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_u64()),
+        (Some("passed"), Some(3))
+    );
+    assert_eq!(job["flaky"], true, "{job}");
+}
+
+#[test]
+fn a_bad_retry_backoff_is_invalid_input_at_its_file_and_line() {
+    let dir = tempdir();
+    let flow = "[flow]\nname = \"bad-backoff\"\nretry_backoff = 30\n\
+                [[job]]\nname = \"a\"\ncmd = \"true\"\nretries = 1\nretry_backoff = \"2h\"\n";
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let o = flowrun_in(dir.path(), "check flow.toml");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("flow.toml:3:17: error: `flow.retry_backoff` must be a duration string"),
+        "{err}"
+    );
+    assert!(err.contains("write `retry_backoff = \"30s\"`"), "{err}");
+    assert!(
+        err.contains("flow.toml:8:17: error: `retry_backoff` \"2h\" is too long"),
+        "{err}"
+    );
 }
 
 #[test]

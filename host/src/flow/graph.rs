@@ -96,7 +96,9 @@ pub(super) fn cycle_diagnostics(jobs: &[Job]) -> Vec<Diagnostic> {
         .collect()
 }
 
-pub(super) fn select(flow: Flow, only: &[String]) -> Result<Flow, Vec<Diagnostic>> {
+/// Also returns, per kept job, whether a glob named it (rather than it being only needed by a
+/// named job), for `--no-deps`.
+pub(super) fn select(flow: Flow, only: &[String]) -> Result<(Flow, Vec<bool>), Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut matchers: Vec<(&str, Option<GlobMatcher>)> = Vec::new();
     for pattern in only {
@@ -147,6 +149,7 @@ pub(super) fn select(flow: Flow, only: &[String]) -> Result<Flow, Vec<Diagnostic
     if !diags.is_empty() {
         return Err(diags);
     }
+    let named = keep.clone();
     while let Some(i) = stack.pop() {
         for &d in &flow.jobs[i as usize].needs {
             if !keep[d as usize] {
@@ -172,6 +175,12 @@ pub(super) fn select(flow: Flow, only: &[String]) -> Result<Flow, Vec<Diagnostic
         resources,
         jobs,
     } = flow;
+    let named = named
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(n, _)| n)
+        .collect();
     let jobs = jobs
         .into_iter()
         .zip(keep)
@@ -183,7 +192,7 @@ pub(super) fn select(flow: Flow, only: &[String]) -> Result<Flow, Vec<Diagnostic
             job
         })
         .collect();
-    Ok(Flow {
+    let flow = Flow {
         name,
         file,
         max_parallel,
@@ -191,5 +200,6 @@ pub(super) fn select(flow: Flow, only: &[String]) -> Result<Flow, Vec<Diagnostic
         observers,
         resources,
         jobs,
-    })
+    };
+    Ok((flow, named))
 }

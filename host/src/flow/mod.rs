@@ -61,6 +61,12 @@ pub fn load(
 /// `--only GLOB...`: keeps the jobs matching any of the globs plus, transitively, everything they
 /// need; dependencies are re-indexed. A glob that matches no job is an error.
 pub fn select(flow: Flow, only: &[String]) -> Result<Flow, Vec<Diagnostic>> {
+    graph::select(flow, only).map(|(flow, _)| flow)
+}
+
+/// [`select`], also saying per kept job whether a glob named it (`true`) or it is kept only
+/// because a named job needs it (`--no-deps` runs only the named ones).
+pub fn select_named(flow: Flow, only: &[String]) -> Result<(Flow, Vec<bool>), Vec<Diagnostic>> {
     graph::select(flow, only)
 }
 

@@ -148,6 +148,10 @@ pub struct Job {
     pub retries: u32,
     /// `retry_on`: which failures are retried.
     pub retry_on: RetryOn,
+    /// `retry_backoff`, default zero: how long a retried job waits before its next attempt
+    /// may start, doubling with each retry (the first retry waits this long, the second twice
+    /// as long, ...).
+    pub retry_backoff: Duration,
     /// Where the job's `[[job]]` table is.
     pub location: Location,
 }
@@ -214,6 +218,7 @@ impl Job {
             attrs: Vec::new(),
             retries: 0,
             retry_on: RetryOn::DEFAULT,
+            retry_backoff: Duration::ZERO,
             location,
         }
     }

@@ -6,6 +6,7 @@ use std::{
     ops::Range,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use regex::{Regex, RegexSet};
@@ -96,6 +97,8 @@ pub(super) struct RawFile {
     pub name_set: bool,
     pub default_backend: Option<(String, Location)>,
     pub max_parallel: Option<u32>,
+    /// `retries`, `retry_on`, `retry_backoff` of `[flow]`: the defaults of this file's jobs.
+    pub retry: RetrySettings,
     /// Include paths (resolved against the file's directory), as written, and where.
     pub includes: Vec<(PathBuf, String, Location)>,
     pub backends: Vec<RawInstance>,
@@ -112,7 +115,15 @@ pub(super) struct RawFile {
 const MAX_TOML_ERRORS: usize = 5;
 
 const TOP_KEYS: &[&str] = &["flow", "backends", "resources", "observers", "job"];
-const FLOW_KEYS: &[&str] = &["name", "default_backend", "max_parallel", "include"];
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "default_backend",
+    "max_parallel",
+    "include",
+    "retries",
+    "retry_on",
+    "retry_backoff",
+];
 const JOB_KEYS: &[&str] = &[
     "name",
     "cmd",
@@ -131,7 +142,84 @@ const JOB_KEYS: &[&str] = &[
     "matrix",
     "retries",
     "retry_on",
+    "retry_backoff",
 ];
+
+/// The most `retry_backoff` may be: a night has room for a few doublings of it, not more.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// `retries`, `retry_on` and `retry_backoff`: set on a job, or in `[flow]` as the default of
+/// the jobs of that file.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RetrySettings {
+    retries: u32,
+    retry_on: RetryOn,
+    retry_backoff: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        let job = Job::with_defaults(Location {
+            file: Arc::from(Path::new("")),
+            line: 0,
+            column: 0,
+        });
+        RetrySettings {
+            retries: job.retries,
+            retry_on: job.retry_on,
+            retry_backoff: job.retry_backoff,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// Reads one of the three keys (`what` is the key as messages name it).
+    fn parse_key(&mut self, ctx: &mut Ctx<'_>, what: &str, key: &str, v: &Val<'_>) {
+        match key {
+            "retries" => {
+                if let Some(n) = ctx.int_in(what, v, 0, 100) {
+                    self.retries = n as u32;
+                }
+            }
+            "retry_on" => {
+                if let Some(list) = ctx.string_list(what, v) {
+                    let mut on = 0u16;
+                    for (kind, span) in list {
+                        match (kind.as_str(), RetryOn::bit(&kind)) {
+                            ("any", _) => on |= RetryOn::ANY.0,
+                            (_, Some(b)) => on |= b,
+                            (_, None) => ctx.error(
+                                span,
+                                format!("invalid `retry_on` entry {kind:?}"),
+                                Some(format!(
+                                    "`retry_on` lists reason kinds: any, {}",
+                                    RetryOn::KINDS.join(", ")
+                                )),
+                            ),
+                        }
+                    }
+                    self.retry_on = RetryOn(on);
+                }
+            }
+            "retry_backoff" => match ctx.duration(what, key, v) {
+                Some((d, text)) if d > MAX_RETRY_BACKOFF => ctx.error(
+                    v.span(),
+                    format!("`retry_backoff` {text:?} is too long: it must be at most 1 hour"),
+                    Some("the wait doubles with every retry: start small, e.g. \"30s\"".into()),
+                ),
+                Some((d, _)) => self.retry_backoff = d,
+                None => {}
+            },
+            _ => unreachable!("not a retry key: {key}"),
+        }
+    }
+
+    fn apply(self, job: &mut Job) {
+        job.retries = self.retries;
+        job.retry_on = self.retry_on;
+        job.retry_backoff = self.retry_backoff;
+    }
+}
 
 /// One `key = "value"` of a table of strings.
 struct StringEntry {
@@ -251,6 +339,41 @@ impl Ctx<'_> {
             }
             None => {
                 self.wrong_type(what, v, "an integer", None);
+                None
+            }
+        }
+    }
+
+    /// A duration string (`key = "30m"`), with its text as written; `key` names the key in
+    /// the help for a bare number.
+    fn duration(&mut self, what: &str, key: &str, v: &Val<'_>) -> Option<(Duration, String)> {
+        let example = "write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\"";
+        match v.get_ref() {
+            DeValue::String(s) => match parse_duration(s) {
+                Ok(d) => Some((d, s.to_string())),
+                Err(e) => {
+                    // Valid but over the limit, or not a duration at all.
+                    let help = if humantime::parse_duration(s.trim()).is_err() {
+                        example.to_string()
+                    } else if key == "timeout" {
+                        "leave `timeout` out for no time limit".to_string()
+                    } else {
+                        format!("write a shorter `{key}`")
+                    };
+                    self.error(v.span(), e, Some(help));
+                    None
+                }
+            },
+            DeValue::Integer(_) | DeValue::Float(_) => {
+                // A bare number has no unit: suggest it in seconds, as written.
+                let raw = self.map.text().get(v.span()).unwrap_or("30").trim();
+                let n = shorten(raw, 20);
+                let help = format!("a duration is a string with a unit: write `{key} = \"{n}s\"` for {n} seconds (or \"{n}m\", \"{n}h\")");
+                self.wrong_type(what, v, "a duration string", Some(help));
+                None
+            }
+            _ => {
+                self.wrong_type(what, v, "a duration string", Some(example.into()));
                 None
             }
         }
@@ -468,6 +591,7 @@ pub(super) fn parse_file(
         name: stem,
         default_backend: None,
         max_parallel: None,
+        retry: RetrySettings::default(),
         includes: Vec::new(),
         backends: Vec::new(),
         observers: Vec::new(),
@@ -475,7 +599,10 @@ pub(super) fn parse_file(
         jobs: Vec::new(),
         dropped_jobs: false,
     };
-    for (key, value) in entries(root.get_ref()) {
+    let mut top = entries(root.get_ref());
+    // `[flow]` first, wherever it is written: it holds the defaults of the file's jobs.
+    top.sort_by_key(|(k, _)| k.get_ref() != "flow");
+    for (key, value) in top {
         match key.get_ref().as_ref() {
             "flow" => parse_flow_table(&mut ctx, value, &mut file),
             "backends" => {
@@ -513,10 +640,12 @@ pub(super) fn parse_file(
                 DeValue::Array(items) => {
                     for item in items.iter() {
                         match item.get_ref() {
-                            DeValue::Table(t) => match parse_job(&mut ctx, t, item.span()) {
-                                Some(job) => file.jobs.push(job),
-                                None => file.dropped_jobs = true,
-                            },
+                            DeValue::Table(t) => {
+                                match parse_job(&mut ctx, t, item.span(), file.retry) {
+                                    Some(job) => file.jobs.push(job),
+                                    None => file.dropped_jobs = true,
+                                }
+                            }
                             _ => ctx.wrong_type(
                                 "each `job`",
                                 item,
@@ -584,6 +713,9 @@ fn parse_flow_table(ctx: &mut Ctx<'_>, value: &Val<'_>, file: &mut RawFile) {
                 file.max_parallel = ctx
                     .int_in("`flow.max_parallel`", v, 1, u32::MAX as i64)
                     .map(|n| n as u32);
+            }
+            k @ ("retries" | "retry_on" | "retry_backoff") => {
+                file.retry.parse_key(ctx, &format!("`flow.{k}`"), k, v)
             }
             "include" => {
                 if let Some(list) = ctx.string_list("`flow.include`", v) {
@@ -957,7 +1089,12 @@ pub(super) fn describe_regex_error(source: &str, e: &regex::Error) -> (String, O
     (message, position)
 }
 
-fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Option<RawJob> {
+fn parse_job(
+    ctx: &mut Ctx<'_>,
+    table: &DeTable<'_>,
+    span: Range<usize>,
+    mut retry: RetrySettings,
+) -> Option<RawJob> {
     let location = ctx.loc(span);
     let ents = entries(table);
     let mut fatal = false;
@@ -1078,62 +1215,21 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
                     }
                 }
             }
-            "timeout" => match v.get_ref() {
-                DeValue::String(s) => match parse_duration(s) {
-                    Ok(d) if d.is_zero() => ctx.error(
-                        v.span(),
-                        "`timeout` must be longer than zero",
-                        Some("leave `timeout` out for no time limit".into()),
-                    ),
-                    Ok(d) => job.shared.timeout = Some((d, s.to_string())),
-                    Err(e) => {
-                        // Valid but over the limit, or not a duration at all.
-                        let help = if humantime::parse_duration(s.trim()).is_ok() {
-                            "leave `timeout` out for no time limit"
-                        } else {
-                            "write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\""
-                        };
-                        ctx.error(v.span(), e, Some(help.into()));
+            "timeout" => {
+                if let Some((d, text)) = ctx.duration(&what, k, v) {
+                    if d.is_zero() {
+                        ctx.error(
+                            v.span(),
+                            "`timeout` must be longer than zero",
+                            Some("leave `timeout` out for no time limit".into()),
+                        );
+                    } else {
+                        job.shared.timeout = Some((d, text));
                     }
-                },
-                DeValue::Integer(_) | DeValue::Float(_) => {
-                    // A bare number has no unit: suggest it in seconds, as written.
-                    let raw = ctx.map.text().get(v.span()).unwrap_or("30").trim();
-                    let n = shorten(raw, 20);
-                    let help = format!("a duration is a string with a unit: write `timeout = \"{n}s\"` for {n} seconds (or \"{n}m\", \"{n}h\")");
-                    ctx.wrong_type(&what, v, "a duration string", Some(help));
-                }
-                _ => ctx.wrong_type(
-                    &what,
-                    v,
-                    "a duration string",
-                    Some(
-                        "write a duration such as \"30m\", \"1h 30m\", \"90s\" or \"500ms\"".into(),
-                    ),
-                ),
-            },
-            "priority" => job.shared.priority = ctx.int(&what, v).unwrap_or(0),
-            "retries" => job.shared.retries = ctx.int_in(&what, v, 0, 100).unwrap_or(0) as u32,
-            "retry_on" => {
-                if let Some(list) = ctx.string_list(&what, v) {
-                    let mut on = 0u16;
-                    for (kind, span) in list {
-                        match (kind.as_str(), RetryOn::bit(&kind)) {
-                            ("any", _) => on |= RetryOn::ANY.0,
-                            (_, Some(b)) => on |= b,
-                            (_, None) => ctx.error(
-                                span,
-                                format!("invalid `retry_on` entry {kind:?}"),
-                                Some(format!(
-                                    "`retry_on` lists reason kinds: any, {}",
-                                    RetryOn::KINDS.join(", ")
-                                )),
-                            ),
-                        }
-                    }
-                    job.shared.retry_on = RetryOn(on);
                 }
             }
+            "priority" => job.shared.priority = ctx.int(&what, v).unwrap_or(0),
+            "retries" | "retry_on" | "retry_backoff" => retry.parse_key(ctx, &what, k, v),
             "backend" => {
                 if let Some(s) = ctx.string(&what, v) {
                     job.backend = Some((s, ctx.loc(v.span())));
@@ -1236,6 +1332,7 @@ fn parse_job(ctx: &mut Ctx<'_>, table: &DeTable<'_>, span: Range<usize>) -> Opti
         }
     }
     job.shared.patterns = compile_patterns(ctx, &pass, &fail).unwrap_or(None);
+    retry.apply(&mut job.shared);
     match cmd {
         Some(c) => job.cmd = c,
         None => ctx.diags.push(

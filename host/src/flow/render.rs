@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use super::{
     diag::printable_within,
-    model::{Command, Flow, Job, When},
+    model::{Command, Flow, Job, RetryOn, When},
 };
 
 /// At most this many names of a job's `needs` are listed; the rest are counted.
@@ -67,6 +67,25 @@ fn resources_line(flow: &Flow, job: &Job) -> Option<String> {
     Some(parts.join(", "))
 }
 
+/// `2 on exit_code, lost, backoff 30s (doubling)`, for a job with `retries`.
+fn retries_line(job: &Job) -> Option<String> {
+    if job.retries == 0 {
+        return None;
+    }
+    let on = if job.retry_on == RetryOn::ANY {
+        "any failure".to_string()
+    } else {
+        let kinds = RetryOn::KINDS.iter().filter(|k| job.retry_on.covers(k));
+        kinds.copied().collect::<Vec<_>>().join(", ")
+    };
+    let mut line = format!("{} on {on}", job.retries);
+    if !job.retry_backoff.is_zero() {
+        let backoff = humantime::format_duration(job.retry_backoff);
+        line.push_str(&format!(", backoff {backoff} (doubling)"));
+    }
+    Some(line)
+}
+
 /// Patterns as written, each in backquotes.
 fn patterns_line<'a>(sources: impl Iterator<Item = &'a str>) -> String {
     let quoted: Vec<String> = sources.map(|p| format!("`{p}`")).collect();
@@ -108,6 +127,9 @@ pub fn plan(flow: &Flow) -> String {
         }
         if let Some((_, written)) = &job.timeout {
             detail("timeout", &one_line(written));
+        }
+        if let Some(retries) = retries_line(job) {
+            detail("retries", &retries);
         }
         if let Some(patterns) = &job.patterns {
             if !patterns.pass.is_empty() {

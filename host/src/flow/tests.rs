@@ -1477,6 +1477,9 @@ cmd = "report --all"
 needs = ["mid-*"]
 when = "always"
 timeout = "1h 30m"
+retries = 2
+retry_on = ["exit_code", "lost"]
+retry_backoff = "30s"
 priority = 5
 resources = { cpus = 2, memory = "1G", lic = 1 }
 pass_patterns = ["^DONE$"]
@@ -1497,6 +1500,7 @@ env = { A = "1" }
             "    when: always",
             "    resources: cpus 2, memory 1024 MiB, lic 1",
             "    timeout: 1h 30m",
+            "    retries: 2 on exit_code, lost, backoff 30s (doubling)",
             "    pass: `^DONE$`",
             "    fail: `ERROR`",
             "    env: A=1",
@@ -1520,4 +1524,59 @@ fn graph_has_every_edge() {
         render::graph(&flow),
         "digraph \"flow\" {\n  rankdir=LR;\n  \"a\";\n  \"b\\\"q\";\n  \"a\" -> \"b\\\"q\";\n}\n"
     );
+}
+
+#[test]
+fn retry_backoff_is_a_duration_on_a_job_or_a_default_in_flow() {
+    let flow = ok(&job_toml("\"a\"", "retries = 2\nretry_backoff = \"30s\""));
+    assert_eq!(flow.jobs[0].retry_backoff, Duration::from_secs(30));
+    assert_eq!(flow.jobs[0].retries, 2);
+    // `[flow]` sets the defaults of the file's jobs, wherever it is written; a job overrides.
+    let text = "[[job]]\nname = \"a\"\ncmd = \"true\"\n\
+                [[job]]\nname = \"b\"\ncmd = \"true\"\nretries = 0\nretry_backoff = \"1s\"\n\
+                [flow]\nretries = 3\nretry_on = \"any\"\nretry_backoff = \"2m\"\n";
+    let flow = ok(text);
+    let a = &flow.jobs[0];
+    assert_eq!(
+        (a.retries, a.retry_on, a.retry_backoff),
+        (3, RetryOn::ANY, Duration::from_secs(120))
+    );
+    let b = &flow.jobs[1];
+    assert_eq!(
+        (b.retries, b.retry_on, b.retry_backoff),
+        (0, RetryOn::ANY, Duration::from_secs(1))
+    );
+    // Unset everywhere: no backoff.
+    assert_eq!(
+        ok(&job_toml("\"a\"", "")).jobs[0].retry_backoff,
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn a_bad_retry_backoff_is_an_error_at_its_line() {
+    let d = errors(&job_toml("\"a\"", "retry_backoff = 30"));
+    let d = find(&d, "`retry_backoff` must be a duration string");
+    assert_eq!(at(d), (4, 17));
+    assert!(
+        d.help
+            .as_deref()
+            .unwrap()
+            .contains("`retry_backoff = \"30s\"`"),
+        "{:?}",
+        d.help
+    );
+    let d = errors(&job_toml("\"a\"", "retry_backoff = \"soon\""));
+    assert_eq!(at(find(&d, "invalid duration \"soon\"")), (4, 17));
+    let d = errors(&job_toml("\"a\"", "retry_backoff = \"2h\""));
+    let d = find(
+        &d,
+        "`retry_backoff` \"2h\" is too long: it must be at most 1 hour",
+    );
+    assert_eq!(at(d), (4, 17));
+    let d = errors(
+        "[flow]\nretry_backoff = \"x\"\nretries = -1\n[[job]]\nname = \"a\"\ncmd = \"true\"\n",
+    );
+    assert_eq!(at(find(&d, "invalid duration \"x\"")), (2, 17));
+    assert_eq!(at(find(&d, "`flow.retries` must not be negative")), (3, 11));
 }

@@ -66,6 +66,10 @@ pub struct RunOptions {
     pub phases: Phases,
     /// `--resume` or `--rerun-failed`: the earlier run this one builds on.
     pub continue_from: Option<resume::Continue>,
+    /// `--only ... --no-deps`: the jobs not to run (those the selected ones need); each takes
+    /// its end in the earlier run (`--rerun-failed RUN_DIR`, else the flow's `latest`) as
+    /// given ([`resume::given`]).
+    pub no_deps: Option<Vec<u32>>,
     /// `--max-fail N` (`--fail-fast`: 1).
     pub max_fail: Option<u32>,
     /// `--wait`: after `--max-fail`, running jobs finish.
@@ -203,11 +207,17 @@ pub fn run_with(
     opts: &RunOptions,
     interrupts: Option<UnboundedReceiver<Interrupt>>,
 ) -> Result<RunReport, Error> {
-    let earlier = match &opts.continue_from {
-        Some(resume::Continue::Resume(d) | resume::Continue::RerunFailed(d)) => {
+    let earlier = match (&opts.continue_from, &opts.no_deps) {
+        (Some(resume::Continue::Resume(d) | resume::Continue::RerunFailed(d)), _) => {
             Some(resume::read(&flow, d.as_deref())?)
         }
-        None => None,
+        (None, Some(_)) => Some(resume::read(&flow, None)?),
+        (None, None) => None,
+    };
+    let hashes = journal::definition_hashes(&flow);
+    let given = match (&earlier, &opts.no_deps) {
+        (Some(e), Some(jobs)) => resume::given(&flow, &hashes, e, jobs)?,
+        _ => Vec::new(),
     };
     let in_place = matches!(opts.continue_from, Some(resume::Continue::Resume(_)));
     if let (Some(out), false) = (&opts.out, in_place) {
@@ -284,7 +294,6 @@ pub fn run_with(
         status_interval: opts.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL),
     })));
     let mut state = RunState::new(flow, ctx, sched, instances.backends, hub, phases);
-    let hashes = journal::definition_hashes(&state.flow);
     if journal::enabled() {
         let resumed = earlier.as_ref().filter(|_| in_place).map(|e| &e.replay);
         state.ledger.journal = open_journal(&state, &hashes, resumed);
@@ -294,9 +303,30 @@ pub fn run_with(
             state.resumes = e.replay.segments;
         }
         let now = std::time::Instant::now();
-        for (j, rec) in resume::reusable(&state.flow, &hashes, e) {
+        // `--no-deps` alone takes only the given jobs from the earlier run: the selected ones
+        // run, whatever they did there.
+        if opts.continue_from.is_some() {
+            for (j, rec) in resume::reusable(&state.flow, &hashes, e) {
+                state.ledger.records[j as usize] = rec;
+                state.sched.handle(crate::sched::Input::Reused(j), now);
+            }
+        }
+        if in_place {
+            for (j, rec) in resume::attempts_so_far(&state.flow, &hashes, e) {
+                let retried = rec.earlier().len() as u32;
+                state.ledger.records[j as usize] = rec;
+                state
+                    .sched
+                    .handle(crate::sched::Input::RetriesUsed(j, retried), now);
+            }
+        }
+        for (j, rec, end) in given {
+            let input = match end {
+                resume::Given::Passed => crate::sched::Input::Reused(j),
+                resume::Given::Ended(st, reason) => crate::sched::Input::Carried(j, st, reason),
+            };
             state.ledger.records[j as usize] = rec;
-            state.sched.handle(crate::sched::Input::Reused(j), now);
+            state.sched.handle(input, now);
         }
     }
     drop(hashes);

@@ -13,7 +13,7 @@ use crate::{
     errors::Error,
     flow::Flow,
     journal::{Hash, Replay, JOURNAL_FILE},
-    sched::Status,
+    sched::{Reason, Status},
 };
 
 /// How the run builds on an earlier one.
@@ -68,35 +68,155 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
 /// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
 /// same definition, each with the record to carry over.
 pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
-    let r = &earlier.replay;
-    let old: std::collections::HashMap<&str, usize> = r
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.0.as_str(), i))
-        .collect();
-    let from: Box<str> = format!("{} (run {})", earlier.dir.display(), r.last.run_tag).into();
+    let from = earlier.label();
+    earlier
+        .unchanged(flow, hashes)
+        .filter(|&(_, o)| earlier.replay.state[o].status == Status::Passed)
+        .map(|(j, o)| {
+            (
+                j,
+                earlier.carried_record(o, &flow.jobs[j as usize].name, &from),
+            )
+        })
+        .collect()
+}
+
+/// `--resume`: the jobs that run again unchanged after attempts of theirs ended in the earlier
+/// run (a retry was due, or the next attempt died with the host), each with a record holding
+/// those attempts and their count, so that the attempt numbers (and `FLOWRUN_ATTEMPT`, and the
+/// logs) continue where they were and results.json lists every attempt. An attempt that died
+/// with its host left no verdict: it runs again under its number, as a job's only attempt
+/// would.
+pub fn attempts_so_far(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
     let mut out = Vec::new();
-    for (j, (job, hash)) in flow.jobs.iter().zip(hashes).enumerate() {
-        let Some(&o) = old.get(job.name.as_str()) else {
-            continue;
-        };
-        let state = &r.state[o];
-        if state.status != Status::Passed || &r.jobs[o].1 != hash {
+    for (j, o) in earlier.unchanged(flow, hashes) {
+        let state = &earlier.replay.state[o];
+        let ended = state.record.earlier();
+        if state.status.is_terminal() || ended.is_empty() {
             continue;
         }
-        let mut rec = state.record.clone();
+        let mut rec = JobRecord {
+            attempt: ended.len() as u32,
+            ..JobRecord::default()
+        };
+        rec.extra_mut().earlier = ended.to_vec();
+        out.push((j, rec));
+    }
+    out
+}
+
+impl Earlier {
+    /// The earlier run's jobs by name: their index in its journal.
+    fn index(&self) -> std::collections::HashMap<&str, usize> {
+        let jobs = self.replay.jobs.iter().enumerate();
+        jobs.map(|(i, e)| (e.0.as_str(), i)).collect()
+    }
+
+    /// The jobs of `flow` (index, and index in the earlier run) whose definition hash there
+    /// is `hashes`' (so also of every job they need).
+    fn unchanged<'a>(
+        &'a self,
+        flow: &'a Flow,
+        hashes: &'a [Hash],
+    ) -> impl Iterator<Item = (u32, usize)> + 'a {
+        let old = self.index();
+        let jobs = flow.jobs.iter().zip(hashes).enumerate();
+        jobs.filter_map(move |(j, (job, hash))| {
+            let o = *old.get(job.name.as_str())?;
+            (&self.replay.jobs[o].1 == hash).then_some((j as u32, o))
+        })
+    }
+
+    /// How results.json names this run in `reused_from`: "DIR (run TAG)".
+    fn label(&self) -> Box<str> {
+        format!("{} (run {})", self.dir.display(), self.replay.last.run_tag).into()
+    }
+
+    /// The record of job `o` of the earlier run, carried into this one: marked with where it
+    /// comes from, its log pointing into the earlier run's directory.
+    fn carried_record(&self, o: usize, name: &str, from: &str) -> JobRecord {
+        let mut rec = self.replay.state[o].record.clone();
         let has_dir = rec.has_dir;
         let x = rec.extra_mut();
         if x.reused_from.is_none() {
-            x.reused_from = Some(from.clone());
+            x.reused_from = Some(from.into());
         }
         if x.logs.is_empty() && has_dir {
-            x.logs.push(default_log(&r.first.run_dir, &job.name).into());
+            x.logs
+                .push(default_log(&self.replay.first.run_dir, name).into());
         }
-        out.push((j as u32, rec));
+        rec
     }
-    out
+}
+
+/// How a job that `--no-deps` does not run ended in the earlier run, fed to the core.
+pub enum Given {
+    /// It passed there, with the same definition ([`crate::sched::Input::Reused`]).
+    Passed,
+    /// It failed, was killed or skipped there, for this reason
+    /// ([`crate::sched::Input::Carried`]): its dependents are skipped as after that end here.
+    Ended(Status, Reason),
+}
+
+/// `--no-deps`: the jobs `given` (indices into `flow`, the dependencies of the selected jobs)
+/// are not run; each takes its end in `earlier` as given, with that run's record. A job that
+/// has no end there to take (it is not in that run, never ended there, or its definition or
+/// that of something it needs changed since) is an error naming it: its result would be a
+/// guess.
+pub fn given(
+    flow: &Flow,
+    hashes: &[Hash],
+    earlier: &Earlier,
+    given: &[u32],
+) -> Result<Vec<(u32, JobRecord, Given)>, Error> {
+    let r = &earlier.replay;
+    let old = earlier.index();
+    let from = earlier.label();
+    let mut out = Vec::with_capacity(given.len());
+    let mut problems = Vec::new();
+    for &j in given {
+        let name = flow.jobs[j as usize].name.as_str();
+        let problem = match old.get(name) {
+            None => Some("is not in that run"),
+            Some(&o) if r.jobs[o].1 != hashes[j as usize] => {
+                Some("changed since (its definition or that of a job it needs)")
+            }
+            Some(&o) => {
+                let state = &r.state[o];
+                let end = match (state.status, &state.reason) {
+                    (Status::Passed, _) => Some(Given::Passed),
+                    (st, Some(reason)) if st.is_terminal() => {
+                        Some(Given::Ended(st, (**reason).clone()))
+                    }
+                    _ => None,
+                };
+                match end {
+                    Some(end) => {
+                        out.push((j, earlier.carried_record(o, name, &from), end));
+                        None
+                    }
+                    None => Some("never ended there"),
+                }
+            }
+        };
+        if let Some(p) = problem {
+            problems.push(format!("`{name}` {p}"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(out);
+    }
+    let shown = problems.len().min(5);
+    let more = match problems.len() - shown {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    Err(Error::Output(format!(
+        "--no-deps takes the results of the jobs the selected ones need from {}, but {}{more}; \
+         run them too (add them to --only), or drop --no-deps",
+        earlier.dir.display(),
+        problems[..shown].join(", ")
+    )))
 }
 
 /// `--dry-run` with `--resume` or `--rerun-failed`: which jobs would run and how many count as
@@ -123,6 +243,49 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
             s.push_str(&job.name);
             s.push('\n');
         }
+    }
+    Ok(s)
+}
+
+/// `--dry-run` with `--only GLOB --no-deps`: which jobs would run, and the end of each needed
+/// job that would be taken from the earlier run (refused as a real run would be).
+pub fn plan_no_deps(flow: &Flow, how: &Option<Continue>, needed: &[u32]) -> Result<String, Error> {
+    let dir = match how {
+        Some(Continue::Resume(d) | Continue::RerunFailed(d)) => d.as_deref(),
+        None => None,
+    };
+    let earlier = read(flow, dir)?;
+    let hashes = crate::journal::definition_hashes(flow);
+    let taken = given(flow, &hashes, &earlier, needed)?;
+    let mut reused = vec![false; flow.jobs.len()];
+    if how.is_some() {
+        for (j, _) in reusable(flow, &hashes, &earlier) {
+            reused[j as usize] = true;
+        }
+    }
+    let mut s = format!(
+        "{}: {} needed job(s) not run, their ends taken from there:\n",
+        earlier.dir.display(),
+        taken.len()
+    );
+    for (j, _, end) in &taken {
+        reused[*j as usize] = true;
+        let end = match end {
+            Given::Passed => "passed".to_string(),
+            Given::Ended(st, reason) => format!("{}: {reason}", st.name()),
+        };
+        s.push_str(&format!("  {} ({end})\n", flow.jobs[*j as usize].name));
+    }
+    let run: Vec<&str> = flow
+        .jobs
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| !**r)
+        .map(|(j, _)| j.name.as_str())
+        .collect();
+    s.push_str(&format!("{} would run:\n", run.len()));
+    for name in run {
+        s.push_str(&format!("  {name}\n"));
     }
     Ok(s)
 }

@@ -226,6 +226,16 @@ pub enum Input {
     /// after any pass. Only before [`SchedulerApi::start`] and only for a job still
     /// `Scheduled`; ignored otherwise.
     Reused(JobIx),
+    /// `--no-deps`: the job is not run; it ended with this status (Failed, Killed or Skipped)
+    /// and reason in the earlier run this one takes its dependencies' results from, and its
+    /// dependents see that end. Only before [`SchedulerApi::start`] and only for a job still
+    /// `Scheduled`; ignored otherwise (and for Passed, which is [`Input::Reused`]).
+    Carried(JobIx, Status, Reason),
+    /// `--resume`: the job was retried this many times in the run being continued (its
+    /// earlier attempts are recorded there); it has that many fewer retries left, and its
+    /// `retry_backoff` goes on doubling from there. Only before [`SchedulerApi::start`];
+    /// ignored otherwise and for a job without `retries`.
+    RetriesUsed(JobIx, u32),
 }
 
 /// An action for the run loop to carry out, in order.

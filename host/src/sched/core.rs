@@ -41,6 +41,13 @@
 //!   kill grace plus the margin to report the job's end; after that the core gives up on the
 //!   job: it fails "lost by backend B: did not report after kill (...)", its slot is free, and
 //!   whatever the backend says about it later is ignored.
+//! * Retries: an attempt that fails (not by a kill the scheduler asked for) while the job has
+//!   `retries` left that `retry_on` covers, and the run is neither interrupted nor stopped, is
+//!   reported as [`Action::Retry`] and the job is Queued again; its dependents see nothing until
+//!   the last attempt. With a `retry_backoff` the retried job is Queued but may start only
+//!   after the backoff (doubled for each retry before it, at most an hour or the backoff
+//!   itself), counted from the input that ended the attempt; [`SchedulerApi::next_wakeup`]
+//!   includes that time, so the loop's `Tick` releases it.
 //! * Interrupt: nothing starts any more but `when = "always"` jobs (the cleanup people write
 //!   them for); running jobs get a kill ("killed by SIGINT while running"), queued jobs are
 //!   Killed "killed while queued", scheduled ones Skipped "run interrupted by SIGINT". Always
@@ -70,6 +77,9 @@ const DEP_PASSED: u8 = 8;
 const ENDED: u8 = 16;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait before a retry, however often `retry_backoff` doubled (unless the backoff
+/// itself is longer).
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(3600);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const NO_TIMEOUT: u32 = u32::MAX;
 
@@ -151,8 +161,11 @@ pub struct Scheduler {
     interrupted: Option<Interrupt>,
     terminal: usize,
     now: Option<Instant>,
-    /// Jobs with `retries`: the attempts they have left and what is retried.
-    retries: HashMap<JobIx, (u32, crate::flow::RetryOn)>,
+    /// Jobs with `retries`: the attempts they have left, what is retried and the backoff.
+    retries: HashMap<JobIx, Retries>,
+    /// Retried jobs waiting out their `retry_backoff`: `Queued`, but in no class heap until
+    /// the time comes (lazily cleaned: a job no longer queued is dropped).
+    retry_waits: BinaryHeap<Reverse<(Instant, JobIx)>>,
     /// Jobs that ended Failed so far.
     failures: u32,
     /// `--max-fail`, and whether running jobs may finish then.
@@ -160,6 +173,27 @@ pub struct Scheduler {
     max_fail_wait: bool,
     /// The run stopped after `max_fail` failures.
     stopped: bool,
+}
+
+/// A job's `retries`, `retry_on` and `retry_backoff`, and how many retries it had.
+#[derive(Debug)]
+struct Retries {
+    left: u32,
+    on: crate::flow::RetryOn,
+    backoff: Duration,
+    taken: u32,
+}
+
+impl Retries {
+    /// The wait before retry number `taken` (from 1): the backoff, doubled for each retry
+    /// before it, at most [`RETRY_WAIT_MAX`] (or the backoff itself, if longer).
+    fn wait(&self) -> Duration {
+        let doublings = self.taken.saturating_sub(1).min(31);
+        let cap = RETRY_WAIT_MAX.max(self.backoff);
+        self.backoff
+            .checked_mul(1 << doublings)
+            .map_or(cap, |w| w.min(cap))
+    }
 }
 
 fn to_u32(n: usize, what: &str) -> u32 {
@@ -216,8 +250,13 @@ impl Scheduler {
         self.worklist.push(j);
     }
 
-    /// A dependency-free or dependency-satisfied job becomes ready.
+    /// A dependency-free or dependency-satisfied job becomes ready. Before the start it stays
+    /// `Scheduled` ([`SchedulerApi::start`] readies it): an earlier run's pass of it may still
+    /// be fed ([`Input::Reused`] after the reuse of a job it needs).
     fn make_ready(&mut self, j: JobIx) {
+        if !self.started {
+            return;
+        }
         if self.stopped {
             let max = self.max_fail.unwrap_or(1).max(1);
             self.end(j, Status::Skipped, Some(Reason::Stopped(max)));
@@ -490,8 +529,9 @@ impl Scheduler {
             return false;
         }
         match self.retries.get_mut(&j) {
-            Some((left, on)) if *left > 0 && on.covers(r.kind()) => {
-                *left -= 1;
+            Some(rt) if rt.left > 0 && rt.on.covers(r.kind()) => {
+                rt.left -= 1;
+                rt.taken += 1;
                 true
             }
             _ => false,
@@ -499,7 +539,8 @@ impl Scheduler {
     }
 
     /// The attempt failed and the job runs again: it is queued (the failure does not reach its
-    /// dependents), and the loop records the attempt ([`Action::Retry`]).
+    /// dependents), and the loop records the attempt ([`Action::Retry`]). With a
+    /// `retry_backoff` it may start only once the wait is over.
     fn retry(&mut self, j: JobIx, status: Status, reason: Reason) {
         let ju = j as usize;
         self.flags[ju] &= !(IN_FLIGHT | KILL_REQ | KILL_SENT | ENDED);
@@ -509,8 +550,29 @@ impl Scheduler {
             status,
             reason,
         });
-        let c = self.class[ju] as usize;
-        self.classes[c].heap.push(Reverse(self.rank[ju]));
+        let wait = self.retries.get(&j).map_or(Duration::ZERO, Retries::wait);
+        match self.now().checked_add(wait) {
+            Some(at) if !wait.is_zero() => self.retry_waits.push(Reverse((at, j))),
+            _ => {
+                let c = self.class[ju] as usize;
+                self.classes[c].heap.push(Reverse(self.rank[ju]));
+            }
+        }
+    }
+
+    /// Retried jobs whose backoff is over may start: into their class heaps.
+    fn expire_retry_waits(&mut self, now: Instant) {
+        while let Some(&Reverse((at, j))) = self.retry_waits.peek() {
+            if at > now {
+                break;
+            }
+            self.retry_waits.pop();
+            let ju = j as usize;
+            if self.status[ju] == Status::Queued {
+                let c = self.class[ju] as usize;
+                self.classes[c].heap.push(Reverse(self.rank[ju]));
+            }
+        }
     }
 
     fn is_running(&self, j: JobIx) -> bool {
@@ -699,6 +761,27 @@ impl Scheduler {
                     return false;
                 }
                 self.end(j, Status::Passed, None);
+            }
+            Input::Carried(j, status, reason) => {
+                let carriable = matches!(status, Status::Failed | Status::Killed | Status::Skipped);
+                if self.started
+                    || !carriable
+                    || self.status.get(j as usize) != Some(&Status::Scheduled)
+                {
+                    return false;
+                }
+                self.end(j, status, Some(reason));
+                // Not this run's failure: `--max-fail` counts only what fails here.
+                if status == Status::Failed {
+                    self.failures -= 1;
+                }
+            }
+            Input::RetriesUsed(j, n) => {
+                let Some(rt) = self.retries.get_mut(&j).filter(|_| !self.started) else {
+                    return false;
+                };
+                rt.left = rt.left.saturating_sub(n);
+                rt.taken = rt.taken.saturating_add(n);
             }
             Input::Accepted(j) => {
                 if !self.in_flight(j) {
@@ -1006,8 +1089,17 @@ impl SchedulerApi for Scheduler {
                 .iter()
                 .enumerate()
                 .filter(|(_, j)| j.retries > 0)
-                .map(|(i, j)| (i as JobIx, (j.retries, j.retry_on)))
+                .map(|(i, j)| {
+                    let rt = Retries {
+                        left: j.retries,
+                        on: j.retry_on,
+                        backoff: j.retry_backoff,
+                        taken: 0,
+                    };
+                    (i as JobIx, rt)
+                })
                 .collect(),
+            retry_waits: BinaryHeap::new(),
             failures: 0,
             max_fail,
             max_fail_wait,
@@ -1042,6 +1134,7 @@ impl SchedulerApi for Scheduler {
     fn handle(&mut self, input: Input, now: Instant) -> bool {
         self.now = Some(now);
         self.expire_backoffs(now);
+        self.expire_retry_waits(now);
         let applied = self.on_input(input, now);
         self.expire_deadlines(now);
         self.propagate();
@@ -1080,12 +1173,10 @@ impl SchedulerApi for Scheduler {
         if self.is_done() {
             return None;
         }
-        let backoff = self.backends.iter().filter_map(|b| b.until).min();
+        let backoff = self.backends.iter().filter_map(|b| b.until);
         let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
-        match (backoff, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let retry = self.retry_waits.peek().map(|Reverse((at, _))| *at);
+        backoff.chain(deadline).chain(retry).min()
     }
 
     fn is_done(&self) -> bool {

@@ -58,6 +58,7 @@ pub fn job(name: &str) -> Job {
         attrs: Vec::new(),
         retries: 0,
         retry_on: crate::flow::RetryOn::DEFAULT,
+        retry_backoff: std::time::Duration::ZERO,
         location: location(),
     }
 }

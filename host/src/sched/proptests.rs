@@ -140,6 +140,10 @@ fn case() -> impl Strategy<Value = Case> {
                             if i % 2 == 0 {
                                 j.retry_on = crate::flow::RetryOn::ANY;
                             }
+                            // And a third of them a backoff before each retry.
+                            if i % 3 == 0 {
+                                j.retry_backoff = Duration::from_millis(5 * (1 + i as u64 % 4));
+                            }
                             j
                         })
                         .collect();
@@ -205,6 +209,10 @@ struct Model {
     in_flight: Vec<bool>,
     /// Attempts each job has left (`retries`).
     retries_left: Vec<u32>,
+    /// A retried job may not start before this (`retry_backoff`, doubling per retry).
+    retry_due: Vec<Option<Instant>>,
+    /// The time of the input being applied.
+    now: Option<Instant>,
     /// Rank by naive comparison: priority desc, then the flow's order.
     rank: Vec<usize>,
     backends: Vec<ModelBackend>,
@@ -230,6 +238,8 @@ impl Model {
             status: vec![Status::Scheduled; n],
             in_flight: vec![false; n],
             retries_left: c.jobs.iter().map(|j| j.retries).collect(),
+            retry_due: vec![None; n],
+            now: None,
             rank,
             backends: vec![ModelBackend::default(); c.spec.backends.len()],
             res_used: vec![0; c.spec.resources.len()],
@@ -248,6 +258,9 @@ impl Model {
     fn fits(&self, j: usize) -> bool {
         let job = &self.jobs[j];
         if self.abandoned || (self.interrupted && job.when != When::Always) {
+            return false;
+        }
+        if self.retry_due[j].is_some_and(|due| self.now.is_some_and(|now| now < due)) {
             return false;
         }
         if let Some(m) = self.spec.max_parallel {
@@ -272,6 +285,7 @@ impl Model {
 
     /// The backoff rule: an acceptance (said or implied) resets it, a busy answer grows it.
     fn before_input(&mut self, input: &Input, now: Instant) {
+        self.now = Some(now);
         for b in &mut self.backends {
             if b.until.is_some_and(|u| u <= now) {
                 b.until = None;
@@ -423,6 +437,9 @@ impl Model {
                             }
                         }
                         assert!(self.fits(j), "job {j} started without fitting");
+                        if let (Some(due), Some(now)) = (self.retry_due[j], self.now) {
+                            assert!(now >= due, "job {j} retried before its backoff");
+                        }
                         self.take(j, true);
                         self.in_flight[j] = true;
                         self.backends[self.jobs[j].backend].batch += 1;
@@ -450,6 +467,13 @@ impl Model {
                         "job {j}: retried more than `retries`"
                     );
                     self.retries_left[j] -= 1;
+                    let job = &self.jobs[j];
+                    let retry_number = job.retries - self.retries_left[j];
+                    let mut wait = job.retry_backoff;
+                    for _ in 1..retry_number {
+                        wait = (wait * 2).min(Duration::from_secs(3600).max(job.retry_backoff));
+                    }
+                    self.retry_due[j] = Some(self.now.expect("retry before any input") + wait);
                     self.take(j, false);
                     self.in_flight[j] = false;
                     self.status[j] = Status::Queued;
@@ -522,6 +546,15 @@ fn run_case(c: Case) {
     let mut sim = vec![Sim::Idle; n];
     let mut killed_at: Vec<Option<Instant>> = vec![None; n];
 
+    // A resumed run: some jobs used a retry before (`--resume`), and have one fewer left.
+    for j in (1..n).step_by(5) {
+        if c.jobs[j].retries > 0 {
+            let input = Input::RetriesUsed(j as JobIx, 1);
+            m.before_input(&input, now);
+            assert!(s.handle(input, now));
+            m.retries_left[j] -= 1;
+        }
+    }
     m.started = true;
     s.start(now);
     let acts = s.drain_actions();

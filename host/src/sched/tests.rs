@@ -1121,7 +1121,8 @@ fn reused_jobs_pass_without_running_and_release_their_dependents() {
         "{before:?}"
     );
     assert_eq!(h.st(0), Status::Passed);
-    assert_eq!(h.st(1), Status::Queued);
+    // Ready, but not queued before the start: its own earlier pass may still come.
+    assert_eq!(h.st(1), Status::Scheduled);
     let a = h.start();
     assert_eq!(submitted(&a), vec![1]);
     assert_eq!(h.st(2), Status::Scheduled);
@@ -1130,6 +1131,65 @@ fn reused_jobs_pass_without_running_and_release_their_dependents() {
     assert_eq!(h.st(2), Status::Scheduled);
     h.feed(Input::Finished(1, Outcome::Passed));
     assert_eq!(h.st(2), Status::Running);
+}
+
+#[test]
+fn a_job_reused_after_a_job_it_needs_passes_without_running() {
+    // a -> b -> c: a and b passed before (fed in the flow's order); only c runs.
+    let mut h = H::new(chain(3));
+    assert!(h.s.handle(Input::Reused(0), h.now));
+    assert!(h.s.handle(Input::Reused(1), h.now));
+    assert_eq!(h.st(1), Status::Passed);
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![2]);
+    let statuses: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Status { job: 1, old, new } => Some((*old, *new)),
+            _ => None,
+        })
+        .collect();
+    // Straight to passed: it never was ready to run.
+    assert_eq!(statuses, [(Status::Scheduled, Status::Passed)], "{a:?}");
+}
+
+#[test]
+fn carried_ends_reach_dependents_and_do_not_count_for_max_fail() {
+    // a -> b -> c, d alone: a failed in the earlier run (--no-deps), so b and c are skipped.
+    let mut f = chain(3);
+    f.jobs.push(job("d"));
+    f.spec.max_fail = Some(1);
+    let mut h = H::new(f);
+    assert!(h.s.handle(
+        Input::Carried(0, Status::Failed, Reason::ExitCode(4)),
+        h.now
+    ));
+    assert_eq!(
+        (h.st(0), h.why(0).as_str()),
+        (Status::Failed, "exit code 4")
+    );
+    assert_eq!(
+        (h.st(1), h.why(1).as_str()),
+        (Status::Skipped, "dependency failed: job0000000")
+    );
+    assert_eq!(h.st(2), Status::Skipped);
+    // A carried pass is `Reused`; after the start nothing is carried.
+    assert!(!h.s.handle(
+        Input::Carried(3, Status::Passed, Reason::ExitCode(0)),
+        h.now
+    ));
+    let a = h.start();
+    assert_eq!(
+        submitted(&a),
+        vec![3],
+        "the earlier failure did not stop the run"
+    );
+    assert!(!h.s.handle(
+        Input::Carried(3, Status::Failed, Reason::ExitCode(1)),
+        h.now
+    ));
+    h.feed(Input::Finished(3, Outcome::Passed));
+    assert!(h.s.is_done());
 }
 
 // --- retries --------------------------------------------------------------------------------
@@ -1199,6 +1259,127 @@ fn a_lost_job_is_retried_by_default() {
     assert_eq!(submitted(&a), vec![0]);
     h.feed(Input::Finished(0, Outcome::Passed));
     assert_eq!(h.st(0), Status::Passed);
+}
+
+#[test]
+fn a_retried_job_waits_out_its_backoff_doubling_per_retry() {
+    let mut f = chain(2);
+    f.jobs[0].retries = 3;
+    f.jobs[0].retry_on = crate::flow::RetryOn::ANY;
+    f.jobs[0].retry_backoff = Duration::from_millis(100);
+    let mut h = H::new(f);
+    assert_eq!(submitted(&h.start()), vec![0]);
+    // Attempt n fails at `fail_at`; retry n may start `wait` later (100, 200, 400 ms).
+    for (fail_at, wait) in [(10, 100), (200, 200), (500, 400)] {
+        h.at_ms(fail_at);
+        let a = h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+        assert!(
+            a.iter().any(|a| matches!(a, Action::Retry { job: 0, .. })),
+            "{a:?}"
+        );
+        assert!(
+            submitted(&a).is_empty(),
+            "retried before its backoff: {a:?}"
+        );
+        assert_eq!(h.st(0), Status::Queued);
+        assert_eq!(h.s.next_wakeup(), Some(h.ms(fail_at + wait)));
+        // Anything that happens before the wait is over starts nothing.
+        h.at_ms(fail_at + wait - 1);
+        assert!(submitted(&h.feed(Input::Tick)).is_empty());
+        h.at_ms(fail_at + wait);
+        assert_eq!(
+            submitted(&h.feed(Input::Tick)),
+            vec![0],
+            "at {fail_at}+{wait}"
+        );
+        assert_eq!(h.st(1), Status::Scheduled);
+    }
+    h.at_ms(1000);
+    h.feed(Input::Finished(0, Outcome::Passed));
+    assert_eq!(h.st(0), Status::Passed);
+    assert_eq!(h.st(1), Status::Running);
+}
+
+#[test]
+fn a_job_waiting_out_its_backoff_is_killed_as_queued_by_an_interrupt_or_max_fail() {
+    let mut f = independent(3);
+    for j in &mut f.jobs[..2] {
+        j.retries = 1;
+        j.retry_on = crate::flow::RetryOn::ANY;
+        j.retry_backoff = Duration::from_secs(60);
+    }
+    f.spec.max_fail = Some(1);
+    let mut h = H::new(f);
+    h.start();
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    assert_eq!(h.st(0), Status::Queued);
+    // Job 2 fails for good: the run stops, and the waiting retry never starts.
+    h.feed(Input::Finished(2, Outcome::Failed(Reason::ExitCode(1))));
+    assert_eq!(
+        (h.st(0), h.why(0).as_str()),
+        (Status::Killed, "stopped after 1 failure")
+    );
+    h.at_ms(120_000);
+    assert!(submitted(&h.feed(Input::Tick)).is_empty());
+
+    let mut f = independent(1);
+    f.jobs[0].retries = 1;
+    f.jobs[0].retry_on = crate::flow::RetryOn::ANY;
+    f.jobs[0].retry_backoff = Duration::from_secs(60);
+    let mut h = H::new(f);
+    h.start();
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    h.feed(Input::Interrupt(Interrupt::Sigint));
+    assert_eq!(h.st(0), Status::Killed);
+    assert!(h.s.is_done());
+    assert_eq!(h.s.next_wakeup(), None);
+}
+
+#[test]
+fn the_retry_wait_doubles_up_to_an_hour() {
+    let mut f = independent(1);
+    f.jobs[0].retries = 3;
+    f.jobs[0].retry_on = crate::flow::RetryOn::ANY;
+    f.jobs[0].retry_backoff = Duration::from_secs(40 * 60);
+    let mut h = H::new(f);
+    h.start();
+    let mut t = 0;
+    for wait_min in [40, 60, 60] {
+        h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+        t += wait_min * 60_000;
+        assert_eq!(h.s.next_wakeup(), Some(h.ms(t)), "wait {wait_min} min");
+        h.at_ms(t);
+        assert_eq!(submitted(&h.feed(Input::Tick)), vec![0]);
+    }
+}
+
+#[test]
+fn retries_used_in_a_resumed_run_are_not_given_again_and_the_backoff_doubles_on() {
+    let mut f = independent(2);
+    for j in &mut f.jobs {
+        j.retries = 2;
+        j.retry_on = crate::flow::RetryOn::ANY;
+        j.retry_backoff = Duration::from_millis(100);
+    }
+    let mut h = H::new(f);
+    assert!(h.s.handle(Input::RetriesUsed(0, 1), h.now));
+    let a = h.start();
+    assert_eq!(submitted(&a), vec![0, 1]);
+    // After the start it is ignored.
+    assert!(!h.s.handle(Input::RetriesUsed(1, 2), h.now));
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    h.feed(Input::Finished(1, Outcome::Failed(Reason::ExitCode(1))));
+    // Job 0 is on its second retry: it waits twice the backoff; job 1 on its first.
+    assert_eq!(h.s.next_wakeup(), Some(h.ms(100)));
+    h.at_ms(100);
+    assert_eq!(submitted(&h.feed(Input::Tick)), vec![1]);
+    h.at_ms(200);
+    assert_eq!(submitted(&h.feed(Input::Tick)), vec![0]);
+    // Its last retry is spent: the next failure ends it.
+    h.feed(Input::Finished(0, Outcome::Failed(Reason::ExitCode(1))));
+    assert_eq!(h.st(0), Status::Failed);
+    h.feed(Input::Finished(1, Outcome::Failed(Reason::ExitCode(1))));
+    assert_eq!(h.st(1), Status::Queued);
 }
 
 // --- --max-fail -----------------------------------------------------------------------------

@@ -7,7 +7,11 @@
 //! - killed  -> `<error message=REASON>` (a timeout or an interrupt is not the test's verdict);
 //! - skipped -> `<skipped message=REASON>`;
 //! - a job that never reached a final status (the run ended first) -> `<error>`, so an
-//!   incomplete run never looks green.
+//!   incomplete run never looks green;
+//! - attempts that failed and were retried (`retries`), as nextest writes them: under a job
+//!   that passed at last one `<flakyFailure>` each, under one that did not one
+//!   `<rerunFailure>` each, oldest first, with the attempt's reason as `message`, the same
+//!   body as a `<failure>` and the attempt's log path as `<system-out>`.
 
 use std::{
     collections::HashMap,
@@ -17,15 +21,12 @@ use std::{
 
 use flowrun_plugin_sdk::{JobStatus, RunEvent, RunEventKind, Summary};
 use quick_junit::{
-    NonSuccessKind, Property, Report as JunitReport, TestCase, TestCaseStatus, TestSuite,
+    NonSuccessKind, Property, Report as JunitReport, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-/// One job's line in the report.
-#[derive(Debug, Clone)]
-struct JobRecord {
-    name: String,
-    backend: String,
-    status: JobStatus,
+/// What the event that ended an attempt said of it.
+#[derive(Debug, Clone, Default)]
+struct AttemptEnd {
     reason: String,
     exit_code: Option<i32>,
     duration_s: Option<f64>,
@@ -34,18 +35,39 @@ struct JobRecord {
     fail_text: Option<String>,
 }
 
+impl AttemptEnd {
+    fn of(event: &RunEvent<'_>) -> Self {
+        AttemptEnd {
+            reason: event.reason().to_string(),
+            exit_code: event.exit_code(),
+            duration_s: event.duration_s(),
+            log: event.log().map(str::to_string),
+            fail_line: event.attr("fail_line").map(str::to_string),
+            fail_text: event.attr("fail_text").map(str::to_string),
+        }
+    }
+}
+
+/// One job's line in the report.
+#[derive(Debug, Clone)]
+struct JobRecord {
+    name: String,
+    backend: String,
+    status: JobStatus,
+    /// The last attempt (its reason is kept up to date by every status change).
+    last: AttemptEnd,
+    /// Attempts that failed and were retried, oldest first.
+    retried: Vec<AttemptEnd>,
+}
+
 impl JobRecord {
     fn new(name: &str, backend: &str) -> Self {
         JobRecord {
             name: name.to_string(),
             backend: backend.to_string(),
             status: JobStatus::SCHEDULED,
-            reason: String::new(),
-            exit_code: None,
-            duration_s: None,
-            log: None,
-            fail_line: None,
-            fail_text: None,
+            last: AttemptEnd::default(),
+            retried: Vec::new(),
         }
     }
 }
@@ -89,13 +111,18 @@ impl Report {
                 if !event.backend().is_empty() {
                     job.backend = event.backend().to_string();
                 }
-                job.reason = event.reason().to_string();
-                if event.new_status().is_terminal() {
-                    job.exit_code = event.exit_code();
-                    job.duration_s = event.duration_s();
-                    job.log = event.log().map(str::to_string);
-                    job.fail_line = event.attr("fail_line").map(str::to_string);
-                    job.fail_text = event.attr("fail_text").map(str::to_string);
+                // A retry: back from running to queued with the failed attempt's reason (a busy
+                // backend's hand-back has none).
+                let retried = event.old_status() == JobStatus::RUNNING
+                    && event.new_status() == JobStatus::QUEUED
+                    && !event.reason().is_empty();
+                if retried {
+                    job.retried.push(AttemptEnd::of(&event));
+                    job.last.reason.clear();
+                } else if event.new_status().is_terminal() {
+                    job.last = AttemptEnd::of(&event);
+                } else {
+                    job.last.reason = event.reason().to_string();
                 }
             }
             RunEventKind::KILL_SIGNAL => self.signal = Some(event.signal().to_string()),
@@ -146,10 +173,10 @@ impl Report {
 
     fn test_case(&self, job: &JobRecord) -> TestCase {
         let message = |default: &str| {
-            if job.reason.is_empty() {
+            if job.last.reason.is_empty() {
                 default.to_string()
             } else {
-                job.reason.clone()
+                job.last.reason.clone()
             }
         };
         let status = match job.status {
@@ -157,7 +184,7 @@ impl Report {
             JobStatus::FAILED => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(message("failed")).set_type("failed");
-                let details = failure_details(job);
+                let details = failure_details(&job.last);
                 if !details.is_empty() {
                     s.set_description(details);
                 }
@@ -180,14 +207,30 @@ impl Report {
                 s
             }
         };
+        let mut status = status;
+        status.add_reruns(job.retried.iter().map(|attempt| {
+            let mut rerun = TestRerun::new(NonSuccessKind::Failure);
+            rerun
+                .set_message(attempt.reason.as_str())
+                .set_type("failed")
+                .set_time(seconds(attempt.duration_s.unwrap_or(0.0)));
+            let details = failure_details(attempt);
+            if !details.is_empty() {
+                rerun.set_description(details);
+            }
+            if let Some(log) = &attempt.log {
+                rerun.set_system_out(format!("log: {log}"));
+            }
+            rerun
+        }));
         let mut case = TestCase::new(job.name.as_str(), status);
         case.set_classname(if job.backend.is_empty() {
             self.flow.clone()
         } else {
             format!("{}.{}", self.flow, job.backend)
         })
-        .set_time(seconds(job.duration_s.unwrap_or(0.0)));
-        if let Some(log) = &job.log {
+        .set_time(seconds(job.last.duration_s.unwrap_or(0.0)));
+        if let Some(log) = &job.last.log {
             // The path, not the contents: logs can be huge.
             case.set_system_out(format!("log: {log}"));
         }
@@ -196,7 +239,7 @@ impl Report {
 }
 
 /// The body of a `<failure>`: what a reader needs besides the one-line message.
-fn failure_details(job: &JobRecord) -> String {
+fn failure_details(job: &AttemptEnd) -> String {
     let mut lines = Vec::new();
     if let Some(code) = job.exit_code {
         lines.push(format!("exit code: {code}"));
