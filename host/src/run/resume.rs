@@ -5,8 +5,16 @@
 //! Everything else runs: jobs that failed, were killed, skipped or never ended (a local job
 //! that died with its host), and every job whose definition, or that of anything it needs,
 //! changed.
+//!
+//! Except, on `--resume`, a job that was still on a cluster when the host died: it outlives
+//! its host by design, so it is re-attached, not run again ([`reattachable`]): its backend is
+//! handed the native id the journal holds, and tracks the job to its end.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use super::{outdir::job_dir_name, records::JobRecord, results::default_log};
 use crate::{
@@ -65,16 +73,20 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
     Ok(Earlier { dir, replay })
 }
 
+/// The earlier run's jobs by name: their index in its job table.
+fn by_name(r: &Replay) -> HashMap<&str, usize> {
+    r.jobs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.0.as_str(), i))
+        .collect()
+}
+
 /// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
 /// same definition, each with the record to carry over.
 pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
     let r = &earlier.replay;
-    let old: std::collections::HashMap<&str, usize> = r
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.0.as_str(), i))
-        .collect();
+    let old = by_name(r);
     let from: Box<str> = format!("{} (run {})", earlier.dir.display(), r.last.run_tag).into();
     let mut out = Vec::new();
     for (j, (job, hash)) in flow.jobs.iter().zip(hashes).enumerate() {
@@ -95,6 +107,63 @@ pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, Jo
             x.logs.push(default_log(&r.first.run_dir, &job.name).into());
         }
         out.push((j as u32, rec));
+    }
+    out
+}
+
+/// A job of the earlier run to re-attach: it was handed to its backend (and maybe started)
+/// and never ended, and the backend gave it a native id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reattach {
+    /// The job (index in the flow).
+    pub job: u32,
+    /// The id the backend gave it.
+    pub native_id: Arc<str>,
+    /// Its record so far (the attempt it is on, its earlier attempts, times).
+    pub record: JobRecord,
+}
+
+/// `--resume`: the jobs of `flow` that were submitted but had not ended when the earlier host
+/// stopped, have a native id, an unchanged definition (so the same backend, command and
+/// dependencies), and a backend that can re-attach (`can_reattach`, per backend instance of
+/// `flow`). Local jobs died with their host (and their backend cannot re-attach): they are
+/// not among them and run again.
+pub fn reattachable(
+    flow: &Flow,
+    hashes: &[Hash],
+    earlier: &Earlier,
+    can_reattach: &[bool],
+) -> Vec<Reattach> {
+    let r = &earlier.replay;
+    if !can_reattach.iter().any(|&c| c) {
+        return Vec::new();
+    }
+    let old = by_name(r);
+    let mut out = Vec::new();
+    for (j, (job, hash)) in flow.jobs.iter().zip(hashes).enumerate() {
+        if !can_reattach.get(job.backend).copied().unwrap_or(false) {
+            continue;
+        }
+        let Some(&o) = old.get(job.name.as_str()) else {
+            continue;
+        };
+        let state = &r.state[o];
+        if state.status != Status::Running || &r.jobs[o].1 != hash || state.record.attempt == 0 {
+            continue;
+        }
+        let Some(native_id) = state
+            .record
+            .extra
+            .as_ref()
+            .and_then(|x| x.native_id.clone())
+        else {
+            continue;
+        };
+        out.push(Reattach {
+            job: j as u32,
+            native_id,
+            record: state.record.clone(),
+        });
     }
     out
 }
