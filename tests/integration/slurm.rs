@@ -140,14 +140,7 @@ fn spawn_flow(dir: &Path, flow_name: &str, flow: &str, path_prefix: Option<&Path
     cmd.stdout(File::create(dir.join("stdout")).unwrap())
         .stderr(File::create(dir.join("stderr")).unwrap());
     if let Some(p) = path_prefix {
-        cmd.env(
-            "PATH",
-            format!(
-                "{}:{}",
-                p.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        );
+        cmd.env("PATH", path_with(p));
     }
     let child = cmd.spawn().expect("start flowrun");
     let tag = format!("flowrun-{flow_name}-{}", child.id());
@@ -724,6 +717,31 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_pending_and_running_slurm_jobs() 
         },
     );
 
+    // --dry-run --resume names the Slurm job of each job to re-attach, and submits nothing.
+    let plan = flowrun(dir.path())
+        .arg("run")
+        .arg(dir.path().join("flow.toml"))
+        .args(["--dry-run", "--resume"])
+        .arg(&out)
+        .env("PATH", path_with(&wrappers))
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("36 of 50 jobs passed there unchanged"),
+        "{plan}"
+    );
+    for name in &on_cluster {
+        let id = &before[*name];
+        assert!(
+            plan.contains(&format!(
+                "  {name} (on its backend as {id} when the run stopped"
+            )),
+            "{plan}"
+        );
+    }
+    assert_eq!(calls(dir.path(), "sbatch").len(), submitted_before);
+
     let resumed_at = Instant::now();
     let resumed_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -800,14 +818,7 @@ fn resume_in_background(dir: &Path, wrappers: &Path) -> Background {
         .arg("-q")
         .arg("--resume")
         .arg(dir.join("out"))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                wrappers.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with(wrappers))
         .stdout(File::create(dir.join("stdout")).unwrap())
         .stderr(File::create(dir.join("stderr")).unwrap());
     let child = cmd.spawn().expect("start flowrun --resume");
@@ -816,4 +827,13 @@ fn resume_in_background(dir: &Path, wrappers: &Path) -> Background {
         dir: dir.to_path_buf(),
         tag: String::new(),
     }
+}
+
+/// `PATH` with `dir` first.
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }

@@ -178,6 +178,12 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
     for (j, _) in reusable(flow, &hashes, &earlier) {
         reused[j as usize] = true;
     }
+    // Which backends can re-attach is only known once they are created: name the id, and
+    // let the run decide.
+    let mut on_backend: Vec<Option<Arc<str>>> = vec![None; flow.jobs.len()];
+    for r in reattachable(flow, &hashes, &earlier, &vec![true; flow.backends.len()]) {
+        on_backend[r.job as usize] = Some(r.native_id);
+    }
     let n = reused.iter().filter(|&&r| r).count();
     let mut s = format!(
         "{}: {} of {} jobs passed there unchanged and are not rerun; {} would run:\n",
@@ -186,10 +192,15 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
         flow.jobs.len(),
         flow.jobs.len() - n
     );
-    for (job, r) in flow.jobs.iter().zip(&reused) {
+    for ((job, r), native) in flow.jobs.iter().zip(&reused).zip(&on_backend) {
         if !r {
             s.push_str("  ");
             s.push_str(&job.name);
+            if let Some(id) = native {
+                s.push_str(&format!(
+                    " (on its backend as {id} when the run stopped: re-attached if the backend can)"
+                ));
+            }
             s.push('\n');
         }
     }
