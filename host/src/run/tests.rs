@@ -887,8 +887,9 @@ fn crashed_journal(flow: &Flow, out: &Path) {
 }
 
 /// `--resume` of [`crashed_journal`]'s run (`a`, then three jobs that need it) on doubles that
-/// can re-attach or not; returns the outcome and what the doubles saw.
-fn resume_crashed_run(reattach: bool) -> (Outcome, Arc<Mutex<Seen>>) {
+/// can re-attach or not, with `on_cluster`'s command changed to `changed` when given; returns
+/// the outcome and what the doubles saw.
+fn resume_crashed_run(reattach: bool, changed: Option<&str>) -> (Outcome, Arc<Mutex<Seen>>) {
     let mut jobs = vec![
         named("a"),
         named("on_cluster"),
@@ -902,6 +903,10 @@ fn resume_crashed_run(reattach: bool) -> (Outcome, Arc<Mutex<Seen>>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     crashed_journal(&f, &out);
+    let mut f = f;
+    if let Some(cmd) = changed {
+        f.jobs[1].cmd = crate::flow::Command::Shell(cmd.into());
+    }
     let mut d = Doubles::new(|_| Act::Exit(0));
     d.caps.reattach = reattach;
     let seen = d.seen.clone();
@@ -924,7 +929,7 @@ fn resume_crashed_run(reattach: bool) -> (Outcome, Arc<Mutex<Seen>>) {
 
 #[test]
 fn resume_re_attaches_what_the_dead_host_left_on_the_backend_and_resubmits_what_it_refuses() {
-    let (run, seen) = resume_crashed_run(true);
+    let (run, seen) = resume_crashed_run(true, None);
     assert_eq!(run.code, 0);
     let (results, out) = (&run.results, &run.out);
     let job = |name: &str| {
@@ -1017,11 +1022,35 @@ fn resume_re_attaches_what_the_dead_host_left_on_the_backend_and_resubmits_what_
 
 #[test]
 fn without_the_capability_nothing_is_re_attached_and_the_jobs_run_again() {
-    let (run, seen) = resume_crashed_run(false);
+    let (run, seen) = resume_crashed_run(false, None);
     assert_eq!(run.code, 0);
     let seen = seen.lock().unwrap();
     assert!(seen.reattached.is_empty());
     let mut submitted: Vec<&str> = seen.requests.iter().map(|r| r.0.as_str()).collect();
     submitted.sort();
     assert_eq!(submitted, ["forgotten", "on_cluster", "plain"]);
+}
+
+#[test]
+fn a_job_whose_definition_changed_is_not_re_attached_but_runs_again() {
+    let (run, seen) = resume_crashed_run(true, Some("echo changed"));
+    assert_eq!(run.code, 0);
+    let seen = seen.lock().unwrap();
+    let offered: Vec<&str> = seen.reattached.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        offered,
+        ["forgotten"],
+        "only the unchanged job with an id is offered"
+    );
+    let fresh: Vec<(&str, u32)> = seen
+        .requests
+        .iter()
+        .filter(|r| r.0 == "on_cluster")
+        .map(|r| (r.0.as_str(), r.1))
+        .collect();
+    assert_eq!(
+        fresh,
+        [("on_cluster", 1)],
+        "a new run of the changed job, from attempt 1"
+    );
 }
