@@ -665,6 +665,24 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
     found
 }
 
+/// `flowrun status RUN_DIR --json` (run from `home`), parsed; panics unless it exits 0.
+pub fn status_json(home: &Path, run_dir: &Path) -> Value {
+    let o = flowrun(home)
+        .arg("status")
+        .arg(run_dir)
+        .arg("--json")
+        .output()
+        .expect("run flowrun status");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -19,6 +19,9 @@ pub struct BackendCaps {
     pub max_batch: Option<usize>,
     /// Who creates the job directory the backend writes the log and scripts into.
     pub job_dir: JobDirOwner,
+    /// The backend can take over, by native id, jobs an earlier host of the run submitted
+    /// ([`Backend::reattach`]).
+    pub reattach: bool,
 }
 
 /// Who creates a job's directory.
@@ -209,6 +212,14 @@ pub enum BackendEvent {
         /// What the job used.
         usage: Usage,
     },
+    /// The backend's scheduler took the job as `native_id` (it has not started): recorded so
+    /// that a `--resume` after a crash can re-attach it.
+    Submitted {
+        /// The job.
+        job: JobIx,
+        /// The cluster's id for the job.
+        native_id: String,
+    },
     /// The backend lost the job.
     Lost {
         /// The job.
@@ -223,6 +234,7 @@ impl BackendEvent {
     pub fn job(&self) -> JobIx {
         match self {
             BackendEvent::Started { job, .. }
+            | BackendEvent::Submitted { job, .. }
             | BackendEvent::Finished { job, .. }
             | BackendEvent::Lost { job, .. } => *job,
         }
@@ -241,6 +253,15 @@ pub trait Backend: Send + Sync {
     fn shutdown(&self);
     /// Diagnostic counters, as TOML text.
     fn stats(&self) -> String;
+    /// Takes over jobs an earlier host of the run submitted, each with the native id it had
+    /// (`--resume` after a crash; only on a backend whose caps say `reattach`). One reply per
+    /// job, in order: `Accepted` (tracked to its end, reported like a submitted job) or
+    /// anything else, which means "cannot re-attach": the job is submitted afresh.
+    fn reattach(&self, jobs: &[(JobRequest<'_>, &str)]) -> Vec<SubmitReply> {
+        jobs.iter()
+            .map(|_| SubmitReply::Rejected("this backend cannot re-attach jobs".into()))
+            .collect()
+    }
 }
 
 /// Where backends report events. Implemented by the run loop; never blocks.

@@ -1,7 +1,7 @@
 //! Plugins built against an OLDER plugin ABI load into this host and work. Two are built for
 //! real, in one scratch workspace:
 //! - `compat`: against copies of flowrun-plugin-abi and -sdk with what the current ABI version
-//!   added removed (the `@@since-<version>` blocks: one trailing trait method) and the previous
+//!   added removed (the `@@since-<version>` blocks: the trailing trait methods) and the previous
 //!   patch version set, pinned by the workspace's Cargo.lock;
 //! - `presplit`: against the frozen flowrun-plugin-api 0.1.2 of `tests/fixtures/plugin-api-0.1.2`,
 //!   the single crate every plugin was built against before the split. It has no identity note,
@@ -160,10 +160,12 @@ fn built() -> &'static Built {
             std::fs::write(&p, stripped).unwrap();
         }
         let abi = std::fs::read_to_string(ws.join("plugin-api/abi/src/lib.rs")).unwrap();
-        assert!(
-            !abi.contains("fn stats"),
-            "the older ABI copy must lack the trailing `stats` method"
-        );
+        for method in ["fn stats", "fn reattach"] {
+            assert!(
+                !abi.contains(method),
+                "the older ABI copy must lack the trailing `{method}` method"
+            );
+        }
         let manifest = ws.join("plugin-api/abi/Cargo.toml");
         let text = std::fs::read_to_string(&manifest).unwrap().replacen(
             &format!("version = \"{host_api}\""),

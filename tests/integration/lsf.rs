@@ -438,3 +438,141 @@ fn esub_lines_and_8_digit_ids_are_read() {
         lsf.stop();
     }
 }
+
+/// Issue 15 on LSF: flowrun is SIGKILLed with jobs running and pending; `--resume` re-attaches
+/// them all by the ids in the journal (no bsub for any), resolves those that ended while no
+/// host watched (bjobs forgets a job the moment it ends here: from the job's LSF report), tracks
+/// the rest to their end, and submits only the job that had not gone out.
+#[test]
+fn a_sigkilled_run_resumes_by_re_attaching_its_lsf_jobs() {
+    let Some(lsf) = Lsf::new("re-attach", &[("CLEAN_PERIOD", "0")], &[("SLOTS", "4")]) else {
+        return;
+    };
+    let shims = batch::count_calls(lsf.work(), &lsf.path, &["bsub", "bjobs", "bkill"]);
+    let mut env = lsf.env();
+    env[0].1 = format!("{}:{}", shims.display(), lsf.path);
+    let marks = lsf.work().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    // Four slots: the held and running jobs take them, the two quick ones pend.
+    let mut jobs = String::new();
+    for (name, release, code) in [
+        ("held0", "release-held", 3),
+        ("held1", "release-held", 0),
+        ("running0", "release-running", 0),
+        ("running1", "release-running", 4),
+    ] {
+        jobs.push_str(&format!(
+            "[[job]]\nname = \"{name}\"\ncmd = \"echo ran >> {m}/{name}; until test -e {m}/{release}; do sleep 0.2; done; exit {code}\"\n"
+        ));
+    }
+    for name in ["pending0", "pending1"] {
+        jobs.push_str(&format!(
+            "[[job]]\nname = \"{name}\"\ncmd = \"echo ran >> {m}/{name}\"\n"
+        ));
+    }
+    jobs.push_str(&format!(
+        "[[job]]\nname = \"after\"\ncmd = \"echo ran >> {m}/after\"\nneeds = [\"running0\"]\n"
+    ));
+    let flow = lsf.flow("reattach", "", &jobs);
+    let bg = spawn_flow(lsf.work(), "reattach", &flow, &env);
+    let (tag, out) = (bg.tag.clone(), lsf.work().join("out"));
+    let on_lsf = [
+        "held0", "held1", "running0", "running1", "pending0", "pending1",
+    ];
+    let mut ids = std::collections::BTreeMap::new();
+    wait_until(
+        Duration::from_secs(120),
+        "4 jobs to run and 2 to pend",
+        || {
+            let jobs = lsf.jobs(&tag);
+            let count = |stat: &str| jobs.iter().filter(|j| j[1] == stat).count();
+            if !out.join("journal").exists() || count("RUN") != 4 || count("PEND") != 2 {
+                return false;
+            }
+            let st = flowrun_tests::status_json(lsf.work(), &out);
+            ids = st["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|j| {
+                    Some((
+                        j["name"].as_str()?.to_string(),
+                        j["native_id"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            on_lsf.iter().all(|n| ids.contains_key(*n))
+        },
+    );
+    bg.signal("KILL");
+    let crashed = bg.finish(Duration::from_secs(30));
+    assert_eq!(crashed.code, -1, "{crashed:#?}");
+    assert_eq!(batch::calls(&shims, "bsub", 1.0).0, 6);
+    // The held jobs end while no host watches; the pending ones then run and end too, and
+    // bjobs forgets them all.
+    std::fs::write(marks.join("release-held"), "").unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the held and pending jobs to end",
+        || {
+            ["held0", "held1", "pending0", "pending1"].iter().all(|n| {
+                std::fs::read_to_string(lsf.work().join(format!("out/jobs/{n}/lsf-report.txt")))
+                    .is_ok_and(|t| t.contains("Resource usage summary"))
+            })
+        },
+    );
+
+    let resume = flowrun_tests::flowrun(lsf.work())
+        .args(["run", "flow.toml", "-q", "--resume", "out"])
+        .current_dir(lsf.work())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::fs::File::create(lsf.work().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(lsf.work().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let resumed = Background {
+        child: resume,
+        dir: lsf.work().to_path_buf(),
+        tag: tag.clone(),
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the ended jobs to be resolved",
+        || {
+            let st = flowrun_tests::status_json(lsf.work(), &out);
+            st["host_alive"] == true
+                && st["counts"]["running"] == 2
+                && st["counts"]["passed"].as_u64() >= Some(3)
+        },
+    );
+    std::fs::write(marks.join("release-running"), "").unwrap();
+    let run = resumed.finish(Duration::from_secs(120));
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        batch::calls(&shims, "bsub", 1.0).0,
+        7,
+        "one bsub after the resume: `after`"
+    );
+    for name in on_lsf.iter().chain(&["after"]) {
+        let ran = std::fs::read_to_string(marks.join(name)).unwrap_or_default();
+        assert_eq!(ran.lines().count(), 1, "{name} ran once");
+    }
+    assert_eq!(
+        (run.status("held0"), run.reason("held0")),
+        ("failed", "exit code 3")
+    );
+    assert_eq!(
+        (run.status("running1"), run.reason("running1")),
+        ("failed", "exit code 4")
+    );
+    for name in ["held1", "running0", "pending0", "pending1", "after"] {
+        assert_eq!(run.status(name), "passed", "{run:#?}");
+    }
+    assert_eq!(run.results["resumes"], 1);
+    for name in on_lsf {
+        assert_eq!(run.job(name)["native_id"], ids[name].as_str(), "{name}");
+        assert_eq!(run.job(name)["attempt"], 1, "{name}");
+    }
+    lsf.stop();
+}

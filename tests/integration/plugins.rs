@@ -1073,8 +1073,8 @@ fn plugins_list_output_is_pinned() {
     insta::assert_snapshot!(pinned, @r"
     NAME | VERSION | API | SOURCE | KINDS | FILE
     trunc | - | - | path | - | [HOME]/path/libflowrun_plugin_trunc.so | BROKEN: not usable as a plugin: truncated: a loadable segment ends past the end of the file (100000 bytes)
-    misbehaving | 0.1.0 | 0.1.2 | user | backend misbehaving | [HOME]/xdg-data/flowrun/plugins/libflowrun_plugin_misbehaving.so
-    misbehaving | 0.1.0 | 0.1.2 | site | backend misbehaving | [HOME]/site-plugins/libflowrun_plugin_misbehaving.so | (shadowed by the plugin of the same name above)
+    misbehaving | 0.1.0 | 0.1.3 | user | backend misbehaving | [HOME]/xdg-data/flowrun/plugins/libflowrun_plugin_misbehaving.so
+    misbehaving | 0.1.0 | 0.1.3 | site | backend misbehaving | [HOME]/site-plugins/libflowrun_plugin_misbehaving.so | (shadowed by the plugin of the same name above)
     ");
 }
 

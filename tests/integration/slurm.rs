@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_tests::{collect, flowrun, workspace_root, Run};
+use flowrun_tests::{collect, flowrun, status_json, workspace_root, Run};
 use parking_lot::{Mutex, MutexGuard};
 
 /// Serializes the tests of this binary; [`ClusterLock`] serializes them with other processes
@@ -140,14 +140,7 @@ fn spawn_flow(dir: &Path, flow_name: &str, flow: &str, path_prefix: Option<&Path
     cmd.stdout(File::create(dir.join("stdout")).unwrap())
         .stderr(File::create(dir.join("stderr")).unwrap());
     if let Some(p) = path_prefix {
-        cmd.env(
-            "PATH",
-            format!(
-                "{}:{}",
-                p.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        );
+        cmd.env("PATH", path_with(p));
     }
     let child = cmd.spawn().expect("start flowrun");
     let tag = format!("flowrun-{flow_name}-{}", child.id());
@@ -533,4 +526,314 @@ fn without_accounting_arrays_and_exit_codes_still_work() {
         calls(dir.path(), "sacct").len()
     );
     assert!(!calls(dir.path(), "scontrol").is_empty());
+}
+
+/// The re-attach flow of 50 jobs: 4 `held` jobs that run until `marks/release-held` exists
+/// (they end while no host watches: `held0` fails with exit 3), 4 `running` jobs that run until
+/// `marks/release-running` exists (`running0` exits 4), 36 quick jobs, 2 `wide` jobs asking
+/// for every CPU of the node (so they pend while the others run; `wide1` exits 5), and 4
+/// `after` jobs that need a running job each. Every job appends a line to its marker file
+/// when it runs.
+fn reattach_flow(marks: &Path) -> String {
+    let m = marks.display();
+    let mut s = format!(
+        "[flow]\nname = \"reattach\"\ndefault_backend = \"slurm\"\n{}",
+        backend_table("slurm", "")
+    );
+    let mark = |name: &str| format!("echo ran >> {m}/{name}");
+    for (group, release) in [("held", "release-held"), ("running", "release-running")] {
+        for i in 0..4 {
+            let name = format!("{group}{i}");
+            let code = match (group, i) {
+                ("held", 0) => 3,
+                ("running", 0) => 4,
+                _ => 0,
+            };
+            s.push_str(&format!(
+                "[[job]]\nname = \"{name}\"\ncmd = \"{}; until test -e {m}/{release}; do sleep 0.2; done; exit {code}\"\n",
+                mark(&name)
+            ));
+        }
+    }
+    for i in 0..36 {
+        let name = format!("quick{i}");
+        s.push_str(&format!(
+            "[[job]]\nname = \"{name}\"\ncmd = \"{}\"\n",
+            mark(&name)
+        ));
+    }
+    for i in 0..2 {
+        let name = format!("wide{i}");
+        s.push_str(&format!(
+            "[[job]]\nname = \"{name}\"\ncmd = \"{}; exit {}\"\nresources = {{ cpus = 16 }}\n",
+            mark(&name),
+            i * 5
+        ));
+    }
+    for i in 0..4 {
+        let name = format!("after{i}");
+        s.push_str(&format!(
+            "[[job]]\nname = \"{name}\"\ncmd = \"{}\"\nneeds = [\"running{i}\"]\n",
+            mark(&name)
+        ));
+    }
+    s
+}
+
+/// How many times job `name` ran (lines in its marker file).
+fn executions(marks: &Path, name: &str) -> usize {
+    std::fs::read_to_string(marks.join(name))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// (status, exit code, reason) per job name.
+fn verdicts(run: &Run) -> std::collections::BTreeMap<String, (String, String, String)> {
+    run.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().to_string(),
+                (
+                    j["status"].to_string(),
+                    j["exit_code"].to_string(),
+                    j["reason"].to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Issue 15's must-show on the real cluster: flowrun is SIGKILLed with Slurm jobs pending and
+/// running; they stay on the cluster, some end while no host watches; `--resume` re-attaches
+/// every one of them by the native id in the journal (no sbatch for any of them), resolves those
+/// that ended from Slurm (the failed one's exit code only sacct knows), tracks the others to
+/// their end, submits only what had not been submitted, and ends with the verdicts of an
+/// uninterrupted run.
+#[test]
+fn a_sigkilled_run_resumes_by_re_attaching_its_pending_and_running_slurm_jobs() {
+    let Some(_cluster) = cluster(Mode::Dbd) else {
+        return;
+    };
+    // The verdicts of an uninterrupted run of the same flow (nothing holds its jobs).
+    let whole = temp_dir();
+    let whole_marks = whole.path().join("marks");
+    std::fs::create_dir_all(&whole_marks).unwrap();
+    for release in ["release-held", "release-running"] {
+        std::fs::write(whole_marks.join(release), "").unwrap();
+    }
+    let uninterrupted =
+        flowrun_tests::run_flow(whole.path(), &reattach_flow(&whole_marks), &["-q"]);
+    assert_eq!(uninterrupted.code, 1, "{uninterrupted:#?}");
+    // held0, running0 and wide1 fail; after0 is skipped (it needs running0).
+    assert_eq!(
+        uninterrupted.results["counts"]["passed"], 46,
+        "{uninterrupted:#?}"
+    );
+
+    let dir = temp_dir();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let wrappers = command_wrappers(dir.path());
+    let bg = spawn_flow(
+        dir.path(),
+        "reattach",
+        &reattach_flow(&marks),
+        Some(&wrappers),
+    );
+    let (tag, out) = (bg.tag.clone(), dir.path().join("out"));
+    let held: Vec<String> = (0..4).map(|i| format!("held{i}")).collect();
+    let running: Vec<String> = (0..4).map(|i| format!("running{i}")).collect();
+    let wide: Vec<String> = (0..2).map(|i| format!("wide{i}")).collect();
+    let on_cluster: Vec<&String> = held.iter().chain(&running).chain(&wide).collect();
+    // The crash comes when the quick jobs passed, the held and running ones run, the wide
+    // ones pend, and the journal has the native id of every one of them.
+    let mut before: std::collections::BTreeMap<String, String> = Default::default();
+    wait_until(
+        Duration::from_secs(120),
+        "the run to reach its crash point",
+        || {
+            if !out.join("journal").exists() {
+                return false;
+            }
+            let st = status_json(dir.path(), &out);
+            let ids: std::collections::BTreeMap<String, String> = st["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["status"] == "running" && j["native_id"].is_string())
+                .map(|j| {
+                    (
+                        j["name"].as_str().unwrap().into(),
+                        j["native_id"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            let states: Vec<String> = on_cluster
+                .iter()
+                .map(|n| slurm_job(&tag, n).map(|j| j.state).unwrap_or_default())
+                .collect();
+            before = ids;
+            st["counts"]["passed"] == 36
+                && on_cluster.iter().all(|n| before.contains_key(*n))
+                && states[..8].iter().all(|s| s == "RUNNING")
+                && states[8..].iter().all(|s| s == "PENDING")
+        },
+    );
+    send_signal_kill(&bg);
+    let crashed = bg.finish(Duration::from_secs(30));
+    assert_eq!(crashed.code, -1, "SIGKILLed: {crashed:#?}");
+    let submitted_before = calls(dir.path(), "sbatch").len();
+    assert_eq!(
+        submitted_before, 46,
+        "every job but the 4 `after` ones went out"
+    );
+
+    // SIGKILL cancels nothing (the plugin died with the host; no watchdog touches Slurm jobs).
+    std::thread::sleep(Duration::from_secs(2));
+    for name in &on_cluster {
+        let job = slurm_job(&tag, name).unwrap_or_else(|| panic!("{name} left the cluster"));
+        assert!(
+            ["RUNNING", "PENDING"].contains(&job.state.as_str()),
+            "{name}: {job:?}"
+        );
+        assert_eq!(
+            before[*name], job.id,
+            "{name}: the journal holds its Slurm id"
+        );
+    }
+    // The held jobs end while no host watches.
+    std::fs::write(marks.join("release-held"), "").unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the held jobs to end unwatched",
+        || {
+            held.iter().all(|n| {
+                slurm_job(&tag, n)
+                    .is_some_and(|j| ["COMPLETED", "FAILED"].contains(&j.state.as_str()))
+            })
+        },
+    );
+
+    // --dry-run --resume names the Slurm job of each job to re-attach, and submits nothing.
+    let plan = flowrun(dir.path())
+        .arg("run")
+        .arg(dir.path().join("flow.toml"))
+        .args(["--dry-run", "--resume"])
+        .arg(&out)
+        .env("PATH", path_with(&wrappers))
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("36 of 50 jobs passed there unchanged"),
+        "{plan}"
+    );
+    for name in &on_cluster {
+        let id = &before[*name];
+        assert!(
+            plan.contains(&format!(
+                "  {name} (on its backend as {id} when the run stopped"
+            )),
+            "{plan}"
+        );
+    }
+    assert_eq!(calls(dir.path(), "sbatch").len(), submitted_before);
+
+    let resumed_at = Instant::now();
+    let resumed_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let resume = resume_in_background(dir.path(), &wrappers);
+    // The resumed host re-attached the held jobs and resolved them; then the running ones
+    // may end.
+    wait_until(
+        Duration::from_secs(60),
+        "the held jobs to be resolved",
+        || {
+            let st = status_json(dir.path(), &out);
+            st["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["name"].as_str().is_some_and(|n| n.starts_with("held")))
+                .all(|j| j["status"] != "running")
+                && st["host_alive"] == true
+        },
+    );
+    std::fs::write(marks.join("release-running"), "").unwrap();
+    let run = resume.finish(Duration::from_secs(180));
+    eprintln!("resumed run took {:?}", resumed_at.elapsed());
+    assert_eq!(run.code, 1, "{run:#?}");
+
+    // No sbatch for any re-attached job: only the `after` jobs were submitted after the crash
+    // (after0 is skipped: running0 failed), and every job that ran, ran exactly once.
+    let sbatch = calls(dir.path(), "sbatch").len();
+    assert_eq!(
+        sbatch - submitted_before,
+        3,
+        "sbatch calls after the resume"
+    );
+    for j in run.results["jobs"].as_array().unwrap() {
+        let name = j["name"].as_str().unwrap();
+        let ran = usize::from(j["status"] != "skipped");
+        assert_eq!(executions(&marks, name), ran, "{name}: executions");
+    }
+    // The verdicts are those of the uninterrupted run, the failed held job's exit code among
+    // them (Slurm's accounting was asked after the resume).
+    assert_eq!(verdicts(&run), verdicts(&uninterrupted));
+    assert_eq!(run.job("held0")["exit_code"], 3, "{run:#?}");
+    assert_eq!(run.job("running0")["exit_code"], 4, "{run:#?}");
+    assert_eq!(run.job("wide1")["exit_code"], 5, "{run:#?}");
+    assert!(
+        calls(dir.path(), "sacct")
+            .iter()
+            .any(|t| *t > resumed_epoch),
+        "no sacct call after the resume"
+    );
+    // results.json says the run was resumed; a re-attached job keeps its attempt and id.
+    assert_eq!(run.results["resumes"], 1, "{run:#?}");
+    for name in &on_cluster {
+        let job = run.job(name);
+        assert_eq!(job["attempt"], 1, "{name}: {job:#}");
+        assert_eq!(job["native_id"], before[*name].as_str(), "{name}: {job:#}");
+    }
+    // The resumed host kept the run's Slurm job name: the 49 jobs that went out carry it.
+    assert_eq!(slurm_jobs(&tag).len(), 49, "{:?}", slurm_jobs(&tag));
+}
+
+fn send_signal_kill(bg: &Background) {
+    flowrun_tests::send_signal(&bg.child, libc::SIGKILL);
+}
+
+/// `flowrun run FLOW --resume OUT` in the background, with the call-counting wrappers first on
+/// PATH.
+fn resume_in_background(dir: &Path, wrappers: &Path) -> Background {
+    let mut cmd = flowrun(dir);
+    cmd.arg("run")
+        .arg(dir.join("flow.toml"))
+        .arg("-q")
+        .arg("--resume")
+        .arg(dir.join("out"))
+        .env("PATH", path_with(wrappers))
+        .stdout(File::create(dir.join("stdout")).unwrap())
+        .stderr(File::create(dir.join("stderr")).unwrap());
+    let child = cmd.spawn().expect("start flowrun --resume");
+    Background {
+        child,
+        dir: dir.to_path_buf(),
+        tag: String::new(),
+    }
+}
+
+/// `PATH` with `dir` first.
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }

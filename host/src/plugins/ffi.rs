@@ -418,6 +418,10 @@ impl api::EventSink for SinkAdapter {
                 job,
                 why: e.reason.to_string(),
             },
+            api::JobEventKind::SUBMITTED => match native_id {
+                Some(native_id) => BackendEvent::Submitted { job, native_id },
+                None => return, // says nothing the host can use
+            },
             other => BackendEvent::Lost {
                 job,
                 why: format!("unknown event kind {} from the backend", other.0),
@@ -482,6 +486,22 @@ fn to_spec(r: &JobRequest<'_>) -> api::JobSpec {
     }
 }
 
+/// The answers of a submit or reattach call, one per job of `ids`, in order. The SDK
+/// guarantees one answer per job in order; a hand-written plugin might not.
+fn replies(ids: &[u64], answers: &[api::SubmitAnswer]) -> Vec<SubmitReply> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| match answers.get(i) {
+            Some(a) if a.id.0 == *id => match a.kind {
+                api::SubmitAnswerKind::ACCEPTED => SubmitReply::Accepted,
+                api::SubmitAnswerKind::BUSY => SubmitReply::Busy,
+                _ => SubmitReply::Rejected(a.message.to_string()),
+            },
+            _ => SubmitReply::Rejected("plugin bug: no answer for this job".into()),
+        })
+        .collect()
+}
+
 impl Backend for BackendAdapter {
     fn capabilities(&self) -> BackendCaps {
         let c = self.inner.capabilities();
@@ -497,24 +517,25 @@ impl Backend for BackendAdapter {
             } else {
                 JobDirOwner::Host
             },
+            reattach: c.flags.contains(api::CapabilityFlags::REATTACH),
         }
     }
 
     fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
         let ids: Vec<u64> = jobs.iter().map(|j| j.ix as u64).collect();
         let answers = self.inner.submit(jobs.iter().map(to_spec).collect());
-        // The SDK guarantees one answer per job in order; a hand-written plugin might not.
-        ids.iter()
-            .enumerate()
-            .map(|(i, id)| match answers.get(i) {
-                Some(a) if a.id.0 == *id => match a.kind {
-                    api::SubmitAnswerKind::ACCEPTED => SubmitReply::Accepted,
-                    api::SubmitAnswerKind::BUSY => SubmitReply::Busy,
-                    _ => SubmitReply::Rejected(a.message.to_string()),
-                },
-                _ => SubmitReply::Rejected("plugin bug: no answer for this job".into()),
-            })
-            .collect()
+        replies(&ids, &answers)
+    }
+
+    fn reattach(&self, jobs: &[(JobRequest<'_>, &str)]) -> Vec<SubmitReply> {
+        let ids: Vec<u64> = jobs.iter().map(|(j, _)| j.ix as u64).collect();
+        // `reattach` was appended in plugin API 0.1.3: an older plugin's vtable lacks it, and
+        // the trait's default body refuses every job (the host then submits them afresh).
+        let answers = self.inner.reattach(
+            jobs.iter().map(|(j, _)| to_spec(j)).collect(),
+            jobs.iter().map(|(_, native)| rstring(native)).collect(),
+        );
+        replies(&ids, &answers)
     }
 
     fn kill(&self, jobs: &[u32]) {

@@ -3,7 +3,7 @@
 //! nothing: whether an event counts, what a job's status and reason are, when the run is over
 //! are the core's answers; how a job's end is judged is [`crate::outcome::judge`]'s.
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
@@ -21,7 +21,7 @@ use crate::{
     flow::{Command, Flow},
     observe::{ObserverHub, Phases, RunEvent},
     outcome::{judge, needs_log_scan, scan_logs, Judgement, SCAN_TIME_LIMIT},
-    sched::{Action, Input, Interrupt, JobIx, Scheduler, SchedulerApi, Status},
+    sched::{Action, Input, Interrupt, JobIx, Reason, Scheduler, SchedulerApi, Status},
 };
 
 /// Messages into the loop.
@@ -112,6 +112,9 @@ pub struct RunState {
     pub started_us: i64,
     /// How many times the run was resumed before this host continued it.
     pub resumes: u32,
+    /// `--resume`: jobs an earlier host left on a cluster, to re-attach by native id when the
+    /// core hands them to their backend ([`crate::run::resume::reattachable`]).
+    pub reattach: HashMap<JobIx, Arc<str>>,
     scans: Option<UnboundedSender<LoopMsg>>,
     abandoned: bool,
     /// The time, read once per batch of messages rather than per message: a million-job run
@@ -140,6 +143,7 @@ impl RunState {
             phases,
             started_us: now_us(),
             resumes: 0,
+            reattach: HashMap::new(),
             scans: None,
             abandoned: false,
             clock: (Instant::now(), now_us()),
@@ -255,6 +259,12 @@ impl RunState {
             BackendEvent::Started { native_id, .. } => {
                 if self.feed(Input::Started(job)) {
                     self.ledger.started(job, time_us, native_id);
+                }
+            }
+            BackendEvent::Submitted { native_id, .. } => {
+                // Only while the job is on its backend: a late event changes nothing.
+                if self.sched.status(job) == Status::Running {
+                    self.ledger.native_id(job, native_id);
                 }
             }
             BackendEvent::Lost { why, .. } => {
@@ -384,6 +394,14 @@ impl RunState {
             }
             return;
         };
+        let jobs = if self.reattach.is_empty() || !handle.caps.reattach {
+            jobs
+        } else {
+            self.reattach_first(&handle, jobs)
+        };
+        if jobs.is_empty() {
+            return;
+        }
         let owner = handle.caps.job_dir;
         let mut requests = Vec::with_capacity(jobs.len());
         for &job in &jobs {
@@ -403,19 +421,7 @@ impl RunState {
                 JobDirOwner::Backend => rec.has_dir = true,
                 JobDirOwner::Nobody => {}
             }
-            let log = log_name(rec.attempt);
-            let mut log_path = String::with_capacity(job_dir.len() + log.len() + 1);
-            log_path.push_str(&job_dir);
-            log_path.push('/');
-            log_path.push_str(&log);
-            requests.push(JobRequest {
-                ix: job,
-                job: &self.flow.jobs[j],
-                attempt: rec.attempt.max(1),
-                log_path,
-                job_dir,
-                run: &self.ctx,
-            });
+            requests.push(request(&self.flow, &self.ctx, job, rec.attempt, job_dir));
         }
         self.ledger.flush_journal();
         let replies = handle.submit(&requests);
@@ -436,6 +442,99 @@ impl RunState {
                 }
             }
         }
+    }
+}
+
+impl RunState {
+    /// `--resume`: hands the jobs of `jobs` that an earlier host left on the cluster to their
+    /// backend's `reattach`, by native id; returns the rest, to submit. A job the backend
+    /// cannot re-attach is submitted afresh, as a new attempt (the one it was on is recorded
+    /// lost: nobody can tell how it ended).
+    fn reattach_first(&mut self, handle: &BackendHandle, jobs: Vec<JobIx>) -> Vec<JobIx> {
+        let (adopt, mut fresh): (Vec<JobIx>, Vec<JobIx>) = jobs
+            .into_iter()
+            .partition(|j| self.reattach.contains_key(j));
+        if adopt.is_empty() {
+            return fresh;
+        }
+        let natives: Vec<Arc<str>> = adopt
+            .iter()
+            .filter_map(|j| self.reattach.remove(j))
+            .collect();
+        // The job's directory is there: the earlier host (or its backend) made it.
+        let has_dir = handle.caps.job_dir != JobDirOwner::Nobody;
+        for &job in &adopt {
+            self.ledger.records[job as usize].has_dir |= has_dir;
+        }
+        let requests: Vec<(JobRequest<'_>, &str)> = adopt
+            .iter()
+            .zip(&natives)
+            .map(|(&job, native)| {
+                let j = job as usize;
+                let job_dir = job_dir_text(&self.ctx, &self.flow.jobs[j].name);
+                let attempt = self.ledger.records[j].attempt;
+                let r = request(&self.flow, &self.ctx, job, attempt, job_dir);
+                (r, &**native)
+            })
+            .collect();
+        self.ledger.flush_journal();
+        let replies = handle.reattach(&requests);
+        drop(requests);
+        self.tick_clock();
+        for ((job, native), reply) in adopt.into_iter().zip(natives).zip(replies) {
+            let name = &self.flow.jobs[job as usize].name;
+            match reply {
+                SubmitReply::Accepted => {
+                    tracing::info!("{name}: re-attached to {} job {native}", handle.name());
+                    self.feed(Input::Accepted(job));
+                    self.ledger.native_id(job, native.to_string());
+                }
+                SubmitReply::Busy | SubmitReply::Rejected(_) => {
+                    let why = match reply {
+                        SubmitReply::Rejected(why) => why,
+                        _ => "the backend is busy".into(),
+                    };
+                    tracing::warn!(
+                        "{name}: cannot re-attach {} job {native} ({why}); submitting it again",
+                        handle.name()
+                    );
+                    let reason = Reason::Lost {
+                        backend: handle.name().into(),
+                        why: format!(
+                            "the host died while the job was on the backend as {native}, and the \
+                             backend could not re-attach it: {why}"
+                        )
+                        .into(),
+                    };
+                    self.ledger.attempt_abandoned(job, reason, self.clock.1);
+                    fresh.push(job);
+                }
+            }
+        }
+        fresh
+    }
+}
+
+/// The request for attempt `attempt` of `job`, in `job_dir`.
+fn request<'a>(
+    flow: &'a Flow,
+    ctx: &'a RunContext,
+    job: JobIx,
+    attempt: u32,
+    job_dir: String,
+) -> JobRequest<'a> {
+    let log = log_name(attempt);
+    let mut log_path = String::with_capacity(job_dir.len() + log.len() + 1);
+    log_path.push_str(&job_dir);
+    log_path.push('/');
+    log_path.push_str(&log);
+    JobRequest {
+        ix: job,
+        job: &flow.jobs[job as usize],
+        attempt: attempt.max(1),
+        log_path,
+        job_dir,
+        run: ctx,
     }
 }
 

@@ -53,12 +53,14 @@ impl BackendHandle {
     /// Offers jobs (at most [`BackendHandle::batch_limit`]); one reply per job, in order. A
     /// backend that answers too few gets the rest rejected.
     pub fn submit(&self, jobs: &[JobRequest<'_>]) -> Vec<SubmitReply> {
-        let mut replies = self.backend.submit(jobs);
-        replies.truncate(jobs.len());
-        while replies.len() < jobs.len() {
-            replies.push(SubmitReply::Rejected(
-                "backend bug: no answer for this job".into(),
-            ));
+        one_each(self.backend.submit(jobs), jobs.len())
+    }
+
+    /// Re-attaches jobs by native id (`--resume`); one reply per job, in order, as `submit`.
+    pub fn reattach(&self, jobs: &[(JobRequest<'_>, &str)]) -> Vec<SubmitReply> {
+        let mut replies = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(self.batch_limit()) {
+            replies.extend(one_each(self.backend.reattach(chunk), chunk.len()));
         }
         replies
     }
@@ -91,6 +93,17 @@ impl BackendHandle {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// Exactly `n` replies: a backend that answers too few gets the rest rejected.
+fn one_each(mut replies: Vec<SubmitReply>, n: usize) -> Vec<SubmitReply> {
+    replies.truncate(n);
+    while replies.len() < n {
+        replies.push(SubmitReply::Rejected(
+            "backend bug: no answer for this job".into(),
+        ));
+    }
+    replies
 }
 
 /// Shuts every backend down at once, each on its own thread, and waits at most `wait` for all

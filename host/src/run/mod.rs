@@ -282,9 +282,15 @@ pub fn run_with(
         max_fail_wait: opts.max_fail_wait,
     };
     let sched = Scheduler::new(&flow.jobs, spec);
+    // A resumed run keeps its first host's tag: its cluster jobs carry it as their name, and
+    // the jobs re-attached by id are queried (and, at the end, cancelled) by it.
+    let tag = match (&earlier, in_place) {
+        (Some(e), true) if !e.replay.first.run_tag.is_empty() => e.replay.first.run_tag.clone(),
+        _ => run_tag(&flow.name),
+    };
     let ctx = RunContext::new(
         out.path.clone(),
-        run_tag(&flow.name),
+        tag,
         flow.resources.iter().map(|r| r.0.clone()).collect(),
     );
     let mut hub = instances.hub;
@@ -327,6 +333,22 @@ pub fn run_with(
             };
             state.ledger.records[j as usize] = rec;
             state.sched.handle(input, now);
+        }
+        if in_place {
+            let can_reattach: Vec<bool> = state
+                .backends
+                .iter()
+                .map(|b| b.as_ref().is_some_and(|h| h.caps.reattach))
+                .collect();
+            for r in resume::reattachable(&state.flow, &hashes, e, &can_reattach) {
+                // The job runs through the core like any other; when the core hands it to its
+                // backend, the loop re-attaches it instead (`RunState::submit`), and its
+                // `Running` counts the attempt it is on again.
+                let mut rec = r.record;
+                rec.attempt -= 1;
+                state.ledger.records[r.job as usize] = rec;
+                state.reattach.insert(r.job, r.native_id);
+            }
         }
     }
     drop(hashes);

@@ -289,16 +289,45 @@ impl Ledger {
 
     /// The backend started the job at `time_us`.
     pub fn started(&mut self, job: JobIx, time_us: i64, native_id: Option<String>) {
-        let rec = &mut self.records[job as usize];
-        rec.started_at = time_us;
+        self.records[job as usize].started_at = time_us;
         if let Some(jn) = &mut self.journal {
             jn.started(job, time_us);
-            if let Some(id) = &native_id {
-                jn.native_id(job, id);
-            }
         }
         if let Some(id) = native_id {
-            rec.extra().native_id = Some(id.into());
+            self.native_id(job, id);
+        }
+    }
+
+    /// The backend named the job `native_id` (at its submission, or when the job was
+    /// re-attached): recorded, and journaled so that a later `--resume` can re-attach it.
+    pub fn native_id(&mut self, job: JobIx, native_id: String) {
+        if let Some(jn) = &mut self.journal {
+            jn.native_id(job, &native_id);
+        }
+        self.records[job as usize].extra().native_id = Some(native_id.into());
+    }
+
+    /// `--resume`: the attempt the job was on when the earlier host died cannot be followed
+    /// (its backend could not re-attach it), so it ends lost for `reason`, and the job goes on
+    /// with the next attempt, on its backend already (the core's `Running`), without an
+    /// observer event: for the core and the observers the job has been running all along.
+    pub fn attempt_abandoned(&mut self, job: JobIx, reason: Reason, now_us: i64) {
+        let rec = &mut self.records[job as usize];
+        let mut record = rec.clone();
+        record.finished_at = now_us;
+        let ended = Attempt {
+            status: Status::Failed,
+            reason: Some(reason),
+            record,
+        };
+        if let Some(jn) = &mut self.journal {
+            jn.attempt_ended(job, &ended);
+        }
+        rec.begin_next_attempt(ended);
+        rec.attempt += 1;
+        rec.started_at = now_us;
+        if let Some(jn) = &mut self.journal {
+            jn.submitted(job, rec.attempt, now_us);
         }
     }
 

@@ -5,8 +5,16 @@
 //! Everything else runs: jobs that failed, were killed, skipped or never ended (a local job
 //! that died with its host), and every job whose definition, or that of anything it needs,
 //! changed.
+//!
+//! Except, on `--resume`, a job that was still on a cluster when the host died: it outlives
+//! its host by design, so it is re-attached, not run again ([`reattachable`]): its backend is
+//! handed the native id the journal holds, and tracks the job to its end.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use super::{outdir::job_dir_name, records::JobRecord, results::default_log};
 use crate::{
@@ -107,7 +115,7 @@ pub fn attempts_so_far(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(
 
 impl Earlier {
     /// The earlier run's jobs by name: their index in its journal.
-    fn index(&self) -> std::collections::HashMap<&str, usize> {
+    fn index(&self) -> HashMap<&str, usize> {
         let jobs = self.replay.jobs.iter().enumerate();
         jobs.map(|(i, e)| (e.0.as_str(), i)).collect()
     }
@@ -219,6 +227,59 @@ pub fn given(
     )))
 }
 
+/// A job of the earlier run to re-attach: it was handed to its backend (and maybe started)
+/// and never ended, and the backend gave it a native id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reattach {
+    /// The job (index in the flow).
+    pub job: u32,
+    /// The id the backend gave it.
+    pub native_id: Arc<str>,
+    /// Its record so far (the attempt it is on, its earlier attempts, times).
+    pub record: JobRecord,
+}
+
+/// `--resume`: the jobs of `flow` that were submitted but had not ended when the earlier host
+/// stopped, have a native id, an unchanged definition (so the same backend, command and
+/// dependencies), and a backend that can re-attach (`can_reattach`, per backend instance of
+/// `flow`). Local jobs died with their host (and their backend cannot re-attach): they are
+/// not among them and run again.
+pub fn reattachable(
+    flow: &Flow,
+    hashes: &[Hash],
+    earlier: &Earlier,
+    can_reattach: &[bool],
+) -> Vec<Reattach> {
+    if !can_reattach.iter().any(|&c| c) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (j, o) in earlier.unchanged(flow, hashes) {
+        let job = &flow.jobs[j as usize];
+        if !can_reattach.get(job.backend).copied().unwrap_or(false) {
+            continue;
+        }
+        let state = &earlier.replay.state[o];
+        if state.status != Status::Running || state.record.attempt == 0 {
+            continue;
+        }
+        let Some(native_id) = state
+            .record
+            .extra
+            .as_ref()
+            .and_then(|x| x.native_id.clone())
+        else {
+            continue;
+        };
+        out.push(Reattach {
+            job: j,
+            native_id,
+            record: state.record.clone(),
+        });
+    }
+    out
+}
+
 /// `--dry-run` with `--resume` or `--rerun-failed`: which jobs would run and how many count as
 /// passed already.
 pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
@@ -229,6 +290,12 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
     for (j, _) in reusable(flow, &hashes, &earlier) {
         reused[j as usize] = true;
     }
+    // Which backends can re-attach is only known once they are created: name the id, and
+    // let the run decide.
+    let mut on_backend: Vec<Option<Arc<str>>> = vec![None; flow.jobs.len()];
+    for r in reattachable(flow, &hashes, &earlier, &vec![true; flow.backends.len()]) {
+        on_backend[r.job as usize] = Some(r.native_id);
+    }
     let n = reused.iter().filter(|&&r| r).count();
     let mut s = format!(
         "{}: {} of {} jobs passed there unchanged and are not rerun; {} would run:\n",
@@ -237,10 +304,15 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
         flow.jobs.len(),
         flow.jobs.len() - n
     );
-    for (job, r) in flow.jobs.iter().zip(&reused) {
+    for ((job, r), native) in flow.jobs.iter().zip(&reused).zip(&on_backend) {
         if !r {
             s.push_str("  ");
             s.push_str(&job.name);
+            if let Some(id) = native {
+                s.push_str(&format!(
+                    " (on its backend as {id} when the run stopped: re-attached if the backend can)"
+                ));
+            }
             s.push('\n');
         }
     }

@@ -61,6 +61,8 @@ struct Seen {
     /// Jobs per submit call.
     batches: Vec<usize>,
     kills: Vec<JobIx>,
+    /// Per re-attached job: (job, native id, attempt, run tag, log path).
+    reattached: Vec<(String, String, u32, String, PathBuf)>,
     /// Whether results.json existed when the backend was asked to shut down.
     results_at_shutdown: Option<bool>,
 }
@@ -212,6 +214,35 @@ impl Backend for Double {
                 }),
             }
         }
+    }
+
+    /// Takes over the jobs whose native id starts with `7`, which then pass; refuses the rest.
+    fn reattach(&self, jobs: &[(JobRequest<'_>, &str)]) -> Vec<SubmitReply> {
+        let mut seen = self.seen.lock();
+        jobs.iter()
+            .map(|(r, native)| {
+                seen.reattached.push((
+                    r.job.name.clone(),
+                    native.to_string(),
+                    r.attempt,
+                    r.run.run_tag.clone(),
+                    PathBuf::from(&r.log_path),
+                ));
+                if !native.starts_with('7') {
+                    return SubmitReply::Rejected("the cluster forgot it".into());
+                }
+                let (job, sender, native) = (r.ix, self.sender.clone(), native.to_string());
+                std::thread::spawn(move || {
+                    sender.send(BackendEvent::Started {
+                        job,
+                        interactive: false,
+                        native_id: Some(native),
+                    });
+                    sender.send(exited(job, 0));
+                });
+                SubmitReply::Accepted
+            })
+            .collect()
     }
 
     fn shutdown(&self) {
@@ -798,4 +829,228 @@ fn minus_j_lifts_a_backends_default_cap_but_not_an_explicit_one() {
     assert_eq!(r.code, 0);
     let seen = doubles.seen.lock();
     assert!(seen.batches.iter().all(|&n| n == 1), "{:?}", seen.batches);
+}
+
+/// A journal of a run of `flow` in `out` whose host died: `a` passed; `on_cluster` (submitted,
+/// native id 777, started) and `forgotten` (submitted, native id 555, pending) were on the
+/// backend; `plain` was submitted without a native id. Its run tag is `flowrun-loop-crashed`.
+fn crashed_journal(flow: &Flow, out: &Path) {
+    use crate::journal::{self, Journal};
+    std::fs::create_dir_all(out.join("jobs")).unwrap();
+    let hashes = journal::definition_hashes(flow);
+    let start = journal::RunStart {
+        segment: 0,
+        mode: journal::Mode::New,
+        started_us: super::results::now_us(),
+        pid: 1,
+        supervisor_pid: 0,
+        flow: flow.name.clone(),
+        flow_file: "test.toml".into(),
+        run_dir: out.to_string_lossy().into_owned(),
+        run_tag: "flowrun-loop-crashed".into(),
+        flow_hash: journal::flow_hash(flow, &hashes),
+        jobs: flow.jobs.len() as u32,
+        backends: vec![journal::BackendInfo {
+            name: "be".into(),
+            kind: "double".into(),
+        }],
+    };
+    let table = flow
+        .jobs
+        .iter()
+        .zip(&hashes)
+        .map(|(j, h)| (j.name.as_str(), h, j.backend as u32));
+    let mut jn = Journal::create(out, &start, table).unwrap();
+    let t = start.started_us;
+    for j in 0..4 {
+        jn.queued(j, t);
+    }
+    jn.submitted(0, 1, t);
+    let passed = crate::run::records::JobRecord {
+        queued_at: t,
+        started_at: t,
+        finished_at: t + 1,
+        exit_code: Some(0),
+        attempt: 1,
+        has_dir: true,
+        extra: None,
+    };
+    jn.ended(0, Status::Passed, None, &passed);
+    for (j, native) in [(1, Some("777")), (2, Some("555")), (3, None)] {
+        jn.submitted(j, 1, t + 2);
+        if let Some(id) = native {
+            jn.native_id(j, id);
+        }
+    }
+    jn.started(1, t + 3);
+    jn.finish();
+}
+
+/// `--resume` of [`crashed_journal`]'s run (`a`, then three jobs that need it) on doubles that
+/// can re-attach or not, with `on_cluster`'s command changed to `changed` when given; returns
+/// the outcome and what the doubles saw.
+fn resume_crashed_run(reattach: bool, changed: Option<&str>) -> (Outcome, Arc<Mutex<Seen>>) {
+    let mut jobs = vec![
+        named("a"),
+        named("on_cluster"),
+        named("forgotten"),
+        named("plain"),
+    ];
+    for j in &mut jobs[1..] {
+        j.needs = vec![0];
+    }
+    let f = flow(jobs, "");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    crashed_journal(&f, &out);
+    let mut f = f;
+    if let Some(cmd) = changed {
+        f.jobs[1].cmd = crate::flow::Command::Shell(cmd.into());
+    }
+    let mut d = Doubles::new(|_| Act::Exit(0));
+    d.caps.reattach = reattach;
+    let seen = d.seen.clone();
+    let o = RunOptions {
+        continue_from: Some(super::resume::Continue::Resume(Some(out.clone()))),
+        ..options(&out)
+    };
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = run_with(f, &mut d, &o, Some(rx)).unwrap();
+    let results =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let outcome = Outcome {
+        code: report.exit_code,
+        results,
+        out,
+        _dir: dir,
+    };
+    (outcome, seen)
+}
+
+#[test]
+fn resume_re_attaches_what_the_dead_host_left_on_the_backend_and_resubmits_what_it_refuses() {
+    let (run, seen) = resume_crashed_run(true, None);
+    assert_eq!(run.code, 0);
+    let (results, out) = (&run.results, &run.out);
+    let job = |name: &str| {
+        results["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let seen = seen.lock();
+    // Both jobs with a native id were offered for re-attaching, as submitted then: attempt 1,
+    // its log, the crashed run's tag.
+    let mut offered = seen.reattached.clone();
+    offered.sort();
+    assert_eq!(
+        offered,
+        vec![
+            (
+                "forgotten".to_string(),
+                "555".to_string(),
+                1,
+                "flowrun-loop-crashed".to_string(),
+                out.join("jobs/forgotten/output.log")
+            ),
+            (
+                "on_cluster".to_string(),
+                "777".to_string(),
+                1,
+                "flowrun-loop-crashed".to_string(),
+                out.join("jobs/on_cluster/output.log")
+            ),
+        ]
+    );
+    // Submitted: the refused job as its next attempt (its own log), and the job without an
+    // id; never the re-attached one, nor the one that passed.
+    let mut submitted: Vec<(String, u32, PathBuf)> = seen
+        .requests
+        .iter()
+        .map(|r| (r.0.clone(), r.1, r.4.clone()))
+        .collect();
+    submitted.sort();
+    assert_eq!(
+        submitted,
+        vec![
+            (
+                "forgotten".to_string(),
+                2,
+                out.join("jobs/forgotten/output.attempt-2.log")
+            ),
+            ("plain".to_string(), 1, out.join("jobs/plain/output.log")),
+        ]
+    );
+    // The run keeps its tag; every job passed; the re-attached one on its attempt and id; the
+    // refused one with its lost attempt recorded.
+    let env_tag = seen.requests[0]
+        .2
+        .iter()
+        .find(|(k, _)| k == "FLOWRUN_RUN_TAG")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(env_tag, "flowrun-loop-crashed");
+    assert_eq!(results["resumes"], 1, "{results:#}");
+    for name in ["a", "on_cluster", "forgotten", "plain"] {
+        assert_eq!(job(name)["status"], "passed", "{name}: {results:#}");
+    }
+    assert_eq!(job("on_cluster")["attempt"], 1, "{results:#}");
+    assert_eq!(job("on_cluster")["native_id"], "777", "{results:#}");
+    let log = out.join("jobs/on_cluster/output.log");
+    assert_eq!(
+        job("on_cluster")["log"],
+        log.to_str().unwrap(),
+        "{results:#}"
+    );
+    let forgotten = job("forgotten");
+    assert_eq!(forgotten["attempt"], 2, "{forgotten:#}");
+    let attempts = forgotten["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["status"], "failed", "{forgotten:#}");
+    assert_eq!(attempts[0]["reason_kind"], "lost", "{forgotten:#}");
+    assert!(
+        attempts[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("as 555, and the backend could not re-attach it: the cluster forgot it"),
+        "{forgotten:#}"
+    );
+}
+
+#[test]
+fn without_the_capability_nothing_is_re_attached_and_the_jobs_run_again() {
+    let (run, seen) = resume_crashed_run(false, None);
+    assert_eq!(run.code, 0);
+    let seen = seen.lock();
+    assert!(seen.reattached.is_empty());
+    let mut submitted: Vec<&str> = seen.requests.iter().map(|r| r.0.as_str()).collect();
+    submitted.sort();
+    assert_eq!(submitted, ["forgotten", "on_cluster", "plain"]);
+}
+
+#[test]
+fn a_job_whose_definition_changed_is_not_re_attached_but_runs_again() {
+    let (run, seen) = resume_crashed_run(true, Some("echo changed"));
+    assert_eq!(run.code, 0);
+    let seen = seen.lock();
+    let offered: Vec<&str> = seen.reattached.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        offered,
+        ["forgotten"],
+        "only the unchanged job with an id is offered"
+    );
+    let fresh: Vec<(&str, u32)> = seen
+        .requests
+        .iter()
+        .filter(|r| r.0 == "on_cluster")
+        .map(|r| (r.0.as_str(), r.1))
+        .collect();
+    assert_eq!(
+        fresh,
+        [("on_cluster", 1)],
+        "a new run of the changed job, from attempt 1"
+    );
 }

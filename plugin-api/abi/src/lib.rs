@@ -263,6 +263,13 @@ impl JobEventKind {
     pub const FINISHED: JobEventKind = JobEventKind(1);
     /// The backend lost track of the job; `reason` says why. The job fails.
     pub const LOST: JobEventKind = JobEventKind(2);
+    /// The backend's scheduler took the job and named it: attr `native_id`. Not a start.
+    /// The host records the id, so that `flowrun run --resume` after a crash of the host can
+    /// re-attach a job that was still pending (`Backend::reattach`); nothing else changes.
+    /// Optional (a backend without `CapabilityFlags::REATTACH` has no use for it). Added in
+    /// 0.1.3: an older host would take it for a LOST event, but an older host refuses a 0.1.3
+    /// plugin before anything runs.
+    pub const SUBMITTED: JobEventKind = JobEventKind(3);
 }
 
 /// How a job ended.
@@ -321,6 +328,16 @@ impl JobEvent {
     #[inline]
     pub fn started(id: JobId) -> Self {
         Self::base(id, JobEventKind::STARTED, EndKind::EXITED)
+    }
+    /// The backend's scheduler took the job as `native_id`.
+    #[inline]
+    pub fn submitted(id: JobId, native_id: impl Into<String>) -> Self {
+        let mut e = Self::base(id, JobEventKind::SUBMITTED, EndKind::EXITED);
+        e.attrs.push(Tuple2(
+            RString::from("native_id"),
+            RString::from(native_id.into()),
+        ));
+        e
     }
     /// The job's process exited with `code`.
     #[inline]
@@ -381,6 +398,10 @@ impl CapabilityFlags {
     /// local backend's child does, so that the host's thread makes no filesystem call per
     /// job); the host does not. Its parent, `<run dir>/jobs`, exists. Added in 0.1.2.
     pub const CREATES_JOB_DIR: CapabilityFlags = CapabilityFlags(1 << 6);
+    /// The backend implements `Backend::reattach`: it can take over jobs that an earlier host
+    /// of the same run submitted (a cluster's jobs outlive the host), by their native ids.
+    /// Added in 0.1.3.
+    pub const REATTACH: CapabilityFlags = CapabilityFlags(1 << 7);
 
     /// Whether every flag of `other` is set.
     #[inline]
@@ -612,6 +633,25 @@ pub trait Backend: Send + Sync {
         RString::new()
     }
     // @@since-0.1.1-end
+    // @@since-0.1.3-begin (the ABI-compatibility test builds a plugin without this method)
+    /// Takes over jobs that an earlier host of the same run submitted and that may still be
+    /// queued or running on the backend (`flowrun run --resume` after the host died):
+    /// `native_ids[i]` is the id the backend reported for `jobs[i]` (its `native_id`
+    /// attribute), and `jobs[i]` is the job as it was submitted then (same run tag, attempt,
+    /// log path). Answers one entry per job, in order: ACCEPTED means the backend tracks the
+    /// job to its end and reports it through the sink as if it had submitted it (STARTED when
+    /// it runs, one FINISHED or LOST; a job that already ended is resolved from the backend's
+    /// records); any other answer means "cannot re-attach" (`message` says why), and the host
+    /// submits the job afresh as a new attempt. Only called on backends that declare
+    /// `CapabilityFlags::REATTACH`. The default answers "cannot re-attach" for every job.
+    /// Added in plugin API 0.1.3.
+    fn reattach(&self, jobs: RVec<JobSpec>, native_ids: RVec<RString>) -> RVec<SubmitAnswer> {
+        let _ = native_ids;
+        jobs.iter()
+            .map(|j| SubmitAnswer::rejected(j.id, "this backend cannot re-attach jobs"))
+            .collect()
+    }
+    // @@since-0.1.3-end
 }
 
 /// An owned backend object.

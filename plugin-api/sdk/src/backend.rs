@@ -28,6 +28,19 @@ pub trait BackendImpl: Send + Sync + 'static {
     fn stats(&self) -> String {
         String::new()
     }
+    /// Takes over jobs an earlier host of the same run submitted (`flowrun run --resume` after
+    /// the host died): `native_ids[i]` is the id this backend reported for `jobs[i]`. Answer
+    /// each, in order: accepted (the job is tracked to its end and reported through the
+    /// [`Sink`] as if this instance had submitted it; one that already ended is resolved from
+    /// the backend's records) or rejected ("cannot re-attach": the host submits it afresh).
+    /// Declare [`CapabilityFlags::REATTACH`](crate::CapabilityFlags::REATTACH) when you
+    /// implement it; the default refuses every job.
+    fn reattach(&self, jobs: Jobs<'_>, native_ids: &[&str]) -> Vec<Answer> {
+        let _ = native_ids;
+        jobs.iter()
+            .map(|j| Answer::rejected(j.id(), "this backend cannot re-attach jobs"))
+            .collect()
+    }
 }
 
 /// Creates a backend from its TOML config text (the flow's table without `kind` and
@@ -135,6 +148,27 @@ impl abi::Backend for GuardedBackend {
         guard(|| self.inner.stats()).unwrap_or_default().into()
     }
     // @@since-0.1.1-end
+    // @@since-0.1.3-begin (the ABI-compatibility test builds a plugin without this method)
+    fn reattach(&self, specs: RVec<abi::JobSpec>, ids: RVec<RString>) -> RVec<abi::SubmitAnswer> {
+        let specs = specs.as_slice();
+        let ids: Vec<&str> = ids.iter().map(RString::as_str).collect();
+        let refuse_all = |why: &str| -> RVec<abi::SubmitAnswer> {
+            specs
+                .iter()
+                .map(|spec| abi::SubmitAnswer::rejected(spec.id, why))
+                .collect()
+        };
+        if ids.len() != specs.len() {
+            return refuse_all("host bug: reattach got a native id count unlike the job count");
+        }
+        match guard(|| self.inner.reattach(Jobs::from_abi(specs), &ids)) {
+            Ok(answers) if answers.len() == specs.len() => answers_to_abi(answers),
+            Ok(_) => refuse_all("plugin bug: reattach answered the wrong number of times"),
+            // Refusing is always safe: the host submits the jobs afresh.
+            Err(e) => refuse_all(&e.message),
+        }
+    }
+    // @@since-0.1.3-end
 }
 
 /// Wraps a plain backend into the ABI object the host receives. Used by the export macros and

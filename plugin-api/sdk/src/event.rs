@@ -91,6 +91,14 @@ impl Event {
         Event(abi::JobEvent::started(id))
     }
 
+    /// The backend's scheduler took the job as `native_id` (not a start): lets the host
+    /// re-attach a job still pending after a crash of the host. See
+    /// [`JobEventKind::SUBMITTED`].
+    #[inline]
+    pub fn submitted(id: JobId, native_id: impl Into<String>) -> Self {
+        Event(abi::JobEvent::submitted(id, native_id))
+    }
+
     /// The job's process exited with `code`; the host judges it (0 passes).
     #[inline]
     pub fn exited(id: JobId, code: i32) -> Self {
@@ -173,7 +181,7 @@ impl Event {
     /// Whether this event ends the job (FINISHED or LOST).
     #[inline]
     pub fn is_end(&self) -> bool {
-        self.0.kind != JobEventKind::STARTED
+        matches!(self.0.kind, JobEventKind::FINISHED | JobEventKind::LOST)
     }
 
     /// The exit code, when known.

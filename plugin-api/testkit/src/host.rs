@@ -16,8 +16,8 @@ use flowrun_plugin_sdk::{
         },
     },
     export::backend_to_abi,
-    guard, Answer, BackendFactory, Capabilities, Event, Job, JobId, OwnedJob, PluginError, Sink,
-    SubmitAnswerKind,
+    guard, Answer, BackendFactory, Capabilities, Event, Job, JobEventKind, JobId, OwnedJob,
+    PluginError, Sink, SubmitAnswerKind,
 };
 use parking_lot::Mutex;
 
@@ -41,6 +41,9 @@ pub struct FakeHost {
     next_id: u64,
     /// Events read but not asked for yet.
     pending: VecDeque<Event>,
+    /// The native id of each job from its SUBMITTED event (kept apart, as the host does: it
+    /// is no step of the job's life).
+    submitted: HashMap<JobId, String>,
 }
 
 impl FakeHost {
@@ -55,6 +58,7 @@ impl FakeHost {
             run_tag: format!("flowrun-testkit-{}", std::process::id()),
             next_id: 1,
             pending: VecDeque::new(),
+            submitted: HashMap::new(),
         }
     }
 
@@ -129,12 +133,37 @@ impl FakeHost {
         self.shell_job(name, "").argv(argv)
     }
 
-    /// The next event, waiting at most `timeout`.
+    /// The next event (STARTED, FINISHED or LOST), waiting at most `timeout`. SUBMITTED events
+    /// are not returned: their native ids are kept for [`FakeHost::submitted_id`].
     pub fn next_event(&mut self, timeout: Duration) -> Option<Event> {
         if let Some(e) = self.pending.pop_front() {
             return Some(e);
         }
-        self.events.recv_timeout(timeout).ok().map(Event::from_abi)
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = self.receive(left)?;
+            if e.kind() != JobEventKind::SUBMITTED {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The native id the backend reported for job `id` at its submission
+    /// (`Event::submitted`), among the events read so far.
+    pub fn submitted_id(&self, id: JobId) -> Option<&str> {
+        self.submitted.get(&id).map(String::as_str)
+    }
+
+    /// One event from the backend; a SUBMITTED one's id is recorded.
+    fn receive(&mut self, timeout: Duration) -> Option<Event> {
+        let e = Event::from_abi(self.events.recv_timeout(timeout).ok()?);
+        if e.kind() == JobEventKind::SUBMITTED {
+            if let Some(native) = e.attr("native_id") {
+                self.submitted.insert(e.id(), native.to_string());
+            }
+        }
+        Some(e)
     }
 
     /// Waits for the end (FINISHED or LOST) of job `id`, keeping other events for later.
@@ -145,11 +174,13 @@ impl FakeHost {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
-            let e = Event::from_abi(self.events.recv_timeout(left).ok()?);
+            let e = self.receive(left)?;
             if e.id() == id && e.is_end() {
                 return Some(e);
             }
-            self.pending.push_back(e);
+            if e.kind() != JobEventKind::SUBMITTED {
+                self.pending.push_back(e);
+            }
         }
     }
 

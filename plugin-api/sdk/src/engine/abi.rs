@@ -152,11 +152,17 @@ impl EventSink for SinkEvents {
     fn emit(&self, event: EngineEvent) {
         self.0.emit(event_to_abi(event));
     }
+    fn submitted(&self, job: JobKey, native_id: &str) {
+        self.0.emit(Event::submitted(JobId(job.0), native_id));
+    }
 }
 
 impl<D: Dialect> BackendImpl for ClusterBackend<D> {
     fn capabilities(&self) -> Capabilities {
-        let mut flags = CapabilityFlags::BATCH_SUBMIT | CapabilityFlags::BATCH_KILL;
+        // Every dialect can re-attach: a job is tracked by its native id alone, through the
+        // same snapshot and final records as one this instance submitted.
+        let mut flags =
+            CapabilityFlags::BATCH_SUBMIT | CapabilityFlags::BATCH_KILL | CapabilityFlags::REATTACH;
         if self.enforces_timeout {
             flags = flags | CapabilityFlags::ENFORCES_TIMEOUT;
         }
@@ -202,6 +208,22 @@ impl<D: Dialect> BackendImpl for ClusterBackend<D> {
             .zip(specs)
             .map(|(a, spec)| {
                 a.unwrap_or_else(|| Answer::rejected(spec.id(), "internal error: unanswered"))
+            })
+            .collect()
+    }
+
+    fn reattach(&self, specs: Jobs<'_>, native_ids: &[&str]) -> Vec<Answer> {
+        let jobs = specs
+            .iter()
+            .zip(native_ids)
+            .map(|(spec, id)| (job_from_spec(spec), id.to_string()))
+            .collect();
+        specs
+            .iter()
+            .zip(self.engine.adopt(jobs))
+            .map(|(spec, result)| match result {
+                Ok(()) => Answer::accepted(spec.id()),
+                Err(why) => Answer::rejected(spec.id(), why),
             })
             .collect()
     }

@@ -103,9 +103,30 @@ struct Tracked {
     awaiting_since: Option<Instant>,
     /// The last snapshot showed it suspended.
     suspended: bool,
+    /// Re-attached (an earlier host submitted it): it may have ended while no host watched,
+    /// so missing from the snapshot it is looked up at once, with no submit grace.
+    adopted: bool,
 }
 
 impl Tracked {
+    fn new(shape: String, job: Job, name: String, phase: Phase, adopted: bool) -> Tracked {
+        Tracked {
+            job,
+            name,
+            shape,
+            phase,
+            kill_requested: false,
+            started_reported: false,
+            retry: None,
+            missing_since: None,
+            stuck_since: None,
+            doomed: None,
+            awaiting_since: None,
+            suspended: false,
+            adopted,
+        }
+    }
+
     fn native_id(&self) -> Option<&str> {
         match &self.phase {
             Phase::Submitted { native_id, .. } => Some(native_id),
@@ -308,19 +329,25 @@ impl Core {
     // Accepting and killing
     // -----------------------------------------------------------------------------------------
 
+    /// Whether a new job can be taken (submitted or re-attached) now.
+    fn can_take<D: Dialect>(&self, dialect: &D, key: JobKey) -> Result<(), String> {
+        if self.lifecycle != Lifecycle::Open {
+            return Err(format!(
+                "the {} backend is shutting down",
+                dialect.scheduler()
+            ));
+        }
+        if self.jobs.contains_key(&key) {
+            return Err(format!("job id {} was already submitted", key.0));
+        }
+        Ok(())
+    }
+
     /// Takes jobs into the submit queue; an error is the reason the job is rejected.
     pub fn accept<D: Dialect>(&mut self, dialect: &D, jobs: Vec<Job>) -> Vec<Result<(), String>> {
         jobs.into_iter()
             .map(|job| {
-                if self.lifecycle != Lifecycle::Open {
-                    return Err(format!(
-                        "the {} backend is shutting down",
-                        dialect.scheduler()
-                    ));
-                }
-                if self.jobs.contains_key(&job.key) {
-                    return Err(format!("job id {} was already submitted", job.key.0));
-                }
+                self.can_take(dialect, job.key)?;
                 if let Some((bad, _)) = job
                     .env
                     .iter()
@@ -335,22 +362,48 @@ impl Core {
                 let key = job.key;
                 self.jobs.insert(
                     key,
-                    Tracked {
-                        shape: dialect.shape(&job),
-                        job,
-                        name,
-                        phase: Phase::Waiting,
-                        kill_requested: false,
-                        started_reported: false,
-                        retry: None,
-                        missing_since: None,
-                        stuck_since: None,
-                        doomed: None,
-                        awaiting_since: None,
-                        suspended: false,
-                    },
+                    Tracked::new(dialect.shape(&job), job, name, Phase::Waiting, false),
                 );
                 self.queue.push_back(key);
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// Takes over jobs an earlier host of the run submitted, each with its native id, as
+    /// submitted: no script, no submission; the next snapshot (and, for a job that ended while
+    /// no host watched, the final records) tells how it is. An error is the reason the job
+    /// cannot be re-attached (the host then submits it afresh).
+    pub fn adopt<D: Dialect>(
+        &mut self,
+        dialect: &D,
+        jobs: Vec<(Job, String)>,
+        now: Instant,
+    ) -> Vec<Result<(), String>> {
+        jobs.into_iter()
+            .map(|(job, native_id)| {
+                self.can_take(dialect, job.key)?;
+                if native_id.is_empty() || self.by_native.contains_key(&native_id) {
+                    return Err(format!(
+                        "native id {native_id:?} is empty or already tracked"
+                    ));
+                }
+                let name = job_name(&job.run_tag);
+                self.names.insert(name.clone());
+                let key = job.key;
+                self.by_native.insert(native_id.clone(), key);
+                self.jobs.insert(
+                    key,
+                    Tracked::new(
+                        dialect.shape(&job),
+                        job,
+                        name,
+                        Phase::Submitted { native_id, at: now },
+                        true,
+                    ),
+                );
+                // The next poll looks at it without waiting a whole interval.
+                self.next_poll = self.next_poll.min(now);
                 Ok(())
             })
             .collect()
@@ -664,7 +717,8 @@ impl Core {
                 // Just submitted: not visible yet is normal. A job flowrun killed is looked up
                 // at once (a scheduler may drop a cancelled pending job without a trace, and
                 // its cancel said so).
-                if now.duration_since(at) < cfg.submit_grace && !job.kill_requested {
+                if now.duration_since(at) < cfg.submit_grace && !job.kill_requested && !job.adopted
+                {
                     continue;
                 }
                 let since = *job.missing_since.get_or_insert(now);

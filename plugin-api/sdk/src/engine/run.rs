@@ -29,6 +29,11 @@ pub trait EventSink: Send + Sync + 'static {
     /// Reports one event. Called under the engine's lock: must not block or call back into
     /// the engine.
     fn emit(&self, event: EngineEvent);
+    /// The scheduler took `job` as `native_id` (before it starts, so that a host that dies
+    /// meanwhile has the id to re-attach the job by). Same rules as `emit`.
+    fn submitted(&self, job: JobKey, native_id: &str) {
+        let _ = (job, native_id);
+    }
 }
 
 /// What a thread does after a step.
@@ -128,6 +133,11 @@ impl<D: Dialect> Shared<D> {
 
     pub fn submit(&self, jobs: Vec<Job>) -> Vec<Result<(), String>> {
         self.changed(|core, _| core.accept(&self.dialect, jobs))
+    }
+
+    pub fn adopt(&self, jobs: Vec<(Job, String)>) -> Vec<Result<(), String>> {
+        let now = self.clock.now();
+        self.changed(|core, _| core.adopt(&self.dialect, jobs, now))
     }
 
     pub fn kill(&self, keys: &[JobKey]) {
@@ -273,6 +283,9 @@ impl<D: Dialect> Shared<D> {
         let now = self.clock.now();
         self.changed(|core, out| match result {
             Ok(ids) if ids.len() == keys.len() => {
+                for (key, id) in keys.iter().zip(&ids) {
+                    self.events.submitted(*key, id);
+                }
                 out.extend(core.unit_submitted(&keys, ids, is_array, now));
             }
             Ok(ids) => {
@@ -579,6 +592,13 @@ impl<D: Dialect> Engine<D> {
     /// is rejected.
     pub fn submit(&self, jobs: Vec<Job>) -> Vec<Result<(), String>> {
         self.shared.submit(jobs)
+    }
+
+    /// Re-attaches jobs an earlier host of the run submitted, by native id: tracked from the
+    /// next snapshot on as if this engine had submitted them (each ends with one event). An
+    /// error is why one cannot be re-attached.
+    pub fn adopt(&self, jobs: Vec<(Job, String)>) -> Vec<Result<(), String>> {
+        self.shared.adopt(jobs)
     }
 
     /// Kills jobs; each still ends with one event.

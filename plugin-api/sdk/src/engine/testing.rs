@@ -51,6 +51,7 @@ pub fn job(key: JobKey, name: &str, command: &str, run_dir: &Path, run_tag: &str
 #[derive(Default)]
 pub struct Recorder {
     events: Mutex<Vec<(Duration, EngineEvent)>>,
+    submitted: Mutex<Vec<(JobKey, String)>>,
     clock: Option<Arc<ManualClock>>,
 }
 
@@ -58,6 +59,9 @@ impl EventSink for Recorder {
     fn emit(&self, event: EngineEvent) {
         let at = self.clock.as_ref().map_or(Duration::ZERO, |c| c.elapsed());
         self.events.lock().push((at, event));
+    }
+    fn submitted(&self, job: JobKey, native_id: &str) {
+        self.submitted.lock().push((job, native_id.to_string()));
     }
 }
 
@@ -115,6 +119,7 @@ impl<D: Dialect> Simulation<D> {
     ) -> Simulation<D> {
         let recorder = Arc::new(Recorder {
             events: Mutex::new(Vec::new()),
+            submitted: Mutex::new(Vec::new()),
             clock: Some(clock.clone()),
         });
         let mut actors: Vec<(Actor, bool)> = (0..config.submit_threads)
@@ -160,6 +165,11 @@ impl<D: Dialect> Simulation<D> {
         self.shared.submit(jobs)
     }
 
+    /// Re-attaches jobs by native id, as the host does on `--resume`.
+    pub fn adopt(&self, jobs: Vec<(Job, String)>) -> Vec<Result<(), String>> {
+        self.shared.adopt(jobs)
+    }
+
     /// Kills jobs, as the host does.
     pub fn kill(&self, keys: &[JobKey]) {
         self.shared.kill(keys)
@@ -196,6 +206,12 @@ impl<D: Dialect> Simulation<D> {
     /// The events so far, with the simulated time of each.
     pub fn events(&self) -> Vec<(Duration, EngineEvent)> {
         self.recorder.events.lock().clone()
+    }
+
+    /// The native id each job was submitted as, in the order the engine reported them (what
+    /// the host journals, to re-attach the job after a crash).
+    pub fn submitted_ids(&self) -> Vec<(JobKey, String)> {
+        self.recorder.submitted.lock().clone()
     }
 
     /// `stats()`.

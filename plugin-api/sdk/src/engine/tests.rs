@@ -513,18 +513,28 @@ struct Bench {
     names: HashMap<JobKey, String>,
 }
 
+/// The engine's keys for a bench: poll every second, and `keys` (TOML).
+fn bench_config(keys: &str) -> EngineConfig {
+    let defaults = EngineDefaults {
+        poll_interval: S,
+        ..EngineDefaults::STANDARD
+    };
+    let (config, NoKeys {}) = parse_config(keys, &defaults).unwrap();
+    config
+}
+
 impl Bench {
     /// A simulated engine on the fake cluster: poll every second, and `keys` (TOML).
     fn new(keys: &str, records: bool) -> Bench {
-        let defaults = EngineDefaults {
-            poll_interval: S,
-            ..EngineDefaults::STANDARD
-        };
-        let (config, NoKeys {}) = parse_config(keys, &defaults).unwrap();
         let clock = Arc::new(ManualClock::new());
         let cluster = FakeCluster::new(clock.clone());
         cluster.set(|c| c.records = records);
-        let sim = Simulation::new(FakeDialect { records }, config, cluster.clone(), clock);
+        let sim = Simulation::new(
+            FakeDialect { records },
+            bench_config(keys),
+            cluster.clone(),
+            clock,
+        );
         Bench {
             sim,
             cluster,
@@ -584,6 +594,33 @@ impl Bench {
             Update::Finished { verdict, .. } => verdict,
             other => panic!("job {} did not finish: {other:?}", self.names[&key]),
         }
+    }
+
+    /// The host dies (no shutdown: nothing is cancelled) and a new one starts an engine on
+    /// the same cluster, with `keys`; the old engine's events are gone with it.
+    fn host_dies_and_a_new_one_starts(&mut self, keys: &str) {
+        let records = self.sim.dialect().records;
+        self.sim = Simulation::new(
+            FakeDialect { records },
+            bench_config(keys),
+            self.cluster.clone(),
+            self.cluster.clock.clone(),
+        );
+    }
+
+    /// The native id the engine reported at the submission of `key` (what the host's journal
+    /// keeps), checked against the cluster's own.
+    fn native_id(&self, key: JobKey) -> String {
+        let ids: Vec<String> = self
+            .sim
+            .submitted_ids()
+            .into_iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(ids.len(), 1, "{}: {ids:?}", self.names[&key]);
+        assert!(self.cluster.state.lock().jobs.contains_key(&ids[0]));
+        ids[0].clone()
     }
 
     fn stat(&self, key: &str) -> u64 {
@@ -1318,4 +1355,136 @@ fn an_ambiguous_submission_is_retried_and_its_copy_cancelled_by_name_at_shutdown
         "the safety net ran"
     );
     assert!(b.cluster.live_jobs().is_empty(), "nothing left behind");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-attaching (the host died; a new host of the same run takes the jobs over by native id)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn re_attached_jobs_are_tracked_to_their_end_without_a_new_submission() {
+    let mut b = Bench::new("", true);
+    // Finished jobs leave the snapshot at once, as after Slurm's MinJobAge: one that ends
+    // while no host watches is only in the final records.
+    b.cluster.set(|c| c.purge_after = Some(Duration::ZERO));
+    let jobs = vec![
+        b.job("ends-unwatched", "pending=0.5 run=3 exit=3"),
+        b.job("running", "pending=0.5 run=20 exit=0"),
+        b.job("pending", "pending=30 run=2 exit=5"),
+    ];
+    let specs = jobs.clone();
+    let keys = b.submit(jobs);
+    // The first host sees them submitted and two running, then dies.
+    b.sim.run_for(secs(2.5));
+    // Each id was reported at its submission, before the job started.
+    let native: Vec<String> = keys.iter().map(|k| b.native_id(*k)).collect();
+    assert!(
+        b.sim
+            .events()
+            .iter()
+            .all(|(_, e)| !matches!(e.update, Update::Finished { .. })),
+        "nothing ended before the crash: {:?}",
+        b.sim.events()
+    );
+    b.sim.run_for(Duration::ZERO);
+    let submissions = b.cluster.calls("fsubmit").len();
+    assert_eq!(submissions, 3);
+
+    // No host for 10 s: the first job ends meanwhile and leaves the queue.
+    b.cluster.clock.advance(secs(10.0));
+    b.host_dies_and_a_new_one_starts("");
+    let answers = b.sim.adopt(specs.into_iter().zip(native.clone()).collect());
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(b.sim.run_to_completion(Duration::from_secs(300)));
+
+    assert_eq!(
+        b.cluster.calls("fsubmit").len(),
+        submissions,
+        "a re-attached job is never submitted again"
+    );
+    assert_eq!(b.verdict(keys[0]), Verdict::Exited(3));
+    assert_eq!(b.verdict(keys[1]), Verdict::Exited(0));
+    assert_eq!(b.verdict(keys[2]), Verdict::Exited(5));
+    for (key, id) in keys.iter().zip(&native) {
+        // The new engine reports each job under the same native id, STARTED first.
+        let events = b.events_of(*key);
+        assert!(
+            matches!(&events[0].1, Update::Started { native_id } if native_id == id),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().all(|(_, u)| ids_of(u) == Some(id.as_str())),
+            "{events:?}"
+        );
+    }
+    // The job that ended unwatched was resolved from the records at the first poll, with no
+    // submit grace (it was submitted long ago), and with its usage.
+    let (at, end) = b.end_of(keys[0]);
+    assert!(at <= secs(12.5) + S, "resolved at {at:?}");
+    let Update::Finished { usage, .. } = end else {
+        unreachable!()
+    };
+    assert_eq!(usage.unwrap().source, "frecords");
+    assert!(b
+        .cluster
+        .call_args("frecords")
+        .iter()
+        .any(|a| a.contains(&native[0])));
+}
+
+#[test]
+fn a_re_attached_job_is_queried_by_its_run_name_and_can_be_killed() {
+    let mut b = Bench::new("", true);
+    let job = b.job("long", "pending=1 run=100");
+    let spec = job.clone();
+    let key = b.submit(vec![job])[0];
+    b.sim.run_for(secs(3.0));
+    let native = b.native_id(key);
+    b.host_dies_and_a_new_one_starts("");
+    assert_eq!(b.sim.adopt(vec![(spec, native.clone())]), vec![Ok(())]);
+    b.sim.run_for(secs(2.0));
+    let last_query = b.cluster.call_args("fstat").pop().unwrap();
+    assert_eq!(
+        last_query,
+        ["flowrun-test-1"],
+        "the query names the original run's tag"
+    );
+    b.sim.kill(&[key]);
+    assert!(b.sim.run_to_completion(Duration::from_secs(60)));
+    assert_eq!(b.verdict(key), Verdict::Killed);
+    assert_eq!(b.cluster.call_args("fcancel"), vec![vec![native]]);
+    assert_eq!(b.cluster.calls("fsubmit").len(), 1);
+}
+
+#[test]
+fn re_attaching_refuses_what_it_cannot_take_and_a_lost_job_is_lost_with_its_reason() {
+    let mut b = Bench::new("lost_after = \"20s\"", true);
+    let a = b.job("a", "run=5");
+    let dup = a.clone();
+    let blank = b.job("blank", "run=5");
+    let gone = b.job("gone", "run=5");
+    let answers = b.sim.adopt(vec![
+        (a, "555".into()),
+        (dup, "556".into()),
+        (blank, String::new()),
+        (gone.clone(), "777".into()),
+    ]);
+    assert!(answers[0].is_ok() && answers[3].is_ok(), "{answers:?}");
+    assert!(
+        answers[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("already submitted"),
+        "{answers:?}"
+    );
+    assert!(answers[2].is_err(), "{answers:?}");
+    // Neither the queue nor the records know 555 or 777 (the scheduler forgot them): lost,
+    // never resubmitted by the engine (that is the host's call).
+    assert!(b.sim.run_to_completion(Duration::from_secs(120)));
+    let Update::Lost { reason, native_id } = b.end_of(gone.key).1 else {
+        panic!()
+    };
+    assert_eq!(native_id.as_deref(), Some("777"));
+    assert!(reason.contains("vanished"), "{reason}");
+    assert!(b.cluster.calls("fsubmit").is_empty());
 }
