@@ -60,6 +60,20 @@ pub struct Job {
     pub attrs: Vec<(String, String)>,
 }
 
+impl Job {
+    /// The time limit in whole seconds, rounded up, at least 1 (Grid Engine's `h_rt`).
+    pub fn timeout_secs(&self) -> Option<u64> {
+        let limit = self.timeout?;
+        Some((limit.as_millis().div_ceil(1000).max(1)) as u64)
+    }
+
+    /// The time limit in whole minutes, rounded up, at least 1 (Slurm's `--time`, LSF's
+    /// `-W`).
+    pub fn timeout_minutes(&self) -> Option<u64> {
+        Some(self.timeout_secs()?.div_ceil(60))
+    }
+}
+
 /// The array part of a [`Submission`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArrayPlan {
@@ -145,6 +159,17 @@ pub struct NativeStatus {
     pub signal: Option<i32>,
     /// Resource usage, when the source reports it.
     pub usage: Option<Usage>,
+}
+
+impl NativeStatus {
+    /// A row of job `id` in native state `state`, with nothing else known.
+    pub fn new(id: impl Into<String>, state: impl Into<String>) -> NativeStatus {
+        NativeStatus {
+            id: id.into(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Where a [`NativeStatus`] came from.
@@ -301,10 +326,8 @@ pub trait Dialect: Send + Sync + 'static {
         script::job_script(
             job,
             &script::ScriptOptions {
-                generator: format!("flowrun's {} backend", self.scheduler()),
                 redirect_to_log: in_array,
-                exit_status_file: None,
-                reserved_exit_codes: Vec::new(),
+                ..script::ScriptOptions::new(format!("flowrun's {} backend", self.scheduler()))
             },
         )
     }
