@@ -116,13 +116,9 @@ impl Dialect for GridEngine {
         }
         let first = &unit.jobs[0];
         // Grid Engine's own messages go beside the job (or the array's dispatcher).
-        let (output, wd, script) = match &unit.array {
-            None => (
-                first.job_dir.join("gridengine.out"),
-                &first.cwd,
-                &unit.scripts[0],
-            ),
-            Some(plan) => (plan.dir.clone(), &first.run_dir, &plan.dispatcher),
+        let output = match &unit.array {
+            None => first.job_dir.join("gridengine.out"),
+            Some(plan) => plan.dir.clone(),
         };
         let output = output.to_string_lossy().into_owned();
         if output.contains([':', ',', '$']) {
@@ -130,7 +126,7 @@ impl Dialect for GridEngine {
                 "qsub -o would read ':', ',' or '$' in {output} as a host, a list or a variable"
             )));
         }
-        let wd = wd.to_string_lossy().into_owned();
+        let wd = unit.workdir().to_string_lossy().into_owned();
         let mut args: Vec<String> = ["-terse", "-N", &unit.name, "-S", "/bin/bash", "-b", "n"]
             .into_iter()
             .chain(["-o", &output, "-j", "y", "-wd", &wd])
@@ -143,7 +139,7 @@ impl Dialect for GridEngine {
                 args.extend(["-tc".into(), limit.to_string()]);
             }
         }
-        args.push(script.to_string_lossy().into_owned());
+        args.push(unit.script().to_string_lossy().into_owned());
         let before = SystemTime::now();
         let id = cmd.submit("qsub", &args, |out| texts::parse_qsub_id(&out.stdout))?;
         let ids = unit.native_ids(&id, |id, task| format!("{id}.{task}"));

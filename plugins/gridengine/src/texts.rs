@@ -2,6 +2,8 @@
 //! cluster: the project's research notes, gridengine.md), parsed. Pure, and unit-tested on
 //! those texts.
 
+use std::collections::BTreeMap;
+
 use flowrun_plugin_sdk::engine::{
     records::{index_list, parse_size},
     CommandOutput, NativeStatus, Usage,
@@ -61,12 +63,12 @@ pub fn parse_qstat_xml(xml: &str, names: &[String]) -> Result<Vec<(String, Strin
 }
 
 /// `qacct -j NAME` as final records, one per job or task (a job retried has several records:
-/// the last counts). `state` is `finished`, `reason` qacct's `failed` field (`0`, `100 :
+/// the last counts), in id order. `state` is `finished`, `reason` qacct's `failed` field (`0`, `100 :
 /// assumedly after job`), `exit_code` its `exit_status`; usage: `cpu` (seconds) and `ru_maxrss`
 /// as peak memory. qacct prints ru_maxrss, a figure in KB, as if it were bytes (`308.012KB` for
 /// 308 MiB), so the "bytes" it shows are KiB.
 pub fn parse_qacct(stdout: &str) -> Vec<NativeStatus> {
-    let mut rows: Vec<NativeStatus> = Vec::new();
+    let mut rows = BTreeMap::new();
     for record in stdout.split("\n=====").filter(|r| r.contains("jobnumber")) {
         let field = |key: &str| {
             record.lines().find_map(|l| {
@@ -84,14 +86,11 @@ pub fn parse_qacct(stdout: &str) -> Vec<NativeStatus> {
             _ => job.to_string(),
         };
         let row = NativeStatus {
-            id,
-            state: "finished".into(),
             reason: failed.to_string(),
             exit_code: status
                 .split_whitespace()
                 .next()
                 .and_then(|s| s.parse().ok()),
-            signal: None,
             usage: Some(Usage {
                 cpu_s: field("cpu").and_then(|c| c.trim_end_matches('s').parse().ok()),
                 max_rss_mb: field("ru_maxrss")
@@ -99,11 +98,11 @@ pub fn parse_qacct(stdout: &str) -> Vec<NativeStatus> {
                     .map(|kib| kib / 1024.0),
                 source: "qacct",
             }),
+            ..NativeStatus::new(&id, "finished")
         };
-        rows.retain(|r| r.id != row.id);
-        rows.push(row);
+        rows.insert(id, row);
     }
-    rows
+    rows.into_values().collect()
 }
 
 /// The number of qacct's `failed` field: `100 : assumedly after job` -> 100.

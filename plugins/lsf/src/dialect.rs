@@ -147,12 +147,10 @@ impl Dialect for Lsf {
         for job in &unit.jobs {
             script::remove_stale(&job.job_dir.join(REPORT_FILE), "LSF job report")?;
         }
-        let (name, report, cwd, script) = match &unit.array {
+        let (name, report) = match &unit.array {
             None => (
                 unit.name.clone(),
                 lsf_path(&first.job_dir.join(REPORT_FILE))?,
-                lsf_path(&first.cwd)?,
-                &unit.scripts[0],
             ),
             Some(plan) => {
                 let last = plan.first_index + unit.jobs.len() as u32 - 1;
@@ -162,8 +160,6 @@ impl Dialect for Lsf {
                 (
                     format!("{}[{}-{last}]{limit}", unit.name, plan.first_index),
                     format!("{}/%I/{REPORT_FILE}", lsf_path(&links)?),
-                    lsf_path(&first.run_dir)?,
-                    &plan.dispatcher,
                 )
             }
         };
@@ -173,11 +169,12 @@ impl Dialect for Lsf {
             "-oo".into(),
             report,
             "-cwd".into(),
-            cwd,
+            lsf_path(unit.workdir())?,
         ];
         args.extend(self.shape_args(first));
         // LSF runs the command line with /bin/sh; the script is bash.
-        let script = script::quote(&script.to_string_lossy()).map_err(SubmitError::Rejected)?;
+        let script =
+            script::quote(&unit.script().to_string_lossy()).map_err(SubmitError::Rejected)?;
         args.push(format!("/bin/bash {script}"));
         let out = cmd.run("bsub", &args);
         if !out.ok() {

@@ -112,6 +112,23 @@ impl Submission {
         ))
     }
 
+    /// The script to submit: the job's, or the array's dispatcher.
+    pub fn script(&self) -> &std::path::Path {
+        match &self.array {
+            None => &self.scripts[0],
+            Some(plan) => &plan.dispatcher,
+        }
+    }
+
+    /// The directory to submit it in: the job's `cwd`, or for an array the run directory (each
+    /// member's script enters its own `cwd`).
+    pub fn workdir(&self) -> &std::path::Path {
+        match &self.array {
+            None => &self.jobs[0].cwd,
+            Some(_) => &self.jobs[0].run_dir,
+        }
+    }
+
     /// The native ids of the unit's jobs from the one id the scheduler printed: `[id]` for a
     /// single job, `member(id, index)` for each member of an array, in order.
     pub fn native_ids(&self, id: &str, member: impl Fn(&str, u32) -> String) -> Vec<String> {
