@@ -40,17 +40,10 @@ const NO_RECORD: &str = "\0no record";
 /// The state of a row read from the exit status file when no snapshot showed a final state.
 const FROM_FILE: &str = "\0exit status file";
 
-/// Where the job's script writes the command's exit status: in the job directory, named by
-/// the attempt, so that an earlier attempt's file is never read as this one's.
+/// Where the job's script writes the command's exit status: `command-exit-status.<attempt>`
+/// in the job directory.
 pub fn exit_status_path(job: &Job) -> PathBuf {
-    job.job_dir
-        .join(format!("command-exit-status.{}", job.attempt))
-}
-
-/// The exit status the job's script wrote, once it has (an empty or partly written file is
-/// not one yet).
-fn read_exit_status(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    script::exit_status_path(job, "command-exit-status")
 }
 
 /// The command-template dialect.
@@ -278,16 +271,7 @@ impl Dialect for CommandDialect {
         };
         // Nothing of an earlier submission of this job directory may be read as this one's;
         // the log is fresh (the scheduler may append to it).
-        let status_file = exit_status_path(job);
-        match std::fs::remove_file(&status_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(SubmitError::Rejected(format!(
-                    "cannot remove the old exit status file {}: {e}",
-                    status_file.display()
-                )))
-            }
-            _ => {}
-        }
+        script::remove_stale(&exit_status_path(job), "exit status file")?;
         std::fs::File::create(&job.log_path).map_err(|e| {
             SubmitError::Rejected(format!(
                 "cannot create the log {}: {e}",
@@ -308,12 +292,8 @@ impl Dialect for CommandDialect {
             Var::Name => Some(job.name.clone()),
             Var::Cpus => Some(job.cpus.max(1).to_string()),
             Var::MemoryMb => job.memory_mb.map(|m| m.to_string()),
-            Var::TimeoutS => job
-                .timeout
-                .map(|t| t.as_millis().div_ceil(1000).max(1).to_string()),
-            Var::TimeoutMin => job
-                .timeout
-                .map(|t| t.as_millis().div_ceil(60_000).max(1).to_string()),
+            Var::TimeoutS => job.timeout_secs().map(|s| s.to_string()),
+            Var::TimeoutMin => job.timeout_minutes().map(|m| m.to_string()),
             Var::User => self.user.clone(),
             Var::Ids => None,
         };
@@ -413,7 +393,7 @@ impl Dialect for CommandDialect {
     }
 
     fn record_in_job_files(&self, job: &Job, native_id: &str) -> Option<NativeStatus> {
-        let code = read_exit_status(&exit_status_path(job))?;
+        let code = script::read_exit_status(&exit_status_path(job))?;
         let (state, reason) = self
             .awaiting
             .lock()

@@ -1,10 +1,14 @@
 //! Grid Engine's dialect for the cluster engine: what the engine needs that is Grid Engine's.
 //! README.md says what the user sees; docs/plugin-authoring.md walks through this file.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    time::{Duration, SystemTime},
+};
 
 use flowrun_plugin_sdk::engine::{
-    script::{self, ScriptOptions},
+    records::{posix_local_time, StartBounds},
+    script::{self, exit_status_path, ScriptOptions},
     CommandOutput, Commands, Dialect, Job, JobContext, Judgement, Lookup, NativeStatus, Scope,
     Submission, SubmitError, Verdict,
 };
@@ -12,7 +16,7 @@ use parking_lot::Mutex;
 
 use crate::{texts, Keys};
 
-/// Where the job's script writes its command's exit status (see `job_script`).
+/// Where the job's script writes its command's exit status (see `job_script`), per attempt.
 const EXIT_STATUS_FILE: &str = "gridengine-exit-status";
 /// Grid Engine reschedules a job that exits 99 and holds one that exits 100 in error.
 const RESERVED_EXIT_CODES: [i32; 2] = [99, 100];
@@ -21,6 +25,8 @@ pub struct GridEngine {
     keys: Keys,
     /// Ids qdel deleted while they were pending: they leave no accounting record.
     deleted_pending: Mutex<HashSet<String>>,
+    /// When each job was last seen waiting: qacct is asked only for records from then on.
+    waiting: StartBounds,
 }
 
 impl GridEngine {
@@ -29,6 +35,7 @@ impl GridEngine {
         GridEngine {
             keys,
             deleted_pending,
+            waiting: StartBounds::default(),
         }
     }
 
@@ -47,8 +54,7 @@ impl GridEngine {
     fn limits(&self, job: &Job) -> Vec<String> {
         let (k, cpus) = (&self.keys, job.cpus.max(1));
         let mut args = Vec::new();
-        if let Some(limit) = job.timeout {
-            let secs = limit.as_millis().div_ceil(1000).max(1);
+        if let Some(secs) = job.timeout_secs() {
             args.extend(["-l".into(), format!("h_rt={secs}")]);
         }
         if cpus > 1 {
@@ -84,10 +90,10 @@ impl Dialect for GridEngine {
         // The script opens the log itself (Grid Engine appends to -o files, and a log must be
         // fresh), and keeps 99 and 100 from Grid Engine: their real status is in the file.
         let options = ScriptOptions {
-            generator: "flowrun's Grid Engine backend".into(),
             redirect_to_log: true,
-            exit_status_file: Some(job.job_dir.join(EXIT_STATUS_FILE)),
+            exit_status_file: Some(exit_status_path(job, EXIT_STATUS_FILE)),
             reserved_exit_codes: RESERVED_EXIT_CODES.to_vec(),
+            ..ScriptOptions::new("flowrun's Grid Engine backend")
         };
         script::job_script(job, &options)
     }
@@ -106,17 +112,13 @@ impl Dialect for GridEngine {
 
     fn submit(&self, cmd: &Commands, unit: &Submission) -> Result<Vec<String>, SubmitError> {
         for job in &unit.jobs {
-            let _ = std::fs::remove_file(job.job_dir.join(EXIT_STATUS_FILE));
+            script::remove_stale(&exit_status_path(job, EXIT_STATUS_FILE), "exit status file")?;
         }
         let first = &unit.jobs[0];
         // Grid Engine's own messages go beside the job (or the array's dispatcher).
-        let (output, wd, script) = match &unit.array {
-            None => (
-                first.job_dir.join("gridengine.out"),
-                &first.cwd,
-                &unit.scripts[0],
-            ),
-            Some(plan) => (plan.dir.clone(), &first.run_dir, &plan.dispatcher),
+        let output = match &unit.array {
+            None => first.job_dir.join("gridengine.out"),
+            Some(plan) => plan.dir.clone(),
         };
         let output = output.to_string_lossy().into_owned();
         if output.contains([':', ',', '$']) {
@@ -124,7 +126,7 @@ impl Dialect for GridEngine {
                 "qsub -o would read ':', ',' or '$' in {output} as a host, a list or a variable"
             )));
         }
-        let wd = wd.to_string_lossy().into_owned();
+        let wd = unit.workdir().to_string_lossy().into_owned();
         let mut args: Vec<String> = ["-terse", "-N", &unit.name, "-S", "/bin/bash", "-b", "n"]
             .into_iter()
             .chain(["-o", &output, "-j", "y", "-wd", &wd])
@@ -133,36 +135,28 @@ impl Dialect for GridEngine {
         args.extend(self.limits(first));
         if let Some((first_index, last)) = unit.index_range() {
             args.extend(["-t".into(), format!("{first_index}-{last}")]);
-            let limit = unit.array.as_ref().and_then(|plan| plan.slot_limit);
-            args.extend(
-                limit
-                    .iter()
-                    .flat_map(|l| ["-tc".to_string(), l.to_string()]),
-            );
+            if let Some(limit) = unit.array.as_ref().and_then(|plan| plan.slot_limit) {
+                args.extend(["-tc".into(), limit.to_string()]);
+            }
         }
-        args.push(script.to_string_lossy().into_owned());
-        let out = cmd
-            .run("qsub", &args)
-            .checked()
-            .map_err(SubmitError::Command)?;
-        let id = texts::parse_qsub_id(&out.stdout).ok_or_else(|| {
-            SubmitError::Rejected(format!(
-                "cannot read a job id in qsub's output {:?}",
-                out.stdout
-            ))
-        })?;
-        Ok(unit.native_ids(&id, |id, task| format!("{id}.{task}")))
+        args.push(unit.script().to_string_lossy().into_owned());
+        let before = SystemTime::now();
+        let id = cmd.submit("qsub", &args, |out| texts::parse_qsub_id(&out.stdout))?;
+        let ids = unit.native_ids(&id, |id, task| format!("{id}.{task}"));
+        self.waiting.waiting(ids.iter().map(String::as_str), before);
+        Ok(ids)
     }
 
     fn status(&self, cmd: &Commands, scope: &Scope) -> Result<Vec<NativeStatus>, CommandOutput> {
+        let before = SystemTime::now();
         let out = cmd.run("qstat", &["-xml".to_string()]).checked()?;
         let rows = texts::parse_qstat_xml(&out.stdout, &scope.names)
             .map_err(|stderr| CommandOutput { stderr, ..out })?;
-        let row = |(id, state)| NativeStatus {
-            id,
-            state,
-            ..Default::default()
-        };
+        // `q`: queued, not yet dispatched (qw, hqw, Rq, Eqw).
+        let waiting = rows.iter().filter(|(_, state)| state.contains('q'));
+        self.waiting
+            .waiting(waiting.map(|(id, _)| id.as_str()), before);
+        let row = |(id, state)| NativeStatus::new(id, state);
         Ok(rows.into_iter().map(row).collect())
     }
 
@@ -184,15 +178,12 @@ impl Dialect for GridEngine {
                 (Some(100), _) if cx.kill_requested => Verdict::Killed,
                 (Some(100), Some(137)) => failed("killed outside flowrun".into(), true),
                 (Some(37), _) => failed(format!("Grid Engine limit (failed {})", s.reason), true),
-                (code, status) => failed(
-                    match status {
-                        Some(status) => {
-                            format!("Grid Engine: failed {} (exit status {status})", s.reason)
-                        }
-                        None => format!("Grid Engine: failed {} (no exit status)", s.reason),
-                    },
-                    code.is_some_and(|c| c >= 100),
-                ),
+                (code, status) => {
+                    let status =
+                        status.map_or("no exit status".into(), |c| format!("exit status {c}"));
+                    let reason = format!("Grid Engine: failed {} ({status})", s.reason);
+                    failed(reason, code.is_some_and(|c| c >= 100))
+                }
             },
             // qstat's states
             _ if state.contains('E') => {
@@ -215,13 +206,10 @@ impl Dialect for GridEngine {
     }
 
     fn record_in_job_files(&self, job: &Job, native_id: &str) -> Option<NativeStatus> {
-        let text = std::fs::read_to_string(job.job_dir.join(EXIT_STATUS_FILE)).ok()?;
-        let code: i32 = text.trim().parse().ok()?;
+        let code = script::read_exit_status(&exit_status_path(job, EXIT_STATUS_FILE))?;
         RESERVED_EXIT_CODES.contains(&code).then(|| NativeStatus {
-            id: native_id.to_string(),
-            state: "exited".into(),
             exit_code: Some(code),
-            ..Default::default()
+            ..NativeStatus::new(native_id, "exited")
         })
     }
 
@@ -231,24 +219,26 @@ impl Dialect for GridEngine {
         scope: &Scope,
         ids: &[String],
     ) -> Result<Vec<NativeStatus>, CommandOutput> {
-        // By name: one call for the whole run (qacct takes one id or one name).
+        // By name: one call for the whole run (qacct takes one id or one name), for the records
+        // that ended since the earliest time one of `ids` was seen waiting (-E: by end time).
+        let since = (self.waiting.earliest(ids))
+            .map(|time| ["-E".to_string(), "-b".into(), posix_local_time(time)]);
         let mut rows = Vec::new();
         for name in &scope.names {
-            let out = cmd.run("qacct", &["-j".to_string(), name.clone()]);
+            let mut args = vec!["-j".to_string(), name.clone()];
+            args.extend(since.iter().flatten().cloned());
+            let out = cmd.run("qacct", &args);
             if !out.ok() && !out.stderr.ends_with(" not found") {
                 return Err(out);
             }
             rows.extend(texts::parse_qacct(&out.stdout));
         }
+        let found = rows.iter().filter(|r| ids.contains(&r.id));
+        self.waiting.forget(found.map(|r| r.id.as_str()));
         let mut deleted = self.deleted_pending.lock();
         for id in ids {
             if deleted.remove(id) && !rows.iter().any(|r| &r.id == id) {
-                let state = "deleted".into();
-                rows.push(NativeStatus {
-                    id: id.clone(),
-                    state,
-                    ..Default::default()
-                });
+                rows.push(NativeStatus::new(id, "deleted"));
             }
         }
         Ok(rows)

@@ -62,15 +62,9 @@ fn parse(config: &str) -> Result<(engine::EngineConfig, Keys), PluginError> {
         let why = "is set by the backend itself or by the keys queue and project";
         return Err(PluginError::config("qsub_args", format!("{arg:?} {why}")));
     }
-    let named = [("queue", &keys.queue), ("project", &keys.project)];
-    let pe = [("parallel_environment", &keys.parallel_environment)];
-    if let Some((key, _)) = named
-        .iter()
-        .chain(&pe)
-        .find(|(_, v)| v.as_deref().is_some_and(|v| v.trim().is_empty()))
-    {
-        return Err(PluginError::config(key, "must not be empty"));
-    }
+    engine::non_empty("queue", &keys.queue)?;
+    engine::non_empty("project", &keys.project)?;
+    engine::non_empty("parallel_environment", &keys.parallel_environment)?;
     Ok((engine_config, keys))
 }
 

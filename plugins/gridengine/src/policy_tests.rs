@@ -3,9 +3,14 @@
 //! (qsub -terse, qstat -xml, qacct, qdel). The test moves the jobs itself. The same behaviours
 //! against the real Grid Engine are in tests/integration/gridengine.rs.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use flowrun_plugin_sdk::engine::{
+    records::{posix_local_time, CLOCK_SKEW_MARGIN},
     testing::{self, Simulation},
     CommandLine, CommandOutput, CommandRunner, Job, JobKey, ManualClock, Update, Verdict,
 };
@@ -18,8 +23,10 @@ struct GeState {
     next_id: u64,
     /// Native id -> qstat state, for jobs in the queue.
     queue: BTreeMap<String, String>,
-    /// Native id -> (failed, exit_status), for jobs in the accounting file.
-    accounting: BTreeMap<String, (String, String)>,
+    /// Native id -> (failed, exit_status, end time), for jobs in the accounting file.
+    accounting: BTreeMap<String, (String, String, SystemTime)>,
+    /// The most records one qacct call printed.
+    most_printed: usize,
     calls: Vec<(String, Vec<String>)>,
     qmaster_down: bool,
 }
@@ -33,10 +40,15 @@ impl FakeGe {
 
     /// The job leaves the queue with this accounting record.
     fn end(&self, id: &str, failed: &str, exit: &str) {
+        self.end_at(id, failed, exit, SystemTime::now());
+    }
+
+    /// The job leaves the queue with a record that says it ended at `time`.
+    fn end_at(&self, id: &str, failed: &str, exit: &str, time: SystemTime) {
         let mut st = self.0.lock();
         st.queue.remove(id);
         st.accounting
-            .insert(id.into(), (failed.into(), exit.into()));
+            .insert(id.into(), (failed.into(), exit.into(), time));
     }
 
     fn calls(&self, program: &str) -> Vec<Vec<String>> {
@@ -98,8 +110,19 @@ impl CommandRunner for FakeGe {
                 out(0, &xml, "")
             }
             "qacct" => {
+                // `-E -b TIME`: the records that ended at TIME or later.
+                let since = match args.iter().position(|a| a == "-b") {
+                    Some(i) => args[i + 1].clone(),
+                    None => String::new(),
+                };
+                assert_eq!(since.is_empty(), !args.contains(&"-E".to_string()));
                 let mut text = String::new();
-                for (id, (failed, exit)) in &st.accounting {
+                let mut printed = 0;
+                for (id, (failed, exit, end)) in &st.accounting {
+                    if posix_local_time(*end) < since {
+                        continue;
+                    }
+                    printed += 1;
                     let (job, task) = id.split_once('.').unwrap_or((id, "undefined"));
                     text.push_str(&format!(
                         "==============================================================\n\
@@ -108,6 +131,7 @@ impl CommandRunner for FakeGe {
                          ru_maxrss    12.000KB\n"
                     ));
                 }
+                st.most_printed = st.most_printed.max(printed);
                 if text.is_empty() {
                     return out(1, "", "error: job name flowrun-ge-test not found");
                 }
@@ -126,7 +150,11 @@ impl CommandRunner for FakeGe {
                             ));
                             st.accounting.insert(
                                 id.clone(),
-                                ("100 : assumedly after job".into(), "137 (Killed)".into()),
+                                (
+                                    "100 : assumedly after job".into(),
+                                    "137 (Killed)".into(),
+                                    SystemTime::now(),
+                                ),
                             );
                         }
                         None => stderr.push_str(&format!("denied: job \"{id}\" does not exist\n")),
@@ -243,7 +271,7 @@ fn qsub_gets_a_bash_script_its_limits_and_its_output_file() {
         .unwrap();
     assert_eq!(status.code(), Some(1));
     assert_eq!(
-        std::fs::read_to_string(dir.join("gridengine-exit-status")).unwrap(),
+        std::fs::read_to_string(dir.join("gridengine-exit-status.1")).unwrap(),
         "99\n"
     );
     assert_eq!(std::fs::read_to_string(dir.join("output.log")).unwrap(), "");
@@ -277,7 +305,7 @@ fn ends_come_from_qacct_once_the_job_left_qstat() {
         "137",
     );
     // The script exited 1 for a command that exited 100, and kept the 100 in its file.
-    std::fs::write(jobs[3].job_dir.join("gridengine-exit-status"), "100\n").unwrap();
+    std::fs::write(jobs[3].job_dir.join("gridengine-exit-status.1"), "100\n").unwrap();
     b.ge.end("44", "0", "1");
     b.ge.queue("45", "Rr");
     b.ge.end("46", "26  : opening input/output file", "0");
@@ -314,10 +342,13 @@ fn ends_come_from_qacct_once_the_job_left_qstat() {
         "Grid Engine: failed 26  : opening input/output file (exit status 0)"
     );
     assert_eq!(b.sim.tracked(), 1, "a restarted job runs on");
-    // One qstat per poll; qacct by the run's name, only while a job needs it.
+    // One qstat per poll; qacct by the run's name, only while a job needs it, and only for
+    // records since the jobs were last seen waiting.
     let qacct = b.ge.calls("qacct");
     assert!(
-        qacct.iter().all(|a| a == &["-j", "flowrun-ge-test"]),
+        qacct
+            .iter()
+            .all(|a| a.len() == 5 && a[..4] == ["-j", "flowrun-ge-test", "-E", "-b"]),
         "{qacct:?}"
     );
     assert!(qacct.len() <= b.ge.calls("qstat").len());
@@ -387,4 +418,36 @@ fn arrays_go_out_with_t_and_tc() {
         panic!()
     };
     assert_eq!(native_id.as_deref(), Some("41.4"));
+}
+
+#[test]
+fn qacct_reads_the_records_since_the_job_last_waited_and_a_late_one_is_not_lost() {
+    let mut b = Bench::new("");
+    // The accounting file already holds the run's earlier records, from an hour ago.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for id in 1..=30 {
+        b.ge.end_at(&id.to_string(), "0", "0", hour_ago);
+    }
+    let before = SystemTime::now();
+    let (keys, _) = b.submit(&["late"]);
+    b.sim.run_for(Duration::from_secs(2));
+    let seen_waiting = SystemTime::now(); // after the snapshot that showed it waiting
+    b.ge.queue("41", "r");
+    b.sim.run_for(Duration::from_secs(20));
+    // Its record comes late, with an end time as early as it can be.
+    b.ge.end_at("41", "0", "3", seen_waiting);
+    b.sim.run_for(Duration::from_secs(2));
+    assert_eq!(b.sim.verdict(keys[0]), Verdict::Exited(3));
+    let qacct = b.ge.calls("qacct");
+    let since = &qacct.last().unwrap()[4];
+    assert!(
+        *since >= posix_local_time(before - CLOCK_SKEW_MARGIN)
+            && *since <= posix_local_time(seen_waiting - CLOCK_SKEW_MARGIN),
+        "{qacct:?}"
+    );
+    assert_eq!(
+        b.ge.0.lock().most_printed,
+        1,
+        "the older records were not read"
+    );
 }

@@ -2,12 +2,16 @@
 //! cluster: the project's research notes, gridengine.md), parsed. Pure, and unit-tested on
 //! those texts.
 
-use flowrun_plugin_sdk::engine::{CommandOutput, NativeStatus, Usage};
+use std::collections::BTreeMap;
+
+use flowrun_plugin_sdk::engine::{
+    records::{index_list, parse_size},
+    CommandOutput, NativeStatus, Usage,
+};
 
 /// Whether a failed command is worth retrying: qmaster is down, hung or busy.
 pub fn is_transient(out: &CommandOutput) -> bool {
-    let text = out.text().to_ascii_lowercase();
-    [
+    out.mentions_any(&[
         "unable to send message to qmaster",
         "unable to contact qmaster",
         "commlib error",
@@ -15,9 +19,7 @@ pub fn is_transient(out: &CommandOutput) -> bool {
         "connection refused",
         "failed receiving gdi request",
         "timeout",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+    ])
 }
 
 /// The job id `qsub -terse` prints: `123`, or `123.1-5:1` for an array.
@@ -29,23 +31,6 @@ pub fn parse_qsub_id(stdout: &str) -> Option<String> {
         .split('.')
         .next()?;
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.to_string())
-}
-
-/// The task ids of a `<tasks>` element: `4`, `4-20:1`, `5,6`, `1-9:2,12`.
-fn task_ids(tasks: &str) -> Vec<u32> {
-    let mut ids = Vec::new();
-    for part in tasks.split(',') {
-        let (range, step) = part.split_once(':').unwrap_or((part, "1"));
-        let (a, b) = range.split_once('-').unwrap_or((range, range));
-        if let (Ok(a), Ok(b), Ok(step)) = (
-            a.trim().parse::<u32>(),
-            b.trim().parse::<u32>(),
-            step.trim().parse::<usize>(),
-        ) {
-            ids.extend((a..=b).step_by(step.max(1)));
-        }
-    }
-    ids
 }
 
 /// `qstat -xml` as `(native id, state)` rows of the jobs named one of `names`: running tasks
@@ -68,7 +53,7 @@ pub fn parse_qstat_xml(xml: &str, names: &[String]) -> Result<Vec<(String, Strin
         match list.children().find(|c| c.has_tag_name("tasks")) {
             None => rows.push((id.to_string(), state)),
             Some(tasks) => rows.extend(
-                task_ids(tasks.text().unwrap_or(""))
+                index_list(tasks.text().unwrap_or(""))
                     .into_iter()
                     .map(|t| (format!("{id}.{t}"), state.clone())),
             ),
@@ -77,28 +62,13 @@ pub fn parse_qstat_xml(xml: &str, names: &[String]) -> Result<Vec<(String, Strin
     Ok(rows)
 }
 
-/// A size as qacct prints it (`4.531KB`, `309.746MB`, `0.000B`, `1024`) in its own unit: bytes.
-fn size(text: &str) -> Option<f64> {
-    let t = text.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let scale = match &t[split..] {
-        "" | "B" => 1.0,
-        "KB" | "K" => 1024.0,
-        "MB" | "M" => 1024.0 * 1024.0,
-        "GB" | "G" => 1024.0 * 1024.0 * 1024.0,
-        "TB" | "T" => 1024f64.powi(4),
-        _ => return None,
-    };
-    t[..split].parse::<f64>().ok().map(|n| n * scale)
-}
-
 /// `qacct -j NAME` as final records, one per job or task (a job retried has several records:
-/// the last counts). `state` is `finished`, `reason` qacct's `failed` field (`0`, `100 :
+/// the last counts), in id order. `state` is `finished`, `reason` qacct's `failed` field (`0`, `100 :
 /// assumedly after job`), `exit_code` its `exit_status`; usage: `cpu` (seconds) and `ru_maxrss`
 /// as peak memory. qacct prints ru_maxrss, a figure in KB, as if it were bytes (`308.012KB` for
 /// 308 MiB), so the "bytes" it shows are KiB.
 pub fn parse_qacct(stdout: &str) -> Vec<NativeStatus> {
-    let mut rows: Vec<NativeStatus> = Vec::new();
+    let mut rows = BTreeMap::new();
     for record in stdout.split("\n=====").filter(|r| r.contains("jobnumber")) {
         let field = |key: &str| {
             record.lines().find_map(|l| {
@@ -116,24 +86,23 @@ pub fn parse_qacct(stdout: &str) -> Vec<NativeStatus> {
             _ => job.to_string(),
         };
         let row = NativeStatus {
-            id,
-            state: "finished".into(),
             reason: failed.to_string(),
             exit_code: status
                 .split_whitespace()
                 .next()
                 .and_then(|s| s.parse().ok()),
-            signal: None,
             usage: Some(Usage {
                 cpu_s: field("cpu").and_then(|c| c.trim_end_matches('s').parse().ok()),
-                max_rss_mb: field("ru_maxrss").and_then(size).map(|kib| kib / 1024.0),
+                max_rss_mb: field("ru_maxrss")
+                    .and_then(|t| parse_size(t, Some(1.0)))
+                    .map(|kib| kib / 1024.0),
                 source: "qacct",
             }),
+            ..NativeStatus::new(&id, "finished")
         };
-        rows.retain(|r| r.id != row.id);
-        rows.push(row);
+        rows.insert(id, row);
     }
-    rows
+    rows.into_values().collect()
 }
 
 /// The number of qacct's `failed` field: `100 : assumedly after job` -> 100.
@@ -148,9 +117,8 @@ pub fn parse_qdel(out: &CommandOutput) -> (Vec<String>, bool) {
     let mut deleted_pending = Vec::new();
     let mut all_done = true;
     for line in out.stdout.lines().chain(out.stderr.lines()).map(str::trim) {
-        if let Some((_, id)) = line.split_once(" has deleted job-array task ") {
-            deleted_pending.push(id.to_string());
-        } else if let Some((_, id)) = line.split_once(" has deleted job ") {
+        let deleted = line.split_once(" has deleted job-array task ");
+        if let Some((_, id)) = deleted.or_else(|| line.split_once(" has deleted job ")) {
             deleted_pending.push(id.to_string());
         } else if !(line.is_empty()
             || line.contains(" for deletion")
@@ -228,8 +196,6 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
         assert_eq!(rows, want);
-        assert_eq!(task_ids("5,6"), [5, 6]);
-        assert_eq!(task_ids("1-9:4,12"), [1, 5, 9, 12]);
         assert!(parse_qstat_xml("<job_info>", &[]).is_err());
     }
 
@@ -271,8 +237,6 @@ mod tests {
             ("23.1", Some(137), Some(100))
         );
         assert_eq!((rows[2].id.as_str(), rows[2].reason.as_str()), ("30", "0"));
-        assert_eq!(size("0.000B"), Some(0.0));
-        assert_eq!(size("2GB"), Some(2.0 * 1024.0 * 1024.0 * 1024.0));
     }
 
     #[test]

@@ -72,12 +72,8 @@ pub fn parse(text: &str) -> Result<(EngineConfig, LsfKeys), PluginError> {
             ));
         }
     }
-    let text_key = |key: &str, v: Option<String>| -> Result<Option<String>, PluginError> {
-        match v {
-            Some(s) if s.trim().is_empty() => Err(PluginError::config(key, "must not be empty")),
-            other => Ok(other),
-        }
-    };
+    engine::non_empty("queue", &raw.queue)?;
+    engine::non_empty("project", &raw.project)?;
     for (flow_name, lsf_name) in &raw.resource_map {
         if !valid_resource_name(lsf_name) {
             return Err(PluginError::config(
@@ -90,8 +86,8 @@ pub fn parse(text: &str) -> Result<(EngineConfig, LsfKeys), PluginError> {
         }
     }
     let keys = LsfKeys {
-        queue: text_key("queue", raw.queue)?,
-        project: text_key("project", raw.project)?,
+        queue: raw.queue,
+        project: raw.project,
         bsub_args: raw.bsub_args,
         resource_map: raw.resource_map,
     };

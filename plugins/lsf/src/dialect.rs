@@ -32,9 +32,9 @@ impl Lsf {
     /// The bsub options every job of a shape shares (and so, its array key).
     fn shape_args(&self, job: &Job) -> Vec<String> {
         let mut args = Vec::new();
-        if let Some(limit) = job.timeout {
-            args.push("-W".to_string());
-            args.push(lsf::run_limit_minutes(limit.as_millis()).to_string());
+        // Whole minutes (LSF's resolution), rounded up.
+        if let Some(minutes) = job.timeout_minutes() {
+            args.extend(["-W".to_string(), minutes.to_string()]);
         }
         let cpus = job.cpus.max(1);
         if cpus > 1 {
@@ -85,19 +85,6 @@ fn lsf_path(path: &Path) -> Result<String, SubmitError> {
     Ok(text)
 }
 
-/// Removes the report of an earlier run of this job directory, so that only this submission's
-/// report can be read as its result.
-fn remove_stale_report(job: &Job) -> Result<(), SubmitError> {
-    let path = job.job_dir.join(REPORT_FILE);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SubmitError::Rejected(format!(
-            "cannot remove the old LSF job report {}: {e}",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// One `-oo` pattern names every element's report: `<links>/%I/lsf-report.txt`, where
 /// `<links>/<index>` is a link to the element's job directory. Every job's report is then in
 /// its own job directory, array element or not.
@@ -133,10 +120,8 @@ impl Dialect for Lsf {
         script::job_script(
             job,
             &script::ScriptOptions {
-                generator: "flowrun's LSF backend".into(),
                 redirect_to_log: true,
-                exit_status_file: None,
-                reserved_exit_codes: Vec::new(),
+                ..script::ScriptOptions::new("flowrun's LSF backend")
             },
         )
     }
@@ -160,14 +145,12 @@ impl Dialect for Lsf {
     fn submit(&self, cmd: &Commands, unit: &Submission) -> Result<Vec<String>, SubmitError> {
         let first = &unit.jobs[0];
         for job in &unit.jobs {
-            remove_stale_report(job)?;
+            script::remove_stale(&job.job_dir.join(REPORT_FILE), "LSF job report")?;
         }
-        let (name, report, cwd, script) = match &unit.array {
+        let (name, report) = match &unit.array {
             None => (
                 unit.name.clone(),
                 lsf_path(&first.job_dir.join(REPORT_FILE))?,
-                lsf_path(&first.cwd)?,
-                &unit.scripts[0],
             ),
             Some(plan) => {
                 let last = plan.first_index + unit.jobs.len() as u32 - 1;
@@ -177,8 +160,6 @@ impl Dialect for Lsf {
                 (
                     format!("{}[{}-{last}]{limit}", unit.name, plan.first_index),
                     format!("{}/%I/{REPORT_FILE}", lsf_path(&links)?),
-                    lsf_path(&first.run_dir)?,
-                    &plan.dispatcher,
                 )
             }
         };
@@ -188,11 +169,12 @@ impl Dialect for Lsf {
             "-oo".into(),
             report,
             "-cwd".into(),
-            cwd,
+            lsf_path(unit.workdir())?,
         ];
         args.extend(self.shape_args(first));
         // LSF runs the command line with /bin/sh; the script is bash.
-        let script = script::quote(&script.to_string_lossy()).map_err(SubmitError::Rejected)?;
+        let script =
+            script::quote(&unit.script().to_string_lossy()).map_err(SubmitError::Rejected)?;
         args.push(format!("/bin/bash {script}"));
         let out = cmd.run("bsub", &args);
         if !out.ok() {

@@ -3,7 +3,7 @@
 //! notes (IBM's LSF 10.1 documentation, the Lava sources, outputs of real LSF 10.1 clusters
 //! published in other tools' tests), which the LSF emulator of `tests/cluster/lsf-emu` prints.
 
-use flowrun_plugin_sdk::engine::{CommandOutput, Usage, Verdict};
+use flowrun_plugin_sdk::engine::{records::parse_size, CommandOutput, Usage, Verdict};
 
 /// The file in each job's directory that LSF writes its job report into (`bsub -oo`). The job's
 /// own output goes to its log, which the job's script opens itself, so the report is never in
@@ -16,8 +16,7 @@ pub const BJOBS_FORMAT: &str = "jobid jobindex stat exit_code exit_reason delimi
 /// Whether a failed LSF command is worth retrying: mbatchd is unreachable or busy, rather than
 /// the request being wrong.
 pub fn is_transient(out: &CommandOutput) -> bool {
-    let text = out.text().to_ascii_lowercase();
-    [
+    out.mentions_any(&[
         "connection refused",
         "batch system daemon not responding",
         "still trying",
@@ -27,9 +26,7 @@ pub fn is_transient(out: &CommandOutput) -> bool {
         "lim is down",
         "try again",
         "try later",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+    ])
 }
 
 /// The job id in bsub's output: `Job <1234> is submitted to [default ]queue <normal>.` on any
@@ -315,16 +312,7 @@ pub fn parse_report(text: &str) -> Option<Report> {
 /// `12 MB`, `1.5 GB`, `512 KB` (LSF writes the unit of LSF_UNIT_FOR_LIMITS) in MiB; `-`:
 /// unknown.
 fn memory_mb(text: &str) -> Option<f64> {
-    let mut words = text.split_whitespace();
-    let n: f64 = words.next()?.parse().ok()?;
-    let scale = match words.next()?.to_ascii_uppercase().as_str() {
-        "KB" | "KBYTES" => 1.0 / 1024.0,
-        "MB" | "MBYTES" => 1.0,
-        "GB" | "GBYTES" => 1024.0,
-        "TB" | "TBYTES" => 1024.0 * 1024.0,
-        _ => return None,
-    };
-    (n.is_finite() && n >= 0.0).then_some(n * scale)
+    Some(parse_size(text, None)? / (1024.0 * 1024.0))
 }
 
 /// The signal of `strsignal`'s text, as LSF prints it after `signal termination:`.
@@ -342,11 +330,6 @@ fn signal_number(name: &str) -> Option<i32> {
         "CPU time limit exceeded" => 24,
         _ => return None,
     })
-}
-
-/// `-W` from a timeout: whole minutes (LSF's resolution), rounded up, at least 1.
-pub fn run_limit_minutes(timeout_ms: u128) -> u128 {
-    timeout_ms.div_ceil(60_000).max(1)
 }
 
 #[cfg(test)]
@@ -607,13 +590,5 @@ Successfully completed.
         assert_eq!(parse_report("hello\n"), None);
         let gb = REPORT.replace("7105 MB", "1.5 GB");
         assert_eq!(parse_report(&gb).unwrap().usage.max_rss_mb, Some(1536.0));
-    }
-
-    #[test]
-    fn run_limits_round_up_to_minutes() {
-        assert_eq!(run_limit_minutes(1), 1);
-        assert_eq!(run_limit_minutes(60_000), 1);
-        assert_eq!(run_limit_minutes(60_001), 2);
-        assert_eq!(run_limit_minutes(7_200_000), 120);
     }
 }

@@ -73,16 +73,13 @@ pub fn parse(text: &str) -> Result<(EngineConfig, SlurmKeys), PluginError> {
             ));
         }
     }
-    let non_empty = |key: &str, v: Option<String>| -> Result<Option<String>, PluginError> {
-        match v {
-            Some(s) if s.trim().is_empty() => Err(PluginError::config(key, "must not be empty")),
-            other => Ok(other),
-        }
-    };
+    engine::non_empty("partition", &raw.partition)?;
+    engine::non_empty("account", &raw.account)?;
+    engine::non_empty("qos", &raw.qos)?;
     let keys = SlurmKeys {
-        partition: non_empty("partition", raw.partition)?,
-        account: non_empty("account", raw.account)?,
-        qos: non_empty("qos", raw.qos)?,
+        partition: raw.partition,
+        account: raw.account,
+        qos: raw.qos,
         sbatch_args: raw.sbatch_args,
         requeue: raw.requeue,
     };

@@ -56,11 +56,9 @@ impl Slurm {
             }
             .into(),
         );
-        if let Some(limit) = job.timeout {
-            args.push(format!(
-                "--time={}",
-                slurm::time_limit_minutes(limit.as_millis() as u64)
-            ));
+        // Whole minutes (Slurm's resolution), rounded up.
+        if let Some(minutes) = job.timeout_minutes() {
+            args.push(format!("--time={minutes}"));
         }
         args.push(format!("--cpus-per-task={}", job.cpus.max(1)));
         if let Some(mb) = job.memory_mb {
@@ -175,16 +173,7 @@ impl Dialect for Slurm {
                 args.push(plan.dispatcher.to_string_lossy().into_owned());
             }
         }
-        let out = cmd
-            .run("sbatch", &args)
-            .checked()
-            .map_err(SubmitError::Command)?;
-        let id = slurm::parse_sbatch_id(&out.stdout).ok_or_else(|| {
-            SubmitError::Rejected(format!(
-                "cannot read a job id in sbatch's output {:?}",
-                out.stdout.trim()
-            ))
-        })?;
+        let id = cmd.submit("sbatch", &args, |out| slurm::parse_sbatch_id(&out.stdout))?;
         Ok(match &unit.array {
             None => vec![id],
             // Members are tracked and cancelled by their JobID (123_4), never the raw id.

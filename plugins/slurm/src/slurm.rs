@@ -2,13 +2,12 @@
 //! classified. Everything here is pure, so it is unit-tested on the exact text Slurm 22.05
 //! prints (the project's research notes, clusters.md section 3).
 
-use flowrun_plugin_sdk::engine::{CommandOutput, Usage, Verdict};
+use flowrun_plugin_sdk::engine::{records::parse_size, CommandOutput, Usage, Verdict};
 
 /// Whether a failed Slurm command is worth retrying: the controller or the database is
 /// unreachable or overloaded, rather than the request being wrong.
 pub fn is_transient(out: &CommandOutput) -> bool {
-    let text = out.text().to_ascii_lowercase();
-    [
+    out.mentions_any(&[
         "unable to contact slurm controller",
         "socket timed out",
         "slurm temporarily unable",
@@ -22,9 +21,7 @@ pub fn is_transient(out: &CommandOutput) -> bool {
         "zero bytes were transmitted or received",
         "slurmctld is not responding",
         "communication connection failure",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+    ])
 }
 
 /// The job id printed by `sbatch --parsable`: `123` or `123;cluster`.
@@ -178,16 +175,7 @@ pub fn parse_cpu_time(text: &str) -> Option<f64> {
 /// Parses sacct's memory figures, in KiB: `221120K`, `1.50M`, `2G`; a bare number is KiB
 /// (sacct's base unit for MaxRSS). Empty: unknown.
 pub fn parse_memory_kib(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let (number, scale) = match text.chars().last()? {
-        'K' | 'k' => (&text[..text.len() - 1], 1.0),
-        'M' | 'm' => (&text[..text.len() - 1], 1024.0),
-        'G' | 'g' => (&text[..text.len() - 1], 1024.0 * 1024.0),
-        'T' | 't' => (&text[..text.len() - 1], 1024.0 * 1024.0 * 1024.0),
-        _ => (text, 1.0),
-    };
-    let n: f64 = number.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some(n * scale)
+    Some(parse_size(text, Some(1024.0))? / 1024.0)
 }
 
 /// Parses `scontrol show job -o` (one job per line, `Key=Value` words), keeping the jobs
@@ -309,11 +297,6 @@ pub fn outcome(
         "DEADLINE" if killed_by_us => Verdict::Killed,
         other => failed(format!("Slurm {other}"), exit.map(|e| e.0)),
     }
-}
-
-/// `--time` in whole minutes (Slurm's resolution), rounded up, at least 1.
-pub fn time_limit_minutes(timeout_ms: u64) -> u64 {
-    timeout_ms.div_ceil(60_000).max(1)
 }
 
 /// Escapes a path for sbatch's `--output`, where `%` starts a pattern and `\` disables them.
@@ -491,14 +474,6 @@ mod tests {
             255,
             "sbatch: unrecognized option '--bogus'"
         )));
-    }
-
-    #[test]
-    fn time_limits_round_up_to_minutes() {
-        assert_eq!(time_limit_minutes(1), 1);
-        assert_eq!(time_limit_minutes(60_000), 1);
-        assert_eq!(time_limit_minutes(60_001), 2);
-        assert_eq!(time_limit_minutes(30 * 60_000), 30);
     }
 
     #[test]

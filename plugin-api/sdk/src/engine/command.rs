@@ -13,6 +13,8 @@ use std::{
 
 use parking_lot::Mutex;
 
+use super::dialect::SubmitError;
+
 /// One command to run: a program (looked up on `PATH`) and its arguments, with optional text
 /// for its standard input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,13 @@ impl CommandOutput {
     /// Standard error and standard output together, for matching messages.
     pub fn text(&self) -> String {
         format!("{}\n{}", self.stderr, self.stdout)
+    }
+
+    /// Whether the output says one of `messages` (lowercase), in any case: the test of a
+    /// dialect's `is_transient`.
+    pub fn mentions_any(&self, messages: &[&str]) -> bool {
+        let text = self.text().to_ascii_lowercase();
+        messages.iter().any(|m| text.contains(m))
     }
 
     /// A one-line description of a failure, for messages: the command's own error text when
@@ -343,6 +352,27 @@ impl Commands<'_> {
             );
         }
         out
+    }
+
+    /// Runs a submit command and reads the native id in its output with `parse_id`: a failed
+    /// command is [`SubmitError::Command`] (retried if transient), output without an id
+    /// [`SubmitError::Rejected`].
+    pub fn submit(
+        &self,
+        program: &str,
+        args: &[String],
+        parse_id: impl Fn(&CommandOutput) -> Option<String>,
+    ) -> Result<String, SubmitError> {
+        let out = self
+            .run(program, args)
+            .checked()
+            .map_err(SubmitError::Command)?;
+        parse_id(&out).ok_or_else(|| {
+            SubmitError::Rejected(format!(
+                "cannot read a job id in {program}'s output {:?}",
+                out.text().trim()
+            ))
+        })
     }
 
     /// The time limit every command gets (`command_timeout`).

@@ -138,6 +138,14 @@ struct RawEngineKeys {
     cancel_batch: Option<u32>,
 }
 
+/// Refuses a text key given as an empty (or blank) string, naming the key.
+pub fn non_empty(key: &str, value: &Option<String>) -> Result<(), PluginError> {
+    match value {
+        Some(text) if text.trim().is_empty() => Err(PluginError::config(key, "must not be empty")),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a backend table: the engine's keys into an [`EngineConfig`] (with the dialect's
 /// `defaults`), every other key into the dialect's own `T` (use
 /// `#[serde(deny_unknown_fields)]` on it, so that a typo is an error naming the key).

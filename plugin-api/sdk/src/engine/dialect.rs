@@ -60,6 +60,20 @@ pub struct Job {
     pub attrs: Vec<(String, String)>,
 }
 
+impl Job {
+    /// The time limit in whole seconds, rounded up, at least 1 (Grid Engine's `h_rt`).
+    pub fn timeout_secs(&self) -> Option<u64> {
+        let limit = self.timeout?;
+        Some((limit.as_millis().div_ceil(1000).max(1)) as u64)
+    }
+
+    /// The time limit in whole minutes, rounded up, at least 1 (Slurm's `--time`, LSF's
+    /// `-W`).
+    pub fn timeout_minutes(&self) -> Option<u64> {
+        Some(self.timeout_secs()?.div_ceil(60))
+    }
+}
+
 /// The array part of a [`Submission`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArrayPlan {
@@ -96,6 +110,23 @@ impl Submission {
             plan.first_index,
             plan.first_index + self.jobs.len() as u32 - 1,
         ))
+    }
+
+    /// The script to submit: the job's, or the array's dispatcher.
+    pub fn script(&self) -> &std::path::Path {
+        match &self.array {
+            None => &self.scripts[0],
+            Some(plan) => &plan.dispatcher,
+        }
+    }
+
+    /// The directory to submit it in: the job's `cwd`, or for an array the run directory (each
+    /// member's script enters its own `cwd`).
+    pub fn workdir(&self) -> &std::path::Path {
+        match &self.array {
+            None => &self.jobs[0].cwd,
+            Some(_) => &self.jobs[0].run_dir,
+        }
     }
 
     /// The native ids of the unit's jobs from the one id the scheduler printed: `[id]` for a
@@ -145,6 +176,17 @@ pub struct NativeStatus {
     pub signal: Option<i32>,
     /// Resource usage, when the source reports it.
     pub usage: Option<Usage>,
+}
+
+impl NativeStatus {
+    /// A row of job `id` in native state `state`, with nothing else known.
+    pub fn new(id: impl Into<String>, state: impl Into<String>) -> NativeStatus {
+        NativeStatus {
+            id: id.into(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Where a [`NativeStatus`] came from.
@@ -301,10 +343,8 @@ pub trait Dialect: Send + Sync + 'static {
         script::job_script(
             job,
             &script::ScriptOptions {
-                generator: format!("flowrun's {} backend", self.scheduler()),
                 redirect_to_log: in_array,
-                exit_status_file: None,
-                reserved_exit_codes: Vec::new(),
+                ..script::ScriptOptions::new(format!("flowrun's {} backend", self.scheduler()))
             },
         )
     }

@@ -40,6 +40,7 @@ mod command;
 mod config;
 mod core;
 mod dialect;
+pub mod records;
 mod run;
 pub mod script;
 pub mod testing;
@@ -47,7 +48,7 @@ pub mod testing;
 pub use abi::{backend, backend_with_runner, event_to_abi, job_from_spec};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{CommandLine, CommandOutput, CommandRunner, Commands, Exit, ProcessRunner};
-pub use config::{parse_config, EngineConfig, EngineDefaults, ENGINE_KEYS};
+pub use config::{non_empty, parse_config, EngineConfig, EngineDefaults, ENGINE_KEYS};
 pub use core::{job_name, EngineEvent, Update};
 pub use dialect::{
     ArrayPlan, Dialect, Job, JobCommand, JobContext, JobKey, Judgement, Lookup, NativeStatus,

@@ -5,9 +5,9 @@
 //! script sends its output to the job's log itself, since one output option of the scheduler
 //! cannot name every member's log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::dialect::{Job, JobCommand};
+use super::dialect::{Job, JobCommand, SubmitError};
 
 /// How [`job_script`] writes a script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,44 @@ pub struct ScriptOptions {
     /// that exits 99 and holds one that exits 100 in error): when the command exits with one,
     /// the script exits 1 instead, and the exit status file (required) keeps the real one.
     pub reserved_exit_codes: Vec<i32>,
+}
+
+impl ScriptOptions {
+    /// The plain script of `generator`: output left to the scheduler, the command `exec`ed.
+    pub fn new(generator: impl Into<String>) -> ScriptOptions {
+        ScriptOptions {
+            generator: generator.into(),
+            redirect_to_log: false,
+            exit_status_file: None,
+            reserved_exit_codes: Vec::new(),
+        }
+    }
+}
+
+/// Where a job's script writes its command's exit status (`ScriptOptions::exit_status_file`):
+/// `<job_dir>/<stem>.<attempt>`, named by the attempt, so that an earlier attempt's file is
+/// never read as this one's.
+pub fn exit_status_path(job: &Job, stem: &str) -> PathBuf {
+    job.job_dir.join(format!("{stem}.{}", job.attempt))
+}
+
+/// The exit status a job's script wrote, once it has (an empty or partly written file is not
+/// one yet).
+pub fn read_exit_status(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Removes what an earlier submission of a job directory left at `path` (`what` it is: an exit
+/// status file, a job report), before submitting, so that only this submission's can be read
+/// as its result. A file that cannot be removed rejects the submission.
+pub fn remove_stale(path: &Path, what: &str) -> Result<(), SubmitError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SubmitError::Rejected(format!(
+            "cannot remove the old {what} {}: {e}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Quotes `word` for bash. Fails on a NUL byte, which no shell word can hold.
@@ -182,12 +220,7 @@ mod tests {
     }
 
     fn options() -> ScriptOptions {
-        ScriptOptions {
-            generator: "a test".into(),
-            redirect_to_log: false,
-            exit_status_file: None,
-            reserved_exit_codes: Vec::new(),
-        }
+        ScriptOptions::new("a test")
     }
 
     /// Runs a script with bash (no scheduler needed) and returns (status, stdout).
@@ -326,6 +359,45 @@ mod tests {
             assert_eq!(run(&text, dir.path(), &[("TASK", task)]), (0, want.into()));
         }
         assert_eq!(run(&text, dir.path(), &[("TASK", "4")]).0, 1);
+    }
+
+    #[test]
+    fn exit_status_files_per_attempt_and_stale_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(JobCommand::Shell("exit 4".into()), dir.path());
+        let path = exit_status_path(&j, "x-exit-status");
+        assert_eq!(path, dir.path().join("x-exit-status.2"));
+        j.attempt = 3;
+        assert_ne!(exit_status_path(&j, "x-exit-status"), path);
+        assert_eq!(read_exit_status(&path), None);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(read_exit_status(&path), None, "not written yet");
+        std::fs::write(&path, "4\n").unwrap();
+        assert_eq!(read_exit_status(&path), Some(4));
+        remove_stale(&path, "exit status file").unwrap();
+        assert!(!path.exists());
+        remove_stale(&path, "exit status file").unwrap();
+        let busy = dir.path().join("a dir");
+        std::fs::create_dir_all(busy.join("inside")).unwrap();
+        let Err(SubmitError::Rejected(why)) = remove_stale(&busy, "job report") else {
+            panic!("a file that cannot be removed must reject the submission")
+        };
+        assert!(why.starts_with("cannot remove the old job report"), "{why}");
+    }
+
+    #[test]
+    fn time_limits_round_up_to_whole_seconds_and_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(JobCommand::Shell("true".into()), dir.path());
+        for (ms, secs, minutes) in [(1, 1, 1), (60_000, 60, 1), (60_001, 61, 2), (90_500, 91, 2)] {
+            j.timeout = Some(Duration::from_millis(ms));
+            assert_eq!(
+                (j.timeout_secs(), j.timeout_minutes()),
+                (Some(secs), Some(minutes))
+            );
+        }
+        j.timeout = None;
+        assert_eq!((j.timeout_secs(), j.timeout_minutes()), (None, None));
     }
 
     #[test]
