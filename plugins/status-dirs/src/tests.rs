@@ -325,3 +325,26 @@ fn every_link_of_many_jobs_has_its_own_target_whatever_the_batches() {
     let total: usize = DIRS.iter().map(|d| listed(run.path(), d).len()).sum();
     assert_eq!(total, counted, "one link per job, no strays");
 }
+
+#[test]
+fn a_link_that_fails_on_the_linker_thread_is_one_error_at_finish() {
+    let run = tempfile::tempdir().unwrap();
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[started(run.path(), &["a", "b"])]);
+    // The open `passed/` is gone: making a link in it fails (ENOENT), after the start went well.
+    std::fs::remove_dir(run.path().join("by-status/passed")).unwrap();
+    o.send(&[status("a", JobStatus::PASSED)]);
+    o.send(&[status("b", JobStatus::FAILED)]);
+    let err = o.finish().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::IO);
+    let message = err.message.to_string();
+    assert!(
+        message.starts_with("status-dirs: cannot link a into "),
+        "{message}"
+    );
+    assert!(message.contains("passed"), "{message}");
+    assert!(
+        listed(run.path(), "failed").is_empty(),
+        "nothing more is written after the first error"
+    );
+}
