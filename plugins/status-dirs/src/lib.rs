@@ -6,8 +6,7 @@
 //! opened once (the kernel resolves one name per call), and a hash lookup per event. A job's
 //! `running` link appears once it has run for [`RUNNING_LINK_DELAY`]: a shorter job is linked
 //! once, straight into its final directory, which saves the rename that costs most of the
-//! observer's time on ext4 (benches/observers.py). The links are made on a linker thread fed
-//! in order with each batch's changes ([`Linker`]), beside the observer's own thread.
+//! observer's time on ext4 (benches/observers.py).
 #![forbid(unsafe_code)]
 
 use std::{
@@ -15,8 +14,7 @@ use std::{
     fs::File,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    sync::{mpsc, Arc},
-    thread::JoinHandle,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -89,21 +87,18 @@ impl ObserverImpl for StatusDirsObserver {
 
     fn finish(&self) -> Result<(), PluginError> {
         self.timer.stop();
-        self.state
-            .finish(|s| {
-                match s.close_linker().or_else(|| s.error.take()) {
+        self.state.finish(|s| match s.error.take() {
             Some(e) => Err(PluginError::new(ErrorKind::IO, e)),
-            None if !s.started_run => Err(PluginError::other(
+            None if s.dirs.is_none() => Err(PluginError::other(
                 "status-dirs: the run never started (no RUN_STARTED event), so no links were made",
             )),
             None => Ok(()),
-        }
-            })
+        })
     }
 }
 
-/// One job: its status as the events tell, and where its link is (or will be, once the linker
-/// thread has done what it was sent).
+/// One job: its status as the events tell, and where its link is. The link's target is
+/// built when the link is made (see [`StatusDirs::target`]) rather than kept per job.
 struct JobLinks {
     /// The link's file name: the job's directory name.
     dir_name: Box<str>,
@@ -118,106 +113,18 @@ struct Dirs {
     fds: Vec<File>,
 }
 
-/// One change to the status directories: the link named `name` (a job's directory name) goes
-/// from slot `from` to slot `to`, either of which may be [`NO_LINK`].
-struct Op {
-    name: Box<str>,
-    from: Slot,
-    to: Slot,
-}
-
-/// What the linker thread is sent: a batch's changes, or a request to say when it is idle.
-enum ToLinker {
-    Ops(Vec<Op>),
-    Settled(mpsc::Sender<()>),
-}
-
-/// The thread that makes the links. The file system's work (a `symlinkat` costs several
-/// microseconds, most of this observer's time) runs beside the bookkeeping of the next batch
-/// on the observer's thread, so neither thread is the run's critical path alone
-/// (benches/observers.py). Changes keep their order: one queue, one thread.
-struct Linker {
-    tx: mpsc::Sender<ToLinker>,
-    /// Returns the first file-system error; after one it does nothing more.
-    thread: JoinHandle<Option<String>>,
-}
-
-impl Linker {
-    fn start(dirs: Dirs, jobs_from_status_dir: String) -> Result<Linker, String> {
-        let (tx, rx) = mpsc::channel::<ToLinker>();
-        let thread = std::thread::Builder::new()
-            .name("status-dirs-link".into())
-            .spawn(move || {
-                let mut target = String::new();
-                let mut error = None;
-                for message in rx {
-                    match message {
-                        ToLinker::Ops(ops) if error.is_none() => {
-                            for op in ops {
-                                if let Err(e) =
-                                    apply_op(&dirs, &jobs_from_status_dir, &mut target, &op)
-                                {
-                                    error = Some(link_error(&dirs, &op.name, op.to, e));
-                                    break;
-                                }
-                            }
-                        }
-                        ToLinker::Ops(_) => {}
-                        ToLinker::Settled(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-                error
-            })
-            .map_err(|e| format!("status-dirs: cannot start its linker thread: {e}"))?;
-        Ok(Linker { tx, thread })
-    }
-}
-
-/// Carries out one change on the open directories.
-fn apply_op(
-    dirs: &Dirs,
-    jobs_from_status_dir: &str,
-    target: &mut String,
-    op: &Op,
-) -> nix::Result<()> {
-    let name = &*op.name;
-    match (op.from, op.to) {
-        (NO_LINK, NO_LINK) => Ok(()),
-        (NO_LINK, to) => {
-            target.clear();
-            target.push_str(jobs_from_status_dir);
-            target.push('/');
-            target.push_str(name);
-            link(target, &dirs.fds[usize::from(to)], name)
-        }
-        (from, NO_LINK) => unlinkat(
-            &dirs.fds[usize::from(from)],
-            name,
-            UnlinkatFlags::NoRemoveDir,
-        ),
-        (from, to) => renameat(
-            &dirs.fds[usize::from(from)],
-            name,
-            &dirs.fds[usize::from(to)],
-            name,
-        ),
-    }
-}
-
 /// The state behind the observer.
 pub struct StatusDirs {
     configured: PathBuf,
-    /// RUN_STARTED was seen and the directories are ready.
-    started_run: bool,
-    linker: Option<Linker>,
-    /// The changes of the batch being applied, sent to the linker at its end.
-    ops: Vec<Op>,
+    dirs: Option<Dirs>,
+    /// The run's `jobs` directory as seen from a status directory (`../../jobs`).
+    jobs_from_status_dir: String,
     jobs: Vec<JobLinks>,
     /// Fx rather than SipHash: the lookup of the job an event names was the observer's largest
     /// cost after the kernel's (benches/observers.py, perf), and names are not adversarial.
     by_name: FxHashMap<Box<str>, u32>,
+    /// The target of the link being made, reused.
+    target: String,
     /// Jobs whose link must move at the end of the current batch, in the order they changed;
     /// `queued_flag` marks the ones already listed.
     changed: Vec<u32>,
@@ -234,11 +141,11 @@ impl StatusDirs {
     fn new(configured: PathBuf) -> Self {
         StatusDirs {
             configured,
-            started_run: false,
-            linker: None,
-            ops: Vec::new(),
+            dirs: None,
+            jobs_from_status_dir: String::new(),
             jobs: Vec::new(),
             by_name: FxHashMap::default(),
+            target: String::new(),
             changed: Vec::new(),
             queued_flag: Vec::new(),
             started: VecDeque::new(),
@@ -280,40 +187,8 @@ impl StatusDirs {
                 _ => {}
             }
         }
-        self.move_links();
-        self.send_ops();
-    }
-
-    /// Hands the changes decided so far to the linker thread.
-    fn send_ops(&mut self) {
-        if self.ops.is_empty() {
-            return;
-        }
-        let ops = std::mem::take(&mut self.ops);
-        if let Some(linker) = &self.linker {
-            // A closed queue means the thread is gone; `close_linker` says why.
-            let _ = linker.tx.send(ToLinker::Ops(ops));
-        }
-    }
-
-    /// Waits until the linker thread has carried out every change sent so far (tests look at
-    /// the directories right after a batch).
-    pub fn settle(&self) {
-        let Some(linker) = &self.linker else { return };
-        let (done, wait) = mpsc::channel();
-        if linker.tx.send(ToLinker::Settled(done)).is_ok() {
-            let _ = wait.recv();
-        }
-    }
-
-    /// Ends the linker thread once it has done everything sent; returns its error, if any.
-    fn close_linker(&mut self) -> Option<String> {
-        self.send_ops();
-        let linker = self.linker.take()?;
-        drop(linker.tx);
-        match linker.thread.join() {
-            Ok(error) => error,
-            Err(_) => Some("status-dirs: its linker thread panicked".into()),
+        if let Err(e) = self.move_links() {
+            self.error = Some(e);
         }
     }
 
@@ -341,11 +216,10 @@ impl StatusDirs {
                 .map_err(|e| io("open", &dir, e))?;
             fds.push(fd);
         }
-        let jobs_from_status_dir = relative_path(&root.join(DIRS[0]), &run_dir.join("jobs"))
+        self.jobs_from_status_dir = relative_path(&root.join(DIRS[0]), &run_dir.join("jobs"))
             .to_string_lossy()
             .into_owned();
-        self.linker = Some(Linker::start(Dirs { root, fds }, jobs_from_status_dir)?);
-        self.started_run = true;
+        self.dirs = Some(Dirs { root, fds });
         let jobs = event.jobs();
         self.jobs.reserve(jobs.len());
         self.queued_flag.reserve(jobs.len());
@@ -390,9 +264,10 @@ impl StatusDirs {
     /// Links the jobs that started at least [`RUNNING_LINK_DELAY`] before `now` and still run
     /// without a link. Each job is looked at once per start, so this is O(1) per event.
     pub fn link_long_runners(&mut self, now: Instant) {
-        if self.error.is_some() || !self.started_run {
+        if self.error.is_some() {
             return;
         }
+        let Some(dirs) = &self.dirs else { return };
         while let Some(&(i, since)) = self.started.front() {
             if now.duration_since(since) < RUNNING_LINK_DELAY {
                 break;
@@ -402,27 +277,28 @@ impl StatusDirs {
             if job.status != JobStatus::RUNNING || job.linked != NO_LINK {
                 continue; // it ended (and was linked where it ended), or is linked already
             }
-            self.ops.push(Op {
-                name: job.dir_name.clone(),
-                from: NO_LINK,
-                to: RUNNING,
-            });
+            let target = target(&mut self.target, &self.jobs_from_status_dir, &job.dir_name);
+            if let Err(e) = link(target, &dirs.fds[usize::from(RUNNING)], &job.dir_name) {
+                self.error = Some(link_error(dirs, &job.dir_name, RUNNING, e));
+                return;
+            }
             job.linked = RUNNING;
         }
-        self.send_ops();
     }
 
-    /// Decides the link changes of the jobs changed in this batch, one per job: its final
-    /// place, not every status it went through.
-    fn move_links(&mut self) {
+    fn move_links(&mut self) -> Result<(), String> {
         let changed = std::mem::take(&mut self.changed);
+        let Some(dirs) = &self.dirs else {
+            // Events before RUN_STARTED: nothing to link into yet.
+            for &i in &changed {
+                self.queued_flag[i as usize] = false;
+            }
+            return Ok(());
+        };
         // One clock reading per batch: a batch is delivered at once, so its starts are as old.
         let mut now = None;
         for &i in &changed {
             self.queued_flag[i as usize] = false;
-            if !self.started_run {
-                continue; // events before RUN_STARTED: nothing to link into yet
-            }
             let job = &mut self.jobs[i as usize];
             let wanted = slot_of(job.status);
             if wanted == job.linked {
@@ -433,15 +309,32 @@ impl StatusDirs {
                 self.started.push_back((i, since));
                 continue;
             }
-            self.ops.push(Op {
-                name: job.dir_name.clone(),
-                from: job.linked,
-                to: wanted,
-            });
+            let name = &*job.dir_name;
+            let result = match (job.linked, wanted) {
+                (NO_LINK, to) => {
+                    let target = target(&mut self.target, &self.jobs_from_status_dir, name);
+                    link(target, &dirs.fds[usize::from(to)], name)
+                }
+                (from, NO_LINK) => unlinkat(
+                    &dirs.fds[usize::from(from)],
+                    name,
+                    UnlinkatFlags::NoRemoveDir,
+                ),
+                (from, to) => renameat(
+                    &dirs.fds[usize::from(from)],
+                    name,
+                    &dirs.fds[usize::from(to)],
+                    name,
+                ),
+            };
+            if let Err(e) = result {
+                return Err(link_error(dirs, name, wanted, e));
+            }
             job.linked = wanted;
         }
         self.changed = changed;
         self.changed.clear();
+        Ok(())
     }
 }
 
@@ -451,6 +344,15 @@ fn link_error(dirs: &Dirs, name: &str, to: Slot, e: Errno) -> String {
         "status-dirs: cannot link {name} into {}: {e}",
         dirs.root.join(to).display()
     )
+}
+
+/// The target of the link of the job whose directory is `dir_name`, written into `buffer`.
+fn target<'b>(buffer: &'b mut String, jobs_from_status_dir: &str, dir_name: &str) -> &'b str {
+    buffer.clear();
+    buffer.push_str(jobs_from_status_dir);
+    buffer.push('/');
+    buffer.push_str(dir_name);
+    buffer
 }
 
 /// Creates the link, replacing a stale one of the same name.

@@ -26,34 +26,9 @@ fn finished(interrupted: bool) -> TestEvent {
     .at(3)
 }
 
-/// Feeds one batch to the state, as the observer's `on_events` does, and waits for the linker
-/// thread to carry it out.
+/// Feeds one batch to the state, as the observer's `on_events` does.
 fn apply(o: &mut StatusDirs, events: &[TestEvent]) {
     o.apply(events.iter().map(TestEvent::view));
-    o.settle();
-}
-
-/// The timer's tick as if the delay of `running` links had passed, carried out.
-fn tick_later(o: &mut StatusDirs) {
-    o.link_long_runners(later());
-    o.settle();
-}
-
-/// Waits (at most 30 s) until `<run>/by-status/<status>` lists exactly `names`: through the
-/// observer's interface the links are made on a thread of its own, shortly after the batch.
-fn wait_listed(run: &Path, status: &str, names: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = listed(run, status);
-        if now == names {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{status}: {now:?}, not {names:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The names in `<run>/by-status/<status>`, sorted.
@@ -94,7 +69,7 @@ fn links_move_with_the_status_and_are_relative() {
         listed(run.path(), "running").is_empty(),
         "not before the delay"
     );
-    tick_later(&mut o);
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
     let link = run.path().join("by-status/running/a");
     assert_eq!(
@@ -114,7 +89,7 @@ fn links_move_with_the_status_and_are_relative() {
         ],
     );
     // Named as the host names the job's directory: a `/` is `%2F`.
-    tick_later(&mut o);
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["grp%2Fc"]);
     assert_eq!(listed(run.path(), "failed"), ["a"]);
     apply(
@@ -148,7 +123,7 @@ fn a_long_job_shows_in_running_after_the_delay_and_a_short_one_never_does() {
         status("short", JobStatus::RUNNING),
     ]);
     o.send(&[status("short", JobStatus::PASSED)]);
-    wait_listed(run.path(), "passed", &["short"]);
+    assert_eq!(listed(run.path(), "passed"), ["short"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while listed(run.path(), "running").is_empty() {
         assert!(
@@ -174,7 +149,6 @@ fn a_job_that_runs_and_ends_within_one_batch_is_linked_once() {
         status("a", JobStatus::RUNNING),
         status("a", JobStatus::PASSED),
     ]);
-    assert!(o.finish().is_ok());
     let passed = run.path().join("links/passed/a");
     assert_eq!(
         std::fs::read_link(passed).unwrap(),
@@ -196,17 +170,17 @@ fn a_retry_waiting_in_the_queue_has_no_link() {
         &mut o,
         &[started(run.path(), &["a"]), status("a", JobStatus::RUNNING)],
     );
-    tick_later(&mut o);
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
     apply(&mut o, &[status("a", JobStatus::QUEUED)]);
     assert!(listed(run.path(), "running").is_empty());
-    tick_later(&mut o);
+    o.link_long_runners(later());
     assert!(
         listed(run.path(), "running").is_empty(),
         "a stale start links nothing"
     );
     apply(&mut o, &[status("a", JobStatus::RUNNING)]);
-    tick_later(&mut o);
+    o.link_long_runners(later());
     assert_eq!(listed(run.path(), "running"), ["a"]);
 }
 
@@ -220,7 +194,6 @@ fn an_abandoned_run_files_what_was_in_flight_as_the_host_does() {
         status("q", JobStatus::QUEUED),
     ]);
     o.send(&[finished(true)]);
-    assert!(o.finish().is_ok());
     assert_eq!(listed(run.path(), "killed"), ["q", "r"]);
     assert_eq!(listed(run.path(), "skipped"), ["w"]);
     assert!(listed(run.path(), "running").is_empty());
@@ -234,7 +207,6 @@ fn links_of_an_earlier_run_in_the_same_directory_are_cleared() {
     std::os::unix::fs::symlink("../../jobs/old", stale.join("old")).unwrap();
     let o = ObserverHarness::new(create, "").unwrap();
     o.send(&[started(run.path(), &["a"]), status("a", JobStatus::PASSED)]);
-    assert!(o.finish().is_ok());
     assert!(listed(run.path(), "failed").is_empty());
     assert_eq!(listed(run.path(), "passed"), ["a"]);
 }
@@ -307,7 +279,7 @@ fn every_link_of_many_jobs_has_its_own_target_whatever_the_batches() {
         }
         let (batch, tail) = rest.split_at(size.min(rest.len()));
         apply(&mut o, batch);
-        tick_later(&mut o);
+        o.link_long_runners(later());
         rest = tail;
     }
     apply(&mut o, &[finished(false)]);
@@ -327,7 +299,7 @@ fn every_link_of_many_jobs_has_its_own_target_whatever_the_batches() {
 }
 
 #[test]
-fn a_link_that_fails_on_the_linker_thread_is_one_error_at_finish() {
+fn a_link_that_fails_after_a_good_start_is_one_error_at_finish() {
     let run = tempfile::tempdir().unwrap();
     let o = ObserverHarness::new(create, "").unwrap();
     o.send(&[started(run.path(), &["a", "b"])]);
