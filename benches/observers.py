@@ -17,7 +17,7 @@ Uses target/release/flowrun unless FLOWRUN_BIN is set, and `chromium` unless FLO
 is. Figures go to docs/benchmarks.md together with this command. The machine is shared: run it
 more than once before trusting a figure.
 """
-import argparse, os, re, resource, statistics, subprocess, sys, tempfile, time
+import argparse, os, re, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("FLOWRUN_BIN", os.path.join(ROOT, "target/release/flowrun"))
@@ -180,10 +180,13 @@ def links_part(n, args, tmp):
         without, with_ = [], []
         for _ in range(args.repeat):
             without.append(run(links_flow(n, False, write_logs), tmp, "no-links"))
+            shutil.rmtree(os.path.dirname(without[-1][2]))
             with_.append(run(links_flow(n, True, write_logs), tmp, "links"))
-        passed = len(os.listdir(os.path.join(with_[-1][2], "by-status", "passed")))
-        if passed != n:
-            sys.exit(f"status-dirs made {passed} links for {n} jobs")
+            passed = len(os.listdir(os.path.join(with_[-1][2], "by-status", "passed")))
+            if passed != n:
+                sys.exit(f"status-dirs made {passed} links for {n} jobs")
+            # Gone at once, so that later runs do not measure a file system full of earlier ones.
+            shutil.rmtree(os.path.dirname(with_[-1][2]))
         kind = "with job logs" if write_logs else "instant, no job dirs"
         a, b = med(without, 0), med(with_, 0)
         ca, cb = med(without, 1), med(with_, 1)

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fs::File,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
@@ -28,6 +28,7 @@ use nix::{
     fcntl::renameat,
     unistd::{symlinkat, unlinkat, UnlinkatFlags},
 };
+use rustc_hash::FxHashMap;
 
 flowrun_plugin_sdk::export_plugin!(name = "status-dirs", version = env!("CARGO_PKG_VERSION"));
 flowrun_plugin_sdk::register_observer!(
@@ -96,12 +97,11 @@ impl ObserverImpl for StatusDirsObserver {
     }
 }
 
-/// One job: its status as the events tell, and where its link is.
+/// One job: its status as the events tell, and where its link is. The link's target is
+/// built when the link is made (see [`StatusDirs::target`]) rather than kept per job.
 struct JobLinks {
     /// The link's file name: the job's directory name.
-    dir_name: String,
-    /// The link's target, relative to a status directory.
-    target: String,
+    dir_name: Box<str>,
     status: JobStatus,
     linked: Slot,
 }
@@ -120,7 +120,11 @@ pub struct StatusDirs {
     /// The run's `jobs` directory as seen from a status directory (`../../jobs`).
     jobs_from_status_dir: String,
     jobs: Vec<JobLinks>,
-    by_name: HashMap<String, u32>,
+    /// Fx rather than SipHash: the lookup of the job an event names was the observer's largest
+    /// cost after the kernel's (benches/observers.py, perf), and names are not adversarial.
+    by_name: FxHashMap<Box<str>, u32>,
+    /// The target of the link being made, reused.
+    target: String,
     /// Jobs whose link must move at the end of the current batch, in the order they changed;
     /// `queued_flag` marks the ones already listed.
     changed: Vec<u32>,
@@ -140,7 +144,8 @@ impl StatusDirs {
             dirs: None,
             jobs_from_status_dir: String::new(),
             jobs: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: FxHashMap::default(),
+            target: String::new(),
             changed: Vec::new(),
             queued_flag: Vec::new(),
             started: VecDeque::new(),
@@ -217,6 +222,8 @@ impl StatusDirs {
         self.dirs = Some(Dirs { root, fds });
         let jobs = event.jobs();
         self.jobs.reserve(jobs.len());
+        self.queued_flag.reserve(jobs.len());
+        self.by_name.reserve(jobs.len());
         for job in jobs {
             self.job(job.name);
         }
@@ -228,15 +235,13 @@ impl StatusDirs {
             return i;
         }
         let i = self.jobs.len() as u32;
-        let dir_name = job_dir_name(name).into_owned();
         self.jobs.push(JobLinks {
-            target: format!("{}/{dir_name}", self.jobs_from_status_dir),
-            dir_name,
+            dir_name: job_dir_name(name).into(),
             status: JobStatus::SCHEDULED,
             linked: NO_LINK,
         });
         self.queued_flag.push(false);
-        self.by_name.insert(name.to_string(), i);
+        self.by_name.insert(name.into(), i);
         i
     }
 
@@ -272,7 +277,8 @@ impl StatusDirs {
             if job.status != JobStatus::RUNNING || job.linked != NO_LINK {
                 continue; // it ended (and was linked where it ended), or is linked already
             }
-            if let Err(e) = link(&job.target, &dirs.fds[usize::from(RUNNING)], &job.dir_name) {
+            let target = target(&mut self.target, &self.jobs_from_status_dir, &job.dir_name);
+            if let Err(e) = link(target, &dirs.fds[usize::from(RUNNING)], &job.dir_name) {
                 self.error = Some(link_error(dirs, &job.dir_name, RUNNING, e));
                 return;
             }
@@ -289,6 +295,8 @@ impl StatusDirs {
             }
             return Ok(());
         };
+        // One clock reading per batch: a batch is delivered at once, so its starts are as old.
+        let mut now = None;
         for &i in &changed {
             self.queued_flag[i as usize] = false;
             let job = &mut self.jobs[i as usize];
@@ -297,12 +305,16 @@ impl StatusDirs {
                 continue;
             }
             if wanted == RUNNING && job.linked == NO_LINK {
-                self.started.push_back((i, Instant::now()));
+                let since = *now.get_or_insert_with(Instant::now);
+                self.started.push_back((i, since));
                 continue;
             }
-            let name = job.dir_name.as_str();
+            let name = &*job.dir_name;
             let result = match (job.linked, wanted) {
-                (NO_LINK, to) => link(&job.target, &dirs.fds[usize::from(to)], name),
+                (NO_LINK, to) => {
+                    let target = target(&mut self.target, &self.jobs_from_status_dir, name);
+                    link(target, &dirs.fds[usize::from(to)], name)
+                }
                 (from, NO_LINK) => unlinkat(
                     &dirs.fds[usize::from(from)],
                     name,
@@ -332,6 +344,15 @@ fn link_error(dirs: &Dirs, name: &str, to: Slot, e: Errno) -> String {
         "status-dirs: cannot link {name} into {}: {e}",
         dirs.root.join(to).display()
     )
+}
+
+/// The target of the link of the job whose directory is `dir_name`, written into `buffer`.
+fn target<'b>(buffer: &'b mut String, jobs_from_status_dir: &str, dir_name: &str) -> &'b str {
+    buffer.clear();
+    buffer.push_str(jobs_from_status_dir);
+    buffer.push('/');
+    buffer.push_str(dir_name);
+    buffer
 }
 
 /// Creates the link, replacing a stale one of the same name.

@@ -237,3 +237,86 @@ fn config_errors_name_the_key() {
     let err = create("path = \"\"").err().unwrap();
     assert!(err.message.contains("path"), "{}", err.message);
 }
+
+#[test]
+fn every_link_of_many_jobs_has_its_own_target_whatever_the_batches() {
+    // The target is built per link in one reused buffer: a link must never get another job's.
+    let run = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..2000)
+        .map(|i| {
+            if i % 7 == 0 {
+                format!("grp/j-{i}")
+            } else {
+                format!("j-{i}")
+            }
+        })
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let final_status = |i: usize| match i % 3 {
+        0 => JobStatus::PASSED,
+        1 => JobStatus::FAILED,
+        _ => JobStatus::KILLED,
+    };
+    let mut o = dirs();
+    apply(&mut o, &[started(run.path(), &refs)]);
+    // Each job's changes, spread over batches of different sizes, as the host's batches fall.
+    let mut events = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        events.push(status(name, JobStatus::QUEUED));
+        events.push(status(name, JobStatus::RUNNING));
+        if i % 5 == 0 {
+            events.push(status(name, JobStatus::QUEUED)); // a retry
+            events.push(status(name, JobStatus::RUNNING));
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        events.push(status(name, final_status(i)));
+    }
+    let mut rest = &events[..];
+    for size in [1, 3, 4096, 17, 1000].into_iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, tail) = rest.split_at(size.min(rest.len()));
+        apply(&mut o, batch);
+        o.link_long_runners(later());
+        rest = tail;
+    }
+    apply(&mut o, &[finished(false)]);
+    assert_eq!(o.error, None);
+    assert!(listed(run.path(), "running").is_empty());
+    let mut counted = 0;
+    for (i, name) in names.iter().enumerate() {
+        let dir = DIRS[usize::from(slot_of(final_status(i)))];
+        let file = job_dir_name(name);
+        let link = run.path().join("by-status").join(dir).join(&*file);
+        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(target, Path::new("../../jobs").join(&*file), "{name}");
+        counted += 1;
+    }
+    let total: usize = DIRS.iter().map(|d| listed(run.path(), d).len()).sum();
+    assert_eq!(total, counted, "one link per job, no strays");
+}
+
+#[test]
+fn a_link_that_fails_after_a_good_start_is_one_error_at_finish() {
+    let run = tempfile::tempdir().unwrap();
+    let o = ObserverHarness::new(create, "").unwrap();
+    o.send(&[started(run.path(), &["a", "b"])]);
+    // The open `passed/` is gone: making a link in it fails (ENOENT), after the start went well.
+    std::fs::remove_dir(run.path().join("by-status/passed")).unwrap();
+    o.send(&[status("a", JobStatus::PASSED)]);
+    o.send(&[status("b", JobStatus::FAILED)]);
+    let err = o.finish().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::IO);
+    let message = err.message.to_string();
+    assert!(
+        message.starts_with("status-dirs: cannot link a into "),
+        "{message}"
+    );
+    assert!(message.contains("passed"), "{message}");
+    assert!(
+        listed(run.path(), "failed").is_empty(),
+        "nothing more is written after the first error"
+    );
+}
