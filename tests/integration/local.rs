@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_tests::{collect, flowrun, processes_with, run_flow, unique_sleep};
+use flowrun_tests::{collect, flowrun, privileged, processes_with, run_flow, unique_sleep};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -484,16 +484,6 @@ cmd = "echo to-the-user; read x || echo no-input"
         "{}",
         run.stdout
     );
-}
-
-/// Whether a test that needs root and a writable cgroup2 may run: only with
-/// `FLOWRUN_PRIVILEGED_TESTS=1` (`tests/run-all` sets it); otherwise it says so and returns.
-fn privileged(what: &str) -> bool {
-    if std::env::var("FLOWRUN_PRIVILEGED_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("SKIPPED (needs FLOWRUN_PRIVILEGED_TESTS=1): {what}");
-    false
 }
 
 /// The cgroup modes a test runs in: `off` always, `auto` (which must then really use
