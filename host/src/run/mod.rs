@@ -284,7 +284,12 @@ pub fn run_with(
         status_interval: opts.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL),
     })));
     let mut state = RunState::new(flow, ctx, sched, instances.backends, hub, phases);
-    let hashes = journal::definition_hashes(&state.flow);
+    // Definition hashes serve the journal and the reuse of an earlier run's passes only.
+    let hashes = if journal::enabled() || earlier.is_some() {
+        journal::definition_hashes(&state.flow)
+    } else {
+        Vec::new()
+    };
     if journal::enabled() {
         let resumed = earlier.as_ref().filter(|_| in_place).map(|e| &e.replay);
         state.ledger.journal = open_journal(&state, &hashes, resumed);
