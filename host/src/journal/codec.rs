@@ -5,8 +5,9 @@
 /// The file starts with this, then a little-endian `u32` format version.
 pub const MAGIC: &[u8; 8] = b"FLOWRUNJ";
 
-/// The format version written after [`MAGIC`]. A reader refuses other versions.
-pub const VERSION: u32 = 1;
+/// The format version written after [`MAGIC`]. A reader refuses other versions. Version 2
+/// writes times and job indices as distances from the ones before them in the frame.
+pub const VERSION: u32 = 2;
 
 /// Bytes of [`MAGIC`] plus the version.
 pub const FILE_HEADER_LEN: usize = 12;

@@ -2,8 +2,9 @@
 //! (the run loop writes them for every job, so they allocate nothing); the decoder returns an
 //! owned [`Record`]. Both sides of every record are in this file, and the tests round-trip each.
 //!
-//! Times are microseconds since the epoch, written relative to the segment's start
-//! ([`RunStart::started_us`]) so that they take three or four bytes; 0 ("never") stays 0.
+//! Times are microseconds since the epoch, written as the distance from the time written
+//! before them in the frame (the first from the segment's start, [`RunStart::started_us`]),
+//! job indices as the distance from the one before: a byte or two each; 0 ("never") stays 0.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -159,25 +160,63 @@ pub enum Record {
 /// Encodes records into a frame, relative to the segment's start time.
 pub struct Encoder {
     base_us: i64,
+    deltas: Deltas,
 }
 
-fn put_time(b: &mut Vec<u8>, base: i64, t: i64) {
-    if t == 0 {
-        b.put_u64(0);
-    } else {
-        let d = t.wrapping_sub(base);
-        b.put_u64((((d << 1) ^ (d >> 63)) as u64).wrapping_add(1));
-    }
+/// The running state of a frame's compact numbers, the same on both sides: a time is written
+/// as its distance from the time written before it in the frame (the first from the segment's
+/// start), a job index as its distance from the one before (the first from job 0). Records
+/// of the same moment and of neighbouring jobs then take a byte or two where absolute values
+/// took three or four, and a million-job journal shrinks by a third. Every frame starts
+/// afresh (both sides call `frame_start`), so that a frame can be read knowing only its
+/// segment's start: the supervisor appends to a dead worker's segment this way.
+#[derive(Debug, Clone, Copy)]
+struct Deltas {
+    prev_t: i64,
+    prev_job: u32,
 }
 
-fn get_time(g: &mut Get<'_>, base: i64) -> Result<i64, Malformed> {
-    match g.u64()? {
-        0 => Ok(0),
-        u => {
-            let u = u - 1;
-            let d = ((u >> 1) as i64) ^ -((u & 1) as i64);
-            Ok(base.wrapping_add(d))
+impl Deltas {
+    fn new(base_us: i64) -> Self {
+        Deltas {
+            prev_t: base_us,
+            prev_job: 0,
         }
+    }
+
+    /// 0 ("never") stays 0 and leaves the running time alone; others are zigzag + 1.
+    fn put_time(&mut self, b: &mut Vec<u8>, t: i64) {
+        if t == 0 {
+            b.put_u64(0);
+        } else {
+            let d = t.wrapping_sub(self.prev_t);
+            b.put_u64((((d << 1) ^ (d >> 63)) as u64).wrapping_add(1));
+            self.prev_t = t;
+        }
+    }
+
+    fn get_time(&mut self, g: &mut Get<'_>) -> Result<i64, Malformed> {
+        match g.u64()? {
+            0 => Ok(0),
+            u => {
+                let u = u - 1;
+                let d = ((u >> 1) as i64) ^ -((u & 1) as i64);
+                self.prev_t = self.prev_t.wrapping_add(d);
+                Ok(self.prev_t)
+            }
+        }
+    }
+
+    fn put_job(&mut self, b: &mut Vec<u8>, job: u32) {
+        b.put_i64(i64::from(job) - i64::from(self.prev_job));
+        self.prev_job = job;
+    }
+
+    fn get_job(&mut self, g: &mut Get<'_>) -> Result<u32, Malformed> {
+        let job = u32::try_from(i64::from(self.prev_job) + g.i64()?)
+            .map_err(|_| Malformed("job index out of range"))?;
+        self.prev_job = job;
+        Ok(job)
     }
 }
 
@@ -381,7 +420,7 @@ const HAS_DIR: u8 = 1;
 const HAS_EXIT: u8 = 2;
 const HAS_EXTRA: u8 = 4;
 
-fn put_record(b: &mut Vec<u8>, base: i64, r: &JobRecord) {
+fn put_record(b: &mut Vec<u8>, d: &mut Deltas, r: &JobRecord) {
     let mut flags = 0;
     if r.has_dir {
         flags |= HAS_DIR;
@@ -393,19 +432,19 @@ fn put_record(b: &mut Vec<u8>, base: i64, r: &JobRecord) {
         flags |= HAS_EXTRA;
     }
     b.put_u8(flags);
-    put_time(b, base, r.queued_at);
-    put_time(b, base, r.started_at);
-    put_time(b, base, r.finished_at);
+    d.put_time(b, r.queued_at);
+    d.put_time(b, r.started_at);
+    d.put_time(b, r.finished_at);
     b.put_u64(r.attempt.into());
     if let Some(c) = r.exit_code {
         b.put_i64(c.into());
     }
     if let Some(x) = &r.extra {
-        put_extra(b, base, x);
+        put_extra(b, d, x);
     }
 }
 
-fn put_extra(b: &mut Vec<u8>, base: i64, x: &Extra) {
+fn put_extra(b: &mut Vec<u8>, d: &mut Deltas, x: &Extra) {
     match &x.fail {
         None => b.put_u8(0),
         Some(f) => {
@@ -429,22 +468,22 @@ fn put_extra(b: &mut Vec<u8>, base: i64, x: &Extra) {
     b.put_opt_str(x.detail.as_deref());
     b.put_u64(x.earlier.len() as u64);
     for a in &x.earlier {
-        put_attempt(b, base, a);
+        put_attempt(b, d, a);
     }
     b.put_opt_str(x.reused_from.as_deref());
 }
 
-fn put_attempt(b: &mut Vec<u8>, base: i64, a: &Attempt) {
+fn put_attempt(b: &mut Vec<u8>, d: &mut Deltas, a: &Attempt) {
     b.put_u8(status_code(a.status));
     put_opt_reason(b, a.reason.as_ref());
-    put_record(b, base, &a.record);
+    put_record(b, d, &a.record);
 }
 
-fn get_record(g: &mut Get<'_>, base: i64, depth: u32) -> Result<JobRecord, Malformed> {
+fn get_record(g: &mut Get<'_>, d: &mut Deltas, depth: u32) -> Result<JobRecord, Malformed> {
     let flags = g.u8()?;
-    let queued_at = get_time(g, base)?;
-    let started_at = get_time(g, base)?;
-    let finished_at = get_time(g, base)?;
+    let queued_at = d.get_time(g)?;
+    let started_at = d.get_time(g)?;
+    let finished_at = d.get_time(g)?;
     let attempt = g.u32()?;
     let exit_code = if flags & HAS_EXIT != 0 {
         Some(get_i32(g)?)
@@ -452,7 +491,7 @@ fn get_record(g: &mut Get<'_>, base: i64, depth: u32) -> Result<JobRecord, Malfo
         None
     };
     let extra = if flags & HAS_EXTRA != 0 {
-        Some(Box::new(get_extra(g, base, depth)?))
+        Some(Box::new(get_extra(g, d, depth)?))
     } else {
         None
     };
@@ -467,7 +506,7 @@ fn get_record(g: &mut Get<'_>, base: i64, depth: u32) -> Result<JobRecord, Malfo
     })
 }
 
-fn get_extra(g: &mut Get<'_>, base: i64, depth: u32) -> Result<Extra, Malformed> {
+fn get_extra(g: &mut Get<'_>, d: &mut Deltas, depth: u32) -> Result<Extra, Malformed> {
     let fail = match g.u8()? {
         0 => None,
         _ => {
@@ -505,7 +544,7 @@ fn get_extra(g: &mut Get<'_>, base: i64, depth: u32) -> Result<Extra, Malformed>
     for _ in 0..n.min(1 << 16) {
         let status = status_from(g.u8()?)?;
         let reason = get_opt_reason(g)?;
-        let record = get_record(g, base, depth + 1)?;
+        let record = get_record(g, d, depth + 1)?;
         earlier.push(Attempt {
             status,
             reason,
@@ -527,12 +566,21 @@ fn get_extra(g: &mut Get<'_>, base: i64, depth: u32) -> Result<Extra, Malformed>
 impl Encoder {
     /// An encoder for a segment that started at `base_us`.
     pub fn new(base_us: i64) -> Self {
-        Encoder { base_us }
+        Encoder {
+            base_us,
+            deltas: Deltas::new(base_us),
+        }
+    }
+
+    /// A new frame starts: its numbers are written afresh (see [`Deltas`]).
+    pub fn frame_start(&mut self) {
+        self.deltas = Deltas::new(self.base_us);
     }
 
     /// A segment starts (its times are relative to `start.started_us`).
     pub fn run_start(&mut self, b: &mut Vec<u8>, start: &RunStart) {
         self.base_us = start.started_us;
+        self.deltas = Deltas::new(start.started_us);
         b.put_u8(RUN_START);
         b.put_u64(start.segment.into());
         b.put_u8(match start.mode {
@@ -565,10 +613,23 @@ impl Encoder {
         b.put_u8(JOBS);
         b.put_u64(first.into());
         b.put_u64(entries.len() as u64);
+        // A name is written as how many bytes it shares with the name before it, then the
+        // rest: a matrix's names differ in their last characters only.
+        let mut prev = "";
         for (name, hash, backend) in entries {
-            b.put_str(name);
+            let mut shared = prev
+                .bytes()
+                .zip(name.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            while !name.is_char_boundary(shared) {
+                shared -= 1;
+            }
+            b.put_u64(shared as u64);
+            b.put_str(&name[shared..]);
             b.put_bytes(hash);
             b.put_u64(backend.into());
+            prev = name;
         }
     }
 
@@ -576,38 +637,38 @@ impl Encoder {
     #[inline]
     pub fn queued(&mut self, b: &mut Vec<u8>, job: u32, t: i64) {
         b.put_u8(QUEUED);
-        b.put_u64(job.into());
-        put_time(b, self.base_us, t);
+        self.deltas.put_job(b, job);
+        self.deltas.put_time(b, t);
     }
 
     /// The job was handed to its backend.
     #[inline]
     pub fn submitted(&mut self, b: &mut Vec<u8>, job: u32, attempt: u32, t: i64) {
         b.put_u8(SUBMITTED);
-        b.put_u64(job.into());
+        self.deltas.put_job(b, job);
         b.put_u64(attempt.into());
-        put_time(b, self.base_us, t);
+        self.deltas.put_time(b, t);
     }
 
     /// The backend was busy.
     #[inline]
     pub fn requeued(&mut self, b: &mut Vec<u8>, job: u32) {
         b.put_u8(REQUEUED);
-        b.put_u64(job.into());
+        self.deltas.put_job(b, job);
     }
 
     /// The backend started the job.
     #[inline]
     pub fn started(&mut self, b: &mut Vec<u8>, job: u32, t: i64) {
         b.put_u8(STARTED);
-        b.put_u64(job.into());
-        put_time(b, self.base_us, t);
+        self.deltas.put_job(b, job);
+        self.deltas.put_time(b, t);
     }
 
     /// The job's native id.
     pub fn native_id(&mut self, b: &mut Vec<u8>, job: u32, id: &str) {
         b.put_u8(NATIVE_ID);
-        b.put_u64(job.into());
+        self.deltas.put_job(b, job);
         b.put_str(id);
     }
 
@@ -622,23 +683,23 @@ impl Encoder {
         record: &JobRecord,
     ) {
         b.put_u8(ENDED);
-        b.put_u64(job.into());
+        self.deltas.put_job(b, job);
         b.put_u8(status_code(status));
         put_opt_reason(b, reason);
-        put_record(b, self.base_us, record);
+        put_record(b, &mut self.deltas, record);
     }
 
     /// An attempt ended; the job runs again.
     pub fn attempt_ended(&mut self, b: &mut Vec<u8>, job: u32, attempt: &Attempt) {
         b.put_u8(ATTEMPT_ENDED);
-        b.put_u64(job.into());
-        put_attempt(b, self.base_us, attempt);
+        self.deltas.put_job(b, job);
+        put_attempt(b, &mut self.deltas, attempt);
     }
 
     /// The segment ended.
     pub fn run_end(&mut self, b: &mut Vec<u8>, t: i64, interrupted: Option<Interrupt>) {
         b.put_u8(RUN_END);
-        put_time(b, self.base_us, t);
+        self.deltas.put_time(b, t);
         match interrupted {
             None => b.put_u8(0),
             Some(i) => b.put_u8(1 + interrupt_code(i)),
@@ -656,6 +717,7 @@ impl Encoder {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     base_us: i64,
+    deltas: Deltas,
 }
 
 impl Default for Decoder {
@@ -667,12 +729,16 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder at the start of a journal.
     pub fn new() -> Self {
-        Decoder { base_us: 0 }
+        Decoder {
+            base_us: 0,
+            deltas: Deltas::new(0),
+        }
     }
 
     /// Decodes every record of one frame's payload.
     pub fn frame(&mut self, payload: &[u8], out: &mut Vec<Record>) -> Result<(), Malformed> {
         let mut g = Get::new(payload);
+        self.deltas = Deltas::new(self.base_us);
         while !g.is_empty() {
             out.push(self.record(&mut g)?);
         }
@@ -680,7 +746,7 @@ impl Decoder {
     }
 
     fn record(&mut self, g: &mut Get<'_>) -> Result<Record, Malformed> {
-        let base = self.base_us;
+        let d = &mut self.deltas;
         Ok(match g.u8()? {
             RUN_START => {
                 let segment = g.u32()?;
@@ -706,6 +772,7 @@ impl Decoder {
                     });
                 }
                 self.base_us = started_us;
+                self.deltas = Deltas::new(started_us);
                 Record::RunStart(RunStart {
                     segment,
                     mode,
@@ -724,9 +791,18 @@ impl Decoder {
             JOBS => {
                 let first = g.u32()?;
                 let n = g.u64()?;
-                let mut entries = Vec::with_capacity(n.min(1 << 20) as usize);
+                let mut entries: Vec<JobEntry> = Vec::with_capacity(n.min(1 << 20) as usize);
                 for _ in 0..n {
-                    let name = g.str()?.to_string();
+                    let shared = g.u64()?;
+                    let prev = entries.last().map_or("", |e| e.0.as_str());
+                    let head = usize::try_from(shared)
+                        .ok()
+                        .and_then(|k| prev.get(..k))
+                        .ok_or(Malformed("a job name shares more than the name before it"))?;
+                    let tail = g.str()?;
+                    let mut name = String::with_capacity(head.len() + tail.len());
+                    name.push_str(head);
+                    name.push_str(tail);
                     let hash = g.array()?;
                     let backend = g.u32()?;
                     entries.push((name, hash, backend));
@@ -734,28 +810,28 @@ impl Decoder {
                 Record::Jobs { first, entries }
             }
             QUEUED => Record::Queued {
-                job: g.u32()?,
-                t: get_time(g, base)?,
+                job: d.get_job(g)?,
+                t: d.get_time(g)?,
             },
             SUBMITTED => Record::Submitted {
-                job: g.u32()?,
+                job: d.get_job(g)?,
                 attempt: g.u32()?,
-                t: get_time(g, base)?,
+                t: d.get_time(g)?,
             },
-            REQUEUED => Record::Requeued { job: g.u32()? },
+            REQUEUED => Record::Requeued { job: d.get_job(g)? },
             STARTED => Record::Started {
-                job: g.u32()?,
-                t: get_time(g, base)?,
+                job: d.get_job(g)?,
+                t: d.get_time(g)?,
             },
             NATIVE_ID => Record::NativeId {
-                job: g.u32()?,
+                job: d.get_job(g)?,
                 id: g.str()?.to_string(),
             },
             ENDED => {
-                let job = g.u32()?;
+                let job = d.get_job(g)?;
                 let status = status_from(g.u8()?)?;
                 let reason = get_opt_reason(g)?;
-                let record = get_record(g, base, 0)?;
+                let record = get_record(g, d, 0)?;
                 Record::Ended {
                     job,
                     status,
@@ -764,10 +840,10 @@ impl Decoder {
                 }
             }
             ATTEMPT_ENDED => {
-                let job = g.u32()?;
+                let job = d.get_job(g)?;
                 let status = status_from(g.u8()?)?;
                 let reason = get_opt_reason(g)?;
-                let record = get_record(g, base, 1)?;
+                let record = get_record(g, d, 1)?;
                 Record::AttemptEnded {
                     job,
                     attempt: Attempt {
@@ -778,7 +854,7 @@ impl Decoder {
                 }
             }
             RUN_END => {
-                let t = get_time(g, base)?;
+                let t = d.get_time(g)?;
                 let interrupted = match g.u8()? {
                     0 => None,
                     c => Some(interrupt_from(c - 1)?),

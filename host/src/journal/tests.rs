@@ -140,6 +140,11 @@ fn every_record_round_trips() {
         ("a", [1u8; 16], 0u32),
         ("b/c", [2; 16], 0),
         ("é", [3; 16], 0),
+        ("éa", [4; 16], 0),
+        ("è", [5; 16], 1),
+        ("", [6; 16], 0),
+        ("sim-10", [7; 16], 0),
+        ("sim-11", [8; 16], 0),
     ];
     enc.jobs(&mut buf, 0, names.iter().map(|(n, h, b)| (*n, h, *b)));
     enc.queued(&mut buf, 0, base + 1);
@@ -265,6 +270,109 @@ fn a_journal_reads_back_as_the_jobs_states() {
     assert_eq!(r.state[0].record.exit_code, Some(0));
     assert_eq!(r.state[1].status, Status::Queued);
     assert!(!r.finished());
+}
+
+#[test]
+fn records_another_writer_appends_to_the_segment_read_back_with_their_exact_times() {
+    // The supervisor continues a dead worker's segment with a writer of its own: its frames
+    // must decode knowing only the segment's start, whatever the worker's frames held.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_run(dir.path());
+    let r = Replay::read(&path).unwrap();
+    let base = r.last.started_us;
+    let mut j = Journal::append_to(&path, r.valid_len, base).unwrap();
+    let rec = JobRecord {
+        queued_at: base + 1,
+        started_at: base + 2_500_000,
+        finished_at: base + 2_400_000,
+        exit_code: Some(-3),
+        attempt: 7,
+        has_dir: false,
+        extra: None,
+    };
+    j.ended(
+        1,
+        Status::Killed,
+        Some(&Reason::Killed("gone".into())),
+        &rec,
+    );
+    j.note("the worker died");
+    let (_, error) = j.finish();
+    assert_eq!(error, None);
+    let r = Replay::read(&path).unwrap();
+    assert_eq!(r.tail, Tail::Clean);
+    assert_eq!(r.state[0].status, Status::Passed);
+    assert_eq!(r.state[0].record.finished_at, base + 4);
+    assert_eq!(r.state[1].status, Status::Killed);
+    assert_eq!(r.state[1].record, rec);
+    assert_eq!(r.notes, ["the worker died"]);
+}
+
+#[test]
+fn status_changes_of_neighbouring_jobs_at_one_moment_take_a_few_bytes_each() {
+    // What keeps a million-job journal small: distances, not absolute times and indices.
+    let s = start(0, 4000);
+    let base = s.started_us;
+    let mut enc = Encoder::new(base);
+    let mut buf = Vec::new();
+    enc.run_start(&mut buf, &s);
+    let before = buf.len();
+    let t = base + 90_000_000; // 90 s into the run: 4 bytes as an absolute offset
+    for job in 2000..3000 {
+        enc.queued(&mut buf, job, t);
+    }
+    assert!(
+        buf.len() - before <= 1000 * 3 + 8,
+        "{} bytes",
+        buf.len() - before
+    );
+    let rec = JobRecord {
+        queued_at: t,
+        started_at: t + 40,
+        finished_at: t + 90,
+        exit_code: Some(0),
+        attempt: 1,
+        has_dir: true,
+        extra: None,
+    };
+    let before = buf.len();
+    for job in 2000..3000 {
+        enc.ended(&mut buf, job, Status::Passed, None, &rec);
+    }
+    assert!(
+        buf.len() - before <= 1000 * 11 + 8,
+        "{} bytes",
+        buf.len() - before
+    );
+    let mut out = Vec::new();
+    Decoder::new().frame(&buf, &mut out).unwrap();
+    assert_eq!(out.len(), 2001);
+    assert_eq!(out[1000], Record::Queued { job: 2999, t });
+    assert_eq!(
+        out[2000],
+        Record::Ended {
+            job: 2999,
+            status: Status::Passed,
+            reason: None,
+            record: rec
+        }
+    );
+}
+
+#[test]
+fn the_flow_hash_hashed_in_chunks_is_the_hash_of_the_whole_encoding() {
+    use super::codec::Put;
+    let names: Vec<String> = (0..20_000).map(|i| format!("job-{i}")).collect();
+    let hashes: Vec<[u8; 16]> = (0..20_000u32).map(|i| [(i % 251) as u8; 16]).collect();
+    let mut whole = Vec::new();
+    whole.put_str("f");
+    whole.put_u64(names.len() as u64);
+    for (n, h) in names.iter().zip(&hashes) {
+        whole.put_str(n);
+        whole.put_bytes(h);
+    }
+    let chunked = super::hash::flow_hash_of("f", names.iter().map(String::as_str).zip(&hashes));
+    assert_eq!(chunked, xxhash_rust::xxh3::xxh3_128(&whole).to_le_bytes());
 }
 
 #[test]

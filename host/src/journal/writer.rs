@@ -175,12 +175,16 @@ impl Journal {
         jobs: impl ExactSizeIterator<Item = (&'a str, &'a [u8; 16], u32)>,
     ) {
         self.enc.run_start(&mut self.buf, start);
-        let mut jobs = jobs.peekable();
-        let mut first = 0u32;
-        while jobs.peek().is_some() {
-            let chunk: Vec<_> = jobs.by_ref().take(JOBS_PER_RECORD).collect();
-            let n = chunk.len() as u32;
-            self.enc.jobs(&mut self.buf, first, chunk.into_iter());
+        let mut jobs = jobs;
+        let total = jobs.len();
+        // About what the table takes (a name, a hash, a backend per job), so that a million
+        // jobs' table is not copied over and over as the buffer grows.
+        self.buf.reserve(total * 32);
+        let mut first = 0;
+        while first < total {
+            let n = (total - first).min(JOBS_PER_RECORD);
+            self.enc
+                .jobs(&mut self.buf, first as u32, jobs.by_ref().take(n));
             first += n;
         }
         self.flush();
@@ -284,6 +288,7 @@ impl Journal {
         }
         self.buf.clear();
         codec::open_frame(&mut self.buf);
+        self.enc.frame_start();
     }
 
     /// Writes what is left, syncs, and closes. Returns the error that stopped the journal, if

@@ -214,7 +214,12 @@ pub fn run_with(
         (None, Some(_)) => Some(resume::read(&flow, None)?),
         (None, None) => None,
     };
-    let hashes = journal::definition_hashes(&flow);
+    // Definition hashes serve the journal and the reuse of an earlier run's results only.
+    let hashes = if journal::enabled() || earlier.is_some() {
+        journal::definition_hashes(&flow)
+    } else {
+        Vec::new()
+    };
     let given = match (&earlier, &opts.no_deps) {
         (Some(e), Some(jobs)) => resume::given(&flow, &hashes, e, jobs)?,
         _ => Vec::new(),
