@@ -292,7 +292,7 @@ fail_patterns = ["^UVM_(ERROR|FATAL)"]
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
+    let pid = flowrun_tests::run_process(child.id());
     let mut peak_kb = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
@@ -687,7 +687,7 @@ cmd = "setsid sh -c 'sleep {m} & wait' & sleep {m}"
         // Per job: its sleep, the setsid'd shell (whose command line names the marker) and
         // that shell's sleep.
         let mut child = start_run(dir.path(), &flow, &m, 60);
-        let watchdogs = watchdogs_of(child.id());
+        let watchdogs = watchdogs_of(flowrun_tests::run_process(child.id()));
         sigkill(child.id());
         let _ = child.wait();
         let left = gone_within(&m, Duration::from_secs(5));
@@ -745,7 +745,7 @@ cmd = "setsid sleep {marker} & sleep {marker}"
         )
     };
     let mut victim = start_run(dead_dir.path(), &flow(&dead), &dead, 8);
-    let watchdogs = watchdogs_of(victim.id());
+    let watchdogs = watchdogs_of(flowrun_tests::run_process(victim.id()));
     assert_eq!(watchdogs.len(), 1);
     sigkill(watchdogs[0]);
     assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!(

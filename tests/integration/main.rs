@@ -4,6 +4,7 @@
 
 mod abi_compat;
 mod count_calls;
+mod crash;
 mod example;
 mod fake;
 mod junit;

@@ -150,7 +150,10 @@ fn spawn_flow(dir: &Path, flow_name: &str, flow: &str, path_prefix: Option<&Path
         );
     }
     let child = cmd.spawn().expect("start flowrun");
-    let tag = format!("flowrun-{flow_name}-{}", child.id());
+    let tag = format!(
+        "flowrun-{flow_name}-{}",
+        flowrun_tests::run_process(child.id())
+    );
     Background {
         child,
         dir: dir.to_path_buf(),

@@ -237,6 +237,7 @@ pub fn run_with(
             return Err(e);
         }
     };
+    crate::supervise::report_run_dir(&out.path);
     let mut phases = opts.phases.clone();
     phases.0.push(("setup", setup_start, now_us()));
 

@@ -195,6 +195,12 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         state.display.message(&line);
     }
     out.release();
+    let exit_code = run_exit_code(
+        state.sched.interrupted(),
+        written.is_ok(),
+        failures.is_empty(),
+    );
+    crate::supervise::report_done(exit_code);
 
     let wait = match end {
         DriveEnd::Done => SHUTDOWN_WAIT,
@@ -205,11 +211,6 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         tracing::warn!("backend {name}: shutdown did not finish in time; not waiting for it");
     }
 
-    let exit_code = run_exit_code(
-        state.sched.interrupted(),
-        written.is_ok(),
-        failures.is_empty(),
-    );
     // A million-job run holds hundreds of megabytes of small allocations; freeing them one
     // by one just before the process exits takes longer than the scheduling did.
     std::mem::forget(state);
