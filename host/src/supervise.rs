@@ -61,6 +61,14 @@ pub fn enabled() -> bool {
 
 /// The worker's end of the pipe to its parent.
 static TO_PARENT: OnceLock<Mutex<File>> = OnceLock::new();
+/// The supervising parent's pid, in the worker.
+static PARENT: OnceLock<u32> = OnceLock::new();
+
+/// In the worker: the supervising parent's pid (0 in an unsupervised process), recorded in
+/// the journal's run start.
+pub fn parent_pid() -> u32 {
+    PARENT.get().copied().unwrap_or(0)
+}
 
 /// In the worker, first thing: takes the pipe `fd` from the parent (closed on exec, so that no
 /// job inherits it) and makes the worker die with its parent.
@@ -79,6 +87,7 @@ pub fn worker_init(fd: i32) {
     let _ = fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     let _ = TO_PARENT.set(Mutex::new(File::from(owned)));
     let parent = nix::unistd::getppid();
+    let _ = PARENT.set(parent.as_raw() as u32);
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // The parent may have died before the line above: then we were reparented already.
     if nix::unistd::getppid() != parent {

@@ -138,7 +138,7 @@ fn open_journal(
         },
         started_us: state.started_us,
         pid: std::process::id(),
-        supervisor_pid: 0,
+        supervisor_pid: crate::supervise::parent_pid(),
         flow: flow.name.clone(),
         flow_file: flow.file.to_string_lossy().into_owned(),
         run_dir: state.ctx.run_dir_text.clone(),
