@@ -6,9 +6,10 @@
 //! started are skipped, both with a `crashed` reason naming how the worker died. See
 //! docs/design/crash-safety.md for what this guarantees and what it cannot.
 //!
-//! The worker tells the parent two things through a Unix socket (the parent listens on an
+//! The worker tells the parent what it does through a Unix socket (the parent listens on an
 //! abstract name it passes with `--supervisor-socket`, and takes only the connection whose
-//! peer is its worker): `dir PATH` once the run directory exists, `done CODE` once
+//! peer is its worker): `dir PATH` once the run directory exists, `sig N` for each signal it
+//! received, `done CODE` once
 //! results.json and the summary are out (before the plugins' shutdowns, which may still hang
 //! or crash). The exit code is the worker's when it exited on its own after `done`, or before
 //! the run started (bad input). A socket rather than an inherited pipe: std opens it
@@ -16,8 +17,10 @@
 //!
 //! Signals: the worker stays in the parent's process group and keeps the terminal, so a
 //! Ctrl-C or a terminal hangup (sent by the kernel to the foreground group) reaches it
-//! directly; the parent forwards only signals sent to it by a process (`kill PID`:
-//! `si_code` is not `SI_KERNEL`). The worker dies with the parent (`PR_SET_PDEATHSIG`
+//! directly; the parent forwards only signals sent to it alone by a process (`kill PID`):
+//! not the kernel's (`si_code` `SI_KERNEL`), and not one the worker reports (`sig N`) having
+//! received too within [`SAME_SIGNAL_WINDOW`] (`kill -PGID`, a shell's SIGHUP to its jobs), so
+//! that a signal is never doubled (a second one abandons the run). The worker dies with the parent (`PR_SET_PDEATHSIG`
 //! SIGKILL), so that `kill -9` of flowrun is what it was before: the journal stays, local jobs
 //! die with their watchdog, `--resume` continues.
 
@@ -33,6 +36,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, OnceLock},
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -43,7 +47,7 @@ use nix::{
     },
     unistd::Pid,
 };
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::{
     display::{Display, DisplayOptions},
@@ -115,6 +119,11 @@ fn tell_parent(line: &str) {
     }
 }
 
+/// In the worker: it received signal `sig` (SIGINT, SIGTERM, SIGHUP) and acts on it.
+pub fn report_signal(sig: i32) {
+    tell_parent(&format!("sig {sig}"));
+}
+
 /// In the worker: the run directory exists (its journal is about to be written).
 pub fn report_run_dir(dir: &Path) {
     tell_parent(&format!("dir {}", dir.display()));
@@ -126,9 +135,9 @@ pub fn report_done(code: i32) {
     tell_parent(&format!("done {code}"));
 }
 
-/// Signal number `s` as a [`Signal`] (SIGKILL for a number nix does not know: never forwarded).
-fn signal_of(s: i32) -> Signal {
-    Signal::try_from(s).unwrap_or(Signal::SIGKILL)
+/// Whether signal number `s` is one the parent forwards (SIGINT, SIGTERM, SIGHUP).
+fn is_forwarded(s: i32) -> bool {
+    Signal::try_from(s).is_ok_and(|sig| forwarded().contains(sig))
 }
 
 /// What the worker said.
@@ -136,6 +145,43 @@ fn signal_of(s: i32) -> Signal {
 struct Heard {
     dir: Option<PathBuf>,
     done: Option<i32>,
+    /// Signals it reported receiving, with when the report arrived, not yet matched with one
+    /// the parent received.
+    signals: Vec<(i32, Instant)>,
+}
+
+/// How long the parent waits for the worker to report a signal the parent received, before
+/// it forwards it: a signal sent to the whole process group (`kill -TERM -PGID`, a shell's
+/// SIGHUP to its jobs when the terminal closes) reached the worker too and is not forwarded,
+/// one sent to the parent alone (`kill PID`) is forwarded after this delay.
+const SAME_SIGNAL_WINDOW: Duration = Duration::from_millis(200);
+
+/// The parent's side of what the worker reports.
+#[derive(Default)]
+struct Reports {
+    heard: Mutex<Heard>,
+    changed: Condvar,
+}
+
+impl Reports {
+    /// Signal `sig` reached the parent at `at`: whether the worker reports having received it
+    /// too (within [`SAME_SIGNAL_WINDOW`]). Waits for that at most until the window closes.
+    fn worker_got(&self, sig: i32, at: Instant) -> bool {
+        let deadline = at + SAME_SIGNAL_WINDOW;
+        let mut h = self.heard.lock();
+        loop {
+            // A report from well before `at` was of an earlier signal (one the parent forwarded).
+            h.signals
+                .retain(|&(_, when)| when + SAME_SIGNAL_WINDOW >= at);
+            if let Some(i) = h.signals.iter().position(|&(s, _)| s == sig) {
+                h.signals.remove(i);
+                return true;
+            }
+            if self.changed.wait_until(&mut h, deadline).timed_out() {
+                return false;
+            }
+        }
+    }
 }
 
 /// How the worker ended.
@@ -197,10 +243,10 @@ fn supervise_inner() -> std::io::Result<i32> {
     let mut child = cmd.spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
 
-    let heard = Arc::new(Mutex::new(Heard::default()));
+    let reports = Arc::new(Reports::default());
     let (listened, listener_done) = std::sync::mpsc::channel::<()>();
     {
-        let heard = heard.clone();
+        let reports = reports.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
@@ -210,11 +256,14 @@ fn supervise_inner() -> std::io::Result<i32> {
                 }
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    let mut h = heard.lock();
+                    let mut h = reports.heard.lock();
                     if let Some(dir) = line.strip_prefix("dir ") {
                         h.dir = Some(PathBuf::from(dir));
                     } else if let Some(code) = line.strip_prefix("done ") {
                         h.done = code.parse().ok();
+                    } else if let Some(Ok(sig)) = line.strip_prefix("sig ").map(str::parse) {
+                        h.signals.push((sig, Instant::now()));
+                        reports.changed.notify_all();
                     }
                 }
                 break;
@@ -223,25 +272,32 @@ fn supervise_inner() -> std::io::Result<i32> {
         });
     }
     let sfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC)?;
-    std::thread::spawn(move || {
-        while let Ok(Some(info)) = sfd.read_signal() {
-            // A signal from the terminal (Ctrl-C, hangup) went to the whole foreground group,
-            // the worker included: forwarding it would double it (a second signal abandons).
-            if info.ssi_code == libc::SI_KERNEL {
-                continue;
+    {
+        let reports = reports.clone();
+        std::thread::spawn(move || {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let at = Instant::now();
+                let sig = info.ssi_signo as i32;
+                // A signal that went to the whole group reached the worker as well: forwarding
+                // it would double it (a second signal abandons the run). The terminal's (Ctrl-C,
+                // hangup) always do; a process's may (`kill -PGID`): the worker's report says.
+                let got_it = reports.worker_got(sig, at);
+                if got_it || info.ssi_code == libc::SI_KERNEL {
+                    continue;
+                }
+                if let Ok(sig) = Signal::try_from(sig) {
+                    let _ = kill(pid, sig);
+                }
             }
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                let _ = kill(pid, sig);
-            }
-        }
-    });
+        });
+    }
 
     let status = child.wait()?;
     // The connection closes with the worker (its jobs never held it: close-on-exec); a
     // process a plugin forked without exec might still hold it, and a worker that never
     // connected leaves the listener waiting, so the wait is bounded.
-    let _ = listener_done.recv_timeout(std::time::Duration::from_secs(2));
-    let heard = std::mem::take(&mut *heard.lock());
+    let _ = listener_done.recv_timeout(Duration::from_secs(2));
+    let heard = std::mem::take(&mut *reports.heard.lock());
     let death = match (status.code(), status.signal()) {
         (Some(c), _) => Death::Exit(c),
         (None, Some(s)) => Death::Signal(s),
@@ -276,7 +332,7 @@ fn ended(death: Death, heard: &Heard) -> i32 {
         }
         // A signal that reached the worker before it installed its handlers (it unblocks
         // the forwarded signals first thing): an interrupt before the run, not a crash.
-        (Death::Signal(s), None, None) if forwarded().contains(signal_of(s)) => {
+        (Death::Signal(s), None, None) if is_forwarded(s) => {
             eprintln!("flowrun: {death} before the run started; no job ran");
             128 + s
         }
@@ -514,10 +570,30 @@ mod tests {
     }
 
     #[test]
+    fn a_signal_the_worker_reports_is_not_forwarded_one_it_does_not_is() {
+        let r = Reports::default();
+        let now = Instant::now();
+        r.heard.lock().signals.push((1, now));
+        // Reported (a group-wide SIGHUP): matched once, and only for its own signal.
+        assert!(r.worker_got(1, now));
+        assert!(!r.worker_got(1, now), "one report matches one signal");
+        r.heard.lock().signals.push((15, now));
+        assert!(!r.worker_got(2, now));
+        // A report of an earlier signal (one the parent forwarded) is not this one.
+        r.heard
+            .lock()
+            .signals
+            .push((2, now - Duration::from_secs(1)));
+        assert!(!r.worker_got(2, now));
+        assert!(r.heard.lock().signals.iter().all(|&(s, _)| s != 2));
+    }
+
+    #[test]
     fn a_worker_that_finished_or_never_started_keeps_its_exit_code() {
         let done = Heard {
             dir: Some("/nonexistent".into()),
             done: Some(1),
+            ..Heard::default()
         };
         assert_eq!(ended(Death::Exit(1), &done), 1);
         assert_eq!(ended(Death::Signal(11), &done), 1);

@@ -4,9 +4,16 @@
 //! crash; no job process is left; the exit code is 3 (docs: README "Exit codes"). A crash or
 //! hang in a plugin's shutdown, after the run ended, costs nothing.
 
-use std::time::{Duration, Instant};
+use std::{
+    os::unix::process::CommandExt,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use flowrun_tests::{finish_within, install_misbehaving, processes_with, start_flow, unique_sleep};
+use flowrun_tests::{
+    finish_within, flowrun, install_misbehaving, processes_with, start_flow, unique_sleep,
+    wait_until,
+};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -183,4 +190,56 @@ fn crash_a_plugin_hanging_in_shutdown_still_yields_results_within_a_bound() {
     assert!(t.elapsed() < Duration::from_secs(30));
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.status("a"), "passed");
+}
+
+/// A signal sent to flowrun's whole process group (`kill -TERM -PGID`; a shell sends SIGHUP to
+/// its jobs' groups when its terminal closes) reaches the run's process itself and the
+/// supervising parent: the parent must not forward its copy, since a second signal abandons
+/// the run (no graceful kill). Each of SIGHUP, SIGTERM and SIGINT counts once: the running
+/// jobs are killed for it, and there is no "again" line.
+#[test]
+fn crash_a_signal_to_the_whole_process_group_counts_once() {
+    for (sig, code) in [("HUP", 129), ("TERM", 143), ("INT", 130)] {
+        let home = tempdir();
+        let m = unique_sleep();
+        let flow = format!(
+            "[[job]]\nname = \"s1\"\ncmd = \"sleep {m}\"\n[[job]]\nname = \"s2\"\ncmd = \"sleep {m}\"\n"
+        );
+        std::fs::write(home.path().join("flow.toml"), flow).unwrap();
+        let child = flowrun(home.path())
+            .args(["run", "flow.toml", "--out", "out"])
+            .current_dir(home.path())
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(60), "the jobs to start", || {
+            processes_with(&m).len() >= 2
+        });
+        let group = format!("-{}", child.id());
+        let sent = Command::new("kill")
+            .args([&format!("-{sig}"), "--", &group])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let run = finish_within(child, home.path(), Duration::from_secs(60));
+        assert_eq!(run.code, code, "SIG{sig}: {run:#?}");
+        assert!(
+            !run.stderr.contains("again: exiting now"),
+            "SIG{sig} counted twice: {}",
+            run.stderr
+        );
+        for name in ["s1", "s2"] {
+            assert_eq!(
+                (run.status(name), run.reason(name)),
+                (
+                    "killed",
+                    format!("killed by SIG{sig} while running").as_str()
+                ),
+                "{run:#?}"
+            );
+        }
+        assert_eq!(processes_with(&m), Vec::<u32>::new(), "SIG{sig}");
+    }
 }
