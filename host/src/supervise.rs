@@ -148,6 +148,22 @@ struct Heard {
     /// Signals it reported receiving, with when the report arrived, not yet matched with one
     /// the parent received.
     signals: Vec<(i32, Instant)>,
+    /// Signals the parent forwarded whose report (the worker acting on the forwarded copy) has
+    /// not come yet: that report is no sign of another signal.
+    echoes: Vec<i32>,
+}
+
+impl Heard {
+    /// The worker reported signal `sig` at `at`: the echo of one the parent forwarded, or one
+    /// it received itself.
+    fn reported(&mut self, sig: i32, at: Instant) {
+        match self.echoes.iter().position(|&s| s == sig) {
+            Some(i) => {
+                self.echoes.remove(i);
+            }
+            None => self.signals.push((sig, at)),
+        }
+    }
 }
 
 /// How long the parent waits for the worker to report a signal the parent received, before
@@ -262,7 +278,7 @@ fn supervise_inner() -> std::io::Result<i32> {
                     } else if let Some(code) = line.strip_prefix("done ") {
                         h.done = code.parse().ok();
                     } else if let Some(Ok(sig)) = line.strip_prefix("sig ").map(str::parse) {
-                        h.signals.push((sig, Instant::now()));
+                        h.reported(sig, Instant::now());
                         reports.changed.notify_all();
                     }
                 }
@@ -285,8 +301,11 @@ fn supervise_inner() -> std::io::Result<i32> {
                 if got_it || info.ssi_code == libc::SI_KERNEL {
                     continue;
                 }
-                if let Ok(sig) = Signal::try_from(sig) {
-                    let _ = kill(pid, sig);
+                if let Ok(signal) = Signal::try_from(sig) {
+                    reports.heard.lock().echoes.push(sig);
+                    if kill(pid, signal).is_err() {
+                        reports.heard.lock().echoes.retain(|&s| s != sig);
+                    }
                 }
             }
         });
@@ -586,6 +605,12 @@ mod tests {
             .push((2, now - Duration::from_secs(1)));
         assert!(!r.worker_got(2, now));
         assert!(r.heard.lock().signals.iter().all(|&(s, _)| s != 2));
+        // A forwarded SIGINT's report, then a second SIGINT to the parent alone: the report
+        // was the first one's, so the second is forwarded too.
+        let r = Reports::default();
+        r.heard.lock().echoes.push(2);
+        r.heard.lock().reported(2, Instant::now());
+        assert!(!r.worker_got(2, Instant::now()));
     }
 
     #[test]
