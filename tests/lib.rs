@@ -683,6 +683,81 @@ pub fn status_json(home: &Path, run_dir: &Path) -> Value {
         .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
+/// The children of process `parent` whose command name (`/proc/PID/stat`'s, cut to 15
+/// bytes by the kernel) is `comm`.
+pub fn children_named(parent: u32, comm: &str) -> Vec<u32> {
+    let head = format!("({comm}");
+    let parent = parent.to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if name.ends_with(&head) && rest.split_whitespace().nth(1) == Some(parent.as_str()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The process that runs a `flowrun run` and loads its plugins (the worker), given the pid of
+/// the `flowrun` a test started (its supervising parent; see `flowrun::supervise`). With the
+/// supervisor turned off (`FLOWRUN_SUPERVISOR=off`), `flowrun` itself. Panics after 10 s.
+pub fn run_process(flowrun_pid: u32) -> u32 {
+    if std::env::var_os("FLOWRUN_SUPERVISOR").is_some_and(|v| v == "off") {
+        return flowrun_pid;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(&worker) = children_named(flowrun_pid, "flowrun").first() {
+            return worker;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flowrun {flowrun_pid} started no run process"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits for a run started with [`start_flow`] in `dir`; one that does not end within `limit`
+/// is killed and fails the test (it would have hung).
+pub fn finish_within(
+    mut child: std::process::Child,
+    dir: &Path,
+    limit: std::time::Duration,
+) -> Run {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let run = collect(child.wait_with_output().unwrap(), &dir.join("out"));
+            panic!("flowrun did not end within {limit:?}: {run:#?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    collect(child.wait_with_output().unwrap(), &dir.join("out"))
+}
+
+/// Installs the misbehaving fixture plugin (`tests/fixtures/misbehaving`) into `home`'s user
+/// plugin directory.
+pub fn install_misbehaving(home: &Path) {
+    let lib = bin_dir().join("libflowrun_test_misbehaving.so");
+    let o = flowrun(home)
+        .args(["plugins", "install"])
+        .arg(&lib)
+        .arg("--user")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -31,6 +31,10 @@ struct Cli {
     /// More log output from flowrun and its plugins (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Internal: this process is the worker of a supervising `flowrun run` (see
+    /// `crate::supervise`), which listens for what it reports on this abstract socket name.
+    #[arg(long, hide = true, global = true)]
+    supervisor_socket: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -158,6 +162,11 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.verbose);
+    match &cli.supervisor_socket {
+        Some(name) => crate::supervise::worker_init(name),
+        None if supervised(&cli.command) => return crate::supervise::supervise(),
+        None => {}
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -165,6 +174,11 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// Whether this command runs under a supervising parent: a `run` that runs jobs.
+fn supervised(cmd: &Cmd) -> bool {
+    matches!(cmd, Cmd::Run(args) if !args.dry_run) && crate::supervise::enabled()
 }
 
 fn init_logging(verbose: u8) {

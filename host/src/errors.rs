@@ -6,6 +6,8 @@
 //! - 1: some job did not pass (also `plugins verify` finding a bad plugin);
 //! - 2: invalid input (the flow, a backend or observer config, a plugin, a command-line value)
 //!   or an unusable output directory, including results.json that could not be written;
+//! - 3: flowrun's own process (the one that loads plugins) crashed (a plugin's SIGSEGV,
+//!   abort() or exit()): results.json was written from the journal by the supervising parent;
 //! - 129 / 130 / 143: interrupted by SIGHUP / SIGINT / SIGTERM (128 + the signal).
 
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ pub const EXIT_PASSED: i32 = 0;
 pub const EXIT_JOBS_FAILED: i32 = 1;
 /// Invalid input, or an unusable output directory.
 pub const EXIT_INVALID_INPUT: i32 = 2;
+/// flowrun's run process crashed; the supervising parent wrote results.json from the journal.
+pub const EXIT_CRASHED: i32 = 3;
 /// Interrupted by SIGINT.
 pub const EXIT_SIGINT: i32 = 128 + libc::SIGINT;
 /// Interrupted by SIGTERM.

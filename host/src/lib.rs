@@ -31,3 +31,4 @@ pub mod outcome;
 pub mod plugins;
 pub mod run;
 pub mod sched;
+pub mod supervise;

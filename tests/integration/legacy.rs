@@ -288,7 +288,7 @@ fn legacy_timeouts_and_interrupts_kill_through_the_launcher() {
     // Ctrl-C: the running job is killed through the launcher, and nothing outlives flowrun.
     let dir = tempfile::tempdir().unwrap();
     let (child, out, m) = start_long_job(dir.path());
-    let host = child.id();
+    let host = flowrun_tests::run_process(child.id());
     signal(host, libc::SIGINT);
     let run = collect(child.wait_with_output().unwrap(), &out);
     assert_eq!(run.code, 130, "{run:#?}");
@@ -383,7 +383,7 @@ cmd = "sleep 1; echo local"
         &jobs,
     );
     let (child, out) = spawn_run(dir.path(), &flow_toml, &[]);
-    let host = child.id();
+    let host = flowrun_tests::run_process(child.id());
     let run = collect(child.wait_with_output().unwrap(), &out);
     assert_eq!(run.code, 1, "{run:#?}");
     for name in ["a", "b", "c"] {
@@ -512,9 +512,11 @@ fn legacy_missing_symbol_is_named_in_one_line_and_exit_2() {
 fn legacy_worker_and_its_jobs_die_with_a_killed_flowrun() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, _, m) = start_long_job(dir.path());
-    let host = child.id();
+    // `host` is the run's process, which loads the plugin; `child` is its supervising parent,
+    // the `flowrun` a user kills: the run's process dies with it (PR_SET_PDEATHSIG).
+    let host = flowrun_tests::run_process(child.id());
     assert_eq!(workers_of(host).len(), 2, "a guardian and a worker");
-    signal(host, libc::SIGKILL);
+    signal(child.id(), libc::SIGKILL);
     let _ = child.wait();
     // The worker sees its socket close and kills its jobs through the launcher; the guardian
     // sees the lifeline close and makes sure the worker follows.
@@ -550,7 +552,7 @@ fn legacy_plugin_installed_as_its_one_file_runs_its_worker_from_there() {
         ),
         &[],
     );
-    let host = child.id();
+    let host = flowrun_tests::run_process(child.id());
     wait_until(
         Duration::from_secs(20),
         "a worker running the installed plugin",

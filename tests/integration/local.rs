@@ -292,7 +292,7 @@ fail_patterns = ["^UVM_(ERROR|FATAL)"]
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
+    let pid = flowrun_tests::run_process(child.id());
     let mut peak_kb = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
@@ -588,23 +588,8 @@ cmd = "sleep 0.05; echo ok"
 
 /// The pid of the watchdog that flowrun `pid` started (its child named flowrun-watchdog).
 fn watchdogs_of(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1);
-        if head.ends_with("(flowrun-watchdo") && ppid == Some(pid.to_string().as_str()) {
-            found.push(child);
-        }
-    }
-    found
+    // The kernel cuts a command name to 15 bytes.
+    flowrun_tests::children_named(pid, "flowrun-watchdo")
 }
 
 fn sigkill(pid: u32) {
@@ -677,7 +662,10 @@ cmd = "setsid sh -c 'sleep {m} & wait' & sleep {m}"
         // Per job: its sleep, the setsid'd shell (whose command line names the marker) and
         // that shell's sleep.
         let mut child = start_run(dir.path(), &flow, &m, 60);
-        let watchdogs = watchdogs_of(child.id());
+        // `child` is the supervising parent (the pid a user kills); the worker holds the
+        // plugins and must die with it (PR_SET_PDEATHSIG), taking the jobs along.
+        let worker = flowrun_tests::run_process(child.id());
+        let watchdogs = watchdogs_of(worker);
         sigkill(child.id());
         let _ = child.wait();
         let left = gone_within(&m, Duration::from_secs(5));
@@ -685,6 +673,10 @@ cmd = "setsid sh -c 'sleep {m} & wait' & sleep {m}"
             left,
             Vec::<u32>::new(),
             "cgroups = {cgroups}: processes of the run outlived flowrun's SIGKILL by 5 s"
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || gone_or_zombie(worker)),
+            "cgroups = {cgroups}: the run's worker process outlived its killed parent"
         );
         assert_eq!(watchdogs.len(), 1, "cgroups = {cgroups}: {watchdogs:?}");
         assert!(
@@ -696,6 +688,13 @@ cmd = "setsid sh -c 'sleep {m} & wait' & sleep {m}"
             "cgroups = {cgroups}: the watchdog did not exit"
         );
     }
+}
+
+/// Whether process `pid` has exited (a zombie waits for a reaper that is not ours).
+fn gone_or_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')').is_some_and(|(_, r)| r.starts_with(" Z"))
+    })
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -735,7 +734,7 @@ cmd = "setsid sleep {marker} & sleep {marker}"
         )
     };
     let mut victim = start_run(dead_dir.path(), &flow(&dead), &dead, 8);
-    let watchdogs = watchdogs_of(victim.id());
+    let watchdogs = watchdogs_of(flowrun_tests::run_process(victim.id()));
     assert_eq!(watchdogs.len(), 1);
     sigkill(watchdogs[0]);
     assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!(

@@ -8,6 +8,7 @@ mod abi_compat;
 mod batch;
 mod command;
 mod count_calls;
+mod crash;
 mod display;
 mod example;
 mod fake;

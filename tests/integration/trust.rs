@@ -5,44 +5,17 @@
 //! every instance, output-directory errors, `-j`, results before plugin shutdowns.
 
 use std::{
-    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
 
 use flowrun_tests::{
-    bin_dir, collect, flowrun, max_overlap, run_flow, send_signal, start_flow, wait_until, Run,
+    collect, finish_within, flowrun, install_misbehaving, max_overlap, run_flow, send_signal,
+    start_flow, wait_until,
 };
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-/// Waits for a run started with [`start_flow`] in `dir`; one that does not end within `limit`
-/// is killed and fails the test (it would have hung).
-fn finish_within(mut child: std::process::Child, dir: &Path, limit: Duration) -> Run {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let run = collect(child.wait_with_output().unwrap(), &dir.join("out"));
-            panic!("flowrun did not end within {limit:?}: {run:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    collect(child.wait_with_output().unwrap(), &dir.join("out"))
-}
-
-/// Installs the misbehaving fixture plugin into `home`'s user directory.
-fn install_misbehaving(home: &Path) {
-    let lib = bin_dir().join("libflowrun_test_misbehaving.so");
-    let o = flowrun(home)
-        .args(["plugins", "install"])
-        .arg(&lib)
-        .arg("--user")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 // --- item 2: an out dir that holds a previous run, and concurrent runs ----------------------

@@ -339,6 +339,10 @@ fn put_reason(b: &mut Vec<u8>, r: &Reason) {
             b.put_u8(17);
             b.put_u64((*n).into());
         }
+        Reason::Crashed(text) => {
+            b.put_u8(18);
+            b.put_str(text);
+        }
     }
 }
 
@@ -396,6 +400,7 @@ fn get_reason(g: &mut Get<'_>, depth: u32) -> Result<Reason, Malformed> {
         },
         16 => Reason::Killed(s(g)?),
         17 => Reason::Stopped(g.u32()?),
+        18 => Reason::Crashed(s(g)?),
         _ => return Err(Malformed("unknown reason")),
     })
 }

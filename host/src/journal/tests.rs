@@ -84,6 +84,7 @@ fn every_reason() -> Vec<Reason> {
         },
         Reason::Killed("killed by the backend".into()),
         Reason::Stopped(3),
+        Reason::Crashed("flowrun crashed: the run's process died of SIGSEGV".into()),
     ]
 }
 

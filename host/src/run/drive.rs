@@ -70,11 +70,17 @@ impl Signals {
 
     async fn recv(&mut self) -> Interrupt {
         match self {
-            Signals::Os { int, term, hup } => tokio::select! {
-                _ = int.recv() => Interrupt::Sigint,
-                _ = term.recv() => Interrupt::Sigterm,
-                _ = hup.recv() => Interrupt::Sighup,
-            },
+            Signals::Os { int, term, hup } => {
+                let sig = tokio::select! {
+                    _ = int.recv() => Interrupt::Sigint,
+                    _ = term.recv() => Interrupt::Sigterm,
+                    _ = hup.recv() => Interrupt::Sighup,
+                };
+                // So that the supervising parent does not forward a copy of a signal this
+                // process got itself (one sent to the whole process group).
+                crate::supervise::report_signal(sig.number());
+                sig
+            }
             Signals::Channel(rx) => match rx.recv().await {
                 Some(sig) => sig,
                 None => std::future::pending().await,

@@ -144,7 +144,7 @@ fn open_journal(
         },
         started_us: state.started_us,
         pid: std::process::id(),
-        supervisor_pid: 0,
+        supervisor_pid: crate::supervise::parent_pid(),
         flow: flow.name.clone(),
         flow_file: flow.file.to_string_lossy().into_owned(),
         run_dir: state.ctx.run_dir_text.clone(),
@@ -194,8 +194,8 @@ fn run_tag(flow: &str) -> String {
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = flow.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
     match n {
-        0 => format!("flowrun-{name}-{}", std::process::id()),
-        n => format!("flowrun-{name}-{}-{n}", std::process::id()),
+        0 => format!("flowrun-{name}-{}", crate::supervise::flowrun_pid()),
+        n => format!("flowrun-{name}-{}-{n}", crate::supervise::flowrun_pid()),
     }
 }
 
@@ -254,6 +254,7 @@ pub fn run_with(
             return Err(e);
         }
     };
+    crate::supervise::report_run_dir(&out.path);
     let mut phases = opts.phases.clone();
     phases.0.push(("setup", setup_start, now_us()));
 

@@ -170,7 +170,7 @@ fn new_timestamped(base: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-/// Takes the run's lock, writing this process's id into it.
+/// Takes the run's lock, writing flowrun's pid (the one the user started) into it.
 fn lock(dir: &Path) -> Result<Flock<File>, Error> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -183,7 +183,7 @@ fn lock(dir: &Path) -> Result<Flock<File>, Error> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut locked) => {
             let _ = locked.set_len(0);
-            let _ = writeln!(locked, "{}", std::process::id());
+            let _ = writeln!(locked, "{}", crate::supervise::flowrun_pid());
             Ok(locked)
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {

@@ -164,6 +164,11 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         eprintln!("flowrun: {e}");
     }
     out.release();
+    let all_passed = count(Status::Passed) == n as u64;
+    let exit_code = run_exit_code(state.sched.interrupted(), written.is_ok(), all_passed);
+    // results.json and the summary are out: from here a crash (a plugin's shutdown) costs
+    // no result, and the supervising parent must not rewrite them.
+    crate::supervise::report_done(exit_code);
 
     let wait = match end {
         DriveEnd::Done => SHUTDOWN_WAIT,
@@ -174,8 +179,6 @@ pub fn finish(mut state: RunState, out: OutDir, end: DriveEnd) -> RunReport {
         tracing::warn!("backend {name}: shutdown did not finish in time; not waiting for it");
     }
 
-    let all_passed = count(Status::Passed) == n as u64;
-    let exit_code = run_exit_code(state.sched.interrupted(), written.is_ok(), all_passed);
     // A million-job run holds hundreds of megabytes of small allocations; freeing them one
     // by one just before the process exits takes longer than the scheduling did.
     std::mem::forget(state);

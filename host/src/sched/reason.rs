@@ -102,6 +102,10 @@ pub enum Reason {
     /// The job was killed, for this reason ("killed by the backend", or what the kill request
     /// said).
     Killed(Box<str>),
+    /// flowrun's own process (the one that loads the plugins) died while the job ran or
+    /// before it started; written by the supervising parent (`crate::supervise`) only:
+    /// "flowrun crashed: the run's process ... died of SIGSEGV while the job ran".
+    Crashed(Box<str>),
 }
 
 impl Reason {
@@ -123,6 +127,7 @@ impl Reason {
             Reason::Lost { .. } | Reason::KillUnconfirmed { .. } => "lost",
             Reason::Killed(_) => "killed",
             Reason::Stopped(_) => "stopped",
+            Reason::Crashed(_) => "crashed",
         }
     }
 }
@@ -153,7 +158,9 @@ impl fmt::Display for Reason {
             }
             Reason::PassMissing { pattern } => write!(f, "pass pattern never matched: {pattern}"),
             Reason::LogUnreadable(why) => write!(f, "cannot read log: {why}"),
-            Reason::Backend(text) | Reason::Killed(text) => f.write_str(text),
+            Reason::Backend(text) | Reason::Killed(text) | Reason::Crashed(text) => {
+                f.write_str(text)
+            }
             Reason::Timeout(text) => write!(f, "timed out after {text}"),
             Reason::Stopped(1) => f.write_str("stopped after 1 failure"),
             Reason::Stopped(n) => write!(f, "stopped after {n} failures"),
@@ -236,6 +243,13 @@ mod tests {
                 "backend",
             ),
             (Reason::Stopped(1), "stopped after 1 failure", "stopped"),
+            (
+                Reason::Crashed(
+                    "not run: flowrun crashed: the run's process died of SIGSEGV".into(),
+                ),
+                "not run: flowrun crashed: the run's process died of SIGSEGV",
+                "crashed",
+            ),
             (Reason::Stopped(3), "stopped after 3 failures", "stopped"),
             (
                 Reason::Timeout("30m".into()),
