@@ -19,7 +19,7 @@
 //! Ctrl-C or a terminal hangup (sent by the kernel to the foreground group) reaches it
 //! directly; the parent forwards only signals sent to it alone by a process (`kill PID`):
 //! not the kernel's (`si_code` `SI_KERNEL`), and not one the worker reports (`sig N`) having
-//! received too within [`SAME_SIGNAL_WINDOW`] (`kill -PGID`, a shell's SIGHUP to its jobs), so
+//! received too within `SAME_SIGNAL_WINDOW` (200 ms) (`kill -PGID`, a shell's SIGHUP to its jobs), so
 //! that a signal is never doubled (a second one abandons the run). The worker dies with the parent (`PR_SET_PDEATHSIG`
 //! SIGKILL), so that `kill -9` of flowrun is what it was before: the journal stays, local jobs
 //! die with their watchdog, `--resume` continues.

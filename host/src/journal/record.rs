@@ -577,7 +577,7 @@ impl Encoder {
         }
     }
 
-    /// A new frame starts: its numbers are written afresh (see [`Deltas`]).
+    /// A new frame starts: its numbers are written afresh (see `Deltas`).
     pub fn frame_start(&mut self) {
         self.deltas = Deltas::new(self.base_us);
     }
