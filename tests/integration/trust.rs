@@ -2,7 +2,8 @@
 //! log, job directories that never collide or escape, the cause as the reason, the fake
 //! backend as a dry run, each job's own times, SIGHUP, host-side deadlines, logs that cannot
 //! hang the judging, the summary on a full disk, cleanup jobs on Ctrl-C, `check` that creates
-//! every instance, output-directory errors, `-j`, results before plugin shutdowns.
+//! every instance, output-directory errors, `-j`, results before plugin shutdowns, signals
+//! served while a gigabyte log is judged, the descriptor limit raised, a 64 KiB fail line cut.
 
 use std::{
     process::Stdio,
@@ -586,4 +587,178 @@ fn a_backend_that_hangs_in_shutdown_costs_nothing_results_and_summary_come_first
         ("passed", "exit code 3")
     );
     assert!(run.stderr.contains("2 jobs"), "the summary: {}", run.stderr);
+}
+
+// --- item 12: signals stay served while a log is scanned ------------------------------------
+
+/// A run whose job `big` writes a gigabyte log (its pass pattern never printed, so the whole log
+/// is scanned after the job ends) while `slow` runs; returns it once `big` has ended.
+fn start_gigabyte_scan(dir: &std::path::Path) -> std::process::Child {
+    let flow = r#"
+[flow]
+name = "scan"
+[[job]]
+name = "big"
+cmd = "yes \"$(head -c 1023 /dev/zero | tr '\\0' x)\" | head -c 1073741824; touch ../../../wrote"
+pass_patterns = ["^NEVER PRINTED$"]
+[[job]]
+name = "slow"
+cmd = "sleep 120"
+"#;
+    let child = start_flow(dir, flow, &[]);
+    wait_until(Duration::from_secs(180), "the gigabyte log", || {
+        dir.join("wrote").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Seconds since the epoch now.
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn a_sigterm_while_a_gigabyte_log_is_scanned_is_served_at_once() {
+    // The scan (off the loop) of a gigabyte takes seconds in a debug build. On disk, not in
+    // /dev/shm: a full tmpfs would break other tests running beside this one (the browser's).
+    let dir = tempdir();
+    // One SIGTERM: the running job is killed at once, while the ended job's log is still
+    // being judged; the run then ends with that job's verdict from its whole log.
+    let child = start_gigabyte_scan(dir.path());
+    let sent = epoch_now();
+    send_signal(&child, libc::SIGTERM);
+    let run = finish_within(child, dir.path(), Duration::from_secs(700));
+    assert_eq!(run.code, 143, "{run:#?}");
+    assert_eq!(run.reason("slow"), "killed by SIGTERM while running");
+    let killed_after =
+        flowrun_tests::epoch_secs(run.job("slow")["finished_at"].as_str().unwrap()) - sent;
+    let ended_after =
+        flowrun_tests::epoch_secs(run.results["finished_at"].as_str().unwrap()) - sent;
+    eprintln!("slow killed {killed_after:.2} s, the run ended {ended_after:.2} s after SIGTERM");
+    assert!(
+        killed_after < 3.0,
+        "the running job was killed {killed_after:.2} s after SIGTERM: the signal waited for the scan"
+    );
+    assert_eq!(run.status("big"), "failed");
+    assert_eq!(
+        run.reason("big"),
+        "pass pattern never matched: ^NEVER PRINTED$"
+    );
+
+    // A second SIGTERM abandons the judging too: the run ends at once, never with a pass.
+    std::fs::remove_file(dir.path().join("wrote")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let child = start_gigabyte_scan(dir.path());
+    send_signal(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    send_signal(&child, libc::SIGTERM);
+    let run = finish_within(child, dir.path(), Duration::from_secs(60));
+    assert_eq!(run.code, 143, "{run:#?}");
+    assert_ne!(run.status("big"), "passed");
+    assert_eq!(run.status("slow"), "killed");
+}
+
+// --- item 14: the descriptor limit -----------------------------------------------------------
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one_at_start() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        "[[job]]\nname = \"wait\"\ncmd = \"sleep 30\"\n",
+    )
+    .unwrap();
+    let hard: u64 = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .expect("a finite hard limit on open files");
+    assert!(
+        hard > 256,
+        "the test needs a hard limit above 256, not {hard}"
+    );
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$FLOWRUN\" run flow.toml -q --out out",
+        ])
+        .env("FLOWRUN", flowrun_tests::flowrun_path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg-data"))
+        .env("FLOWRUN_SITE_PLUGIN_DIR", dir.path().join("site-plugins"))
+        .env_remove("FLOWRUN_PLUGIN_PATH")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let worker = flowrun_tests::run_process(child.id());
+    wait_until(Duration::from_secs(30), "the job to start", || {
+        dir.path().join("out/jobs/wait/output.log").exists()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{worker}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    send_signal(&child, libc::SIGTERM);
+    let _ = child.wait();
+    assert_eq!(soft, hard, "{line}");
+}
+
+// --- item 20: a 64 KiB fail line ---------------------------------------------------------------
+
+#[test]
+fn a_64_kib_fail_line_is_cut_in_results_and_on_the_terminal() {
+    let dir = tempdir();
+    let flow = r#"
+[flow]
+name = "long"
+[[job]]
+name = "huge"
+cmd = "printf 'UVM_ERROR %s\n' \"$(head -c 65536 /dev/zero | tr '\\0' z)\""
+fail_patterns = ["^UVM_ERROR"]
+"#;
+    let run = run_flow(dir.path(), flow, &[]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("huge"), "failed");
+    let reason = run.reason("huge");
+    assert!(
+        reason.starts_with("fail pattern matched at line 1: UVM_ERROR zzz"),
+        "{}",
+        &reason[..reason.len().min(200)]
+    );
+    // The reason quotes the line's start; results.json's fail_text keeps the line, up to the
+    // scan's 64 KiB cap.
+    assert!(
+        reason.chars().count() < 500,
+        "a reason of {} bytes",
+        reason.len()
+    );
+    assert!(reason.ends_with('…'));
+    let text = run.job("huge")["fail_text"].as_str().unwrap();
+    assert!(
+        text.starts_with("UVM_ERROR zzz") && text.len() == 64 * 1024,
+        "{}",
+        text.len()
+    );
+    for line in run.stdout.lines().chain(run.stderr.lines()) {
+        assert!(
+            line.chars().count() <= 400,
+            "a terminal line of {} characters: {}…",
+            line.chars().count(),
+            line.chars().take(120).collect::<String>()
+        );
+    }
 }

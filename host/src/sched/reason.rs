@@ -132,6 +132,9 @@ impl Reason {
     }
 }
 
+/// How many characters of a matched fail line a reason quotes.
+pub const FAIL_TEXT_IN_REASON: usize = 400;
+
 /// The conventional name of a signal number, such as `SIGSEGV`.
 pub fn signal_name(signal: i32) -> Option<&'static str> {
     nix::sys::signal::Signal::try_from(signal)
@@ -154,7 +157,13 @@ impl fmt::Display for Reason {
                 }
             }
             Reason::FailPattern { line, text } => {
-                write!(f, "fail pattern matched at line {line}: {text}")
+                write!(f, "fail pattern matched at line {line}: ")?;
+                // The line itself can be 64 KiB (the scan's cap): the reason names it, and
+                // results.json's `fail_text` keeps it whole.
+                match text.char_indices().nth(FAIL_TEXT_IN_REASON) {
+                    Some((cut, _)) => write!(f, "{}…", &text[..cut]),
+                    None => f.write_str(text),
+                }
             }
             Reason::PassMissing { pattern } => write!(f, "pass pattern never matched: {pattern}"),
             Reason::LogUnreadable(why) => write!(f, "cannot read log: {why}"),
@@ -319,5 +328,21 @@ mod tests {
             assert_eq!(reason.to_string(), text);
             assert_eq!(reason.kind(), kind, "{text}");
         }
+    }
+
+    #[test]
+    fn a_long_fail_line_is_quoted_cut_on_a_character_boundary() {
+        let text: Box<str> = "é".repeat(65_536).into();
+        let r = Reason::FailPattern { line: 3, text }.to_string();
+        let quoted = r.strip_prefix("fail pattern matched at line 3: ").unwrap();
+        assert_eq!(quoted.chars().count(), FAIL_TEXT_IN_REASON + 1);
+        assert!(quoted.ends_with("é…"));
+        let exact: Box<str> = "z".repeat(FAIL_TEXT_IN_REASON).into();
+        let r = Reason::FailPattern {
+            line: 1,
+            text: exact.clone(),
+        }
+        .to_string();
+        assert!(r.ends_with(&*exact), "a line at the limit is quoted whole");
     }
 }
