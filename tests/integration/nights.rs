@@ -90,6 +90,20 @@ fn run_and_kill(dir: &Path) -> std::path::PathBuf {
     let live = status_json(dir, &out);
     assert_eq!(live["host_alive"], true, "{live}");
     assert_eq!(live["finished"], false, "{live}");
+    // The text form of the live run: counts, the running job, the host alive.
+    let o = flowrun(dir).arg("status").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("passed 5"), "{text}");
+    assert!(text.contains("running  slow"), "{text}");
+    assert!(
+        text.contains(&format!("host pid {} alive", live["host_pid"])),
+        "{text}"
+    );
+    assert!(
+        !text.contains("--resume"),
+        "a live run needs no resume: {text}"
+    );
     send_signal(&child, libc::SIGKILL);
     let crashed: Run = collect(child.wait_with_output().unwrap(), &out);
     assert_eq!(crashed.code, -1, "{crashed:#?}");
