@@ -19,11 +19,13 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// Ten jobs: four quick local passes and a local failure end first; three slow local jobs run
+/// Eleven jobs: four quick local passes and a local failure end first; three slow local jobs run
 /// (their command lines hold `marker`) when `boom`, which needs the quick ones, is submitted to
 /// the misbehaving backend, whose `crash` key kills the process there; `boom` waits for `bad`
-/// too (`when = "always"`), so that every verdict but the slow jobs' is in before the crash;
-/// `after` needs `boom`.
+/// too (`when = "always"`), so that every verdict but the slow jobs' is in before the crash,
+/// and for `gate`, which passes once the three slow jobs really run (a job the host has handed
+/// to its backend may not have started yet when the process dies: on a loaded machine it
+/// often has not); `after` needs `boom`.
 fn crash_flow(crash: &str, marker: &str) -> String {
     let mut s = format!(
         "[flow]\nname = \"crash\"\n[backends.local]\nkind = \"local\"\nmax_parallel = 10\n\
@@ -35,13 +37,17 @@ fn crash_flow(crash: &str, marker: &str) -> String {
     s.push_str("[[job]]\nname = \"bad\"\ncmd = \"exit 3\"\n");
     for i in 1..=3 {
         s.push_str(&format!(
-            "[[job]]\nname = \"slow-{i}\"\ncmd = \"sleep {marker}\"\n"
+            "[[job]]\nname = \"slow-{i}\"\n\
+             cmd = \"touch $FLOWRUN_RUN_DIR/slow-{i}.started; exec sleep {marker}\"\n"
         ));
     }
     s.push_str(
         "[[job]]\nname = \"boom\"\ncmd = \"true\"\nbackend = \"mb\"\n\
-         needs = [\"quick-1\", \"quick-2\", \"quick-3\", \"quick-4\", \"bad\"]\n\
+         needs = [\"quick-1\", \"quick-2\", \"quick-3\", \"quick-4\", \"bad\", \"gate\"]\n\
          when = \"always\"\n\
+         [[job]]\nname = \"gate\"\n\
+         cmd = \"until [ -e $FLOWRUN_RUN_DIR/slow-1.started ] && [ -e $FLOWRUN_RUN_DIR/slow-2.started ] \
+         && [ -e $FLOWRUN_RUN_DIR/slow-3.started ]; do sleep 0.05; done\"\n\
          [[job]]\nname = \"after\"\ncmd = \"true\"\nneeds = [\"boom\"]\n",
     );
     s
@@ -57,10 +63,11 @@ fn crash_mid_run(crash: &str, died: &str) {
     let jobs = run.results["jobs"].as_array().unwrap_or_else(|| {
         panic!("{crash}: no results.json: {run:#?}");
     });
-    assert_eq!(jobs.len(), 10);
+    assert_eq!(jobs.len(), 11);
     for i in 1..=4 {
         assert_eq!(run.status(&format!("quick-{i}")), "passed", "{run:#?}");
     }
+    assert_eq!(run.status("gate"), "passed", "{run:#?}");
     assert_eq!(
         (run.status("bad"), run.reason("bad")),
         ("failed", "exit code 3")
@@ -93,7 +100,7 @@ fn crash_mid_run(crash: &str, died: &str) {
     assert_eq!(run.status("after"), "skipped");
     assert_eq!(run.job("after")["reason_kind"], "crashed");
     assert!(run.reason("after").starts_with("not run: flowrun crashed"));
-    assert_eq!(run.results["counts"]["passed"], 4);
+    assert_eq!(run.results["counts"]["passed"], 5);
     assert_eq!(run.results["counts"]["failed"], 5);
     assert_eq!(run.results["counts"]["skipped"], 1);
     let errors: Vec<&str> = run
@@ -107,11 +114,11 @@ fn crash_mid_run(crash: &str, died: &str) {
     let totals: Vec<&str> = run
         .stderr
         .lines()
-        .filter(|l| l.starts_with("flow crash: 10 jobs in "))
+        .filter(|l| l.starts_with("flow crash: 11 jobs in "))
         .collect();
     assert_eq!(totals.len(), 1, "{}", run.stderr);
     assert!(
-        totals[0].ends_with(": 4 passed, 5 failed, 0 killed, 1 skipped"),
+        totals[0].ends_with(": 5 passed, 5 failed, 0 killed, 1 skipped"),
         "{}",
         run.stderr
     );

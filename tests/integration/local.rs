@@ -734,7 +734,8 @@ cmd = "setsid sleep {marker} & sleep {marker}"
         )
     };
     let mut victim = start_run(dead_dir.path(), &flow(&dead), &dead, 8);
-    let watchdogs = watchdogs_of(flowrun_tests::run_process(victim.id()));
+    let worker = flowrun_tests::run_process(victim.id());
+    let watchdogs = watchdogs_of(worker);
     assert_eq!(watchdogs.len(), 1);
     sigkill(watchdogs[0]);
     assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!(
@@ -749,6 +750,17 @@ cmd = "setsid sleep {marker} & sleep {marker}"
         .is_ok_and(|s| s.contains(") Z "))));
     sigkill(victim.id());
     let _ = victim.wait();
+    // The run's process (which holds the backend's lock) dies with its supervising parent,
+    // a moment later: the run is dead once it is gone.
+    assert!(
+        wait_until(Duration::from_secs(5), || !Path::new(&format!(
+            "/proc/{worker}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{worker}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
+        "the run's process {worker} outlived its parent"
+    );
     // Nothing was left to kill them: they run on.
     let leftovers = processes_with(&dead);
     std::thread::sleep(Duration::from_millis(500));

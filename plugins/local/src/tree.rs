@@ -524,7 +524,7 @@ fn own_cgroup2_path() -> io::Result<String> {
 /// Kills and removes what dead flowruns left in `flowrun-<pid>-*` directories beside ours (a
 /// SIGKILL or crash of flowrun and of its watchdog). The owner is proven dead first: its
 /// directory's lock is free (a live flowrun, and its watchdog, hold it) and no process has
-/// its pid (a flowrun from before the lock existed holds none). Other runs on the machine
+/// its pid, a zombie aside (a flowrun from before the lock existed holds none). Other runs on the machine
 /// are left alone.
 fn remove_stale_roots(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
@@ -549,12 +549,26 @@ fn remove_stale_roots(parent: &Path) {
         let Ok(_lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue; // its flowrun or its watchdog lives
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if process_lives(pid) {
             continue;
         }
         kill_stale_root(&dir, pid);
         remove_cgroup_tree(&dir);
     }
+}
+
+/// Whether process `pid` exists and is not a zombie. A dead flowrun whose parent died too (its
+/// supervising parent, SIGKILLed) stays a zombie until init reaps it, which in a container can
+/// take a while or never happen: it holds no lock and runs nothing, so it counts as dead.
+fn process_lives(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
 }
 
 /// SIGKILL to every process left in a dead flowrun's cgroup directory, then a bounded wait
@@ -590,5 +604,29 @@ fn kill_stale_root(dir: &Path, owner: u32) {
     let deadline = Instant::now() + STALE_KILL_WAIT;
     while populated() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_lives;
+
+    #[test]
+    fn a_zombie_or_a_reaped_process_is_dead_a_running_one_lives() {
+        assert!(process_lives(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for yet: once it has exited it is a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_lives(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` never ended");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "a zombie still has its /proc entry"
+        );
+        child.wait().unwrap();
+        assert!(!process_lives(pid));
     }
 }
