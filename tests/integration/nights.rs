@@ -7,29 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_tests::{collect, flowrun, send_signal, start_flow, wait_until, Run};
+use flowrun_tests::{collect, flowrun, send_signal, start_flow, status_json, wait_until, Run};
 use serde_json::Value;
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-/// `flowrun status RUN_DIR --json`, parsed.
-fn status_json(home: &Path, run_dir: &Path) -> Value {
-    let o = flowrun(home)
-        .arg("status")
-        .arg(run_dir)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 /// How many times job `name` ran (each run appends one line to its marker file).
