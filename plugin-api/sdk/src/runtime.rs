@@ -40,15 +40,26 @@ impl PluginRuntime {
     }
 
     /// Spawns the future that drives job `id`. If it panics, the job is reported lost with
-    /// "plugin panicked: ..." so the host never waits forever.
+    /// "plugin panicked: ..."; if it never finishes because the runtime shut down first (a
+    /// task not yet polled is dropped then, which on a loaded machine happens to a task
+    /// spawned just before), it is reported lost too: the host never waits forever.
     pub fn spawn_job<F>(&self, sink: &Sink, id: JobId, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let sink = sink.clone();
+        // Built outside the task: a task dropped before its first poll drops it too.
+        let mut unfinished = Unfinished {
+            sink: sink.clone(),
+            id,
+            armed: true,
+        };
         self.runtime.spawn(async move {
-            if let Err(msg) = CatchUnwind(Box::pin(fut)).await {
-                sink.emit(Event::lost(id, format!("plugin panicked: {msg}")));
+            let result = CatchUnwind(Box::pin(fut)).await;
+            unfinished.armed = false;
+            if let Err(msg) = result {
+                unfinished
+                    .sink
+                    .emit(Event::lost(id, format!("plugin panicked: {msg}")));
             }
         });
     }
@@ -56,6 +67,24 @@ impl PluginRuntime {
     /// Shuts the runtime down, waiting at most `timeout` for its tasks.
     pub fn shutdown_timeout(self, timeout: std::time::Duration) {
         self.runtime.shutdown_timeout(timeout)
+    }
+}
+
+/// Reports its job lost when dropped armed: the job's task was dropped before it finished.
+struct Unfinished {
+    sink: Sink,
+    id: JobId,
+    armed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.armed {
+            self.sink.emit(Event::lost(
+                self.id,
+                "the plugin's runtime stopped before the job ended".to_string(),
+            ));
+        }
     }
 }
 
