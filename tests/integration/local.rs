@@ -604,11 +604,28 @@ fn sigkill(pid: u32) {
 /// Starts `flowrun run` on `flow` in `dir` in the background, and waits until at least `n`
 /// processes carry `marker`.
 fn start_run(dir: &Path, flow: &str, marker: &str, n: usize) -> std::process::Child {
+    start_run_in(dir, flow, marker, n, None)
+}
+
+/// [`start_run`], the run placed in `cgroup` when one is given.
+fn start_run_in(
+    dir: &Path,
+    flow: &str,
+    marker: &str,
+    n: usize,
+    cgroup: Option<&PrivateCgroup>,
+) -> std::process::Child {
     std::fs::write(dir.join("flow.toml"), flow).unwrap();
-    let child = flowrun(dir)
+    let mut command = flowrun(dir);
+    command
         .args(["run", "flow.toml", "-q", "--out"])
         .arg(dir.join("out"))
-        .current_dir(dir)
+        .current_dir(dir);
+    if let Some(cgroup) = cgroup {
+        command = cgroup.wrap(&command);
+    }
+    let child = command
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -623,6 +640,75 @@ fn start_run(dir: &Path, flow: &str, marker: &str, n: usize) -> std::process::Ch
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// A cgroup of the test's own, beside the `flowrun-<pid>-<n>` roots that flowruns create in the
+/// test's cgroup. Every flowrun's local backend kills what dead flowruns left in the roots
+/// beside its own, so a dead run's leftovers in the test's cgroup are swept by whichever of
+/// the tests running in parallel starts a flowrun next. Runs started in this cgroup see only
+/// each other's roots: what happens to a dead run's leftovers is decided by this test's runs.
+struct PrivateCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl PrivateCgroup {
+    fn new() -> PrivateCgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo
+            .lines()
+            .filter_map(|l| l.split_once(" - "))
+            .find(|(_, right)| right.split_ascii_whitespace().next() == Some("cgroup2"))
+            .and_then(|(left, _)| left.split_ascii_whitespace().nth(4))
+            .expect("a cgroup2 hierarchy is mounted")
+            .replace("\\040", " ");
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            .expect("the test runs in a cgroup2 group");
+        let dir = Path::new(&mount)
+            .join(own.trim_start_matches('/'))
+            .join(format!("private-test-{}", unique_sleep().replace('.', "-")));
+        std::fs::create_dir(&dir).unwrap();
+        PrivateCgroup { dir }
+    }
+
+    /// `command` (program, arguments, environment and directory) started inside this cgroup:
+    /// a shell moves itself in, then becomes the command.
+    fn wrap(&self, command: &Command) -> Command {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", r#"echo $$ > "$0" && exec "$@""#])
+            .arg(self.dir.join("cgroup.procs"))
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => sh.env(key, value),
+                None => sh.env_remove(key),
+            };
+        }
+        if let Some(cwd) = command.get_current_dir() {
+            sh.current_dir(cwd);
+        }
+        sh
+    }
+}
+
+impl Drop for PrivateCgroup {
+    /// Removes what the runs left (empty once their processes are gone), then the cgroup.
+    fn drop(&mut self) {
+        fn remove(dir: &Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        remove(&self.dir);
+    }
 }
 
 /// Polls for up to `limit` until no process carries `marker`; returns those left.
@@ -710,14 +796,14 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Item 9: when flowrun and its watchdog both died (SIGKILL of both), the next flowrun on the
 /// machine kills the dead run's leftovers (found by its stale cgroup, whose lock is free and
-/// whose owner is gone), and leaves a live run's jobs alone.
+/// whose owner is gone), and leaves a live run's jobs alone. The three runs share a private
+/// cgroup, so no other test's flowrun sweeps the dead run before the later one.
 #[test]
 fn local_a_later_flowrun_kills_a_dead_runs_leftovers_and_spares_live_runs() {
     if !privileged("stale cgroups of a dead flowrun: root and a writable cgroup2") {
         return;
     }
-    let dead_dir = tempdir();
-    let dead = unique_sleep();
+    let cgroup = PrivateCgroup::new();
     let flow = |marker: &str| {
         format!(
             r#"
@@ -733,7 +819,15 @@ cmd = "setsid sleep {marker} & sleep {marker}"
 "#
         )
     };
-    let mut victim = start_run(dead_dir.path(), &flow(&dead), &dead, 8);
+    // The live run starts first: a flowrun sweeps the roots beside its own when it starts.
+    let live_dir = tempdir();
+    let live = unique_sleep();
+    let mut live_run = start_run_in(live_dir.path(), &flow(&live), &live, 8, Some(&cgroup));
+    let live_jobs = processes_with(&live);
+
+    let dead_dir = tempdir();
+    let dead = unique_sleep();
+    let mut victim = start_run_in(dead_dir.path(), &flow(&dead), &dead, 8, Some(&cgroup));
     let worker = flowrun_tests::run_process(victim.id());
     let watchdogs = watchdogs_of(worker);
     assert_eq!(watchdogs.len(), 1);
@@ -771,16 +865,20 @@ cmd = "setsid sleep {marker} & sleep {marker}"
         "the leftovers of the dead run"
     );
 
-    let live_dir = tempdir();
-    let live = unique_sleep();
-    let mut live_run = start_run(live_dir.path(), &flow(&live), &live, 8);
-    let live_jobs = processes_with(&live);
-
     let later = tempdir();
-    let run = run_flow(
-        later.path(),
+    std::fs::write(
+        later.path().join("flow.toml"),
         "[flow]\nname = \"later\"\n[[job]]\nname = \"t\"\ncmd = \"true\"\n",
-        &[],
+    )
+    .unwrap();
+    let mut command = flowrun(later.path());
+    command
+        .args(["run", "flow.toml", "--out"])
+        .arg(later.path().join("out"))
+        .current_dir(later.path());
+    let run = collect(
+        cgroup.wrap(&command).output().unwrap(),
+        &later.path().join("out"),
     );
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(
@@ -788,7 +886,10 @@ cmd = "setsid sleep {marker} & sleep {marker}"
         Vec::<u32>::new(),
         "the dead run's leftovers survived a later flowrun"
     );
-    // (Which later flowrun did it is not checked: other tests' runs may start first.)
+    assert!(
+        run.stderr.contains("which died without ending its jobs"),
+        "the later flowrun says what it killed: {run:#?}"
+    );
     assert!(
         live_jobs
             .iter()
