@@ -83,10 +83,13 @@ def status(directory, store, args):
 
 def job_processes(store):
     """Pids of live processes in the sessions of jobs that were started (leaders recorded in
-    the table): what must be gone once the cluster is stopped."""
-    leaders = {r[0] for r in store.db.execute(
-        "SELECT pid FROM jobs WHERE pid IS NOT NULL").fetchall()}
-    found = []
+    the table with their start time): what must be gone once the cluster is stopped.
+
+    A leader's pid may since belong to another process: the kernel reuses a pid once no process,
+    process group or session of that id is left, and with pid_max at 32768 a long test run does.
+    A session is the job's only while its leader is gone (then no other process can have taken
+    the id while the session has members) or is still the process recorded (same start time)."""
+    procs = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -96,9 +99,15 @@ def job_processes(store):
         except OSError:
             continue
         fields = data[data.rfind(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[3]) in leaders:
-            found.append(int(entry))
-    return found
+        procs[int(entry)] = (fields[0], int(fields[3]), int(fields[19]))
+    leaders = set()
+    for pid, ticks in store.db.execute(
+            "SELECT pid, start_ticks FROM jobs WHERE pid IS NOT NULL").fetchall():
+        now = procs.get(pid)
+        if now is None or now[2] == ticks:
+            leaders.add(pid)
+    return [pid for pid, (state, session, _) in procs.items()
+            if state != "Z" and session in leaders]
 
 
 def stop(directory, store, args):
