@@ -2,9 +2,9 @@
 //! display, plugin observers such as JUnit) — and the hub that delivers them.
 //!
 //! Each plugin observer runs on its own thread behind a bounded queue of event batches. The run
-//! loop never blocks on an observer: when an observer's queue is full, events accumulate in the
-//! batch the hub still holds for it and go out, merged, as soon as the queue has room. Nothing
-//! is dropped; a slow observer only delays itself.
+//! loop never blocks on an observer: when an observer's queue is full, the batches it had no
+//! room for are held (shared, never copied) and go out together as soon as the queue has room.
+//! Nothing is dropped; a slow observer only delays itself.
 //!
 //! In-process observers ([`LocalObserver`], such as the built-in status display) get the very
 //! same batches, by reference, on the loop's thread, before the plugin observers: they must do
@@ -187,14 +187,15 @@ pub trait LocalObserver: Send {
 /// A batch of events, shared by every observer's queue.
 type Batch = Arc<Vec<RunEvent>>;
 
-/// How many batches may wait in one observer's queue.
+/// How many sends may wait in one observer's queue (each of one batch, or of the batches held
+/// while the queue was full).
 const QUEUE_BATCHES: usize = 64;
 
 struct Lane {
     name: String,
-    tx: Option<SyncSender<Batch>>,
-    /// Events the queue had no room for yet.
-    held: Vec<RunEvent>,
+    tx: Option<SyncSender<Vec<Batch>>>,
+    /// Batches the queue had no room for yet, oldest first.
+    held: Vec<Batch>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
@@ -209,12 +210,14 @@ pub struct ObserverHub {
 impl ObserverHub {
     /// Adds an observer under a display name.
     pub fn add(&mut self, name: String, observer: Box<dyn Observer>) {
-        let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(QUEUE_BATCHES);
+        let (tx, rx): (SyncSender<Vec<Batch>>, Receiver<Vec<Batch>>) = sync_channel(QUEUE_BATCHES);
         let thread = std::thread::Builder::new()
             .name(format!("observer-{name}"))
             .spawn(move || {
-                for batch in rx {
-                    observer.on_events(&batch);
+                for batches in rx {
+                    for batch in batches {
+                        observer.on_events(&batch);
+                    }
                 }
                 observer.finish()
             })
@@ -272,21 +275,16 @@ impl ObserverHub {
     fn send_to_lanes(&mut self, events: Vec<RunEvent>) {
         let shared = Arc::new(events);
         for lane in &mut self.lanes {
-            let batch = if lane.held.is_empty() {
-                shared.clone()
-            } else {
-                let mut merged = std::mem::take(&mut lane.held);
-                merged.extend(shared.iter().cloned());
-                Arc::new(merged)
-            };
-            if let Some(tx) = &lane.tx {
-                match tx.try_send(batch) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(batch)) => {
-                        lane.held = Arc::try_unwrap(batch).unwrap_or_else(|a| (*a).clone())
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
-                }
+            let Some(tx) = &lane.tx else { continue };
+            // Held batches go first and together; a full queue hands them back. Events are
+            // never copied for a slow observer: a copy per event on the run loop's thread was
+            // what a lagging observer cost the run (benches/observers.py).
+            let mut batches = std::mem::take(&mut lane.held);
+            batches.push(shared.clone());
+            match tx.try_send(batches) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batches)) => lane.held = batches,
+                Err(TrySendError::Disconnected(_)) => {}
             }
         }
     }
@@ -304,8 +302,8 @@ impl ObserverHub {
             if let Some(tx) = lane.tx.take() {
                 if !lane.held.is_empty() {
                     // The queue may be full of a hung observer's batches: never block here.
-                    let held = Arc::new(std::mem::take(&mut lane.held));
-                    if tx.try_send(held.clone()).is_err() {
+                    let held = std::mem::take(&mut lane.held);
+                    if let Err(TrySendError::Full(held)) = tx.try_send(held) {
                         let name = lane.name.clone();
                         let _ = std::thread::Builder::new()
                             .name(format!("observer-flush-{name}"))

@@ -303,7 +303,7 @@ impl LoadedPlugin {
         match (self.root.new_observer())(RStr::from_str(kind), RStr::from_str(config_toml))
             .into_result()
         {
-            Ok(o) => Ok(Box::new(ObserverAdapter { inner: o })),
+            Ok(o) => Ok(Box::new(ObserverAdapter::new(o))),
             Err(e) => Err(e.message.to_string()),
         }
     }
@@ -560,6 +560,27 @@ impl Backend for BackendAdapter {
 
 struct ObserverAdapter {
     inner: api::ObserverBox,
+    /// The ABI events of the previous batch, kept with their strings' buffers and written over
+    /// by the next batch: converting an event then allocates nothing. Allocating and freeing
+    /// them was a third of a status-dirs observer's thread (benches/observers.py, perf). Only
+    /// the observer's own thread converts, so the lock is never contended.
+    scratch: parking_lot::Mutex<Scratch>,
+}
+
+impl ObserverAdapter {
+    fn new(inner: api::ObserverBox) -> Self {
+        ObserverAdapter {
+            inner,
+            scratch: parking_lot::Mutex::new(Scratch::default()),
+        }
+    }
+}
+
+/// Reused ABI events, and attribute pairs taken off them for the next ones.
+#[derive(Default)]
+struct Scratch {
+    events: Vec<api::RunEvent>,
+    spare_attrs: Vec<Tuple2<RString, RString>>,
 }
 
 fn status_code(s: Status) -> api::JobStatus {
@@ -574,22 +595,86 @@ fn status_code(s: Status) -> api::JobStatus {
     }
 }
 
+/// `e` as the ABI event, from scratch.
+#[cfg(test)]
 fn to_abi_event(e: &RunEvent) -> api::RunEvent {
+    let mut r = api::RunEvent::empty(api::RunEventKind::RUN_STARTED, 0);
+    write_abi_event(&mut r, e, &mut Vec::new());
+    r
+}
+
+/// Writes `e` as the ABI event into `r`, whatever `r` held before (every field is set or
+/// emptied: a reused event must never carry anything of the one it was), keeping the buffers
+/// of its strings. Attribute pairs go to and come from `spare`.
+fn write_abi_event(r: &mut api::RunEvent, e: &RunEvent, spare: &mut Vec<Tuple2<RString, RString>>) {
+    use std::fmt::Write as _;
+    fn set(s: &mut RString, v: &str) {
+        s.clear();
+        s.push_str(v);
+    }
+    fn set_path(s: &mut RString, p: &Path) {
+        s.clear();
+        s.push_str(&p.to_string_lossy());
+    }
+    fn attr(
+        attrs: &mut RVec<Tuple2<RString, RString>>,
+        spare: &mut Vec<Tuple2<RString, RString>>,
+        key: &str,
+        value: impl std::fmt::Display,
+    ) {
+        let mut pair = spare
+            .pop()
+            .unwrap_or_else(|| Tuple2(RString::new(), RString::new()));
+        set(&mut pair.0, key);
+        pair.1.clear();
+        let _ = write!(pair.1, "{value}");
+        attrs.push(pair);
+    }
+    let time_us = match e {
+        RunEvent::RunStarted { time_us, .. }
+        | RunEvent::KillSignal { time_us, .. }
+        | RunEvent::RunFinished { time_us, .. } => *time_us,
+        RunEvent::JobStatus(s) => s.time_us,
+    };
+    r.time_us = time_us;
+    for s in [
+        &mut r.flow,
+        &mut r.run_dir,
+        &mut r.job,
+        &mut r.reason,
+        &mut r.backend,
+        &mut r.log,
+        &mut r.signal,
+    ] {
+        s.clear();
+    }
+    if !r.jobs.is_empty() {
+        // RUN_STARTED's list of every job: not kept for the whole run.
+        r.jobs = RVec::new();
+    }
+    r.old_status = api::JobStatus::SCHEDULED;
+    r.new_status = api::JobStatus::SCHEDULED;
+    r.exit_code = ROption::RNone;
+    r.duration_s = ROption::RNone;
+    r.summary = ROption::RNone;
+    while let Some(pair) = r.attrs.pop() {
+        spare.push(pair);
+    }
+    let attrs = &mut r.attrs;
     match e {
         RunEvent::RunStarted {
-            time_us,
             flow,
             run_dir,
             jobs,
             phases,
+            ..
         } => {
-            let mut r = api::RunEvent::empty(api::RunEventKind::RUN_STARTED, *time_us);
+            r.kind = api::RunEventKind::RUN_STARTED;
             if !phases.is_empty() {
-                r.attrs
-                    .push(Tuple2(rstring("phases"), rstring(&phases.to_string())));
+                attr(attrs, spare, "phases", phases);
             }
-            r.flow = rstring(flow);
-            r.run_dir = rpath(run_dir);
+            set(&mut r.flow, flow);
+            set_path(&mut r.run_dir, run_dir);
             r.jobs = jobs
                 .iter()
                 .map(|(name, backend)| api::JobInfo {
@@ -597,65 +682,55 @@ fn to_abi_event(e: &RunEvent) -> api::RunEvent {
                     backend: rstring(backend),
                 })
                 .collect();
-            r
         }
         RunEvent::JobStatus(s) => {
-            let mut r = api::RunEvent::empty(api::RunEventKind::JOB_STATUS, s.time_us);
-            r.job = rstring(&s.job);
-            r.backend = rstring(&s.backend);
+            r.kind = api::RunEventKind::JOB_STATUS;
+            set(&mut r.job, &s.job);
+            set(&mut r.backend, &s.backend);
             r.old_status = status_code(s.old);
             r.new_status = status_code(s.new);
-            r.reason = rstring(&s.reason);
+            set(&mut r.reason, &s.reason);
             r.exit_code = s.exit_code.into();
             r.duration_s = s.duration_s.into();
-            r.log = s.log.as_deref().map(rpath).unwrap_or_default();
+            if let Some(log) = &s.log {
+                set_path(&mut r.log, log);
+            }
             if let Some(line) = s.fail_line {
-                r.attrs.push(Tuple2(
-                    rstring("fail_line"),
-                    RString::from(line.to_string()),
-                ));
+                attr(attrs, spare, "fail_line", line);
             }
             if let Some(text) = &s.fail_text {
-                r.attrs.push(Tuple2(rstring("fail_text"), rstring(text)));
+                attr(attrs, spare, "fail_text", text);
             }
-            let mut attr = |key: &str, value: String| {
-                r.attrs.push(Tuple2(rstring(key), RString::from(value)));
-            };
-            attr("attempt", s.attempt.to_string());
+            attr(attrs, spare, "attempt", s.attempt);
             if let Some(kind) = s.reason_kind {
-                attr("reason_kind", kind.to_string());
+                attr(attrs, spare, "reason_kind", kind);
             }
             if let Some(id) = &s.native_id {
-                attr("native_id", id.to_string());
+                attr(attrs, spare, "native_id", id);
             }
             if let Some(held) = &s.resources {
-                attr("resources", held.to_string());
+                attr(attrs, spare, "resources", held);
             }
             if let Some(cpu) = s.cpu_s {
-                attr("cpu_s", cpu.to_string());
+                attr(attrs, spare, "cpu_s", cpu);
             }
             if let Some(rss) = s.max_rss_mb {
-                attr("max_rss_mb", rss.to_string());
+                attr(attrs, spare, "max_rss_mb", rss);
             }
             if let Some(detail) = &s.detail {
-                attr("detail", detail.clone());
+                attr(attrs, spare, "detail", detail);
             }
-            r
         }
-        RunEvent::KillSignal { time_us, signal } => {
-            let mut r = api::RunEvent::empty(api::RunEventKind::KILL_SIGNAL, *time_us);
-            r.signal = rstring(signal);
-            r
+        RunEvent::KillSignal { signal, .. } => {
+            r.kind = api::RunEventKind::KILL_SIGNAL;
+            set(&mut r.signal, signal);
         }
         RunEvent::RunFinished {
-            time_us,
-            summary,
-            phases,
+            summary, phases, ..
         } => {
-            let mut r = api::RunEvent::empty(api::RunEventKind::RUN_FINISHED, *time_us);
+            r.kind = api::RunEventKind::RUN_FINISHED;
             if !phases.is_empty() {
-                r.attrs
-                    .push(Tuple2(rstring("phases"), rstring(&phases.to_string())));
+                attr(attrs, spare, "phases", phases);
             }
             r.summary = ROption::RSome(api::RunSummary {
                 passed: summary.passed,
@@ -666,15 +741,27 @@ fn to_abi_event(e: &RunEvent) -> api::RunEvent {
                 duration_s: summary.duration_s,
                 results_path: rpath(&summary.results_path),
             });
-            r
         }
     }
 }
 
 impl Observer for ObserverAdapter {
     fn on_events(&self, events: &[RunEvent]) {
-        let abi: Vec<api::RunEvent> = events.iter().map(to_abi_event).collect();
-        self.inner.on_events(RSlice::from_slice(&abi));
+        let mut scratch = self.scratch.lock();
+        let Scratch {
+            events: abi,
+            spare_attrs,
+        } = &mut *scratch;
+        if abi.len() < events.len() {
+            abi.resize_with(events.len(), || {
+                api::RunEvent::empty(api::RunEventKind::RUN_STARTED, 0)
+            });
+        }
+        for (slot, e) in abi.iter_mut().zip(events) {
+            write_abi_event(slot, e, spare_attrs);
+        }
+        self.inner
+            .on_events(RSlice::from_slice(&abi[..events.len()]));
     }
 
     fn finish(&self) -> Result<(), String> {
@@ -708,6 +795,133 @@ mod tests {
         assert!(api_compatible(&v("1.3.0"), &v("1.3.0")).is_ok());
         assert_eq!(api_compatible(&v("1.4.0"), &v("1.3.0")), Err("1".into()));
         assert_eq!(api_compatible(&v("2.0.0"), &v("1.3.0")), Err("1".into()));
+    }
+
+    /// One event of each kind, and a job status with every optional field set.
+    fn varied_events() -> Vec<RunEvent> {
+        use crate::observe::{JobStatusEvent, Phases, Summary};
+        let status = |job: &str, old, new, t_s: f64| {
+            RunEvent::JobStatus(JobStatusEvent {
+                time_us: 1_000_000_000 + (t_s * 1e6) as i64,
+                job_ix: 0,
+                job: job.into(),
+                backend: "local".into(),
+                attempt: 1,
+                old,
+                new,
+                reason: String::new(),
+                reason_kind: None,
+                exit_code: None,
+                duration_s: None,
+                log: None,
+                fail_line: None,
+                fail_text: None,
+                native_id: None,
+                resources: None,
+                cpu_s: None,
+                max_rss_mb: None,
+                detail: None,
+                interactive: false,
+            })
+        };
+        let full = {
+            let RunEvent::JobStatus(mut e) = status("a/b", Status::Running, Status::Failed, 2.5)
+            else {
+                unreachable!()
+            };
+            e.reason = "fail pattern matched at line 7: UVM_ERROR".into();
+            e.reason_kind = Some("fail_pattern");
+            e.exit_code = Some(3);
+            e.duration_s = Some(1.25);
+            e.log = Some(PathBuf::from("/out/jobs/a_b/output.log"));
+            e.fail_line = Some(7);
+            e.fail_text = Some("UVM_ERROR".into());
+            e.native_id = Some("4242".into());
+            e.resources = Some("cpus=2,lic=1".into());
+            e.cpu_s = Some(0.5);
+            e.max_rss_mb = Some(12.0);
+            e.detail = Some("node n1".into());
+            e.attempt = 2;
+            RunEvent::JobStatus(e)
+        };
+        vec![
+            RunEvent::RunStarted {
+                time_us: 1,
+                flow: "f".into(),
+                run_dir: PathBuf::from("/out"),
+                jobs: vec![("a/b".into(), "local".into()), ("c".into(), "fake".into())],
+                phases: Phases(vec![("load", 1, 2)]),
+            },
+            full,
+            status("c", Status::Queued, Status::Passed, 3.0),
+            RunEvent::KillSignal {
+                time_us: 4,
+                signal: "SIGTERM",
+            },
+            RunEvent::RunFinished {
+                time_us: 5,
+                summary: Summary {
+                    passed: 1,
+                    failed: 1,
+                    ..Summary::default()
+                },
+                phases: Phases::default(),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_reused_abi_event_carries_nothing_of_the_event_it_was() {
+        let events = varied_events();
+        for before in &events {
+            for after in &events {
+                let mut slot = to_abi_event(before);
+                let mut spare = Vec::new();
+                write_abi_event(&mut slot, after, &mut spare);
+                assert_eq!(slot, to_abi_event(after), "{before:?} then {after:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_job_status_converts_every_field_and_attribute() {
+        let r = to_abi_event(&varied_events()[1]);
+        assert_eq!(r.kind, api::RunEventKind::JOB_STATUS);
+        assert_eq!(
+            (r.job.as_str(), r.backend.as_str(), r.log.as_str()),
+            ("a/b", "local", "/out/jobs/a_b/output.log")
+        );
+        assert_eq!(
+            r.reason.as_str(),
+            "fail pattern matched at line 7: UVM_ERROR"
+        );
+        assert_eq!(
+            (r.old_status, r.new_status),
+            (api::JobStatus::RUNNING, api::JobStatus::FAILED)
+        );
+        assert_eq!(
+            (r.exit_code, r.duration_s),
+            (ROption::RSome(3), ROption::RSome(1.25))
+        );
+        let attrs: Vec<(&str, &str)> = r
+            .attrs
+            .iter()
+            .map(|a| (a.0.as_str(), a.1.as_str()))
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                ("fail_line", "7"),
+                ("fail_text", "UVM_ERROR"),
+                ("attempt", "2"),
+                ("reason_kind", "fail_pattern"),
+                ("native_id", "4242"),
+                ("resources", "cpus=2,lic=1"),
+                ("cpu_s", "0.5"),
+                ("max_rss_mb", "12"),
+                ("detail", "node n1"),
+            ]
+        );
     }
 
     #[test]
