@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use super::{
     codec::{self, Tail},
     record::{Decoder, Encoder, Mode, Record},
-    writer::Journal,
+    writer::{Journal, JOURNAL_FILE},
     BackendInfo, Replay, RunStart,
 };
 use crate::{
@@ -499,4 +499,31 @@ fn the_syncer_syncs_at_most_every_interval_and_once_at_the_end() {
         "{} syncs in {elapsed:?} for {writes} writes",
         stats.syncs
     );
+}
+
+#[test]
+fn a_new_journal_appears_whole_and_never_replaces_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(0, 1);
+    let table = [("a", [1u8; 16], 0u32)];
+    let j = Journal::create(dir.path(), &s, table.iter().map(|(n, h, b)| (*n, h, *b))).unwrap();
+    // The moment it exists it has its header and its job table: a reader finds the run.
+    let r = Replay::read(j.path()).unwrap();
+    assert_eq!(r.state.len(), 1);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        [JOURNAL_FILE],
+        "nothing else is left in the run directory"
+    );
+    let before = std::fs::read(j.path()).unwrap();
+    let err = Journal::create(dir.path(), &s, table.iter().map(|(n, h, b)| (*n, h, *b)))
+        .err()
+        .expect("a second journal in the same directory is refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    assert_eq!(std::fs::read(j.path()).unwrap(), before);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

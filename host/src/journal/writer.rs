@@ -98,13 +98,31 @@ impl Journal {
         jobs: impl ExactSizeIterator<Item = (&'a str, &'a [u8; 16], u32)>,
     ) -> std::io::Result<Journal> {
         let path = run_dir.join(JOURNAL_FILE);
-        let mut file = open_options().create_new(true).open(&path)?;
+        // Written under another name, then linked into place: the journal appears whole, with
+        // its header and job table, so `flowrun status` of a run that is just starting never
+        // reads an empty file as "not a flowrun journal" (it did, in a test). The link fails
+        // if a journal exists, as creating it did.
+        let staging = run_dir.join(format!(".{JOURNAL_FILE}.{}.new", std::process::id()));
+        let mut file = open_options().create_new(true).open(&staging)?;
         let mut header = Vec::with_capacity(FILE_HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
-        file.write_all(&header)?;
-        let mut j = Journal::over(path, file, start.started_us);
+        if let Err(e) = file.write_all(&header) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
+        let mut j = Journal::over(path.clone(), file, start.started_us);
         j.begin(start, jobs);
+        let linked = match std::fs::hard_link(&staging, &path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                // A file system without hard links: a rename is as atomic, and the run
+                // directory's lock already keeps any other run out.
+                std::fs::rename(&staging, &path)
+            }
+            other => other,
+        };
+        let _ = std::fs::remove_file(&staging);
+        linked?;
         Ok(j)
     }
 
