@@ -72,6 +72,34 @@ pub struct JobStatusEvent {
     pub interactive: bool,
 }
 
+/// A JOB_STATUS event with nothing optional set, `t_s` seconds after a fixed start, as the run
+/// loop builds one (for tests).
+#[cfg(test)]
+pub(crate) fn test_status_event(job: &str, old: Status, new: Status, t_s: f64) -> RunEvent {
+    RunEvent::JobStatus(JobStatusEvent {
+        time_us: 1_000_000_000 + (t_s * 1e6) as i64,
+        job_ix: 0,
+        job: job.into(),
+        backend: "local".into(),
+        attempt: 1,
+        old,
+        new,
+        reason: String::new(),
+        reason_kind: None,
+        exit_code: None,
+        duration_s: None,
+        log: None,
+        fail_line: None,
+        fail_text: None,
+        native_id: None,
+        resources: None,
+        cpu_s: None,
+        max_rss_mb: None,
+        detail: None,
+        interactive: false,
+    })
+}
+
 /// The host's phases, as `(name, start µs, end µs)` since the epoch: rendered
 /// `name=START:END;...` in the `phases` attribute of RUN_STARTED and RUN_FINISHED.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -447,31 +447,7 @@ pub fn group_reason(reason: &str, jobs_dir: &str) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    /// A JOB_STATUS event, the way the run loop builds one.
-    pub fn status(job: &str, old: Status, new: Status, t_s: f64) -> RunEvent {
-        RunEvent::JobStatus(JobStatusEvent {
-            time_us: 1_000_000_000 + (t_s * 1e6) as i64,
-            job_ix: 0,
-            job: job.into(),
-            backend: "local".into(),
-            attempt: 1,
-            old,
-            new,
-            reason: String::new(),
-            reason_kind: None,
-            exit_code: None,
-            duration_s: None,
-            log: None,
-            fail_line: None,
-            fail_text: None,
-            native_id: None,
-            resources: None,
-            cpu_s: None,
-            max_rss_mb: None,
-            detail: None,
-            interactive: false,
-        })
-    }
+    pub(crate) use crate::observe::test_status_event as status;
 
     /// The event of a job ending with `reason` after `ran_s` seconds.
     pub fn ended(job: &str, new: Status, reason: &str, t_s: f64, ran_s: Option<f64>) -> RunEvent {

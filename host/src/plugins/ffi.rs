@@ -799,31 +799,7 @@ mod tests {
 
     /// One event of each kind, and a job status with every optional field set.
     fn varied_events() -> Vec<RunEvent> {
-        use crate::observe::{JobStatusEvent, Phases, Summary};
-        let status = |job: &str, old, new, t_s: f64| {
-            RunEvent::JobStatus(JobStatusEvent {
-                time_us: 1_000_000_000 + (t_s * 1e6) as i64,
-                job_ix: 0,
-                job: job.into(),
-                backend: "local".into(),
-                attempt: 1,
-                old,
-                new,
-                reason: String::new(),
-                reason_kind: None,
-                exit_code: None,
-                duration_s: None,
-                log: None,
-                fail_line: None,
-                fail_text: None,
-                native_id: None,
-                resources: None,
-                cpu_s: None,
-                max_rss_mb: None,
-                detail: None,
-                interactive: false,
-            })
-        };
+        use crate::observe::{test_status_event as status, Phases, Summary};
         let full = {
             let RunEvent::JobStatus(mut e) = status("a/b", Status::Running, Status::Failed, 2.5)
             else {
