@@ -474,22 +474,20 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_lsf_jobs() {
     jobs.push_str(&format!(
         "[[job]]\nname = \"after\"\ncmd = \"echo ran >> {m}/after\"\nneeds = [\"running0\"]\n"
     ));
-    let flow = lsf.flow("reattach", "", &jobs);
+    // One submit thread: the jobs reach LSF in the flow's order, so the quick two are the ones
+    // that find the slots taken (with four threads a quick one could be first and run).
+    let flow = lsf.flow("reattach", "submit_threads = 1", &jobs);
     let bg = spawn_flow(lsf.work(), "reattach", &flow, &env);
     let (tag, out) = (bg.tag.clone(), lsf.work().join("out"));
     let on_lsf = [
         "held0", "held1", "running0", "running1", "pending0", "pending1",
     ];
     let mut ids = std::collections::BTreeMap::new();
-    wait_until(
-        Duration::from_secs(120),
-        "4 jobs to run and 2 to pend",
-        || {
-            let jobs = lsf.jobs(&tag);
-            let count = |stat: &str| jobs.iter().filter(|j| j[1] == stat).count();
-            if !out.join("journal").exists() || count("RUN") != 4 || count("PEND") != 2 {
-                return false;
-            }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = lsf.jobs(&tag);
+        let count = |stat: &str| jobs.iter().filter(|j| j[1] == stat).count();
+        if out.join("journal").exists() && count("RUN") == 4 && count("PEND") == 2 {
             let st = flowrun_tests::status_json(lsf.work(), &out);
             ids = st["jobs"]
                 .as_array()
@@ -502,9 +500,16 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_lsf_jobs() {
                     ))
                 })
                 .collect();
-            on_lsf.iter().all(|n| ids.contains_key(*n))
-        },
-    );
+            if on_lsf.iter().all(|n| ids.contains_key(*n)) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "4 jobs never ran with 2 pending within 120 s: bjobs {jobs:?}, journaled ids {ids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     bg.signal("KILL");
     let crashed = bg.finish(Duration::from_secs(30));
     assert_eq!(crashed.code, -1, "{crashed:#?}");
