@@ -285,6 +285,14 @@ impl Drop for Background {
     }
 }
 
+/// Seconds since the epoch now, to compare with [`epoch_secs`] of a time in results.json.
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
 /// Seconds since the epoch of an RFC 3339 UTC time as results.json writes them
 /// (`2026-11-22T22:14:14.530906Z`).
 pub fn epoch_secs(text: &str) -> f64 {

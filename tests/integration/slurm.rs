@@ -743,10 +743,7 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_pending_and_running_slurm_jobs() 
     assert_eq!(calls(dir.path(), "sbatch").len(), submitted_before);
 
     let resumed_at = Instant::now();
-    let resumed_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let resumed_epoch = flowrun_tests::epoch_now();
     let resume = resume_in_background(dir.path(), &wrappers);
     // The resumed host re-attached the held jobs and resolved them; then the running ones
     // may end.

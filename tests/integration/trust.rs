@@ -614,13 +614,6 @@ cmd = "sleep 120"
 }
 
 /// Seconds since the epoch now.
-fn epoch_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 #[test]
 fn a_sigterm_while_a_gigabyte_log_is_scanned_is_served_at_once() {
     // The scan (off the loop) of a gigabyte takes seconds in a debug build. On disk, not in
@@ -629,7 +622,7 @@ fn a_sigterm_while_a_gigabyte_log_is_scanned_is_served_at_once() {
     // One SIGTERM: the running job is killed at once, while the ended job's log is still
     // being judged; the run then ends with that job's verdict from its whole log.
     let child = start_gigabyte_scan(dir.path());
-    let sent = epoch_now();
+    let sent = flowrun_tests::epoch_now();
     send_signal(&child, libc::SIGTERM);
     let run = finish_within(child, dir.path(), Duration::from_secs(700));
     assert_eq!(run.code, 143, "{run:#?}");
