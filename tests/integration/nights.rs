@@ -1130,3 +1130,48 @@ fn sigkill_mid_run_with_200_fake_and_20_local_jobs_then_resume_reruns_no_passed_
     assert_eq!(full.code, 0, "{full:#?}");
     assert_eq!(run.results["counts"], full.results["counts"]);
 }
+
+/// `a` fails until `fixed` exists; `report` (`when = "always"`) runs after it, whatever its end,
+/// and passes either way, writing what it saw.
+fn always_flow(marks: &Path) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"always\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a; test -e {m}/fixed\"\n\
+         [[job]]\nname = \"report\"\nneeds = [\"a\"]\nwhen = \"always\"\n\
+         cmd = \"echo ran >> {m}/report; if test -e {m}/fixed; then echo a-good; else echo a-bad; fi\"\n"
+    )
+}
+
+#[test]
+fn an_always_job_that_passed_after_a_failure_runs_again_after_its_rerun_dependency() {
+    // Both --rerun-failed and --resume, given no RUN_DIR (the flow's `latest`, the documented
+    // default: the flag alone was refused as "a value is required").
+    for how in ["--rerun-failed", "--resume"] {
+        let (dir, marks) = with_marks();
+        std::fs::write(dir.path().join("flow.toml"), always_flow(&marks)).unwrap();
+        let first = flowrun_in(dir.path(), "run flow.toml -q");
+        assert_eq!(first.status.code(), Some(1), "{first:?}");
+        std::fs::write(marks.join("fixed"), "").unwrap();
+        let again = flowrun_in(dir.path(), &format!("run flow.toml -q {how}"));
+        assert_eq!(again.status.code(), Some(0), "{how}: {again:?}");
+        // The report ran after the rerun of `a`: its verdict is of this run's `a`, not of the
+        // failure it had seen before.
+        assert_eq!(executions(&marks, "a"), 2, "{how}");
+        assert_eq!(executions(&marks, "report"), 2, "{how}");
+        let latest = dir.path().join("flowrun-out/always/latest");
+        let results: Value =
+            serde_json::from_str(&std::fs::read_to_string(latest.join("results.json")).unwrap())
+                .unwrap();
+        let report = results["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "report")
+            .unwrap();
+        assert_eq!(report["status"], "passed", "{how}: {results:#}");
+        assert!(report["reused_from"].is_null(), "{how}: {report}");
+        let log = std::fs::read_to_string(report["log"].as_str().unwrap()).unwrap();
+        assert_eq!(log.trim(), "a-good", "{how}");
+    }
+}

@@ -74,19 +74,69 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
 }
 
 /// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
-/// same definition, each with the record to carry over.
+/// same definition and every job they need reused too ([`with_reused_needs`]), each with the
+/// record to carry over.
 pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
     let from = earlier.label();
-    earlier
-        .unchanged(flow, hashes)
-        .filter(|&(_, o)| earlier.replay.state[o].status == Status::Passed)
-        .map(|(j, o)| {
-            (
-                j,
-                earlier.carried_record(o, &flow.jobs[j as usize].name, &from),
-            )
+    let mut passed: Vec<Option<usize>> = vec![None; flow.jobs.len()];
+    for (j, o) in earlier.unchanged(flow, hashes) {
+        if earlier.replay.state[o].status == Status::Passed {
+            passed[j as usize] = Some(o);
+        }
+    }
+    let keep = with_reused_needs(flow, passed.iter().map(Option::is_some).collect());
+    passed
+        .iter()
+        .zip(&keep)
+        .enumerate()
+        .filter_map(|(j, (o, &k))| {
+            let o = (*o).filter(|_| k)?;
+            Some((
+                j as u32,
+                earlier.carried_record(o, &flow.jobs[j].name, &from),
+            ))
         })
         .collect()
+}
+
+/// Of the jobs marked in `candidates` (passed earlier, unchanged), those whose every
+/// dependency is a kept candidate too, transitively. A pass is evidence of the dependencies'
+/// ends it ran after: a `when = "always"` (or `"any_passed"`) job that passed after a failed
+/// dependency has no verdict for a run in which that dependency runs again, and a cleanup or
+/// report job must run after it. (An `all_passed` job that passed had every dependency pass,
+/// so with an unchanged definition they are candidates as well; this only ever drops jobs
+/// that ran after something that does not count as passed now.)
+pub fn with_reused_needs(flow: &Flow, mut candidates: Vec<bool>) -> Vec<bool> {
+    let n = flow.jobs.len();
+    // Dependents by job, as offsets into one array (a million jobs: no Vec per job).
+    let mut off = vec![0u32; n + 1];
+    for job in &flow.jobs {
+        for &d in &job.needs {
+            off[d as usize + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        off[i + 1] += off[i];
+    }
+    let mut fill = off.clone();
+    let mut dependents = vec![0u32; off[n] as usize];
+    for (j, job) in flow.jobs.iter().enumerate() {
+        for &d in &job.needs {
+            dependents[fill[d as usize] as usize] = j as u32;
+            fill[d as usize] += 1;
+        }
+    }
+    drop(fill);
+    let mut dropped: Vec<u32> = (0..n as u32).filter(|&j| !candidates[j as usize]).collect();
+    while let Some(j) = dropped.pop() {
+        let (lo, hi) = (off[j as usize] as usize, off[j as usize + 1] as usize);
+        for &d in &dependents[lo..hi] {
+            if std::mem::take(&mut candidates[d as usize]) {
+                dropped.push(d);
+            }
+        }
+    }
+    candidates
 }
 
 /// `--resume`: the jobs that run again unchanged after attempts of theirs ended in the earlier

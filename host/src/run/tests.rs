@@ -1054,3 +1054,24 @@ fn a_job_whose_definition_changed_is_not_re_attached_but_runs_again() {
         "a new run of the changed job, from attempt 1"
     );
 }
+
+#[test]
+fn an_earlier_pass_is_reused_only_when_every_job_it_needs_is_reused_too() {
+    // a <- report (always) <- publish; a <- b; alone. Reusable candidates: all but a (it
+    // failed): report passed after a failed, so it, and what needs it, must run again after a.
+    let mut report = named("report");
+    report.needs = vec![0];
+    report.when = When::Always;
+    let mut publish = named("publish");
+    publish.needs = vec![1];
+    let mut b = named("b");
+    b.needs = vec![0];
+    let f = flow(vec![named("a"), report, publish, b, named("alone")], "");
+    let keep = super::resume::with_reused_needs(&f, vec![false, true, true, true, true]);
+    assert_eq!(keep, vec![false, false, false, false, true]);
+    // With every job a candidate nothing is dropped; with the leaf dropped only the leaf.
+    let keep = super::resume::with_reused_needs(&f, vec![true; 5]);
+    assert_eq!(keep, vec![true; 5]);
+    let keep = super::resume::with_reused_needs(&f, vec![true, true, false, true, true]);
+    assert_eq!(keep, vec![true, true, false, true, true]);
+}
