@@ -32,6 +32,7 @@ use std::{path::PathBuf, sync::atomic::AtomicU32, time::Duration};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::sched::Reason;
 use crate::{
     backend::RunContext,
     display::{Display, DisplayOptions, DEFAULT_STATUS_INTERVAL},
@@ -354,6 +355,29 @@ pub fn run_with(
                 rec.attempt -= 1;
                 state.ledger.records[r.job as usize] = rec;
                 state.reattach.insert(r.job, r.native_id);
+            }
+            let reattached: Vec<bool> = (0..state.flow.jobs.len() as u32)
+                .map(|j| state.reattach.contains_key(&j))
+                .collect();
+            for left in resume::left_on_backend(&state.flow, e, &hashes, &reattached) {
+                let backend = &state.flow.backends[state.flow.jobs[left.job as usize].backend];
+                let why = if left.changed {
+                    "its definition (or that of a job it needs) changed since, so it is not \
+                     re-attached"
+                } else {
+                    "its backend cannot re-attach jobs"
+                };
+                let reason = Reason::Lost {
+                    backend: backend.name.as_str().into(),
+                    why: format!(
+                        "the host died while the job was on the backend as {}; {why} (it may \
+                         still run there)",
+                        left.native_id
+                    )
+                    .into(),
+                };
+                state.ledger.records[left.job as usize] = left.record;
+                state.ledger.attempt_lost(left.job, reason, now_us());
             }
         }
     }

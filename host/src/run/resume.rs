@@ -310,15 +310,7 @@ pub fn reattachable(
             continue;
         }
         let state = &earlier.replay.state[o];
-        if state.status != Status::Running || state.record.attempt == 0 {
-            continue;
-        }
-        let Some(native_id) = state
-            .record
-            .extra
-            .as_ref()
-            .and_then(|x| x.native_id.clone())
-        else {
+        let Some(native_id) = on_backend_when_stopped(state) else {
             continue;
         };
         out.push(Reattach {
@@ -328,6 +320,64 @@ pub fn reattachable(
         });
     }
     out
+}
+
+/// A job the earlier host left on its backend (submitted or started, never ended, with a
+/// native id) that this run does not re-attach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftBehind {
+    /// The job (index in the flow).
+    pub job: u32,
+    /// The id the backend gave it.
+    pub native_id: Arc<str>,
+    /// Its record there, on the attempt it was on (with the attempts before it).
+    pub record: JobRecord,
+    /// Whether its definition (or that of a job it needs) changed since.
+    pub changed: bool,
+}
+
+/// `--resume`: the jobs of `flow` that were on their backend with a native id when the earlier
+/// host stopped and are not re-attached (`reattached`, by job: the job's definition changed,
+/// or its backend cannot re-attach). Such a job may still run on its cluster, writing the log
+/// of the attempt it was on: its next attempt must be a new one with its own log, never that
+/// attempt again (whose log the old job may still write into, mixing its lines into the new
+/// attempt's verdict), and the attempt it was on is recorded lost.
+pub fn left_on_backend(
+    flow: &Flow,
+    earlier: &Earlier,
+    hashes: &[Hash],
+    reattached: &[bool],
+) -> Vec<LeftBehind> {
+    let old = earlier.index();
+    let mut out = Vec::new();
+    for (j, job) in flow.jobs.iter().enumerate() {
+        if reattached.get(j).copied().unwrap_or(false) {
+            continue;
+        }
+        let Some(&o) = old.get(job.name.as_str()) else {
+            continue;
+        };
+        let state = &earlier.replay.state[o];
+        let Some(native_id) = on_backend_when_stopped(state) else {
+            continue;
+        };
+        out.push(LeftBehind {
+            job: j as u32,
+            native_id,
+            record: state.record.clone(),
+            changed: earlier.replay.jobs[o].1 != hashes[j],
+        });
+    }
+    out
+}
+
+/// The native id of a job the earlier host had handed to its backend (and maybe seen start)
+/// and never saw end: it may still be on its cluster.
+fn on_backend_when_stopped(state: &crate::journal::JobState) -> Option<Arc<str>> {
+    if state.status != Status::Running || state.record.attempt == 0 {
+        return None;
+    }
+    state.record.extra.as_ref()?.native_id.clone()
 }
 
 /// `--dry-run` with `--resume` or `--rerun-failed`: which jobs would run and how many count as

@@ -1026,9 +1026,14 @@ fn without_the_capability_nothing_is_re_attached_and_the_jobs_run_again() {
     assert_eq!(run.code, 0);
     let seen = seen.lock();
     assert!(seen.reattached.is_empty());
-    let mut submitted: Vec<&str> = seen.requests.iter().map(|r| r.0.as_str()).collect();
+    let mut submitted: Vec<(&str, u32)> =
+        seen.requests.iter().map(|r| (r.0.as_str(), r.1)).collect();
     submitted.sort();
-    assert_eq!(submitted, ["forgotten", "on_cluster", "plain"]);
+    // The two with a native id may still run on their cluster: each runs as a new attempt.
+    assert_eq!(
+        submitted,
+        [("forgotten", 2), ("on_cluster", 2), ("plain", 1)]
+    );
 }
 
 #[test]
@@ -1042,16 +1047,41 @@ fn a_job_whose_definition_changed_is_not_re_attached_but_runs_again() {
         ["forgotten"],
         "only the unchanged job with an id is offered"
     );
-    let fresh: Vec<(&str, u32)> = seen
+    // The old job may still run on its cluster, writing attempt 1's log: the new run of the
+    // changed job is attempt 2, with a log of its own, and attempt 1 is recorded lost.
+    let fresh: Vec<(&str, u32, PathBuf)> = seen
         .requests
         .iter()
         .filter(|r| r.0 == "on_cluster")
-        .map(|r| (r.0.as_str(), r.1))
+        .map(|r| (r.0.as_str(), r.1, r.4.clone()))
         .collect();
+    let out = &run.out;
     assert_eq!(
         fresh,
-        [("on_cluster", 1)],
-        "a new run of the changed job, from attempt 1"
+        [(
+            "on_cluster",
+            2,
+            out.join("jobs/on_cluster/output.attempt-2.log")
+        )],
+        "a new attempt of the changed job, never attempt 1 again"
+    );
+    let job = run.results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "on_cluster")
+        .unwrap();
+    assert_eq!(job["status"], "passed", "{job:#}");
+    assert_eq!(job["attempt"], 2, "{job:#}");
+    // `attempts` lists the attempts before the last.
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{job:#}");
+    assert_eq!(attempts[0]["attempt"], 1, "{job:#}");
+    assert_eq!(attempts[0]["reason_kind"], "lost", "{job:#}");
+    let why = attempts[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("as 777; its definition (or that of a job it needs) changed since"),
+        "{job:#}"
     );
 }
 
