@@ -111,11 +111,12 @@ struct RunArgs {
     quiet: bool,
     /// Continue an earlier run in place (default: the flow's `latest`): jobs that passed there
     /// with an unchanged definition are not rerun; the rest runs. With --dry-run, lists what
-    /// would run.
+    /// would run. Not with --only: the run's results would keep only the selected jobs (use
+    /// --rerun-failed --only GLOB, a new directory).
     // `Option<Option<_>>`: the flag alone is `Some(None)`. (A `default_missing_value = ""`
     // never reached the code: clap refuses an empty path, so the flag alone was an error.)
     #[arg(long, value_name = "RUN_DIR", num_args = 0..=1,
-          conflicts_with_all = ["out", "rerun_failed"])]
+          conflicts_with_all = ["out", "rerun_failed", "only"])]
     resume: Option<Option<PathBuf>>,
     /// A new run in which the jobs that passed in RUN_DIR (default: the flow's `latest`) with an
     /// unchanged definition count as passed without running; everything else runs.

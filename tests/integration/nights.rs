@@ -1175,3 +1175,37 @@ fn an_always_job_that_passed_after_a_failure_runs_again_after_its_rerun_dependen
         assert_eq!(log.trim(), "a-good", "{how}");
     }
 }
+
+#[test]
+fn resume_with_only_is_refused_and_leaves_the_run_as_it_was() {
+    // In place, --only would rewrite the run's results with the selected jobs alone: the
+    // failure of `c` vanished, status said every job passed, and the next --resume reran `a`.
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"only\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\ncmd = \"echo ran >> {m}/b; test -e {m}/fixed\"\n\
+         [[job]]\nname = \"c\"\ncmd = \"echo ran >> {m}/c; false\"\n"
+    );
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    let o = flowrun_in(dir.path(), "run flow.toml -q --resume out --only b");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume") && err.contains("--only"), "{err}");
+    assert_eq!(executions(&marks, "b"), 1, "nothing ran");
+    let st = status_json(dir.path(), &dir.path().join("out"));
+    assert_eq!(st["counts"]["passed"], 1, "{st}");
+    assert_eq!(st["counts"]["failed"], 2, "{st}");
+    // The way to run only `b` again: a new directory, the rest of the run's results kept.
+    let again = run_in(
+        dir.path(),
+        "again",
+        "--out again --rerun-failed out --only b",
+    );
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert_eq!(executions(&marks, "b"), 2);
+    assert_eq!(executions(&marks, "a"), 1);
+}
