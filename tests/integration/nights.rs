@@ -1209,3 +1209,39 @@ fn resume_with_only_is_refused_and_leaves_the_run_as_it_was() {
     assert_eq!(executions(&marks, "b"), 2);
     assert_eq!(executions(&marks, "a"), 1);
 }
+
+#[test]
+fn a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first() {
+    let dir = tempdir();
+    let marks = run_and_kill(dir.path());
+    let slow_pid = || std::fs::read_to_string(marks.join("slow.pid")).unwrap_or_default();
+    let killed_pid = slow_pid();
+    // The first --resume holds the run while its slow job runs again.
+    let first = flowrun(dir.path())
+        .args(["run", "flow.toml", "-q", "--resume", "out"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the slow job to run again", || {
+        executions(&marks, "slow") == 2 && slow_pid() != killed_pid && slow_pid().ends_with('\n')
+    });
+    let second = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(second.code, 2, "{second:#?}");
+    assert!(
+        second.stderr.contains(&format!(
+            "another flowrun (pid {}) is running into this output directory; wait for it\n",
+            first.id()
+        )),
+        "{}",
+        second.stderr
+    );
+    flowrun_tests::signal_pid(slow_pid().trim().parse().unwrap(), 15);
+    let out = first.wait_with_output().unwrap();
+    let run = collect(out, &dir.path().join("out"));
+    // The first resume went on unharmed; the refused one ran nothing.
+    assert_eq!(executions(&marks, "slow"), 2);
+    assert_eq!(executions(&marks, "q1"), 1);
+    assert_eq!(run.status("q1"), "passed", "{run:#?}");
+}
