@@ -318,8 +318,10 @@ pub fn run_with(
         let now = std::time::Instant::now();
         // `--no-deps` alone takes only the given jobs from the earlier run: the selected ones
         // run, whatever they did there.
+        let mut reused = vec![false; state.flow.jobs.len()];
         if opts.continue_from.is_some() {
             for (j, rec) in resume::reusable(&state.flow, &hashes, e) {
+                reused[j as usize] = true;
                 state.ledger.records[j as usize] = rec;
                 state.sched.handle(crate::sched::Input::Reused(j), now);
             }
@@ -338,6 +340,7 @@ pub fn run_with(
                 resume::Given::Passed => crate::sched::Input::Reused(j),
                 resume::Given::Ended(st, reason) => crate::sched::Input::Carried(j, st, reason),
             };
+            reused[j as usize] |= matches!(input, crate::sched::Input::Reused(_));
             state.ledger.records[j as usize] = rec;
             state.sched.handle(input, now);
         }
@@ -347,7 +350,7 @@ pub fn run_with(
                 .iter()
                 .map(|b| b.as_ref().is_some_and(|h| h.caps.reattach))
                 .collect();
-            for r in resume::reattachable(&state.flow, &hashes, e, &can_reattach) {
+            for r in resume::reattachable(&state.flow, &hashes, e, &can_reattach, &reused) {
                 // The job runs through the core like any other; when the core hands it to its
                 // backend, the loop re-attaches it instead (`RunState::submit`), and its
                 // `Running` counts the attempt it is on again.
@@ -359,14 +362,9 @@ pub fn run_with(
             let reattached: Vec<bool> = (0..state.flow.jobs.len() as u32)
                 .map(|j| state.reattach.contains_key(&j))
                 .collect();
-            for left in resume::left_on_backend(&state.flow, e, &hashes, &reattached) {
+            for left in resume::left_on_backend(&state.flow, e, &hashes, &reattached, &reused) {
                 let backend = &state.flow.backends[state.flow.jobs[left.job as usize].backend];
-                let why = if left.changed {
-                    "its definition (or that of a job it needs) changed since, so it is not \
-                     re-attached"
-                } else {
-                    "its backend cannot re-attach jobs"
-                };
+                let why = left.why;
                 let reason = Reason::Lost {
                     backend: backend.name.as_str().into(),
                     why: format!(

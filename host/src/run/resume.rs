@@ -294,11 +294,16 @@ pub struct Reattach {
 /// dependencies), and a backend that can re-attach (`can_reattach`, per backend instance of
 /// `flow`). Local jobs died with their host (and their backend cannot re-attach): they are
 /// not among them and run again.
+///
+/// Nor are jobs that need one that runs again (not in `reused`, by job): a `when = "always"`
+/// job that was running after a failed dependency must run again after that dependency's
+/// rerun, as a reused pass must ([`with_reused_needs`]).
 pub fn reattachable(
     flow: &Flow,
     hashes: &[Hash],
     earlier: &Earlier,
     can_reattach: &[bool],
+    reused: &[bool],
 ) -> Vec<Reattach> {
     if !can_reattach.iter().any(|&c| c) {
         return Vec::new();
@@ -306,7 +311,7 @@ pub fn reattachable(
     let mut out = Vec::new();
     for (j, o) in earlier.unchanged(flow, hashes) {
         let job = &flow.jobs[j as usize];
-        if !can_reattach.get(job.backend).copied().unwrap_or(false) {
+        if !can_reattach.get(job.backend).copied().unwrap_or(false) || needs_a_rerun(job, reused) {
             continue;
         }
         let state = &earlier.replay.state[o];
@@ -332,8 +337,15 @@ pub struct LeftBehind {
     pub native_id: Arc<str>,
     /// Its record there, on the attempt it was on (with the attempts before it).
     pub record: JobRecord,
-    /// Whether its definition (or that of a job it needs) changed since.
-    pub changed: bool,
+    /// Why it is not re-attached (for its lost attempt's reason).
+    pub why: &'static str,
+}
+
+/// Whether a job that `job` needs is not among the `reused` ones (it runs again).
+fn needs_a_rerun(job: &crate::flow::Job, reused: &[bool]) -> bool {
+    job.needs
+        .iter()
+        .any(|&d| !reused.get(d as usize).copied().unwrap_or(false))
 }
 
 /// `--resume`: the jobs of `flow` that were on their backend with a native id when the earlier
@@ -347,6 +359,7 @@ pub fn left_on_backend(
     earlier: &Earlier,
     hashes: &[Hash],
     reattached: &[bool],
+    reused: &[bool],
 ) -> Vec<LeftBehind> {
     let old = earlier.index();
     let mut out = Vec::new();
@@ -365,7 +378,14 @@ pub fn left_on_backend(
             job: j as u32,
             native_id,
             record: state.record.clone(),
-            changed: earlier.replay.jobs[o].1 != hashes[j],
+            why: if earlier.replay.jobs[o].1 != hashes[j] {
+                "its definition (or that of a job it needs) changed since, so it is not \
+                 re-attached"
+            } else if needs_a_rerun(job, reused) {
+                "a job it needs runs again, so it is not re-attached"
+            } else {
+                "its backend cannot re-attach jobs"
+            },
         });
     }
     out
@@ -393,7 +413,13 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
     // Which backends can re-attach is only known once they are created: name the id, and
     // let the run decide.
     let mut on_backend: Vec<Option<Arc<str>>> = vec![None; flow.jobs.len()];
-    for r in reattachable(flow, &hashes, &earlier, &vec![true; flow.backends.len()]) {
+    for r in reattachable(
+        flow,
+        &hashes,
+        &earlier,
+        &vec![true; flow.backends.len()],
+        &reused,
+    ) {
         on_backend[r.job as usize] = Some(r.native_id);
     }
     let n = reused.iter().filter(|&&r| r).count();

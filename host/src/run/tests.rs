@@ -834,7 +834,8 @@ fn minus_j_lifts_a_backends_default_cap_but_not_an_explicit_one() {
 /// A journal of a run of `flow` in `out` whose host died: `a` passed; `on_cluster` (submitted,
 /// native id 777, started) and `forgotten` (submitted, native id 555, pending) were on the
 /// backend; `plain` was submitted without a native id. Its run tag is `flowrun-loop-crashed`.
-fn crashed_journal(flow: &Flow, out: &Path) {
+/// With `a_failed`, `a` failed (exit code 1) instead.
+fn crashed_journal(flow: &Flow, out: &Path, a_failed: bool) {
     use crate::journal::{self, Journal};
     std::fs::create_dir_all(out.join("jobs")).unwrap();
     let hashes = journal::definition_hashes(flow);
@@ -875,7 +876,16 @@ fn crashed_journal(flow: &Flow, out: &Path) {
         has_dir: true,
         extra: None,
     };
-    jn.ended(0, Status::Passed, None, &passed);
+    if a_failed {
+        let failed = crate::run::records::JobRecord {
+            exit_code: Some(1),
+            ..passed
+        };
+        let reason = crate::sched::Reason::ExitCode(1);
+        jn.ended(0, Status::Failed, Some(&reason), &failed);
+    } else {
+        jn.ended(0, Status::Passed, None, &passed);
+    }
     for (j, native) in [(1, Some("777")), (2, Some("555")), (3, None)] {
         jn.submitted(j, 1, t + 2);
         if let Some(id) = native {
@@ -890,6 +900,16 @@ fn crashed_journal(flow: &Flow, out: &Path) {
 /// can re-attach or not, with `on_cluster`'s command changed to `changed` when given; returns
 /// the outcome and what the doubles saw.
 fn resume_crashed_run(reattach: bool, changed: Option<&str>) -> (Outcome, Arc<Mutex<Seen>>) {
+    resume_crashed_run_of(reattach, changed, false)
+}
+
+/// [`resume_crashed_run`], with `a` failed in the crashed run and `on_cluster` a
+/// `when = "always"` job when `a_failed`.
+fn resume_crashed_run_of(
+    reattach: bool,
+    changed: Option<&str>,
+    a_failed: bool,
+) -> (Outcome, Arc<Mutex<Seen>>) {
     let mut jobs = vec![
         named("a"),
         named("on_cluster"),
@@ -899,10 +919,13 @@ fn resume_crashed_run(reattach: bool, changed: Option<&str>) -> (Outcome, Arc<Mu
     for j in &mut jobs[1..] {
         j.needs = vec![0];
     }
+    if a_failed {
+        jobs[1].when = When::Always;
+    }
     let f = flow(jobs, "");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    crashed_journal(&f, &out);
+    crashed_journal(&f, &out, a_failed);
     let mut f = f;
     if let Some(cmd) = changed {
         f.jobs[1].cmd = crate::flow::Command::Shell(cmd.into());
@@ -1065,12 +1088,7 @@ fn a_job_whose_definition_changed_is_not_re_attached_but_runs_again() {
         )],
         "a new attempt of the changed job, never attempt 1 again"
     );
-    let job = run.results["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["name"] == "on_cluster")
-        .unwrap();
+    let job = run.job("on_cluster");
     assert_eq!(job["status"], "passed", "{job:#}");
     assert_eq!(job["attempt"], 2, "{job:#}");
     // `attempts` lists the attempts before the last.
@@ -1104,4 +1122,29 @@ fn an_earlier_pass_is_reused_only_when_every_job_it_needs_is_reused_too() {
     assert_eq!(keep, vec![true; 5]);
     let keep = super::resume::with_reused_needs(&f, vec![true, true, false, true, true]);
     assert_eq!(keep, vec![true, true, false, true, true]);
+}
+
+#[test]
+fn a_job_that_needs_a_rerun_job_is_not_re_attached_but_runs_again_after_it() {
+    // `a` failed; `on_cluster` (`when = "always"`) was running after it on the cluster. The
+    // resume reruns `a`, so `on_cluster`'s old job ran on a failure that is no longer this
+    // run's: it runs again after `a`, as a new attempt (the old one may still write its log).
+    let (run, seen) = resume_crashed_run_of(true, None, true);
+    assert_eq!(run.code, 0);
+    let seen = seen.lock();
+    assert!(seen.reattached.is_empty(), "{:?}", seen.reattached);
+    let mut submitted: Vec<(&str, u32)> =
+        seen.requests.iter().map(|r| (r.0.as_str(), r.1)).collect();
+    assert_eq!(submitted[0], ("a", 1), "a runs first");
+    submitted.sort();
+    assert_eq!(
+        submitted,
+        [("a", 1), ("forgotten", 2), ("on_cluster", 2), ("plain", 1)]
+    );
+    let job = run.job("on_cluster");
+    let why = job["attempts"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("as 777; a job it needs runs again, so it is not re-attached"),
+        "{job:#}"
+    );
 }
