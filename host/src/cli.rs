@@ -111,14 +111,17 @@ struct RunArgs {
     quiet: bool,
     /// Continue an earlier run in place (default: the flow's `latest`): jobs that passed there
     /// with an unchanged definition are not rerun; the rest runs. With --dry-run, lists what
-    /// would run.
-    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "",
-          conflicts_with_all = ["out", "rerun_failed"])]
-    resume: Option<PathBuf>,
+    /// would run. Not with --only: the run's results would keep only the selected jobs (use
+    /// --rerun-failed --only GLOB, a new directory).
+    // `Option<Option<_>>`: the flag alone is `Some(None)`. (A `default_missing_value = ""`
+    // never reached the code: clap refuses an empty path, so the flag alone was an error.)
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1,
+          conflicts_with_all = ["out", "rerun_failed", "only"])]
+    resume: Option<Option<PathBuf>>,
     /// A new run in which the jobs that passed in RUN_DIR (default: the flow's `latest`) with an
     /// unchanged definition count as passed without running; everything else runs.
-    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
-    rerun_failed: Option<PathBuf>,
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
+    rerun_failed: Option<Option<PathBuf>>,
     /// With --only: run only the jobs the globs name, not what they need; each needed job's end
     /// in an earlier run (the --rerun-failed RUN_DIR, else the flow's `latest`) is taken as
     /// given: a pass releases its dependents, a failure skips them.
@@ -243,10 +246,9 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
                 flow.jobs.len(),
                 t.elapsed().as_secs_f64()
             );
-            let nonempty = |p: PathBuf| (!p.as_os_str().is_empty()).then_some(p);
             let continue_from = match (args.resume, args.rerun_failed) {
-                (Some(d), _) => Some(run::resume::Continue::Resume(nonempty(d))),
-                (None, Some(d)) => Some(run::resume::Continue::RerunFailed(nonempty(d))),
+                (Some(d), _) => Some(run::resume::Continue::Resume(d)),
+                (None, Some(d)) => Some(run::resume::Continue::RerunFailed(d)),
                 (None, None) => None,
             };
             if let (true, Some(given)) = (args.dry_run, &no_deps) {

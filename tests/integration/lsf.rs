@@ -581,3 +581,79 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_lsf_jobs() {
     }
     lsf.stop();
 }
+
+/// A job whose command changed between the crash and `--resume` is not re-attached, but its
+/// old LSF job may still run, writing the log of the attempt it was on. The new run of the
+/// job is a new attempt with a log of its own (the old attempt recorded lost): the old job's
+/// lines never become the new attempt's evidence. (It was attempt 1 again, on the same
+/// `output.log`: the old job's `FATAL` failed the new command, which printed none.)
+#[test]
+fn a_job_changed_before_the_resume_runs_as_a_new_attempt_never_in_the_old_jobs_log() {
+    let Some(lsf) = Lsf::new("changed-on-resume", &[], &[]) else {
+        return;
+    };
+    let marks = lsf.work().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let job = |cmd: &str| {
+        format!("[[job]]\nname = \"sim\"\nfail_patterns = [\"FATAL\"]\ncmd = \"{cmd}\"\n")
+    };
+    // The old command waits for the new one to start, then prints FATAL and ends.
+    let old = format!(
+        "echo ran >> {m}/old; until test -e {m}/go; do sleep 0.2; done; echo FATAL; touch {m}/old-done"
+    );
+    let flow = lsf.flow("changed", "", &job(&old));
+    let env = lsf.env();
+    let bg = spawn_flow(lsf.work(), "changed", &flow, &env);
+    let out = lsf.work().join("out");
+    wait_until(
+        Duration::from_secs(120),
+        "the old job to run on LSF with its id journaled",
+        || {
+            marks.join("old").exists()
+                && out.join("journal").exists()
+                && flowrun_tests::status_json(lsf.work(), &out)["jobs"]
+                    .as_array()
+                    .is_some_and(|j| j.iter().any(|j| j["native_id"].is_string()))
+        },
+    );
+    bg.signal("KILL");
+    let crashed = bg.finish(Duration::from_secs(30));
+    assert_eq!(crashed.code, -1, "{crashed:#?}");
+    // The edit: a new command that prints no FATAL, and waits until the old job printed its.
+    let new = format!(
+        "echo fine; touch {m}/go; until test -e {m}/old-done; do sleep 0.2; done; sleep 0.5"
+    );
+    std::fs::write(
+        lsf.work().join("flow.toml"),
+        lsf.flow("changed", "", &job(&new)),
+    )
+    .unwrap();
+    let o = flowrun_tests::flowrun(lsf.work())
+        .args(["run", "flow.toml", "-q", "--resume", "out"])
+        .current_dir(lsf.work())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let run = flowrun_tests::collect(o, &out);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let sim = run.job("sim");
+    assert_eq!(sim["status"], "passed", "{run:#?}");
+    assert_eq!(sim["attempt"], 2, "{sim:#}");
+    let log = out.join("jobs/sim/output.attempt-2.log");
+    assert_eq!(sim["log"], log.to_str().unwrap(), "{sim:#}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "fine");
+    // The old job's attempt: recorded lost, naming its id; its log is its own.
+    let first = &sim["attempts"][0];
+    assert_eq!(first["reason_kind"], "lost", "{sim:#}");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed since, so it is not re-attached"),
+        "{sim:#}"
+    );
+    let old_log = std::fs::read_to_string(out.join("jobs/sim/output.log")).unwrap();
+    assert!(old_log.contains("FATAL"), "{old_log}");
+    lsf.stop();
+}

@@ -1130,3 +1130,118 @@ fn sigkill_mid_run_with_200_fake_and_20_local_jobs_then_resume_reruns_no_passed_
     assert_eq!(full.code, 0, "{full:#?}");
     assert_eq!(run.results["counts"], full.results["counts"]);
 }
+
+/// `a` fails until `fixed` exists; `report` (`when = "always"`) runs after it, whatever its end,
+/// and passes either way, writing what it saw.
+fn always_flow(marks: &Path) -> String {
+    let m = marks.display();
+    format!(
+        "[flow]\nname = \"always\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a; test -e {m}/fixed\"\n\
+         [[job]]\nname = \"report\"\nneeds = [\"a\"]\nwhen = \"always\"\n\
+         cmd = \"echo ran >> {m}/report; if test -e {m}/fixed; then echo a-good; else echo a-bad; fi\"\n"
+    )
+}
+
+#[test]
+fn an_always_job_that_passed_after_a_failure_runs_again_after_its_rerun_dependency() {
+    // Both --rerun-failed and --resume, given no RUN_DIR (the flow's `latest`, the documented
+    // default: the flag alone was refused as "a value is required").
+    for how in ["--rerun-failed", "--resume"] {
+        let (dir, marks) = with_marks();
+        std::fs::write(dir.path().join("flow.toml"), always_flow(&marks)).unwrap();
+        let first = flowrun_in(dir.path(), "run flow.toml -q");
+        assert_eq!(first.status.code(), Some(1), "{first:?}");
+        std::fs::write(marks.join("fixed"), "").unwrap();
+        let again = flowrun_in(dir.path(), &format!("run flow.toml -q {how}"));
+        assert_eq!(again.status.code(), Some(0), "{how}: {again:?}");
+        // The report ran after the rerun of `a`: its verdict is of this run's `a`, not of the
+        // failure it had seen before.
+        assert_eq!(executions(&marks, "a"), 2, "{how}");
+        assert_eq!(executions(&marks, "report"), 2, "{how}");
+        let latest = dir.path().join("flowrun-out/always/latest");
+        let results: Value =
+            serde_json::from_str(&std::fs::read_to_string(latest.join("results.json")).unwrap())
+                .unwrap();
+        let report = results["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "report")
+            .unwrap();
+        assert_eq!(report["status"], "passed", "{how}: {results:#}");
+        assert!(report["reused_from"].is_null(), "{how}: {report}");
+        let log = std::fs::read_to_string(report["log"].as_str().unwrap()).unwrap();
+        assert_eq!(log.trim(), "a-good", "{how}");
+    }
+}
+
+#[test]
+fn resume_with_only_is_refused_and_leaves_the_run_as_it_was() {
+    // In place, --only would rewrite the run's results with the selected jobs alone: the
+    // failure of `c` vanished, status said every job passed, and the next --resume reran `a`.
+    let (dir, marks) = with_marks();
+    let m = marks.display();
+    let flow = format!(
+        "[flow]\nname = \"only\"\n\
+         [[job]]\nname = \"a\"\ncmd = \"echo ran >> {m}/a\"\n\
+         [[job]]\nname = \"b\"\ncmd = \"echo ran >> {m}/b; test -e {m}/fixed\"\n\
+         [[job]]\nname = \"c\"\ncmd = \"echo ran >> {m}/c; false\"\n"
+    );
+    let first = flowrun_tests::run_flow(dir.path(), &flow, &["-q"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    std::fs::write(marks.join("fixed"), "").unwrap();
+    let o = flowrun_in(dir.path(), "run flow.toml -q --resume out --only b");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume") && err.contains("--only"), "{err}");
+    assert_eq!(executions(&marks, "b"), 1, "nothing ran");
+    let st = status_json(dir.path(), &dir.path().join("out"));
+    assert_eq!(st["counts"]["passed"], 1, "{st}");
+    assert_eq!(st["counts"]["failed"], 2, "{st}");
+    // The way to run only `b` again: a new directory, the rest of the run's results kept.
+    let again = run_in(
+        dir.path(),
+        "again",
+        "--out again --rerun-failed out --only b",
+    );
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert_eq!(executions(&marks, "b"), 2);
+    assert_eq!(executions(&marks, "a"), 1);
+}
+
+#[test]
+fn a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first() {
+    let dir = tempdir();
+    let marks = run_and_kill(dir.path());
+    let slow_pid = || std::fs::read_to_string(marks.join("slow.pid")).unwrap_or_default();
+    let killed_pid = slow_pid();
+    // The first --resume holds the run while its slow job runs again.
+    let first = flowrun(dir.path())
+        .args(["run", "flow.toml", "-q", "--resume", "out"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the slow job to run again", || {
+        executions(&marks, "slow") == 2 && slow_pid() != killed_pid && slow_pid().ends_with('\n')
+    });
+    let second = resume(dir.path(), &["--resume", "out"]);
+    assert_eq!(second.code, 2, "{second:#?}");
+    assert!(
+        second.stderr.contains(&format!(
+            "another flowrun (pid {}) is running into this output directory; wait for it\n",
+            first.id()
+        )),
+        "{}",
+        second.stderr
+    );
+    flowrun_tests::signal_pid(slow_pid().trim().parse().unwrap(), 15);
+    let out = first.wait_with_output().unwrap();
+    let run = collect(out, &dir.path().join("out"));
+    // The first resume went on unharmed; the refused one ran nothing.
+    assert_eq!(executions(&marks, "slow"), 2);
+    assert_eq!(executions(&marks, "q1"), 1);
+    assert_eq!(run.status("q1"), "passed", "{run:#?}");
+}

@@ -32,6 +32,7 @@ use std::{path::PathBuf, sync::atomic::AtomicU32, time::Duration};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::sched::Reason;
 use crate::{
     backend::RunContext,
     display::{Display, DisplayOptions, DEFAULT_STATUS_INTERVAL},
@@ -317,8 +318,10 @@ pub fn run_with(
         let now = std::time::Instant::now();
         // `--no-deps` alone takes only the given jobs from the earlier run: the selected ones
         // run, whatever they did there.
+        let mut reused = vec![false; state.flow.jobs.len()];
         if opts.continue_from.is_some() {
             for (j, rec) in resume::reusable(&state.flow, &hashes, e) {
+                reused[j as usize] = true;
                 state.ledger.records[j as usize] = rec;
                 state.sched.handle(crate::sched::Input::Reused(j), now);
             }
@@ -337,6 +340,7 @@ pub fn run_with(
                 resume::Given::Passed => crate::sched::Input::Reused(j),
                 resume::Given::Ended(st, reason) => crate::sched::Input::Carried(j, st, reason),
             };
+            reused[j as usize] |= matches!(input, crate::sched::Input::Reused(_));
             state.ledger.records[j as usize] = rec;
             state.sched.handle(input, now);
         }
@@ -346,7 +350,7 @@ pub fn run_with(
                 .iter()
                 .map(|b| b.as_ref().is_some_and(|h| h.caps.reattach))
                 .collect();
-            for r in resume::reattachable(&state.flow, &hashes, e, &can_reattach) {
+            for r in resume::reattachable(&state.flow, &hashes, e, &can_reattach, &reused) {
                 // The job runs through the core like any other; when the core hands it to its
                 // backend, the loop re-attaches it instead (`RunState::submit`), and its
                 // `Running` counts the attempt it is on again.
@@ -354,6 +358,24 @@ pub fn run_with(
                 rec.attempt -= 1;
                 state.ledger.records[r.job as usize] = rec;
                 state.reattach.insert(r.job, r.native_id);
+            }
+            let reattached: Vec<bool> = (0..state.flow.jobs.len() as u32)
+                .map(|j| state.reattach.contains_key(&j))
+                .collect();
+            for left in resume::left_on_backend(&state.flow, e, &hashes, &reattached, &reused) {
+                let backend = &state.flow.backends[state.flow.jobs[left.job as usize].backend];
+                let why = left.why;
+                let reason = Reason::Lost {
+                    backend: backend.name.as_str().into(),
+                    why: format!(
+                        "the host died while the job was on the backend as {}; {why} (it may \
+                         still run there)",
+                        left.native_id
+                    )
+                    .into(),
+                };
+                state.ledger.records[left.job as usize] = left.record;
+                state.ledger.attempt_lost(left.job, reason, now_us());
             }
         }
     }

@@ -108,7 +108,7 @@ pub fn create(flow: &str, out: Option<&Path>) -> Result<OutDir, Error> {
             (dir, name.map(|n| (base, n)))
         }
     };
-    let lock = lock(&dir)?;
+    let lock = lock(&dir, false)?;
     let names = previous_contents(&dir)?;
     if !names.is_empty() {
         // Another run got in between the first look and the lock.
@@ -131,7 +131,7 @@ pub fn create(flow: &str, out: Option<&Path>) -> Result<OutDir, Error> {
 /// Takes an earlier run's directory again to continue it (`--resume`): locks it (refusing a
 /// directory whose host still runs) and keeps what it holds.
 pub fn reopen(dir: &Path) -> Result<OutDir, Error> {
-    let lock = lock(dir)?;
+    let lock = lock(dir, true)?;
     let jobs = dir.join("jobs");
     std::fs::create_dir_all(&jobs).map_err(|e| output_error(&jobs, "cannot create", e))?;
     let path = dir
@@ -170,8 +170,9 @@ fn new_timestamped(base: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-/// Takes the run's lock, writing flowrun's pid (the one the user started) into it.
-fn lock(dir: &Path) -> Result<Flock<File>, Error> {
+/// Takes the run's lock, writing flowrun's pid (the one the user started) into it; `resuming`:
+/// for `--resume` (which has no `--out` to choose instead).
+fn lock(dir: &Path, resuming: bool) -> Result<Flock<File>, Error> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -187,12 +188,28 @@ fn lock(dir: &Path) -> Result<Flock<File>, Error> {
             Ok(locked)
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            // The holder empties the file before it writes its pid: read again for a moment
+            // rather than print an empty pid (seen with two `--resume` at once).
+            let mut pid = String::new();
+            for _ in 0..10 {
+                pid = std::fs::read_to_string(&path).unwrap_or_default();
+                if !pid.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let who = match pid.trim() {
+                "" => "another flowrun".to_string(),
+                pid => format!("another flowrun (pid {pid})"),
+            };
             Err(Error::Output(format!(
-                "{}: another flowrun (pid {}) is running into this output directory; wait for \
-                 it or choose another --out",
+                "{}: {who} is running into this output directory; wait for it{}",
                 dir.display(),
-                pid.trim()
+                if resuming {
+                    ""
+                } else {
+                    " or choose another --out"
+                }
             )))
         }
         Err((_, e)) => Err(output_error(&path, "cannot lock", e)),

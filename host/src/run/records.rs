@@ -307,11 +307,10 @@ impl Ledger {
         self.records[job as usize].extra().native_id = Some(native_id.into());
     }
 
-    /// `--resume`: the attempt the job was on when the earlier host died cannot be followed
-    /// (its backend could not re-attach it), so it ends lost for `reason`, and the job goes on
-    /// with the next attempt, on its backend already (the core's `Running`), without an
-    /// observer event: for the core and the observers the job has been running all along.
-    pub fn attempt_abandoned(&mut self, job: JobIx, reason: Reason, now_us: i64) {
+    /// The attempt the job is on ended lost for `reason` (nobody can tell how it ended): it
+    /// goes to the job's earlier attempts (and the journal), failed; the job's next attempt,
+    /// whenever the core starts it, is a new one with its own log.
+    pub fn attempt_lost(&mut self, job: JobIx, reason: Reason, now_us: i64) {
         let rec = &mut self.records[job as usize];
         let mut record = rec.clone();
         record.finished_at = now_us;
@@ -324,6 +323,15 @@ impl Ledger {
             jn.attempt_ended(job, &ended);
         }
         rec.begin_next_attempt(ended);
+    }
+
+    /// `--resume`: the attempt the job was on when the earlier host died cannot be followed
+    /// (its backend could not re-attach it), so it ends lost for `reason`, and the job goes on
+    /// with the next attempt, on its backend already (the core's `Running`), without an
+    /// observer event: for the core and the observers the job has been running all along.
+    pub fn attempt_abandoned(&mut self, job: JobIx, reason: Reason, now_us: i64) {
+        self.attempt_lost(job, reason, now_us);
+        let rec = &mut self.records[job as usize];
         rec.attempt += 1;
         rec.started_at = now_us;
         if let Some(jn) = &mut self.journal {

@@ -74,19 +74,69 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
 }
 
 /// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
-/// same definition, each with the record to carry over.
+/// same definition and every job they need reused too ([`with_reused_needs`]), each with the
+/// record to carry over.
 pub fn reusable(flow: &Flow, hashes: &[Hash], earlier: &Earlier) -> Vec<(u32, JobRecord)> {
     let from = earlier.label();
-    earlier
-        .unchanged(flow, hashes)
-        .filter(|&(_, o)| earlier.replay.state[o].status == Status::Passed)
-        .map(|(j, o)| {
-            (
-                j,
-                earlier.carried_record(o, &flow.jobs[j as usize].name, &from),
-            )
+    let mut passed: Vec<Option<usize>> = vec![None; flow.jobs.len()];
+    for (j, o) in earlier.unchanged(flow, hashes) {
+        if earlier.replay.state[o].status == Status::Passed {
+            passed[j as usize] = Some(o);
+        }
+    }
+    let keep = with_reused_needs(flow, passed.iter().map(Option::is_some).collect());
+    passed
+        .iter()
+        .zip(&keep)
+        .enumerate()
+        .filter_map(|(j, (o, &k))| {
+            let o = (*o).filter(|_| k)?;
+            Some((
+                j as u32,
+                earlier.carried_record(o, &flow.jobs[j].name, &from),
+            ))
         })
         .collect()
+}
+
+/// Of the jobs marked in `candidates` (passed earlier, unchanged), those whose every
+/// dependency is a kept candidate too, transitively. A pass is evidence of the dependencies'
+/// ends it ran after: a `when = "always"` (or `"any_passed"`) job that passed after a failed
+/// dependency has no verdict for a run in which that dependency runs again, and a cleanup or
+/// report job must run after it. (An `all_passed` job that passed had every dependency pass,
+/// so with an unchanged definition they are candidates as well; this only ever drops jobs
+/// that ran after something that does not count as passed now.)
+pub fn with_reused_needs(flow: &Flow, mut candidates: Vec<bool>) -> Vec<bool> {
+    let n = flow.jobs.len();
+    // Dependents by job, as offsets into one array (a million jobs: no Vec per job).
+    let mut off = vec![0u32; n + 1];
+    for job in &flow.jobs {
+        for &d in &job.needs {
+            off[d as usize + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        off[i + 1] += off[i];
+    }
+    let mut fill = off.clone();
+    let mut dependents = vec![0u32; off[n] as usize];
+    for (j, job) in flow.jobs.iter().enumerate() {
+        for &d in &job.needs {
+            dependents[fill[d as usize] as usize] = j as u32;
+            fill[d as usize] += 1;
+        }
+    }
+    drop(fill);
+    let mut dropped: Vec<u32> = (0..n as u32).filter(|&j| !candidates[j as usize]).collect();
+    while let Some(j) = dropped.pop() {
+        let (lo, hi) = (off[j as usize] as usize, off[j as usize + 1] as usize);
+        for &d in &dependents[lo..hi] {
+            if std::mem::take(&mut candidates[d as usize]) {
+                dropped.push(d);
+            }
+        }
+    }
+    candidates
 }
 
 /// `--resume`: the jobs that run again unchanged after attempts of theirs ended in the earlier
@@ -244,11 +294,16 @@ pub struct Reattach {
 /// dependencies), and a backend that can re-attach (`can_reattach`, per backend instance of
 /// `flow`). Local jobs died with their host (and their backend cannot re-attach): they are
 /// not among them and run again.
+///
+/// Nor are jobs that need one that runs again (not in `reused`, by job): a `when = "always"`
+/// job that was running after a failed dependency must run again after that dependency's
+/// rerun, as a reused pass must ([`with_reused_needs`]).
 pub fn reattachable(
     flow: &Flow,
     hashes: &[Hash],
     earlier: &Earlier,
     can_reattach: &[bool],
+    reused: &[bool],
 ) -> Vec<Reattach> {
     if !can_reattach.iter().any(|&c| c) {
         return Vec::new();
@@ -256,19 +311,11 @@ pub fn reattachable(
     let mut out = Vec::new();
     for (j, o) in earlier.unchanged(flow, hashes) {
         let job = &flow.jobs[j as usize];
-        if !can_reattach.get(job.backend).copied().unwrap_or(false) {
+        if !can_reattach.get(job.backend).copied().unwrap_or(false) || needs_a_rerun(job, reused) {
             continue;
         }
         let state = &earlier.replay.state[o];
-        if state.status != Status::Running || state.record.attempt == 0 {
-            continue;
-        }
-        let Some(native_id) = state
-            .record
-            .extra
-            .as_ref()
-            .and_then(|x| x.native_id.clone())
-        else {
+        let Some(native_id) = on_backend_when_stopped(state) else {
             continue;
         };
         out.push(Reattach {
@@ -278,6 +325,79 @@ pub fn reattachable(
         });
     }
     out
+}
+
+/// A job the earlier host left on its backend (submitted or started, never ended, with a
+/// native id) that this run does not re-attach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftBehind {
+    /// The job (index in the flow).
+    pub job: u32,
+    /// The id the backend gave it.
+    pub native_id: Arc<str>,
+    /// Its record there, on the attempt it was on (with the attempts before it).
+    pub record: JobRecord,
+    /// Why it is not re-attached (for its lost attempt's reason).
+    pub why: &'static str,
+}
+
+/// Whether a job that `job` needs is not among the `reused` ones (it runs again).
+fn needs_a_rerun(job: &crate::flow::Job, reused: &[bool]) -> bool {
+    job.needs
+        .iter()
+        .any(|&d| !reused.get(d as usize).copied().unwrap_or(false))
+}
+
+/// `--resume`: the jobs of `flow` that were on their backend with a native id when the earlier
+/// host stopped and are not re-attached (`reattached`, by job: the job's definition changed,
+/// or its backend cannot re-attach). Such a job may still run on its cluster, writing the log
+/// of the attempt it was on: its next attempt must be a new one with its own log, never that
+/// attempt again (whose log the old job may still write into, mixing its lines into the new
+/// attempt's verdict), and the attempt it was on is recorded lost.
+pub fn left_on_backend(
+    flow: &Flow,
+    earlier: &Earlier,
+    hashes: &[Hash],
+    reattached: &[bool],
+    reused: &[bool],
+) -> Vec<LeftBehind> {
+    let old = earlier.index();
+    let mut out = Vec::new();
+    for (j, job) in flow.jobs.iter().enumerate() {
+        if reattached.get(j).copied().unwrap_or(false) {
+            continue;
+        }
+        let Some(&o) = old.get(job.name.as_str()) else {
+            continue;
+        };
+        let state = &earlier.replay.state[o];
+        let Some(native_id) = on_backend_when_stopped(state) else {
+            continue;
+        };
+        out.push(LeftBehind {
+            job: j as u32,
+            native_id,
+            record: state.record.clone(),
+            why: if earlier.replay.jobs[o].1 != hashes[j] {
+                "its definition (or that of a job it needs) changed since, so it is not \
+                 re-attached"
+            } else if needs_a_rerun(job, reused) {
+                "a job it needs runs again, so it is not re-attached"
+            } else {
+                "its backend cannot re-attach jobs"
+            },
+        });
+    }
+    out
+}
+
+/// The native id of a job the earlier host had handed to its backend (and maybe seen start)
+/// and never saw end: it may still be on its cluster.
+fn on_backend_when_stopped(state: &crate::journal::JobState) -> Option<Arc<str>> {
+    if state.status != Status::Running || state.record.attempt == 0 {
+        return None;
+    }
+    state.record.extra.as_ref()?.native_id.clone()
 }
 
 /// `--dry-run` with `--resume` or `--rerun-failed`: which jobs would run and how many count as
@@ -293,7 +413,13 @@ pub fn plan(flow: &Flow, how: &Continue) -> Result<String, Error> {
     // Which backends can re-attach is only known once they are created: name the id, and
     // let the run decide.
     let mut on_backend: Vec<Option<Arc<str>>> = vec![None; flow.jobs.len()];
-    for r in reattachable(flow, &hashes, &earlier, &vec![true; flow.backends.len()]) {
+    for r in reattachable(
+        flow,
+        &hashes,
+        &earlier,
+        &vec![true; flow.backends.len()],
+        &reused,
+    ) {
         on_backend[r.job as usize] = Some(r.native_id);
     }
     let n = reused.iter().filter(|&&r| r).count();

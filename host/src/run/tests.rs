@@ -834,7 +834,8 @@ fn minus_j_lifts_a_backends_default_cap_but_not_an_explicit_one() {
 /// A journal of a run of `flow` in `out` whose host died: `a` passed; `on_cluster` (submitted,
 /// native id 777, started) and `forgotten` (submitted, native id 555, pending) were on the
 /// backend; `plain` was submitted without a native id. Its run tag is `flowrun-loop-crashed`.
-fn crashed_journal(flow: &Flow, out: &Path) {
+/// With `a_failed`, `a` failed (exit code 1) instead.
+fn crashed_journal(flow: &Flow, out: &Path, a_failed: bool) {
     use crate::journal::{self, Journal};
     std::fs::create_dir_all(out.join("jobs")).unwrap();
     let hashes = journal::definition_hashes(flow);
@@ -875,7 +876,16 @@ fn crashed_journal(flow: &Flow, out: &Path) {
         has_dir: true,
         extra: None,
     };
-    jn.ended(0, Status::Passed, None, &passed);
+    if a_failed {
+        let failed = crate::run::records::JobRecord {
+            exit_code: Some(1),
+            ..passed
+        };
+        let reason = crate::sched::Reason::ExitCode(1);
+        jn.ended(0, Status::Failed, Some(&reason), &failed);
+    } else {
+        jn.ended(0, Status::Passed, None, &passed);
+    }
     for (j, native) in [(1, Some("777")), (2, Some("555")), (3, None)] {
         jn.submitted(j, 1, t + 2);
         if let Some(id) = native {
@@ -890,6 +900,16 @@ fn crashed_journal(flow: &Flow, out: &Path) {
 /// can re-attach or not, with `on_cluster`'s command changed to `changed` when given; returns
 /// the outcome and what the doubles saw.
 fn resume_crashed_run(reattach: bool, changed: Option<&str>) -> (Outcome, Arc<Mutex<Seen>>) {
+    resume_crashed_run_of(reattach, changed, false)
+}
+
+/// [`resume_crashed_run`], with `a` failed in the crashed run and `on_cluster` a
+/// `when = "always"` job when `a_failed`.
+fn resume_crashed_run_of(
+    reattach: bool,
+    changed: Option<&str>,
+    a_failed: bool,
+) -> (Outcome, Arc<Mutex<Seen>>) {
     let mut jobs = vec![
         named("a"),
         named("on_cluster"),
@@ -899,10 +919,13 @@ fn resume_crashed_run(reattach: bool, changed: Option<&str>) -> (Outcome, Arc<Mu
     for j in &mut jobs[1..] {
         j.needs = vec![0];
     }
+    if a_failed {
+        jobs[1].when = When::Always;
+    }
     let f = flow(jobs, "");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    crashed_journal(&f, &out);
+    crashed_journal(&f, &out, a_failed);
     let mut f = f;
     if let Some(cmd) = changed {
         f.jobs[1].cmd = crate::flow::Command::Shell(cmd.into());
@@ -1026,9 +1049,14 @@ fn without_the_capability_nothing_is_re_attached_and_the_jobs_run_again() {
     assert_eq!(run.code, 0);
     let seen = seen.lock();
     assert!(seen.reattached.is_empty());
-    let mut submitted: Vec<&str> = seen.requests.iter().map(|r| r.0.as_str()).collect();
+    let mut submitted: Vec<(&str, u32)> =
+        seen.requests.iter().map(|r| (r.0.as_str(), r.1)).collect();
     submitted.sort();
-    assert_eq!(submitted, ["forgotten", "on_cluster", "plain"]);
+    // The two with a native id may still run on their cluster: each runs as a new attempt.
+    assert_eq!(
+        submitted,
+        [("forgotten", 2), ("on_cluster", 2), ("plain", 1)]
+    );
 }
 
 #[test]
@@ -1042,15 +1070,81 @@ fn a_job_whose_definition_changed_is_not_re_attached_but_runs_again() {
         ["forgotten"],
         "only the unchanged job with an id is offered"
     );
-    let fresh: Vec<(&str, u32)> = seen
+    // The old job may still run on its cluster, writing attempt 1's log: the new run of the
+    // changed job is attempt 2, with a log of its own, and attempt 1 is recorded lost.
+    let fresh: Vec<(&str, u32, PathBuf)> = seen
         .requests
         .iter()
         .filter(|r| r.0 == "on_cluster")
-        .map(|r| (r.0.as_str(), r.1))
+        .map(|r| (r.0.as_str(), r.1, r.4.clone()))
         .collect();
+    let out = &run.out;
     assert_eq!(
         fresh,
-        [("on_cluster", 1)],
-        "a new run of the changed job, from attempt 1"
+        [(
+            "on_cluster",
+            2,
+            out.join("jobs/on_cluster/output.attempt-2.log")
+        )],
+        "a new attempt of the changed job, never attempt 1 again"
+    );
+    let job = run.job("on_cluster");
+    assert_eq!(job["status"], "passed", "{job:#}");
+    assert_eq!(job["attempt"], 2, "{job:#}");
+    // `attempts` lists the attempts before the last.
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{job:#}");
+    assert_eq!(attempts[0]["attempt"], 1, "{job:#}");
+    assert_eq!(attempts[0]["reason_kind"], "lost", "{job:#}");
+    let why = attempts[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("as 777; its definition (or that of a job it needs) changed since"),
+        "{job:#}"
+    );
+}
+
+#[test]
+fn an_earlier_pass_is_reused_only_when_every_job_it_needs_is_reused_too() {
+    // a <- report (always) <- publish; a <- b; alone. Reusable candidates: all but a (it
+    // failed): report passed after a failed, so it, and what needs it, must run again after a.
+    let mut report = named("report");
+    report.needs = vec![0];
+    report.when = When::Always;
+    let mut publish = named("publish");
+    publish.needs = vec![1];
+    let mut b = named("b");
+    b.needs = vec![0];
+    let f = flow(vec![named("a"), report, publish, b, named("alone")], "");
+    let keep = super::resume::with_reused_needs(&f, vec![false, true, true, true, true]);
+    assert_eq!(keep, vec![false, false, false, false, true]);
+    // With every job a candidate nothing is dropped; with the leaf dropped only the leaf.
+    let keep = super::resume::with_reused_needs(&f, vec![true; 5]);
+    assert_eq!(keep, vec![true; 5]);
+    let keep = super::resume::with_reused_needs(&f, vec![true, true, false, true, true]);
+    assert_eq!(keep, vec![true, true, false, true, true]);
+}
+
+#[test]
+fn a_job_that_needs_a_rerun_job_is_not_re_attached_but_runs_again_after_it() {
+    // `a` failed; `on_cluster` (`when = "always"`) was running after it on the cluster. The
+    // resume reruns `a`, so `on_cluster`'s old job ran on a failure that is no longer this
+    // run's: it runs again after `a`, as a new attempt (the old one may still write its log).
+    let (run, seen) = resume_crashed_run_of(true, None, true);
+    assert_eq!(run.code, 0);
+    let seen = seen.lock();
+    assert!(seen.reattached.is_empty(), "{:?}", seen.reattached);
+    let mut submitted: Vec<(&str, u32)> =
+        seen.requests.iter().map(|r| (r.0.as_str(), r.1)).collect();
+    assert_eq!(submitted[0], ("a", 1), "a runs first");
+    submitted.sort();
+    assert_eq!(
+        submitted,
+        [("a", 1), ("forgotten", 2), ("on_cluster", 2), ("plain", 1)]
+    );
+    let job = run.job("on_cluster");
+    let why = job["attempts"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("as 777; a job it needs runs again, so it is not re-attached"),
+        "{job:#}"
     );
 }
