@@ -449,6 +449,61 @@ cmd = "true"
 backend = "fake"
 "#;
 
+/// Every attempt of a retried job is its own event in the trace, with the status, reason,
+/// exit code and log results.json gives that attempt (its `attempts` list, then the job's own
+/// fields for the last one); an earlier attempt used to show no reason and no exit code.
+#[test]
+fn retried_attempts_in_the_trace_agree_with_results_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[observers.trace]
+kind = "trace"
+
+[flow]
+name = "retries"
+
+[[job]]
+name = "flaky"
+cmd = "echo try $FLOWRUN_ATTEMPT; [ $FLOWRUN_ATTEMPT -ge 3 ] || exit $((4 + FLOWRUN_ATTEMPT))"
+retries = 3
+retry_on = "exit_code"
+
+[[job]]
+name = "always"
+cmd = "echo UVM_ERROR attempt $FLOWRUN_ATTEMPT"
+fail_patterns = ["^UVM_ERROR"]
+retries = 1
+retry_on = "fail_pattern"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let trace = read_json(&run.out.join("trace.json"));
+    let by_job = trace_jobs(&trace);
+    for job in jobs(&run) {
+        let name = job["name"].as_str().unwrap();
+        let mut expected: Vec<&Value> = job["attempts"].as_array().unwrap().iter().collect();
+        expected.push(job);
+        let events = &by_job[name];
+        assert_eq!(events.len(), expected.len(), "{name}: {events:#?}");
+        for (e, want) in events.iter().zip(&expected) {
+            let n = &want["attempt"];
+            assert_eq!(e["args"]["attempt"], *n, "{name}");
+            for key in ["reason", "reason_kind", "exit_code", "log"] {
+                assert_eq!(e["args"][key], want[key], "{name} attempt {n}: {key}");
+            }
+            if want["status"] == job["status"] && n == &job["attempt"] {
+                assert_eq!(e["args"]["status"], job["status"], "{name}");
+            } else {
+                assert_eq!(e["args"]["status"], "retried", "{name} attempt {n}");
+            }
+        }
+    }
+    assert_eq!(run.job("flaky")["attempts"][1]["exit_code"], 6, "{run:#?}");
+}
+
 fn start(dir: &Path, flow: &str) -> Child {
     let path = dir.join("flow.toml");
     std::fs::write(&path, flow).unwrap();
