@@ -531,6 +531,99 @@ fn wait_running_links(out: &Path, n: usize) {
     }
 }
 
+/// The log link the report's script gives job `i` (`logOf` in report.js).
+fn report_log_link(data: &Value, i: usize) -> Option<String> {
+    match data["logs"].get(i.to_string()) {
+        Some(link) => link.as_str().map(str::to_string),
+        None => Some(format!(
+            "{}{}/output.log",
+            data["logBase"].as_str().unwrap(),
+            data["jobs"]["name"][i].as_str().unwrap()
+        )),
+    }
+}
+
+/// While a job runs, the report links to the log it is writing: in the directory the host
+/// names after it (`ip/dma` in `ip%2Fdma`) and, for a retry, to that attempt's log. Both
+/// links led to files that did not exist.
+#[test]
+fn a_report_written_mid_run_links_running_jobs_to_their_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let wait = format!(
+        "i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+        release.display()
+    );
+    let flow = format!(
+        r#"
+[observers.report]
+kind = "html"
+refresh = "100ms"
+
+[flow]
+name = "midrun"
+
+[[job]]
+name = "ip/dma"
+cmd = "echo started; {wait}"
+
+[[job]]
+name = "again"
+cmd = "[ $FLOWRUN_ATTEMPT -ge 2 ] || exit 1; echo second; {wait}"
+retries = 1
+retry_on = "exit_code"
+"#
+    );
+    let child = start(dir.path(), &flow);
+    let out = dir.path().join("out");
+    let report = out.join("report.html");
+    let running = |data: &Value, name: &str, attempts: u64| {
+        let names = data["jobs"]["name"].as_array().unwrap();
+        let i = names.iter().position(|n| n == name).unwrap();
+        let status = data["jobs"]["status"][i].as_u64().unwrap() as usize;
+        (data["statuses"][status] == "running" && data["jobs"]["attempts"][i] == attempts)
+            .then_some(i)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (data, dma, again) = loop {
+        if let Some(data) = std::fs::read_to_string(&report)
+            .ok()
+            .filter(|page| page.contains("flowrun-data"))
+            .map(|_| report_data(&report))
+        {
+            if let (Some(dma), Some(again)) =
+                (running(&data, "ip/dma", 1), running(&data, "again", 2))
+            {
+                break (data, dma, again);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never showed both jobs running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let links = [dma, again].map(|i| report_log_link(&data, i));
+    let exist = links
+        .clone()
+        .map(|l| l.is_some_and(|l| out.join(l).is_file()));
+    // The jobs end before anything is checked, so that a failed check leaves nothing running.
+    std::fs::write(&release, "").unwrap();
+    let run = collect(child.wait_with_output().unwrap(), &out);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let expected = [
+        "jobs/ip%2Fdma/output.log",
+        "jobs/again/output.attempt-2.log",
+    ];
+    assert_eq!(
+        links,
+        expected.map(|l| Some(l.to_string())),
+        "{:#}",
+        data["logs"]
+    );
+    assert_eq!(exist, [true, true], "{links:?}");
+}
+
 #[test]
 fn an_interrupted_run_leaves_every_observer_agreeing_with_results_json() {
     let dir = tempfile::tempdir().unwrap();

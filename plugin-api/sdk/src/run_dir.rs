@@ -51,6 +51,19 @@ pub fn job_dir_name(name: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}%~{}", &encoded[..cut], hex::encode(&hash[..16])))
 }
 
+/// The log's file name in a job directory (attempt 1).
+pub const LOG_NAME: &str = "output.log";
+
+/// The log of attempt `attempt` in its job directory: [`LOG_NAME`] for the first (and for a
+/// job that never ran), `output.attempt-N.log` for a retry, so that every attempt keeps its
+/// own log.
+pub fn log_name(attempt: u32) -> Cow<'static, str> {
+    match attempt {
+        0 | 1 => LOG_NAME.into(),
+        n => format!("output.attempt-{n}.log").into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
