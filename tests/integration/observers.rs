@@ -531,6 +531,66 @@ fn wait_running_links(out: &Path, n: usize) {
     }
 }
 
+/// status-dirs clears only the links an earlier run left, never what else is in a status
+/// directory: a `path` pointing at a directory a user keeps files in (a `failed/` of notes)
+/// lost them all to a recursive delete at the run's start.
+#[test]
+fn status_dirs_remove_only_old_links_from_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("triage");
+    std::fs::create_dir_all(mine.join("failed/notes")).unwrap();
+    std::fs::write(mine.join("failed/notes/dma.txt"), "look at the crc").unwrap();
+    std::fs::write(mine.join("failed/README"), "mine").unwrap();
+    std::fs::create_dir_all(mine.join("passed")).unwrap();
+    std::os::unix::fs::symlink("../../jobs/old", mine.join("passed/old")).unwrap();
+    let run = run_flow(
+        dir.path(),
+        &format!(
+            r#"
+[observers.links]
+kind = "status-dirs"
+path = "{}"
+
+[flow]
+name = "keep"
+
+[[job]]
+name = "bad"
+cmd = "exit 1"
+
+[[job]]
+name = "good"
+cmd = "true"
+"#,
+            mine.display()
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(!run.stderr.contains("observer"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(mine.join("failed/notes/dma.txt"))
+            .ok()
+            .as_deref(),
+        Some("look at the crc"),
+        "the user's file survives"
+    );
+    assert!(
+        mine.join("failed/README").is_file(),
+        "the user's file survives"
+    );
+    assert!(
+        std::fs::symlink_metadata(mine.join("passed/old")).is_err(),
+        "an earlier run's link is gone"
+    );
+    let link = |status: &str, job: &str| std::fs::read_link(mine.join(status).join(job)).ok();
+    assert!(link("failed", "bad").is_some(), "bad is linked in failed/");
+    assert!(
+        link("passed", "good").is_some(),
+        "good is linked in passed/"
+    );
+}
+
 /// The log link the report's script gives job `i` (`logOf` in report.js).
 fn report_log_link(data: &Value, i: usize) -> Option<String> {
     match data["logs"].get(i.to_string()) {
