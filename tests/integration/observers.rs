@@ -591,6 +591,75 @@ cmd = "true"
     );
 }
 
+/// An observer configured to write over the host's own files (results.json, the journal, the
+/// job directories) refuses in one line and leaves them alone: `path = "results.json"` had
+/// the report replace the run's record.
+#[test]
+fn observers_never_write_over_the_hosts_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[observers.report]
+kind = "html"
+path = "results.json"
+
+[observers.trace]
+kind = "trace"
+path = "./journal"
+
+[observers.links]
+kind = "status-dirs"
+path = "jobs"
+
+[observers.junit]
+kind = "junit"
+path = "jobs/bad/output.log"
+
+[flow]
+name = "overwrite"
+
+[[job]]
+name = "bad"
+cmd = "echo the evidence; exit 3"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        run.status("bad"),
+        "failed",
+        "results.json is the run's: {run:#?}"
+    );
+    assert_eq!(run.reason("bad"), "exit code 3");
+    let journal = std::fs::read(run.out.join("journal")).unwrap();
+    assert!(!journal.starts_with(b"{"), "the journal is not the trace");
+    let log = std::fs::read_to_string(run.out.join("jobs/bad/output.log")).unwrap();
+    assert_eq!(log, "the evidence\n");
+    assert!(
+        !run.out.join("jobs/running").exists(),
+        "no status dirs in jobs/"
+    );
+    for (name, owned) in [
+        ("report", "results.json"),
+        ("trace", "journal"),
+        ("links", "jobs"),
+        ("junit", "jobs"),
+    ] {
+        let lines: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("flowrun: observer {name}: ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: one line\n{}", run.stderr);
+        assert!(
+            lines[0].contains(&format!("it is the run's {owned}, which flowrun writes")),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
 /// The log link the report's script gives job `i` (`logOf` in report.js).
 fn report_log_link(data: &Value, i: usize) -> Option<String> {
     match data["logs"].get(i.to_string()) {

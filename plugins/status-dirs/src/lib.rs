@@ -18,7 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_observer_kit::{relative_path, resolve_in_run_dir, Contained, Ticker};
+use flowrun_observer_kit::{
+    refuse_host_files, relative_path, resolve_in_run_dir, Contained, Ticker,
+};
 use flowrun_plugin_sdk::{
     run_dir::job_dir_name, ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent, RunEventKind,
     RunEvents,
@@ -215,6 +217,7 @@ impl StatusDirs {
         let io = |what: &str, path: &Path, e: std::io::Error| {
             format!("status-dirs: cannot {what} {}: {e}", path.display())
         };
+        refuse_host_files(&run_dir, &root).map_err(|e| io("use", &root, e))?;
         let mut fds = Vec::with_capacity(DIRS.len());
         for name in DIRS {
             let dir = root.join(name);
