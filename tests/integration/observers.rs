@@ -451,7 +451,8 @@ backend = "fake"
 
 /// Every attempt of a retried job is its own event in the trace, with the status, reason,
 /// exit code and log results.json gives that attempt (its `attempts` list, then the job's own
-/// fields for the last one); an earlier attempt used to show no reason and no exit code.
+/// fields for the last one); an earlier attempt used to show no reason and no exit code. The
+/// html report's timeline has each retried attempt's own reason too.
 #[test]
 fn retried_attempts_in_the_trace_agree_with_results_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,6 +461,9 @@ fn retried_attempts_in_the_trace_agree_with_results_json() {
         r#"
 [observers.trace]
 kind = "trace"
+
+[observers.report]
+kind = "html"
 
 [flow]
 name = "retries"
@@ -502,6 +506,26 @@ retry_on = "fail_pattern"
         }
     }
     assert_eq!(run.job("flaky")["attempts"][1]["exit_code"], 6, "{run:#?}");
+
+    // The report's timeline says why each retried attempt ended (its own reason), and gives
+    // the last attempt none of its own (the job's reason is its).
+    let data = report_data(&run.out.join("report.html"));
+    let attempts = &data["attempts"];
+    for a in 0..attempts["job"].as_array().unwrap().len() {
+        let i = attempts["job"][a].as_u64().unwrap() as usize;
+        let job = run.job(data["jobs"]["name"][i].as_str().unwrap());
+        let n = attempts["n"][a].as_u64().unwrap();
+        let reason = &data["reasons"][attempts["reason"][a].as_u64().unwrap() as usize];
+        if n == job["attempt"].as_u64().unwrap() {
+            assert_eq!(reason, "", "the last attempt's reason is the job's");
+        } else {
+            assert_eq!(
+                *reason,
+                job["attempts"][n as usize - 1]["reason"],
+                "attempt {n}"
+            );
+        }
+    }
 }
 
 fn start(dir: &Path, flow: &str) -> Child {

@@ -87,6 +87,9 @@ struct AttemptColumns {
     lane: Vec<u32>,
     status: Vec<u8>,
     res: Vec<u32>,
+    /// A retried attempt's own reason, as an index into `reasons` (0, "", for the others: the
+    /// last attempt's reason is the job's).
+    reason: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -242,6 +245,9 @@ pub fn build<'a>(
         attempts
             .res
             .push(resource_sets.put(a.resources.as_deref().unwrap_or("")));
+        attempts
+            .reason
+            .push(a.retried.as_ref().map_or(0, |end| reasons.put(&end.reason)));
     }
 
     Document {
