@@ -196,3 +196,37 @@ fn retried_attempts_are_flaky_failures_of_a_job_that_passed_and_rerun_failures_o
         .unwrap();
     assert_eq!(attr(rerun, "message"), "exit code 3", "{text}");
 }
+
+/// U+FFFE and U+FFFF are valid UTF-8 but no character of XML 1.0: a job name or a fail line
+/// holding them must not make the whole report unreadable to a CI's XML parser. The report
+/// parses, and the failure is still there, the characters replaced by U+FFFD.
+#[test]
+fn junit_report_stays_well_formed_with_xml_nonchars_in_names_and_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        "[flow]\nname = \"nonchars\"\n\n[[job]]\nname = \"odd-\u{fffe}\"\n\
+         cmd = \"printf 'UVM_ERROR bad \\\\357\\\\277\\\\276 and \\\\357\\\\277\\\\277 end\\\\n'\"\n\
+         fail_patterns = [\"^UVM_ERROR\"]\n",
+        &["--observer", "junit"],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        run.reason("odd-\u{fffe}"),
+        "fail pattern matched at line 1: UVM_ERROR bad \u{fffe} and \u{ffff} end",
+        "{run:#?}"
+    );
+    let path = run.out.join("junit.xml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("junit.xml is not well-formed: {e}\n{text}"));
+    let case = testcase(&doc, "odd-\u{fffd}", &text);
+    let failure = case
+        .children()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap_or_else(|| panic!("no <failure>:\n{text}"));
+    assert_eq!(
+        attr(failure, "message"),
+        "fail pattern matched at line 1: UVM_ERROR bad \u{fffd} and \u{fffd} end"
+    );
+}

@@ -965,3 +965,44 @@ cmd = ["sleep", "{secs}"]
         );
     }
 }
+
+/// The peak memory of a job is the job's, never flowrun's: a job starts as a copy of flowrun
+/// and Linux's `exec` keeps the old memory's high-water mark in `ru_maxrss`, so `true` showed
+/// flowrun's 18 MiB. A tiny job's figure is small or unknown; a 200 MiB job's is still there.
+#[test]
+fn local_memory_figures_are_the_jobs_not_flowruns() {
+    let dir = tempdir();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "memory"
+[[job]]
+name = "tiny-{i}"
+matrix = { i = { range = [1, 20] } }
+cmd = "true"
+[[job]]
+name = "big"
+cmd = "dd if=/dev/zero of=/dev/null bs=200M count=1 2>/dev/null"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    for i in 1..=20 {
+        let v = &run.job(&format!("tiny-{i}"))["max_rss_mb"];
+        assert!(
+            v.is_null() || v.as_f64().is_some_and(|mib| mib < 10.0),
+            "tiny-{i}: `true` peaked at {v} MiB?\n{run:#?}"
+        );
+    }
+    let big = run.job("big")["max_rss_mb"].as_f64();
+    assert!(
+        big.is_some_and(|mib| mib >= 200.0),
+        "big: {big:?} MiB for a 200 MiB buffer"
+    );
+    let summary = run.stdout.lines().chain(run.stderr.lines());
+    let memory = summary.filter(|l| l.starts_with("most memory:"));
+    for line in memory {
+        assert!(line.starts_with("most memory: big "), "{line}");
+    }
+}

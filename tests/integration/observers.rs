@@ -449,6 +449,85 @@ cmd = "true"
 backend = "fake"
 "#;
 
+/// Every attempt of a retried job is its own event in the trace, with the status, reason,
+/// exit code and log results.json gives that attempt (its `attempts` list, then the job's own
+/// fields for the last one); an earlier attempt used to show no reason and no exit code. The
+/// html report's timeline has each retried attempt's own reason too.
+#[test]
+fn retried_attempts_in_the_trace_agree_with_results_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[observers.trace]
+kind = "trace"
+
+[observers.report]
+kind = "html"
+
+[flow]
+name = "retries"
+
+[[job]]
+name = "flaky"
+cmd = "echo try $FLOWRUN_ATTEMPT; [ $FLOWRUN_ATTEMPT -ge 3 ] || exit $((4 + FLOWRUN_ATTEMPT))"
+retries = 3
+retry_on = "exit_code"
+
+[[job]]
+name = "always"
+cmd = "echo UVM_ERROR attempt $FLOWRUN_ATTEMPT"
+fail_patterns = ["^UVM_ERROR"]
+retries = 1
+retry_on = "fail_pattern"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let trace = read_json(&run.out.join("trace.json"));
+    let by_job = trace_jobs(&trace);
+    for job in jobs(&run) {
+        let name = job["name"].as_str().unwrap();
+        let mut expected: Vec<&Value> = job["attempts"].as_array().unwrap().iter().collect();
+        expected.push(job);
+        let events = &by_job[name];
+        assert_eq!(events.len(), expected.len(), "{name}: {events:#?}");
+        for (e, want) in events.iter().zip(&expected) {
+            let n = &want["attempt"];
+            assert_eq!(e["args"]["attempt"], *n, "{name}");
+            for key in ["reason", "reason_kind", "exit_code", "log"] {
+                assert_eq!(e["args"][key], want[key], "{name} attempt {n}: {key}");
+            }
+            if want["status"] == job["status"] && n == &job["attempt"] {
+                assert_eq!(e["args"]["status"], job["status"], "{name}");
+            } else {
+                assert_eq!(e["args"]["status"], "retried", "{name} attempt {n}");
+            }
+        }
+    }
+    assert_eq!(run.job("flaky")["attempts"][1]["exit_code"], 6, "{run:#?}");
+
+    // The report's timeline says why each retried attempt ended (its own reason), and gives
+    // the last attempt none of its own (the job's reason is its).
+    let data = report_data(&run.out.join("report.html"));
+    let attempts = &data["attempts"];
+    for a in 0..attempts["job"].as_array().unwrap().len() {
+        let i = attempts["job"][a].as_u64().unwrap() as usize;
+        let job = run.job(data["jobs"]["name"][i].as_str().unwrap());
+        let n = attempts["n"][a].as_u64().unwrap();
+        let reason = &data["reasons"][attempts["reason"][a].as_u64().unwrap() as usize];
+        if n == job["attempt"].as_u64().unwrap() {
+            assert_eq!(reason, "", "the last attempt's reason is the job's");
+        } else {
+            assert_eq!(
+                *reason,
+                job["attempts"][n as usize - 1]["reason"],
+                "attempt {n}"
+            );
+        }
+    }
+}
+
 fn start(dir: &Path, flow: &str) -> Child {
     let path = dir.join("flow.toml");
     std::fs::write(&path, flow).unwrap();
@@ -474,6 +553,228 @@ fn wait_running_links(out: &Path, n: usize) {
         assert!(Instant::now() < deadline, "jobs never showed as running");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// status-dirs clears only the links an earlier run left, never what else is in a status
+/// directory: a `path` pointing at a directory a user keeps files in (a `failed/` of notes)
+/// lost them all to a recursive delete at the run's start.
+#[test]
+fn status_dirs_remove_only_old_links_from_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("triage");
+    std::fs::create_dir_all(mine.join("failed/notes")).unwrap();
+    std::fs::write(mine.join("failed/notes/dma.txt"), "look at the crc").unwrap();
+    std::fs::write(mine.join("failed/README"), "mine").unwrap();
+    std::fs::create_dir_all(mine.join("passed")).unwrap();
+    std::os::unix::fs::symlink("../../jobs/old", mine.join("passed/old")).unwrap();
+    let run = run_flow(
+        dir.path(),
+        &format!(
+            r#"
+[observers.links]
+kind = "status-dirs"
+path = "{}"
+
+[flow]
+name = "keep"
+
+[[job]]
+name = "bad"
+cmd = "exit 1"
+
+[[job]]
+name = "good"
+cmd = "true"
+"#,
+            mine.display()
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(!run.stderr.contains("observer"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(mine.join("failed/notes/dma.txt"))
+            .ok()
+            .as_deref(),
+        Some("look at the crc"),
+        "the user's file survives"
+    );
+    assert!(
+        mine.join("failed/README").is_file(),
+        "the user's file survives"
+    );
+    assert!(
+        std::fs::symlink_metadata(mine.join("passed/old")).is_err(),
+        "an earlier run's link is gone"
+    );
+    let link = |status: &str, job: &str| std::fs::read_link(mine.join(status).join(job)).ok();
+    assert!(link("failed", "bad").is_some(), "bad is linked in failed/");
+    assert!(
+        link("passed", "good").is_some(),
+        "good is linked in passed/"
+    );
+}
+
+/// An observer configured to write over the host's own files (results.json, the journal, the
+/// job directories) refuses in one line and leaves them alone: `path = "results.json"` had
+/// the report replace the run's record.
+#[test]
+fn observers_never_write_over_the_hosts_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[observers.report]
+kind = "html"
+path = "results.json"
+
+[observers.trace]
+kind = "trace"
+path = "./journal"
+
+[observers.links]
+kind = "status-dirs"
+path = "jobs"
+
+[observers.junit]
+kind = "junit"
+path = "jobs/bad/output.log"
+
+[flow]
+name = "overwrite"
+
+[[job]]
+name = "bad"
+cmd = "echo the evidence; exit 3"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        run.status("bad"),
+        "failed",
+        "results.json is the run's: {run:#?}"
+    );
+    assert_eq!(run.reason("bad"), "exit code 3");
+    let journal = std::fs::read(run.out.join("journal")).unwrap();
+    assert!(!journal.starts_with(b"{"), "the journal is not the trace");
+    let log = std::fs::read_to_string(run.out.join("jobs/bad/output.log")).unwrap();
+    assert_eq!(log, "the evidence\n");
+    assert!(
+        !run.out.join("jobs/running").exists(),
+        "no status dirs in jobs/"
+    );
+    for (name, owned) in [
+        ("report", "results.json"),
+        ("trace", "journal"),
+        ("links", "jobs"),
+        ("junit", "jobs"),
+    ] {
+        let lines: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("flowrun: observer {name}: ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: one line\n{}", run.stderr);
+        assert!(
+            lines[0].contains(&format!("it is the run's {owned}, which flowrun writes")),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
+/// The log link the report's script gives job `i` (`logOf` in report.js).
+fn report_log_link(data: &Value, i: usize) -> Option<String> {
+    match data["logs"].get(i.to_string()) {
+        Some(link) => link.as_str().map(str::to_string),
+        None => Some(format!(
+            "{}{}/output.log",
+            data["logBase"].as_str().unwrap(),
+            data["jobs"]["name"][i].as_str().unwrap()
+        )),
+    }
+}
+
+/// While a job runs, the report links to the log it is writing: in the directory the host
+/// names after it (`ip/dma` in `ip%2Fdma`) and, for a retry, to that attempt's log. Both
+/// links led to files that did not exist.
+#[test]
+fn a_report_written_mid_run_links_running_jobs_to_their_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let wait = format!(
+        "i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+        release.display()
+    );
+    let flow = format!(
+        r#"
+[observers.report]
+kind = "html"
+refresh = "100ms"
+
+[flow]
+name = "midrun"
+
+[[job]]
+name = "ip/dma"
+cmd = "echo started; {wait}"
+
+[[job]]
+name = "again"
+cmd = "[ $FLOWRUN_ATTEMPT -ge 2 ] || exit 1; echo second; {wait}"
+retries = 1
+retry_on = "exit_code"
+"#
+    );
+    let child = start(dir.path(), &flow);
+    let out = dir.path().join("out");
+    let report = out.join("report.html");
+    let running = |data: &Value, name: &str, attempts: u64| {
+        let names = data["jobs"]["name"].as_array().unwrap();
+        let i = names.iter().position(|n| n == name).unwrap();
+        let status = data["jobs"]["status"][i].as_u64().unwrap() as usize;
+        (data["statuses"][status] == "running" && data["jobs"]["attempts"][i] == attempts)
+            .then_some(i)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (data, dma, again) = loop {
+        if let Some(data) = std::fs::read_to_string(&report)
+            .ok()
+            .filter(|page| page.contains("flowrun-data"))
+            .map(|_| report_data(&report))
+        {
+            if let (Some(dma), Some(again)) =
+                (running(&data, "ip/dma", 1), running(&data, "again", 2))
+            {
+                break (data, dma, again);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never showed both jobs running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let links = [dma, again].map(|i| report_log_link(&data, i));
+    let exist = links
+        .clone()
+        .map(|l| l.is_some_and(|l| out.join(l).is_file()));
+    // The jobs end before anything is checked, so that a failed check leaves nothing running.
+    std::fs::write(&release, "").unwrap();
+    let run = collect(child.wait_with_output().unwrap(), &out);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let expected = [
+        "jobs/ip%2Fdma/output.log",
+        "jobs/again/output.attempt-2.log",
+    ];
+    assert_eq!(
+        links,
+        expected.map(|l| Some(l.to_string())),
+        "{:#}",
+        data["logs"]
+    );
+    assert_eq!(exist, [true, true], "{links:?}");
 }
 
 #[test]

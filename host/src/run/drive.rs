@@ -544,18 +544,8 @@ fn request<'a>(
     }
 }
 
-/// The log's file name in a job directory (attempt 1).
-pub const LOG_NAME: &str = "output.log";
-
-/// The log of attempt `attempt` in its job directory: [`LOG_NAME`] for the first (and for a
-/// job that never ran), `output.attempt-N.log` for a retry, so that every attempt keeps its
-/// own log.
-pub fn log_name(attempt: u32) -> std::borrow::Cow<'static, str> {
-    match attempt {
-        0 | 1 => LOG_NAME.into(),
-        n => format!("output.attempt-{n}.log").into(),
-    }
-}
+/// The logs' file names, shared with the plugins that link to logs (the html report).
+pub use flowrun_plugin_sdk::run_dir::{log_name, LOG_NAME};
 
 /// `<run>/jobs/<encoded name>`.
 pub fn job_dir(ctx: &RunContext, name: &str) -> PathBuf {

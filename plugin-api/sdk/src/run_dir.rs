@@ -1,7 +1,10 @@
 //! Where the host puts things in a run directory, for plugins that point at them (an observer
 //! linking to a job's directory or log) to name them exactly as the host does.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    path::{Component, Path, PathBuf},
+};
 
 use sha2::{Digest, Sha256};
 
@@ -49,6 +52,72 @@ pub fn job_dir_name(name: &str) -> Cow<'_, str> {
     }
     let hash = Sha256::digest(name.as_bytes());
     Cow::Owned(format!("{}%~{}", &encoded[..cut], hex::encode(&hash[..16])))
+}
+
+/// The log's file name in a job directory (attempt 1).
+pub const LOG_NAME: &str = "output.log";
+
+/// The log of attempt `attempt` in its job directory: [`LOG_NAME`] for the first (and for a
+/// job that never ran), `output.attempt-N.log` for a retry, so that every attempt keeps its
+/// own log.
+pub fn log_name(attempt: u32) -> Cow<'static, str> {
+    match attempt {
+        0 | 1 => LOG_NAME.into(),
+        n => format!("output.attempt-{n}.log").into(),
+    }
+}
+
+/// The files the host keeps at the top of a run directory: the run's record, its journal
+/// (what `--resume` reads) and the lock.
+pub const HOST_FILES: [&str; 3] = ["results.json", "journal", ".flowrun.lock"];
+
+/// The directory of the job directories, inside the run directory.
+pub const JOBS_DIR: &str = "jobs";
+
+/// What of the host's a plugin would replace or write into by writing `path` (a file, or the
+/// root of a plugin's own directories) in or near run directory `run_dir`, if anything: one of
+/// [`HOST_FILES`], or [`JOBS_DIR`] for anything in the job directories. A report configured
+/// as `path = "results.json"` would otherwise replace the run's record with itself. Symlinks
+/// in the part of `path` that exists are followed, except in its last component (which an
+/// atomic write replaces rather than follows).
+pub fn host_owned(run_dir: &Path, path: &Path) -> Option<&'static str> {
+    let run_dir = std::fs::canonicalize(run_dir).ok()?;
+    let path = resolve_existing(path)?;
+    let mut inside = path.strip_prefix(&run_dir).ok()?.components();
+    let first = inside.next()?.as_os_str();
+    if first == JOBS_DIR {
+        return Some(JOBS_DIR);
+    }
+    let only = inside.next().is_none();
+    HOST_FILES.into_iter().find(|f| only && first == *f)
+}
+
+/// `path` made absolute with its existing parent directories resolved (symlinks, `..`), its
+/// last component and whatever does not exist yet appended as written.
+fn resolve_existing(path: &Path) -> Option<PathBuf> {
+    let mut pending: Vec<Component<'_>> = vec![path.components().next_back()?];
+    let mut dir = path.parent()?;
+    let mut resolved = loop {
+        if let Ok(real) = std::fs::canonicalize(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }) {
+            break real;
+        }
+        pending.push(dir.components().next_back()?);
+        dir = dir.parent()?;
+    };
+    for part in pending.into_iter().rev() {
+        match part {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::Normal(name) => resolved.push(name),
+            _ => {}
+        }
+    }
+    Some(resolved)
 }
 
 #[cfg(test)]
@@ -111,5 +180,26 @@ mod tests {
         // At the limit, a name is kept as it is.
         let n = "z".repeat(NAME_MAX);
         assert_eq!(job_dir_name(&n), n);
+    }
+
+    #[test]
+    fn host_owned_names_the_hosts_files_however_they_are_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("jobs/a")).unwrap();
+        std::os::unix::fs::symlink(&run, dir.path().join("alias")).unwrap();
+        let owned = |p: &str| host_owned(&run, &dir.path().join(p));
+        assert_eq!(owned("run/results.json"), Some("results.json"));
+        assert_eq!(owned("run/./journal"), Some("journal"));
+        assert_eq!(owned("run/jobs/../results.json"), Some("results.json"));
+        assert_eq!(owned("alias/results.json"), Some("results.json"));
+        assert_eq!(owned("run/jobs"), Some("jobs"));
+        assert_eq!(owned("run/jobs/a/report.html"), Some("jobs"));
+        assert_eq!(owned("run/jobs/new/deeper/x"), Some("jobs"));
+        assert_eq!(owned("run/report.html"), None);
+        assert_eq!(owned("run/by-status"), None);
+        assert_eq!(owned("run/sub/results.json"), None);
+        assert_eq!(owned("elsewhere/results.json"), None);
+        assert_eq!(owned("run"), None);
     }
 }

@@ -4,7 +4,8 @@
 // (name, status code, backend index, dur/cpu seconds, rss MiB, exit, reason and kind as
 // indexes into `reasons`/`kinds`, attempts, native id); `attempts.<field>[attemptIndex]`
 // (job, n = its number from 1, start and dur in microseconds from the run's start, dur null
-// while running, lane, status code, res = index into `resourceSets`); `logs` maps job indexes whose log is not the
+// while running, lane, status code, res = index into `resourceSets`, reason = a retried
+// attempt's own reason as an index into `reasons`); `logs` maps job indexes whose log is not the
 // default (`logBase + name + /output.log`) to a link or null; `buckets` lists the
 // failure buckets, biggest first; `contexts` maps job indexes to log lines.
 //
@@ -77,6 +78,12 @@
     return el('a', { className: 'mono', href: href(log), title: 'log: ' + log }, J.name[i]);
   }
   const reasonOf = (i) => D.reasons[J.reason[i]];
+  // Why attempt a ended: a retried attempt's own reason; the job's for its last, ended attempt;
+  // none while it runs (the job's reason then is an earlier attempt's).
+  const attemptReason = (a) => {
+    if (attemptStatus(a) === 'retried') return D.reasons[A.reason[a]] || '';
+    return A.dur[a] === null ? '' : reasonOf(A.job[a]);
+  };
 
   // --- state kept in the URL's fragment ------------------------------------------------------
   const params = new URLSearchParams(location.hash.slice(1));
@@ -341,7 +348,8 @@
       const i = A.job[a];
       const dur = A.dur[a] === null ? 'running' : fmtSeconds(A.dur[a] / 1e6);
       return el('li', { dataset: { job: J.name[i], status: attemptStatus(a), backend: D.backends[J.backend[i]], lane: String(A.lane[a]), attempt: String(a) } },
-        J.name[i] + ': ' + attemptStatus(a) + ', ' + dur + ' on ' + D.backends[J.backend[i]] + ' slot ' + A.lane[a]);
+        J.name[i] + ': ' + attemptStatus(a) + ', ' + dur + ' on ' + D.backends[J.backend[i]] + ' slot ' + A.lane[a] +
+        (attemptReason(a) ? ' (' + attemptReason(a) + ')' : ''));
     }));
     if (drawn > listed.length) ol.append(el('li', null, (drawn - listed.length) + ' more bars in view'));
   }
@@ -424,7 +432,8 @@
       const i = A.job[a];
       const dur = A.dur[a] === null ? 'running for ' + fmtSeconds((runEnd - A.start[a]) / 1e6) : fmtSeconds(A.dur[a] / 1e6);
       const lines = [J.name[i], attemptStatus(a) + ' · ' + dur + ' · attempt ' + A.n[a] + ' · ' + D.backends[J.backend[i]] + ' slot ' + A.lane[a]];
-      if (reasonOf(i) && attemptStatus(a) !== 'retried') lines.push(reasonOf(i));
+      const why = attemptReason(a);
+      if (why) lines.push(why);
       tip.textContent = lines.join('\n');
       tip.hidden = false;
       tip.style.left = Math.min(ev.clientX + 12, window.innerWidth - 300) + 'px';

@@ -11,7 +11,10 @@ use std::{
 };
 
 use flowrun_observer_kit::{relative_path, RunModel};
-use flowrun_plugin_sdk::JobStatus;
+use flowrun_plugin_sdk::{
+    run_dir::{job_dir_name, log_name},
+    JobStatus,
+};
 use serde::Serialize;
 
 use crate::{buckets, context::Context};
@@ -42,7 +45,8 @@ pub struct Document<'a> {
     log_base: String,
     jobs: JobColumns<'a>,
     /// Logs that are not `logBase + name + "/output.log"`, by job index (a name the host encodes
-    /// for its directory, `a/b` in `a%2Fb`, is listed here with its real path): the
+    /// for its directory, `a/b` in `a%2Fb`, or a retry's `output.attempt-N.log`, is listed here
+    /// with its real path; for a job still running, the path the host gives its log): the
     /// relative link, or `null` for a job that ran without a log.
     logs: HashMap<u32, Option<String>>,
     reasons: Vec<&'a str>,
@@ -83,6 +87,9 @@ struct AttemptColumns {
     lane: Vec<u32>,
     status: Vec<u8>,
     res: Vec<u32>,
+    /// A retried attempt's own reason, as an index into `reasons` (0, "", for the others: the
+    /// last attempt's reason is the job's).
+    reason: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -166,17 +173,29 @@ pub fn build<'a>(
         cols.kind.push(kind);
         cols.attempts.push(job.attempts);
         cols.native.push(job.native_id.as_deref());
+        let default = || format!("{log_base}{}/output.log", job.name);
         if job.status.is_terminal() && job.attempts > 0 {
             let link = job
                 .log
                 .as_ref()
                 .map(|l| relative_path(&report_dir, &PathBuf::from(l)));
-            let default = format!("{log_base}{}/output.log", job.name);
             match link {
-                Some(l) if l.to_string_lossy() == default => {}
+                Some(l) if l.to_string_lossy() == default() => {}
                 other => {
                     logs.insert(i as u32, other.map(|l| l.to_string_lossy().into_owned()));
                 }
+            }
+        } else if job.open_attempt.is_some() {
+            // A running job's log is named only in its final event: until then it is where
+            // the host puts it, under the job's directory name (`a/b` in `a%2Fb`) and with
+            // the attempt's own name (`output.attempt-2.log`).
+            let link = format!(
+                "{log_base}{}/{}",
+                job_dir_name(&job.name),
+                log_name(job.attempts)
+            );
+            if link != default() {
+                logs.insert(i as u32, Some(link));
             }
         }
         if matches!(
@@ -226,6 +245,9 @@ pub fn build<'a>(
         attempts
             .res
             .push(resource_sets.put(a.resources.as_deref().unwrap_or("")));
+        attempts
+            .reason
+            .push(a.retried.as_ref().map_or(0, |end| reasons.put(&end.reason)));
     }
 
     Document {

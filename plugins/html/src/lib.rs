@@ -19,7 +19,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel, Ticker};
+use flowrun_observer_kit::{
+    refuse_host_files, resolve_in_run_dir, write_atomically, Contained, RunModel, Ticker,
+};
 use flowrun_plugin_sdk::{
     parse_config, parse_duration, ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent,
     RunEventKind, RunEvents,
@@ -192,7 +194,9 @@ impl Report {
             self.refresh.as_secs_f64(),
             generated_us,
         );
-        let result = write_atomically(&path, |w| write_page(w, &doc));
+        let run_dir = self.model.run_dir.as_deref().unwrap_or(Path::new("/"));
+        let result = refuse_host_files(run_dir, &path)
+            .and_then(|()| write_atomically(&path, |w| write_page(w, &doc)));
         self.dirty = false;
         self.write_error = result
             .err()

@@ -79,6 +79,12 @@ impl ObserverImpl for JunitObserver {
                 path.display()
             ))
         })?;
+        if let Some(owned) = flowrun_plugin_sdk::run_dir::host_owned(run_dir, &path) {
+            return Err(PluginError::io(format!(
+                "junit: cannot write the JUnit report {}: it is the run's {owned}, which flowrun writes: choose another `path`",
+                path.display()
+            )));
+        }
         // A CI job that picks the report up must never see half of it.
         create_parent(&path)
             .and_then(|()| write_atomically(&path, &xml))

@@ -168,6 +168,7 @@ impl Report {
         report.set_time(time).add_test_suite(suite);
         let mut out = Vec::new();
         report.serialize(&mut out)?;
+        replace_xml_nonchars(&mut out);
         Ok(out)
     }
 
@@ -254,6 +255,23 @@ fn failure_details(job: &AttemptEnd) -> String {
 }
 
 /// A JUnit `time`: quick-junit writes seconds with millisecond precision.
+/// Replaces U+FFFE and U+FFFF, which XML 1.0 does not allow anywhere in a document, with
+/// U+FFFD in the serialized report (they are three bytes each, as U+FFFD is). They are valid
+/// UTF-8, so a job name or a log line can carry them, and the serializer passes them through:
+/// one such line in a fail text made the whole report unreadable to CI's XML parser. (The
+/// serializer already drops the C0 controls XML forbids; surrogates cannot be in a `str`.)
+fn replace_xml_nonchars(xml: &mut [u8]) {
+    let mut i = 0;
+    while i + 2 < xml.len() {
+        if xml[i] == 0xEF && xml[i + 1] == 0xBF && matches!(xml[i + 2], 0xBE | 0xBF) {
+            xml[i + 2] = 0xBD;
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or_default()
 }

@@ -1159,7 +1159,8 @@ impl Shared {
 /// The FINISHED attributes for what a job used (brief contract 4): `cpu_s`, `max_rss_mb`
 /// and `usage_source`. CPU and memory come from the job's cgroup where it had one (the
 /// whole tree: every process ever in it), else from `wait4` of the leader (the leader and
-/// the descendants that were waited for; memory is the largest single process's peak).
+/// the descendants that were waited for; memory is the largest single process's peak, and
+/// unknown when it is not above flowrun's own: see `spawn::WaitUsage::max_rss_kb`).
 /// A job moved into its cgroup after it started (`placed_late`, the `std` path) may have
 /// forked outside it: both figures are lower bounds then, and the larger one is reported.
 fn usage_attrs(
@@ -1170,7 +1171,7 @@ fn usage_attrs(
     let cg_cpu = cgroup.and_then(|c| c.cpu_us);
     let cg_peak_kib = cgroup.and_then(|c| c.peak_bytes).map(|b| b / 1024);
     let leader_cpu = leader.map(|u| u.cpu_us);
-    let leader_kib = leader.map(|u| u.max_rss_kb);
+    let leader_kib = leader.and_then(|u| u.max_rss_kb);
     let pick = |cg: Option<u64>, wait: Option<u64>| match (cg, wait) {
         (Some(c), Some(w)) if placed_late => (Some(c.max(w)), true),
         (Some(c), _) => (Some(c), true),

@@ -33,6 +33,19 @@ pub fn resolve_in_run_dir(run_dir: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Refuses an output `path` that would replace or write into what the host keeps in the run
+/// directory (results.json, the journal, the job directories): an observer must never change
+/// the run's record. The error reads after "cannot write PATH: ".
+pub fn refuse_host_files(run_dir: &Path, path: &Path) -> io::Result<()> {
+    match flowrun_plugin_sdk::run_dir::host_owned(run_dir, path) {
+        None => Ok(()),
+        Some(owned) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("it is the run's {owned}, which flowrun writes: choose another `path`"),
+        )),
+    }
+}
+
 /// The path that leads from directory `from` to `to`, for links that keep working when the run
 /// directory is moved or archived. Both should be absolute; `.` components are ignored. If
 /// either is relative, or `from` has `..` components that cannot be resolved lexically, `to`

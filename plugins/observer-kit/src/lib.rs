@@ -23,6 +23,6 @@ pub mod model;
 pub mod ticker;
 
 pub use contain::Contained;
-pub use files::{relative_path, resolve_in_run_dir, write_atomically};
-pub use model::{Attempt, JobRow, Phase, RunModel};
+pub use files::{refuse_host_files, relative_path, resolve_in_run_dir, write_atomically};
+pub use model::{Attempt, AttemptEnd, JobRow, Phase, RunModel};
 pub use ticker::Ticker;

@@ -49,6 +49,28 @@ pub struct Attempt {
     pub status: JobStatus,
     /// `resources` of its RUNNING event, such as `cpus=2,vcs=1`.
     pub resources: Option<String>,
+    /// How an attempt that was retried ended (its change back to QUEUED says); `None` for the
+    /// last attempt, whose end is the job's own (in [`JobRow`]).
+    pub retried: Option<Box<AttemptEnd>>,
+}
+
+/// How a retried attempt ended, as the host's event sending it back to the queue tells.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AttemptEnd {
+    /// Why it failed.
+    pub reason: String,
+    /// The reason's stable word, when the host sent it.
+    pub reason_kind: Option<String>,
+    /// The exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Seconds it ran, as the host measured.
+    pub duration_s: Option<f64>,
+    /// CPU seconds of its process tree.
+    pub cpu_s: Option<f64>,
+    /// Peak memory of its process tree, in MiB.
+    pub max_rss_mb: Option<f64>,
+    /// Its log file.
+    pub log: Option<String>,
 }
 
 /// Everything known about one job.
@@ -285,8 +307,21 @@ impl RunModel {
         let new = event.new_status();
         let open = self.jobs[i as usize].open_attempt;
         self.set_status(i, new, event.time_us());
-        if let (Some(a), true, Some(d)) = (open, new.is_terminal(), event.duration_s()) {
+        if let (Some(a), true, Some(d)) = (open, new != JobStatus::RUNNING, event.duration_s()) {
             self.trim_to_host_duration(a, d);
+        }
+        // An attempt leaving RUNNING for the queue was retried: its end is its own, and the
+        // job's fields will describe the next attempt.
+        if let (Some(a), false) = (open, new == JobStatus::RUNNING || new.is_terminal()) {
+            self.attempts[a as usize].retried = Some(Box::new(AttemptEnd {
+                reason: event.reason().to_string(),
+                reason_kind: text(&event, "reason_kind"),
+                exit_code: event.exit_code(),
+                duration_s: event.duration_s(),
+                cpu_s: number(&event, "cpu_s"),
+                max_rss_mb: number(&event, "max_rss_mb"),
+                log: event.log().map(str::to_string),
+            }));
         }
         if new == JobStatus::RUNNING {
             let number = event
@@ -372,6 +407,7 @@ impl RunModel {
             lane,
             status: JobStatus::RUNNING,
             resources,
+            retried: None,
         });
     }
 

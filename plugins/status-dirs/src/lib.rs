@@ -18,7 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowrun_observer_kit::{relative_path, resolve_in_run_dir, Contained, Ticker};
+use flowrun_observer_kit::{
+    refuse_host_files, relative_path, resolve_in_run_dir, Contained, Ticker,
+};
 use flowrun_plugin_sdk::{
     run_dir::job_dir_name, ErrorKind, JobStatus, ObserverImpl, PluginError, RunEvent, RunEventKind,
     RunEvents,
@@ -137,6 +139,22 @@ pub struct StatusDirs {
     error: Option<String>,
 }
 
+/// Removes the links an earlier run left in status directory `dir`: they would lie about this
+/// run. Only links: whatever else is there (a user's notes, when `path` names a directory
+/// that already held some) is not the observer's to delete.
+fn remove_links(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_symlink() {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 impl StatusDirs {
     fn new(configured: PathBuf) -> Self {
         StatusDirs {
@@ -192,23 +210,19 @@ impl StatusDirs {
         }
     }
 
-    /// Creates (or empties) the status directories and opens them.
+    /// Creates the status directories (removing an earlier run's links from them) and opens them.
     fn start(&mut self, event: RunEvent<'_>) -> Result<(), String> {
         let run_dir = PathBuf::from(event.run_dir());
         let root = resolve_in_run_dir(&run_dir, &self.configured);
         let io = |what: &str, path: &Path, e: std::io::Error| {
             format!("status-dirs: cannot {what} {}: {e}", path.display())
         };
+        refuse_host_files(&run_dir, &root).map_err(|e| io("use", &root, e))?;
         let mut fds = Vec::with_capacity(DIRS.len());
         for name in DIRS {
             let dir = root.join(name);
-            // Links left by an earlier run into the same directory would lie about this one.
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("clear", &dir, e)),
-            }
             std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+            remove_links(&dir).map_err(|e| io("clear", &dir, e))?;
             let fd = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(nix::libc::O_DIRECTORY)

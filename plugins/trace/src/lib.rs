@@ -6,7 +6,9 @@ mod render;
 
 use std::path::PathBuf;
 
-use flowrun_observer_kit::{resolve_in_run_dir, write_atomically, Contained, RunModel};
+use flowrun_observer_kit::{
+    refuse_host_files, resolve_in_run_dir, write_atomically, Contained, RunModel,
+};
 use flowrun_plugin_sdk::{ErrorKind, ObserverImpl, PluginError, RunEvents};
 
 flowrun_plugin_sdk::export_plugin!(name = "trace", version = env!("CARGO_PKG_VERSION"));
@@ -47,12 +49,14 @@ impl ObserverImpl for TraceObserver {
                 ));
             };
             let path = resolve_in_run_dir(run_dir, &self.path);
-            write_atomically(&path, |w| render::write_trace(m, w)).map_err(|e| {
-                PluginError::new(
-                    ErrorKind::IO,
-                    format!("trace: cannot write {}: {e}", path.display()),
-                )
-            })
+            refuse_host_files(run_dir, &path)
+                .and_then(|()| write_atomically(&path, |w| render::write_trace(m, w)))
+                .map_err(|e| {
+                    PluginError::new(
+                        ErrorKind::IO,
+                        format!("trace: cannot write {}: {e}", path.display()),
+                    )
+                })
         })
     }
 }

@@ -116,7 +116,8 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
             resources: attempt.resources.as_deref(),
             log: None,
         };
-        // What the job ended with belongs to its last attempt; an earlier one was retried.
+        // What the job ended with belongs to its last attempt; an earlier one was retried, and
+        // the event that sent it back to the queue said how it ended.
         if last {
             args.reason = &job.reason;
             args.reason_kind = job.reason_kind.as_deref();
@@ -125,6 +126,14 @@ pub fn write_trace(m: &RunModel, w: &mut dyn Write) -> io::Result<()> {
             args.cpu_s = job.cpu_s;
             args.max_rss_mb = job.max_rss_mb;
             args.log = job.log.as_deref();
+        } else if let Some(end) = &attempt.retried {
+            args.reason = &end.reason;
+            args.reason_kind = end.reason_kind.as_deref();
+            args.exit_code = end.exit_code;
+            args.duration_s = end.duration_s;
+            args.cpu_s = end.cpu_s;
+            args.max_rss_mb = end.max_rss_mb;
+            args.log = end.log.as_deref();
         }
         events.put(
             w,
