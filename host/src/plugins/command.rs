@@ -101,6 +101,9 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                     .join(", "),
                 dir.display()
             );
+            for line in kind_conflicts(&e.name, &dir.join(&e.file))? {
+                eprintln!("{line}");
+            }
             Ok(EXIT_PASSED)
         }
         PluginsCmd::Remove { name, user, site } => {
@@ -136,6 +139,36 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
             })
         }
     }
+}
+
+/// What `install` says when the plugin just installed as `name` at `path` offers a kind that
+/// another plugin offers too: which of them a flow gets (the first on the search path). A
+/// silent change of who serves `local` would change how every flow runs.
+fn kind_conflicts(name: &str, path: &std::path::Path) -> Result<Vec<String>, Error> {
+    let mut set = PluginSet::discover()?;
+    let rows = super::list(&mut set);
+    let mut lines = Vec::new();
+    if let Some(mine) = rows.iter().find(|r| r.path == path) {
+        for t in &mine.kinds_taken {
+            lines.push(format!(
+                "warning: flows naming {} kind `{}` keep getting plugin {}, which comes earlier on the search path (`flowrun plugins list`)",
+                t.role, t.kind, t.served_by
+            ));
+        }
+    }
+    for r in rows.iter().filter(|r| r.name != name) {
+        for t in r.kinds_taken.iter().filter(|t| t.served_by == name) {
+            lines.push(format!(
+                "warning: flows naming {} kind `{}` now get plugin {name} instead of plugin {} ({} {})",
+                t.role,
+                t.kind,
+                r.name,
+                r.source.as_str(),
+                r.path.display()
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 fn kinds_of(r: &ListRow) -> String {
@@ -204,12 +237,24 @@ pub fn render_list(rows: &[ListRow]) -> String {
         let state = match (&r.error, r.shadowed) {
             (Some(e), _) => format!("BROKEN: {e}"),
             (None, true) => "(shadowed by the plugin of the same name above)".to_string(),
-            (None, false) => String::new(),
+            (None, false) => taken_kinds(r),
         };
         let row: Vec<&str> = row.iter().map(String::as_str).collect();
         out.push_str(&line(&row, &state));
     }
     out
+}
+
+/// What `list` says of a row whose kinds earlier plugins serve: `(backend local is served by
+/// plugin evil above)`.
+fn taken_kinds(r: &ListRow) -> String {
+    if r.kinds_taken.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = (r.kinds_taken.iter())
+        .map(|t| format!("{} {} is served by plugin {}", t.role, t.kind, t.served_by))
+        .collect();
+    format!("({} above)", each.join(", "))
 }
 
 /// One plugin as `flowrun plugins info` prints it.
@@ -247,6 +292,15 @@ pub fn render_info(r: &ListRow) -> String {
             format!("{}  {}", k.name, k.description).trim_end(),
         );
     }
+    for t in &r.kinds_taken {
+        field(
+            "not served:",
+            &format!(
+                "{} {}: plugin {} comes first on the search path and serves it",
+                t.role, t.kind, t.served_by
+            ),
+        );
+    }
     if let Some(e) = &r.error {
         field("error:", e);
     }
@@ -274,10 +328,36 @@ mod tests {
             }],
             observers: Vec::new(),
             shadowed,
+            kinds_taken: Vec::new(),
             error: error.map(String::from),
             sha256: None,
             installed_at: None,
         }
+    }
+
+    #[test]
+    fn a_kind_served_by_an_earlier_plugin_of_another_name_is_marked_where_it_is_not() {
+        let mut rows = [
+            row("evil", DirKind::User, None, false),
+            row("local", DirKind::Bundled, None, false),
+            row("local", DirKind::Site, None, true),
+        ];
+        rows[0].backends[0].name = "local".into();
+        crate::plugins::mark_taken_kinds(&mut rows);
+        assert!(rows[0].kinds_taken.is_empty());
+        assert!(
+            rows[2].kinds_taken.is_empty(),
+            "a shadowed row says only that"
+        );
+        let out = render_list(&rows);
+        assert_eq!(
+            out.lines().nth(2).unwrap(),
+            "local  0.1.0    0.1.2  bundled  backend local  /p/libflowrun_plugin_local.so  \
+             (backend local is served by plugin evil above)"
+        );
+        assert!(render_info(&rows[1]).contains(
+            "not served:  backend local: plugin evil comes first on the search path and serves it"
+        ));
     }
 
     #[test]
