@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{ListRow, PluginSet, Scope};
-use crate::errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED};
+use crate::{
+    cli::{print_err, print_out},
+    errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED},
+};
 
 /// The `flowrun plugins` subcommands.
 #[derive(Subcommand, Debug)]
@@ -55,12 +58,12 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
             let mut set = PluginSet::discover()?;
             let rows = super::list(&mut set);
             if json {
-                println!(
-                    "{}",
+                print_out(format_args!(
+                    "{}\n",
                     serde_json::to_string_pretty(&rows).expect("rows serialise")
-                );
+                ));
             } else {
-                print!("{}", render_list(&rows));
+                print_out(render_list(&rows));
             }
             Ok(EXIT_PASSED)
         }
@@ -77,7 +80,7 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                 )));
             }
             for r in &rows {
-                print!("{}", render_info(r));
+                print_out(render_info(r));
             }
             Ok(EXIT_PASSED)
         }
@@ -88,8 +91,8 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
         } => {
             let scope = if site { Scope::Site } else { Scope::User };
             let (e, dir) = super::install(&file, scope)?;
-            println!(
-                "installed plugin {} {} (plugin API {}) offering [{}] into {}",
+            print_out(format_args!(
+                "installed plugin {} {} (plugin API {}) offering [{}] into {}\n",
                 e.name,
                 e.version,
                 e.api_version,
@@ -100,9 +103,9 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 dir.display()
-            );
+            ));
             for line in kind_conflicts(&e.name, &dir.join(&e.file))? {
-                eprintln!("{line}");
+                print_err(format_args!("{line}\n"));
             }
             Ok(EXIT_PASSED)
         }
@@ -115,7 +118,10 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                 None
             };
             let dir = super::remove(&name, scope)?;
-            println!("removed plugin {name} from {}", dir.display());
+            print_out(format_args!(
+                "removed plugin {name} from {}\n",
+                dir.display()
+            ));
             Ok(EXIT_PASSED)
         }
         PluginsCmd::Verify => {
@@ -124,14 +130,18 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
             let failed = results.iter().filter(|v| v.result.is_err()).count();
             for v in &results {
                 match &v.result {
-                    Ok(version) => println!("ok      {} {version} {}", v.name, v.path.display()),
-                    Err(e) => println!("FAILED  {}: {e}", v.name),
+                    Ok(version) => print_out(format_args!(
+                        "ok      {} {version} {}\n",
+                        v.name,
+                        v.path.display()
+                    )),
+                    Err(e) => print_out(format_args!("FAILED  {}: {e}\n", v.name)),
                 }
             }
-            println!(
-                "{} installed plugin(s) checked, {failed} failed",
+            print_out(format_args!(
+                "{} installed plugin(s) checked, {failed} failed\n",
                 results.len()
-            );
+            ));
             Ok(if failed > 0 {
                 EXIT_JOBS_FAILED
             } else {
