@@ -173,10 +173,24 @@ pub fn main() -> i32 {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", e.render());
+            print_err(format_args!("{}\n", e.render()));
             e.exit_code()
         }
     }
+}
+
+/// Writes a command's output to stdout. A reader that went away (`flowrun plugins list --json |
+/// head -c 100`: a broken pipe) ends the output, not the command: `print!` would panic and
+/// exit 101 with a backtrace.
+pub(crate) fn print_out(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(std::io::stdout().lock(), "{text}");
+}
+
+/// As [`print_out`], for stderr.
+pub(crate) fn print_err(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(std::io::stderr().lock(), "{text}");
 }
 
 /// Whether this command runs under a supervising parent: a `run` that runs jobs.
@@ -253,20 +267,17 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             };
             if let (true, Some(given)) = (args.dry_run, &no_deps) {
                 run::check(&flow, &mut plugins, &args.observer)?;
-                print!(
-                    "{}",
-                    run::resume::plan_no_deps(&flow, &continue_from, given)?
-                );
+                print_out(run::resume::plan_no_deps(&flow, &continue_from, given)?);
                 return Ok(EXIT_PASSED);
             }
             if let (true, Some(c)) = (args.dry_run, &continue_from) {
                 run::check(&flow, &mut plugins, &args.observer)?;
-                print!("{}", run::resume::plan(&flow, c)?);
+                print_out(run::resume::plan(&flow, c)?);
                 return Ok(EXIT_PASSED);
             }
             if args.dry_run {
                 run::check(&flow, &mut plugins, &args.observer)?;
-                print!("{}", flow::render::plan(&flow));
+                print_out(flow::render::plan(&flow));
                 return Ok(EXIT_PASSED);
             }
             let report = run::run(
@@ -296,18 +307,18 @@ fn dispatch(cmd: Cmd) -> Result<i32, Error> {
             let mut plugins = PluginSet::discover()?;
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
             run::check(&f, &mut plugins, &[])?;
-            println!(
-                "{}: ok: flow {} with {} jobs",
+            print_out(format_args!(
+                "{}: ok: flow {} with {} jobs\n",
                 flow.display(),
                 f.name,
                 f.jobs.len()
-            );
+            ));
             Ok(EXIT_PASSED)
         }
         Cmd::Graph { flow } => {
             let mut plugins = PluginSet::discover()?;
             let f = load_flow(&flow, &mut plugins, &LoadOptions::default())?;
-            print!("{}", flow::render::graph(&f));
+            print_out(flow::render::graph(&f));
             Ok(EXIT_PASSED)
         }
         Cmd::Plugins(p) => plugins::command::run(p),

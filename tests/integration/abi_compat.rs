@@ -314,3 +314,79 @@ fn a_plugin_built_before_the_api_split_is_identified_by_a_probe_and_works() {
 
     installs_and_runs(&b.presplit, "presplit", "0.1.2");
 }
+
+/// Two plugins of different names offering one kind: the first on the search path serves it
+/// (a site plugin offering `local` takes every flow's default backend). `plugins install` of
+/// the later one says which plugin flows keep getting, and `plugins list` and `info` mark the
+/// kind that the later one does not serve; before, both rows looked alike and nothing said so.
+/// The plugin is one without an identity note, so the copy on the plugin path is named by its
+/// file.
+#[test]
+fn a_kind_offered_by_two_plugins_is_marked_where_it_is_not_served() {
+    let b = built();
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("path");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&b.presplit, dir.join("libflowrun_plugin_override.so")).unwrap();
+    let with_path = |args: &[&str]| {
+        let o = flowrun(home.path())
+            .env("FLOWRUN_PLUGIN_PATH", &dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{args:?}: {out}{err}");
+        (out, err)
+    };
+    let lib = b.presplit.to_str().unwrap();
+    let (out, err) = with_path(&["plugins", "install", lib, "--user"]);
+    assert!(out.contains("installed plugin presplit"), "{out}");
+    assert_eq!(
+        err.trim(),
+        "warning: flows naming backend kind `presplit` keep getting plugin override, which comes \
+         earlier on the search path (`flowrun plugins list`)",
+    );
+
+    let (out, _) = with_path(&["plugins", "list"]);
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row {name}: {out}"))
+            .to_string()
+    };
+    assert!(!row("override").contains("served by"), "{out}");
+    assert!(
+        row("presplit").ends_with("(backend presplit is served by plugin override above)"),
+        "{out}"
+    );
+    let (out, _) = with_path(&["plugins", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(out.as_bytes()).unwrap();
+    let taken = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["kinds_taken"].clone())
+            .unwrap()
+    };
+    assert_eq!(taken("override"), serde_json::json!([]));
+    assert_eq!(
+        taken("presplit"),
+        serde_json::json!([{ "kind": "presplit", "role": "backend", "served_by": "override" }])
+    );
+    let (out, _) = with_path(&["plugins", "info", "presplit"]);
+    assert!(
+        out.contains(
+            "not served:  backend presplit: plugin override comes first on the search path and serves it"
+        ),
+        "{out}"
+    );
+    // Without the plugin path, the installed plugin serves its kind, and install says nothing.
+    let o = flowrun(home.path())
+        .args(["plugins", "install", lib, "--user"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+}

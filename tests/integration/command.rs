@@ -649,3 +649,99 @@ fn a_mistake_in_the_templates_is_reported_with_file_line_and_key() {
         assert!(check_err.contains(words), "{check_err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A scheduler of shell scripts (no cluster): what a mistaken template does
+// ---------------------------------------------------------------------------------------------
+
+/// Writes a toy scheduler into `dir`: `submit SCRIPT` runs the job's script in the background
+/// and prints `banner` (if any) and then the job's id (the pid of the submit call: unique); `status` prints `ID R` for each job still
+/// running; `cancel IDS` kills them.
+fn toy_scheduler(dir: &Path, banner: &str) {
+    let jobs = dir.join("toy-jobs");
+    std::fs::create_dir_all(&jobs).expect("toy jobs directory");
+    let scripts = [
+        (
+            "submit",
+            format!(
+                "#!/bin/bash\nid=$$\nsetsid bash \"$1\" >/dev/null 2>&1 </dev/null &\n\
+                 echo $! > {jobs}/$id\n{banner}echo $id\n",
+                jobs = jobs.display(),
+                banner = if banner.is_empty() { String::new() } else { format!("echo '{banner}'\n") },
+            ),
+        ),
+        (
+            "status",
+            format!(
+                "#!/bin/bash\nfor f in {jobs}/*; do [ -e \"$f\" ] || continue; \
+                 kill -0 $(cat \"$f\") 2>/dev/null && echo \"$(basename \"$f\") R\"; done; exit 0\n",
+                jobs = jobs.display()
+            ),
+        ),
+        (
+            "cancel",
+            format!(
+                "#!/bin/bash\nfor id in \"$@\"; do kill -- -$(cat {jobs}/$id) 2>/dev/null; done; exit 0\n",
+                jobs = jobs.display()
+            ),
+        ),
+    ];
+    for (name, text) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write the toy scheduler");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("make it executable");
+    }
+}
+
+/// The backend table of the toy scheduler, its id read by `submit_id`.
+fn toy_backend(dir: &Path, submit_id: &str) -> String {
+    let d = dir.display();
+    format!(
+        "[backends.toy]\nkind = \"command\"\nscheduler = \"toy\"\n\
+         submit = [\"{d}/submit\", \"{{script}}\", \"{{run_tag}}\"]\n\
+         submit_id = '{submit_id}'\nstatus = [\"{d}/status\", \"{{run_tag}}\"]\n\
+         status_line = '^(?P<id>\\d+) (?P<state>\\w+)'\nstates = {{ running = [\"R\"] }}\n\
+         cancel = [\"{d}/cancel\", \"{{ids}}\"]\npoll_interval = \"200ms\"\nsubmit_grace = \"1s\"\n"
+    )
+}
+
+/// A `submit_id` that also matches a number of a banner gives every job the same id. The job
+/// that got it first keeps it and is judged on its own evidence; every later one fails at once,
+/// saying which job has the id and what to check, instead of two jobs sharing one id (each then
+/// read the other's states, kills cancelled the wrong one, and both ended "lost" a minute later).
+#[test]
+fn two_jobs_given_one_id_by_a_mistaken_submit_id_never_share_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    toy_scheduler(dir.path(), "toy cluster 3 accepted your job:");
+    let flow = format!(
+        "[flow]\nname = \"one-id\"\ndefault_backend = \"toy\"\n{}\
+         [[job]]\nname = \"first\"\ncmd = \"sleep 1; exit 0\"\n\
+         [[job]]\nname = \"second\"\ncmd = \"sleep 1; exit 0\"\n",
+        toy_backend(dir.path(), r"(\d+)")
+    );
+    let started = std::time::Instant::now();
+    let run = flowrun_tests::run_flow(dir.path(), &flow, &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the run ended without waiting for lost_after: {run:#?}"
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let passed: Vec<&str> = ["first", "second"]
+        .into_iter()
+        .filter(|n| run.status(n) == "passed")
+        .collect();
+    assert_eq!(passed.len(), 1, "one job keeps the id and passes: {run:#?}");
+    let (holder, other) = match passed[0] {
+        "first" => ("first", "second"),
+        _ => ("second", "first"),
+    };
+    let reason = run.reason(other);
+    assert_eq!(run.status(other), "failed", "{run:#?}");
+    assert!(
+        reason.contains(&format!(
+            "toy gave it the job id 3, which job {holder} of this run already has"
+        )) && reason.contains("`submit_id`"),
+        "{reason}"
+    );
+}

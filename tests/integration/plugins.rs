@@ -1092,3 +1092,58 @@ fn install_takes_a_relative_path() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(installed(home.path()).exists());
 }
+
+/// Runs `flowrun ARGS` with its stdout (or stderr) the write end of a pipe whose reader has
+/// already exited: a reader that went away, as `| head -c 1` does once it has its byte. Bash
+/// waits for the process substitution's `true` to exit first, so every write fails with EPIPE
+/// (flowrun, like every Rust program, ignores SIGPIPE).
+fn into_a_pipe_nobody_reads(home: &Path, stream: u8, args: &[&str]) -> Output {
+    let cmd = flowrun(home);
+    let program = cmd.get_program().to_owned();
+    let mut c = std::process::Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "exec 3> >(true); wait $!; exec \"$0\" \"$@\" {stream}>&3"
+        ))
+        .arg(program)
+        .args(args);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().unwrap()
+}
+
+/// `flowrun plugins list --json | head -c 1` (and any command whose reader stops reading) ends
+/// with the command's own exit code and no panic: `println!` panicked on the broken pipe, with
+/// a backtrace and exit code 101. Errors on a stderr nobody reads keep their exit code 2 too.
+#[test]
+fn output_into_a_pipe_nobody_reads_is_no_panic() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["plugins", "list", "--json"][..],
+        &["plugins", "list"],
+        &["plugins", "info", "fake"],
+    ] {
+        let o = into_a_pipe_nobody_reads(home.path(), 1, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let flow = home.path().join("flow.toml");
+    let flow_arg = flow.to_str().unwrap();
+    std::fs::write(&flow, "[[job]]\nname = \"a\"\ncmd = \"true\"\n").unwrap();
+    let o = into_a_pipe_nobody_reads(home.path(), 1, &["check", flow_arg]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::write(&flow, "[[job]]\nname = \"a b\"\ncmd = \"true\"\n").unwrap();
+    let o = into_a_pipe_nobody_reads(home.path(), 2, &["check", flow_arg]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an invalid flow is exit code 2 still"
+    );
+}

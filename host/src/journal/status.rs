@@ -181,9 +181,9 @@ pub fn status(dir: Option<&Path>, json: bool, watch: bool) -> Result<i32, Error>
         let host = host_of(&dir);
         let v = to_json(&dir, &r, host, crate::run::results::now_us());
         if json {
-            println!("{v}");
+            crate::cli::print_out(format_args!("{v}\n"));
         } else {
-            print!("{}", text(&v));
+            crate::cli::print_out(text(&v));
         }
         if !watch || r.finished() || !matches!(host, Host::Alive(_)) {
             return Ok(crate::errors::EXIT_PASSED);

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{ListRow, PluginSet, Scope};
-use crate::errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED};
+use crate::{
+    cli::{print_err, print_out},
+    errors::{Error, EXIT_JOBS_FAILED, EXIT_PASSED},
+};
 
 /// The `flowrun plugins` subcommands.
 #[derive(Subcommand, Debug)]
@@ -55,12 +58,12 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
             let mut set = PluginSet::discover()?;
             let rows = super::list(&mut set);
             if json {
-                println!(
-                    "{}",
+                print_out(format_args!(
+                    "{}\n",
                     serde_json::to_string_pretty(&rows).expect("rows serialise")
-                );
+                ));
             } else {
-                print!("{}", render_list(&rows));
+                print_out(render_list(&rows));
             }
             Ok(EXIT_PASSED)
         }
@@ -77,7 +80,7 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                 )));
             }
             for r in &rows {
-                print!("{}", render_info(r));
+                print_out(render_info(r));
             }
             Ok(EXIT_PASSED)
         }
@@ -88,8 +91,8 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
         } => {
             let scope = if site { Scope::Site } else { Scope::User };
             let (e, dir) = super::install(&file, scope)?;
-            println!(
-                "installed plugin {} {} (plugin API {}) offering [{}] into {}",
+            print_out(format_args!(
+                "installed plugin {} {} (plugin API {}) offering [{}] into {}\n",
                 e.name,
                 e.version,
                 e.api_version,
@@ -100,7 +103,10 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 dir.display()
-            );
+            ));
+            for line in kind_conflicts(&e.name, &dir.join(&e.file))? {
+                print_err(format_args!("{line}\n"));
+            }
             Ok(EXIT_PASSED)
         }
         PluginsCmd::Remove { name, user, site } => {
@@ -112,7 +118,10 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
                 None
             };
             let dir = super::remove(&name, scope)?;
-            println!("removed plugin {name} from {}", dir.display());
+            print_out(format_args!(
+                "removed plugin {name} from {}\n",
+                dir.display()
+            ));
             Ok(EXIT_PASSED)
         }
         PluginsCmd::Verify => {
@@ -121,14 +130,18 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
             let failed = results.iter().filter(|v| v.result.is_err()).count();
             for v in &results {
                 match &v.result {
-                    Ok(version) => println!("ok      {} {version} {}", v.name, v.path.display()),
-                    Err(e) => println!("FAILED  {}: {e}", v.name),
+                    Ok(version) => print_out(format_args!(
+                        "ok      {} {version} {}\n",
+                        v.name,
+                        v.path.display()
+                    )),
+                    Err(e) => print_out(format_args!("FAILED  {}: {e}\n", v.name)),
                 }
             }
-            println!(
-                "{} installed plugin(s) checked, {failed} failed",
+            print_out(format_args!(
+                "{} installed plugin(s) checked, {failed} failed\n",
                 results.len()
-            );
+            ));
             Ok(if failed > 0 {
                 EXIT_JOBS_FAILED
             } else {
@@ -136,6 +149,36 @@ pub fn run(cmd: PluginsCmd) -> Result<i32, Error> {
             })
         }
     }
+}
+
+/// What `install` says when the plugin just installed as `name` at `path` offers a kind that
+/// another plugin offers too: which of them a flow gets (the first on the search path). A
+/// silent change of who serves `local` would change how every flow runs.
+fn kind_conflicts(name: &str, path: &std::path::Path) -> Result<Vec<String>, Error> {
+    let mut set = PluginSet::discover()?;
+    let rows = super::list(&mut set);
+    let mut lines = Vec::new();
+    if let Some(mine) = rows.iter().find(|r| r.path == path) {
+        for t in &mine.kinds_taken {
+            lines.push(format!(
+                "warning: flows naming {} kind `{}` keep getting plugin {}, which comes earlier on the search path (`flowrun plugins list`)",
+                t.role, t.kind, t.served_by
+            ));
+        }
+    }
+    for r in rows.iter().filter(|r| r.name != name) {
+        for t in r.kinds_taken.iter().filter(|t| t.served_by == name) {
+            lines.push(format!(
+                "warning: flows naming {} kind `{}` now get plugin {name} instead of plugin {} ({} {})",
+                t.role,
+                t.kind,
+                r.name,
+                r.source.as_str(),
+                r.path.display()
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 fn kinds_of(r: &ListRow) -> String {
@@ -204,12 +247,24 @@ pub fn render_list(rows: &[ListRow]) -> String {
         let state = match (&r.error, r.shadowed) {
             (Some(e), _) => format!("BROKEN: {e}"),
             (None, true) => "(shadowed by the plugin of the same name above)".to_string(),
-            (None, false) => String::new(),
+            (None, false) => taken_kinds(r),
         };
         let row: Vec<&str> = row.iter().map(String::as_str).collect();
         out.push_str(&line(&row, &state));
     }
     out
+}
+
+/// What `list` says of a row whose kinds earlier plugins serve: `(backend local is served by
+/// plugin evil above)`.
+fn taken_kinds(r: &ListRow) -> String {
+    if r.kinds_taken.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = (r.kinds_taken.iter())
+        .map(|t| format!("{} {} is served by plugin {}", t.role, t.kind, t.served_by))
+        .collect();
+    format!("({} above)", each.join(", "))
 }
 
 /// One plugin as `flowrun plugins info` prints it.
@@ -247,6 +302,15 @@ pub fn render_info(r: &ListRow) -> String {
             format!("{}  {}", k.name, k.description).trim_end(),
         );
     }
+    for t in &r.kinds_taken {
+        field(
+            "not served:",
+            &format!(
+                "{} {}: plugin {} comes first on the search path and serves it",
+                t.role, t.kind, t.served_by
+            ),
+        );
+    }
     if let Some(e) = &r.error {
         field("error:", e);
     }
@@ -274,10 +338,36 @@ mod tests {
             }],
             observers: Vec::new(),
             shadowed,
+            kinds_taken: Vec::new(),
             error: error.map(String::from),
             sha256: None,
             installed_at: None,
         }
+    }
+
+    #[test]
+    fn a_kind_served_by_an_earlier_plugin_of_another_name_is_marked_where_it_is_not() {
+        let mut rows = [
+            row("evil", DirKind::User, None, false),
+            row("local", DirKind::Bundled, None, false),
+            row("local", DirKind::Site, None, true),
+        ];
+        rows[0].backends[0].name = "local".into();
+        crate::plugins::mark_taken_kinds(&mut rows);
+        assert!(rows[0].kinds_taken.is_empty());
+        assert!(
+            rows[2].kinds_taken.is_empty(),
+            "a shadowed row says only that"
+        );
+        let out = render_list(&rows);
+        assert_eq!(
+            out.lines().nth(2).unwrap(),
+            "local  0.1.0    0.1.2  bundled  backend local  /p/libflowrun_plugin_local.so  \
+             (backend local is served by plugin evil above)"
+        );
+        assert!(render_info(&rows[1]).contains(
+            "not served:  backend local: plugin evil comes first on the search path and serves it"
+        ));
     }
 
     #[test]

@@ -474,6 +474,18 @@ pub struct KindRow {
     pub description: String,
 }
 
+/// A kind of a plugin that a plugin earlier on the search path offers too, and so serves: a
+/// flow naming the kind gets the earlier plugin (`plugin_for` takes the first that offers it).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TakenKind {
+    /// The kind's name.
+    pub kind: String,
+    /// `backend` or `observer`.
+    pub role: &'static str,
+    /// The plugin that serves it.
+    pub served_by: String,
+}
+
 /// One row of `flowrun plugins list`.
 #[derive(Debug, Serialize)]
 pub struct ListRow {
@@ -496,6 +508,8 @@ pub struct ListRow {
     pub observers: Vec<KindRow>,
     /// Shadowed by an earlier plugin of the same name.
     pub shadowed: bool,
+    /// Its kinds that an earlier plugin of another name offers too (and so serves).
+    pub kinds_taken: Vec<TakenKind>,
     /// Why it cannot be used, if it cannot.
     pub error: Option<String>,
     /// sha256 as recorded (installed plugins).
@@ -507,6 +521,37 @@ pub struct ListRow {
 /// Describes every plugin on the search path without loading any into flowrun (libraries
 /// without a note are probed in a child process).
 pub fn list(set: &mut PluginSet) -> Vec<ListRow> {
+    let mut rows = rows_of(set);
+    mark_taken_kinds(&mut rows);
+    rows
+}
+
+/// Notes in each row the kinds that an earlier live plugin offers too: a site plugin offering
+/// `local` takes every flow's default backend from the bundled one, which `list` must show.
+/// A broken or refused plugin still takes its kinds (a run that needs one fails on it, it does
+/// not fall through to the next), so it counts.
+pub(crate) fn mark_taken_kinds(rows: &mut [ListRow]) {
+    let mut first: HashMap<(&'static str, String), String> = HashMap::new();
+    for row in rows.iter_mut().filter(|r| !r.shadowed) {
+        let kinds = (row.backends.iter().map(|k| ("backend", &k.name)))
+            .chain(row.observers.iter().map(|k| ("observer", &k.name)));
+        for (role, kind) in kinds {
+            match first.get(&(role, kind.clone())) {
+                Some(by) if *by != row.name => row.kinds_taken.push(TakenKind {
+                    kind: kind.clone(),
+                    role,
+                    served_by: by.clone(),
+                }),
+                Some(_) => {}
+                None => {
+                    first.insert((role, kind.clone()), row.name.clone());
+                }
+            }
+        }
+    }
+}
+
+fn rows_of(set: &mut PluginSet) -> Vec<ListRow> {
     (0..set.candidates.len())
         .map(|i| {
             let checked = {
@@ -600,6 +645,7 @@ pub fn list(set: &mut PluginSet) -> Vec<ListRow> {
                 backends,
                 observers,
                 shadowed: c.shadowed,
+                kinds_taken: Vec::new(),
                 error,
                 sha256: c.entry.as_ref().map(|e| e.sha256.clone()),
                 installed_at: c.entry.as_ref().map(|e| e.installed_at.clone()),

@@ -545,8 +545,15 @@ impl Core {
     }
 
     /// The scheduler took the unit: record the ids, and cancel the jobs killed meanwhile.
+    ///
+    /// An id that another job of the run already has (`scheduler` printed one id for every
+    /// submission, or the backend read a number that is not the id) fails the job at once: two
+    /// jobs under one id would take each other's states and cancels, and both would end lost
+    /// for a reason that says nothing of the cause. It is not cancelled by that id (that would
+    /// cancel the other job); the shutdown's sweep by name covers it.
     pub fn unit_submitted(
         &mut self,
+        scheduler: &str,
         keys: &[JobKey],
         ids: Vec<String>,
         array: bool,
@@ -555,7 +562,27 @@ impl Core {
         self.units_in_flight -= 1;
         self.counts.units_submitted += 1;
         self.counts.arrays_submitted += u64::from(array);
+        let mut out = Vec::new();
         for (key, native_id) in keys.iter().zip(ids) {
+            if let Some(holder) = self.by_native.get(&native_id).filter(|k| *k != key) {
+                let holder = self.jobs.get(holder).map_or("?", |j| j.job.name.as_str());
+                let reason = format!(
+                    "{scheduler} gave it the job id {native_id}, which job {holder} of this run \
+                     already has: check how the backend reads the id (`submit_id`)"
+                );
+                self.maybe_orphans = true;
+                let verdict = match self.jobs.get(key) {
+                    Some(job) if job.kill_requested => Verdict::Killed,
+                    _ => Verdict::Failed {
+                        reason,
+                        exit_code: None,
+                        ran: false,
+                    },
+                };
+                // Still `Submitting`, with no id of its own: `finish` leaves the holder's be.
+                self.finish(*key, verdict, None, &mut out);
+                continue;
+            }
             let Some(job) = self.jobs.get_mut(key) else {
                 // Should not happen (a submitting job only ends through its unit), but never
                 // leave a job running unseen.
@@ -572,7 +599,7 @@ impl Core {
             }
             self.by_native.insert(native_id, *key);
         }
-        Vec::new()
+        out
     }
 
     /// The unit's submission failed: retry it later if the failure is transient and the jobs

@@ -286,7 +286,13 @@ impl<D: Dialect> Shared<D> {
                 for (key, id) in keys.iter().zip(&ids) {
                     self.events.submitted(*key, id);
                 }
-                out.extend(core.unit_submitted(&keys, ids, is_array, now));
+                out.extend(core.unit_submitted(
+                    self.dialect.scheduler(),
+                    &keys,
+                    ids,
+                    is_array,
+                    now,
+                ));
             }
             Ok(ids) => {
                 let failure = SubmitFailure {
