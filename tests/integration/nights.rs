@@ -1245,3 +1245,47 @@ fn a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first() {
     assert_eq!(executions(&marks, "q1"), 1);
     assert_eq!(run.status("q1"), "passed", "{run:#?}");
 }
+
+#[test]
+fn resume_refuses_a_journal_it_cannot_trust_with_exit_2_and_touches_nothing() {
+    let (dir, marks) = with_marks();
+    let first = flowrun_tests::run_flow(dir.path(), &chain_flow(&marks, "true"), &["-q"]);
+    assert_eq!(first.code, 0, "{first:#?}");
+    let out = dir.path().join("out");
+    let journal = std::fs::read(out.join("journal")).unwrap();
+    let results = std::fs::read(out.join("results.json")).unwrap();
+    let refused = |what: &str, want: &str| {
+        let run = resume(dir.path(), &["--resume", "out"]);
+        assert_eq!(run.code, 2, "{what}: {run:#?}");
+        assert!(run.stderr.contains(want), "{what}: {}", run.stderr);
+        assert_eq!(
+            std::fs::read(out.join("results.json")).unwrap(),
+            results,
+            "{what}: results.json untouched"
+        );
+        assert_eq!(executions(&marks, "a"), 1, "{what}: nothing ran");
+    };
+    // A journal of format 1 (an older flowrun's).
+    let mut old = journal.clone();
+    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(out.join("journal"), &old).unwrap();
+    refused(
+        "format 1",
+        "not a flowrun journal: format version 1; this flowrun reads version 2; the run cannot \
+         be continued (it was run without a journal, by a flowrun of another journal format",
+    );
+    // Not a journal at all, and an empty one.
+    std::fs::write(out.join("journal"), b"garbage that is not a journal").unwrap();
+    refused("garbage", "not a flowrun journal: no journal header");
+    std::fs::write(out.join("journal"), b"").unwrap();
+    refused("empty", "not a flowrun journal: no journal header");
+    // Another flow's run.
+    std::fs::write(out.join("journal"), &journal).unwrap();
+    let other = chain_flow(&marks, "true").replace("name = \"chain\"", "name = \"other\"");
+    assert_ne!(other, chain_flow(&marks, "true"));
+    std::fs::write(dir.path().join("flow.toml"), other).unwrap();
+    refused(
+        "another flow",
+        "it holds a run of flow `chain`, not `other`",
+    );
+}

@@ -374,6 +374,14 @@ pub fn run_with(
                     )
                     .into(),
                 };
+                tracing::warn!(
+                    "{}: on {} as {} when the run stopped; {why}: it runs again as attempt {} \
+                     (the old job may still run there)",
+                    state.flow.jobs[left.job as usize].name,
+                    backend.name,
+                    left.native_id,
+                    left.record.attempt + 1
+                );
                 state.ledger.records[left.job as usize] = left.record;
                 state.ledger.attempt_lost(left.job, reason, now_us());
             }

@@ -59,7 +59,8 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
     })?;
     let replay = Replay::read(&dir.join(JOURNAL_FILE)).map_err(|e| {
         Error::Output(format!(
-            "{e}; the run cannot be continued (it was run without a journal, or is not a run directory)"
+            "{e}; the run cannot be continued (it was run without a journal, by a flowrun of \
+             another journal format, or is not a run directory)"
         ))
     })?;
     if replay.first.flow != flow.name {
