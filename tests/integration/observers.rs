@@ -684,6 +684,35 @@ cmd = "echo the evidence; exit 3"
     }
 }
 
+/// A job that leaves a FIFO where its log was does not hang the html observer (which reads a
+/// failed job's log for its context): the report is finished at the run's end, and no
+/// observer has anything to say. The report's last write used to wait for a writer forever,
+/// and the host gave up on it after 30 s.
+#[test]
+fn a_fifo_left_as_a_log_does_not_hang_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        r#"
+[observers.report]
+kind = "html"
+
+[flow]
+name = "fifo"
+
+[[job]]
+name = "evil"
+cmd = "rm -f \"$FLOWRUN_JOB_DIR/output.log\"; mkfifo \"$FLOWRUN_JOB_DIR/output.log\"; exit 1"
+"#,
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.reason("evil"), "exit code 1");
+    assert!(!run.stderr.contains("observer"), "{}", run.stderr);
+    let data = report_data(&run.out.join("report.html"));
+    assert_eq!(data["finished"], true);
+}
+
 /// The log link the report's script gives job `i` (`logOf` in report.js).
 fn report_log_link(data: &Value, i: usize) -> Option<String> {
     match data["logs"].get(i.to_string()) {

@@ -7,6 +7,7 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Seek, SeekFrom},
+    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
@@ -40,7 +41,17 @@ impl Context {
 /// Reads the context of a job whose log is `log`; `fail_line` is the matched line, if any.
 /// `None` when the log cannot be read or holds nothing to show.
 pub fn read(log: &Path, fail_line: Option<u64>) -> Option<Context> {
-    let file = File::open(log).ok()?;
+    // A job can put anything at its log's path: a FIFO nobody writes to would block the read
+    // (and with it the observer) for good, so the file is opened without blocking and read
+    // only if it is a regular file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(log)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let context = match fail_line {
         Some(n) if n >= 1 => after_match(file, n),
         _ => tail(file),
