@@ -652,3 +652,43 @@ fn legacy_example_launchers_in_c_and_rust_build_and_run_real_flows() {
     assert!(lines_of(&examples.join("c/launcher.c")) < 150);
     assert!(lines_of(&examples.join("rust/src/lib.rs")) < 150);
 }
+
+/// A return code the header does not define fails the job with the code in its reason, and a
+/// job the launcher started before answering it is killed: "the launcher gave no reason" named
+/// no cause, and the started job ran on unobserved.
+#[test]
+fn legacy_a_return_code_of_no_meaning_fails_the_job_and_names_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (launched, polled) = (unique_sleep(), unique_sleep());
+    let run = run_flow(
+        dir.path(),
+        &flow(
+            r#"options = "odd_launch=odd-launch odd_poll=odd-poll""#,
+            &format!(
+                "[[job]]\nname = \"odd-launch\"\ncmd = \"sleep {launched}\"\n\
+                 [[job]]\nname = \"odd-poll\"\ncmd = \"sleep {polled}\"\n\
+                 [[job]]\nname = \"ok\"\ncmd = \"true\"\n"
+            ),
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("ok"), "passed", "{run:#?}");
+    assert_eq!(
+        (run.status("odd-launch"), run.reason("odd-launch")),
+        (
+            "failed",
+            "rejected by backend legacy: launch failed: the launcher answered 77, which is none \
+             of OK (0), BUSY (1) and ERROR (-1)"
+        )
+    );
+    assert_eq!(
+        (run.status("odd-poll"), run.reason("odd-poll")),
+        (
+            "failed",
+            "poll failed: the launcher answered 5, which is neither OK (0) nor ERROR (-1)"
+        )
+    );
+    assert_eq!(processes_with(&launched), Vec::<u32>::new());
+    assert_eq!(processes_with(&polled), Vec::<u32>::new());
+}

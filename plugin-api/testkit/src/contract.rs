@@ -18,7 +18,8 @@ const STALE: &str = "STALE LINE FROM AN EARLIER RUN";
 ///
 /// Always checked: every job of a batch is answered, in order; each accepted job ends exactly
 /// once; `contract-pass` ends with exit code 0 and `contract-fail` with exit code 3; a killed
-/// `contract-kill` ends promptly (KILLED, a signal, or a failure); killing an unknown id is
+/// `contract-kill` ends promptly (KILLED, a signal, or a failure), and for a backend that runs
+/// commands the child its shell started is gone too; killing an unknown id is
 /// harmless; `shutdown` returns; a backend that declares `CREATES_JOB_DIR` creates the job
 /// directory; a backend that writes logs (no `NO_JOB_DIR`) truncates an existing log instead
 /// of appending to it.
@@ -92,7 +93,12 @@ impl Contract {
             std::fs::remove_dir(pass.job().job_dir()).map_err(|e| e.to_string())?;
         }
         let fail = host.shell_job("contract-fail", "exit 3");
-        let kill = host.shell_job("contract-kill", "sleep 300");
+        // A job of two processes, a shell that waits for its child: killing the job kills
+        // both (a kill of the shell alone would leave the child running on, unobserved).
+        let kill = host.shell_job(
+            "contract-kill",
+            "sleep 300 & echo $! > \"$FLOWRUN_JOB_DIR/contract-kill.pid\"; wait",
+        );
         let mut jobs = vec![pass, fail, kill];
 
         // A job whose log holds an older run's output, in a cwd of its own, that reports what
@@ -184,6 +190,9 @@ impl Contract {
                 "a killed `sleep 300` should end killed, got {end:?}"
             ));
         }
+        if self.runs_commands {
+            check_tree_gone(&jobs[2])?;
+        }
 
         // No job may end twice.
         while let Some(e) = host.next_event(Duration::from_millis(300)) {
@@ -203,6 +212,44 @@ impl Contract {
                 started.elapsed()
             )
         })
+    }
+}
+
+/// After `contract-kill` ended killed, the child its shell started is gone too (within a few
+/// seconds: a cluster may take that long to clean up). A job that never started wrote no pid,
+/// and is not checked.
+fn check_tree_gone(job: &TestJob) -> Result<(), String> {
+    let pid_file = Path::new(job.job().job_dir()).join("contract-kill.pid");
+    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return Ok(());
+    };
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Gone, or a zombie waiting for a parent to reap it: dead either way.
+        let alive = std::fs::read_to_string(&stat).is_ok_and(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        });
+        if !alive {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            // The check leaves nothing behind either.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            return Err(format!(
+                "the killed job `sleep 300 & ...; wait` ended, but its `sleep 300` (pid {pid}) \
+                 still runs 10 s later: a kill must end the job's whole process tree (its \
+                 process group or session, or a cgroup), not only the process the backend \
+                 started"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -44,17 +44,38 @@ impl Launcher for LauncherLibrary {
                 "launch failed: the launcher answered OK without a job handle".into(),
             ),
             (abi::BUSY, _) => Launched::Busy,
-            _ => Launched::Failed(format!(
+            (abi::ERROR, _) => Launched::Failed(format!(
                 "launch failed: {}",
                 one_line(r.error, "the launcher gave no reason")
             )),
+            // Not a code of the header: whatever the launcher meant, the job is failed, and a
+            // job it may have started anyway is killed, so that nothing runs unobserved.
+            (code, handle) => {
+                if let Some(mut handle) = handle {
+                    let _ = LauncherLibrary::kill(self, &mut handle);
+                    self.free_job(handle);
+                }
+                Launched::Failed(format!(
+                    "launch failed: the launcher answered {code}, which is none of OK (0), \
+                     BUSY (1) and ERROR (-1){}",
+                    r.error
+                        .map(|e| format!(": {}", one_line(Some(e), "")))
+                        .unwrap_or_default()
+                ))
+            }
         }
     }
 
     fn poll(&mut self, job: &mut JobHandle) -> Polled {
         let r = LauncherLibrary::poll(self, job);
-        if r.code != abi::OK {
+        if r.code == abi::ERROR {
             return Polled::Error(one_line(r.message, "the launcher gave no reason"));
+        }
+        if r.code != abi::OK {
+            return Polled::Error(format!(
+                "the launcher answered {}, which is neither OK (0) nor ERROR (-1)",
+                r.code
+            ));
         }
         let usage = Usage {
             cpu_s: r.cpu_s,

@@ -27,6 +27,8 @@ pub const ABI_VERSION: u32 = 1;
 pub const OK: i32 = 0;
 /// `FLOWRUN_LEGACY_BUSY`.
 pub const BUSY: i32 = 1;
+/// `FLOWRUN_LEGACY_ERROR`.
+pub const ERROR: i32 = -1;
 /// `FLOWRUN_LEGACY_RUNNING`.
 pub const RUNNING: i32 = 0;
 /// `FLOWRUN_LEGACY_EXITED`.
@@ -335,13 +337,14 @@ impl LauncherLibrary {
         let error = self.take_string(error);
         let job = NonNull::new(handle).map(JobHandle);
         let job = match (code, job) {
-            (OK, job) => job,
-            (_, Some(stray)) => {
-                // A handle set despite a refusal: the launcher owns it; give it back.
+            (BUSY | ERROR, Some(stray)) => {
+                // A handle set despite a refusal (nothing started): the launcher owns it; give
+                // it back.
                 self.free_job(stray);
                 None
             }
-            (_, None) => None,
+            // OK, or a code of no meaning: the caller kills and frees such a job.
+            (_, job) => job,
         };
         LaunchResult {
             code,
