@@ -362,24 +362,33 @@ pub fn run_with(
             let reattached: Vec<bool> = (0..state.flow.jobs.len() as u32)
                 .map(|j| state.reattach.contains_key(&j))
                 .collect();
-            for left in resume::left_on_backend(&state.flow, e, &hashes, &reattached, &reused) {
+            let left_behind = resume::left_on_backend(
+                &state.flow,
+                e,
+                &hashes,
+                &reattached,
+                &reused,
+                &can_reattach,
+            );
+            for left in left_behind {
                 let backend = &state.flow.backends[state.flow.jobs[left.job as usize].backend];
                 let why = left.why;
+                let on = match &left.native_id {
+                    Some(id) => format!("was on the backend as {id}"),
+                    None => "was being handed to the backend".to_string(),
+                };
                 let reason = Reason::Lost {
                     backend: backend.name.as_str().into(),
                     why: format!(
-                        "the host died while the job was on the backend as {}; {why} (it may \
-                         still run there)",
-                        left.native_id
+                        "the host died while the job {on}; {why} (it may still run there)"
                     )
                     .into(),
                 };
                 tracing::warn!(
-                    "{}: on {} as {} when the run stopped; {why}: it runs again as attempt {} \
+                    "{}: {on} ({}) when the run stopped; {why}: it runs again as attempt {} \
                      (the old job may still run there)",
                     state.flow.jobs[left.job as usize].name,
                     backend.name,
-                    left.native_id,
                     left.record.attempt + 1
                 );
                 state.ledger.records[left.job as usize] = left.record;

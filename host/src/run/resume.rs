@@ -334,8 +334,9 @@ pub fn reattachable(
 pub struct LeftBehind {
     /// The job (index in the flow).
     pub job: u32,
-    /// The id the backend gave it.
-    pub native_id: Arc<str>,
+    /// The id the backend gave it; `None`: the host died before the backend named the job
+    /// (a cluster backend's submission may have reached the cluster all the same).
+    pub native_id: Option<Arc<str>>,
     /// Its record there, on the attempt it was on (with the attempts before it).
     pub record: JobRecord,
     /// Why it is not re-attached (for its lost attempt's reason).
@@ -351,7 +352,8 @@ fn needs_a_rerun(job: &crate::flow::Job, reused: &[bool]) -> bool {
 
 /// `--resume`: the jobs of `flow` that were on their backend with a native id when the earlier
 /// host stopped and are not re-attached (`reattached`, by job: the job's definition changed,
-/// or its backend cannot re-attach). Such a job may still run on its cluster, writing the log
+/// a job it needs runs again, or its backend cannot re-attach), and those handed to a backend
+/// that can re-attach (`can_reattach`, per backend instance: a cluster's) before it named them. Such a job may still run on its cluster, writing the log
 /// of the attempt it was on: its next attempt must be a new one with its own log, never that
 /// attempt again (whose log the old job may still write into, mixing its lines into the new
 /// attempt's verdict), and the attempt it was on is recorded lost.
@@ -361,6 +363,7 @@ pub fn left_on_backend(
     hashes: &[Hash],
     reattached: &[bool],
     reused: &[bool],
+    can_reattach: &[bool],
 ) -> Vec<LeftBehind> {
     let old = earlier.index();
     let mut out = Vec::new();
@@ -372,14 +375,23 @@ pub fn left_on_backend(
             continue;
         };
         let state = &earlier.replay.state[o];
-        let Some(native_id) = on_backend_when_stopped(state) else {
+        let native_id = on_backend_when_stopped(state);
+        // Handed to a backend whose jobs outlive their host, never named: the submission may
+        // have reached the cluster, and that job would write this attempt's log.
+        let unnamed_on_cluster = state.status == Status::Running
+            && state.record.attempt > 0
+            && native_id.is_none()
+            && can_reattach.get(job.backend).copied().unwrap_or(false);
+        if native_id.is_none() && !unnamed_on_cluster {
             continue;
-        };
+        }
         out.push(LeftBehind {
             job: j as u32,
             native_id,
             record: state.record.clone(),
-            why: if earlier.replay.jobs[o].1 != hashes[j] {
+            why: if unnamed_on_cluster {
+                "the backend had not named it yet, so it cannot be re-attached"
+            } else if earlier.replay.jobs[o].1 != hashes[j] {
                 "its definition (or that of a job it needs) changed since, so it is not \
                  re-attached"
             } else if needs_a_rerun(job, reused) {

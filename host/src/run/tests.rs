@@ -989,7 +989,9 @@ fn resume_re_attaches_what_the_dead_host_left_on_the_backend_and_resubmits_what_
         ]
     );
     // Submitted: the refused job as its next attempt (its own log), and the job without an
-    // id; never the re-attached one, nor the one that passed.
+    // id as its next attempt too (its submission may have reached the cluster before the host
+    // died, and that job would write attempt 1's log); never the re-attached one, nor the one
+    // that passed.
     let mut submitted: Vec<(String, u32, PathBuf)> = seen
         .requests
         .iter()
@@ -1004,7 +1006,11 @@ fn resume_re_attaches_what_the_dead_host_left_on_the_backend_and_resubmits_what_
                 2,
                 out.join("jobs/forgotten/output.attempt-2.log")
             ),
-            ("plain".to_string(), 1, out.join("jobs/plain/output.log")),
+            (
+                "plain".to_string(),
+                2,
+                out.join("jobs/plain/output.attempt-2.log")
+            ),
         ]
     );
     // The run keeps its tag; every job passed; the re-attached one on its attempt and id; the
@@ -1040,6 +1046,15 @@ fn resume_re_attaches_what_the_dead_host_left_on_the_backend_and_resubmits_what_
             .unwrap()
             .contains("as 555, and the backend could not re-attach it: the cluster forgot it"),
         "{forgotten:#}"
+    );
+    let plain = job("plain");
+    assert_eq!(plain["attempt"], 2, "{plain:#}");
+    assert_eq!(plain["attempts"][0]["reason_kind"], "lost", "{plain:#}");
+    assert!(
+        plain["attempts"][0]["reason"].as_str().unwrap().contains(
+            "while the job was being handed to the backend; the backend had not named it yet"
+        ),
+        "{plain:#}"
     );
 }
 
@@ -1139,7 +1154,7 @@ fn a_job_that_needs_a_rerun_job_is_not_re_attached_but_runs_again_after_it() {
     submitted.sort();
     assert_eq!(
         submitted,
-        [("a", 1), ("forgotten", 2), ("on_cluster", 2), ("plain", 1)]
+        [("a", 1), ("forgotten", 2), ("on_cluster", 2), ("plain", 2)]
     );
     let job = run.job("on_cluster");
     let why = job["attempts"][0]["reason"].as_str().unwrap();
