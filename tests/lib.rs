@@ -169,8 +169,10 @@ pub struct Background {
     pub child: std::process::Child,
     /// The test's directory: `flow.toml`, `out/`, `stdout`, `stderr`.
     pub dir: PathBuf,
-    /// The run's tag, `flowrun-<flow>-<pid>`: what cluster backends name the run's jobs.
-    pub tag: String,
+    /// The run's tag, read from its journal once it exists ([`Background::tag`]).
+    tag: std::sync::OnceLock<String>,
+    /// How the tag must begin: `flowrun-<flow>-<pid>-`.
+    tag_prefix: String,
 }
 
 /// Writes `flow_toml` to `<dir>/flow.toml` and starts `flowrun run` on it with
@@ -194,20 +196,67 @@ pub fn spawn_flow<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
         .stderr(file("stderr"))
         .spawn()
         .expect("start flowrun");
-    // As the host names a run: non-alphanumeric characters of the flow's name become `_`.
-    let name: String = flow_name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let tag = format!("flowrun-{name}-{}", child.id());
-    Background {
-        child,
-        dir: dir.to_path_buf(),
-        tag,
+    Background::new(child, dir, flow_name)
+}
+
+/// The tag of the run flowrun writes into `out` (what cluster backends name the run's jobs:
+/// `flowrun-<flow>-<pid>-<random>`), as `flowrun status --json` reads it from the run's
+/// journal; waits up to 60 s for the journal to appear.
+pub fn run_tag_of(home: &Path, out: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = flowrun(home)
+            .args(["status", "--json"])
+            .arg(out)
+            .output()
+            .expect("run flowrun status");
+        let tag = serde_json::from_slice::<Value>(&status.stdout)
+            .ok()
+            .and_then(|v| v["run_tag"].as_str().map(str::to_string))
+            .filter(|t| !t.is_empty());
+        if let Some(tag) = tag {
+            return tag;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run tag in {} after 60 s: {}",
+            out.display(),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
 impl Background {
+    /// A run of the flow named `flow_name` started as `child` in the test directory `dir`,
+    /// into `dir/out`.
+    pub fn new(child: std::process::Child, dir: &Path, flow_name: &str) -> Background {
+        let name: String = flow_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Background {
+            tag_prefix: format!("flowrun-{name}-{}-", child.id()),
+            child,
+            dir: dir.to_path_buf(),
+            tag: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The run's tag (see [`run_tag_of`]), read once its journal exists: the flow's name (its
+    /// other characters than letters and digits as `_`), flowrun's pid and a random part.
+    pub fn tag(&self) -> String {
+        let tag = self
+            .tag
+            .get_or_init(|| run_tag_of(&self.dir, &self.dir.join("out")));
+        assert!(
+            tag.starts_with(&self.tag_prefix) && tag.len() > self.tag_prefix.len(),
+            "the run tag {tag:?} is not {}<random>",
+            self.tag_prefix
+        );
+        tag.clone()
+    }
+
     /// The process id of flowrun.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -348,7 +348,7 @@ fn a_50_job_dag_runs_in_dependency_order(which: Scheduler) {
         }
     }
     let bg = cluster.spawn(dir.path(), "dag50", &flow);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     let run = bg.finish(Duration::from_secs(600));
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.results["counts"]["passed"], 50, "{run:#?}");
@@ -416,7 +416,7 @@ fn exit_statuses_time_limits_and_kills(which: Scheduler) {
         ));
     }
     let bg = cluster.spawn(dir.path(), "verdicts", &flow);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     let run = bg.finish(Duration::from_secs(300));
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.status("passes"), "passed", "{run:#?}");
@@ -459,7 +459,7 @@ fn ctrl_c_leaves_nothing_queued(which: Scheduler) {
     // Waits for a sleeper, so it is still queued in flowrun when Ctrl-C comes.
     flow.push_str("[[job]]\nname = \"after\"\ncmd = \"true\"\nneeds = [\"sleep0\"]\n");
     let bg = cluster.spawn(dir.path(), "ctrlc", &flow);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     let log = |i: usize| dir.path().join(format!("out/jobs/sleep{i}/output.log"));
     wait_until(Duration::from_secs(120), "the 4 sleepers to run", || {
         (0..4).all(|i| std::fs::read_to_string(log(i)).is_ok_and(|t| t == "started\n"))
@@ -548,7 +548,7 @@ fn lsf_emu_an_outage_of_20_seconds_mid_run_fails_no_job() {
     // Judged after the outage, from what the scheduler says then.
     flow.push_str("[[job]]\nname = \"exit3\"\ncmd = \"exit 3\"\nneeds = [\"hold\"]\n");
     let bg = cluster.spawn_with(dir.path(), "outage", &flow, &[("LSB_NTRIES", "1")]);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     let log = dir.path().join("out/jobs/hold/output.log");
     wait_until(Duration::from_secs(60), "hold to run", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t == "started\n")

@@ -135,7 +135,7 @@ fn failures_carry_their_grid_engine_reasons() {
         id_file.display()
     );
     let bg = sge.spawn("reasons", &sge.flow("reasons", "", &jobs));
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(Duration::from_secs(120), "job `outside` to run", || {
         id_file.exists() && !std::fs::read_to_string(&id_file).unwrap().trim().is_empty()
     });
@@ -168,7 +168,7 @@ fn failures_carry_their_grid_engine_reasons() {
 fn sleepers(sge: &Sge, name: &str, count: usize, running: usize) -> (Background, String) {
     let jobs = batch::sleepers(count);
     let bg = sge.spawn(name, &sge.flow(name, "", &jobs));
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(
         Duration::from_secs(300),
         "the sleepers to be queued",
@@ -228,7 +228,7 @@ fn a_20_second_qmaster_outage_is_survived() {
     let Some(sge) = Sge::new() else { return };
     let jobs = batch::outage_flow();
     let mut bg = sge.spawn("outage", &sge.flow("outage", "", &jobs));
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(Duration::from_secs(300), "the 6 roots to run", || {
         sge.queued(&tag).iter().filter(|j| j[2] == "r").count() == 6
     });

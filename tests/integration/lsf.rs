@@ -194,7 +194,7 @@ fn failures_carry_their_lsf_reasons() {
         lsf.backend("nosuch", "queue = \"nosuch\"")
     ) + &jobs;
     let bg = lsf.spawn("reasons", &flow);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(Duration::from_secs(120), "job `outside` to run", || {
         lsf.job(&tag, "outside").is_some_and(|j| j[1] == "RUN")
     });
@@ -225,7 +225,7 @@ fn failures_carry_their_lsf_reasons() {
 fn sleepers(lsf: &Lsf, name: &str) -> (Background, String) {
     let jobs = batch::sleepers(6);
     let bg = lsf.spawn(name, &lsf.flow(name, "", &jobs));
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(
         Duration::from_secs(300),
         "the sleepers to be queued or run",
@@ -302,7 +302,7 @@ fn a_20_second_mbatchd_outage_is_survived() {
     };
     let jobs = batch::outage_flow();
     let bg = lsf.spawn("outage", &lsf.flow("outage", "", &jobs));
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(Duration::from_secs(300), "the 6 roots to run", || {
         lsf.jobs(&tag).iter().filter(|j| j[1] == "RUN").count() == 6
     });
@@ -429,7 +429,7 @@ fn esub_lines_and_8_digit_ids_are_read() {
             return;
         };
         let bg = lsf.spawn("esub", &lsf.flow("esub", "", batch::patterns_flow()));
-        let tag = bg.tag.clone();
+        let tag = bg.tag();
         let run = bg.finish(Duration::from_secs(300));
         batch::assert_patterns(&run);
         let jobs = lsf.jobs(&tag);
@@ -478,7 +478,7 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_lsf_jobs() {
     // that find the slots taken (with four threads a quick one could be first and run).
     let flow = lsf.flow("reattach", "submit_threads = 1", &jobs);
     let bg = spawn_flow(lsf.work(), "reattach", &flow, &env);
-    let (tag, out) = (bg.tag.clone(), lsf.work().join("out"));
+    let (tag, out) = (bg.tag(), lsf.work().join("out"));
     let on_lsf = [
         "held0", "held1", "running0", "running1", "pending0", "pending1",
     ];
@@ -536,11 +536,7 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_lsf_jobs() {
         .stderr(std::fs::File::create(lsf.work().join("stderr")).unwrap())
         .spawn()
         .unwrap();
-    let resumed = Background {
-        child: resume,
-        dir: lsf.work().to_path_buf(),
-        tag: tag.clone(),
-    };
+    let resumed = Background::new(resume, lsf.work(), "reattach");
     wait_until(
         Duration::from_secs(60),
         "the ended jobs to be resolved",

@@ -126,8 +126,11 @@ fn wait_until(limit: Duration, desc: &str, mut what: impl FnMut() -> bool) {
 struct Background {
     child: Child,
     dir: PathBuf,
-    /// The run's tag, which the Slurm backend uses as the Slurm job name.
-    tag: String,
+    /// The run's tag, which the Slurm backend uses as the Slurm job name (read from the
+    /// journal once it exists: [`Background::tag`]).
+    tag: std::sync::OnceLock<String>,
+    /// How the tag begins: `flowrun-<flow>-<pid>-`.
+    tag_prefix: String,
 }
 
 fn spawn_flow(dir: &Path, flow_name: &str, flow: &str, path_prefix: Option<&Path>) -> Background {
@@ -143,15 +146,28 @@ fn spawn_flow(dir: &Path, flow_name: &str, flow: &str, path_prefix: Option<&Path
         cmd.env("PATH", path_with(p));
     }
     let child = cmd.spawn().expect("start flowrun");
-    let tag = format!("flowrun-{flow_name}-{}", child.id());
     Background {
+        tag_prefix: format!("flowrun-{flow_name}-{}-", child.id()),
         child,
         dir: dir.to_path_buf(),
-        tag,
+        tag: std::sync::OnceLock::new(),
     }
 }
 
 impl Background {
+    /// The run's tag: the flow's name, flowrun's pid and a random part.
+    fn tag(&self) -> String {
+        let tag = self
+            .tag
+            .get_or_init(|| flowrun_tests::run_tag_of(&self.dir, &self.dir.join("out")));
+        assert!(
+            tag.starts_with(&self.tag_prefix),
+            "the run tag {tag:?} is not {}<random>",
+            self.tag_prefix
+        );
+        tag.clone()
+    }
+
     /// Waits for flowrun to exit (at most `limit`) and reads its results.
     fn finish(mut self, limit: Duration) -> Run {
         let deadline = Instant::now() + limit;
@@ -284,7 +300,7 @@ fn failures_carry_their_slurm_reasons() {
     );
     let began = Instant::now();
     let bg = spawn_flow(dir.path(), "reasons", &flow, None);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
 
     wait_until(Duration::from_secs(60), "job `outside` to run", || {
         slurm_job(&tag, "outside").is_some_and(|j| j.state == "RUNNING")
@@ -349,7 +365,7 @@ fn ctrl_c_cancels_every_slurm_job_of_the_run() {
     // Waits for the sleepers, so it is still queued in flowrun when Ctrl-C comes.
     flow.push_str("[[job]]\nname = \"after\"\ncmd = \"true\"\nneeds = [\"sleep0\"]\n");
     let bg = spawn_flow(dir.path(), "ctrlc", &flow, None);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(Duration::from_secs(60), "4 sleepers to run", || {
         slurm_jobs(&tag)
             .iter()
@@ -398,7 +414,7 @@ fn a_20_second_controller_outage_is_survived() {
     flow.push_str("[[job]]\nname = \"fails\"\ncmd = \"sleep 6; exit 3\"\n");
     let began = Instant::now();
     let bg = spawn_flow(dir.path(), "outage", &flow, None);
-    let tag = bg.tag.clone();
+    let tag = bg.tag();
     wait_until(Duration::from_secs(60), "the 6 roots to run", || {
         slurm_jobs(&tag)
             .iter()
@@ -643,7 +659,7 @@ fn a_sigkilled_run_resumes_by_re_attaching_its_pending_and_running_slurm_jobs() 
         &reattach_flow(&marks),
         Some(&wrappers),
     );
-    let (tag, out) = (bg.tag.clone(), dir.path().join("out"));
+    let (tag, out) = (bg.tag(), dir.path().join("out"));
     let held: Vec<String> = (0..4).map(|i| format!("held{i}")).collect();
     let running: Vec<String> = (0..4).map(|i| format!("running{i}")).collect();
     let wide: Vec<String> = (0..2).map(|i| format!("wide{i}")).collect();
@@ -822,7 +838,9 @@ fn resume_in_background(dir: &Path, wrappers: &Path) -> Background {
     Background {
         child,
         dir: dir.to_path_buf(),
-        tag: String::new(),
+        // A resumed run keeps the tag of the run it continues.
+        tag: std::sync::OnceLock::new(),
+        tag_prefix: "flowrun-".into(),
     }
 }
 

@@ -111,6 +111,7 @@ pub fn to_json(dir: &Path, r: &Replay, host: Host, now_us: i64) -> Value {
     json!({
         "run_dir": dir.to_string_lossy(),
         "flow": r.first.flow,
+        "run_tag": r.first.run_tag,
         "segments": r.segments,
         "finished": r.finished(),
         "host_alive": alive,

@@ -190,14 +190,30 @@ fn open_journal(
     }
 }
 
+/// The run's tag, `flowrun-<flow>-<pid>-<random>`: cluster backends name the run's jobs with
+/// it and, when a run is interrupted or a submission's outcome is unknown, cancel by it. So it
+/// must be unique to the run, not only to the process: the same flow run by the same pid
+/// happens (another login node; pid reuse while a resumed run keeps its first tag), and a
+/// shared tag would let one run's Ctrl-C cancel the other's healthy jobs.
 fn run_tag(flow: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = flow.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
-    match n {
-        0 => format!("flowrun-{name}-{}", crate::supervise::flowrun_pid()),
-        n => format!("flowrun-{name}-{}-{n}", crate::supervise::flowrun_pid()),
+    // 40 random bits (the standard library seeds each RandomState from the OS), in base 36.
+    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+    random.write_u32(n);
+    let mut bits = random.finish() >> 24;
+    let mut suffix = [0u8; 8];
+    for c in suffix.iter_mut() {
+        *c = b"0123456789abcdefghijklmnopqrstuvwxyz"[(bits % 36) as usize];
+        bits /= 36;
     }
+    let suffix = std::str::from_utf8(&suffix).expect("ASCII");
+    format!(
+        "flowrun-{name}-{}-{suffix}",
+        crate::supervise::flowrun_pid()
+    )
 }
 
 /// Runs a flow with instances from `factory`: the seam the loop's tests use with in-process

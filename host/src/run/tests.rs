@@ -1163,3 +1163,23 @@ fn a_job_that_needs_a_rerun_job_is_not_re_attached_but_runs_again_after_it() {
         "{job:#}"
     );
 }
+
+#[test]
+fn each_run_gets_a_tag_of_its_own_even_from_the_same_process_and_flow() {
+    // Cluster backends name jobs by the tag and cancel by it: two runs of one flow by one pid
+    // (another login node, a reused pid while a resumed run keeps its first tag) must differ.
+    let tags: Vec<String> = (0..1000).map(|_| super::run_tag("night ly/x")).collect();
+    let prefix = format!("flowrun-night_ly_x-{}-", crate::supervise::flowrun_pid());
+    for tag in &tags {
+        let random = tag.strip_prefix(&prefix).unwrap_or_else(|| panic!("{tag}"));
+        assert_eq!(random.len(), 8, "{tag}");
+        assert!(
+            random
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{tag}"
+        );
+    }
+    let distinct: std::collections::HashSet<&String> = tags.iter().collect();
+    assert_eq!(distinct.len(), tags.len(), "every tag differs");
+}
