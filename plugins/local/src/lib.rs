@@ -32,10 +32,7 @@ use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
     io::IsTerminal,
-    os::{
-        fd::{AsRawFd, OwnedFd},
-        unix::fs::OpenOptionsExt,
-    },
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -1206,16 +1203,8 @@ fn usage_attrs(
 fn shell_command_not_found(log: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     // The job may have left anything at its log's path: opening a FIFO would wait for a writer
-    // forever, with the backend's state locked (no job ended, no signal obeyed), so the file
-    // is opened without blocking and read only if it is a regular file.
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(log)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    // forever, with the backend's state locked (no job ended, no signal obeyed).
+    let mut file = flowrun_plugin_sdk::fs::open_regular_file(log).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
     let mut tail = Vec::with_capacity(4096);
