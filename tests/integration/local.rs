@@ -1006,3 +1006,40 @@ cmd = "dd if=/dev/zero of=/dev/null bs=200M count=1 2>/dev/null"
         assert!(line.starts_with("most memory: big "), "{line}");
     }
 }
+
+/// A job that exits 127 (a shell's "command not found") after leaving a FIFO where its log
+/// was gets its verdict: the backend reads the log's last line for the missing command, and
+/// opening the FIFO waited for a writer forever, with the backend locked: the run never
+/// ended, no signal stopped it, and no results.json was written.
+#[test]
+fn local_a_fifo_left_as_the_log_of_a_127_exit_does_not_hang_the_run() {
+    let dir = tempdir();
+    let child = flowrun_tests::start_flow(
+        dir.path(),
+        r#"
+[flow]
+name = "fifo"
+[[job]]
+name = "evil"
+cmd = "rm -f \"$FLOWRUN_JOB_DIR/output.log\"; mkfifo \"$FLOWRUN_JOB_DIR/output.log\"; exit 127"
+"#,
+        &[],
+    );
+    let fifo = dir.path().join("out/jobs/evil/output.log");
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut hung = false;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline && !hung {
+            // Release the reader, so that nothing is left hanging, and fail below.
+            hung = true;
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = collect(child.wait_with_output().unwrap(), &dir.path().join("out"));
+    assert!(!hung, "the run hung on the FIFO: {run:#?}");
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.status("evil"), "failed");
+    assert_eq!(run.job("evil")["exit_code"], 127, "{run:#?}");
+}

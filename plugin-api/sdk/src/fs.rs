@@ -1,10 +1,31 @@
-//! Files that readers must never see half-written (reports, registries, results).
+//! Files that readers must never see half-written (reports, registries, results), and job
+//! files read without trusting what the job left there.
 
 use std::{
     fs::File,
     io::{self, Write},
     path::Path,
 };
+
+/// Opens `path` for reading if it is a regular file; anything else (a FIFO, a device, a
+/// directory) is an `InvalidInput` error. For files a job controls, such as its log: a job can
+/// leave a FIFO at that path, and a plain open would wait for a writer forever, so the open
+/// does not block (which changes nothing for reading a regular file).
+pub fn open_regular_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
+}
 
 /// Writes `bytes` to `path` atomically: into a temporary file beside it, flushed to disk, then
 /// renamed over `path`, so that a reader sees the old file or the new one, never a part. The

@@ -7,7 +7,6 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Seek, SeekFrom},
-    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
@@ -42,16 +41,8 @@ impl Context {
 /// `None` when the log cannot be read or holds nothing to show.
 pub fn read(log: &Path, fail_line: Option<u64>) -> Option<Context> {
     // A job can put anything at its log's path: a FIFO nobody writes to would block the read
-    // (and with it the observer) for good, so the file is opened without blocking and read
-    // only if it is a regular file.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(log)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    // (and with it the observer) for good.
+    let file = flowrun_plugin_sdk::fs::open_regular_file(log).ok()?;
     let context = match fail_line {
         Some(n) if n >= 1 => after_match(file, n),
         _ => tail(file),

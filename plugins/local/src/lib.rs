@@ -1202,7 +1202,9 @@ fn usage_attrs(
 /// "bash: line 1: simv: command not found"), for a shell job that exited with 127.
 fn shell_command_not_found(log: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(log).ok()?;
+    // The job may have left anything at its log's path: opening a FIFO would wait for a writer
+    // forever, with the backend's state locked (no job ended, no signal obeyed).
+    let mut file = flowrun_plugin_sdk::fs::open_regular_file(log).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
     let mut tail = Vec::with_capacity(4096);
