@@ -230,3 +230,42 @@ fn junit_report_stays_well_formed_with_xml_nonchars_in_names_and_log_lines() {
         "fail pattern matched at line 1: UVM_ERROR bad \u{fffd} and \u{fffd} end"
     );
 }
+
+/// A failing line of 64 KiB (the host keeps that much of it) goes into the report cut to its
+/// first 4 KiB: 20,000 such failures would otherwise make a report of over a gigabyte that CI
+/// has to parse. The message (the reason, cut by the host) and the cut body both name it.
+#[test]
+fn a_64_kib_fail_line_is_cut_in_the_junit_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_flow(
+        dir.path(),
+        "[flow]\nname = \"long\"\n\n[[job]]\nname = \"long\"\n\
+         cmd = \"printf 'UVM_ERROR '; head -c 70000 /dev/zero | tr '\\\\0' x; echo\"\n\
+         fail_patterns = [\"^UVM_ERROR\"]\n",
+        &["--observer", "junit"],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let fail_text = run.job("long")["fail_text"].as_str().unwrap().to_string();
+    assert!(fail_text.len() > 60_000, "results.json keeps the long line");
+    let text = std::fs::read_to_string(run.out.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let case = testcase(&doc, "long", &text);
+    let failure = case.children().find(|n| n.has_tag_name("failure")).unwrap();
+    let body = failure.text().unwrap_or("");
+    assert!(
+        body.contains(&fail_text[..4000]),
+        "the body has the line's start: {}",
+        &body[..body.len().min(300)]
+    );
+    assert!(body.len() < 4300, "the body is cut: {} bytes", body.len());
+    assert!(
+        body.contains("cut: the line has"),
+        "{}",
+        &body[body.len() - 200..]
+    );
+    assert!(
+        text.len() < 10_000,
+        "the whole report: {} bytes",
+        text.len()
+    );
+}

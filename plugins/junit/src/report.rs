@@ -249,9 +249,30 @@ fn failure_details(job: &AttemptEnd) -> String {
         lines.push(format!("log line: {line}"));
     }
     if let Some(text) = &job.fail_text {
-        lines.push(text.clone());
+        lines.push(cut_fail_text(text));
     }
     lines.join("\n")
+}
+
+/// How much of a failing log line a `<failure>` body carries. The host keeps up to 64 KiB of
+/// the line, and a night of 20,000 failures would give CI a report of over a gigabyte; the
+/// line's start says what failed, and the log (named in `<system-out>`) has the rest.
+pub const MAX_FAIL_TEXT_BYTES: usize = 4096;
+
+/// `text` up to [`MAX_FAIL_TEXT_BYTES`] (cut at a character boundary), saying so when cut.
+fn cut_fail_text(text: &str) -> String {
+    if text.len() <= MAX_FAIL_TEXT_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_FAIL_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… (cut: the line has {} bytes, the log has it whole)",
+        &text[..end],
+        text.len()
+    )
 }
 
 /// A JUnit `time`: quick-junit writes seconds with millisecond precision.
