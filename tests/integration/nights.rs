@@ -1289,3 +1289,51 @@ fn resume_refuses_a_journal_it_cannot_trust_with_exit_2_and_touches_nothing() {
         "it holds a run of flow `chain`, not `other`",
     );
 }
+
+/// `--resume` of a run whose journal cannot be written is refused with exit 2 before anything
+/// runs, naming the journal and what to do (it ran on without recording: `flowrun status`
+/// then showed the earlier host's unfinished run, and a later `--resume` redid the work).
+#[test]
+fn resume_refuses_a_journal_it_cannot_write_with_exit_2_and_runs_nothing() {
+    let (dir, marks) = with_marks();
+    let first = flowrun_tests::run_flow(dir.path(), &chain_flow(&marks, "exit 3"), &["-q"]);
+    assert_eq!(first.code, 1, "{first:#?}");
+    let out = dir.path().join("out");
+    let journal = out.join("journal");
+    let results = std::fs::read(out.join("results.json")).unwrap();
+    let before = executions(&marks, "b");
+    // Root writes through file modes; an immutable file it cannot.
+    let root = flowrun_tests::is_root();
+    let lock = |on: bool| {
+        if root {
+            let flag = if on { "+i" } else { "-i" };
+            let ok = std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&journal)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chattr {flag} {}", journal.display());
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if on { 0o444 } else { 0o644 };
+            std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    lock(true);
+    let run = resume(dir.path(), &["--resume", "out"]);
+    lock(false);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("cannot write the journal of the run to continue")
+            && run.stderr.contains("--rerun-failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        executions(&marks, "b"),
+        before,
+        "nothing ran (b failed, so a resume reruns it)"
+    );
+    assert_eq!(std::fs::read(out.join("results.json")).unwrap(), results);
+}

@@ -231,6 +231,11 @@ pub fn run_with(
         (None, Some(_)) => Some(resume::read(&flow, None)?),
         (None, None) => None,
     };
+    if let (Some(e), Some(resume::Continue::Resume(_))) = (&earlier, &opts.continue_from) {
+        if journal::enabled() {
+            resume::check_journal_writable(e)?;
+        }
+    }
     // Definition hashes serve the journal and the reuse of an earlier run's results only.
     let hashes = if journal::enabled() || earlier.is_some() {
         journal::definition_hashes(&flow)

@@ -74,6 +74,26 @@ pub fn read(flow: &Flow, dir: Option<&Path>) -> Result<Earlier, Error> {
     Ok(Earlier { dir, replay })
 }
 
+/// `--resume` continues the run's journal in place: one it cannot write is refused before
+/// anything starts. (Run on, the resumed run would record nothing: `flowrun status` would
+/// show the earlier host's unfinished run, and a later `--resume` would redo this run's work.)
+pub fn check_journal_writable(earlier: &Earlier) -> Result<(), Error> {
+    let path = earlier.dir.join(JOURNAL_FILE);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map(drop)
+        .map_err(|e| {
+            Error::Output(format!(
+                "{}: cannot write the journal of the run to continue: {e}; a resumed run records \
+                 every job there: make it writable, or start a new run from it with \
+                 --rerun-failed {}",
+                path.display(),
+                earlier.dir.display()
+            ))
+        })
+}
+
 /// The jobs of `flow` (with definition hashes `hashes`) that passed in `earlier` with the
 /// same definition and every job they need reused too ([`with_reused_needs`]), each with the
 /// record to carry over.
