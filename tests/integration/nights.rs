@@ -127,7 +127,10 @@ fn after_a_sigkill_of_flowrun_the_journal_keeps_every_verdict_and_no_job_is_left
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("passed 5"), "{text}");
-    assert!(text.contains("running  slow"), "{text}");
+    assert!(
+        text.contains("was running  slow  [local] when its host stopped"),
+        "nobody runs the job now that its host is gone: {text}"
+    );
     assert!(text.contains("--resume"), "{text}");
 }
 

@@ -145,6 +145,7 @@ fn text(v: &Value) -> String {
         .map(|st| format!("{} {}", st.name(), v["counts"][st.name()]))
         .collect();
     s.push_str(&format!("  {}\n", counts.join(", ")));
+    let host_alive = v["host_alive"].as_bool() == Some(true);
     for j in v["jobs"].as_array().into_iter().flatten() {
         let name = j["name"].as_str().unwrap_or("");
         let backend = j["backend"].as_str().unwrap_or("");
@@ -153,11 +154,19 @@ fn text(v: &Value) -> String {
                 .as_str()
                 .map(|i| format!(" {i}"))
                 .unwrap_or_default();
-            let for_s = j["running_s"]
-                .as_f64()
-                .map(|t| format!(" for {t:.1}s"))
-                .unwrap_or_default();
-            s.push_str(&format!("  running  {name}  [{backend}{id}]{for_s}\n"));
+            if host_alive {
+                let for_s = j["running_s"]
+                    .as_f64()
+                    .map(|t| format!(" for {t:.1}s"))
+                    .unwrap_or_default();
+                s.push_str(&format!("  running  {name}  [{backend}{id}]{for_s}\n"));
+            } else {
+                // Nobody watches it now: a local job died with its host, a cluster job may
+                // still run; a resume finds out.
+                s.push_str(&format!(
+                    "  was running  {name}  [{backend}{id}] when its host stopped\n"
+                ));
+            }
         } else {
             s.push_str(&format!(
                 "  {:<8} {name}: {}\n",
