@@ -28,7 +28,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-use std::{path::PathBuf, sync::atomic::AtomicU32, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -196,14 +196,11 @@ fn open_journal(
 /// happens (another login node; pid reuse while a resumed run keeps its first tag), and a
 /// shared tag would let one run's Ctrl-C cancel the other's healthy jobs.
 fn run_tag(flow: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static RUNS: AtomicU32 = AtomicU32::new(0);
-    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    use std::hash::BuildHasher;
     let name = flow.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
-    // 40 random bits (the standard library seeds each RandomState from the OS), in base 36.
-    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-    random.write_u32(n);
-    let mut bits = random.finish() >> 24;
+    // 40 random bits, in base 36: the standard library seeds RandomState from the OS, and
+    // each one made differs from the last (two runs in one process get two tags).
+    let mut bits = std::collections::hash_map::RandomState::new().hash_one(()) >> 24;
     let mut suffix = [0u8; 8];
     for c in suffix.iter_mut() {
         *c = b"0123456789abcdefghijklmnopqrstuvwxyz"[(bits % 36) as usize];

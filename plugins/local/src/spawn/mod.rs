@@ -290,7 +290,14 @@ fn job_peak_kb(job_maxrss_kb: u64) -> Option<u64> {
 
 /// How far a quick read of a process's RSS counter can be from the truth: each CPU may hold
 /// up to the kernel's per-CPU counter batch (`max(32, 2 * CPUs)` pages) not yet added in.
+/// Worked out once: it is read at every reap, and glibc counts the CPUs by listing
+/// `/sys/devices/system/cpu`.
 fn rss_counter_slack_kb() -> u64 {
+    static SLACK_KB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SLACK_KB.get_or_init(rss_counter_slack_kb_uncached)
+}
+
+fn rss_counter_slack_kb_uncached() -> u64 {
     // SAFETY: sysconf only reads system configuration.
     let (cpus, page) = unsafe {
         (
